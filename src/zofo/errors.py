@@ -1,0 +1,12 @@
+"""The one exception type zofo raises for bad input: a message that says what and how to fix it."""
+
+from __future__ import annotations
+
+
+class ZofoError(Exception):
+    """Bad input or an impossible request; the CLI prints it as one line, without a traceback."""
+
+    def __init__(self, what: str, fix: str | None = None):
+        self.what = what
+        self.fix = fix
+        super().__init__(what if fix is None else f"{what} ({fix})")
