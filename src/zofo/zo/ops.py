@@ -1,0 +1,134 @@
+"""Per-tensor ZO operations, dispatched to the fused Triton kernels (CUDA) or the torch path.
+
+Both paths compute the same function of (theta, seed, key, element index): identical random bits,
+Gaussian values equal up to float rounding.  ``backend``: "auto" (kernels on CUDA when triton
+imports), "torch", or "triton" (forces kernels, e.g. CPU tensors under ``TRITON_INTERPRET=1``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .directions import Direction, check_direction, direction_like, rounding_key
+from .rounding import stochastic_round
+
+Backend = Literal["auto", "torch", "triton"]
+
+
+@functools.cache
+def triton_available() -> bool:
+    """Whether the Triton kernels import (triton installed)."""
+    try:
+        from . import kernels  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def use_triton(t: Tensor, backend: Backend = "auto") -> bool:
+    """Whether ``t`` goes through the kernels under ``backend``."""
+    if backend == "auto":
+        return t.is_cuda and triton_available()
+    return backend == "triton"
+
+
+def _kind(direction: Direction) -> int:
+    return 0 if check_direction(direction) == "gaussian" else 1
+
+
+def device_scalar(value: int | float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A one-element tensor on ``device`` (what the kernels read seeds and scales from)."""
+    return torch.tensor([value], dtype=dtype, device=device)
+
+
+def perturbed_copy(
+    theta: Tensor, key: int, seed: int | Tensor, scale: float | Tensor, direction: Direction = "gaussian",
+    start: int = 0, backend: Backend = "auto",
+) -> Tensor:
+    """A new tensor theta + scale*u(seed, key) in theta's dtype (computed in float32); theta untouched.
+
+    ``seed`` / ``scale`` may be one-element device tensors (kernel path; CUDA-graph friendly).
+    """
+    if use_triton(theta, backend):
+        from . import kernels
+
+        seed_t = seed if isinstance(seed, Tensor) else device_scalar(seed, torch.int64, theta.device)
+        scale_t = scale if isinstance(scale, Tensor) else device_scalar(scale, torch.float32, theta.device)
+        out = torch.empty_like(theta, memory_format=torch.contiguous_format)
+        return kernels.perturb(theta.contiguous(), out, key, seed_t, scale_t, _kind(direction), start)
+    seed, scale = _as_int(seed), _as_float(scale)
+    u = direction_like(theta, seed, key, direction, start)
+    s = torch.tensor(scale, dtype=torch.float32, device=theta.device)
+    return (theta.float() + s * u).to(theta.dtype)
+
+
+def _as_int(v: int | Tensor) -> int:
+    return int(v.item()) if isinstance(v, Tensor) else int(v)
+
+
+def _as_float(v: float | Tensor) -> float:
+    return float(v.item()) if isinstance(v, Tensor) else float(v)
+
+
+def combination(
+    like: Tensor, key: int, seeds: Sequence[int], coefs: Sequence[float], direction: Direction = "gaussian",
+    start: int = 0, backend: Backend = "auto",
+) -> Tensor:
+    """g = sum_j coefs[j] * u(seeds[j], key) as a float32 tensor shaped like ``like``."""
+    if use_triton(like, backend):
+        g = torch.zeros(like.shape, dtype=torch.float32, device=like.device)
+        neg = [-c for c in coefs]
+        return _update_kernel_call(g, key, seeds, neg, 1.0, direction, start)
+    g = torch.zeros(like.shape, dtype=torch.float32, device=like.device)
+    for seed, coef in zip(seeds, coefs, strict=True):
+        g.add_(direction_like(like, seed, key, direction, start), alpha=coef)
+    return g
+
+
+def _update_kernel_call(
+    x: Tensor, key: int, seeds: Sequence[int], coefs: Sequence[float], decay: float, direction: Direction,
+    start: int,
+) -> Tensor:
+    from . import kernels
+
+    dev = x.device
+    seeds_t = torch.tensor(list(seeds), dtype=torch.int64, device=dev)
+    coefs_t = torch.tensor(list(coefs), dtype=torch.float32, device=dev)
+    hkey = device_scalar(rounding_key(seeds[0], key), torch.int64, dev)
+    return kernels.update_(x, key, hkey, seeds_t, coefs_t, decay, _kind(direction), start)
+
+
+def sgd_update_(
+    theta: Tensor, key: int, seeds: Sequence[int], coefs: Sequence[float], decay: float = 1.0,
+    direction: Direction = "gaussian", start: int = 0, backend: Backend = "auto",
+) -> Tensor:
+    """In place: theta <- R(decay*theta - sum_j coefs[j] u_j), R = stochastic rounding for bf16/fp16.
+
+    Computed in float32; the rounding stream is keyed by (seeds[0], key).
+    """
+    fp16 = theta.dtype == torch.float16
+    if use_triton(theta, backend) and theta.is_contiguous() and not fp16:
+        return _update_kernel_call(theta, key, seeds, coefs, decay, direction, start)
+    g = combination(theta, key, seeds, coefs, direction, start, backend="torch")
+    y = theta.float() * decay - g
+    theta.copy_(stochastic_round(y, theta.dtype, seeds[0], key, start))
+    return theta
+
+
+def round_to(
+    x: Tensor, dtype: torch.dtype, seed: int, key: int, start: int = 0, backend: Backend = "auto"
+) -> Tensor:
+    """Stochastically round float32 ``x`` to ``dtype`` with the stream of (seed, key)."""
+    if dtype == torch.bfloat16 and use_triton(x, backend):
+        from . import kernels
+
+        x = x.float().contiguous()
+        out = torch.empty(x.shape, dtype=dtype, device=x.device)
+        hkey = device_scalar(rounding_key(seed, key), torch.int64, x.device)
+        return kernels.round_(x, out, hkey, start)
+    return stochastic_round(x, dtype, seed, key, start)

@@ -1,0 +1,108 @@
+"""Counter-based random bits in plain torch, bit-identical to Triton's ``tl.philox``.
+
+Philox4x32-10 (Salmon et al., SC'11) maps a 128-bit counter (c0, c1, c2, c3) and a 64-bit key
+(k0, k1) to four 32-bit words through ten rounds of
+
+    c0' = mulhi(B, c2) ^ c1 ^ k0      c1' = mullo(B, c2)
+    c2' = mulhi(A, c0) ^ c3 ^ k1      c3' = mullo(A, c0)
+    k0 += 0x9E3779B9                  k1 += 0xBB67AE85
+
+with A = 0xD2511F53, B = 0xCD9E8D57 -- exactly ``triton.language.random.philox_impl``.  Triton takes the
+key from a 64-bit seed (k0 = low half, k1 = high half) and ``tl.randint4x(seed, offset)`` uses the
+counter (offset_lo, offset_hi, 0, 0).  Words are held in int64 tensors with values in [0, 2**32):
+torch lacks full uint32 arithmetic, and 32x32-bit products are split in 16-bit halves so that no
+intermediate leaves int64.
+
+Also here: Triton's uint32 -> [0, 1) float map and Box-Muller (``tl.randn4x``), and ``hash32`` (the
+"lowbias32" integer hash), the cheap per-element bits used for stochastic rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+M32 = 0xFFFFFFFF
+PHILOX_A = 0xD2511F53
+PHILOX_B = 0xCD9E8D57
+PHILOX_KEY_A = 0x9E3779B9
+PHILOX_KEY_B = 0xBB67AE85
+ROUNDS = 10
+# Triton's uint_to_uniform_float scale: the largest float with (2**31 - 1) * scale < 1.
+UNIFORM_SCALE = 4.6566127342e-10
+
+
+def _mulhilo(a: Tensor, b: int) -> tuple[Tensor, Tensor]:
+    """(floor(a*b / 2**32), a*b mod 2**32) for a in [0, 2**32) (int64 tensor) and a 32-bit constant b.
+
+    a*b = 2**16 * t + (al*b mod 2**16) with t = ah*b + (al*b >> 16) < 2**49, so nothing overflows.
+    """
+    ah, al = a >> 16, a & 0xFFFF
+    t_lo = al * b
+    t = ah * b + (t_lo >> 16)
+    return t >> 16, ((t & 0xFFFF) << 16) | (t_lo & 0xFFFF)
+
+
+def mullo32(a: Tensor, b: int) -> Tensor:
+    """a*b mod 2**32 for a in [0, 2**32) held in int64 and a 32-bit constant b."""
+    return _mulhilo(a, b)[1]
+
+
+def philox(
+    seed: int, c0: Tensor, c1: Tensor | int = 0, c2: Tensor | int = 0, c3: Tensor | int = 0
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Philox4x32-10 of counter (c0, c1, c2, c3) under the 64-bit ``seed``; same bits as ``tl.philox``."""
+    k0, k1 = seed & M32, (seed >> 32) & M32
+    c1, c2, c3 = (torch.full_like(c0, c) if isinstance(c, int) else c for c in (c1, c2, c3))
+    for _ in range(ROUNDS):
+        hi_b, lo_b = _mulhilo(c2, PHILOX_B)
+        hi_a, lo_a = _mulhilo(c0, PHILOX_A)
+        c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
+        k0, k1 = (k0 + PHILOX_KEY_A) & M32, (k1 + PHILOX_KEY_B) & M32
+    return c0, c1, c2, c3
+
+
+def randint4x(seed: int, offset: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``tl.randint4x(seed, offset)`` for int64 offsets: counter (offset_lo, offset_hi, 0, 0)."""
+    return philox(seed, offset & M32, (offset >> 32) & M32)
+
+
+def uniform(word: Tensor) -> Tensor:
+    """Triton's ``uint_to_uniform_float``: read the word as int32, fold negatives (~x), scale to [0, 1)."""
+    folded = torch.where(word >= 2**31, M32 - word, word)
+    return folded.to(torch.float32) * torch.tensor(UNIFORM_SCALE, dtype=torch.float32)
+
+
+def box_muller(u1: Tensor, u2: Tensor) -> tuple[Tensor, Tensor]:
+    """Triton's ``pair_uniform_to_normal``: r = sqrt(-2 ln max(u1, 1e-7)), (r cos 2 pi u2, r sin 2 pi u2)."""
+    u1 = torch.clamp_min(u1, torch.tensor(1.0e-7, dtype=torch.float32))
+    th = torch.tensor(6.283185307179586, dtype=torch.float32) * u2
+    r = torch.sqrt(-2.0 * torch.log(u1))
+    return r * torch.cos(th), r * torch.sin(th)
+
+
+def randn4x(seed: int, offset: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``tl.randn4x(seed, offset)``: four standard normals (float32) per Philox call."""
+    i1, i2, i3, i4 = randint4x(seed, offset)
+    n1, n2 = box_muller(uniform(i1), uniform(i2))
+    n3, n4 = box_muller(uniform(i3), uniform(i4))
+    return n1, n2, n3, n4
+
+
+def hash32(x: Tensor) -> Tensor:
+    """lowbias32 (C. Wellons): x ^= x>>16; x *= 0x7feb352d; x ^= x>>15; x *= 0x846ca68b; x ^= x>>16."""
+    x = x ^ (x >> 16)
+    x = mullo32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = mullo32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def hash32_int(x: int) -> int:
+    """``hash32`` of one Python int (same arithmetic)."""
+    x &= M32
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & M32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & M32
+    return x ^ (x >> 16)
