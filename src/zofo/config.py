@@ -44,7 +44,7 @@ class DataConfig:
 
 @dataclass
 class PeftConfig:
-    kind: str = "lora"                  # lora | prefix | prompt | none
+    kind: str | None = None             # lora | prefix | prompt; None: lora for methods that need one
     r: int = 8
     alpha: int = 16
     dropout: float = 0.0

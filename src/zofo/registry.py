@@ -41,3 +41,7 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+
+#: training methods (filled by zofo.methods)
+METHODS: Registry = Registry("method")

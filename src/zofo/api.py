@@ -1,0 +1,87 @@
+"""The public surface: load a model, train with any method, evaluate. The CLI is a thin layer over it."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from zofo.config import RunConfig, save_config
+from zofo.errors import ZofoError
+from zofo.models import load_model
+
+#: methods that train a PEFT module, and the default kind they get
+PEFT_METHODS = {"fo-peft", "zo-peft", "bilevel-zofo", "bilevel-fo"}
+FULL_METHODS = {"fo-full", "mezo"}
+NO_TRAIN = {"zero-shot", "icl"}
+
+
+def check_options(cfg: RunConfig) -> None:
+    """Refuse inconsistent options before any model or data is loaded."""
+    from zofo.registry import METHODS
+
+    import zofo.methods  # noqa: F401  (registers the methods)
+
+    method, kind = cfg.train.method, cfg.peft.kind
+    METHODS.get(method)
+    if method in FULL_METHODS | NO_TRAIN and kind not in (None, "none"):
+        raise ZofoError(f"--peft {kind} does not apply to method {method} (it trains no PEFT module)",
+                        "drop --peft, or choose fo-peft, zo-peft, bilevel-zofo or bilevel-fo")
+    if method in PEFT_METHODS and kind == "none":
+        raise ZofoError(f"method {method} needs a PEFT module", "use --peft lora, prefix or prompt")
+    if method.startswith("bilevel") and cfg.bilevel.lower_steps < 1:
+        raise ZofoError(f"bilevel.lower_steps (K) must be >= 1, got {cfg.bilevel.lower_steps}", "set K >= 1")
+    if method.startswith("bilevel") and cfg.bilevel.lam < 0:
+        raise ZofoError(f"bilevel.lam must be >= 0, got {cfg.bilevel.lam}", "use lambda >= 0")
+    if method.startswith("bilevel") and not 0 < cfg.bilevel.upper_fraction < 1:
+        raise ZofoError("bilevel.upper_fraction must lie in (0, 1)", "the paper's split is 1/3 (1:2)")
+    if method == "icl" and cfg.data.shots < 1:
+        raise ZofoError("method icl needs --shots K with K >= 1", "e.g. --shots 16")
+    _check_positive(cfg)
+
+
+def _check_positive(cfg: RunConfig) -> None:
+    for key, value in [("train.steps", cfg.train.steps), ("train.batch_size", cfg.train.batch_size),
+                       ("optim.q", cfg.optim.q), ("data.max_length", cfg.data.max_length)]:
+        if value < (0 if key == "train.steps" else 1):
+            raise ZofoError(f"{key} must be positive, got {value}", "fix the value")
+    if cfg.optim.eps <= 0:
+        raise ZofoError(f"optim.eps must be > 0, got {cfg.optim.eps}", "the paper uses 1e-3")
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def peft_kind(cfg: RunConfig) -> str | None:
+    """The PEFT kind this run attaches (LoRA by default for methods that need one)."""
+    if cfg.train.method not in PEFT_METHODS:
+        return None
+    return cfg.peft.kind or "lora"
+
+
+def run_dir_for(cfg: RunConfig) -> Path:
+    if cfg.train.output_dir:
+        return Path(cfg.train.output_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.train.method}-{cfg.data.task.replace(':', '-')}-{stamp}"
+
+
+def train(cfg: RunConfig) -> dict:
+    """Fine-tune (or only evaluate, for zero-shot / ICL) as `cfg` says; returns the run's results."""
+    from zofo.training import Run
+
+    check_options(cfg)
+    return Run(cfg).execute()
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=1, default=str))
+
+
+__all__ = ["load_model", "train", "check_options", "RunConfig", "save_config", "asdict"]

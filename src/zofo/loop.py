@@ -1,0 +1,91 @@
+"""THE training loop: step, log, evaluate on dev, keep the best, checkpoint. Same for every method."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from zofo.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from zofo.logs import PeakMemory, RunLogger
+from zofo.methods.base import Method
+
+
+@dataclass
+class LoopSettings:
+    steps: int
+    eval_every: int = 100      # 0: evaluate only before and after training
+    log_every: int = 10
+    save_every: int = 0        # 0: checkpoint only at the end
+    metric: str = "accuracy"   # the dev number that picks the best checkpoint
+    progress: bool = True
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    best_metric: float = -math.inf
+    best_step: int = -1
+    elapsed: float = 0.0
+    skipped_steps: int = 0
+
+
+def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, settings: LoopSettings,
+               logger: RunLogger, memory: PeakMemory, state: LoopState) -> LoopState:
+    """Run `method.step` from `state.step` to `settings.steps`; returns the final state."""
+    if state.step == 0:
+        _evaluate(method, evaluate_dev, run_dir, settings, logger, memory, state)
+    bar = tqdm(total=settings.steps, initial=state.step, disable=not settings.progress, desc="train",
+               dynamic_ncols=True)
+    for step in range(state.step, settings.steps):
+        with memory.phase("train_step"):
+            start = time.perf_counter()
+            metrics = method.step(step)
+            seconds = time.perf_counter() - start
+        state.step = step + 1
+        state.skipped_steps += int(metrics.get("skipped", 0))
+        bar.update(1)
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}", step_s=f"{seconds:.3f}")
+        if state.step % settings.log_every == 0 or state.step == settings.steps:
+            logger.log(state.step, "train", **metrics, step_seconds=seconds)
+        if _due(state.step, settings.eval_every, settings.steps):
+            _evaluate(method, evaluate_dev, run_dir, settings, logger, memory, state)
+        if _due(state.step, settings.save_every, settings.steps):
+            state.elapsed = logger.elapsed()
+            save_checkpoint(run_dir / "checkpoint", method.trainable(), method.state_dict(), asdict(state)
+                            | {"batches": method.batches.state_dict()})
+    bar.close()
+    return state
+
+
+def _due(step: int, every: int, last: int) -> bool:
+    return step == last or (every > 0 and step % every == 0)
+
+
+def _evaluate(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, settings: LoopSettings,
+              logger: RunLogger, memory: PeakMemory, state: LoopState) -> None:
+    """Dev evaluation; the best-scoring weights so far are kept in run_dir/best (dev only, never test)."""
+    with memory.phase("eval"), method.deployed():
+        result = evaluate_dev()
+    logger.log(state.step, "dev", **{k: v for k, v in result.items() if isinstance(v, (int, float))})
+    value = result[settings.metric]
+    if value > state.best_metric:
+        state.best_metric, state.best_step = value, state.step
+        (run_dir / "best").mkdir(exist_ok=True)
+        save_weights(method.trainable(), run_dir / "best" / "weights.safetensors")
+    tqdm.write(f"step {state.step}: dev {settings.metric} {value:.4f} (best {state.best_metric:.4f} "
+               f"at step {state.best_step})") if settings.progress else None
+
+
+def resume(method: Method, checkpoint: Path, logger: RunLogger) -> LoopState:
+    """Restore weights, method state, data streams and loop counters from a checkpoint."""
+    method_state, loop_state = load_checkpoint(checkpoint, method.trainable())
+    method.load_state_dict(method_state)
+    method.batches.load_state_dict(loop_state.pop("batches"))
+    state = LoopState(**loop_state)
+    logger.resume_from(state.elapsed)
+    return state

@@ -1,0 +1,121 @@
+"""What every training method is to the loop: `step()`, the deployed model, and its state.
+
+The loop never asks which method it runs; a method differs from the others only in its `step()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zofo.adapters import ParamGroups, activate
+from zofo.batches import Batches
+from zofo.errors import ZofoError
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Plain values every method may read (built from the config at the boundary)."""
+
+    objective: str = "ce"
+    steps: int = 1000
+    seed: int = 0
+    lr: float = 1e-6             # backbone theta
+    lr_upper: float = 1e-4       # upper PEFT copy p; the PEFT module of single-level methods
+    lr_lower: float = 1e-4       # lower PEFT copy z
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    theta_update: str = "sgd"    # ZO update rule: sgd | momentum | adam
+    momentum: float = 0.9
+    eps: float = 1e-3
+    q: int = 1
+    two_sided: bool = True
+    direction: str = "gaussian"
+    lam: float = 1e4
+    lower_steps: int = 10
+    normalize: bool = True
+    shots: int = 0
+
+
+class Method(ABC):
+    """A training algorithm over `model` whose parameters are split into `groups`."""
+
+    #: whether the method trains at all (zero-shot and ICL do not)
+    trains: bool = True
+    #: adapter evaluated as the deployed model (None: the plain model)
+    deploy_adapter: str | None = None
+    #: named adapters the method needs on the model (empty: none)
+    adapter_names: tuple[str, ...] = ()
+    #: example streams the method draws from: "train", or "upper" and "lower" (the 1:2 split)
+    stream_names: tuple[str, ...] = ("train",)
+    #: whether the backbone's own weights change
+    trains_backbone: bool = False
+
+    def __init__(self, model: nn.Module, groups: ParamGroups, batches: Batches, options: MethodOptions):
+        self.model = model
+        self.groups = groups
+        self.batches = batches
+        self.options = options
+        self.objective = options.objective
+
+    @abstractmethod
+    def step(self, step: int) -> dict[str, float]:
+        """One training step; returns the numbers to log (at least `loss`)."""
+
+    def trainable(self) -> dict[str, nn.Parameter]:
+        """Every parameter this method changes (what best-on-dev checkpoints keep)."""
+        params = dict(self.groups.backbone) if self.trains_backbone else {}
+        for adapter in self.groups.adapters.values():
+            params.update(adapter)
+        return params
+
+    @contextlib.contextmanager
+    def deployed(self) -> Iterator[nn.Module]:
+        """The model as it would be deployed, in eval mode."""
+        if self.deploy_adapter is not None:
+            activate(self.model, self.groups, self.deploy_adapter)
+        self.model.eval()
+        yield self.model
+
+    def state_dict(self) -> dict:
+        """Optimizer and estimator state (weights are saved separately by the checkpoint)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} has no state to load")
+
+
+def example_losses(scores: torch.Tensor, labels: torch.Tensor, objective: str) -> torch.Tensor:
+    """Per-example training loss from candidate scores [n, max_candidates] (mean log-likelihoods).
+
+    ce: cross-entropy over the candidates' scores; lm: negative mean log-likelihood of the gold answer's
+    tokens (the LM loss on the answer, averaged per example).
+    """
+    if objective == "ce":
+        return F.cross_entropy(scores.float(), labels, reduction="none")
+    if objective == "lm":
+        return -scores.float().gather(1, labels[:, None]).squeeze(1)
+    raise ZofoError(f"unknown objective {objective!r}", "use ce or lm")
+
+
+def batch_loss(model: nn.Module, batch, objective: str) -> torch.Tensor:
+    """Mean training loss of one encoded batch."""
+    from zofo.evaluation.scoring import candidate_scores
+
+    return example_losses(candidate_scores(model, batch), batch.labels, objective).mean()
+
+
+def split_losses(model: nn.Module, batch, sizes: list[int], objective: str) -> list[torch.Tensor]:
+    """One forward over a batch made of consecutive parts of `sizes` examples: each part's mean loss."""
+    from zofo.evaluation.scoring import candidate_scores
+
+    losses = example_losses(candidate_scores(model, batch), batch.labels, objective)
+    return [part.mean() for part in torch.split(losses, sizes)]

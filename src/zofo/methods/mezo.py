@@ -1,0 +1,88 @@
+"""MeZO (ZO-SGD on the whole backbone) and ZO-PEFT (the same on the PEFT parameters only).
+
+    for each step t:
+        seeds  <- step_seed(run_seed, t, i) for i < q
+        c_i    <- (L(theta + eps u_i) - L(theta - eps u_i)) / (2 eps)      (u_i regenerated from seeds)
+        theta  <- update(theta, c, u)                                       (ZO-SGD in place by default)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from zofo import zo
+from zofo.methods.base import Method, batch_loss
+from zofo.registry import METHODS
+from zofo.schedules import make_schedule
+
+
+class ZOTrainer:
+    """The ZO half of a method: estimator + update rule over one set of parameters."""
+
+    def __init__(self, model: torch.nn.Module, params: dict[str, torch.nn.Parameter], options, lr: float):
+        self.model, self.params, self.options = model, params, options
+        self.update = zo.make_update(options.theta_update, momentum=options.momentum,
+                                     weight_decay=options.weight_decay, direction=options.direction)
+        self.lr = make_schedule(options.schedule, lr, options.steps, options.warmup_steps)
+
+    def estimate(self, loss_fn, step: int) -> zo.ZOEstimate:
+        seeds = [zo.step_seed(self.options.seed, step, i) for i in range(self.options.q)]
+        with torch.no_grad():
+            return zo.estimate(loss_fn, self.model, self.params, seeds, eps=self.options.eps,
+                               two_sided=self.options.two_sided, direction=self.options.direction)
+
+    def apply(self, estimate: zo.ZOEstimate, step: int) -> dict[str, float]:
+        """Apply the update (or skip it when a probe's loss was not finite); returns what to log."""
+        if estimate.skipped:
+            return {"skipped": 1}
+        self.update.apply(self.params, estimate, self.lr(step))
+        grads = estimate.projected_grads
+        return {"projected_grad": sum(grads) / len(grads), "lr": self.lr(step)}
+
+    def state_dict(self) -> dict:
+        return self.update.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.update.load_state_dict(state)
+
+
+class ZerothOrder(Method):
+    """Forward-only training of `params` with a seeded SPSA estimate per step."""
+
+    def setup(self, params: dict[str, torch.nn.Parameter], lr: float) -> None:
+        self.zo = ZOTrainer(self.model, params, self.options, lr)
+
+    def step(self, step: int) -> dict[str, float]:
+        batch = self.batches.next("train")
+        estimate = self.zo.estimate(lambda: batch_loss(self.model, batch, self.objective), step)
+        logged = self.zo.apply(estimate, step)
+        return {"loss": sum(estimate.losses) / max(1, len(estimate.losses)), **logged}
+
+    def state_dict(self) -> dict:
+        return {"zo": self.zo.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.zo.load_state_dict(state["zo"])
+
+
+@METHODS.register("mezo")
+class MeZO(ZerothOrder):
+    """ZO-SGD on every backbone weight (Malladi et al., 2023)."""
+
+    trains_backbone = True
+
+    def __init__(self, model, groups, batches, options):
+        super().__init__(model, groups, batches, options)
+        self.setup(groups.backbone, options.lr)
+
+
+@METHODS.register("zo-peft")
+class ZOPeft(ZerothOrder):
+    """ZO-SGD on the PEFT parameters only; the backbone stays frozen."""
+
+    adapter_names = ("default",)
+    deploy_adapter = "default"
+
+    def __init__(self, model, groups, batches, options):
+        super().__init__(model, groups, batches, options)
+        self.setup(groups.adapter("default"), options.lr)

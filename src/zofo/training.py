@@ -1,0 +1,152 @@
+"""One training run assembled from a config: data, model, method, loop, final test evaluation, saving."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from zofo.adapters import ParamGroups, attach_adapters, backbone_params, peft_config, save_adapter
+from zofo.batches import Batches, ExampleStream
+from zofo.checkpoint import load_weights, save_weights
+from zofo.config import RunConfig, save_config
+from zofo.logs import PeakMemory, RunLogger
+from zofo.loop import LoopSettings, LoopState, resume, train_loop
+from zofo.methods import METHODS, Method, MethodOptions
+from zofo.models import load_model
+
+
+def method_options(cfg: RunConfig) -> MethodOptions:
+    """The config's plain values that methods read (methods never see the config object)."""
+    o, b = cfg.optim, cfg.bilevel
+    return MethodOptions(
+        objective=cfg.data.objective, steps=cfg.train.steps, seed=cfg.train.seed, lr=o.lr,
+        lr_upper=o.lr_upper, lr_lower=o.lr_lower, schedule=o.schedule, warmup_steps=o.warmup_steps,
+        weight_decay=o.weight_decay, theta_update=o.theta_update, momentum=o.momentum, eps=o.eps, q=o.q,
+        two_sided=o.two_sided, direction=o.direction, lam=b.lam, lower_steps=b.lower_steps,
+        normalize=b.normalize, shots=cfg.data.shots)
+
+
+class Run:
+    """Everything one `zofo train` does, in the order it does it."""
+
+    def __init__(self, cfg: RunConfig):
+        from zofo.api import peft_kind, resolve_device, run_dir_for
+
+        self.cfg = cfg
+        self.device = torch.device(resolve_device(cfg.model.device))
+        self.method_cls: type[Method] = METHODS.get(cfg.train.method)
+        self.peft_kind = peft_kind(cfg)
+        self.run_dir = Path(cfg.train.resume).parent if cfg.train.resume else run_dir_for(cfg)
+
+    def execute(self) -> dict:
+        splits, task = self.load_data()
+        model, tokenizer = load_model(self.cfg.model.name, dtype=self.cfg.model.dtype, device=str(self.device),
+                                      trust_remote_code=self.cfg.model.trust_remote_code)
+        model, groups = self.attach(model)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.run_dir / "config.yaml")
+        batches = self.batches(splits, tokenizer)
+        method = self.method_cls(model, groups, batches, method_options(self.cfg))
+        evaluator = Evaluator(model, tokenizer, task, splits, self.cfg)
+        logger, memory = RunLogger(self.run_dir), PeakMemory(self.device)
+        start = time.time()
+        state = self.train(method, evaluator, logger, memory) if method.trains else LoopState()
+        result = self.finish(method, evaluator, state, memory, time.time() - start)
+        logger.log(state.step, "test", **{k: v for k, v in result["test"].items()})
+        logger.close()
+        return result
+
+    def load_data(self):
+        from zofo.tasks import load_task, sample_splits
+
+        d = self.cfg.data
+        task = load_task(d.task, data=d.data, template=d.template)
+        splits = sample_splits(task, n_train=d.n_train, n_dev=d.n_dev, n_test=d.n_test, seed=d.seed)
+        return splits, task
+
+    def attach(self, model) -> tuple[torch.nn.Module, ParamGroups]:
+        names = self.method_cls.adapter_names
+        if not names:
+            return model, ParamGroups(backbone=backbone_params(model))
+        p = self.cfg.peft
+        config = peft_config(self.peft_kind, r=p.r, alpha=p.alpha, dropout=p.dropout,
+                             target_modules=p.target_modules, num_virtual_tokens=p.num_virtual_tokens)
+        model, groups = attach_adapters(model, config, names)
+        model.to(self.device)
+        return model, groups
+
+    def batches(self, splits, tokenizer) -> Batches:
+        from zofo.evaluation.scoring import encode_candidates
+        from zofo.tasks import split_bilevel
+
+        t, seed = self.cfg.train, self.cfg.train.seed
+        upper, lower = split_bilevel(splits.train, seed=seed)
+        pools = {"train": splits.train, "upper": upper, "lower": lower}
+        streams = {name: ExampleStream(pools[name], t.batch_size, seed=hash((seed, name)) % 2**31)
+                   for name in self.method_cls.stream_names}
+        max_length, device = self.cfg.data.max_length, self.device
+        return Batches(streams, lambda examples: encode_candidates(tokenizer, examples, max_length).to(device))
+
+    def train(self, method: Method, evaluator: Evaluator, logger: RunLogger, memory: PeakMemory) -> LoopState:
+        t = self.cfg.train
+        settings = LoopSettings(steps=t.steps, eval_every=t.eval_every, log_every=t.log_every,
+                                save_every=t.save_every, metric=evaluator.metric, progress=t.progress)
+        state = resume(method, Path(t.resume), logger) if t.resume else LoopState()
+        return train_loop(method, evaluator.dev, self.run_dir, settings, logger, memory, state)
+
+    def finish(self, method: Method, evaluator: Evaluator, state: LoopState, memory: PeakMemory,
+               seconds: float) -> dict:
+        """Save the final weights, reload the best-on-dev ones, evaluate them on test, write result.json."""
+        self.save_final(method)
+        best = self.run_dir / "best" / "weights.safetensors"
+        if method.trains and best.exists():
+            load_weights(method.trainable(), best)
+        with method.deployed():
+            test = evaluator.test()
+        result = {"method": self.cfg.train.method, "task": self.cfg.data.task, "peft": self.peft_kind,
+                  "test": test, "best_dev": state.best_metric if method.trains else None,
+                  "best_step": state.best_step, "steps": state.step, "train_seconds": round(seconds, 2),
+                  "skipped_steps": state.skipped_steps, "peak_memory_mib": memory.peaks,
+                  "run_dir": str(self.run_dir), "config": asdict(self.cfg)}
+        (self.run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
+        return result
+
+    def save_final(self, method: Method) -> None:
+        if not method.trains:
+            return
+        final = self.run_dir / "final"
+        final.mkdir(exist_ok=True)
+        if method.deploy_adapter is not None:
+            save_adapter(method.model, method.deploy_adapter, str(final / "adapter"))
+        if method.trains_backbone:
+            save_weights(method.groups.backbone, final / "backbone.safetensors")
+
+
+class Evaluator:
+    """Dev and test evaluation of the deployed model (with demonstrations for in-context learning)."""
+
+    def __init__(self, model, tokenizer, task, splits, cfg: RunConfig):
+        from zofo.evaluation import icl_demonstrations
+
+        self.model, self.tokenizer, self.task, self.splits, self.cfg = model, tokenizer, task, splits, cfg
+        self.metric = "f1" if task.generative else "accuracy"
+        shots = cfg.data.shots if cfg.train.method == "icl" else 0
+        self.demos = icl_demonstrations(splits.train, shots, cfg.data.seed) if shots else None
+
+    def _run(self, examples) -> dict:
+        from zofo.evaluation import evaluate
+
+        return evaluate(self.model, self.tokenizer, self.task, examples,
+                        batch_size=self.cfg.train.eval_batch_size, demonstrations=self.demos,
+                        progress=self.cfg.train.progress)
+
+    def dev(self) -> dict:
+        n = self.cfg.train.n_eval_dev
+        return self._run(self.splits.dev[:n] if n else self.splits.dev)
+
+    def test(self) -> dict:
+        return self._run(self.splits.test)
