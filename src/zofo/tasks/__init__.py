@@ -1,0 +1,72 @@
+"""Tasks: official-format data sources, MeZO prompt templates, seeded sampling.
+
+    task = load_task("rte", data="/data/superglue/RTE")      # or a hub id when data is None
+    splits = sample_splits(task, n_train=1000, n_dev=500, n_test=1000, seed=0)
+    upper, lower = split_bilevel(splits.train)                # 1:2
+
+Names: the registered tasks (`TASKS.names()`), `bigbench` with `data=` a task folder or task.json,
+`bigbench:<task>` (from `data=` a BIG-bench collection root, else from the PyPI sdist), and
+`metaicl:<task>` with `data=` a MetaICL folder. See docs/TASKS.md for the split protocol.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zofo.errors import ZofoError
+from zofo.tasks import glue, record, squad, superglue, winogrande  # noqa: F401  (they register tasks)
+from zofo.tasks.base import TASKS, Task, TaskSpec, build_task
+from zofo.tasks.bigbench import bigbench_spec, read_bigbench
+from zofo.tasks.example import Example, Record
+from zofo.tasks.metaicl import metaicl_spec
+from zofo.tasks.sampling import Splits, sample_splits, split_bilevel
+
+__all__ = ["TASKS", "Example", "Record", "Splits", "Task", "TaskSpec", "load_task", "sample_splits",
+           "split_bilevel", "task_names"]
+
+
+def task_names() -> list[str]:
+    """Every name `load_task` accepts (families written as `bigbench:<task>`)."""
+    return [*TASKS.names(), "bigbench", "bigbench:<task>", "metaicl:<task>"]
+
+
+def _bigbench(sub: str, path: Path | None, template: str | None) -> Task:
+    if path is None and not sub:
+        raise ZofoError("task 'bigbench' needs data", "give --data <task folder> or use bigbench:<task>")
+    if path is None:
+        from zofo.tasks.bigbench_pypi import fetch_task_json
+
+        path = fetch_task_json(sub)
+    elif sub:
+        path = path / sub
+    name, pools = read_bigbench(path)
+    return build_task(bigbench_spec(f"bigbench:{sub or name}"), pools, template)
+
+
+def _metaicl(sub: str, path: Path | None, template: str | None) -> Task:
+    if path is None:
+        raise ZofoError("MetaICL tasks need data", "give --data <folder of {task}_{k}_{seed}_{split}.jsonl>")
+    spec = metaicl_spec(f"metaicl:{sub}" if sub else f"metaicl:{path.name}", sub or None)
+    return build_task(spec, spec.read(path), template)
+
+
+def load_task(name: str, data: str | Path | None = None, template: str | None = None) -> Task:
+    """A task by name, from local files in the official format (`data`) or from the hub.
+
+    Raises ZofoError naming the valid task names, templates or files when something does not fit.
+    """
+    path = Path(data).expanduser() if data is not None else None
+    family, _, sub = name.partition(":")
+    if family == "bigbench":
+        return _bigbench(sub, path, template)
+    if family == "metaicl":
+        return _metaicl(sub, path, template)
+    if name not in TASKS:
+        raise ZofoError(f"unknown task {name!r}", f"choose one of: {', '.join(task_names())}")
+    spec = TASKS.get(name)
+    if path is not None and not path.exists():
+        raise ZofoError(f"data path {path} does not exist", f"give a local copy of {name} (official format)")
+    if path is None and spec.hub is None:
+        raise ZofoError(f"task {name!r} has no hub source", "give --data")
+    pools = spec.read(path) if path is not None else spec.hub()
+    return build_task(spec, pools, template)

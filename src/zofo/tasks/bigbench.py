@@ -1,0 +1,89 @@
+"""BIG-bench multiple-choice tasks from their `task.json` (plain or .gz): no template needed.
+
+`examples: [{input, target_scores: {option: score}}]`: the options are the candidates (in file order)
+and the gold is the highest-scoring option. BIG-bench has no official splits: all examples form one
+"train" pool, which `sample_splits` cuts into train/dev/test with the seed.
+
+Templates: "bigbench" (default) formats the prompt with the task's own metadata (task_prefix,
+example_input_prefix, choices appended when append_choices_to_input, example_output_prefix; BIG-bench's
+defaults where absent); "plain" is MeZO's: the input, then " option".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from zofo.errors import ZofoError
+from zofo.tasks.base import Pools, TaskSpec
+from zofo.tasks.example import Example, Record, join_answer
+from zofo.tasks.io import find_file, need, read_json
+
+FORMAT_DEFAULTS = {"task_prefix": "", "example_input_prefix": "\nQ: ", "example_output_prefix": "\nA: ",
+                   "choice_prefix": "\n  choice: ", "append_choices_to_input": True}
+
+
+def find_task_json(path: Path) -> Path:
+    """The task.json at `path`: the file itself, in the folder, or in its only sub-folder that has one."""
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise ZofoError(f"BIG-bench path {path} does not exist", "give a task folder or its task.json")
+    found = find_file(path, "task", (".json",))
+    if found:
+        return found
+    subtasks = sorted(p.parent for p in path.glob("*/task.json*"))
+    if len(subtasks) == 1:
+        return find_task_json(subtasks[0])
+    if subtasks:
+        raise ZofoError(f"{path} holds {len(subtasks)} BIG-bench sub-tasks",
+                        f"give one of: {', '.join(str(s) for s in subtasks)}")
+    raise ZofoError(f"no task.json in {path}", "give a BIG-bench task folder")
+
+
+def norm_example(obj: dict[str, Any], where: str, fmt: dict[str, Any]) -> Record:
+    """One example; no options, or no option with a positive score, is an error naming the example."""
+    scores = need(obj, "target_scores", where, dict)
+    if not scores:
+        raise ZofoError(f"{where}: example with no candidates (empty target_scores)", "list its options")
+    values = list(scores.values())
+    if not all(isinstance(v, (int, float)) for v in values) or max(values) <= 0:
+        raise ZofoError(f"{where}: target_scores need numbers and one positive score", "mark the gold with 1")
+    label = values.index(max(values))
+    return Record({"input": need(obj, "input", where, str), "options": list(scores), "label": label,
+                   "format": fmt}, where)
+
+
+def read_bigbench(path: Path) -> tuple[str, Pools]:
+    """(task name, pools) of one BIG-bench task.json."""
+    file = find_task_json(path)
+    doc = read_json(file)
+    examples = need(doc, "examples", str(file), list)
+    fmt = {key: doc.get(key, default) for key, default in FORMAT_DEFAULTS.items()}
+    records = [norm_example(obj, f"{file}: examples[{i}]", fmt) for i, obj in enumerate(examples)]
+    if not records:
+        raise ZofoError(f"{file}: no examples", "a task.json needs a non-empty examples list")
+    return str(doc.get("name") or file.parent.name), {"train": records}
+
+
+def bigbench_format(r: Record) -> Example:
+    fmt = r["format"]
+    choices = "".join(fmt["choice_prefix"] + o for o in r["options"])
+    query = r["input"] + (choices if fmt["append_choices_to_input"] else "")
+    prompt = fmt["task_prefix"] + fmt["example_input_prefix"] + query + fmt["example_output_prefix"]
+    prompt = prompt.lstrip().rstrip(" ")
+    return Example(prompt, tuple(join_answer(prompt, o) for o in r["options"]), r["label"])
+
+
+def bigbench_plain(r: Record) -> Example:
+    prompt = r["input"].strip()
+    return Example(prompt, tuple(join_answer(prompt, o) for o in r["options"]), r["label"])
+
+
+TEMPLATES = {"bigbench": bigbench_format, "plain": bigbench_plain}
+
+
+def bigbench_spec(name: str) -> TaskSpec:
+    """A TaskSpec for one BIG-bench task (made when loaded: every task.json is its own task)."""
+    return TaskSpec(name=name, templates=TEMPLATES, read=lambda p: read_bigbench(p)[1],
+                    protocol="BIG-bench task.json: all examples form one pool, split with the seed")
