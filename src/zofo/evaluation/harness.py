@@ -1,0 +1,70 @@
+"""evaluate(): zero-shot or in-context (k demonstrations) accuracy, or F1 / EM for generative tasks."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import replace
+
+from zofo.errors import ZofoError
+from zofo.evaluation.generation import generate_answers
+from zofo.evaluation.metrics import argmax, exact_match, f1_score, is_correct
+from zofo.evaluation.scoring import example_candidates, score_examples
+from zofo.tasks.example import Example
+
+DEMO_SEPARATOR = "\n\n"
+
+
+def icl_demonstrations(train: list[Example], k: int, seed: int) -> list[Example]:
+    """k demonstrations drawn from `train` without replacement with the seed (all of them if fewer)."""
+    if k < 0:
+        raise ZofoError(f"--shots {k} is negative", "give 0 (zero-shot) or more")
+    return random.Random(seed).sample(list(train), min(k, len(train)))
+
+
+def demonstration_text(example: Example) -> str:
+    """A solved example: the prompt followed by its gold candidate (or first gold answer)."""
+    candidates, label = example_candidates(example)
+    return example.prompt + candidates[label]
+
+
+def with_demonstrations(examples: Sequence[Example],
+                        demonstrations: Sequence[Example] | None) -> list[Example]:
+    """Each example with the solved demonstrations before it, joined by blank lines."""
+    if not demonstrations:
+        return list(examples)
+    prefix = "".join(demonstration_text(demo) + DEMO_SEPARATOR for demo in demonstrations)
+    return [replace(example, prompt=prefix + example.prompt) for example in examples]
+
+
+def _classify(model, tokenizer, examples: list[Example], batch_size: int, max_length: int,
+              progress: bool) -> dict:
+    scores = score_examples(model, tokenizer, examples, batch_size, max_length, progress)
+    correct = [is_correct(example, argmax(row)) for example, row in zip(examples, scores, strict=True)]
+    return {"accuracy": sum(correct) / len(correct), "n": len(correct)}
+
+
+def _generate(model, tokenizer, examples: list[Example], batch_size: int, max_length: int,
+              progress: bool) -> dict:
+    predictions = generate_answers(model, tokenizer, [e.prompt for e in examples], batch_size,
+                                   max_length=max_length, progress=progress)
+    f1 = [f1_score(p, e.answers) for p, e in zip(predictions, examples, strict=True)]
+    em = [exact_match(p, e.answers) for p, e in zip(predictions, examples, strict=True)]
+    return {"f1": sum(f1) / len(f1), "exact_match": sum(em) / len(em), "n": len(f1)}
+
+
+def evaluate(model, tokenizer, task, examples: Sequence[Example], *, batch_size: int = 32,
+             demonstrations: Sequence[Example] | None = None, progress: bool = True,
+             max_length: int = 2048) -> dict:
+    """Metrics of `model` on `examples`: {"accuracy", "n"} or {"f1", "exact_match", "n"}.
+
+    Classification scores every candidate by its mean token log-likelihood and predicts the argmax;
+    generative tasks (task.generative, or examples without candidates when task is None) decode
+    greedily to the first newline. `demonstrations` (ICL) are prepended to every prompt.
+    """
+    if not examples:
+        raise ZofoError("no examples to evaluate", "check the task data and --n-test")
+    generative = task.generative if task is not None else not examples[0].candidates
+    prompted = with_demonstrations(examples, demonstrations)
+    run = _generate if generative else _classify
+    return run(model, tokenizer, prompted, batch_size, max_length, progress)

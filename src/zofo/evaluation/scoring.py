@@ -1,0 +1,149 @@
+"""Candidate scoring: the mean log-likelihood of each candidate's tokens after its prompt.
+
+All candidates of many examples go through one forward: one row per (example, candidate), right-padded
+(a causal model never attends to later positions, so right padding cannot change a score).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from zofo.errors import ZofoError
+from zofo.tasks.example import Example, join_answer
+
+
+@dataclass
+class CandidateBatch:
+    """Rows of (example, candidate) token ids; `target_mask` marks the candidate's tokens."""
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    target_mask: Tensor
+    row_example: Tensor
+    row_candidate: Tensor
+    labels: Tensor
+    n_candidates: Tensor
+
+    def to(self, device: torch.device | str) -> CandidateBatch:
+        return CandidateBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+def example_candidates(example: Example) -> tuple[tuple[str, ...], int]:
+    """(candidates, gold index); a generative example is scored on its first gold answer."""
+    if example.candidates:
+        return example.candidates, example.label if example.label is not None else -1
+    if example.answers:
+        return (join_answer(example.prompt, example.answers[0]),), 0
+    raise ZofoError(f"example has neither candidates nor answers: {example.prompt[:60]!r}",
+                    "every example needs candidates (classification) or answers (generation)")
+
+
+def _context_ids(tokenizer) -> list[int]:
+    """One token to condition on when a prompt is empty: BOS, else EOS."""
+    token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if token is None:
+        raise ZofoError("empty prompt and the tokenizer has no BOS/EOS token", "give the examples a prompt")
+    return [token]
+
+
+def split_tokens(tokenizer, prompt: str, candidate: str) -> tuple[list[int], list[int]]:
+    """(context ids, candidate ids): tokenize prompt+candidate together and cut where it stops
+    matching the prompt's own tokens, so a BPE merge across the boundary counts as candidate."""
+    full = tokenizer(prompt + candidate)["input_ids"]
+    alone = tokenizer(prompt)["input_ids"] if prompt else []
+    common = 0
+    while common < min(len(full), len(alone)) and full[common] == alone[common]:
+        common += 1
+    common = min(common, len(full) - 1)  # at least one candidate token
+    context, answer = full[:common], full[common:]
+    return (context or _context_ids(tokenizer)), answer
+
+
+def _row(tokenizer, prompt: str, candidate: str, max_length: int) -> tuple[list[int], int]:
+    """(ids, n candidate tokens), left-truncating the context to fit max_length."""
+    context, answer = split_tokens(tokenizer, prompt, candidate)
+    keep = max(1, max_length - len(answer))
+    return context[-keep:] + answer, len(answer)
+
+
+def _long(values: list[int]) -> Tensor:
+    return torch.tensor(values, dtype=torch.long)
+
+
+def encode_candidates(tokenizer, examples: Sequence[Example], max_length: int = 512) -> CandidateBatch:
+    """One right-padded row per (example, candidate); prompts left-truncated, candidates always kept."""
+    rows, lengths, row_example, row_candidate, labels, counts = [], [], [], [], [], []
+    for i, example in enumerate(examples):
+        candidates, label = example_candidates(example)
+        for j, candidate in enumerate(candidates):
+            ids, n_answer = _row(tokenizer, example.prompt, candidate, max_length)
+            rows.append(ids)
+            lengths.append(n_answer)
+            row_example.append(i)
+            row_candidate.append(j)
+        labels.append(label)
+        counts.append(len(candidates))
+    width = max(len(ids) for ids in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    target_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, (ids, n_answer) in enumerate(zip(rows, lengths, strict=True)):
+        input_ids[r, : len(ids)] = torch.tensor(ids)
+        attention_mask[r, : len(ids)] = 1
+        target_mask[r, len(ids) - n_answer: len(ids)] = 1
+    return CandidateBatch(input_ids, attention_mask, target_mask, _long(row_example), _long(row_candidate),
+                          _long(labels), _long(counts))
+
+
+def token_logprobs(model, batch: CandidateBatch) -> tuple[Tensor, Tensor]:
+    """(log p of each candidate token, its row index): log-softmax only at candidate positions.
+
+    Logits are sliced to the last seq_len positions: peft prompt tuning prepends virtual tokens.
+    """
+    seq_len = batch.input_ids.shape[1]
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, -seq_len:]
+    rows, cols = batch.target_mask[:, 1:].nonzero(as_tuple=True)  # token cols+1 is predicted at cols
+    picked = logits[rows, cols].float().log_softmax(dim=-1)
+    targets = batch.input_ids[rows, cols + 1]
+    return picked.gather(1, targets[:, None]).squeeze(1), rows
+
+
+def candidate_scores(model, batch: CandidateBatch) -> Tensor:
+    """[n_examples, max_candidates] mean log-likelihood per candidate token; -inf where none exists.
+
+    Differentiable (used by the cross-entropy objective).
+    """
+    logprobs, rows = token_logprobs(model, batch)
+    n_rows = batch.input_ids.shape[0]
+    sums = torch.zeros(n_rows, dtype=logprobs.dtype, device=logprobs.device).index_add(0, rows, logprobs)
+    means = sums / batch.target_mask.sum(dim=1).clamp(min=1).to(sums.dtype)
+    shape = (batch.labels.shape[0], int(batch.n_candidates.max()))
+    scores = torch.full(shape, float("-inf"), dtype=means.dtype, device=means.device)
+    return scores.index_put((batch.row_example, batch.row_candidate), means)
+
+
+def score_examples(model, tokenizer, examples: Sequence[Example], batch_size: int = 32,
+                   max_length: int = 512, progress: bool = True) -> list[list[float]]:
+    """Candidate scores of every example, in order: no_grad, eval mode, batches of `batch_size` examples
+    (all their candidates in one forward), examples sorted by length to keep padding small."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].prompt))
+    device = next(model.parameters()).device
+    scores: list[list[float]] = [[] for _ in examples]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="scoring"):
+                chunk = order[start: start + batch_size]
+                batch = encode_candidates(tokenizer, [examples[i] for i in chunk], max_length).to(device)
+                for i, row in zip(chunk, candidate_scores(model, batch).cpu().tolist(), strict=True):
+                    scores[i] = row[: len(example_candidates(examples[i])[0])]
+    finally:
+        model.train(was_training)
+    return scores
