@@ -16,7 +16,7 @@ from zofo.config import RunConfig, save_config
 from zofo.logs import PeakMemory, RunLogger
 from zofo.loop import LoopSettings, LoopState, resume, train_loop
 from zofo.methods import METHODS, Method, MethodOptions
-from zofo.models import load_model
+from zofo.models import load_model, resolve_source
 
 
 def method_options(cfg: RunConfig) -> MethodOptions:
@@ -43,6 +43,7 @@ class Run:
         self.run_dir = Path(cfg.train.resume).parent if cfg.train.resume else run_dir_for(cfg)
 
     def execute(self) -> dict:
+        resolve_source(self.cfg.model.name)  # a wrong model path fails before any data is read
         splits, task = self.load_data()
         model, tokenizer = load_model(self.cfg.model.name, dtype=self.cfg.model.dtype, device=str(self.device),
                                       trust_remote_code=self.cfg.model.trust_remote_code)
