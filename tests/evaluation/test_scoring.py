@@ -1,0 +1,103 @@
+"""Candidate scoring: batching and padding cannot change a score; boundaries; truncation; peft models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
+
+from zofo.evaluation.scoring import candidate_scores, encode_candidates, score_examples, split_tokens
+from zofo.tasks.example import Example
+
+EXAMPLES = [
+    Example("The movie was a great film. It was", (" terrible", " great"), 1),
+    Example("Does this mean that it is true? Yes or No?\n", ("Yes", "No", "Maybe so, it was great"), 2),
+    Example("It", (" was the chandelier dropped from the ceiling.", " x"), 0),
+    Example("", ("The chandelier shattered.", "It was great."), 1),
+]
+
+
+def reference_score(model, tokenizer, prompt: str, candidate: str) -> float:
+    """One unpadded forward for one candidate: mean log p of its tokens."""
+    context, answer = split_tokens(tokenizer, prompt, candidate)
+    ids = torch.tensor([context + answer])
+    with torch.no_grad():
+        logprobs = model(input_ids=ids).logits[0].log_softmax(-1)
+    return sum(logprobs[len(context) + t - 1, tok].item() for t, tok in enumerate(answer)) / len(answer)
+
+
+def test_batched_scores_equal_one_at_a_time(model, tokenizer):
+    scores = score_examples(model, tokenizer, EXAMPLES, batch_size=3, progress=False)
+    for example, row in zip(EXAMPLES, scores, strict=True):
+        assert len(row) == len(example.candidates)
+        for candidate, score in zip(example.candidates, row, strict=True):
+            expected = reference_score(model, tokenizer, example.prompt, candidate)
+            assert score == pytest.approx(expected, abs=1e-5)
+
+
+def test_right_padding_cannot_change_a_score(model, tokenizer):
+    alone = score_examples(model, tokenizer, EXAMPLES[:1], progress=False)[0]
+    padded = score_examples(model, tokenizer, [EXAMPLES[0], Example("x " * 60, (" y",), 0)],
+                            batch_size=2, progress=False)[0]
+    assert padded == pytest.approx(alone, abs=1e-5)
+
+
+def test_batch_layout(tokenizer):
+    batch = encode_candidates(tokenizer, EXAMPLES)
+    assert batch.input_ids.shape[0] == 9 == len(batch.row_example)
+    assert batch.labels.tolist() == [1, 2, 0, 1]
+    assert batch.n_candidates.tolist() == [2, 3, 2, 2]
+    assert batch.row_candidate.tolist() == [0, 1, 0, 1, 2, 0, 1, 0, 1]
+    # every row is real tokens then padding, and its targets are its last real tokens
+    lengths = batch.attention_mask.sum(1)
+    for r, n in enumerate(lengths.tolist()):
+        assert batch.attention_mask[r, :n].all() and not batch.attention_mask[r, n:].any()
+        assert batch.target_mask[r, n - 1] == 1 and not batch.target_mask[r, n:].any()
+        assert batch.target_mask[r, 0] == 0  # a target always has context
+
+
+def test_empty_prompt_is_conditioned_on_bos(tokenizer):
+    context, answer = split_tokens(tokenizer, "", "It was great.")
+    assert context == [tokenizer.bos_token_id]
+    assert tokenizer.decode(answer) == "It was great."
+
+
+def test_bpe_merge_at_boundary_counts_as_candidate(tokenizer):
+    # "It was" + "great" (no space) may merge across the boundary: the candidate then starts earlier
+    context, answer = split_tokens(tokenizer, "It was gr", "eat")
+    assert tokenizer.decode(context + answer) == "It was great"
+    assert answer and tokenizer.decode(answer).endswith("eat")
+
+
+def test_left_truncation_keeps_the_candidate(tokenizer):
+    example = Example("It was great. " * 50 + "It was", (" terrible", " great"), 1)
+    batch = encode_candidates(tokenizer, [example], max_length=8)
+    assert batch.input_ids.shape[1] <= 8
+    for r in range(2):
+        n = int(batch.attention_mask[r].sum())
+        tail = batch.input_ids[r, n - int(batch.target_mask[r].sum()): n].tolist()
+        assert tokenizer.decode(tail).strip() == example.candidates[r].strip()
+
+
+PEFT_CONFIGS = {
+    "lora": LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    "prefix": PrefixTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM"),
+    "prompt": PromptTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PEFT_CONFIGS))
+def test_peft_models_score_and_backpropagate(tokenizer, new_model, kind):
+    """Prompt tuning prepends virtual tokens to the logits; prefix tuning extends the attention mask."""
+    model = get_peft_model(new_model(seed=1), PEFT_CONFIGS[kind])
+    batch = encode_candidates(tokenizer, EXAMPLES)
+    scores = candidate_scores(model, batch)
+    assert scores.shape == (4, 3)
+    assert torch.isinf(scores[0, 2]) and torch.isfinite(scores[1]).all()
+    torch.nn.functional.cross_entropy(scores, batch.labels).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    # batched equals one example at a time for the peft model too
+    with torch.no_grad():
+        single = candidate_scores(model, encode_candidates(tokenizer, EXAMPLES[1:2]))
+    assert single[0] == pytest.approx(scores[1].detach(), abs=1e-5)
