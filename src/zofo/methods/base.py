@@ -17,6 +17,7 @@ from torch import nn
 from zofo.adapters import ParamGroups, activate
 from zofo.batches import Batches
 from zofo.errors import ZofoError
+from zofo.zo.schedules import Schedule, constant, cosine, linear
 
 
 @dataclass(frozen=True)
@@ -119,3 +120,14 @@ def split_losses(model: nn.Module, batch, sizes: list[int], objective: str) -> l
 
     losses = example_losses(candidate_scores(model, batch), batch.labels, objective)
     return [part.mean() for part in torch.split(losses, sizes)]
+
+
+def make_schedule(kind: str, peak: float, total_steps: int, warmup_steps: int = 0) -> Schedule:
+    """The learning-rate schedule `kind` (constant | linear | cosine) as a function step -> lr."""
+    if kind == "constant":
+        return constant(peak, warmup_steps)
+    if kind == "linear":
+        return linear(peak, total_steps, warmup_steps)
+    if kind == "cosine":
+        return cosine(peak, total_steps, warmup_steps)
+    raise ZofoError(f"unknown schedule {kind!r}", "use constant, linear or cosine")

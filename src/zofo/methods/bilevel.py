@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from zofo.adapters import activate
-from zofo.methods.base import Method, split_losses
+from zofo.methods.base import Method, make_schedule, split_losses
 from zofo.methods.mezo import ZOTrainer
 from zofo.registry import METHODS
 
@@ -130,8 +130,6 @@ class BilevelFO(BilevelZOFO):
     """Algorithm 1: the same penalty method with a backprop gradient for theta (the ZO method's reference)."""
 
     def setup_theta(self) -> None:
-        from zofo.schedules import make_schedule
-
         o = self.options
         self.opt_theta = torch.optim.Adam(self.groups.backbone.values(), lr=o.lr, weight_decay=o.weight_decay)
         self.lr_theta = make_schedule(o.schedule, o.lr, o.steps, o.warmup_steps)

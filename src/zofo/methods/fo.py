@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from zofo.methods.base import Method, batch_loss
+from zofo.methods.base import Method, batch_loss, make_schedule
 from zofo.registry import METHODS
-from zofo.schedules import make_schedule
 
 
 class FirstOrder(Method):

@@ -11,18 +11,31 @@ from __future__ import annotations
 import torch
 
 from zofo import zo
-from zofo.methods.base import Method, batch_loss
+from zofo.errors import ZofoError
+from zofo.methods.base import Method, MethodOptions, batch_loss, make_schedule
 from zofo.registry import METHODS
-from zofo.schedules import make_schedule
+
+
+UPDATE_RULES = {"sgd": zo.ZOSGD, "momentum": zo.ZOMomentum, "adam": zo.ZOAdam}
+
+
+def update_rule(name: str, momentum: float, weight_decay: float) -> zo.ZOUpdate:
+    """ZO-SGD in place (default, no state), heavy-ball momentum, or Adam (two fp32 buffers per weight)."""
+    if name not in UPDATE_RULES:
+        raise ZofoError(f"unknown ZO update rule {name!r}", f"use one of: {', '.join(UPDATE_RULES)}")
+    if name == "momentum":
+        return zo.ZOMomentum(beta=momentum, weight_decay=weight_decay)
+    return UPDATE_RULES[name](weight_decay=weight_decay)
 
 
 class ZOTrainer:
-    """The ZO half of a method: estimator + update rule over one set of parameters."""
+    """The ZO half of a method: seeded SPSA estimates and an update rule over one set of parameters."""
 
-    def __init__(self, model: torch.nn.Module, params: dict[str, torch.nn.Parameter], options, lr: float):
+    def __init__(self, model: torch.nn.Module, params: dict[str, torch.nn.Parameter], options: MethodOptions,
+                 lr: float):
         self.model, self.params, self.options = model, params, options
-        self.update = zo.make_update(options.theta_update, momentum=options.momentum,
-                                     weight_decay=options.weight_decay, direction=options.direction)
+        self.rule = update_rule(options.theta_update, options.momentum, options.weight_decay)
+        self.state = self.rule.init(params)
         self.lr = make_schedule(options.schedule, lr, options.steps, options.warmup_steps)
 
     def estimate(self, loss_fn, step: int) -> zo.ZOEstimate:
@@ -35,15 +48,15 @@ class ZOTrainer:
         """Apply the update (or skip it when a probe's loss was not finite); returns what to log."""
         if estimate.skipped:
             return {"skipped": 1}
-        self.update.apply(self.params, estimate, self.lr(step))
+        self.state = self.rule.apply(self.params, estimate, self.lr(step), self.state)
         grads = estimate.projected_grads
-        return {"projected_grad": sum(grads) / len(grads), "lr": self.lr(step)}
+        return {"projected_grad": sum(grads) / len(grads), "lr": self.lr(step), "seed": estimate.seeds[0]}
 
     def state_dict(self) -> dict:
-        return self.update.state_dict()
+        return self.state.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.update.load_state_dict(state)
+        self.state.load_state_dict(state)
 
 
 class ZerothOrder(Method):
