@@ -1,0 +1,43 @@
+"""Zeroth-order engine: seeded directions, exact probing, SPSA estimators, update rules.
+
+A ZO optimiser is a sentence of four small pieces (MeZO = gaussian x two-sided x ZOSGD x constant)::
+
+    from zofo import zo
+
+    params = dict(model.named_parameters())                 # theta: name -> Parameter
+    rule, state, lr_at = zo.ZOSGD(), None, zo.constant(1e-6)
+    state = rule.init(params)
+    for step in range(steps):
+        seeds = [zo.step_seed(run_seed, step, i) for i in range(q)]     # log these
+        est = zo.estimate(lambda: loss(model, batch), model, params, seeds, eps=1e-3)
+        if est.skipped: log(...)                                         # non-finite loss
+        state = rule.apply(params, est, lr_at(step), state)
+
+Everything random is a pure function of (seed, tensor name, element index) -- see ``directions`` --
+so a run is replayable from its seeds and projected gradients, on any device and any sharding.
+Only torch is imported here; Triton kernels load lazily on CUDA.
+"""
+
+from .directions import (
+    DIRECTIONS,
+    Direction,
+    direction_like,
+    direction_slice,
+    philox_seed,
+    rounding_bits,
+    step_seed,
+    tensor_key,
+)
+from .estimators import ZOEstimate, accumulate, estimate
+from .ops import Backend, combination, perturbed_copy, round_to, sgd_update_, triton_available
+from .perturb import Probe, perturbed
+from .rounding import stochastic_round
+from .schedules import Schedule, constant, cosine, linear
+from .updates import ZOSGD, UpdateState, ZOAdam, ZOMomentum, ZOUpdate
+
+__all__ = [
+    "DIRECTIONS", "Backend", "Direction", "Probe", "Schedule", "UpdateState", "ZOAdam", "ZOEstimate",
+    "ZOMomentum", "ZOSGD", "ZOUpdate", "accumulate", "combination", "constant", "cosine", "direction_like",
+    "direction_slice", "estimate", "linear", "perturbed", "perturbed_copy", "philox_seed", "round_to",
+    "rounding_bits", "sgd_update_", "step_seed", "stochastic_round", "tensor_key", "triton_available",
+]

@@ -99,6 +99,12 @@ def _perturb_kernel(x_ptr, out_ptr, n, start, key_hi, seed_ptr, scale_ptr, KIND:
 
 
 @triton.jit
+def _rounding_key(seeds_ptr, key):
+    """hash32(seeds[0] ^ hash32(key)), as ``directions.rounding_key``."""
+    return _hash32(tl.load(seeds_ptr).to(tl.uint32) ^ _hash32(key.to(tl.uint32)))
+
+
+@triton.jit
 def _stochastic_round_bf16(y, offs, hkey):
     """float32 -> bf16 by adding 16 random bits below the bf16 mantissa and truncating."""
     bits = _hash32(_hash32(offs.to(tl.uint32) ^ hkey) ^ (offs >> 32).to(tl.uint32))
@@ -108,31 +114,33 @@ def _stochastic_round_bf16(y, offs, hkey):
 
 
 @triton.jit
-def _update_kernel(x_ptr, n, start, key_hi, hkey_ptr, seeds_ptr, coefs_ptr, q, decay, KIND: tl.constexpr,
+def _update_kernel(x_ptr, n, start, key, seeds_ptr, coefs_ptr, q, decay, KIND: tl.constexpr,
                    FAST: tl.constexpr, SR: tl.constexpr, R: tl.constexpr, C: tl.constexpr):
     base = (start - start % 32) + tl.program_id(0).to(tl.int64) * (R * C)
     _, _, offs = _tile_offsets(base, R, C)
     mask = (offs >= start) & (offs < start + n)
     acc = tl.zeros((R, C), dtype=tl.float32)
+    key_hi = key.to(tl.int64) << 32
     for j in range(q):
         _, u = _direction(tl.load(seeds_ptr + j) + key_hi, base, KIND, FAST, R, C)
         acc += tl.load(coefs_ptr + j) * u
     x = tl.load(x_ptr + (offs - start), mask=mask, other=0.0).to(tl.float32)
     y = x * decay - acc
     if SR:
-        out = _stochastic_round_bf16(y, offs, tl.load(hkey_ptr).to(tl.uint32))
+        out = _stochastic_round_bf16(y, offs, _rounding_key(seeds_ptr, key))
     else:
         out = y.to(x_ptr.dtype.element_ty)
     tl.store(x_ptr + (offs - start), out, mask=mask)
 
 
 @triton.jit
-def _round_kernel(x_ptr, out_ptr, n, start, hkey_ptr, R: tl.constexpr, C: tl.constexpr):
+def _round_kernel(x_ptr, out_ptr, n, start, key, seeds_ptr, R: tl.constexpr, C: tl.constexpr):
     base = (start - start % 32) + tl.program_id(0).to(tl.int64) * (R * C)
     _, _, offs = _tile_offsets(base, R, C)
     mask = (offs >= start) & (offs < start + n)
     y = tl.load(x_ptr + (offs - start), mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + (offs - start), _stochastic_round_bf16(y, offs, tl.load(hkey_ptr).to(tl.uint32)), mask=mask)
+    tl.store(out_ptr + (offs - start), _stochastic_round_bf16(y, offs, _rounding_key(seeds_ptr, key)),
+             mask=mask)
 
 
 def _grid(n: int, start: int) -> tuple[int]:
@@ -164,19 +172,22 @@ def perturb(x: Tensor | None, out: Tensor, key: int, seed: Tensor, scale: Tensor
     return out
 
 
-def update_(x: Tensor, key: int, hkey: Tensor, seeds: Tensor, coefs: Tensor, decay: float, kind: int,
+def update_(x: Tensor, key: int, seeds: Tensor, coefs: Tensor, decay: float, kind: int,
             start: int = 0, fast: bool | None = None) -> Tensor:
-    """x <- SR(decay*x - sum_j coefs[j] * u(seeds[j], key)) in place; SR when x is bf16."""
+    """x <- SR(decay*x - sum_j coefs[j] * u(seeds[j], key)) in place; SR (stream of seeds[0]) when x is bf16.
+
+    ``seeds`` (int64) and ``coefs`` (float32) are q-element tensors on x's device.
+    """
     r, c = _shape(kind)
     _update_kernel[_grid(x.numel(), start)](
-        x, x.numel(), start, key << 32, hkey, seeds, coefs, seeds.numel(), decay, KIND=kind,
+        x, x.numel(), start, key, seeds, coefs, seeds.numel(), decay, KIND=kind,
         FAST=_fast(x, fast), SR=x.dtype == torch.bfloat16, R=r, C=c, num_warps=8,
     )
     return x
 
 
-def round_(x: Tensor, out: Tensor, hkey: Tensor, start: int = 0) -> Tensor:
-    """out (bf16) = SR(x) with the rounding stream of ``hkey``."""
+def round_(x: Tensor, out: Tensor, key: int, seed: Tensor, start: int = 0) -> Tensor:
+    """out (bf16) = SR(x) with the rounding stream of (seed, key); ``seed`` a one-element int64 tensor."""
     r, c = _shape(RADEMACHER)
-    _round_kernel[_grid(x.numel(), start)](x, out, x.numel(), start, hkey, R=r, C=c, num_warps=8)
+    _round_kernel[_grid(x.numel(), start)](x, out, x.numel(), start, key, seed, R=r, C=c, num_warps=8)
     return out

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .directions import Direction, check_direction, direction_like, rounding_key
+from .directions import Direction, check_direction, direction_like
 from .rounding import stochastic_round
 
 Backend = Literal["auto", "torch", "triton"]
@@ -50,7 +50,8 @@ def perturbed_copy(
     theta: Tensor, key: int, seed: int | Tensor, scale: float | Tensor, direction: Direction = "gaussian",
     start: int = 0, backend: Backend = "auto",
 ) -> Tensor:
-    """A new tensor theta + scale*u(seed, key) in theta's dtype (computed in float32); theta untouched.
+    """A new tensor theta + scale*u(seed, key) in theta's dtype (computed in float32, float64 for
+    float64 theta); theta untouched.
 
     ``seed`` / ``scale`` may be one-element device tensors (kernel path; CUDA-graph friendly).
     """
@@ -63,8 +64,9 @@ def perturbed_copy(
         return kernels.perturb(theta.contiguous(), out, key, seed_t, scale_t, _kind(direction), start)
     seed, scale = _as_int(seed), _as_float(scale)
     u = direction_like(theta, seed, key, direction, start)
-    s = torch.tensor(scale, dtype=torch.float32, device=theta.device)
-    return (theta.float() + s * u).to(theta.dtype)
+    wide = torch.float64 if theta.dtype == torch.float64 else torch.float32
+    s = torch.tensor(scale, dtype=torch.float32, device=theta.device).to(wide)
+    return (theta.to(wide) + s * u.to(wide)).to(theta.dtype)
 
 
 def _as_int(v: int | Tensor) -> int:
@@ -84,38 +86,48 @@ def combination(
         g = torch.zeros(like.shape, dtype=torch.float32, device=like.device)
         neg = [-c for c in coefs]
         return _update_kernel_call(g, key, seeds, neg, 1.0, direction, start)
-    g = torch.zeros(like.shape, dtype=torch.float32, device=like.device)
+    g = torch.zeros(like.shape, dtype=torch.promote_types(like.dtype, torch.float32), device=like.device)
     for seed, coef in zip(seeds, coefs, strict=True):
         g.add_(direction_like(like, seed, key, direction, start), alpha=coef)
     return g
 
 
 def _update_kernel_call(
-    x: Tensor, key: int, seeds: Sequence[int], coefs: Sequence[float], decay: float, direction: Direction,
-    start: int,
+    x: Tensor, key: int, seeds: Sequence[int] | Tensor, coefs: Sequence[float] | Tensor, decay: float,
+    direction: Direction, start: int,
 ) -> Tensor:
     from . import kernels
 
-    dev = x.device
-    seeds_t = torch.tensor(list(seeds), dtype=torch.int64, device=dev)
-    coefs_t = torch.tensor(list(coefs), dtype=torch.float32, device=dev)
-    hkey = device_scalar(rounding_key(seeds[0], key), torch.int64, dev)
-    return kernels.update_(x, key, hkey, seeds_t, coefs_t, decay, _kind(direction), start)
+    seeds_t = _on(seeds, torch.int64, x.device)
+    coefs_t = _on(coefs, torch.float32, x.device)
+    return kernels.update_(x, key, seeds_t, coefs_t, decay, _kind(direction), start)
+
+
+def _on(values: Sequence[int] | Sequence[float] | Tensor, dtype: torch.dtype, device: torch.device) -> Tensor:
+    if isinstance(values, Tensor):
+        return values.to(device=device, dtype=dtype)
+    return torch.tensor(list(values), dtype=dtype, device=device)
+
+
+def _as_list(values: Sequence[int] | Sequence[float] | Tensor) -> list:
+    return values.tolist() if isinstance(values, Tensor) else list(values)
 
 
 def sgd_update_(
-    theta: Tensor, key: int, seeds: Sequence[int], coefs: Sequence[float], decay: float = 1.0,
+    theta: Tensor, key: int, seeds: Sequence[int] | Tensor, coefs: Sequence[float] | Tensor, decay: float = 1.0,
     direction: Direction = "gaussian", start: int = 0, backend: Backend = "auto",
 ) -> Tensor:
     """In place: theta <- R(decay*theta - sum_j coefs[j] u_j), R = stochastic rounding for bf16/fp16.
 
-    Computed in float32; the rounding stream is keyed by (seeds[0], key).
+    Computed in float32; the rounding stream is keyed by (seeds[0], key).  ``seeds`` / ``coefs`` may be
+    device tensors (made once per step, not per tensor: no host->device copy per parameter).
     """
     fp16 = theta.dtype == torch.float16
     if use_triton(theta, backend) and theta.is_contiguous() and not fp16:
         return _update_kernel_call(theta, key, seeds, coefs, decay, direction, start)
+    seeds, coefs = _as_list(seeds), _as_list(coefs)
     g = combination(theta, key, seeds, coefs, direction, start, backend="torch")
-    y = theta.float() * decay - g
+    y = theta.to(torch.promote_types(theta.dtype, torch.float32)) * decay - g
     theta.copy_(stochastic_round(y, theta.dtype, seeds[0], key, start))
     return theta
 
@@ -129,6 +141,5 @@ def round_to(
 
         x = x.float().contiguous()
         out = torch.empty(x.shape, dtype=dtype, device=x.device)
-        hkey = device_scalar(rounding_key(seed, key), torch.int64, x.device)
-        return kernels.round_(x, out, hkey, start)
+        return kernels.round_(x, out, key, device_scalar(seed, torch.int64, x.device), start)
     return stochastic_round(x, dtype, seed, key, start)

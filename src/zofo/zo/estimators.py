@@ -1,0 +1,97 @@
+"""SPSA estimators of the directional derivatives c_i = <grad L(theta), u_i>.
+
+two-sided (default):  c_i = (L(theta + eps u_i) - L(theta - eps u_i)) / (2 eps)   error O(eps^2)
+one-sided:            c_i = (L(theta + eps u_i) - L(theta)) / eps               error O(eps), but
+                      q + 1 forwards per step instead of 2q (L(theta) evaluated once per step).
+
+With E[u u^T] = I, E[c u] = grad L + O(eps^2): sum_i c_i u_i / q is an unbiased (to O(eps^2)) estimate
+of the gradient that is never materialised -- only the scalars c_i and the seeds are kept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import Tensor, nn
+
+from .directions import Direction
+from .ops import Backend
+from .perturb import perturbed
+
+
+@dataclass(frozen=True)
+class ZOEstimate:
+    """The whole result of a ZO step's probing, enough to apply (or replay) the update.
+
+    seeds: one per direction; projected_grads: c_i per seed; losses: the objective at each probe in
+    evaluation order (two-sided: L+_1, L-_1, L+_2, ...; one-sided: L0, L+_1, ...); terms: the loss
+    terms per probe when ``loss_fn`` returns a vector (objective = their sum); skipped: a loss was not
+    finite, so projected_grads are zeros and updates leave theta alone.
+    """
+
+    seeds: list[int]
+    projected_grads: list[float]
+    losses: list[float]
+    direction: Direction = "gaussian"
+    terms: list[list[float]] = field(default_factory=list)
+    skipped: bool = False
+
+    @property
+    def q(self) -> int:
+        """Number of directions."""
+        return len(self.seeds)
+
+    @property
+    def loss(self) -> float:
+        """Mean objective over the probes (an O(eps^2) estimate of L(theta) when two-sided)."""
+        return sum(self.losses) / len(self.losses) if self.losses else float("nan")
+
+
+def _evaluate(loss_fn: Callable[[], Tensor]) -> Tensor:
+    with torch.no_grad():
+        loss = loss_fn().detach()
+        return loss.to(torch.promote_types(loss.dtype, torch.float32)).reshape(-1)
+
+
+def estimate(
+    loss_fn: Callable[[], Tensor], model: nn.Module, params: Mapping[str, nn.Parameter], seeds: Sequence[int],
+    eps: float, two_sided: bool = True, direction: Direction = "gaussian", backend: Backend = "auto",
+) -> ZOEstimate:
+    """Probe ``loss_fn`` at theta +- eps u(seed) for each seed; returns the projected gradients.
+
+    ``loss_fn()`` is evaluated under the perturbation (no grad); it returns a scalar or a vector of
+    loss terms (e.g. f, g_p, g_z), whose sum is the objective.  All losses are fetched with one
+    device sync at the end.  A non-finite objective gives ``skipped=True`` instead of raising.
+    """
+    outs: list[Tensor] = [] if two_sided else [_evaluate(loss_fn)]
+    for seed in seeds:
+        for sign in (1.0, -1.0) if two_sided else (1.0,):
+            with perturbed(model, params, seed, sign * eps, direction, backend):
+                outs.append(_evaluate(loss_fn))
+    terms = torch.stack([o.double() for o in outs]).cpu().tolist()
+    losses = [math.fsum(t) for t in terms]
+    if two_sided:
+        grads = [(losses[2 * i] - losses[2 * i + 1]) / (2 * eps) for i in range(len(seeds))]
+    else:
+        grads = [(losses[i + 1] - losses[0]) / eps for i in range(len(seeds))]
+    skipped = not all(math.isfinite(v) for v in losses)
+    if skipped:
+        grads = [0.0] * len(seeds)
+    return ZOEstimate(list(seeds), grads, losses, direction, terms if len(terms[0]) > 1 else [], skipped)
+
+
+def accumulate(estimates: Sequence[ZOEstimate], scale: float = 1.0) -> ZOEstimate:
+    """Gradient accumulation over batches probed with the same seeds: c_i = scale * sum_b c_{b,i}.
+
+    Use ``scale = 1 / len(estimates)`` for the mean over batches.  Skipped if any part is skipped.
+    """
+    first = estimates[0]
+    if any(e.seeds != first.seeds or e.direction != first.direction for e in estimates):
+        raise ValueError("accumulate: all estimates must share seeds and direction")
+    skipped = any(e.skipped for e in estimates)
+    grads = [0.0] * first.q if skipped else [scale * math.fsum(g) for g in zip(*(e.projected_grads for e in estimates))]
+    losses = [v for e in estimates for v in e.losses]
+    return replace(first, projected_grads=grads, losses=losses, terms=[], skipped=skipped)

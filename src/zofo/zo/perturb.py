@@ -1,0 +1,121 @@
+"""Exact probing: evaluate the model at theta + s*u without ever modifying theta.
+
+In-place "add eps*u, subtract 2 eps*u, add eps*u" is not reversible in bf16 (every add rounds), so
+each probe would random-walk the weights.  Here, for every module that directly owns some of the
+probed parameters, a forward pre-hook swaps ``param.data`` for a freshly generated theta + s*u and
+a forward hook swaps the original storage back; theta changes only in the real update.  Extra memory:
+the perturbed copy of one module's parameters at a time.  Tied weights (lm_head sharing the
+embedding) are perturbed by each owner's hooks with the same u (u depends on the name and seed only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .directions import Direction, check_direction, tensor_key
+from .ops import Backend, device_scalar, perturbed_copy, use_triton
+
+
+@dataclass
+class Probe:
+    """What a ``perturbed`` block did: names of parameters that were perturbed at least once."""
+
+    touched: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Swap:
+    name: str
+    key: int
+    param: nn.Parameter
+    original: Tensor | None = None
+    depth: int = 0
+
+
+def _owners(model: nn.Module, swaps: dict[int, _Swap]) -> list[tuple[nn.Module, list[_Swap]]]:
+    """Modules that directly own probed parameters, each with its swaps (tied weights: several owners)."""
+    owners, seen = [], set()
+    for module in model.modules():
+        owned = [swaps[id(p)] for p in module._parameters.values() if p is not None and id(p) in swaps]
+        if owned:
+            owners.append((module, owned))
+            seen.update(id(s.param) for s in owned)
+    missing = [s.name for i, s in swaps.items() if i not in seen]
+    if missing:
+        raise ValueError(f"parameters not owned by any module of the model: {missing[:5]}")
+    return owners
+
+
+class _Hooks:
+    """Pre-hook: data <- theta + s*u (outermost entry only); post-hook: restore."""
+
+    def __init__(self, seed: int | Tensor, scale: float | Tensor, direction: Direction, backend: Backend,
+                 probe: Probe) -> None:
+        self.seed, self.scale, self.direction, self.backend, self.probe = seed, scale, direction, backend, probe
+        self._scalars: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def _values(self, t: Tensor) -> tuple[int | Tensor, float | Tensor]:
+        if not use_triton(t, self.backend) or isinstance(self.seed, Tensor):
+            return self.seed, self.scale
+        if t.device not in self._scalars:  # one host->device copy per probe and device, not per tensor
+            self._scalars[t.device] = (device_scalar(self.seed, torch.int64, t.device),
+                                       device_scalar(self.scale, torch.float32, t.device))
+        return self._scalars[t.device]
+
+    def enter(self, swaps: list[_Swap]) -> None:
+        for s in swaps:
+            s.depth += 1
+            if s.depth == 1:
+                s.original = s.param.data
+                seed, scale = self._values(s.original)
+                with torch.no_grad():
+                    s.param.data = perturbed_copy(s.original, s.key, seed, scale, self.direction,
+                                                  backend=self.backend)
+                self.probe.touched.add(s.name)
+
+    @staticmethod
+    def leave(swaps: list[_Swap]) -> None:
+        for s in swaps:
+            s.depth -= 1
+            if s.depth == 0 and s.original is not None:
+                s.param.data, s.original = s.original, None
+
+
+@contextmanager
+def perturbed(
+    model: nn.Module, params: Mapping[str, nn.Parameter], seed: int | Tensor, scale: float | Tensor,
+    direction: Direction = "gaussian", backend: Backend = "auto", strict: bool = False,
+) -> Iterator[Probe]:
+    """Within the block, ``model``'s forward computes at theta + scale*u(seed) for ``params``.
+
+    theta = the tensors in ``params`` (name -> parameter of ``model``; the name keys u).  Nothing is
+    modified: on exit (also on error) every parameter holds its original storage, bit-identical.
+    ``seed``/``scale`` may be one-element device tensors (int64 / float32) so that the block can be
+    captured in a CUDA graph and replayed with new values.  ``strict``: raise if some parameter was
+    never used (e.g. read outside its owner's ``forward``, where it would be seen unperturbed).
+    """
+    check_direction(direction)
+    swaps = {id(p): _Swap(name, tensor_key(name), p) for name, p in params.items()}
+    probe = Probe()
+    hooks = _Hooks(seed, scale, direction, backend, probe)
+    handles = []
+    try:
+        for module, owned in _owners(model, swaps):
+            handles.append(module.register_forward_pre_hook(lambda m, a, o=owned: hooks.enter(o)))
+            handles.append(module.register_forward_hook(lambda m, a, out, o=owned: hooks.leave(o),
+                                                        always_call=True))
+        yield probe
+    finally:
+        for h in handles:
+            h.remove()
+        for s in swaps.values():
+            if s.original is not None:
+                s.param.data, s.original, s.depth = s.original, None, 0
+    if strict and len(probe.touched) < len(swaps):
+        unused = sorted(set(params) - probe.touched)
+        raise RuntimeError(f"perturbed: parameters never perturbed during the block: {unused[:5]}")

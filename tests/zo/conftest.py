@@ -1,0 +1,24 @@
+"""Fixtures for the ZO engine tests: tiny models built from a config (no downloads)."""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():  # run the Triton kernels on CPU tensors (must precede triton's import)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def batch() -> torch.Tensor:
+    return torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread (OpenMP spin-waiting makes 10 us matmuls take 10 ms on busy cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

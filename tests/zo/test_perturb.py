@@ -1,0 +1,68 @@
+import pytest
+import torch
+from tests.zo.zo_models import lm_loss, tiny_llama
+
+from zofo import zo
+
+
+def _snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_1000_probes_at_lr_0_leave_weights_bit_identical(dtype, batch):
+    model = tiny_llama(dtype)
+    params = dict(model.named_parameters())
+    before, rule = _snapshot(model), zo.ZOSGD()
+    state = rule.init(params)
+    for step in range(500):  # 500 two-sided steps = 1000 probes, each followed by an lr-0 update
+        est = zo.estimate(lambda: lm_loss(model, batch[:1, :4]), model, params, [zo.step_seed(0, step)], 1e-3)
+        state = rule.apply(params, est, 0.0, state)
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n
+
+
+def test_probe_computes_at_theta_plus_su(batch):
+    model = tiny_llama()
+    params = dict(model.named_parameters())
+    with zo.perturbed(model, params, seed=11, scale=0.1, strict=True) as probe:
+        got = lm_loss(model, batch)
+    assert probe.touched == set(params)
+    explicit = tiny_llama()
+    with torch.no_grad():
+        for n, p in explicit.named_parameters():  # tied lm_head: same tensor as embed_tokens
+            p.add_(0.1 * zo.direction_like(p, 11, zo.tensor_key(n)))
+    torch.testing.assert_close(got, lm_loss(explicit, batch), atol=1e-5, rtol=1e-5)
+
+
+def test_restores_on_error(batch):
+    model = tiny_llama()
+    params = dict(model.named_parameters())
+    before = {n: p.data for n, p in params.items()}
+    with pytest.raises(RuntimeError, match="boom"), zo.perturbed(model, params, 1, 0.1):
+        model(input_ids=batch)
+        raise RuntimeError("boom")
+    assert all(p.data is before[n] for n, p in params.items())
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())
+
+
+def test_peft_lora_only(batch):
+    peft = pytest.importorskip("peft")
+    model = peft.get_peft_model(tiny_llama(torch.bfloat16), peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    with torch.no_grad():
+        for p in lora.values():
+            p.normal_(0, 0.02)  # lora_B starts at 0: make the adapter matter
+    before = _snapshot(model)
+    base = lm_loss(model, batch)
+    for step in range(200):
+        with zo.perturbed(model, lora, zo.step_seed(1, step), 1e-2, strict=True):
+            assert lm_loss(model, batch) != base
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n
+
+
+def test_unknown_parameter_is_refused():
+    model = tiny_llama()
+    with pytest.raises(ValueError, match="not owned"), zo.perturbed(model, {"x": torch.nn.Parameter(torch.ones(2))}, 0, 1):
+        pass
