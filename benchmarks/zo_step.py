@@ -153,6 +153,16 @@ def micro(n: int = 1_300_000_000 // 2) -> dict[str, float]:
     return res
 
 
+def attempt(row: dict, name: str, fn: Callable[[], object], iters: int) -> None:
+    """row[name_ms], row[name_peak_gib]; an error is recorded instead of ending the run."""
+    try:
+        row[f"{name}_ms"] = timed(fn, iters)
+        row[f"{name}_peak_gib"] = peak(fn)
+    except Exception as e:
+        row[f"{name}_error"] = repr(e)[:300]
+        print(name, "failed:", row[f"{name}_error"])
+
+
 def bench_model(name: str, iters: int, graphs: bool) -> dict:
     model = build(name)
     params = dict(model.named_parameters())
@@ -166,18 +176,17 @@ def bench_model(name: str, iters: int, graphs: bool) -> dict:
     with torch.no_grad():
         row["forward_ms"] = timed(loss_fn, iters)
         row["forward_peak_gib"] = peak(loss_fn)
-    row["reference_ms"] = timed(lambda: reference_step(model, loss_fn, step), iters)
-    row["reference_peak_gib"] = peak(lambda: reference_step(model, loss_fn, step))
+    attempt(row, "reference", lambda: reference_step(model, loss_fn, step), iters)
     for direction in zo.DIRECTIONS:
-        row[f"zofo_{direction}_ms"] = timed(lambda d=direction: zofo_step(model, params, loss_fn, d, step), iters)
-        row[f"zofo_{direction}_peak_gib"] = peak(lambda d=direction: zofo_step(model, params, loss_fn, d, step))
+        attempt(row, f"zofo_{direction}", lambda d=direction: zofo_step(model, params, loss_fn, d, step), iters)
         if graphs:
             try:
                 probe = GraphedProbe(model, params, loss_fn, direction)
-                row[f"graph_{direction}_ms"] = timed(lambda p=probe, d=direction: graphed_step(p, params, d, step), iters)
-                del probe
             except Exception as e:  # capture can fail on some model code paths: report, keep going
                 row[f"graph_{direction}_error"] = repr(e)[:300]
+                continue
+            attempt(row, f"graph_{direction}", lambda p=probe, d=direction: graphed_step(p, params, d, step), iters)
+            del probe
     del model
     torch.cuda.empty_cache()
     return row
@@ -188,11 +197,13 @@ def table(rows: list[dict]) -> str:
              "graph rad / fwd | ref / best zofo | peak step / fwd (gauss) |", "|" + "---|" * 9]
     for r in rows:
         f = r["forward_ms"]
-        best = min(v for k, v in r.items() if k.endswith("_ms") and k.startswith(("zofo_gaussian", "graph_gaussian")))
+        ours = [v for k, v in r.items() if k.endswith("_ms") and k.startswith(("zofo_gaussian", "graph_gaussian"))]
+        best = min(ours) if ours else float("nan")
         ratio = lambda k: f"{r[k] / f:.2f}" if k in r else "-"  # noqa: E731
+        mem = r.get("zofo_gaussian_peak_gib", float("nan")) / r["forward_peak_gib"]
         lines.append(f"| {r['model']} | {f:.1f} | {ratio('reference_ms')} | {ratio('zofo_gaussian_ms')} | "
                      f"{ratio('zofo_rademacher_ms')} | {ratio('graph_gaussian_ms')} | {ratio('graph_rademacher_ms')} | "
-                     f"{r['reference_ms'] / best:.2f} | {r['zofo_gaussian_peak_gib'] / r['forward_peak_gib']:.3f} |")
+                     f"{r.get('reference_ms', float('nan')) / best:.2f} | {mem:.3f} |")
     return "\n".join(lines)
 
 
@@ -210,7 +221,10 @@ def main() -> None:
               "torch": torch.__version__, "batch": [16, 256], "dtype": "bfloat16", "eps": EPS, "iters": args.iters,
               "rows": rows}
     if args.micro:
-        result["micro_ms"] = micro()
+        try:
+            result["micro_ms"] = micro()
+        except Exception as e:
+            print("micro failed:", repr(e)[:300])
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "zo_step.json"), "w") as fh:
         json.dump(result, fh, indent=1)

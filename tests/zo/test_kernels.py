@@ -26,7 +26,7 @@ def test_gaussian_values_close(start):
     zero = torch.zeros(4099, device=DEV)
     a = ops.perturbed_copy(zero, 7, 42, 1.0, "gaussian", start, backend="torch")
     b = ops.perturbed_copy(zero, 7, 42, 1.0, "gaussian", start, backend="triton")
-    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)  # same Philox bits; log/cos/sin up to rounding
+    torch.testing.assert_close(b, a, atol=2e-5, rtol=1e-5)  # same Philox bits; log/cos/sin up to rounding
 
 
 @pytest.mark.parametrize("direction", zo.DIRECTIONS)
@@ -54,7 +54,7 @@ def test_compiled_kernel_matches_cpu(direction):
     x = torch.randn(1 << 16)
     cpu = ops.perturbed_copy(x, 3, 77, 0.5, direction, backend="torch")
     gpu = ops.perturbed_copy(x.cuda(), 3, 77, 0.5, direction, backend="triton")
-    tol = 0 if direction == "rademacher" else 1e-5
+    tol = 0 if direction == "rademacher" else 2e-5
     torch.testing.assert_close(gpu.cpu(), cpu, atol=tol, rtol=tol)
     w = torch.randn(1 << 16).bfloat16()
     a, b = w.clone(), w.cuda()

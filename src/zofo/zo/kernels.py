@@ -9,7 +9,7 @@ Tiles are aligned to the generator: Gaussian tiles are (R, 4) -- one ``tl.randn4
 j of row r is element 4*(base/4 + r) + j -- and Rademacher tiles are (R, 32) -- one ``tl.randint``
 word per row, one sign bit per lane.  The bits are those of ``philox.py`` (tested for equality under
 ``TRITON_INTERPRET=1``).  With ``fast=True`` (CUDA only) Box-Muller uses the SFU approximations
-``__logf/__sinf/__cosf`` on [-pi, pi) (|error| < 2e-6 relative to the exact normals): the Gaussian
+``__sinf/__cosf`` on [-pi, pi) (log stays exact: near u = 1 an absolute log error would dominate r) (|error| < 2e-6 relative to the exact normals): the Gaussian
 pass is compute-bound, and the approximation is far below what a ZO direction cares about.
 
 Seeds and scales are read from device tensors, so a probe can be captured in a CUDA graph and
@@ -24,6 +24,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.compiler.errors import CompilationError
 from triton.language.extra import libdevice
 from triton.language.random import uint_to_uniform_float
 
@@ -53,8 +54,8 @@ def _normals(pseed, counter, FAST: tl.constexpr):
         u3 = tl.maximum(1.0e-7, uint_to_uniform_float(i3))
         t2 = 6.283185307179586 * uint_to_uniform_float(i2) - 3.141592653589793
         t4 = 6.283185307179586 * uint_to_uniform_float(i4) - 3.141592653589793
-        r1 = -tl.sqrt(-2.0 * libdevice.fast_logf(u1))  # cos(t + pi) = -cos t, sin(t + pi) = -sin t
-        r3 = -tl.sqrt(-2.0 * libdevice.fast_logf(u3))
+        r1 = -tl.sqrt(tl.maximum(-2.0 * tl.log(u1), 0.0))  # cos(t + pi) = -cos t, sin(t + pi) = -sin t
+        r3 = -tl.sqrt(tl.maximum(-2.0 * tl.log(u3), 0.0))
         return r1 * libdevice.fast_cosf(t2), r1 * libdevice.fast_sinf(t2), r3 * libdevice.fast_cosf(
             t4
         ), r3 * libdevice.fast_sinf(t4)
@@ -72,8 +73,9 @@ def _tile_offsets(base, R: tl.constexpr, C: tl.constexpr):
 
 @triton.jit
 def _direction(pseed, base, KIND: tl.constexpr, FAST: tl.constexpr, R: tl.constexpr, C: tl.constexpr):
-    """u on the (R, C) tile whose first element is ``base`` (a multiple of C); float32."""
-    rows, cols, offs = _tile_offsets(base, R, C)
+    """u on the (R, C) tile whose first element is ``base`` (a multiple of 32); float32."""
+    rows = tl.arange(0, R)
+    cols = tl.arange(0, C)
     if KIND == 0:
         n1, n2, n3, n4 = _normals(pseed, base // 4 + rows.to(tl.int64), FAST)
         c = cols[None, :]
@@ -82,7 +84,7 @@ def _direction(pseed, base, KIND: tl.constexpr, FAST: tl.constexpr, R: tl.conste
         word = tl.randint(pseed, base // 32 + rows.to(tl.int64))
         bit = (word[:, None] >> cols[None, :].to(tl.uint32)) & 1
         u = bit.to(tl.float32) * 2.0 - 1.0
-    return offs, u
+    return u
 
 
 @triton.jit
@@ -90,7 +92,8 @@ def _perturb_kernel(x_ptr, out_ptr, n, start, key_hi, seed_ptr, scale_ptr, KIND:
                     HAS_X: tl.constexpr, FAST: tl.constexpr, R: tl.constexpr, C: tl.constexpr):
     base = (start - start % 32) + tl.program_id(0).to(tl.int64) * (R * C)
     pseed = tl.load(seed_ptr) + key_hi
-    offs, u = _direction(pseed, base, KIND, FAST, R, C)
+    _rows, _cols, offs = _tile_offsets(base, R, C)
+    u = _direction(pseed, base, KIND, FAST, R, C)
     mask = (offs >= start) & (offs < start + n)
     y = tl.load(scale_ptr) * u
     if HAS_X:
@@ -117,12 +120,12 @@ def _stochastic_round_bf16(y, offs, hkey):
 def _update_kernel(x_ptr, n, start, key, seeds_ptr, coefs_ptr, q, decay, KIND: tl.constexpr,
                    FAST: tl.constexpr, SR: tl.constexpr, R: tl.constexpr, C: tl.constexpr):
     base = (start - start % 32) + tl.program_id(0).to(tl.int64) * (R * C)
-    _, _, offs = _tile_offsets(base, R, C)
+    _rows, _cols, offs = _tile_offsets(base, R, C)
     mask = (offs >= start) & (offs < start + n)
     acc = tl.zeros((R, C), dtype=tl.float32)
     key_hi = key.to(tl.int64) << 32
     for j in range(q):
-        _, u = _direction(tl.load(seeds_ptr + j) + key_hi, base, KIND, FAST, R, C)
+        u = _direction(tl.load(seeds_ptr + j) + key_hi, base, KIND, FAST, R, C)
         acc += tl.load(coefs_ptr + j) * u
     x = tl.load(x_ptr + (offs - start), mask=mask, other=0.0).to(tl.float32)
     y = x * decay - acc
@@ -136,7 +139,7 @@ def _update_kernel(x_ptr, n, start, key, seeds_ptr, coefs_ptr, q, decay, KIND: t
 @triton.jit
 def _round_kernel(x_ptr, out_ptr, n, start, key, seeds_ptr, R: tl.constexpr, C: tl.constexpr):
     base = (start - start % 32) + tl.program_id(0).to(tl.int64) * (R * C)
-    _, _, offs = _tile_offsets(base, R, C)
+    _rows, _cols, offs = _tile_offsets(base, R, C)
     mask = (offs >= start) & (offs < start + n)
     y = tl.load(x_ptr + (offs - start), mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + (offs - start), _stochastic_round_bf16(y, offs, _rounding_key(seeds_ptr, key)),
@@ -153,8 +156,22 @@ def _shape(kind: int) -> tuple[int, int]:
     return BLOCK // c, c
 
 
+_FAST_OK = [True]  # cleared if this Triton lacks the libdevice fast-math functions
+
+
 def _fast(x: Tensor, fast: bool | None) -> bool:
-    return (x.is_cuda and not interpreting()) if fast is None else fast
+    return (x.is_cuda and not interpreting() and _FAST_OK[0]) if fast is None else fast
+
+
+def _launch(kernel, grid: tuple[int], *args, **kw) -> None:
+    """Launch; if the fast-math variant fails to compile, fall back to the exact one for good."""
+    try:
+        kernel[grid](*args, **kw)
+    except CompilationError:
+        if not kw.get("FAST"):
+            raise
+        _FAST_OK[0] = False
+        kernel[grid](*args, **{**kw, "FAST": False})
 
 
 def perturb(x: Tensor | None, out: Tensor, key: int, seed: Tensor, scale: Tensor, kind: int,
@@ -165,8 +182,8 @@ def perturb(x: Tensor | None, out: Tensor, key: int, seed: Tensor, scale: Tensor
     """
     r, c = _shape(kind)
     src = out if x is None else x
-    _perturb_kernel[_grid(out.numel(), start)](
-        src, out, out.numel(), start, key << 32, seed, scale, KIND=kind, HAS_X=x is not None,
+    _launch(
+        _perturb_kernel, _grid(out.numel(), start), src, out, out.numel(), start, key << 32, seed, scale, KIND=kind, HAS_X=x is not None,
         FAST=_fast(out, fast), R=r, C=c, num_warps=8,
     )
     return out
@@ -179,8 +196,8 @@ def update_(x: Tensor, key: int, seeds: Tensor, coefs: Tensor, decay: float, kin
     ``seeds`` (int64) and ``coefs`` (float32) are q-element tensors on x's device.
     """
     r, c = _shape(kind)
-    _update_kernel[_grid(x.numel(), start)](
-        x, x.numel(), start, key, seeds, coefs, seeds.numel(), decay, KIND=kind,
+    _launch(
+        _update_kernel, _grid(x.numel(), start), x, x.numel(), start, key, seeds, coefs, seeds.numel(), decay, KIND=kind,
         FAST=_fast(x, fast), SR=x.dtype == torch.bfloat16, R=r, C=c, num_warps=8,
     )
     return x

@@ -75,7 +75,7 @@ def uniform(word: Tensor) -> Tensor:
 
 def box_muller(u1: Tensor, u2: Tensor) -> tuple[Tensor, Tensor]:
     """Triton's ``pair_uniform_to_normal``: r = sqrt(-2 ln max(u1, 1e-7)), (r cos 2 pi u2, r sin 2 pi u2)."""
-    u1 = torch.clamp_min(u1, torch.tensor(1.0e-7, dtype=torch.float32))
+    u1 = torch.clamp_min(u1, 1.0e-7)  # the scalar is cast to float32, as tl.maximum(1.0e-7, u1)
     th = torch.tensor(6.283185307179586, dtype=torch.float32) * u2
     r = torch.sqrt(-2.0 * torch.log(u1))
     return r * torch.cos(th), r * torch.sin(th)
