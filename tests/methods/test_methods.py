@@ -1,0 +1,86 @@
+"""One matrix over (method x adapter) on a tiny model: the same invariants for every row."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.methods.common import EXAMPLES, build, deployed_loss, snapshot
+
+ROWS = [("fo-full", None), ("mezo", None), ("fo-peft", "lora"), ("fo-peft", "prefix"), ("fo-peft", "prompt"),
+        ("zo-peft", "lora"), ("zo-peft", "prefix"), ("zo-peft", "prompt"), ("bilevel-zofo", "lora"),
+        ("bilevel-zofo", "prefix"), ("bilevel-zofo", "prompt"), ("bilevel-fo", "lora")]
+#: learning rates that train the tiny model in a few steps (theta / PEFT)
+LR = {"fo-full": dict(lr=3e-3), "mezo": dict(lr=1e-2), "fo-peft": dict(lr_upper=3e-2),
+      "zo-peft": dict(lr=1.0), "bilevel-zofo": dict(lr=1e-2, lr_upper=3e-2, lr_lower=3e-2, lower_steps=2),
+      "bilevel-fo": dict(lr=1e-3, lr_upper=3e-2, lr_lower=3e-2, lower_steps=2)}
+
+
+def run(method, peft, steps, **options):
+    trainer, encode = build(method, peft or "lora", **{**LR[method], **options})
+    before = deployed_loss(trainer, encode)
+    logs = [trainer.step(step) for step in range(steps)]
+    return trainer, encode, before, logs
+
+
+@pytest.mark.parametrize("method, peft", ROWS)
+def test_training_lowers_the_loss(method, peft):
+    trainer, encode, before, logs = run(method, peft, steps=25)
+    after = deployed_loss(trainer, encode)
+    assert all("loss" in log for log in logs)
+    assert after < 0.99 * before, (before, after)
+
+
+@pytest.mark.parametrize("method, peft", [r for r in ROWS if r[0] in ("mezo", "zo-peft", "bilevel-zofo")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_zero_learning_rate_leaves_zo_parameters_bit_identical(method, peft, dtype):
+    trainer, _ = build(method, peft or "lora", dtype=dtype, **{**LR[method], "lr": 0.0})
+    zo_params = trainer.zo.params
+    before = snapshot(zo_params)
+    for step in range(5):
+        trainer.step(step)
+    for name, value in snapshot(zo_params).items():
+        assert torch.equal(value, before[name]), name
+
+
+@pytest.mark.parametrize("method, peft", [("mezo", None), ("bilevel-zofo", "lora"), ("fo-peft", "prefix")])
+def test_same_seed_same_trajectory(method, peft):
+    first, *_ = run(method, peft, steps=4, seed=7)
+    second, *_ = run(method, peft, steps=4, seed=7)
+    third, *_ = run(method, peft, steps=4, seed=8)
+    a, b, c = (snapshot(t.trainable()) for t in (first, second, third))
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    if method != "fo-peft":  # the run seed drives the ZO directions
+        assert any(not torch.equal(a[n], c[n]) for n in a)
+
+
+def test_lambda_zero_reduces_to_mezo_and_fo_peft():
+    """With lam = 0, bilevel-zofo's theta step is a MeZO step on f(theta, p) with the same seed, and its
+    p step is an FO-PEFT (Adam) step on f (float64, so the only differences are rounding)."""
+    from zofo import zo
+    from zofo.adapters import activate
+    from zofo.methods.base import batch_loss
+
+    options = dict(lr=1e-2, lr_upper=1e-2, lr_lower=1e-2, lam=0.0, lower_steps=1, seed=3)
+    assert len(EXAMPLES) == 8
+    bilevel, encode = build("bilevel-zofo", "lora", dtype=torch.float64, **options)
+    reference, _ = build("bilevel-zofo", "lora", dtype=torch.float64, **options)
+    bilevel.step(0)
+    model, groups = reference.model, reference.groups
+    initial = snapshot(groups.backbone)
+    stream = reference.batches.streams["upper"]
+    examples_f = stream.next()
+    activate(model, groups, "p")
+    batch = encode(examples_f)
+    estimate = zo.estimate(lambda: batch_loss(model, batch, "ce"), model, groups.backbone,
+                           [zo.step_seed(3, 0, 0)], eps=1e-3)
+    loss = batch_loss(model, batch, "ce")
+    loss.backward()
+    adam = torch.optim.Adam(groups.adapter("p").values(), lr=1e-2)
+    adam.step()
+    zo.ZOSGD().apply(groups.backbone, estimate, 1e-2, zo.ZOSGD().init(groups.backbone))
+    for name, param in groups.backbone.items():
+        torch.testing.assert_close(bilevel.groups.backbone[name], param, rtol=1e-9, atol=1e-12)
+    assert all(not torch.equal(initial[n], p) for n, p in groups.backbone.items()), "theta did not move"
+    for name, param in groups.adapter("p").items():
+        torch.testing.assert_close(bilevel.groups.adapter("p")[name], param, rtol=1e-9, atol=1e-12)
