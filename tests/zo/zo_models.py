@@ -4,10 +4,10 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 
-def tiny_llama(dtype: torch.dtype = torch.float32, seed: int = 0) -> LlamaForCausalLM:
-    """2 layers, hidden 32, vocab 128, tied embeddings."""
+def tiny_llama(dtype: torch.dtype = torch.float32, seed: int = 0, layers: int = 2) -> LlamaForCausalLM:
+    """``layers`` layers (2), hidden 32, vocab 128, tied embeddings."""
     torch.manual_seed(seed)
-    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
                       num_key_value_heads=2, vocab_size=128, max_position_embeddings=64, tie_word_embeddings=True)
     return LlamaForCausalLM(cfg).to(dtype).eval()
 
