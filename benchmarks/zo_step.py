@@ -28,11 +28,31 @@ import torch
 from zofo import zo
 
 SHAPES = {
-    "opt-1.3b": ("opt", dict(hidden_size=2048, num_hidden_layers=24, ffn_dim=8192, num_attention_heads=32,
-                             vocab_size=50272, word_embed_proj_dim=2048, max_position_embeddings=2048)),
-    "smollm2-135m": ("llama", dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9,
-                                   num_key_value_heads=3, intermediate_size=1536, vocab_size=49152,
-                                   tie_word_embeddings=True, max_position_embeddings=2048)),
+    "opt-1.3b": (
+        "opt",
+        dict(
+            hidden_size=2048,
+            num_hidden_layers=24,
+            ffn_dim=8192,
+            num_attention_heads=32,
+            vocab_size=50272,
+            word_embed_proj_dim=2048,
+            max_position_embeddings=2048,
+        ),
+    ),
+    "smollm2-135m": (
+        "llama",
+        dict(
+            hidden_size=576,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            intermediate_size=1536,
+            vocab_size=49152,
+            tie_word_embeddings=True,
+            max_position_embeddings=2048,
+        ),
+    ),
 }
 EPS, LR = 1e-3, 1e-7
 
@@ -147,9 +167,17 @@ def micro(n: int = 1_300_000_000 // 2) -> dict[str, float]:
     scale = torch.tensor([1e-3], device="cuda")
     coefs = torch.tensor([1e-7], device="cuda")
     res = {"elements": n, "copy": timed(lambda: out.copy_(x), 20)}
-    for name, kind, fast in [("gaussian_fast", 0, True), ("gaussian_exact", 0, False), ("rademacher", 1, True)]:
-        res[f"perturb_{name}"] = timed(lambda k=kind, f=fast: kernels.perturb(x, out, 5, seed, scale, k, 0, f), 20)
-        res[f"update_{name}"] = timed(lambda k=kind, f=fast: kernels.update_(x, 5, seed, coefs, 1.0, k, 0, f), 20)
+    for name, kind, fast in [
+        ("gaussian_fast", 0, True),
+        ("gaussian_exact", 0, False),
+        ("rademacher", 1, True),
+    ]:
+        res[f"perturb_{name}"] = timed(
+            lambda k=kind, f=fast: kernels.perturb(x, out, 5, seed, scale, k, 0, f), 20
+        )
+        res[f"update_{name}"] = timed(
+            lambda k=kind, f=fast: kernels.update_(x, 5, seed, coefs, 1.0, k, 0, f), 20
+        )
     return res
 
 
@@ -178,32 +206,45 @@ def bench_model(name: str, iters: int, graphs: bool) -> dict:
         row["forward_peak_gib"] = peak(loss_fn)
     attempt(row, "reference", lambda: reference_step(model, loss_fn, step), iters)
     for direction in zo.DIRECTIONS:
-        attempt(row, f"zofo_{direction}", lambda d=direction: zofo_step(model, params, loss_fn, d, step), iters)
+        attempt(
+            row, f"zofo_{direction}", lambda d=direction: zofo_step(model, params, loss_fn, d, step), iters
+        )
         if graphs:
             try:
                 probe = GraphedProbe(model, params, loss_fn, direction)
             except Exception as e:  # capture can fail on some model code paths: report, keep going
                 row[f"graph_{direction}_error"] = repr(e)[:300]
                 continue
-            attempt(row, f"graph_{direction}", lambda p=probe, d=direction: graphed_step(p, params, d, step), iters)
+            attempt(
+                row,
+                f"graph_{direction}",
+                lambda p=probe, d=direction: graphed_step(p, params, d, step),
+                iters,
+            )
             del probe
-    del model
-    torch.cuda.empty_cache()
     return row
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | forward ms | ref step / fwd | zofo gauss / fwd | zofo rad / fwd | graph gauss / fwd | "
-             "graph rad / fwd | ref / best zofo | peak step / fwd (gauss) |", "|" + "---|" * 9]
+    lines = [
+        "| model | forward ms | ref step / fwd | zofo gauss / fwd | zofo rad / fwd | graph gauss / fwd | "
+        "graph rad / fwd | ref / best zofo | peak step / fwd (gauss) |",
+        "|" + "---|" * 9,
+    ]
     for r in rows:
         f = r["forward_ms"]
-        ours = [v for k, v in r.items() if k.endswith("_ms") and k.startswith(("zofo_gaussian", "graph_gaussian"))]
+        ours = [
+            v for k, v in r.items() if k.endswith("_ms") and k.startswith(("zofo_gaussian", "graph_gaussian"))
+        ]
         best = min(ours) if ours else float("nan")
-        ratio = lambda k: f"{r[k] / f:.2f}" if k in r else "-"  # noqa: E731
+        ratio = lambda k, r=r, f=f: f"{r[k] / f:.2f}" if k in r else "-"  # noqa: E731
         mem = r.get("zofo_gaussian_peak_gib", float("nan")) / r["forward_peak_gib"]
-        lines.append(f"| {r['model']} | {f:.1f} | {ratio('reference_ms')} | {ratio('zofo_gaussian_ms')} | "
-                     f"{ratio('zofo_rademacher_ms')} | {ratio('graph_gaussian_ms')} | {ratio('graph_rademacher_ms')} | "
-                     f"{r.get('reference_ms', float('nan')) / best:.2f} | {mem:.3f} |")
+        lines.append(
+            f"| {r['model']} | {f:.1f} | {ratio('reference_ms')} | {ratio('zofo_gaussian_ms')} | "
+            f"{ratio('zofo_rademacher_ms')} | {ratio('graph_gaussian_ms')} | "
+            f"{ratio('graph_rademacher_ms')} | "
+            f"{r.get('reference_ms', float('nan')) / best:.2f} | {mem:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -216,10 +257,20 @@ def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
-    rows = [bench_model(m, args.iters, not args.no_graphs) for m in args.models.split(",")]
-    result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "device": torch.cuda.get_device_name(),
-              "torch": torch.__version__, "batch": [16, 256], "dtype": "bfloat16", "eps": EPS, "iters": args.iters,
-              "rows": rows}
+    rows = []
+    for m in args.models.split(","):
+        rows.append(bench_model(m, args.iters, not args.no_graphs))
+        torch.cuda.empty_cache()
+    result = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "batch": [16, 256],
+        "dtype": "bfloat16",
+        "eps": EPS,
+        "iters": args.iters,
+        "rows": rows,
+    }
     if args.micro:
         try:
             result["micro_ms"] = micro()
@@ -230,12 +281,19 @@ def main() -> None:
         json.dump(result, fh, indent=1)
     md = table(rows)
     with open(os.path.join(args.out, "zo_step.md"), "w") as fh:
-        fh.write(f"# ZO step benchmark\n\n`PYTHONPATH=src python benchmarks/zo_step.py {' '.join(os.sys.argv[1:])}`"
-                 f"  \n{result['date']}, {result['device']}, torch {result['torch']}\n\n{md}\n")
+        fh.write(
+            "# ZO step benchmark\n\n"
+            f"`PYTHONPATH=src python benchmarks/zo_step.py {' '.join(os.sys.argv[1:])}`"
+            f"  \n{result['date']}, {result['device']}, torch {result['torch']}\n\n{md}\n"
+        )
         if "micro_ms" in result:
-            fh.write("\nSingle passes over %d bf16 elements (ms): %s\n" % (
-                result["micro_ms"]["elements"],
-                ", ".join(f"{k} {v:.2f}" for k, v in result["micro_ms"].items() if k != "elements")))
+            fh.write(
+                "\nSingle passes over %d bf16 elements (ms): %s\n"  # noqa: UP031
+                % (
+                    result["micro_ms"]["elements"],
+                    ", ".join(f"{k} {v:.2f}" for k, v in result["micro_ms"].items() if k != "elements"),
+                )
+            )
     print(json.dumps(result.get("micro_ms", {}), indent=0))
     print(md)
 

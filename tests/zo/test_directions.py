@@ -7,9 +7,10 @@ from zofo.zo import philox as px
 
 def test_philox_matches_triton_randint4x():
     tl_random = pytest.importorskip("triton.language.random")  # noqa: F841
-    from zofo.zo import kernels  # noqa: F401  (interpreter set up by conftest)
     import triton
     import triton.language as tl
+
+    from zofo.zo import kernels  # noqa: F401  (interpreter set up by conftest)
 
     @triton.jit
     def k(out_ptr, seed, N: tl.constexpr):

@@ -1,7 +1,7 @@
 import pytest
 import torch
-from tests.zo.zo_models import lm_loss, tiny_llama
 
+from tests.zo.zo_models import lm_loss, tiny_llama
 from zofo import zo
 
 
@@ -49,7 +49,9 @@ def test_restores_on_error(batch):
 
 def test_peft_lora_only(batch):
     peft = pytest.importorskip("peft")
-    model = peft.get_peft_model(tiny_llama(torch.bfloat16), peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    model = peft.get_peft_model(
+        tiny_llama(torch.bfloat16), peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    )
     lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
     with torch.no_grad():
         for p in lora.values():
@@ -65,5 +67,8 @@ def test_peft_lora_only(batch):
 
 def test_unknown_parameter_is_refused():
     model = tiny_llama()
-    with pytest.raises(ValueError, match="not owned"), zo.perturbed(model, {"x": torch.nn.Parameter(torch.ones(2))}, 0, 1):
+    with (
+        pytest.raises(ValueError, match="not owned"),
+        zo.perturbed(model, {"x": torch.nn.Parameter(torch.ones(2))}, 0, 1),
+    ):
         pass

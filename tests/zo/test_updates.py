@@ -1,7 +1,7 @@
 import pytest
 import torch
-from tests.zo.zo_models import lm_loss, tiny_llama
 
+from tests.zo.zo_models import lm_loss, tiny_llama
 from zofo import zo
 
 
@@ -60,7 +60,10 @@ def test_state_dict_round_trip(rule, batch):
         est = zo.estimate(lambda: lm_loss(model, batch), model, params, [step], eps=1e-3)
         state = rule.apply(params, est, 1e-3, state)
     saved = {k: v for k, v in state.state_dict().items()}
-    saved = {"step": saved["step"], "buffers": {n: {k: t.clone() for k, t in b.items()} for n, b in saved["buffers"].items()}}
+    saved = {
+        "step": saved["step"],
+        "buffers": {n: {k: t.clone() for k, t in b.items()} for n, b in saved["buffers"].items()},
+    }
     fresh = rule.init(params)
     fresh.load_state_dict(saved)
     assert fresh.step == 3

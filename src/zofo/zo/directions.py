@@ -93,7 +93,12 @@ def _rademacher_slice(pseed: int, start: int, end: int, device: torch.device) ->
 
 
 def direction_slice(
-    seed: int, key: int, start: int, end: int, direction: Direction = "gaussian", device: str | torch.device = "cpu"
+    seed: int,
+    key: int,
+    start: int,
+    end: int,
+    direction: Direction = "gaussian",
+    device: str | torch.device = "cpu",
 ) -> Tensor:
     """Elements [start, end) of the flat direction u(seed, key) as float32 (torch path, any device)."""
     check_direction(direction)

@@ -57,8 +57,14 @@ def _evaluate(loss_fn: Callable[[], Tensor]) -> Tensor:
 
 
 def estimate(
-    loss_fn: Callable[[], Tensor], model: nn.Module, params: Mapping[str, nn.Parameter], seeds: Sequence[int],
-    eps: float, two_sided: bool = True, direction: Direction = "gaussian", backend: Backend = "auto",
+    loss_fn: Callable[[], Tensor],
+    model: nn.Module,
+    params: Mapping[str, nn.Parameter],
+    seeds: Sequence[int],
+    eps: float,
+    two_sided: bool = True,
+    direction: Direction = "gaussian",
+    backend: Backend = "auto",
 ) -> ZOEstimate:
     """Probe ``loss_fn`` at theta +- eps u(seed) for each seed; returns the projected gradients.
 
@@ -92,6 +98,10 @@ def accumulate(estimates: Sequence[ZOEstimate], scale: float = 1.0) -> ZOEstimat
     if any(e.seeds != first.seeds or e.direction != first.direction for e in estimates):
         raise ValueError("accumulate: all estimates must share seeds and direction")
     skipped = any(e.skipped for e in estimates)
-    grads = [0.0] * first.q if skipped else [scale * math.fsum(g) for g in zip(*(e.projected_grads for e in estimates))]
+    grads = (
+        [0.0] * first.q
+        if skipped
+        else [scale * math.fsum(g) for g in zip(*(e.projected_grads for e in estimates), strict=True)]
+    )
     losses = [v for e in estimates for v in e.losses]
     return replace(first, projected_grads=grads, losses=losses, terms=[], skipped=skipped)

@@ -9,7 +9,8 @@ Tiles are aligned to the generator: Gaussian tiles are (R, 4) -- one ``tl.randn4
 j of row r is element 4*(base/4 + r) + j -- and Rademacher tiles are (R, 32) -- one ``tl.randint``
 word per row, one sign bit per lane.  The bits are those of ``philox.py`` (tested for equality under
 ``TRITON_INTERPRET=1``).  With ``fast=True`` (CUDA only) Box-Muller uses the SFU approximations
-``__sinf/__cosf`` on [-pi, pi) (log stays exact: near u = 1 an absolute log error would dominate r) (|error| < 2e-6 relative to the exact normals): the Gaussian
+``__sinf/__cosf`` on [-pi, pi)
+(log stays exact: near u = 1 an absolute log error would dominate r) (|error| < 2e-6 relative to the exact normals): the Gaussian
 pass is compute-bound, and the approximation is far below what a ZO direction cares about.
 
 Seeds and scales are read from device tensors, so a probe can be captured in a CUDA graph and
@@ -56,9 +57,12 @@ def _normals(pseed, counter, FAST: tl.constexpr):
         t4 = 6.283185307179586 * uint_to_uniform_float(i4) - 3.141592653589793
         r1 = -tl.sqrt(tl.maximum(-2.0 * tl.log(u1), 0.0))  # cos(t + pi) = -cos t, sin(t + pi) = -sin t
         r3 = -tl.sqrt(tl.maximum(-2.0 * tl.log(u3), 0.0))
-        return r1 * libdevice.fast_cosf(t2), r1 * libdevice.fast_sinf(t2), r3 * libdevice.fast_cosf(
-            t4
-        ), r3 * libdevice.fast_sinf(t4)
+        return (
+            r1 * libdevice.fast_cosf(t2),
+            r1 * libdevice.fast_sinf(t2),
+            r3 * libdevice.fast_cosf(t4),
+            r3 * libdevice.fast_sinf(t4),
+        )
     else:
         return tl.randn4x(pseed, counter)
 
@@ -79,7 +83,9 @@ def _direction(pseed, base, KIND: tl.constexpr, FAST: tl.constexpr, R: tl.conste
     if KIND == 0:
         n1, n2, n3, n4 = _normals(pseed, base // 4 + rows.to(tl.int64), FAST)
         c = cols[None, :]
-        u = tl.where(c == 0, n1[:, None], tl.where(c == 1, n2[:, None], tl.where(c == 2, n3[:, None], n4[:, None])))
+        u = tl.where(
+            c == 0, n1[:, None], tl.where(c == 1, n2[:, None], tl.where(c == 2, n3[:, None], n4[:, None]))
+        )
     else:
         word = tl.randint(pseed, base // 32 + rows.to(tl.int64))
         bit = (word[:, None] >> cols[None, :].to(tl.uint32)) & 1
@@ -88,8 +94,20 @@ def _direction(pseed, base, KIND: tl.constexpr, FAST: tl.constexpr, R: tl.conste
 
 
 @triton.jit
-def _perturb_kernel(x_ptr, out_ptr, n, start, key_hi, seed_ptr, scale_ptr, KIND: tl.constexpr,
-                    HAS_X: tl.constexpr, FAST: tl.constexpr, R: tl.constexpr, C: tl.constexpr):
+def _perturb_kernel(
+    x_ptr,
+    out_ptr,
+    n,
+    start,
+    key_hi,
+    seed_ptr,
+    scale_ptr,
+    KIND: tl.constexpr,
+    HAS_X: tl.constexpr,
+    FAST: tl.constexpr,
+    R: tl.constexpr,
+    C: tl.constexpr,
+):
     base = (start - start % 32) + tl.program_id(0).to(tl.int64) * (R * C)
     pseed = tl.load(seed_ptr) + key_hi
     _rows, _cols, offs = _tile_offsets(base, R, C)
@@ -117,8 +135,21 @@ def _stochastic_round_bf16(y, offs, hkey):
 
 
 @triton.jit
-def _update_kernel(x_ptr, n, start, key, seeds_ptr, coefs_ptr, q, decay, KIND: tl.constexpr,
-                   FAST: tl.constexpr, SR: tl.constexpr, R: tl.constexpr, C: tl.constexpr):
+def _update_kernel(
+    x_ptr,
+    n,
+    start,
+    key,
+    seeds_ptr,
+    coefs_ptr,
+    q,
+    decay,
+    KIND: tl.constexpr,
+    FAST: tl.constexpr,
+    SR: tl.constexpr,
+    R: tl.constexpr,
+    C: tl.constexpr,
+):
     base = (start - start % 32) + tl.program_id(0).to(tl.int64) * (R * C)
     _rows, _cols, offs = _tile_offsets(base, R, C)
     mask = (offs >= start) & (offs < start + n)
@@ -142,8 +173,9 @@ def _round_kernel(x_ptr, out_ptr, n, start, key, seeds_ptr, R: tl.constexpr, C: 
     _rows, _cols, offs = _tile_offsets(base, R, C)
     mask = (offs >= start) & (offs < start + n)
     y = tl.load(x_ptr + (offs - start), mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + (offs - start), _stochastic_round_bf16(y, offs, _rounding_key(seeds_ptr, key)),
-             mask=mask)
+    tl.store(
+        out_ptr + (offs - start), _stochastic_round_bf16(y, offs, _rounding_key(seeds_ptr, key)), mask=mask
+    )
 
 
 def _grid(n: int, start: int) -> tuple[int]:
@@ -174,8 +206,16 @@ def _launch(kernel, grid: tuple[int], *args, **kw) -> None:
         kernel[grid](*args, **{**kw, "FAST": False})
 
 
-def perturb(x: Tensor | None, out: Tensor, key: int, seed: Tensor, scale: Tensor, kind: int,
-            start: int = 0, fast: bool | None = None) -> Tensor:
+def perturb(
+    x: Tensor | None,
+    out: Tensor,
+    key: int,
+    seed: Tensor,
+    scale: Tensor,
+    kind: int,
+    start: int = 0,
+    fast: bool | None = None,
+) -> Tensor:
     """out = x + scale*u(seed, key) over flat elements [start, start + n); x None gives scale*u.
 
     ``seed`` (int64) and ``scale`` (float32) are one-element tensors on ``out``'s device.
@@ -183,22 +223,57 @@ def perturb(x: Tensor | None, out: Tensor, key: int, seed: Tensor, scale: Tensor
     r, c = _shape(kind)
     src = out if x is None else x
     _launch(
-        _perturb_kernel, _grid(out.numel(), start), src, out, out.numel(), start, key << 32, seed, scale, KIND=kind, HAS_X=x is not None,
-        FAST=_fast(out, fast), R=r, C=c, num_warps=8,
+        _perturb_kernel,
+        _grid(out.numel(), start),
+        src,
+        out,
+        out.numel(),
+        start,
+        key << 32,
+        seed,
+        scale,
+        KIND=kind,
+        HAS_X=x is not None,
+        FAST=_fast(out, fast),
+        R=r,
+        C=c,
+        num_warps=8,
     )
     return out
 
 
-def update_(x: Tensor, key: int, seeds: Tensor, coefs: Tensor, decay: float, kind: int,
-            start: int = 0, fast: bool | None = None) -> Tensor:
+def update_(
+    x: Tensor,
+    key: int,
+    seeds: Tensor,
+    coefs: Tensor,
+    decay: float,
+    kind: int,
+    start: int = 0,
+    fast: bool | None = None,
+) -> Tensor:
     """x <- SR(decay*x - sum_j coefs[j] * u(seeds[j], key)) in place; SR (stream of seeds[0]) when x is bf16.
 
     ``seeds`` (int64) and ``coefs`` (float32) are q-element tensors on x's device.
     """
     r, c = _shape(kind)
     _launch(
-        _update_kernel, _grid(x.numel(), start), x, x.numel(), start, key, seeds, coefs, seeds.numel(), decay, KIND=kind,
-        FAST=_fast(x, fast), SR=x.dtype == torch.bfloat16, R=r, C=c, num_warps=8,
+        _update_kernel,
+        _grid(x.numel(), start),
+        x,
+        x.numel(),
+        start,
+        key,
+        seeds,
+        coefs,
+        seeds.numel(),
+        decay,
+        KIND=kind,
+        FAST=_fast(x, fast),
+        SR=x.dtype == torch.bfloat16,
+        R=r,
+        C=c,
+        num_warps=8,
     )
     return x
 

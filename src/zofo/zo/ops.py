@@ -47,8 +47,13 @@ def device_scalar(value: int | float, dtype: torch.dtype, device: torch.device) 
 
 
 def perturbed_copy(
-    theta: Tensor, key: int, seed: int | Tensor, scale: float | Tensor, direction: Direction = "gaussian",
-    start: int = 0, backend: Backend = "auto",
+    theta: Tensor,
+    key: int,
+    seed: int | Tensor,
+    scale: float | Tensor,
+    direction: Direction = "gaussian",
+    start: int = 0,
+    backend: Backend = "auto",
 ) -> Tensor:
     """A new tensor theta + scale*u(seed, key) in theta's dtype (computed in float32, float64 for
     float64 theta); theta untouched.
@@ -78,8 +83,13 @@ def _as_float(v: float | Tensor) -> float:
 
 
 def combination(
-    like: Tensor, key: int, seeds: Sequence[int], coefs: Sequence[float], direction: Direction = "gaussian",
-    start: int = 0, backend: Backend = "auto",
+    like: Tensor,
+    key: int,
+    seeds: Sequence[int],
+    coefs: Sequence[float],
+    direction: Direction = "gaussian",
+    start: int = 0,
+    backend: Backend = "auto",
 ) -> Tensor:
     """g = sum_j coefs[j] * u(seeds[j], key) as a float32 tensor shaped like ``like``."""
     if use_triton(like, backend):
@@ -93,8 +103,13 @@ def combination(
 
 
 def _update_kernel_call(
-    x: Tensor, key: int, seeds: Sequence[int] | Tensor, coefs: Sequence[float] | Tensor, decay: float,
-    direction: Direction, start: int,
+    x: Tensor,
+    key: int,
+    seeds: Sequence[int] | Tensor,
+    coefs: Sequence[float] | Tensor,
+    decay: float,
+    direction: Direction,
+    start: int,
 ) -> Tensor:
     from . import kernels
 
@@ -114,8 +129,14 @@ def _as_list(values: Sequence[int] | Sequence[float] | Tensor) -> list:
 
 
 def sgd_update_(
-    theta: Tensor, key: int, seeds: Sequence[int] | Tensor, coefs: Sequence[float] | Tensor, decay: float = 1.0,
-    direction: Direction = "gaussian", start: int = 0, backend: Backend = "auto",
+    theta: Tensor,
+    key: int,
+    seeds: Sequence[int] | Tensor,
+    coefs: Sequence[float] | Tensor,
+    decay: float = 1.0,
+    direction: Direction = "gaussian",
+    start: int = 0,
+    backend: Backend = "auto",
 ) -> Tensor:
     """In place: theta <- R(decay*theta - sum_j coefs[j] u_j), R = stochastic rounding for bf16/fp16.
 

@@ -54,17 +54,26 @@ def _owners(model: nn.Module, swaps: dict[int, _Swap]) -> list[tuple[nn.Module, 
 class _Hooks:
     """Pre-hook: data <- theta + s*u (outermost entry only); post-hook: restore."""
 
-    def __init__(self, seed: int | Tensor, scale: float | Tensor, direction: Direction, backend: Backend,
-                 probe: Probe) -> None:
-        self.seed, self.scale, self.direction, self.backend, self.probe = seed, scale, direction, backend, probe
+    def __init__(
+        self, seed: int | Tensor, scale: float | Tensor, direction: Direction, backend: Backend, probe: Probe
+    ) -> None:
+        self.seed, self.scale, self.direction, self.backend, self.probe = (
+            seed,
+            scale,
+            direction,
+            backend,
+            probe,
+        )
         self._scalars: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     def _values(self, t: Tensor) -> tuple[int | Tensor, float | Tensor]:
         if not use_triton(t, self.backend) or isinstance(self.seed, Tensor):
             return self.seed, self.scale
         if t.device not in self._scalars:  # one host->device copy per probe and device, not per tensor
-            self._scalars[t.device] = (device_scalar(self.seed, torch.int64, t.device),
-                                       device_scalar(self.scale, torch.float32, t.device))
+            self._scalars[t.device] = (
+                device_scalar(self.seed, torch.int64, t.device),
+                device_scalar(self.scale, torch.float32, t.device),
+            )
         return self._scalars[t.device]
 
     def enter(self, swaps: list[_Swap]) -> None:
@@ -74,8 +83,9 @@ class _Hooks:
                 s.original = s.param.data
                 seed, scale = self._values(s.original)
                 with torch.no_grad():
-                    s.param.data = perturbed_copy(s.original, s.key, seed, scale, self.direction,
-                                                  backend=self.backend)
+                    s.param.data = perturbed_copy(
+                        s.original, s.key, seed, scale, self.direction, backend=self.backend
+                    )
                 self.probe.touched.add(s.name)
 
     @staticmethod
@@ -88,8 +98,13 @@ class _Hooks:
 
 @contextmanager
 def perturbed(
-    model: nn.Module, params: Mapping[str, nn.Parameter], seed: int | Tensor, scale: float | Tensor,
-    direction: Direction = "gaussian", backend: Backend = "auto", strict: bool = False,
+    model: nn.Module,
+    params: Mapping[str, nn.Parameter],
+    seed: int | Tensor,
+    scale: float | Tensor,
+    direction: Direction = "gaussian",
+    backend: Backend = "auto",
+    strict: bool = False,
 ) -> Iterator[Probe]:
     """Within the block, ``model``'s forward computes at theta + scale*u(seed) for ``params``.
 
@@ -107,8 +122,9 @@ def perturbed(
     try:
         for module, owned in _owners(model, swaps):
             handles.append(module.register_forward_pre_hook(lambda m, a, o=owned: hooks.enter(o)))
-            handles.append(module.register_forward_hook(lambda m, a, out, o=owned: hooks.leave(o),
-                                                        always_call=True))
+            handles.append(
+                module.register_forward_hook(lambda m, a, out, o=owned: hooks.leave(o), always_call=True)
+            )
         yield probe
     finally:
         for h in handles:

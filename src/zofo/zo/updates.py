@@ -60,8 +60,13 @@ class ZOUpdate(Protocol):
 
 
 def _zeros(params: Params, names: tuple[str, ...]) -> UpdateState:
-    return UpdateState(0, {n: {k: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for k in names}
-                           for n, p in params.items()})
+    return UpdateState(
+        0,
+        {
+            n: {k: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for k in names}
+            for n, p in params.items()
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -83,8 +88,10 @@ class ZOSGD:
         with torch.no_grad():
             for name, p in params.items():
                 if p.device.type == "cuda" and p.device not in per_device:
-                    per_device[p.device] = (torch.tensor(est.seeds, dtype=torch.int64, device=p.device),
-                                            torch.tensor(coefs, dtype=torch.float32, device=p.device))
+                    per_device[p.device] = (
+                        torch.tensor(est.seeds, dtype=torch.int64, device=p.device),
+                        torch.tensor(coefs, dtype=torch.float32, device=p.device),
+                    )
                 seeds, cs = per_device.get(p.device, (est.seeds, coefs))
                 sgd_update_(p.data, tensor_key(name), seeds, cs, decay, est.direction, backend=self.backend)
         return UpdateState(state.step + 1, state.buffers)
