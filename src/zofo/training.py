@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -47,6 +48,7 @@ class Run:
         splits, task = self.load_data()
         model, tokenizer = load_model(self.cfg.model.name, dtype=self.cfg.model.dtype, device=str(self.device),
                                       trust_remote_code=self.cfg.model.trust_remote_code)
+        torch.manual_seed(self.cfg.train.seed)  # start-up only: the PEFT modules' initial values
         model, groups = self.attach(model)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.cfg, self.run_dir / "config.yaml")
@@ -87,7 +89,7 @@ class Run:
         t, seed = self.cfg.train, self.cfg.train.seed
         upper, lower = split_bilevel(splits.train, seed=seed)
         pools = {"train": splits.train, "upper": upper, "lower": lower}
-        streams = {name: ExampleStream(pools[name], t.batch_size, seed=hash((seed, name)) % 2**31)
+        streams = {name: ExampleStream(pools[name], t.batch_size, seed=zlib.crc32(f"{seed}:{name}".encode()))
                    for name in self.method_cls.stream_names}
         max_length, device = self.cfg.data.max_length, self.device
         return Batches(streams, lambda examples: encode_candidates(tokenizer, examples, max_length).to(device))

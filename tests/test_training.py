@@ -1,0 +1,92 @@
+"""End-to-end runs through the public API: resume, saving, refusals, the real model on real data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from zofo import api
+from zofo.cli import main
+from zofo.config import load_config
+from zofo.errors import ZofoError
+
+
+def tiny_run(model_dir, shared_data, out, *extra):
+    return load_config(None, [
+        f"model.name={model_dir}", "data.task=sst2", f"data.data={shared_data / 'sst2'}", "data.n_train=48",
+        "data.n_dev=16", "data.n_test=16", "data.max_length=48", "train.batch_size=4", "train.eval_every=3",
+        "train.progress=false", f"train.output_dir={out}", "optim.lr=1e-3", "optim.lr_upper=1e-2",
+        "optim.lr_lower=1e-2", "bilevel.lower_steps=2", *extra])
+
+
+@pytest.mark.parametrize("method", ["bilevel-zofo", "fo-peft", "mezo"])
+def test_resume_is_bit_identical(tmp_path, tiny_model_dir, shared_data, method):
+    straight = tiny_run(tiny_model_dir, shared_data, tmp_path / "straight", f"train.method={method}",
+                        "train.steps=6")
+    api.train(straight)
+    first_half = tiny_run(tiny_model_dir, shared_data, tmp_path / "resumed", f"train.method={method}",
+                          "train.steps=3")
+    api.train(first_half)
+    second_half = tiny_run(tiny_model_dir, shared_data, tmp_path / "resumed", f"train.method={method}",
+                           "train.steps=6", f"train.resume={tmp_path / 'resumed' / 'checkpoint'}")
+    api.train(second_half)
+    a = load_file(str(tmp_path / "straight" / "checkpoint" / "weights.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "checkpoint" / "weights.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    loop = json.loads((tmp_path / "resumed" / "checkpoint" / "loop.json").read_text())
+    assert loop["step"] == 6
+
+
+def test_run_folder_has_config_logs_result_and_plot(tmp_path, tiny_model_dir, shared_data):
+    result = api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=bilevel-zofo",
+                                "train.steps=4", "peft.kind=prefix", "peft.num_virtual_tokens=3"))
+    run = tmp_path / "run"
+    assert load_config(run / "config.yaml").peft.kind == "prefix"
+    phases = {json.loads(line)["phase"] for line in (run / "log.jsonl").read_text().splitlines()}
+    assert {"train", "dev", "test"} <= phases
+    assert 0.0 <= result["test"]["accuracy"] <= 1.0 and result["test"]["n"] == 16
+    assert list((run / "tensorboard").iterdir())
+    assert (run / "final" / "adapter").exists() and (run / "best" / "weights.safetensors").exists()
+    assert main(["plot", str(run)]) == 0 and (run / "curves.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "fo-full", "--peft", "lora"], "does not apply to method fo-full"),
+    (["--method", "bilevel-zofo", "--lower-steps", "0"], "K"),
+    (["--method", "icl"], "needs --shots"),
+    (["--method", "sgd-magic"], "unknown method 'sgd-magic'"),
+    (["--method", "mezo", "--steps", "-1"], "train.steps must be positive"),
+])
+def test_inconsistent_options_are_refused_before_loading(args, message, capsys):
+    assert main(["train", "--model", "/no/such/model", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_options_check_runs_before_any_model_is_loaded():
+    with pytest.raises(ZofoError, match="does not apply"):
+        api.check_options(load_config(None, ["train.method=mezo", "peft.kind=prompt"]))
+
+
+@pytest.mark.slow
+def test_real_smollm2_bilevel_zofo_on_sst2_saves_an_adapter_that_loads_back(tmp_path, shared_data):
+    from peft import PeftModel
+
+    from zofo.models import load_model
+
+    cfg = load_config(None, [
+        "model.name=smollm2-135m", "train.method=bilevel-zofo", "data.task=sst2",
+        f"data.data={shared_data / 'sst2'}", "data.n_train=24", "data.n_dev=8", "data.n_test=8",
+        "data.max_length=64", "train.batch_size=2", "train.steps=2", "bilevel.lower_steps=1",
+        "train.eval_every=0", "train.progress=false", f"train.output_dir={tmp_path / 'run'}", "optim.lr=1e-6"])
+    result = api.train(cfg)
+    assert result["steps"] == 2 and result["test"]["n"] == 8
+    base, _ = load_model("smollm2-135m")
+    adapter_dir = tmp_path / "run" / "final" / "adapter" / "p"
+    model = PeftModel.from_pretrained(base, str(adapter_dir))
+    loaded = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    assert loaded and any(p.abs().sum() > 0 for n, p in loaded.items() if "lora_B" in n)
