@@ -39,11 +39,11 @@ def test_probe_computes_at_theta_plus_su(batch):
 def test_restores_on_error(batch):
     model = tiny_llama()
     params = dict(model.named_parameters())
-    before = {n: p.data for n, p in params.items()}
+    before = {n: p.data_ptr() for n, p in params.items()}
     with pytest.raises(RuntimeError, match="boom"), zo.perturbed(model, params, 1, 0.1):
         model(input_ids=batch)
         raise RuntimeError("boom")
-    assert all(p.data is before[n] for n, p in params.items())
+    assert all(p.data_ptr() == before[n] for n, p in params.items())
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())
 
 

@@ -29,7 +29,7 @@ def _sr_bf16(x: Tensor, bits: Tensor) -> Tensor:
 
 def _sr_fp16(x: Tensor, bits: Tensor) -> Tensor:
     near = x.to(torch.float16)
-    near = torch.where(near == 0, torch.copysign(near, x), near)
+    near = torch.where(near == 0, torch.copysign(near.float(), x).to(torch.float16), near)
     away = (near.abs().float() < x.abs()).to(torch.int16) * 2 - 1  # +1: neighbour of larger magnitude
     other = (near.view(torch.int16) + away).view(torch.float16)
     gap = (other.float() - near.float()).abs()
