@@ -9,8 +9,8 @@ Tiles are aligned to the generator: Gaussian tiles are (R, 4) -- one ``tl.randn4
 j of row r is element 4*(base/4 + r) + j -- and Rademacher tiles are (R, 32) -- one ``tl.randint``
 word per row, one sign bit per lane.  The bits are those of ``philox.py`` (tested for equality under
 ``TRITON_INTERPRET=1``).  With ``fast=True`` (CUDA only) Box-Muller uses the SFU approximations
-``__sinf/__cosf`` on [-pi, pi)
-(log stays exact: near u = 1 an absolute log error would dominate r) (|error| < 2e-6 relative to the exact normals): the Gaussian
+``__sinf/__cosf`` on [-pi, pi) (|error| < 2e-5 against the exact normals; log stays exact, since near
+u = 1 an absolute log error would dominate r): the Gaussian
 pass is compute-bound, and the approximation is far below what a ZO direction cares about.
 
 Seeds and scales are read from device tensors, so a probe can be captured in a CUDA graph and
