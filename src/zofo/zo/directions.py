@@ -4,12 +4,17 @@ For a tensor with key k (``tensor_key(name)``, a CRC32 of its name) and a step s
 ``step_seed(run_seed, step, probe)``), the Philox key is the 64-bit ``(k << 32) | s`` and element i
 (its flat index in the *full* tensor) takes
 
-* Gaussian (default): normal ``i % 4`` of ``tl.randn4x`` at counter ``i // 4``, i.e. one Philox4x32-10
-  call gives four normals (two Box-Muller pairs, exactly as Triton's ``randn4x``).
-* Rademacher: bit ``i % 32`` of the first word of Philox at counter ``i // 32`` (``tl.randint``);
+Elements are laid out in super-blocks of ``L * LANE_B`` (LANE_B = 1024): element e belongs to Philox
+counter ``(e // (L*LANE_B)) * LANE_B + e % LANE_B`` and takes lane ``(e // LANE_B) % L`` of it, so the L
+values of one counter sit LANE_B apart and a kernel writes each lane as a contiguous row.
+
+* Gaussian (default, L = 4): normal ``lane`` of ``tl.randn4x`` at that counter (one Philox4x32-10 call
+  gives four normals, two Box-Muller pairs, exactly as Triton's ``randn4x``).
+* Rademacher (L = 32): bit ``lane`` of the first word of Philox at that counter (``tl.randint``);
   u = +1 where the bit is set, -1 otherwise. One Philox call per 32 elements: the kernel runs at the
   memory floor.
 
+LANE_B is part of the definition of u (fixed, not the kernel's tile size).
 So u does not depend on parameter order, on which rank holds which tensor, nor on sharding: a shard
 [start, end) generates exactly ``u_full[start:end]``.  E[u u^T] = I for both kinds.
 
@@ -29,6 +34,7 @@ from . import philox as px
 
 Direction = Literal["gaussian", "rademacher"]
 DIRECTIONS: tuple[str, ...] = ("gaussian", "rademacher")
+LANE_B = 1024  # counters per super-block row: part of u's definition (see above)
 _CHUNK = 1 << 20  # Philox counters generated at once on the torch path (bounds temporary memory)
 _MASK64 = (1 << 64) - 1
 
@@ -69,27 +75,33 @@ def philox_seed(seed: int, key: int) -> int:
     return ((key & 0x7FFFFFFF) << 32) | (seed & px.M32)
 
 
-def _gaussian_slice(pseed: int, start: int, end: int, device: torch.device) -> Tensor:
-    g0, g1 = start // 4, (end + 3) // 4
-    parts = []
-    for c in range(g0, g1, _CHUNK):
-        counters = torch.arange(c, min(c + _CHUNK, g1), dtype=torch.int64, device=device)
-        parts.append(torch.stack(px.randn4x(pseed, counters), dim=1).reshape(-1))
-    flat = torch.cat(parts) if parts else torch.empty(0, device=device)
-    return flat[start - 4 * g0 : end - 4 * g0]
+def lanes(kind: int | str) -> int:
+    """Values per Philox counter: 4 normals (Gaussian, kind 0) or 32 sign bits (Rademacher, kind 1)."""
+    return 4 if kind in (0, "gaussian") else 32
 
 
-def _rademacher_slice(pseed: int, start: int, end: int, device: torch.device) -> Tensor:
-    w0, w1 = start // 32, (end + 31) // 32
-    shifts = torch.arange(32, dtype=torch.int64, device=device)
+def _counter_values(pseed: int | Tensor, counters: Tensor, direction: str) -> Tensor:
+    """(L, C) float32: lane j of each counter (pseed may be a per-counter int64 tensor)."""
+    if direction == "gaussian":
+        return torch.stack(px.randn4x(pseed, counters))
+    word = px.randint4x(pseed, counters)[0]
+    shifts = torch.arange(32, dtype=torch.int64, device=counters.device)
+    return ((word[None, :] >> shifts[:, None]) & 1).to(torch.float32) * 2 - 1
+
+
+def _slice(pseed: int, start: int, end: int, direction: str, device: torch.device) -> Tensor:
+    """u[start:end] for one Philox key, generated a bounded number of super-blocks at a time."""
+    sbn = lanes(direction) * LANE_B
+    s0, s1 = start // sbn, (end + sbn - 1) // sbn
+    step = max(1, _CHUNK // LANE_B)
     parts = []
-    for c in range(w0, w1, _CHUNK):
-        counters = torch.arange(c, min(c + _CHUNK, w1), dtype=torch.int64, device=device)
-        word = px.randint4x(pseed, counters)[0]
-        bits = (word[:, None] >> shifts[None, :]) & 1
-        parts.append((bits * 2 - 1).to(torch.float32).reshape(-1))
+    for a in range(s0, s1, step):
+        b = min(a + step, s1)
+        counters = torch.arange(a * LANE_B, b * LANE_B, dtype=torch.int64, device=device)
+        vals = _counter_values(pseed, counters, direction)  # (L, (b-a)*LANE_B)
+        parts.append(vals.view(-1, b - a, LANE_B).transpose(0, 1).reshape(-1))
     flat = torch.cat(parts) if parts else torch.empty(0, device=device)
-    return flat[start - 32 * w0 : end - 32 * w0]
+    return flat[start - s0 * sbn : end - s0 * sbn]
 
 
 def direction_slice(
@@ -103,9 +115,43 @@ def direction_slice(
     """Elements [start, end) of the flat direction u(seed, key) as float32 (torch path, any device)."""
     check_direction(direction)
     pseed, device = philox_seed(seed, key), torch.device(device)
-    if direction == "gaussian":
-        return _gaussian_slice(pseed, start, end, device)
-    return _rademacher_slice(pseed, start, end, device)
+    return _slice(pseed, start, end, direction, device)
+
+
+def direction_group(
+    seed: int,
+    keys: list[int],
+    numels: list[int],
+    direction: Direction = "gaussian",
+    device: str | torch.device = "cpu",
+    starts: list[int] | None = None,
+) -> list[Tensor]:
+    """``direction_slice`` of several tensors (flat float32) with ONE Philox evaluation over all their
+    counters (per-counter keys): many small tensors cost one batch of torch ops, not one each."""
+    check_direction(direction)
+    device, sbn = torch.device(device), lanes(direction) * LANE_B
+    starts = starts or [0] * len(keys)
+    spans = [(s // sbn, (s + n + sbn - 1) // sbn) for s, n in zip(starts, numels, strict=True)]
+    if sum(b - a for a, b in spans) * LANE_B > _CHUNK:  # large tensors: bounded memory, per tensor
+        return [
+            direction_slice(seed, k, s, s + n, direction, device)
+            for k, s, n in zip(keys, starts, numels, strict=True)
+        ]
+    counters = torch.cat([torch.arange(a * LANE_B, b * LANE_B, dtype=torch.int64) for a, b in spans])
+    pseeds = torch.cat(
+        [
+            torch.full(((b - a) * LANE_B,), philox_seed(seed, k), dtype=torch.int64)
+            for (a, b), k in zip(spans, keys, strict=True)
+        ]
+    )
+    vals = _counter_values(pseeds.to(device), counters.to(device), direction)
+    out, at = [], 0
+    for (a, b), s, n in zip(spans, starts, numels, strict=True):
+        c = (b - a) * LANE_B
+        flat = vals[:, at : at + c].reshape(-1, b - a, LANE_B).transpose(0, 1).reshape(-1)
+        out.append(flat[s - a * sbn : s - a * sbn + n])
+        at += c
+    return out
 
 
 def direction_like(

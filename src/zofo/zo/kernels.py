@@ -4,14 +4,15 @@
 * ``update_``: theta <- SR(d*theta - sum_j a_j u_j)  in place, all q directions in one pass
   (a_j = lr * c_j / q, d = 1 - lr * weight_decay; SR only for bf16 targets)
 * ``round_``:  out = SR(x)                 (float32 -> bf16, for the momentum / Adam rules)
+* ``multi.py`` launches the same tile code over a group of tensors (one launch per decoder layer).
 
-Tiles are aligned to the generator: Gaussian tiles are (R, 4) -- one ``tl.randn4x`` per row, lane
-j of row r is element 4*(base/4 + r) + j -- and Rademacher tiles are (R, 32) -- one ``tl.randint``
-word per row, one sign bit per lane.  The bits are those of ``philox.py`` (tested for equality under
-``TRITON_INTERPRET=1``).  With ``fast=True`` (CUDA only) Box-Muller uses the SFU approximations
-``__sinf/__cosf`` on [-pi, pi) (|error| < 2e-5 against the exact normals; log stays exact, since near
-u = 1 an absolute log error would dominate r): the Gaussian
-pass is compute-bound, and the approximation is far below what a ZO direction cares about.
+Layout (see ``directions``): elements come in super-blocks of L*LANE_B (L = 4 normals per Philox call,
+or 32 sign bits per word); lane j of counter i lives at j*LANE_B + i.  A program takes R consecutive
+counters of one super-block and writes each lane as a contiguous R-wide row, so loads and stores are
+plain coalesced vectors with int32 offsets from one int64 scalar base, the normals need no select, and
+masks are evaluated only in super-blocks that cross the tensor's ends.  R (and the warps) are free:
+the bits do not depend on them.  With ``fast=True`` (CUDA only) Box-Muller uses ``__sinf/__cosf`` on
+[-pi, pi) (|error| < 2e-5; log stays exact): the Gaussian pass is compute-bound.
 
 Seeds and scales are read from device tensors, so a probe can be captured in a CUDA graph and
 replayed with new values written into them.  Imported lazily: ``zo`` needs triton only on CUDA.
@@ -29,8 +30,12 @@ from triton.compiler.errors import CompilationError
 from triton.language.extra import libdevice
 from triton.language.random import uint_to_uniform_float
 
+from .directions import LANE_B, lanes
+
 GAUSSIAN, RADEMACHER = 0, 1
-BLOCK = 4096
+# Counters per program and warps, per kind (perturb, update); chosen on the H200 (benchmarks/zo_step.py).
+TILE = {GAUSSIAN: (512, 4), RADEMACHER: (128, 4)}
+ROUND_BLOCK = 4096
 
 
 def interpreting() -> bool:
@@ -68,29 +73,74 @@ def _normals(pseed, counter, FAST: tl.constexpr):
 
 
 @triton.jit
-def _tile_offsets(base, R: tl.constexpr, C: tl.constexpr):
-    rows = tl.arange(0, R)
-    cols = tl.arange(0, C)
-    offs = base + rows[:, None].to(tl.int64) * C + cols[None, :]
-    return rows, cols, offs
+def _signs(pseed, counter):
+    """(32, R) tile of +-1: row j = bit j of the Philox word of each counter."""
+    word = tl.randint(pseed, counter)
+    bit = (word[None, :] >> tl.arange(0, 32)[:, None].to(tl.uint32)) & 1
+    return bit.to(tl.float32) * 2.0 - 1.0
 
 
 @triton.jit
-def _direction(pseed, base, KIND: tl.constexpr, FAST: tl.constexpr, R: tl.constexpr, C: tl.constexpr):
-    """u on the (R, C) tile whose first element is ``base`` (a multiple of 32); float32."""
-    rows = tl.arange(0, R)
-    cols = tl.arange(0, C)
-    if KIND == 0:
-        n1, n2, n3, n4 = _normals(pseed, base // 4 + rows.to(tl.int64), FAST)
-        c = cols[None, :]
-        u = tl.where(
-            c == 0, n1[:, None], tl.where(c == 1, n2[:, None], tl.where(c == 2, n3[:, None], n4[:, None]))
-        )
+def _place(lp, n, start, KIND: tl.constexpr, R: tl.constexpr, ALIGN: tl.constexpr):
+    """Program ``lp`` of a tensor holding flat elements [start, start+n): its counters' first global
+    element ``e0`` (int64), that element's offset from the tensor's first (``off``), and whether the
+    whole super-block lies inside the tensor (``full``: no masks)."""
+    SBN: tl.constexpr = (4 if KIND == 0 else 32) * 1024
+    P: tl.constexpr = 1024 // R
+    lp = lp.to(tl.int64)
+    sb = start // SBN + lp // P
+    e0 = sb * SBN + (lp % P) * R
+    off = tl.multiple_of(e0 - start, ALIGN)
+    full = (sb * SBN >= start) & (sb * SBN + SBN - start <= n)
+    counter = sb * 1024 + (lp % P) * R + tl.arange(0, R).to(tl.int64)
+    return e0, off, full, counter
+
+
+@triton.jit
+def _emit(xb, ob, local, u, scale, lo, hi, full, HAS_X: tl.constexpr):
+    """ob[local] = xb[local] + scale*u; masked to lo <= local < hi unless ``full``."""
+    if full:
+        y = scale * u
+        if HAS_X:
+            y += tl.load(xb + local).to(tl.float32)
+        tl.store(ob + local, y.to(ob.dtype.element_ty))
     else:
-        word = tl.randint(pseed, base // 32 + rows.to(tl.int64))
-        bit = (word[:, None] >> cols[None, :].to(tl.uint32)) & 1
-        u = bit.to(tl.float32) * 2.0 - 1.0
-    return u
+        m = (local >= lo) & (local < hi)
+        y = scale * u
+        if HAS_X:
+            y += tl.load(xb + local, mask=m, other=0.0).to(tl.float32)
+        tl.store(ob + local, y.to(ob.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def perturb_tile(
+    x_ptr,
+    out_ptr,
+    lp,
+    n,
+    start,
+    pseed,
+    scale,
+    KIND: tl.constexpr,
+    HAS_X: tl.constexpr,
+    FAST: tl.constexpr,
+    R: tl.constexpr,
+    ALIGN: tl.constexpr,
+):
+    """out = x + scale*u over program ``lp``'s tile (x_ptr/out_ptr point at the tensor's first element)."""
+    e0, off, full, counter = _place(lp, n, start, KIND, R, ALIGN)
+    xb, ob = x_ptr + off, out_ptr + off
+    lo, hi = -off, n - off
+    i = tl.arange(0, R)
+    if KIND == 0:
+        n1, n2, n3, n4 = _normals(pseed, counter, FAST)
+        _emit(xb, ob, i, n1, scale, lo, hi, full, HAS_X)
+        _emit(xb, ob, i + 1024, n2, scale, lo, hi, full, HAS_X)
+        _emit(xb, ob, i + 2048, n3, scale, lo, hi, full, HAS_X)
+        _emit(xb, ob, i + 3072, n4, scale, lo, hi, full, HAS_X)
+    else:
+        local = tl.arange(0, 32)[:, None] * 1024 + i[None, :]
+        _emit(xb, ob, local, _signs(pseed, counter), scale, lo, hi, full, HAS_X)
 
 
 @triton.jit
@@ -106,17 +156,12 @@ def _perturb_kernel(
     HAS_X: tl.constexpr,
     FAST: tl.constexpr,
     R: tl.constexpr,
-    C: tl.constexpr,
+    ALIGN: tl.constexpr,
 ):
-    base = (start - start % 32) + tl.program_id(0).to(tl.int64) * (R * C)
     pseed = tl.load(seed_ptr) + key_hi
-    _rows, _cols, offs = _tile_offsets(base, R, C)
-    u = _direction(pseed, base, KIND, FAST, R, C)
-    mask = (offs >= start) & (offs < start + n)
-    y = tl.load(scale_ptr) * u
-    if HAS_X:
-        y = tl.load(x_ptr + (offs - start), mask=mask, other=0.0).to(tl.float32) + y
-    tl.store(out_ptr + (offs - start), y.to(out_ptr.dtype.element_ty), mask=mask)
+    perturb_tile(
+        x_ptr, out_ptr, tl.program_id(0), n, start, pseed, tl.load(scale_ptr), KIND, HAS_X, FAST, R, ALIGN
+    )
 
 
 @triton.jit
@@ -126,12 +171,75 @@ def _rounding_key(seeds_ptr, key):
 
 
 @triton.jit
-def _stochastic_round_bf16(y, offs, hkey):
-    """float32 -> bf16 by adding 16 random bits below the bf16 mantissa and truncating."""
-    bits = _hash32(_hash32(offs.to(tl.uint32) ^ hkey) ^ (offs >> 32).to(tl.uint32))
+def _stochastic_round_bf16(y, lo, hi, hkey):
+    """float32 -> bf16 by adding 16 random bits (of element index hi:lo) below the mantissa, truncating."""
+    bits = _hash32(_hash32(lo ^ hkey) ^ hi)
     pattern = y.to(tl.uint32, bitcast=True) + (bits & 0xFFFF)
     rounded = (pattern & 0xFFFF0000).to(tl.float32, bitcast=True)
     return tl.where(y != y, y, rounded).to(tl.bfloat16)
+
+
+@triton.jit
+def _commit(xb, local, acc, decay, e0, hkey, lo, hi, full, SR: tl.constexpr):
+    """xb[local] <- R(decay*xb[local] - acc); element index of ``local`` is e0 + local."""
+    m = (local >= lo) & (local < hi)
+    if full:
+        x = tl.load(xb + local).to(tl.float32)
+    else:
+        x = tl.load(xb + local, mask=m, other=0.0).to(tl.float32)
+    y = x * decay - acc
+    if SR:  # a super-block never crosses 2**32, so the index's high word is e0's
+        e_lo = (e0 & 0xFFFFFFFF).to(tl.uint32) + local.to(tl.uint32)
+        out = _stochastic_round_bf16(y, e_lo, (e0 >> 32).to(tl.uint32), hkey)
+    else:
+        out = y.to(xb.dtype.element_ty)
+    if full:
+        tl.store(xb + local, out)
+    else:
+        tl.store(xb + local, out, mask=m)
+
+
+@triton.jit
+def update_tile(
+    x_ptr,
+    lp,
+    n,
+    start,
+    key,
+    seeds_ptr,
+    coefs_ptr,
+    q,
+    decay,
+    KIND: tl.constexpr,
+    FAST: tl.constexpr,
+    SR: tl.constexpr,
+    R: tl.constexpr,
+    ALIGN: tl.constexpr,
+):
+    """x <- R(decay*x - sum_j coefs[j] u_j) over program ``lp``'s tile, in place."""
+    e0, off, full, counter = _place(lp, n, start, KIND, R, ALIGN)
+    xb = x_ptr + off
+    lo, hi = -off, n - off
+    key_hi = key.to(tl.int64) << 32
+    hkey = _rounding_key(seeds_ptr, key)
+    i = tl.arange(0, R)
+    if KIND == 0:
+        a1 = tl.zeros((R,), dtype=tl.float32)
+        a2, a3, a4 = a1, a1, a1
+        for j in range(q):
+            c = tl.load(coefs_ptr + j)
+            n1, n2, n3, n4 = _normals(tl.load(seeds_ptr + j) + key_hi, counter, FAST)
+            a1, a2, a3, a4 = a1 + c * n1, a2 + c * n2, a3 + c * n3, a4 + c * n4
+        _commit(xb, i, a1, decay, e0, hkey, lo, hi, full, SR)
+        _commit(xb, i + 1024, a2, decay, e0, hkey, lo, hi, full, SR)
+        _commit(xb, i + 2048, a3, decay, e0, hkey, lo, hi, full, SR)
+        _commit(xb, i + 3072, a4, decay, e0, hkey, lo, hi, full, SR)
+    else:
+        acc = tl.zeros((32, R), dtype=tl.float32)
+        for j in range(q):
+            acc += tl.load(coefs_ptr + j) * _signs(tl.load(seeds_ptr + j) + key_hi, counter)
+        local = tl.arange(0, 32)[:, None] * 1024 + i[None, :]
+        _commit(xb, local, acc, decay, e0, hkey, lo, hi, full, SR)
 
 
 @triton.jit
@@ -148,55 +256,51 @@ def _update_kernel(
     FAST: tl.constexpr,
     SR: tl.constexpr,
     R: tl.constexpr,
-    C: tl.constexpr,
+    ALIGN: tl.constexpr,
 ):
-    base = (start - start % 32) + tl.program_id(0).to(tl.int64) * (R * C)
-    _rows, _cols, offs = _tile_offsets(base, R, C)
-    mask = (offs >= start) & (offs < start + n)
-    acc = tl.zeros((R, C), dtype=tl.float32)
-    key_hi = key.to(tl.int64) << 32
-    for j in range(q):
-        u = _direction(tl.load(seeds_ptr + j) + key_hi, base, KIND, FAST, R, C)
-        acc += tl.load(coefs_ptr + j) * u
-    x = tl.load(x_ptr + (offs - start), mask=mask, other=0.0).to(tl.float32)
-    y = x * decay - acc
-    if SR:
-        out = _stochastic_round_bf16(y, offs, _rounding_key(seeds_ptr, key))
-    else:
-        out = y.to(x_ptr.dtype.element_ty)
-    tl.store(x_ptr + (offs - start), out, mask=mask)
-
-
-@triton.jit
-def _round_kernel(x_ptr, out_ptr, n, start, key, seeds_ptr, R: tl.constexpr, C: tl.constexpr):
-    base = (start - start % 32) + tl.program_id(0).to(tl.int64) * (R * C)
-    _rows, _cols, offs = _tile_offsets(base, R, C)
-    mask = (offs >= start) & (offs < start + n)
-    y = tl.load(x_ptr + (offs - start), mask=mask, other=0.0).to(tl.float32)
-    tl.store(
-        out_ptr + (offs - start), _stochastic_round_bf16(y, offs, _rounding_key(seeds_ptr, key)), mask=mask
+    update_tile(
+        x_ptr, tl.program_id(0), n, start, key, seeds_ptr, coefs_ptr, q, decay, KIND, FAST, SR, R, ALIGN
     )
 
 
-def _grid(n: int, start: int) -> tuple[int]:
-    span = n + start % 32
-    return (triton.cdiv(span, BLOCK),)
+@triton.jit
+def _round_kernel(x_ptr, out_ptr, n, start, key, seeds_ptr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    e = offs + start
+    y = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    out = _stochastic_round_bf16(y, e.to(tl.uint32), (e >> 32).to(tl.uint32), _rounding_key(seeds_ptr, key))
+    tl.store(out_ptr + offs, out, mask=mask)
 
 
-def _shape(kind: int) -> tuple[int, int]:
-    c = 4 if kind == GAUSSIAN else 32
-    return BLOCK // c, c
+def programs(n: int, start: int, kind: int, r: int) -> int:
+    """Programs that cover flat elements [start, start+n) with tiles of r counters."""
+    if n == 0:
+        return 0
+    sbn = lanes(kind) * LANE_B
+    return ((start + n - 1) // sbn - start // sbn + 1) * (LANE_B // r)
+
+
+def align(elem_size: int, *offsets: int) -> int:
+    """Largest hint (elements, up to 16 bytes' worth) that divides every offset."""
+    a = max(1, 16 // elem_size)
+    while a > 1 and any(o % a for o in offsets):
+        a //= 2
+    return a
 
 
 _FAST_OK = [True]  # cleared if this Triton lacks the libdevice fast-math functions
 
 
-def _fast(x: Tensor, fast: bool | None) -> bool:
+def fast_default(x: Tensor, fast: bool | None) -> bool:
+    """The ``fast`` flag a launch on ``x`` uses."""
     return (x.is_cuda and not interpreting() and _FAST_OK[0]) if fast is None else fast
 
 
-def _launch(kernel, grid: tuple[int], *args, **kw) -> None:
+def launch(kernel, grid: tuple[int], *args, **kw) -> None:
     """Launch; if the fast-math variant fails to compile, fall back to the exact one for good."""
+    if grid[0] == 0:
+        return
     try:
         kernel[grid](*args, **kw)
     except CompilationError:
@@ -215,29 +319,31 @@ def perturb(
     kind: int,
     start: int = 0,
     fast: bool | None = None,
+    tile: tuple[int, int] | None = None,
 ) -> Tensor:
     """out = x + scale*u(seed, key) over flat elements [start, start + n); x None gives scale*u.
 
-    ``seed`` (int64) and ``scale`` (float32) are one-element tensors on ``out``'s device.
+    ``seed`` (int64) and ``scale`` (float32) are one-element tensors on ``out``'s device; ``tile``
+    = (counters per program, warps) overrides ``TILE`` (benchmarks).
     """
-    r, c = _shape(kind)
-    src = out if x is None else x
-    _launch(
+    r, warps = tile or TILE[kind]
+    n = out.numel()
+    launch(
         _perturb_kernel,
-        _grid(out.numel(), start),
-        src,
+        (programs(n, start, kind, r),),
+        out if x is None else x,
         out,
-        out.numel(),
+        n,
         start,
         key << 32,
         seed,
         scale,
         KIND=kind,
         HAS_X=x is not None,
-        FAST=_fast(out, fast),
+        FAST=fast_default(out, fast),
         R=r,
-        C=c,
-        num_warps=8,
+        ALIGN=align(out.element_size(), start),
+        num_warps=warps,
     )
     return out
 
@@ -251,17 +357,19 @@ def update_(
     kind: int,
     start: int = 0,
     fast: bool | None = None,
+    tile: tuple[int, int] | None = None,
 ) -> Tensor:
     """x <- SR(decay*x - sum_j coefs[j] * u(seeds[j], key)) in place; SR (stream of seeds[0]) when x is bf16.
 
     ``seeds`` (int64) and ``coefs`` (float32) are q-element tensors on x's device.
     """
-    r, c = _shape(kind)
-    _launch(
+    r, warps = tile or TILE[kind]
+    n = x.numel()
+    launch(
         _update_kernel,
-        _grid(x.numel(), start),
+        (programs(n, start, kind, r),),
         x,
-        x.numel(),
+        n,
         start,
         key,
         seeds,
@@ -269,17 +377,17 @@ def update_(
         seeds.numel(),
         decay,
         KIND=kind,
-        FAST=_fast(x, fast),
+        FAST=fast_default(x, fast),
         SR=x.dtype == torch.bfloat16,
         R=r,
-        C=c,
-        num_warps=8,
+        ALIGN=align(x.element_size(), start),
+        num_warps=warps,
     )
     return x
 
 
 def round_(x: Tensor, out: Tensor, key: int, seed: Tensor, start: int = 0) -> Tensor:
     """out (bf16) = SR(x) with the rounding stream of (seed, key); ``seed`` a one-element int64 tensor."""
-    r, c = _shape(RADEMACHER)
-    _round_kernel[_grid(x.numel(), start)](x, out, x.numel(), start, key, seed, R=r, C=c, num_warps=8)
+    grid = (triton.cdiv(x.numel(), ROUND_BLOCK),)
+    _round_kernel[grid](x, out, x.numel(), start, key, seed, BLOCK=ROUND_BLOCK, num_warps=8)
     return out

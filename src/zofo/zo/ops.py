@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .directions import Direction, check_direction, direction_like
+from .directions import Direction, check_direction, direction_group, direction_like
 from .rounding import stochastic_round
 
 Backend = Literal["auto", "torch", "triton"]
@@ -72,6 +72,53 @@ def perturbed_copy(
     wide = torch.float64 if theta.dtype == torch.float64 else torch.float32
     s = torch.tensor(scale, dtype=torch.float32, device=theta.device).to(wide)
     return (theta.to(wide) + s * u.to(wide)).to(theta.dtype)
+
+
+def perturbed_copies(
+    thetas: Sequence[Tensor],
+    keys: Sequence[int],
+    seed: int | Tensor,
+    scale: float | Tensor,
+    direction: Direction = "gaussian",
+    backend: Backend = "auto",
+) -> list[Tensor]:
+    """``perturbed_copy`` of several tensors with as few launches as possible: on the kernel path one
+    launch per (dtype, device) cluster (``multi.perturb_group``), on the torch path one batched Philox
+    evaluation.  Same values as per-tensor calls, bit for bit."""
+    out: list[Tensor | None] = [None] * len(thetas)
+    for idx in _clusters(thetas, lambda t: use_triton(t, backend) and t.is_contiguous()):
+        ts, ks = [thetas[i] for i in idx], [keys[i] for i in idx]
+        if use_triton(ts[0], backend) and ts[0].is_contiguous():
+            from . import multi
+
+            seed_t = seed if isinstance(seed, Tensor) else device_scalar(seed, torch.int64, ts[0].device)
+            scale_t = (
+                scale if isinstance(scale, Tensor) else device_scalar(scale, torch.float32, ts[0].device)
+            )
+            res = multi.perturb_group(ts, ks, seed_t, scale_t, _kind(direction))
+        else:
+            res = _torch_copies(ts, ks, _as_int(seed), _as_float(scale), direction)
+        for i, r in zip(idx, res, strict=True):
+            out[i] = r
+    return out  # type: ignore[return-value]
+
+
+def _clusters(ts: Sequence[Tensor], kernel_ok) -> list[list[int]]:
+    """Indices of ``ts`` grouped by (device, dtype, path); kernel clusters also need aligned pointers."""
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(ts):
+        ok = kernel_ok(t) and (t.data_ptr() % t.element_size() == 0)
+        groups.setdefault((t.device, t.dtype, ok), []).append(i)
+    return list(groups.values())
+
+
+def _torch_copies(
+    ts: Sequence[Tensor], keys: Sequence[int], seed: int, scale: float, direction
+) -> list[Tensor]:
+    us = direction_group(seed, list(keys), [t.numel() for t in ts], direction, ts[0].device)
+    wide = torch.float64 if ts[0].dtype == torch.float64 else torch.float32
+    s = torch.tensor(scale, dtype=torch.float32, device=ts[0].device).to(wide)
+    return [(t.to(wide) + s * u.view(t.shape).to(wide)).to(t.dtype) for t, u in zip(ts, us, strict=True)]
 
 
 def _as_int(v: int | Tensor) -> int:
@@ -151,6 +198,34 @@ def sgd_update_(
     y = theta.to(torch.promote_types(theta.dtype, torch.float32)) * decay - g
     theta.copy_(stochastic_round(y, theta.dtype, seeds[0], key, start))
     return theta
+
+
+def sgd_update_many_(
+    thetas: Sequence[Tensor],
+    keys: Sequence[int],
+    seeds: Sequence[int],
+    coefs: Sequence[float],
+    decay: float = 1.0,
+    direction: Direction = "gaussian",
+    backend: Backend = "auto",
+) -> None:
+    """``sgd_update_`` of several tensors: one launch per (dtype, device) cluster on the kernel path
+    (``multi.update_group_``; seeds/coefs copied to each device once), per tensor elsewhere."""
+
+    def kernel_ok(t: Tensor) -> bool:
+        return use_triton(t, backend) and t.is_contiguous() and t.dtype != torch.float16
+
+    for idx in _clusters(thetas, kernel_ok):
+        ts, ks = [thetas[i] for i in idx], [keys[i] for i in idx]
+        if kernel_ok(ts[0]):
+            from . import multi
+
+            dev = ts[0].device
+            seeds_t, coefs_t = _on(seeds, torch.int64, dev), _on(coefs, torch.float32, dev)
+            multi.update_group_(ts, ks, seeds_t, coefs_t, decay, _kind(direction))
+        else:
+            for t, k in zip(ts, ks, strict=True):
+                sgd_update_(t, k, seeds, coefs, decay, direction, backend=backend)
 
 
 def round_to(

@@ -1,10 +1,12 @@
 """Exact probing: evaluate the model at theta + s*u without ever modifying theta.
 
 In-place "add eps*u, subtract 2 eps*u, add eps*u" is not reversible in bf16 (every add rounds), so
-each probe would random-walk the weights.  Here, for every module that directly owns some of the
-probed parameters, a forward pre-hook swaps ``param.data`` for a freshly generated theta + s*u and
-a forward hook swaps the original storage back; theta changes only in the real update.  Extra memory:
-the perturbed copy of one module's parameters at a time.  Tied weights (lm_head sharing the
+each probe would random-walk the weights.  Here probed parameters are grouped by the nearest ancestor
+of their owner that is an element of an ``nn.ModuleList`` (a decoder layer), else by their owner; a
+forward pre-hook on that module swaps every ``param.data`` of the group for theta + s*u, generated in
+ONE launch into one flat buffer (``ops.perturbed_copies``: a probe of a 30-layer model is ~32 launches,
+not ~270), and a forward hook swaps the original storages back; theta changes only in the real update.
+Extra memory: the perturbed copy of one layer at a time.  Tied weights (lm_head sharing the
 embedding) are perturbed by each owner's hooks with the same u (u depends on the name and seed only).
 """
 
@@ -18,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .directions import Direction, check_direction, tensor_key
-from .ops import Backend, device_scalar, perturbed_copy, use_triton
+from .ops import Backend, device_scalar, perturbed_copies, use_triton
 
 
 @dataclass
@@ -37,18 +39,40 @@ class _Swap:
     depth: int = 0
 
 
+def _anchors(model: nn.Module) -> set[str]:
+    """Names of the modules that are elements of some ``nn.ModuleList`` (decoder layers)."""
+    return {
+        f"{name}.{k}" if name else k
+        for name, m in model.named_modules()
+        if isinstance(m, nn.ModuleList)
+        for k in m._modules
+    }
+
+
+def _anchor(name: str, anchors: set[str]) -> str:
+    """The nearest ancestor of module ``name`` (itself included) in ``anchors``, else ``name``."""
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        if ".".join(parts[:i]) in anchors:
+            return ".".join(parts[:i])
+    return name
+
+
 def _owners(model: nn.Module, swaps: dict[int, _Swap]) -> list[tuple[nn.Module, list[_Swap]]]:
-    """Modules that directly own probed parameters, each with its swaps (tied weights: several owners)."""
-    owners, seen = [], set()
-    for module in model.modules():
-        owned = [swaps[id(p)] for p in module._parameters.values() if p is not None and id(p) in swaps]
-        if owned:
-            owners.append((module, owned))
-            seen.update(id(s.param) for s in owned)
+    """Hooked modules, each with the swaps of its group (tied weights: in several groups)."""
+    anchors, modules = _anchors(model), dict(model.named_modules())
+    groups: dict[str, list[_Swap]] = {}
+    for name, module in modules.items():
+        for p in module._parameters.values():
+            if p is not None and id(p) in swaps:
+                group = groups.setdefault(_anchor(name, anchors), [])
+                if all(s is not swaps[id(p)] for s in group):
+                    group.append(swaps[id(p)])
+    seen = {id(s.param) for g in groups.values() for s in g}
     missing = [s.name for i, s in swaps.items() if i not in seen]
     if missing:
         raise ValueError(f"parameters not owned by any module of the model: {missing[:5]}")
-    return owners
+    return [(modules[name], group) for name, group in groups.items()]
 
 
 class _Hooks:
@@ -77,16 +101,24 @@ class _Hooks:
         return self._scalars[t.device]
 
     def enter(self, swaps: list[_Swap]) -> None:
+        fresh = [s for s in swaps if s.depth == 0]
         for s in swaps:
             s.depth += 1
-            if s.depth == 1:
-                s.original = s.param.data
-                seed, scale = self._values(s.original)
-                with torch.no_grad():
-                    s.param.data = perturbed_copy(
-                        s.original, s.key, seed, scale, self.direction, backend=self.backend
-                    )
-                self.probe.touched.add(s.name)
+        if not fresh:
+            return
+        seed, scale = self._values(fresh[0].param.data)
+        with torch.no_grad():
+            copies = perturbed_copies(
+                [s.param.data for s in fresh],
+                [s.key for s in fresh],
+                seed,
+                scale,
+                self.direction,
+                self.backend,
+            )
+        for s, c in zip(fresh, copies, strict=True):
+            s.original, s.param.data = s.param.data, c
+            self.probe.touched.add(s.name)
 
     @staticmethod
     def leave(swaps: list[_Swap]) -> None:

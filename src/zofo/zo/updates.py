@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from .directions import tensor_key
 from .estimators import ZOEstimate
-from .ops import Backend, combination, round_to, sgd_update_
+from .ops import Backend, combination, round_to, sgd_update_many_
 
 Params = Mapping[str, nn.Parameter]
 
@@ -84,16 +84,17 @@ class ZOSGD:
             return state
         coefs = [lr * c / est.q for c in est.projected_grads]
         decay = 1.0 - lr * self.weight_decay
-        per_device: dict[torch.device, tuple[Tensor, Tensor]] = {}  # one host->device copy per step
-        with torch.no_grad():
-            for name, p in params.items():
-                if p.device.type == "cuda" and p.device not in per_device:
-                    per_device[p.device] = (
-                        torch.tensor(est.seeds, dtype=torch.int64, device=p.device),
-                        torch.tensor(coefs, dtype=torch.float32, device=p.device),
-                    )
-                seeds, cs = per_device.get(p.device, (est.seeds, coefs))
-                sgd_update_(p.data, tensor_key(name), seeds, cs, decay, est.direction, backend=self.backend)
+        names = list(params)
+        with torch.no_grad():  # one fused launch per (dtype, device) for the whole model
+            sgd_update_many_(
+                [params[n].data for n in names],
+                [tensor_key(n) for n in names],
+                est.seeds,
+                coefs,
+                decay,
+                est.direction,
+                backend=self.backend,
+            )
         return UpdateState(state.step + 1, state.buffers)
 
 
