@@ -21,9 +21,8 @@ NO_TRAIN = {"zero-shot", "icl"}
 
 def check_options(cfg: RunConfig) -> None:
     """Refuse inconsistent options before any model or data is loaded."""
-    from zofo.registry import METHODS
-
     import zofo.methods  # noqa: F401  (registers the methods)
+    from zofo.registry import METHODS
 
     method, kind = cfg.train.method, cfg.peft.kind
     METHODS.get(method)
@@ -38,6 +37,8 @@ def check_options(cfg: RunConfig) -> None:
         raise ZofoError(f"bilevel.lam must be >= 0, got {cfg.bilevel.lam}", "use lambda >= 0")
     if method.startswith("bilevel") and not 0 < cfg.bilevel.upper_fraction < 1:
         raise ZofoError("bilevel.upper_fraction must lie in (0, 1)", "the paper's split is 1/3 (1:2)")
+    if method.startswith("bilevel") and cfg.bilevel.deploy not in ("p", "z"):
+        raise ZofoError(f"bilevel.deploy must be p or z, got {cfg.bilevel.deploy!r}", "p is the formulation's")
     if method == "icl" and cfg.data.shots < 1:
         raise ZofoError("method icl needs --shots K with K >= 1", "e.g. --shots 16")
     _check_positive(cfg)

@@ -74,6 +74,7 @@ class BilevelConfig:
     lower_steps: int = 10               # K: FO steps on z per upper step
     upper_fraction: float = 1 / 3       # D_f share of the training set (1:2 split)
     normalize: bool = True              # divide F by (1 + lambda) so MeZO's learning rates carry over
+    deploy: str = "p"                   # copy deployed with theta: p (the formulation's) or z
 
 
 @dataclass
@@ -90,6 +91,7 @@ class TrainConfig:
     output_dir: str | None = None       # None: runs/<method>-<task>-<time>
     resume: str | None = None           # checkpoint folder to resume from
     progress: bool = True
+    max_seconds: float | None = None    # stop training after this much wall-clock time (then test)
 
 
 @dataclass

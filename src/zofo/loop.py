@@ -23,6 +23,7 @@ class LoopSettings:
     save_every: int = 0        # 0: checkpoint only at the end
     metric: str = "accuracy"   # the dev number that picks the best checkpoint
     progress: bool = True
+    max_seconds: float | None = None  # wall-clock budget: training stops at the first step past it
 
 
 @dataclass
@@ -52,12 +53,16 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
         bar.set_postfix(loss=f"{metrics['loss']:.4f}", step_s=f"{seconds:.3f}")
         if state.step % settings.log_every == 0 or state.step == settings.steps:
             logger.log(state.step, "train", **metrics, step_seconds=seconds)
-        if _due(state.step, settings.eval_every, settings.steps):
+        out_of_time = settings.max_seconds is not None and logger.elapsed() > settings.max_seconds
+        last = settings.steps if not out_of_time else state.step
+        if _due(state.step, settings.eval_every, last):
             _evaluate(method, evaluate_dev, run_dir, settings, logger, memory, state)
-        if _due(state.step, settings.save_every, settings.steps):
+        if _due(state.step, settings.save_every, last):
             state.elapsed = logger.elapsed()
             save_checkpoint(run_dir / "checkpoint", method.trainable(), method.state_dict(), asdict(state)
                             | {"batches": method.batches.state_dict()})
+        if out_of_time:
+            break
     bar.close()
     return state
 

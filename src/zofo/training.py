@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import zlib
 import time
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,7 +28,7 @@ def method_options(cfg: RunConfig) -> MethodOptions:
         lr_upper=o.lr_upper, lr_lower=o.lr_lower, schedule=o.schedule, warmup_steps=o.warmup_steps,
         weight_decay=o.weight_decay, theta_update=o.theta_update, momentum=o.momentum, eps=o.eps, q=o.q,
         two_sided=o.two_sided, direction=o.direction, lam=b.lam, lower_steps=b.lower_steps,
-        normalize=b.normalize, shots=cfg.data.shots)
+        normalize=b.normalize, deploy=b.deploy, shots=cfg.data.shots)
 
 
 class Run:
@@ -97,7 +97,8 @@ class Run:
     def train(self, method: Method, evaluator: Evaluator, logger: RunLogger, memory: PeakMemory) -> LoopState:
         t = self.cfg.train
         settings = LoopSettings(steps=t.steps, eval_every=t.eval_every, log_every=t.log_every,
-                                save_every=t.save_every, metric=evaluator.metric, progress=t.progress)
+                                save_every=t.save_every, metric=evaluator.metric, progress=t.progress,
+                                max_seconds=t.max_seconds)
         state = resume(method, Path(t.resume), logger) if t.resume else LoopState()
         return train_loop(method, evaluator.dev, self.run_dir, settings, logger, memory, state)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,7 @@ class MethodOptions:
     lam: float = 1e4
     lower_steps: int = 10
     normalize: bool = True
+    deploy: str = "p"            # bilevel: the PEFT copy deployed with theta
     shots: int = 0
 
 

@@ -63,6 +63,7 @@ class BilevelZOFO(Method):
         super().__init__(model, groups, batches, options)
         self.terms = LMTerms(model, groups, batches.encode, options.objective)
         self.lam, self.K = options.lam, options.lower_steps
+        self.deploy_adapter = options.deploy
         self.scale = 1.0 / (1.0 + self.lam) if options.normalize else 1.0
         self.opt_z = torch.optim.Adam(groups.adapter("z").values(), lr=options.lr_lower)
         self.opt_p = torch.optim.Adam(groups.adapter("p").values(), lr=options.lr_upper)
@@ -141,7 +142,7 @@ class BilevelFO(BilevelZOFO):
             param.requires_grad_(True)
         value = self.penalty(examples_f, examples_g)
         grads = torch.autograd.grad(value, params)  # leaves p's .grad (from line 3) untouched
-        for param, grad in zip(params, grads):
+        for param, grad in zip(params, grads, strict=True):
             param.requires_grad_(False)
             param.grad = grad
         for group in self.opt_theta.param_groups:

@@ -15,7 +15,6 @@ from zofo.errors import ZofoError
 from zofo.methods.base import Method, MethodOptions, batch_loss, make_schedule
 from zofo.registry import METHODS
 
-
 UPDATE_RULES = {"sgd": zo.ZOSGD, "momentum": zo.ZOMomentum, "adam": zo.ZOAdam}
 
 

@@ -1,0 +1,176 @@
+"""Methods x tasks x seeds, each run an independent `zofo train` process; several share the GPU at once.
+
+    python benchmarks/study.py benchmarks/study/sst2_small.yaml --out runs/study --parallel 8
+    python benchmarks/study.py --aggregate runs/study --results benchmarks/results/study
+
+A study file (YAML) names the shared settings, the tasks (with their data folders), the methods (each with
+its own overrides, e.g. learning rates picked on dev) and the seeds. Every run writes its own folder with
+config.yaml, log.jsonl and result.json; `--aggregate` reads them all and writes one JSON per run, the
+accuracy table (mean +- std over seeds), dev-accuracy-against-wall-clock curves and the memory table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+
+def expand(study: dict, data_root: str) -> list[dict]:
+    """One entry per (task, method, seed): its name and its `--set` overrides."""
+    runs = []
+    for task in study["tasks"]:
+        for method in study["methods"]:
+            for seed in (study.get("seeds", [0]) if method.get("trains", True) else [0]):
+                overrides = {**study.get("common", {}), **task.get("set", {}), **method.get("set", {}),
+                             "data.task": task["task"], "train.seed": seed}
+                if task.get("data"):
+                    overrides["data.data"] = str(Path(data_root) / task["data"])
+                name = f"{task['name']}__{method['name']}__s{seed}"
+                runs.append({"name": name, "task": task["name"], "method": method["name"], "seed": seed,
+                             "overrides": overrides})
+    return runs
+
+
+def launch(run: dict, out: Path, log_dir: Path) -> dict:
+    """Run one `zofo train` process to completion; returns its status."""
+    run_dir = out / run["name"]
+    if (run_dir / "result.json").exists():
+        return {"name": run["name"], "status": "done before"}
+    args = [sys.executable, "-m", "zofo.cli", "train", "--set", f"train.output_dir={run_dir}",
+            "--set", "train.progress=false"]
+    for key, value in run["overrides"].items():
+        args += ["--set", f"{key}={value}"]
+    start = time.time()
+    with open(log_dir / f"{run['name']}.log", "w") as log:
+        code = subprocess.call(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+    return {"name": run["name"], "status": "ok" if code == 0 else f"exit {code}",
+            "seconds": round(time.time() - start, 1)}
+
+
+def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: str | None) -> None:
+    study = yaml.safe_load(study_file.read_text())
+    runs = [r for r in expand(study, data_root) if only is None or only in r["name"]]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "logs").mkdir(exist_ok=True)
+    (out / "study.yaml").write_text(study_file.read_text())
+    print(f"{len(runs)} runs, {parallel} at a time -> {out}", flush=True)
+    with ThreadPoolExecutor(parallel) as pool:
+        for status in pool.map(lambda r: launch(r, out, out / "logs"), runs):
+            print(json.dumps(status), flush=True)
+
+
+def load_runs(out: Path) -> list[dict]:
+    rows = []
+    for result in sorted(out.glob("*/result.json")):
+        data = json.loads(result.read_text())
+        task, method, seed = result.parent.name.split("__")
+        log = [json.loads(line) for line in (result.parent / "log.jsonl").read_text().splitlines()]
+        rows.append({"task": task, "method": method, "seed": int(seed[1:]), "result": data, "log": log})
+    return rows
+
+
+def metric_of(result: dict) -> float:
+    test = result["test"]
+    return test.get("accuracy", test.get("f1"))
+
+
+def accuracy_table(rows: list[dict]) -> tuple[list[str], list[str], dict]:
+    """{(method, task): (mean, std, n)} of test accuracy over seeds."""
+    cells: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        cells.setdefault((row["method"], row["task"]), []).append(metric_of(row["result"]))
+    methods = sorted({m for m, _ in cells}, key=lambda m: [r["method"] for r in rows].index(m))
+    tasks = sorted({t for _, t in cells})
+    stats = {k: (statistics.mean(v), statistics.pstdev(v) if len(v) > 1 else 0.0, len(v)) for k, v in cells.items()}
+    return methods, tasks, stats
+
+
+def markdown(rows: list[dict]) -> str:
+    methods, tasks, stats = accuracy_table(rows)
+    lines = ["| method | " + " | ".join(tasks) + " | mean |", "|---" * (len(tasks) + 2) + "|"]
+    for method in methods:
+        cells, means = [], []
+        for task in tasks:
+            if (method, task) in stats:
+                mean, std, n = stats[(method, task)]
+                means.append(mean)
+                cells.append(f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}")
+            else:
+                cells.append("-")
+        overall = f"{statistics.mean(means):.3f}" if len(means) == len(tasks) else "-"
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {overall} |")
+    lines += ["", "| method | train seconds (mean) | peak train-step memory MiB (max) | steps |", "|---|---|---|---|"]
+    for method in methods:
+        mine = [r["result"] for r in rows if r["method"] == method]
+        seconds = statistics.mean(r["train_seconds"] for r in mine)
+        peaks = [r["peak_memory_mib"].get("train_step", 0.0) for r in mine]
+        lines.append(f"| {method} | {seconds:.1f} | {max(peaks):.0f} | {mine[0]['steps']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(rows: list[dict], target: Path, methods: list[str]) -> None:
+    """Dev accuracy against wall-clock seconds, one panel per task, mean curve per method (seed 0 shown)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in rows})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for axis, task in zip(axes[0], tasks, strict=True):
+        for row in rows:
+            if row["task"] != task or row["method"] not in methods or row["seed"] != 0:
+                continue
+            dev = [e for e in row["log"] if e["phase"] == "dev"]
+            axis.plot([e["time"] for e in dev], [e.get("accuracy", e.get("f1")) for e in dev],
+                      marker=".", label=row["method"])
+        axis.set_title(task)
+        axis.set_xlabel("wall-clock seconds")
+        axis.set_ylabel("dev accuracy")
+        axis.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+
+
+def aggregate(out: Path, results: Path, curve_methods: list[str]) -> None:
+    rows = load_runs(out)
+    results.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        slim = {k: v for k, v in row["result"].items() if k != "config"}
+        slim["config"] = row["result"]["config"]
+        (results / f"{row['task']}__{row['method']}__s{row['seed']}.json").write_text(json.dumps(slim, indent=1))
+    (results / "table.md").write_text(markdown(rows))
+    plot_curves(rows, results / "dev_curves.png", curve_methods)
+    print(markdown(rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", nargs="?", type=Path, help="study YAML")
+    parser.add_argument("--out", type=Path, default=Path("runs/study"))
+    parser.add_argument("--parallel", type=int, default=4, help="runs at once (they share the device)")
+    parser.add_argument("--data-root", default=os.environ.get("ZOFO_DATA", "../shared/data"))
+    parser.add_argument("--only", default=None, help="run only names containing this string")
+    parser.add_argument("--aggregate", type=Path, default=None, help="aggregate the runs in this folder")
+    parser.add_argument("--results", type=Path, default=Path("benchmarks/results/study"))
+    parser.add_argument("--curves", default="mezo,zo-lora,bilevel-zofo-lora",
+                        help="methods drawn in the dev-against-wall-clock plot")
+    args = parser.parse_args()
+    if args.aggregate:
+        aggregate(args.aggregate, args.results, args.curves.split(","))
+    else:
+        run_study(args.study, args.out, args.parallel, args.data_root, args.only)
+
+
+if __name__ == "__main__":
+    main()
