@@ -1,3 +1,24 @@
-"""zofo: Bilevel ZOFO fine-tuning of language models."""
+"""zofo: Bilevel ZOFO fine-tuning of language models (ZO backbone + FO PEFT) and its baselines."""
 
 __version__ = "0.1.0"
+
+
+def load_model(name_or_path: str, dtype="float32", device: str = "cpu", trust_remote_code: bool = False):
+    """`(model, tokenizer)` for an alias, local folder, .gguf file or hub id (see zofo.models)."""
+    from zofo.models import load_model as _load
+
+    return _load(name_or_path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+
+
+def train(cfg) -> dict:
+    """Run one training (or zero-shot / ICL evaluation) as the RunConfig says; returns its results."""
+    from zofo.api import train as _train
+
+    return _train(cfg)
+
+
+def evaluate(model, tokenizer, task, examples, **options) -> dict:
+    """Accuracy (or F1 / exact match) of `model` on prompted `examples` (see zofo.evaluation)."""
+    from zofo.evaluation import evaluate as _evaluate
+
+    return _evaluate(model, tokenizer, task, examples, **options)
