@@ -7,7 +7,8 @@ CUDA events after warm-up, median of ``--iters``:
 * forward: one no-grad forward + LM loss;
 * reference: MeZO as published (torch.normal per tensor after reseeding the global RNG; four
   in-place passes +eps, -2 eps, +eps, update);
-* zofo: ``zo.estimate`` (exact probing, fused Philox kernel per module) + ``zo.ZOSGD`` (fused SR update);
+* zofo: ``zo.estimate`` (exact probing, one fused Philox launch per decoder layer) + ``zo.ZOSGD``
+  (one fused SR update launch per dtype);
 * zofo+graph: the same probe captured once in a CUDA graph (seed/scale read from device tensors)
   and replayed -- removes the per-kernel launch cost that dominates small models.
 Peak memory: torch.cuda.max_memory_allocated of the step / of a plain forward (stats reset before each).
@@ -157,27 +158,43 @@ def graphed_step(probe: GraphedProbe, params, direction: str, step: list[int]) -
     zo.ZOSGD().apply(params, est, LR, zo.UpdateState())
 
 
-def micro(n: int = 1_300_000_000 // 2) -> dict[str, float]:
-    """ms of one pass out = x + s*u (and of the in-place SR update) over n bf16 elements."""
+TILES = {
+    0: [(256, 4), (512, 4), (1024, 4), (512, 8), (1024, 8)],
+    1: [(64, 4), (128, 4), (256, 4), (128, 8), (256, 8)],
+}
+
+
+def micro(n: int = 1_300_000_000 // 2, sweep: bool = True) -> dict[str, float]:
+    """ms of one pass out = x + s*u (and of the in-place SR update) over n bf16 elements, per tile
+    (counters per program, warps); x is random (never zeros), rotated between two buffers."""
     from zofo.zo import kernels
 
-    x = torch.randn(n, device="cuda", dtype=torch.bfloat16)
-    out = torch.empty_like(x)
+    xs = [torch.randn(n, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
+    out = torch.empty_like(xs[0])
     seed = torch.tensor([7], device="cuda")
     scale = torch.tensor([1e-3], device="cuda")
     coefs = torch.tensor([1e-7], device="cuda")
-    res = {"elements": n, "copy": timed(lambda: out.copy_(x), 20)}
+    it = [0]
+
+    def x() -> torch.Tensor:
+        it[0] += 1
+        return xs[it[0] % 2]
+
+    res = {"elements": n, "copy": timed(lambda: out.copy_(x()), 20)}
     for name, kind, fast in [
         ("gaussian_fast", 0, True),
         ("gaussian_exact", 0, False),
         ("rademacher", 1, True),
     ]:
-        res[f"perturb_{name}"] = timed(
-            lambda k=kind, f=fast: kernels.perturb(x, out, 5, seed, scale, k, 0, f), 20
-        )
-        res[f"update_{name}"] = timed(
-            lambda k=kind, f=fast: kernels.update_(x, 5, seed, coefs, 1.0, k, 0, f), 20
-        )
+        tiles = TILES[kind] if sweep and name != "gaussian_exact" else [kernels.TILE[kind]]
+        for t in tiles:
+            tag = f"{name}_r{t[0]}w{t[1]}"
+            res[f"perturb_{tag}"] = timed(
+                lambda k=kind, f=fast, t=t: kernels.perturb(x(), out, 5, seed, scale, k, 0, f, t), 20
+            )
+            res[f"update_{tag}"] = timed(
+                lambda k=kind, f=fast, t=t: kernels.update_(x(), 5, seed, coefs, 1.0, k, 0, f, t), 20
+            )
     return res
 
 
@@ -228,8 +245,8 @@ def bench_model(name: str, iters: int, graphs: bool) -> dict:
 def table(rows: list[dict]) -> str:
     lines = [
         "| model | forward ms | ref step / fwd | zofo gauss / fwd | zofo rad / fwd | graph gauss / fwd | "
-        "graph rad / fwd | ref / best zofo | peak step / fwd (gauss) |",
-        "|" + "---|" * 9,
+        "graph rad / fwd | ref / eager zofo (gauss, rad) | ref / best zofo | peak step / fwd (gauss) |",
+        "|" + "---|" * 10,
     ]
     for r in rows:
         f = r["forward_ms"]
@@ -238,11 +255,13 @@ def table(rows: list[dict]) -> str:
         ]
         best = min(ours) if ours else float("nan")
         ratio = lambda k, r=r, f=f: f"{r[k] / f:.2f}" if k in r else "-"  # noqa: E731
+        speedup = lambda k, r=r: f"{r['reference_ms'] / r[k]:.2f}" if k in r and "reference_ms" in r else "-"  # noqa: E731
         mem = r.get("zofo_gaussian_peak_gib", float("nan")) / r["forward_peak_gib"]
         lines.append(
             f"| {r['model']} | {f:.1f} | {ratio('reference_ms')} | {ratio('zofo_gaussian_ms')} | "
             f"{ratio('zofo_rademacher_ms')} | {ratio('graph_gaussian_ms')} | "
             f"{ratio('graph_rademacher_ms')} | "
+            f"{speedup('zofo_gaussian_ms')}, {speedup('zofo_rademacher_ms')} | "
             f"{r.get('reference_ms', float('nan')) / best:.2f} | {mem:.3f} |"
         )
     return "\n".join(lines)
@@ -254,11 +273,12 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--no-graphs", action="store_true")
     ap.add_argument("--micro", action="store_true", help="also time single kernel passes")
+    ap.add_argument("--micro-only", action="store_true", help="only the kernel passes (tile sweep)")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     rows = []
-    for m in args.models.split(","):
+    for m in [] if args.micro_only else args.models.split(","):
         rows.append(bench_model(m, args.iters, not args.no_graphs))
         torch.cuda.empty_cache()
     result = {
@@ -271,9 +291,9 @@ def main() -> None:
         "iters": args.iters,
         "rows": rows,
     }
-    if args.micro:
+    if args.micro or args.micro_only:
         try:
-            result["micro_ms"] = micro()
+            result["micro_ms"] = micro(sweep=args.micro_only)
         except Exception as e:
             print("micro failed:", repr(e)[:300])
     os.makedirs(args.out, exist_ok=True)

@@ -63,3 +63,19 @@ def test_moments():
 def test_unknown_direction_is_refused():
     with pytest.raises(ValueError, match="valid: gaussian, rademacher"):
         zo.direction_slice(0, 0, 0, 4, "uniform")
+
+
+@pytest.mark.parametrize("direction", zo.DIRECTIONS)
+def test_lane_layout(direction):
+    """Element e takes lane (e // LANE_B) % L of counter (e // (L*LANE_B)) * LANE_B + e % LANE_B."""
+    from zofo.zo import directions as d
+
+    pseed, lanes, b = zo.philox_seed(2, 3), d.lanes(direction), d.LANE_B
+    e = torch.tensor([0, 1, b - 1, b, 3 * b + 5, lanes * b, lanes * b + 7 * b + 9])
+    counter, lane = (e // (lanes * b)) * b + e % b, (e // b) % lanes
+    whole = zo.direction_slice(2, 3, 0, int(e.max()) + 1, direction)
+    if direction == "gaussian":
+        want = torch.stack(px.randn4x(pseed, counter))[lane, torch.arange(len(e))]
+    else:
+        want = ((px.randint4x(pseed, counter)[0] >> lane) & 1).float() * 2 - 1
+    assert torch.equal(whole[e], want)

@@ -61,3 +61,52 @@ def test_compiled_kernel_matches_cpu(direction):
     ops.sgd_update_(a, 3, [5, 6], [1e-4, 2e-4], 1.0, direction, backend="torch")
     ops.sgd_update_(b, 3, [5, 6], [1e-4, 2e-4], 1.0, direction, backend="triton")
     assert (b.cpu().float() - a.float()).abs().le(_ulp_bf16(a) * 1.01).all()  # SR bits equal; u to rounding
+
+
+@pytest.mark.parametrize("direction", zo.DIRECTIONS)
+@pytest.mark.parametrize("start", [0, 8, 5])
+def test_full_and_partial_superblocks(direction, start):
+    """Sizes spanning whole super-blocks (unmasked path) and ragged ends; several tile widths."""
+    from zofo.zo import kernels
+
+    n = 2 * 32768 + 100
+    x = torch.randn(n, device=DEV)  # float32: the interpreter truncates to bf16 where CUDA rounds
+    ref = ops.perturbed_copy(x, 5, 9, 0.5, direction, start, backend="torch")
+    seed, scale = torch.tensor([9], device=DEV), torch.tensor([0.5], device=DEV)
+    kind = 0 if direction == "gaussian" else 1
+    for tile in [(256, 4), (1024, 8)]:
+        out = torch.full_like(x, float("nan"))
+        kernels.perturb(x, out, 5, seed, scale, kind, start, fast=False, tile=tile)
+        tol = 0 if direction == "rademacher" else 1e-2
+        torch.testing.assert_close(out.float(), ref.float(), atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("direction", zo.DIRECTIONS)
+def test_grouped_equals_per_tensor(direction):
+    """One multi-tensor launch == per-tensor launches == torch path, for ragged sizes and dtypes."""
+    shapes = [(37, 3), (4096,), (1,), (70000,), (33, 33)]
+    xs = [torch.randn(s, device=DEV).bfloat16() for s in shapes] + [torch.randn(5, 7, device=DEV)]
+    keys = [zo.tensor_key(f"t{i}") for i in range(len(xs))]
+    args = (123, 0.25, direction)
+    per = [ops.perturbed_copy(x, k, *args, backend="triton") for x, k in zip(xs, keys, strict=True)]
+    grouped = ops.perturbed_copies(xs, keys, *args, backend="triton")
+    torched = ops.perturbed_copies(xs, keys, *args, backend="torch")
+    for p, g, t in zip(per, grouped, torched, strict=True):
+        assert torch.equal(p, g)
+        exact = direction == "rademacher" and (g.dtype == torch.float32 or DEV == "cuda")  # interp truncates
+        tol = 0 if exact else 1e-2
+        torch.testing.assert_close(t.float(), g.float(), atol=tol, rtol=tol)
+    ws = [x.clone() for x in xs]
+    ops.sgd_update_many_(ws, keys, [1, 2], [1e-3, -2e-3], 0.99, direction, backend="triton")
+    for x, w, k in zip(xs, ws, keys, strict=True):
+        one = x.clone()
+        ops.sgd_update_(one, k, [1, 2], [1e-3, -2e-3], 0.99, direction, backend="triton")
+        assert torch.equal(one, w)
+
+
+def test_direction_group_equals_slices():
+    keys, numels, starts = [3, 4, 5], [10, 5000, 40000], [0, 7, 1024]
+    for d in zo.DIRECTIONS:
+        got = zo.directions.direction_group(8, keys, numels, d, starts=starts)
+        for g, k, n, s in zip(got, keys, numels, starts, strict=True):
+            assert torch.equal(g, zo.direction_slice(8, k, s, s + n, d))
