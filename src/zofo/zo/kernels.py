@@ -33,8 +33,9 @@ from triton.language.random import uint_to_uniform_float
 from .directions import LANE_B, lanes
 
 GAUSSIAN, RADEMACHER = 0, 1
-# Counters per program and warps, per kind (perturb, update); chosen on the H200 (benchmarks/zo_step.py).
-TILE = {GAUSSIAN: (512, 4), RADEMACHER: (128, 4)}
+# Counters per program and warps per kind: fastest of the sweep on the H200 (benchmarks/zo_step.py,
+# 2026-11-29; Gaussian 1024x4 gives 16-byte loads, 8 elements a thread).
+TILE = {GAUSSIAN: (1024, 4), RADEMACHER: (256, 4)}
 ROUND_BLOCK = 4096
 
 
