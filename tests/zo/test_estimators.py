@@ -38,9 +38,7 @@ def test_unbiased_on_quadratic(direction, two_sided):
     assert (g_hat - true).norm() / true.norm() < 0.35  # ~ sqrt((n + 2) / q) relative noise
     # on a quadratic, central differences are exact; forward differences add eps/2 u^T A u
     exact_c = u @ true + (0 if two_sided else 0.5e-4 * torch.einsum("qi,ij,qj->q", u, model.a, u))
-    torch.testing.assert_close(
-        torch.tensor(est.projected_grads, dtype=torch.float64), exact_c, atol=1e-7, rtol=1e-7
-    )
+    torch.testing.assert_close(torch.tensor(est.projected_grads, dtype=torch.float64), exact_c, atol=1e-7, rtol=1e-7)
 
 
 def test_two_sided_losses_layout_and_vector_terms():

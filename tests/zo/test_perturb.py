@@ -49,9 +49,7 @@ def test_restores_on_error(batch):
 
 def test_peft_lora_only(batch):
     peft = pytest.importorskip("peft")
-    model = peft.get_peft_model(
-        tiny_llama(torch.bfloat16), peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
-    )
+    model = peft.get_peft_model(tiny_llama(torch.bfloat16), peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
     with torch.no_grad():
         for p in lora.values():
@@ -72,3 +70,26 @@ def test_unknown_parameter_is_refused():
         zo.perturbed(model, {"x": torch.nn.Parameter(torch.ones(2))}, 0, 1),
     ):
         pass
+
+
+def test_grouped_probe_sees_per_tensor_perturbation(batch):
+    """Per-layer launches give every parameter exactly its per-tensor perturbed copy (kernel path)."""
+    from zofo.zo import ops
+
+    model = tiny_llama(torch.bfloat16)
+    params = dict(model.named_parameters())
+    seen = {}
+    with zo.perturbed(model, params, 21, 0.1, backend="triton"):
+        hooks = []
+        for m in model.modules():
+            ps = [(n, p) for n, p in m.named_parameters(recurse=False)]
+            if ps:
+                hooks.append(
+                    m.register_forward_pre_hook(lambda m, a, ps=ps: seen.update({id(p): p.data.clone() for _, p in ps}))
+                )
+        lm_loss(model, batch)
+        for h in hooks:
+            h.remove()
+    for n, p in params.items():
+        want = ops.perturbed_copy(p.data, zo.tensor_key(n), 21, 0.1, backend="triton")
+        assert torch.equal(seen[id(p)], want), n

@@ -23,6 +23,4 @@ def tiny_llama(dtype: torch.dtype = torch.float32, seed: int = 0, layers: int = 
 def lm_loss(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy of ``ids`` (float32)."""
     logits = model(input_ids=ids, use_cache=False).logits.float()
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)
-    )
+    return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
