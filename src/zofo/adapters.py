@@ -115,3 +115,9 @@ def save_adapter(model: nn.Module, name: str, out_dir: str) -> None:
 def set_backbone_trainable(groups: ParamGroups, trainable: bool) -> None:
     for param in groups.backbone.values():
         param.requires_grad_(trainable)
+
+
+def supports_mixed_batches(model: nn.Module) -> bool:
+    """Whether one forward can route each row to its own adapter (peft's `adapter_names`: LoRA only)."""
+    configs = getattr(model, "peft_config", {})
+    return bool(configs) and all(str(c.peft_type).endswith("LORA") for c in configs.values())

@@ -50,6 +50,9 @@ class ToyTerms:
     def upper(self, copy, examples_f, examples_g):
         return self.toy(copy)
 
+    def penalty_terms(self, examples_f, examples_g):
+        return (*self.toy("p"), self.toy("z")[1])
+
 
 def penalty_minimiser(lam: float) -> torch.Tensor:
     """Solve d/dtheta = mu theta - lam A^T (p - A theta) = 0 and d/dp = (p - b) + lam (p - A theta) = 0."""

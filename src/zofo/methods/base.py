@@ -66,6 +66,7 @@ class Method(ABC):
         self.batches = batches
         self.options = options
         self.objective = options.objective
+        model.eval()  # every method trains in eval mode: no dropout, so ZO probes and resumes are exact
 
     @abstractmethod
     def step(self, step: int) -> dict[str, float]:

@@ -23,9 +23,11 @@ costs two forwards (p on both batches, z on B_g) instead of three.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
-from zofo.adapters import activate
+from zofo.adapters import activate, supports_mixed_batches
 from zofo.methods.base import Method, make_schedule, split_losses
 from zofo.methods.mezo import ZOTrainer
 from zofo.registry import METHODS
@@ -36,6 +38,7 @@ class LMTerms:
 
     def __init__(self, model, groups, encode, objective: str):
         self.model, self.groups, self.encode, self.objective = model, groups, encode, objective
+        self.mixed = supports_mixed_batches(model)
 
     def lower(self, copy: str, examples_g) -> torch.Tensor:
         """g(theta, copy; B_g)."""
@@ -48,6 +51,18 @@ class LMTerms:
         sizes = [len(examples_f), len(examples_g)]
         f, g = split_losses(self.model, self.encode(list(examples_f) + list(examples_g)), sizes, self.objective)
         return f, g
+
+    def penalty_terms(self, examples_f, examples_g) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(f(theta, p; B_f), g(theta, p; B_g), g(theta, z; B_g)): one forward over [B_f; B_g; B_g] with
+        each row routed to its adapter where peft allows mixed batches (LoRA), else two forwards."""
+        if not self.mixed:
+            return (*self.upper("p", examples_f, examples_g), self.lower("z", examples_g))
+        sizes = [len(examples_f), len(examples_g), len(examples_g)]
+        batch = self.encode(list(examples_f) + list(examples_g) + list(examples_g))
+        owner = ["p"] * (sizes[0] + sizes[1]) + ["z"] * sizes[2]
+        rows = [owner[i] for i in batch.row_example.tolist()]
+        f, g_p, g_z = split_losses(functools.partial(self.model, adapter_names=rows), batch, sizes, self.objective)
+        return f, g_p, g_z
 
 
 @METHODS.register("bilevel-zofo")
@@ -98,8 +113,7 @@ class BilevelZOFO(Method):
 
     def penalty(self, examples_f, examples_g) -> torch.Tensor:
         """F(theta, p, z) = f(theta, p) + lam * (g(theta, p) - g(theta, z)), times the normalising scale."""
-        f, g_p = self.terms.upper("p", examples_f, examples_g)
-        g_z = self.terms.lower("z", examples_g)
+        f, g_p, g_z = self.terms.penalty_terms(examples_f, examples_g)
         return self.scale * (f + self.lam * (g_p - g_z))
 
     def theta_step(self, examples_f, examples_g, step: int) -> dict[str, float]:
