@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The GPU study session (see ../shared/GPU.md for getting the model there in two carries):
+#   bash benchmarks/gpu_study.sh OUT_DIR STUDY.yaml [STUDY.yaml ...]
+# Converts the GGUF once to /root/smol, then runs the studies and the no-training baselines side by side.
+set -u
+out=$1; shift
+export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+[ -d /root/smol ] || python3 -m zofo.cli convert /root/m/smollm2.gguf /root/smol > /dev/null 2>&1
+mkdir -p "$out"
+for study in "$@"; do
+  name=$(basename "$study" .yaml)
+  python3 benchmarks/study.py "$study" --out "runs/$name" --parallel 24 --data-root .gpu-carry/data \
+    > "$out/$name.log" 2>&1 &
+done
+if [ -n "${BASELINES:-}" ]; then
+  timeout "${BASELINES}" python3 benchmarks/eval_baselines.py --model /root/smol --device cuda \
+    --data-root .gpu-carry/data --out "$out" > "$out/baselines.log" 2>&1 &
+fi
+wait
+for study in "$@"; do
+  name=$(basename "$study" .yaml)
+  python3 benchmarks/study.py --aggregate "runs/$name" --results "$out/$name" >> "$out/$name.log" 2>&1
+done
+tar czf "$out/runs.tar.gz" runs
