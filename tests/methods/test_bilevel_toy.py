@@ -44,11 +44,11 @@ class ToyTerms:
     def __init__(self, toy: Toy):
         self.toy = toy
 
-    def lower(self, copy, examples_g):
-        return self.toy(copy)[1]
+    def f(self, copy, examples_f):
+        return self.toy(copy)[0]
 
-    def upper(self, copy, examples_f, examples_g):
-        return self.toy(copy)
+    def g(self, copy, examples_g):
+        return self.toy(copy)[1]
 
     def penalty_terms(self, examples_f, examples_g):
         return (*self.toy("p"), self.toy("z")[1])
