@@ -3,8 +3,10 @@
 import pytest
 import torch
 
-from zofo import zo
-from zofo.zo import ops
+pytest.importorskip("triton", reason="the kernel tests need triton (its CPU interpreter where there is no GPU)")
+
+from zofo import zo  # noqa: E402
+from zofo.zo import ops  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
