@@ -60,6 +60,7 @@ def test_run_folder_has_config_logs_result_and_plot(tmp_path, tiny_model_dir, sh
     (["--method", "icl"], "needs --shots"),
     (["--method", "sgd-magic"], "unknown method 'sgd-magic'"),
     (["--method", "mezo", "--steps", "-1"], "train.steps must be positive"),
+    (["--method", "mezo", "--task", "squad"], "task squad is generative"),
 ])
 def test_inconsistent_options_are_refused_before_loading(args, message, capsys):
     assert main(["train", "--model", "/no/such/model", *args]) == 2

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from zofo.config import RunConfig, save_config
+from zofo.config import RunConfig
 from zofo.errors import ZofoError
 from zofo.models import load_model
 
@@ -41,7 +39,20 @@ def check_options(cfg: RunConfig) -> None:
         raise ZofoError(f"bilevel.deploy must be p or z, got {cfg.bilevel.deploy!r}", "p is the formulation's")
     if method == "icl" and cfg.data.shots < 1:
         raise ZofoError("method icl needs --shots K with K >= 1", "e.g. --shots 16")
+    _check_objective(cfg)
     _check_positive(cfg)
+
+
+def _check_objective(cfg: RunConfig) -> None:
+    """The candidate cross-entropy needs candidates: generative tasks (SQuAD, DROP) train with the LM loss."""
+    from zofo.tasks import TASKS
+
+    objective, task = cfg.data.objective, cfg.data.task
+    if objective not in ("ce", "lm"):
+        raise ZofoError(f"unknown data.objective {objective!r}", "use ce (candidate cross-entropy) or lm")
+    if objective == "ce" and task in TASKS and TASKS.get(task).generative and cfg.train.method not in NO_TRAIN:
+        raise ZofoError(f"task {task} is generative (its examples have no candidates), so the ce objective "
+                        "cannot train on it", "use --set data.objective=lm")
 
 
 def _check_positive(cfg: RunConfig) -> None:
@@ -81,8 +92,4 @@ def train(cfg: RunConfig) -> dict:
     return Run(cfg).execute()
 
 
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=1, default=str))
-
-
-__all__ = ["load_model", "train", "check_options", "RunConfig", "save_config", "asdict"]
+__all__ = ["load_model", "train", "check_options", "RunConfig"]

@@ -17,8 +17,10 @@
     5  p <- Adam(p, d_p);  theta <- theta - lr_theta * d_th                     (both taken at step 3's point)
 
 F is divided by (1 + lam) when `normalize` is set, so the backbone's learning rate means what it means for
-MeZO. f(theta, p) and g(theta, p) come from one forward over [B_f ; B_g] through adapter p, so each probe
-costs two forwards (p on both batches, z on B_g) instead of three.
+MeZO. At each probe point the three terms f(theta, p), g(theta, p), g(theta, z) come from one forward over
+[B_f ; B_g ; B_g] with each row routed to its adapter (LoRA), or from two forwards (p on [B_f ; B_g], z on
+B_g) for the other PEFT kinds, instead of three. Line 3 takes two backward passes of one batch each, so its
+peak memory is that of an FO-PEFT step.
 """
 
 from __future__ import annotations
