@@ -1,13 +1,7 @@
 """Fixtures for the ZO engine tests: tiny models built from a config (no downloads)."""
 
-import os
-
+import pytest
 import torch
-
-if not torch.cuda.is_available():  # run the Triton kernels on CPU tensors (must precede triton's import)
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture
