@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 
 from zofo.errors import ZofoError
@@ -27,10 +26,6 @@ class ParamGroups:
 
     def adapter(self, name: str) -> dict[str, nn.Parameter]:
         return self.adapters[name]
-
-    def numel(self, group: str = "backbone") -> int:
-        params = self.backbone if group == "backbone" else self.adapters[group]
-        return sum(p.numel() for p in params.values())
 
 
 def peft_config(kind: str, r: int = 8, alpha: int = 16, dropout: float = 0.0,
@@ -90,31 +85,9 @@ def activate(model: nn.Module, groups: ParamGroups, name: str) -> None:
             param.requires_grad_(True)
 
 
-def copy_adapter(groups: ParamGroups, source: str, target: str) -> None:
-    """target <- source, parameter by parameter (e.g. warm-start p from z)."""
-    targets = {_canonical(n, target): p for n, p in groups.adapters[target].items()}
-    with torch.no_grad():
-        for name, param in groups.adapters[source].items():
-            targets[_canonical(name, source)].copy_(param)
-
-
-def _canonical(param_name: str, adapter: str) -> str:
-    return ".".join("*" if part == adapter else part for part in param_name.split("."))
-
-
-def adapter_state(groups: ParamGroups, name: str) -> dict[str, torch.Tensor]:
-    """An adapter's tensors keyed without its name, so two copies compare and copy directly."""
-    return {_canonical(n, name): p.detach().clone() for n, p in groups.adapters[name].items()}
-
-
 def save_adapter(model: nn.Module, name: str, out_dir: str) -> None:
     """Save one adapter in peft's own format (`PeftModel.from_pretrained(base, out_dir)` loads it)."""
     model.save_pretrained(out_dir, selected_adapters=[name], safe_serialization=True)
-
-
-def set_backbone_trainable(groups: ParamGroups, trainable: bool) -> None:
-    for param in groups.backbone.values():
-        param.requires_grad_(trainable)
 
 
 def supports_mixed_batches(model: nn.Module) -> bool:

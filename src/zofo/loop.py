@@ -82,8 +82,9 @@ def _evaluate(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, s
         state.best_metric, state.best_step = value, state.step
         (run_dir / "best").mkdir(exist_ok=True)
         save_weights(method.trainable(), run_dir / "best" / "weights.safetensors")
-    tqdm.write(f"step {state.step}: dev {settings.metric} {value:.4f} (best {state.best_metric:.4f} "
-               f"at step {state.best_step})") if settings.progress else None
+    if settings.progress:
+        tqdm.write(f"step {state.step}: dev {settings.metric} {value:.4f} (best {state.best_metric:.4f} "
+                   f"at step {state.best_step})")
 
 
 def resume(method: Method, checkpoint: Path, logger: RunLogger) -> LoopState:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor
 
+from zofo.errors import ZofoError
 from zofo.evaluation.scoring import CandidateBatch, candidate_scores, token_logprobs
 from zofo.registry import Registry
 
@@ -20,10 +21,24 @@ Objective = Callable[[object, CandidateBatch], Tensor]
 OBJECTIVES: Registry[Objective] = Registry("objective")
 
 
+def example_losses(scores: Tensor, labels: Tensor, objective: str) -> Tensor:
+    """Per-example training loss from candidate scores [n, max_candidates] (mean log-likelihoods).
+
+    ce: cross-entropy over the candidates' scores; lm: negative mean log-likelihood of the gold answer's
+    tokens, per example (the training loop averages examples, so one forward can serve several batches:
+    `methods.base.split_losses`; `answer_lm_loss` below averages tokens instead).
+    """
+    if objective == "ce":
+        return F.cross_entropy(scores.float(), labels, reduction="none")
+    if objective == "lm":
+        return -scores.float().gather(1, labels[:, None]).squeeze(1)
+    raise ZofoError(f"unknown objective {objective!r}", "use ce or lm")
+
+
 @OBJECTIVES.register("ce")
 def candidate_cross_entropy(model, batch: CandidateBatch) -> Tensor:
     """mean_i -log softmax(scores_i)[label_i] over the examples of the batch."""
-    return F.cross_entropy(candidate_scores(model, batch), batch.labels)
+    return example_losses(candidate_scores(model, batch), batch.labels, "ce").mean()
 
 
 def gold_rows(batch: CandidateBatch) -> CandidateBatch:
@@ -41,4 +56,4 @@ def answer_lm_loss(model, batch: CandidateBatch) -> Tensor:
     return -logprobs.mean()
 
 
-__all__ = ["OBJECTIVES", "answer_lm_loss", "candidate_cross_entropy", "gold_rows"]
+__all__ = ["OBJECTIVES", "answer_lm_loss", "candidate_cross_entropy", "example_losses", "gold_rows"]

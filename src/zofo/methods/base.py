@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zofo.adapters import ParamGroups, activate
 from zofo.batches import Batches
 from zofo.errors import ZofoError
+from zofo.objectives import example_losses
 from zofo.zo.schedules import Schedule, constant, cosine, linear
 
 
@@ -94,19 +94,6 @@ class Method(ABC):
     def load_state_dict(self, state: dict) -> None:
         if state:
             raise ValueError(f"{type(self).__name__} has no state to load")
-
-
-def example_losses(scores: torch.Tensor, labels: torch.Tensor, objective: str) -> torch.Tensor:
-    """Per-example training loss from candidate scores [n, max_candidates] (mean log-likelihoods).
-
-    ce: cross-entropy over the candidates' scores; lm: negative mean log-likelihood of the gold answer's
-    tokens (the LM loss on the answer, averaged per example).
-    """
-    if objective == "ce":
-        return F.cross_entropy(scores.float(), labels, reduction="none")
-    if objective == "lm":
-        return -scores.float().gather(1, labels[:, None]).squeeze(1)
-    raise ZofoError(f"unknown objective {objective!r}", "use ce or lm")
 
 
 def batch_loss(model: nn.Module, batch, objective: str) -> torch.Tensor:
