@@ -5,7 +5,7 @@
 
 Tasks read the local copies in ../shared/data (--data-root); sampling is `sample_splits` with the
 default 1000/500/1000 sizes and --seed, so the test sets are those of the training runs; demonstrations
-come from the train split. Writes baselines-<time>.json and a markdown table beside it.
+come from the train split. Writes baselines-<time>.json and a markdown table beside it, after every task.
 """
 
 from __future__ import annotations
@@ -74,14 +74,16 @@ def main() -> None:
 
     args = parse_args()
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
-    results = {name: run_task(model, tokenizer, name, args) for name in args.tasks}
     command = "python " + " ".join(sys.argv)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     args.out.mkdir(parents=True, exist_ok=True)
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    record = {"command": command, "config": config, "results": results}
-    (args.out / f"baselines-{stamp}.json").write_text(json.dumps(record, indent=2) + "\n")
-    (args.out / f"baselines-{stamp}.md").write_text(markdown(results, args, command))
+    results: dict = {}
+    for name in args.tasks:  # written after every task: a run stopped early keeps what it finished
+        results[name] = run_task(model, tokenizer, name, args)
+        record = {"command": command, "config": config, "results": results}
+        (args.out / f"baselines-{stamp}.json").write_text(json.dumps(record, indent=2) + "\n")
+        (args.out / f"baselines-{stamp}.md").write_text(markdown(results, args, command))
     print(f"wrote {args.out / f'baselines-{stamp}.md'}")
 
 
