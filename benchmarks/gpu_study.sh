@@ -3,7 +3,7 @@
 #   bash benchmarks/gpu_study.sh OUT_DIR STUDY.yaml [STUDY.yaml ...]
 # Converts the GGUF once to /root/smol, then runs the studies and the no-training baselines side by side.
 # BASELINES=SECONDS also runs benchmarks/eval_baselines.py (BASELINE_TASKS: its --tasks; default all);
-# PARALLEL: training processes per study at once (default 12: more makes each launch-bound run crawl).
+# BASELINE_BATCH: its --batch-size (default 8); PARALLEL: training processes per study at once (default 12: more makes each launch-bound run crawl).
 set -u
 out=$1; shift
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
@@ -16,7 +16,7 @@ for study in "$@"; do
 done
 if [ -n "${BASELINES:-}" ]; then
   timeout "${BASELINES}" python3 benchmarks/eval_baselines.py --model /root/smol --device cuda \
-    --data-root .gpu-carry/data --batch-size 4 --out "$out" ${BASELINE_TASKS:+--tasks $BASELINE_TASKS} > "$out/baselines.log" 2>&1 &
+    --data-root .gpu-carry/data --batch-size "${BASELINE_BATCH:-8}" --out "$out" ${BASELINE_TASKS:+--tasks $BASELINE_TASKS} > "$out/baselines.log" 2>&1 &
 fi
 wait
 for study in "$@"; do
