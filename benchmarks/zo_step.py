@@ -2,15 +2,17 @@
 
     PYTHONPATH=src python benchmarks/zo_step.py [--models opt-1.3b,smollm2-135m] [--iters 20] [--out DIR]
 
-bf16, batch 16 x 256 tokens, random init (same cost as real weights).  Variants, all in one run,
+bf16, batch 16 x 256 tokens, random init (same cost as real weights; `--smollm2 DIR` loads the real
+SmolLM2-135M for its row).  Variants, all in one run,
 CUDA events after warm-up, median of ``--iters``:
 * forward: one no-grad forward + LM loss;
 * reference: MeZO as published (torch.normal per tensor after reseeding the global RNG; four
   in-place passes +eps, -2 eps, +eps, update);
 * zofo: ``zo.estimate`` (exact probing, one fused Philox launch per decoder layer) + ``zo.ZOSGD``
   (one fused SR update launch per dtype);
-* zofo+graph: the same probe captured once in a CUDA graph (seed/scale read from device tensors)
-  and replayed -- removes the per-kernel launch cost that dominates small models.
+* zofo+graph: the same probe captured once in a CUDA graph by ``zo.GraphedProbes`` (seed/scale read
+  from device tensors) and replayed, as `zofo train` does on CUDA -- removes the per-kernel launch
+  cost that dominates small models.
 Peak memory: torch.cuda.max_memory_allocated of the step / of a plain forward (stats reset before each).
 Writes zo_step.json and zo_step.md under --out (default $OUT or .), prints a table last.
 """
@@ -58,8 +60,14 @@ SHAPES = {
 EPS, LR = 1e-3, 1e-7
 
 
-def build(name: str) -> torch.nn.Module:
+def build(name: str, weights: str | None = None) -> torch.nn.Module:
+    """The model of shape ``name`` in bf16 on CUDA: random init, or the real weights in folder ``weights``."""
     from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
+
+    if weights:
+        from zofo.models import load_model
+
+        return load_model(weights, dtype="bfloat16", device="cuda")[0].eval()
 
     kind, kw = SHAPES[name]
     cfg = OPTConfig(**kw) if kind == "opt" else LlamaConfig(**kw)
@@ -124,37 +132,11 @@ def zofo_step(model, params, loss_fn, direction: str, step: list[int]) -> None:
     zo.ZOSGD().apply(params, est, LR, zo.UpdateState())
 
 
-class GraphedProbe:
-    """One probe (perturbed forward + loss) captured in a CUDA graph; replay with new seed/scale."""
-
-    def __init__(self, model, params, loss_fn, direction: str) -> None:
-        self.seed = torch.zeros(1, dtype=torch.int64, device="cuda")
-        self.scale = torch.zeros(1, dtype=torch.float32, device="cuda")
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s), torch.no_grad():
-            for _ in range(2):
-                with zo.perturbed(model, params, self.seed, self.scale, direction):
-                    loss_fn()
-        torch.cuda.current_stream().wait_stream(s)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph), torch.no_grad():
-            with zo.perturbed(model, params, self.seed, self.scale, direction):
-                self.loss = loss_fn()
-
-    def __call__(self, seed: int, scale: float) -> torch.Tensor:
-        self.seed.fill_(seed)
-        self.scale.fill_(scale)
-        self.graph.replay()
-        return self.loss.clone()
-
-
-def graphed_step(probe: GraphedProbe, params, direction: str, step: list[int]) -> None:
+def graphed_step(probes: zo.GraphedProbes, ids: torch.Tensor, params, direction: str, step: list[int]) -> None:
+    """zofo's step with each probe a CUDA-graph replay (what `zofo train` runs on CUDA)."""
     step[0] += 1
-    seed = zo.step_seed(0, step[0])
-    lp, lm = probe(seed, EPS), probe(seed, -EPS)
-    c = ((lp - lm) / (2 * EPS)).item()
-    est = zo.ZOEstimate([seed], [c], [], direction)
+    est = zo.probe_estimate(lambda s, x: probes({"ids": ids}, s, x), [zo.step_seed(0, step[0])], EPS,
+                            direction=direction)
     zo.ZOSGD().apply(params, est, LR, zo.UpdateState())
 
 
@@ -208,16 +190,20 @@ def attempt(row: dict, name: str, fn: Callable[[], object], iters: int) -> None:
         print(name, "failed:", row[f"{name}_error"])
 
 
-def bench_model(name: str, iters: int, graphs: bool) -> dict:
-    model = build(name)
+def bench_model(name: str, iters: int, graphs: bool, weights: str | None = None) -> dict:
+    model = build(name, weights)
     params = dict(model.named_parameters())
     ids = torch.randint(0, model.config.vocab_size, (16, 256), device="cuda")
 
-    def loss_fn() -> torch.Tensor:
+    def lm_loss(ids: torch.Tensor) -> torch.Tensor:
         return model(input_ids=ids, labels=ids, use_cache=False).loss
 
+    def loss_fn() -> torch.Tensor:
+        return lm_loss(ids)
+
     step = [0]
-    row: dict = {"model": name, "params": sum(p.numel() for p in params.values())}
+    row: dict = {"model": name, "weights": weights or "random init",
+                 "params": sum(p.numel() for p in params.values())}
     with torch.no_grad():
         row["forward_ms"] = timed(loss_fn, iters)
         row["forward_peak_gib"] = peak(loss_fn)
@@ -227,18 +213,12 @@ def bench_model(name: str, iters: int, graphs: bool) -> dict:
             row, f"zofo_{direction}", lambda d=direction: zofo_step(model, params, loss_fn, d, step), iters
         )
         if graphs:
-            try:
-                probe = GraphedProbe(model, params, loss_fn, direction)
-            except Exception as e:  # capture can fail on some model code paths: report, keep going
-                row[f"graph_{direction}_error"] = repr(e)[:300]
-                continue
-            attempt(
-                row,
-                f"graph_{direction}",
-                lambda p=probe, d=direction: graphed_step(p, params, d, step),
-                iters,
-            )
-            del probe
+            probes = zo.GraphedProbes(model, params, lambda inputs: lm_loss(inputs["ids"]), direction)
+            attempt(row, f"graph_{direction}",
+                    lambda p=probes, d=direction: graphed_step(p, ids, params, d, step), iters)
+            if not probes.capture:
+                row[f"graph_{direction}_error"] = "capture failed (see the warning above)"
+            del probes
     return row
 
 
@@ -272,6 +252,7 @@ def main() -> None:
     ap.add_argument("--models", default="opt-1.3b,smollm2-135m")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--no-graphs", action="store_true")
+    ap.add_argument("--smollm2", help="folder of the real SmolLM2-135M (zofo convert); default: its shape, random")
     ap.add_argument("--micro", action="store_true", help="also time single kernel passes")
     ap.add_argument("--micro-only", action="store_true", help="only the kernel passes (tile sweep)")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
@@ -279,7 +260,8 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = True
     rows = []
     for m in [] if args.micro_only else args.models.split(","):
-        rows.append(bench_model(m, args.iters, not args.no_graphs))
+        weights = args.smollm2 if m == "smollm2-135m" else None
+        rows.append(bench_model(m, args.iters, not args.no_graphs, weights))
         torch.cuda.empty_cache()
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),

@@ -28,7 +28,7 @@ def method_options(cfg: RunConfig) -> MethodOptions:
         lr_upper=o.lr_upper, lr_lower=o.lr_lower, schedule=o.schedule, warmup_steps=o.warmup_steps,
         weight_decay=o.weight_decay, theta_update=o.theta_update, momentum=o.momentum, eps=o.eps, q=o.q,
         two_sided=o.two_sided, direction=o.direction, lam=b.lam, lower_steps=b.lower_steps,
-        normalize=b.normalize, deploy=b.deploy, shots=cfg.data.shots)
+        normalize=b.normalize, deploy=b.deploy, shots=cfg.data.shots, cuda_graphs=cfg.train.cuda_graphs)
 
 
 class Run:

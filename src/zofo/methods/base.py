@@ -44,6 +44,7 @@ class MethodOptions:
     normalize: bool = True
     deploy: str = "p"            # bilevel: the PEFT copy deployed with theta
     shots: int = 0
+    cuda_graphs: bool = True     # ZO methods on CUDA: replay each probe as a CUDA graph
 
 
 class Method(ABC):

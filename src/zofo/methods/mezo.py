@@ -4,6 +4,9 @@
         seeds  <- step_seed(run_seed, t, i) for i < q
         c_i    <- (L(theta + eps u_i) - L(theta - eps u_i)) / (2 eps)      (u_i regenerated from seeds)
         theta  <- update(theta, c, u)                                       (ZO-SGD in place by default)
+
+On a CUDA device each probe L(theta +- eps u) is a CUDA-graph replay over a fixed-shape batch
+(`zo.GraphedProbes`, `static_batches`); `cuda_graphs=False` probes eagerly.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import torch
 from zofo import zo
 from zofo.errors import ZofoError
 from zofo.methods.base import Method, MethodOptions, batch_loss, make_schedule
+from zofo.objectives import example_losses
 from zofo.registry import METHODS
+from zofo.static_batches import StaticBatch, static_scores, to_static
 
 UPDATE_RULES = {"sgd": zo.ZOSGD, "momentum": zo.ZOMomentum, "adam": zo.ZOAdam}
 
@@ -37,11 +42,18 @@ class ZOTrainer:
         self.state = self.rule.init(params)
         self.lr = make_schedule(options.schedule, lr, options.steps, options.warmup_steps)
 
+    def seeds(self, step: int) -> list[int]:
+        return [zo.step_seed(self.options.seed, step, i) for i in range(self.options.q)]
+
     def estimate(self, loss_fn, step: int) -> zo.ZOEstimate:
-        seeds = [zo.step_seed(self.options.seed, step, i) for i in range(self.options.q)]
         with torch.no_grad():
-            return zo.estimate(loss_fn, self.model, self.params, seeds, eps=self.options.eps,
+            return zo.estimate(loss_fn, self.model, self.params, self.seeds(step), eps=self.options.eps,
                                two_sided=self.options.two_sided, direction=self.options.direction)
+
+    def estimate_at(self, loss_at, step: int) -> zo.ZOEstimate:
+        """`estimate` through a prober loss_at(seed, scale) (a `zo.GraphedProbes`)."""
+        return zo.probe_estimate(loss_at, self.seeds(step), eps=self.options.eps,
+                                 two_sided=self.options.two_sided, direction=self.options.direction)
 
     def apply(self, estimate: zo.ZOEstimate, step: int) -> dict[str, float]:
         """Apply the update (or skip it when a probe's loss was not finite); returns what to log."""
@@ -63,10 +75,25 @@ class ZerothOrder(Method):
 
     def setup(self, params: dict[str, torch.nn.Parameter], lr: float) -> None:
         self.zo = ZOTrainer(self.model, params, self.options, lr)
+        on_cuda = next(iter(params.values())).is_cuda
+        self.probes = self.graphed_probes(params) if self.options.cuda_graphs and on_cuda else None
+
+    def graphed_probes(self, params: dict[str, torch.nn.Parameter], capture: bool = True) -> zo.GraphedProbes:
+        """The training loss over fixed-shape batches, probed through CUDA graphs (eagerly if not capture)."""
+
+        def loss(inputs) -> torch.Tensor:
+            batch = StaticBatch(**inputs)
+            return example_losses(static_scores(self.model, batch), batch.labels, self.objective).mean()
+
+        return zo.GraphedProbes(self.model, params, loss, self.options.direction, capture=capture)
 
     def step(self, step: int) -> dict[str, float]:
         batch = self.batches.next("train")
-        estimate = self.zo.estimate(lambda: batch_loss(self.model, batch, self.objective), step)
+        if self.probes is None:
+            estimate = self.zo.estimate(lambda: batch_loss(self.model, batch, self.objective), step)
+        else:
+            inputs = to_static(batch).tensors()
+            estimate = self.zo.estimate_at(lambda seed, scale: self.probes(inputs, seed, scale), step)
         logged = self.zo.apply(estimate, step)
         return {"loss": sum(estimate.losses) / max(1, len(estimate.losses)), **logged}
 

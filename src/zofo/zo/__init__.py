@@ -15,7 +15,8 @@ A ZO optimiser is a sentence of four small pieces (MeZO = gaussian x two-sided x
 
 Everything random is a pure function of (seed, tensor name, element index) -- see ``directions`` --
 so a run is replayable from its seeds and projected gradients, on any device and any sharding.
-Only torch is imported here; Triton kernels load lazily on CUDA.
+On CUDA, ``GraphedProbes`` replays a probe as one CUDA graph per input shape (``probe_estimate`` takes it
+in place of ``estimate``'s loss function).  Only torch is imported here; Triton kernels load lazily on CUDA.
 """
 
 from .directions import (
@@ -28,7 +29,8 @@ from .directions import (
     step_seed,
     tensor_key,
 )
-from .estimators import ZOEstimate, accumulate, estimate
+from .estimators import ZOEstimate, accumulate, estimate, probe_estimate
+from .graphs import GraphedProbes
 from .ops import Backend, combination, perturbed_copy, round_to, sgd_update_, triton_available
 from .perturb import Probe, perturbed
 from .rounding import stochastic_round
@@ -38,6 +40,7 @@ from .updates import ZOSGD, UpdateState, ZOAdam, ZOMomentum, ZOUpdate
 __all__ = [
     "DIRECTIONS",
     "Backend",
+    "GraphedProbes",
     "Direction",
     "Probe",
     "Schedule",
@@ -58,6 +61,7 @@ __all__ = [
     "perturbed",
     "perturbed_copy",
     "philox_seed",
+    "probe_estimate",
     "round_to",
     "rounding_bits",
     "sgd_update_",

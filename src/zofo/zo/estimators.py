@@ -72,11 +72,29 @@ def estimate(
     loss terms (e.g. f, g_p, g_z), whose sum is the objective.  All losses are fetched with one
     device sync at the end.  A non-finite objective gives ``skipped=True`` instead of raising.
     """
-    outs: list[Tensor] = [] if two_sided else [_evaluate(loss_fn)]
+
+    def loss_at(seed: int, scale: float) -> Tensor:
+        if scale == 0.0:
+            return loss_fn()
+        with perturbed(model, params, seed, scale, direction, backend):
+            return loss_fn()
+
+    return probe_estimate(loss_at, seeds, eps, two_sided, direction)
+
+
+def probe_estimate(
+    loss_at: Callable[[int, float], Tensor],
+    seeds: Sequence[int],
+    eps: float,
+    two_sided: bool = True,
+    direction: Direction = "gaussian",
+) -> ZOEstimate:
+    """`estimate` over any prober: ``loss_at(seed, scale)`` is the loss at theta + scale u(seed)
+    (scale 0: at theta), e.g. a `GraphedProbes` replay."""
+    outs: list[Tensor] = [] if two_sided else [_evaluate(lambda: loss_at(seeds[0], 0.0))]
     for seed in seeds:
         for sign in (1.0, -1.0) if two_sided else (1.0,):
-            with perturbed(model, params, seed, sign * eps, direction, backend):
-                outs.append(_evaluate(loss_fn))
+            outs.append(_evaluate(lambda s=seed, x=sign * eps: loss_at(s, x)))
     terms = torch.stack([o.double() for o in outs]).cpu().tolist()
     losses = [math.fsum(t) for t in terms]
     if two_sided:

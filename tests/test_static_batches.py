@@ -1,0 +1,57 @@
+"""Fixed-shape batches: the same scores as the variable-shape path, shapes that depend on the batch alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, PromptTuningConfig, get_peft_model
+
+from tests.evaluation.conftest import make_model, make_tokenizer
+from tests.evaluation.test_scoring import EXAMPLES
+from zofo.evaluation.scoring import candidate_scores, encode_candidates
+from zofo.static_batches import static_scores, to_static
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return make_tokenizer()
+
+
+def peft_wrapped(kind: str, vocab_size: int):
+    model = make_model(vocab_size)
+    if kind == "plain":
+        return model
+    config = (LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False) if kind == "lora"
+              else PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
+    torch.manual_seed(1)
+    return get_peft_model(model, config).eval()
+
+
+@pytest.mark.parametrize("kind", ["plain", "lora", "prompt"])
+def test_static_scores_equal_candidate_scores(tokenizer, kind):
+    model = peft_wrapped(kind, len(tokenizer))
+    batch = encode_candidates(tokenizer, EXAMPLES)
+    with torch.no_grad():
+        expected = candidate_scores(model, batch)
+        got = static_scores(model, to_static(batch))
+    assert got.shape == expected.shape == (4, 3)
+    assert torch.equal(torch.isinf(got), torch.isinf(expected))  # the missing third candidates
+    finite = torch.isfinite(expected)
+    torch.testing.assert_close(got[finite], expected[finite], atol=1e-5, rtol=0)
+
+
+def test_shape_is_bucketed_and_a_function_of_the_batch_alone(tokenizer):
+    batch = encode_candidates(tokenizer, EXAMPLES)
+    static = to_static(batch, width_multiple=16, answer_multiple=4)
+    examples, candidates, width, answer = static.shape
+    assert (examples, candidates) == (4, 3)
+    assert width % 16 == 0 and batch.input_ids.shape[1] <= width < batch.input_ids.shape[1] + 16
+    longest = int(batch.target_mask.sum(1).max())
+    assert answer % 4 == 0 and longest <= answer < longest + 4
+    assert to_static(batch, 16, 4).shape == static.shape
+    # the grid holds each candidate's row at example * candidates + candidate, then padding
+    first = static.input_ids[0 * 3 + 1, : batch.input_ids.shape[1]]
+    assert torch.equal(first, batch.input_ids[1])
+    assert static.candidate_mask.tolist() == [[True, True, False], [True, True, True], [True, True, False],
+                                              [True, True, False]]
+    assert static.answer_mask.sum().item() == batch.target_mask.sum().item()

@@ -1,0 +1,46 @@
+"""GraphedProbes: the same losses as eager probing, exact probing kept, one capture per input shape."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.tiny import tiny_model
+from zofo import zo
+
+
+def lm_loss(model):
+    return lambda inputs: model(input_ids=inputs["ids"], labels=inputs["ids"], use_cache=False).loss
+
+
+@pytest.mark.parametrize("two_sided", [True, False])
+def test_probe_estimate_through_eager_probes_equals_estimate(two_sided):
+    model = tiny_model("llama", vocab_size=128)
+    params = dict(model.named_parameters())
+    ids = torch.randint(0, 128, (3, 12), generator=torch.Generator().manual_seed(0))
+    probes = zo.GraphedProbes(model, params, lm_loss(model), "rademacher", capture=False)
+    seeds = [zo.step_seed(0, 5, i) for i in range(2)]
+    direct = zo.estimate(lambda: lm_loss(model)({"ids": ids}), model, params, seeds, 1e-3, two_sided,
+                         "rademacher")
+    replayed = zo.probe_estimate(lambda s, x: probes({"ids": ids}, s, x), seeds, 1e-3, two_sided, "rademacher")
+    assert replayed == direct
+    assert probes.captured == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_replays_equal_eager_probes_and_leave_weights_bit_identical(dtype):
+    model = tiny_model("llama", vocab_size=128).to("cuda", dtype)
+    params = dict(model.named_parameters())
+    before = {n: p.detach().clone() for n, p in params.items()}
+    graphed = zo.GraphedProbes(model, params, lm_loss(model), "gaussian")
+    eager = zo.GraphedProbes(model, params, lm_loss(model), "gaussian", capture=False)
+    for shape in [(4, 16), (4, 32), (4, 16)]:
+        ids = torch.randint(0, 128, shape, device="cuda")
+        for seed, scale in [(3, 1e-2), (3, -1e-2), (9, 1e-2), (9, 0.0)]:
+            got, want = graphed({"ids": ids}, seed, scale), eager({"ids": ids}, seed, scale)
+            torch.testing.assert_close(got, want, atol=1e-5 if dtype == torch.float32 else 1e-2, rtol=0)
+    assert graphed.captured == 2 and graphed.capture
+    for name, p in params.items():
+        assert torch.equal(p, before[name]), name
