@@ -3,12 +3,19 @@
 #   bash benchmarks/gpu_study.sh OUT_DIR STUDY.yaml [STUDY.yaml ...]
 # Converts the GGUF once to /root/smol, then runs the studies and the no-training baselines side by side.
 # BASELINES=SECONDS also runs benchmarks/eval_baselines.py (BASELINE_TASKS: its --tasks; default all);
-# BASELINE_BATCH: its --batch-size (default 8); PARALLEL: training processes per study at once (default 12: more makes each launch-bound run crawl).
+# BASELINE_BATCH: its --batch-size (default 8). BENCH=1 first runs the speed benchmarks (train_step.py,
+# zo_step.py) alone. PARALLEL: training processes per study at once (default 12; more make each run crawl).
 set -u
 out=$1; shift
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 [ -d /root/smol ] || python3 -m zofo.cli convert /root/m/smollm2.gguf /root/smol > /dev/null 2>&1
-mkdir -p "$out"
+mkdir -p "$out" runs/bench
+if [ -n "${BENCH:-}" ]; then  # speed first, alone on the GPU; results travel back inside runs.tar.gz
+  python3 benchmarks/train_step.py --model /root/smol --data .gpu-carry/data/sst2 --out runs/bench \
+    > runs/bench/train_step.log 2>&1
+  python3 benchmarks/zo_step.py --iters 15 --smollm2 /root/smol --out runs/bench > runs/bench/zo_step.log 2>&1
+  tail -n 12 runs/bench/*.md
+fi
 for study in "$@"; do
   name=$(basename "$study" .yaml)
   python3 benchmarks/study.py "$study" --out "runs/$name" --parallel "${PARALLEL:-12}" --data-root .gpu-carry/data \
