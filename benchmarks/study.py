@@ -56,8 +56,11 @@ def launch(run: dict, out: Path, log_dir: Path) -> dict:
             "seconds": round(time.time() - start, 1)}
 
 
-def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: str | None) -> None:
+def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: str | None,
+              seeds: list[int] | None = None) -> None:
     study = yaml.safe_load(study_file.read_text())
+    if seeds is not None:
+        study["seeds"] = seeds
     runs = [r for r in expand(study, data_root) if only is None or only in r["name"]]
     out.mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
@@ -161,6 +164,7 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=4, help="runs at once (they share the device)")
     parser.add_argument("--data-root", default=os.environ.get("ZOFO_DATA", "../shared/data"))
     parser.add_argument("--only", default=None, help="run only names containing this string")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="replace the study's seeds")
     parser.add_argument("--aggregate", type=Path, default=None, help="aggregate the runs in this folder")
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/study"))
     parser.add_argument("--curves", default="mezo,zo-lora,bilevel-zofo-lora",
@@ -169,7 +173,7 @@ def main() -> None:
     if args.aggregate:
         aggregate(args.aggregate, args.results, args.curves.split(","))
     else:
-        run_study(args.study, args.out, args.parallel, args.data_root, args.only)
+        run_study(args.study, args.out, args.parallel, args.data_root, args.only, args.seeds)
 
 
 if __name__ == "__main__":
