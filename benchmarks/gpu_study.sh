@@ -4,7 +4,8 @@
 # Converts the GGUF once to /root/smol, then runs the studies and the no-training baselines side by side.
 # BASELINES=SECONDS also runs benchmarks/eval_baselines.py (BASELINE_TASKS: its --tasks; default all);
 # BASELINE_BATCH: its --batch-size (default 8). BENCH=1 first runs the speed benchmarks (train_step.py,
-# zo_step.py) alone. PARALLEL: training processes per study at once (default 12; more make each run crawl).
+# zo_step.py) alone. PARALLEL: training processes per study at once (default 12). Sharing adds no throughput
+# once one run fills the GPU (fp32 on long rows: docs/RESULTS.md section 4); it only equalises wall-clock.
 set -u
 out=$1; shift
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1

@@ -111,12 +111,16 @@ def markdown(rows: list[dict]) -> str:
                 cells.append("-")
         overall = f"{statistics.mean(means):.3f}" if len(means) == len(tasks) else "-"
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {overall} |")
-    lines += ["", "| method | train seconds (mean) | peak train-step memory MiB (max) | steps |", "|---|---|---|---|"]
+    lines += ["", "| method | train seconds (mean) | peak train-step memory MiB (max) | steps (min-max) | "
+              "median seconds / step |", "|---|---|---|---|---|"]
     for method in methods:
-        mine = [r["result"] for r in rows if r["method"] == method]
-        seconds = statistics.mean(r["train_seconds"] for r in mine)
-        peaks = [r["peak_memory_mib"].get("train_step", 0.0) for r in mine]
-        lines.append(f"| {method} | {seconds:.1f} | {max(peaks):.0f} | {mine[0]['steps']} |")
+        mine = [r for r in rows if r["method"] == method]
+        seconds = statistics.mean(r["result"]["train_seconds"] for r in mine)
+        peaks = [r["result"]["peak_memory_mib"].get("train_step", 0.0) for r in mine]
+        steps = [r["result"]["steps"] for r in mine]
+        step_seconds = [e["step_seconds"] for r in mine for e in r["log"] if "step_seconds" in e]
+        median = f"{statistics.median(step_seconds):.3f}" if step_seconds else "-"
+        lines.append(f"| {method} | {seconds:.1f} | {max(peaks):.0f} | {min(steps)}-{max(steps)} | {median} |")
     return "\n".join(lines) + "\n"
 
 
@@ -145,9 +149,25 @@ def plot_curves(rows: list[dict], target: Path, methods: list[str]) -> None:
     plt.close(fig)
 
 
+def step_speed(out: Path) -> str:
+    """Steps reached and median seconds per step of every run folder, finished or not (from log.jsonl)."""
+    lines = ["| run | finished | steps logged | median seconds / step |", "|---|---|---|---|"]
+    for log in sorted(out.glob("*/log.jsonl")):
+        train = [e for e in map(json.loads, log.read_text().splitlines()) if "step_seconds" in e]
+        median = f"{statistics.median(e['step_seconds'] for e in train):.3f}" if train else "-"
+        done = (log.parent / "result.json").exists()
+        lines.append(f"| {log.parent.name} | {'yes' if done else 'no'} | {train[-1]['step'] if train else 0} | "
+                     f"{median} |")
+    return "\n".join(lines) + "\n"
+
+
 def aggregate(out: Path, results: Path, curve_methods: list[str]) -> None:
     rows = load_runs(out)
     results.mkdir(parents=True, exist_ok=True)
+    (results / "speed.md").write_text(step_speed(out))
+    if not rows:
+        print(step_speed(out))
+        return
     for row in rows:
         slim = {k: v for k, v in row["result"].items() if k != "config"}
         slim["config"] = row["result"]["config"]
