@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
+from zofo.evaluation.head import logits_at
 from zofo.evaluation.scoring import CandidateBatch
 
 
@@ -80,9 +81,9 @@ def static_scores(model, batch: StaticBatch) -> Tensor:
     Equal to `candidate_scores` of the same rows: rows are right-padded, so a causal model needs no
     attention mask (no position ever attends to a later one). Fixed shapes and no host sync throughout.
     """
-    width = batch.input_ids.shape[1]
-    logits = model(input_ids=batch.input_ids, use_cache=False).logits[:, -width:]  # prompt tuning prepends
-    picked = logits.gather(1, batch.answer_cols[..., None].expand(-1, -1, logits.shape[-1]))
+    rows = torch.arange(batch.input_ids.shape[0], device=batch.input_ids.device)[:, None]
+    with logits_at(model, rows.expand_as(batch.answer_cols), batch.answer_cols, batch.input_ids.shape[1]):
+        picked = model(input_ids=batch.input_ids, use_cache=False).logits       # [rows, answer, vocab]
     logprobs = picked.float().log_softmax(-1).gather(2, batch.answer_ids[..., None]).squeeze(2)
     means = (logprobs * batch.answer_mask).sum(1) / batch.answer_mask.sum(1).clamp(min=1)
     return means.view(batch.candidate_mask.shape).masked_fill(~batch.candidate_mask, float("-inf"))

@@ -14,6 +14,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from zofo.errors import ZofoError
+from zofo.evaluation.head import logits_at
 from zofo.tasks.example import Example, join_answer
 
 
@@ -102,14 +103,12 @@ def encode_candidates(tokenizer, examples: Sequence[Example], max_length: int = 
 
 
 def token_logprobs(model, batch: CandidateBatch) -> tuple[Tensor, Tensor]:
-    """(log p of each candidate token, its row index): log-softmax only at candidate positions.
-
-    Logits are sliced to the last seq_len positions: peft prompt tuning prepends virtual tokens.
-    """
+    """(log p of each candidate token, its row index): logits and log-softmax only at candidate positions."""
     seq_len = batch.input_ids.shape[1]
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, -seq_len:]
     rows, cols = batch.target_mask[:, 1:].nonzero(as_tuple=True)  # token cols+1 is predicted at cols
-    picked = logits[rows, cols].float().log_softmax(dim=-1)
+    with logits_at(model, rows, cols, seq_len):
+        picked = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    picked = picked.float().log_softmax(dim=-1)
     targets = batch.input_ids[rows, cols + 1]
     return picked.gather(1, targets[:, None]).squeeze(1), rows
 
