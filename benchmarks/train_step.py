@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from zo_step import EPS, LR, reference_step  # benchmarks/ is on the path when run as a script
 
 from zofo.adapters import ParamGroups, backbone_params
 from zofo.batches import Batches, ExampleStream
@@ -32,8 +33,6 @@ from zofo.methods.base import batch_loss
 from zofo.methods.mezo import MeZO
 from zofo.models import load_model
 from zofo.tasks import load_task, sample_splits
-
-EPS, LR = 1e-3, 1e-7
 
 
 def timed_steps(step: Callable[[int], object], steps: int, warmup: int) -> float:
@@ -48,29 +47,6 @@ def timed_steps(step: Callable[[int], object], steps: int, warmup: int) -> float
     end.record()
     torch.cuda.synchronize()
     return start.elapsed_time(end) / steps
-
-
-def reference_step(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], seed: int) -> None:
-    """MeZO's published step: global RNG reseeded, torch.normal per tensor, four in-place passes."""
-    params = [p for p in model.parameters() if p.requires_grad]
-
-    def perturb(scale: float) -> None:
-        torch.manual_seed(seed)
-        for p in params:
-            z = torch.normal(mean=0, std=1, size=p.data.size(), device=p.data.device, dtype=p.data.dtype)
-            p.data = p.data + scale * z * EPS
-
-    with torch.no_grad():
-        perturb(1)
-        plus = loss_fn()
-        perturb(-2)
-        minus = loss_fn()
-        perturb(1)
-        g = ((plus - minus) / (2 * EPS)).item()
-        torch.manual_seed(seed)
-        for p in params:
-            z = torch.normal(mean=0, std=1, size=p.data.size(), device=p.data.device, dtype=p.data.dtype)
-            p.data = p.data - LR * g * z
 
 
 def main() -> None:

@@ -102,10 +102,15 @@ def peak(fn: Callable[[], object]) -> float:
     return torch.cuda.max_memory_allocated() / 2**30
 
 
-def reference_step(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], step: list[int]) -> None:
+def advance(step: list[int]) -> int:
+    """The next value of a benchmark's running step counter."""
+    step[0] += 1
+    return step[0]
+
+
+def reference_step(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], seed: int) -> None:
     """MeZO's published step: global RNG reseeded, torch.normal per tensor, four in-place passes."""
     params = [p for p in model.parameters() if p.requires_grad]
-    seed = step[0] = step[0] + 1
 
     def perturb(scale: float) -> None:
         torch.manual_seed(seed)
@@ -127,15 +132,13 @@ def reference_step(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], 
 
 
 def zofo_step(model, params, loss_fn, direction: str, step: list[int]) -> None:
-    step[0] += 1
-    est = zo.estimate(loss_fn, model, params, [zo.step_seed(0, step[0])], EPS, direction=direction)
+    est = zo.estimate(loss_fn, model, params, [zo.step_seed(0, advance(step))], EPS, direction=direction)
     zo.ZOSGD().apply(params, est, LR, zo.UpdateState())
 
 
 def graphed_step(probes: zo.GraphedProbes, ids: torch.Tensor, params, direction: str, step: list[int]) -> None:
     """zofo's step with each probe a CUDA-graph replay (what `zofo train` runs on CUDA)."""
-    step[0] += 1
-    est = zo.probe_estimate(lambda s, x: probes({"ids": ids}, s, x), [zo.step_seed(0, step[0])], EPS,
+    est = zo.probe_estimate(lambda s, x: probes({"ids": ids}, s, x), [zo.step_seed(0, advance(step))], EPS,
                             direction=direction)
     zo.ZOSGD().apply(params, est, LR, zo.UpdateState())
 
@@ -207,7 +210,7 @@ def bench_model(name: str, iters: int, graphs: bool, weights: str | None = None)
     with torch.no_grad():
         row["forward_ms"] = timed(loss_fn, iters)
         row["forward_peak_gib"] = peak(loss_fn)
-    attempt(row, "reference", lambda: reference_step(model, loss_fn, step), iters)
+    attempt(row, "reference", lambda: reference_step(model, loss_fn, advance(step)), iters)
     for direction in zo.DIRECTIONS:
         attempt(
             row, f"zofo_{direction}", lambda d=direction: zofo_step(model, params, loss_fn, d, step), iters
