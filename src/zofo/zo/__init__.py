@@ -32,7 +32,7 @@ from .directions import (
 from .estimators import ZOEstimate, accumulate, estimate, probe_estimate
 from .graphs import GraphedProbes
 from .ops import Backend, combination, perturbed_copy, round_to, sgd_update_, triton_available
-from .perturb import Probe, perturbed
+from .perturb import Probe, perturbed, perturbed_loss
 from .rounding import stochastic_round
 from .schedules import Schedule, constant, cosine, linear
 from .updates import ZOSGD, UpdateState, ZOAdam, ZOMomentum, ZOUpdate
@@ -59,6 +59,7 @@ __all__ = [
     "estimate",
     "linear",
     "perturbed",
+    "perturbed_loss",
     "perturbed_copy",
     "philox_seed",
     "probe_estimate",

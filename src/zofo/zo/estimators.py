@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .directions import Direction
 from .ops import Backend
-from .perturb import perturbed
+from .perturb import perturbed_loss
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,7 @@ def estimate(
     """
 
     def loss_at(seed: int, scale: float) -> Tensor:
-        if scale == 0.0:
-            return loss_fn()
-        with perturbed(model, params, seed, scale, direction, backend):
-            return loss_fn()
+        return perturbed_loss(loss_fn, model, params, seed, scale, direction, backend)
 
     return probe_estimate(loss_at, seeds, eps, two_sided, direction)
 

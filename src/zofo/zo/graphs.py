@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .directions import Direction
-from .perturb import perturbed
+from .perturb import perturbed, perturbed_loss
 
 Inputs = Mapping[str, Tensor]
 
@@ -80,10 +80,7 @@ class GraphedProbes:
 
     def _eager(self, inputs: Inputs, seed: int, scale: float) -> Tensor:
         with torch.no_grad():
-            if scale == 0.0:
-                return self.loss_fn(inputs)
-            with perturbed(self.model, self.params, seed, scale, self.direction):
-                return self.loss_fn(inputs)
+            return perturbed_loss(lambda: self.loss_fn(inputs), self.model, self.params, seed, scale, self.direction)
 
     def _probe(self, inputs: Inputs) -> Tensor:
         with perturbed(self.model, self.params, self.seed, self.scale, self.direction):

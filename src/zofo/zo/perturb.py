@@ -12,7 +12,7 @@ embedding) are perturbed by each owner's hooks with the same u (u depends on the
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -167,3 +167,19 @@ def perturbed(
     if strict and len(probe.touched) < len(swaps):
         unused = sorted(set(params) - probe.touched)
         raise RuntimeError(f"perturbed: parameters never perturbed during the block: {unused[:5]}")
+
+
+def perturbed_loss(
+    loss_fn: Callable[[], Tensor],
+    model: nn.Module,
+    params: Mapping[str, nn.Parameter],
+    seed: int | Tensor,
+    scale: float | Tensor,
+    direction: Direction = "gaussian",
+    backend: Backend = "auto",
+) -> Tensor:
+    """``loss_fn()`` at theta + scale*u(seed) for ``params``; scale 0 evaluates at theta itself (no hooks)."""
+    if not isinstance(scale, Tensor) and scale == 0:
+        return loss_fn()
+    with perturbed(model, params, seed, scale, direction, backend):
+        return loss_fn()
