@@ -38,3 +38,14 @@ def test_gathered_logits_equal_the_full_logits(new_model, kind):
             torch.testing.assert_close(gathered, full[rows, cols], atol=1e-6, rtol=1e-6)
     # the hook is gone after the block: full logits again
     assert model(input_ids=ids).logits.shape[:2] == (3, full.shape[1] + (3 if kind == "prompt" else 0))
+
+
+def test_a_model_without_an_lm_head_is_refused_with_the_fix():
+    from transformers import LlamaModel
+
+    from tests.tiny import tiny_config
+
+    backbone = LlamaModel(tiny_config("llama"))
+    with pytest.raises(ValueError, match=r"LlamaModel has no output embeddings.*AutoModelForCausalLM"):
+        with logits_at(backbone, torch.tensor([0]), torch.tensor([0]), seq_len=1):
+            pass

@@ -24,7 +24,8 @@ def output_projection(model: nn.Module | functools.partial) -> nn.Module:
         model = model.func
     head = model.get_output_embeddings()
     if head is None:
-        raise ValueError(f"{type(model).__name__} has no output embeddings to gather logits from")
+        raise ValueError(f"{type(model).__name__} has no output embeddings (LM head) to gather logits from; "
+                         "score with a causal LM (AutoModelForCausalLM), not a bare backbone")
     return head
 
 
