@@ -63,6 +63,7 @@ class OptimConfig:
     q: int = 1                          # ZO directions per step
     two_sided: bool = True
     direction: str = "gaussian"         # gaussian | rademacher
+    probed_direction: bool = True       # bf16/fp16 theta: update along the direction the probes realised
     schedule: str = "constant"          # constant | linear | cosine
     warmup_steps: int = 0
     weight_decay: float = 0.0

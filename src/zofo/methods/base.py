@@ -39,6 +39,7 @@ class MethodOptions:
     q: int = 1
     two_sided: bool = True
     direction: str = "gaussian"
+    probed_direction: bool = True  # bf16/fp16 theta: update along R(theta +- eps u), not u (zo.Probed)
     lam: float = 1e4
     lower_steps: int = 10
     normalize: bool = True

@@ -23,13 +23,14 @@ from zofo.static_batches import StaticBatch, static_scores, to_static
 UPDATE_RULES = {"sgd": zo.ZOSGD, "momentum": zo.ZOMomentum, "adam": zo.ZOAdam}
 
 
-def update_rule(name: str, momentum: float, weight_decay: float) -> zo.ZOUpdate:
-    """ZO-SGD in place (default, no state), heavy-ball momentum, or Adam (two fp32 buffers per weight)."""
+def update_rule(name: str, momentum: float, weight_decay: float, probed: bool = True) -> zo.ZOUpdate:
+    """ZO-SGD in place (default, no state), heavy-ball momentum, or Adam (two fp32 buffers per weight);
+    ``probed``: bf16/fp16 weights move along the direction the probes realised (`zo.Probed`)."""
     if name not in UPDATE_RULES:
         raise ZofoError(f"unknown ZO update rule {name!r}", f"use one of: {', '.join(UPDATE_RULES)}")
     if name == "momentum":
-        return zo.ZOMomentum(beta=momentum, weight_decay=weight_decay)
-    return UPDATE_RULES[name](weight_decay=weight_decay)
+        return zo.ZOMomentum(beta=momentum, weight_decay=weight_decay, probed=probed)
+    return UPDATE_RULES[name](weight_decay=weight_decay, probed=probed)
 
 
 class ZOTrainer:
@@ -38,7 +39,8 @@ class ZOTrainer:
     def __init__(self, model: torch.nn.Module, params: dict[str, torch.nn.Parameter], options: MethodOptions,
                  lr: float):
         self.model, self.params, self.options = model, params, options
-        self.rule = update_rule(options.theta_update, options.momentum, options.weight_decay)
+        self.rule = update_rule(options.theta_update, options.momentum, options.weight_decay,
+                                options.probed_direction)
         self.state = self.rule.init(params)
         self.lr = make_schedule(options.schedule, lr, options.steps, options.warmup_steps)
 

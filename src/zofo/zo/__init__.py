@@ -31,7 +31,16 @@ from .directions import (
 )
 from .estimators import ZOEstimate, accumulate, estimate, probe_estimate
 from .graphs import GraphedProbes
-from .ops import Backend, combination, perturbed_copy, round_to, sgd_update_, triton_available
+from .ops import (
+    Backend,
+    Probed,
+    combination,
+    perturbed_copy,
+    probed_direction,
+    round_to,
+    sgd_update_,
+    triton_available,
+)
 from .perturb import Probe, perturbed, perturbed_loss
 from .rounding import stochastic_round
 from .schedules import Schedule, constant, cosine, linear
@@ -43,6 +52,7 @@ __all__ = [
     "GraphedProbes",
     "Direction",
     "Probe",
+    "Probed",
     "Schedule",
     "UpdateState",
     "ZOAdam",
@@ -63,6 +73,7 @@ __all__ = [
     "perturbed_copy",
     "philox_seed",
     "probe_estimate",
+    "probed_direction",
     "round_to",
     "rounding_bits",
     "sgd_update_",

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .directions import Direction
-from .ops import Backend
+from .ops import Backend, Probed
 from .perturb import perturbed_loss
 
 
@@ -29,7 +29,8 @@ class ZOEstimate:
     seeds: one per direction; projected_grads: c_i per seed; losses: the objective at each probe in
     evaluation order (two-sided: L+_1, L-_1, L+_2, ...; one-sided: L0, L+_1, ...); terms: the loss
     terms per probe when ``loss_fn`` returns a vector (objective = their sum); skipped: a loss was not
-    finite, so projected_grads are zeros and updates leave theta alone.
+    finite, so projected_grads are zeros and updates leave theta alone; eps, two_sided: how the probes
+    were taken (what an update needs to follow the directions they realised, ``probed``).
     """
 
     seeds: list[int]
@@ -38,6 +39,13 @@ class ZOEstimate:
     direction: Direction = "gaussian"
     terms: list[list[float]] = field(default_factory=list)
     skipped: bool = False
+    eps: float = 0.0
+    two_sided: bool = True
+
+    @property
+    def probed(self) -> Probed | None:
+        """The probes' geometry for ``ops.Probed`` updates (None when eps is unknown)."""
+        return Probed(self.eps, self.two_sided) if self.eps > 0 else None
 
     @property
     def q(self) -> int:
@@ -101,7 +109,9 @@ def probe_estimate(
     skipped = not all(math.isfinite(v) for v in losses)
     if skipped:
         grads = [0.0] * len(seeds)
-    return ZOEstimate(list(seeds), grads, losses, direction, terms if len(terms[0]) > 1 else [], skipped)
+    return ZOEstimate(
+        list(seeds), grads, losses, direction, terms if len(terms[0]) > 1 else [], skipped, eps, two_sided
+    )
 
 
 def accumulate(estimates: Sequence[ZOEstimate], scale: float = 1.0) -> ZOEstimate:
@@ -110,8 +120,8 @@ def accumulate(estimates: Sequence[ZOEstimate], scale: float = 1.0) -> ZOEstimat
     Use ``scale = 1 / len(estimates)`` for the mean over batches.  Skipped if any part is skipped.
     """
     first = estimates[0]
-    if any(e.seeds != first.seeds or e.direction != first.direction for e in estimates):
-        raise ValueError("accumulate: all estimates must share seeds and direction")
+    if any(e.seeds != first.seeds or e.direction != first.direction or e.probed != first.probed for e in estimates):
+        raise ValueError("accumulate: all estimates must share seeds, direction, eps and sidedness")
     skipped = any(e.skipped for e in estimates)
     grads = (
         [0.0] * first.q

@@ -2,7 +2,8 @@
 
 * ``perturb``: out = theta + s*u          (one read of theta, one write of the probe copy)
 * ``update_``: theta <- SR(d*theta - sum_j a_j u_j)  in place, all q directions in one pass
-  (a_j = lr * c_j / q, d = 1 - lr * weight_decay; SR only for bf16 targets)
+  (a_j = lr * c_j / q, d = 1 - lr * weight_decay; SR only for bf16 targets; u_j may be replaced by the
+  direction the probes realised, ``ops.Probed``, recomputed from theta in registers)
 * ``round_``:  out = SR(x)                 (float32 -> bf16, for the momentum / Adam rules)
 * ``multi.py`` launches the same tile code over a group of tensors (one launch per decoder layer).
 
@@ -98,19 +99,29 @@ def _place(lp, n, start, KIND: tl.constexpr, R: tl.constexpr, ALIGN: tl.constexp
 
 
 @triton.jit
+def _cast(y, dtype: tl.constexpr):
+    """float32 -> ``dtype``, round to nearest even (written out for bf16: the interpreter truncates)."""
+    if dtype == tl.bfloat16:
+        bits = y.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return tl.where(y != y, y, bits.to(tl.float32, bitcast=True)).to(tl.bfloat16)
+    return y.to(dtype)
+
+
+@triton.jit
 def _emit(xb, ob, local, u, scale, lo, hi, full, HAS_X: tl.constexpr):
     """ob[local] = xb[local] + scale*u; masked to lo <= local < hi unless ``full``."""
     if full:
         y = scale * u
         if HAS_X:
             y += tl.load(xb + local).to(tl.float32)
-        tl.store(ob + local, y.to(ob.dtype.element_ty))
+        tl.store(ob + local, _cast(y, ob.dtype.element_ty))
     else:
         m = (local >= lo) & (local < hi)
         y = scale * u
         if HAS_X:
             y += tl.load(xb + local, mask=m, other=0.0).to(tl.float32)
-        tl.store(ob + local, y.to(ob.dtype.element_ty), mask=m)
+        tl.store(ob + local, _cast(y, ob.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -181,13 +192,30 @@ def _stochastic_round_bf16(y, lo, hi, hkey):
 
 
 @triton.jit
-def _commit(xb, local, acc, decay, e0, hkey, lo, hi, full, SR: tl.constexpr):
-    """xb[local] <- R(decay*xb[local] - acc); element index of ``local`` is e0 + local."""
-    m = (local >= lo) & (local < hi)
+def _load(xb, local, lo, hi, full):
+    """xb[local] as float32 (masked to lo <= local < hi unless ``full``)."""
     if full:
-        x = tl.load(xb + local).to(tl.float32)
+        x = tl.load(xb + local)
     else:
-        x = tl.load(xb + local, mask=m, other=0.0).to(tl.float32)
+        x = tl.load(xb + local, mask=(local >= lo) & (local < hi), other=0.0)
+    return x.to(tl.float32)
+
+
+@triton.jit
+def _as_probed(x, u, eps, PROBED: tl.constexpr, dtype: tl.constexpr):
+    """The direction the probes realised (``ops.Probed``): R(x + eps u) computed as the probe kernel does."""
+    if PROBED == 0:
+        return u
+    plus = _cast(eps * u + x, dtype).to(tl.float32)
+    if PROBED == 2:
+        minus = _cast((-eps) * u + x, dtype).to(tl.float32)
+        return (plus - minus) / (2.0 * eps)
+    return (plus - x) / eps
+
+
+@triton.jit
+def _commit(xb, local, x, acc, decay, e0, hkey, lo, hi, full, SR: tl.constexpr):
+    """xb[local] <- R(decay*x - acc), x = xb[local] as loaded; element index of ``local`` is e0 + local."""
     y = x * decay - acc
     if SR:  # a super-block never crosses 2**32, so the index's high word is e0's
         e_lo = (e0 & 0xFFFFFFFF).to(tl.uint32) + local.to(tl.uint32)
@@ -197,7 +225,7 @@ def _commit(xb, local, acc, decay, e0, hkey, lo, hi, full, SR: tl.constexpr):
     if full:
         tl.store(xb + local, out)
     else:
-        tl.store(xb + local, out, mask=m)
+        tl.store(xb + local, out, mask=(local >= lo) & (local < hi))
 
 
 @triton.jit
@@ -211,36 +239,46 @@ def update_tile(
     coefs_ptr,
     q,
     decay,
+    eps,
     KIND: tl.constexpr,
     FAST: tl.constexpr,
     SR: tl.constexpr,
+    PROBED: tl.constexpr,
     R: tl.constexpr,
     ALIGN: tl.constexpr,
 ):
-    """x <- R(decay*x - sum_j coefs[j] u_j) over program ``lp``'s tile, in place."""
+    """x <- R(decay*x - sum_j coefs[j] u_j) over program ``lp``'s tile, in place (u_j -> v_j if PROBED)."""
     e0, off, full, counter = _place(lp, n, start, KIND, R, ALIGN)
     xb = x_ptr + off
+    dtype = xb.dtype.element_ty
     lo, hi = -off, n - off
     key_hi = key.to(tl.int64) << 32
     hkey = _rounding_key(seeds_ptr, key)
     i = tl.arange(0, R)
     if KIND == 0:
+        x1, x2 = _load(xb, i, lo, hi, full), _load(xb, i + 1024, lo, hi, full)
+        x3, x4 = _load(xb, i + 2048, lo, hi, full), _load(xb, i + 3072, lo, hi, full)
         a1 = tl.zeros((R,), dtype=tl.float32)
         a2, a3, a4 = a1, a1, a1
         for j in range(q):
             c = tl.load(coefs_ptr + j)
             n1, n2, n3, n4 = _normals(tl.load(seeds_ptr + j) + key_hi, counter, FAST)
-            a1, a2, a3, a4 = a1 + c * n1, a2 + c * n2, a3 + c * n3, a4 + c * n4
-        _commit(xb, i, a1, decay, e0, hkey, lo, hi, full, SR)
-        _commit(xb, i + 1024, a2, decay, e0, hkey, lo, hi, full, SR)
-        _commit(xb, i + 2048, a3, decay, e0, hkey, lo, hi, full, SR)
-        _commit(xb, i + 3072, a4, decay, e0, hkey, lo, hi, full, SR)
+            a1 += c * _as_probed(x1, n1, eps, PROBED, dtype)
+            a2 += c * _as_probed(x2, n2, eps, PROBED, dtype)
+            a3 += c * _as_probed(x3, n3, eps, PROBED, dtype)
+            a4 += c * _as_probed(x4, n4, eps, PROBED, dtype)
+        _commit(xb, i, x1, a1, decay, e0, hkey, lo, hi, full, SR)
+        _commit(xb, i + 1024, x2, a2, decay, e0, hkey, lo, hi, full, SR)
+        _commit(xb, i + 2048, x3, a3, decay, e0, hkey, lo, hi, full, SR)
+        _commit(xb, i + 3072, x4, a4, decay, e0, hkey, lo, hi, full, SR)
     else:
+        local = tl.arange(0, 32)[:, None] * 1024 + i[None, :]
+        x = _load(xb, local, lo, hi, full)
         acc = tl.zeros((32, R), dtype=tl.float32)
         for j in range(q):
-            acc += tl.load(coefs_ptr + j) * _signs(tl.load(seeds_ptr + j) + key_hi, counter)
-        local = tl.arange(0, 32)[:, None] * 1024 + i[None, :]
-        _commit(xb, local, acc, decay, e0, hkey, lo, hi, full, SR)
+            signs = _signs(tl.load(seeds_ptr + j) + key_hi, counter)
+            acc += tl.load(coefs_ptr + j) * _as_probed(x, signs, eps, PROBED, dtype)
+        _commit(xb, local, x, acc, decay, e0, hkey, lo, hi, full, SR)
 
 
 @triton.jit
@@ -253,14 +291,17 @@ def _update_kernel(
     coefs_ptr,
     q,
     decay,
+    eps,
     KIND: tl.constexpr,
     FAST: tl.constexpr,
     SR: tl.constexpr,
+    PROBED: tl.constexpr,
     R: tl.constexpr,
     ALIGN: tl.constexpr,
 ):
     update_tile(
-        x_ptr, tl.program_id(0), n, start, key, seeds_ptr, coefs_ptr, q, decay, KIND, FAST, SR, R, ALIGN
+        x_ptr, tl.program_id(0), n, start, key, seeds_ptr, coefs_ptr, q, decay, eps, KIND, FAST, SR, PROBED, R,
+        ALIGN,
     )
 
 
@@ -359,10 +400,13 @@ def update_(
     start: int = 0,
     fast: bool | None = None,
     tile: tuple[int, int] | None = None,
+    eps: float = 0.0,
+    probed: int = 0,
 ) -> Tensor:
     """x <- SR(decay*x - sum_j coefs[j] * u(seeds[j], key)) in place; SR (stream of seeds[0]) when x is bf16.
 
-    ``seeds`` (int64) and ``coefs`` (float32) are q-element tensors on x's device.
+    ``seeds`` (int64) and ``coefs`` (float32) are q-element tensors on x's device; ``probed`` (1 one-sided,
+    2 two-sided) replaces u by the direction realised by probes at +-eps (``ops.Probed``).
     """
     r, warps = tile or TILE[kind]
     n = x.numel()
@@ -377,9 +421,11 @@ def update_(
         coefs,
         seeds.numel(),
         decay,
+        eps,
         KIND=kind,
         FAST=fast_default(x, fast),
         SR=x.dtype == torch.bfloat16,
+        PROBED=probed,
         R=r,
         ALIGN=align(x.element_size(), start),
         num_warps=warps,

@@ -67,15 +67,19 @@ def _multi_update_kernel(
     coefs_ptr,
     q,
     decay,
+    eps,
     NT: tl.constexpr,
     KIND: tl.constexpr,
     FAST: tl.constexpr,
     SR: tl.constexpr,
+    PROBED: tl.constexpr,
     R: tl.constexpr,
     ALIGN: tl.constexpr,
 ):
     in_d, _out, n, start, key, lp = _row(meta_ptr, NT, ALIGN)
-    K.update_tile(x_ptr + in_d, lp, n, start, key, seeds_ptr, coefs_ptr, q, decay, KIND, FAST, SR, R, ALIGN)
+    K.update_tile(
+        x_ptr + in_d, lp, n, start, key, seeds_ptr, coefs_ptr, q, decay, eps, KIND, FAST, SR, PROBED, R, ALIGN
+    )
 
 
 def out_offsets(xs: Sequence[Tensor]) -> tuple[list[int], int]:
@@ -173,8 +177,11 @@ def update_group_(
     starts: Sequence[int] | None = None,
     fast: bool | None = None,
     tile: tuple[int, int] | None = None,
+    eps: float = 0.0,
+    probed: int = 0,
 ) -> None:
-    """x <- R(decay*x - sum_j coefs[j] u(seeds[j], key)) for every x, in place, in one launch."""
+    """x <- R(decay*x - sum_j coefs[j] u(seeds[j], key)) for every x, in place, in one launch
+    (``probed``/``eps``: as ``kernels.update_``)."""
     r, warps = tile or K.TILE[kind]
     starts = list(starts) if starts is not None else [0] * len(xs)
     meta, progs, hint = _table(xs, keys, starts, kind, r)
@@ -187,10 +194,12 @@ def update_group_(
         coefs,
         seeds.numel(),
         decay,
+        eps,
         NT=meta.shape[0],
         KIND=kind,
         FAST=K.fast_default(xs[0], fast),
         SR=xs[0].dtype == torch.bfloat16,
+        PROBED=probed,
         R=r,
         ALIGN=hint,
         num_warps=warps,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -18,6 +19,26 @@ from .directions import Direction, check_direction, direction_group, direction_l
 from .rounding import stochastic_round
 
 Backend = Literal["auto", "torch", "triton"]
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+@dataclass(frozen=True)
+class Probed:
+    """Update along the directions the probes realised instead of u (for bf16/fp16 theta).
+
+    A probe evaluates the model at R(theta + eps u), R = rounding to theta's dtype; when one ulp of theta
+    is near eps (bf16) that point is far from theta + eps u, and c measures the slope along
+        v = (R(theta + eps u) - R(theta - eps u)) / (2 eps)    (two-sided)
+        v = (R(theta + eps u) - theta) / eps                   (one-sided)
+    so the update must move along v, not u.  For float32/64 theta, v = u up to float rounding: u is used.
+    """
+
+    eps: float
+    two_sided: bool = True
+
+    def mode(self, dtype: torch.dtype) -> int:
+        """Kernel flag: 0 = along u, 1 = one-sided v, 2 = two-sided v."""
+        return (2 if self.two_sided else 1) if dtype in LOW_PRECISION and self.eps > 0 else 0
 
 
 @functools.cache
@@ -137,8 +158,15 @@ def combination(
     direction: Direction = "gaussian",
     start: int = 0,
     backend: Backend = "auto",
+    probed: Probed | None = None,
 ) -> Tensor:
-    """g = sum_j coefs[j] * u(seeds[j], key) as a float32 tensor shaped like ``like``."""
+    """g = sum_j coefs[j] * u(seeds[j], key) as a float32 tensor shaped like ``like``; with ``probed``,
+    ``like`` is theta and v (``probed_direction``) replaces u."""
+    if probed is not None and probed.mode(like.dtype):
+        g = torch.zeros(like.shape, dtype=torch.float32, device=like.device)
+        for seed, coef in zip(seeds, coefs, strict=True):
+            g.add_(probed_direction(like, key, seed, probed, direction, start, backend), alpha=coef)
+        return g
     if use_triton(like, backend):
         g = torch.zeros(like.shape, dtype=torch.float32, device=like.device)
         neg = [-c for c in coefs]
@@ -149,6 +177,23 @@ def combination(
     return g
 
 
+def probed_direction(
+    theta: Tensor,
+    key: int,
+    seed: int,
+    probed: Probed,
+    direction: Direction = "gaussian",
+    start: int = 0,
+    backend: Backend = "auto",
+) -> Tensor:
+    """v of ``Probed`` (float32), from the very perturbed copies the probes evaluated."""
+    plus = perturbed_copy(theta, key, seed, probed.eps, direction, start, backend).float()
+    if probed.two_sided:
+        minus = perturbed_copy(theta, key, seed, -probed.eps, direction, start, backend).float()
+        return (plus - minus) / (2 * probed.eps)
+    return (plus - theta.float()) / probed.eps
+
+
 def _update_kernel_call(
     x: Tensor,
     key: int,
@@ -157,12 +202,14 @@ def _update_kernel_call(
     decay: float,
     direction: Direction,
     start: int,
+    probed: Probed | None = None,
 ) -> Tensor:
     from . import kernels
 
     seeds_t = _on(seeds, torch.int64, x.device)
     coefs_t = _on(coefs, torch.float32, x.device)
-    return kernels.update_(x, key, seeds_t, coefs_t, decay, _kind(direction), start)
+    eps, mode = (probed.eps, probed.mode(x.dtype)) if probed else (0.0, 0)
+    return kernels.update_(x, key, seeds_t, coefs_t, decay, _kind(direction), start, eps=eps, probed=mode)
 
 
 def _on(values: Sequence[int] | Sequence[float] | Tensor, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -184,17 +231,19 @@ def sgd_update_(
     direction: Direction = "gaussian",
     start: int = 0,
     backend: Backend = "auto",
+    probed: Probed | None = None,
 ) -> Tensor:
-    """In place: theta <- R(decay*theta - sum_j coefs[j] u_j), R = stochastic rounding for bf16/fp16.
+    """In place: theta <- R(decay*theta - sum_j coefs[j] u_j), R = stochastic rounding for bf16/fp16
+    (``probed``: v_j of ``Probed`` in place of u_j).
 
     Computed in float32; the rounding stream is keyed by (seeds[0], key).  ``seeds`` / ``coefs`` may be
     device tensors (made once per step, not per tensor: no host->device copy per parameter).
     """
     fp16 = theta.dtype == torch.float16
     if use_triton(theta, backend) and theta.is_contiguous() and not fp16:
-        return _update_kernel_call(theta, key, seeds, coefs, decay, direction, start)
+        return _update_kernel_call(theta, key, seeds, coefs, decay, direction, start, probed)
     seeds, coefs = _as_list(seeds), _as_list(coefs)
-    g = combination(theta, key, seeds, coefs, direction, start, backend="torch")
+    g = combination(theta, key, seeds, coefs, direction, start, backend="torch", probed=probed)
     y = theta.to(torch.promote_types(theta.dtype, torch.float32)) * decay - g
     theta.copy_(stochastic_round(y, theta.dtype, seeds[0], key, start))
     return theta
@@ -208,6 +257,7 @@ def sgd_update_many_(
     decay: float = 1.0,
     direction: Direction = "gaussian",
     backend: Backend = "auto",
+    probed: Probed | None = None,
 ) -> None:
     """``sgd_update_`` of several tensors: one launch per (dtype, device) cluster on the kernel path
     (``multi.update_group_``; seeds/coefs copied to each device once), per tensor elsewhere."""
@@ -222,10 +272,11 @@ def sgd_update_many_(
 
             dev = ts[0].device
             seeds_t, coefs_t = _on(seeds, torch.int64, dev), _on(coefs, torch.float32, dev)
-            multi.update_group_(ts, ks, seeds_t, coefs_t, decay, _kind(direction))
+            eps, mode = (probed.eps, probed.mode(ts[0].dtype)) if probed else (0.0, 0)
+            multi.update_group_(ts, ks, seeds_t, coefs_t, decay, _kind(direction), eps=eps, probed=mode)
         else:
             for t, k in zip(ts, ks, strict=True):
-                sgd_update_(t, k, seeds, coefs, decay, direction, backend=backend)
+                sgd_update_(t, k, seeds, coefs, decay, direction, backend=backend, probed=probed)
 
 
 def round_to(

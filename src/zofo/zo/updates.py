@@ -11,6 +11,10 @@ The gradient estimate is g = (1/q) sum_i c_i u_i, regenerated from the seeds ten
 
 R is stochastic rounding for bf16/fp16 weights (unbiased: E[R(x)] = x, so sub-ulp updates survive on
 average), a plain cast for fp32.  Its bits are a function of (seeds[0], tensor key, element).
+
+``probed`` (default on): for bf16/fp16 weights u_i is replaced by the direction the probes realised,
+v_i = (R(theta + eps u_i) - R(theta - eps u_i)) / (2 eps) with R round-to-nearest (``ops.Probed``): c_i
+is the slope along v_i, not u_i, and the two differ by about one ulp / eps -- order one for bf16.
 """
 
 from __future__ import annotations
@@ -24,7 +28,11 @@ from torch import Tensor, nn
 
 from .directions import tensor_key
 from .estimators import ZOEstimate
-from .ops import Backend, combination, round_to, sgd_update_many_
+from .ops import Backend, Probed, combination, round_to, sgd_update_many_
+
+
+def _probed(est: ZOEstimate, on: bool) -> Probed | None:
+    return est.probed if on else None
 
 Params = Mapping[str, nn.Parameter]
 
@@ -75,6 +83,7 @@ class ZOSGD:
 
     weight_decay: float = 0.0
     backend: Backend = "auto"
+    probed: bool = True
 
     def init(self, params: Params) -> UpdateState:
         return UpdateState()
@@ -94,14 +103,17 @@ class ZOSGD:
                 decay,
                 est.direction,
                 backend=self.backend,
+                probed=_probed(est, self.probed),
             )
         return UpdateState(state.step + 1, state.buffers)
 
 
-def _gradient(name: str, p: Tensor, est: ZOEstimate, backend: Backend) -> Tensor:
-    """g = (1/q) sum_i c_i u_i for one tensor, float32."""
+def _gradient(name: str, p: Tensor, est: ZOEstimate, backend: Backend, probed: bool) -> Tensor:
+    """g = (1/q) sum_i c_i u_i (or v_i) for one tensor, float32."""
     coefs = [c / est.q for c in est.projected_grads]
-    return combination(p, tensor_key(name), est.seeds, coefs, est.direction, backend=backend)
+    return combination(
+        p, tensor_key(name), est.seeds, coefs, est.direction, backend=backend, probed=_probed(est, probed)
+    )
 
 
 def _write(p: Tensor, y: Tensor, name: str, est: ZOEstimate, backend: Backend) -> None:
@@ -115,6 +127,7 @@ class ZOMomentum:
     beta: float = 0.9
     weight_decay: float = 0.0
     backend: Backend = "auto"
+    probed: bool = True
 
     def init(self, params: Params) -> UpdateState:
         return _zeros(params, ("m",))
@@ -125,7 +138,7 @@ class ZOMomentum:
         with torch.no_grad():
             for name, p in params.items():
                 m = state.buffers[name]["m"]
-                m.mul_(self.beta).add_(_gradient(name, p, est, self.backend))
+                m.mul_(self.beta).add_(_gradient(name, p, est, self.backend, self.probed))
                 y = p.data.float().mul_(1.0 - lr * self.weight_decay).sub_(m, alpha=lr)
                 _write(p.data, y, name, est, self.backend)
         return UpdateState(state.step + 1, state.buffers)
@@ -142,6 +155,7 @@ class ZOAdam:
     eps: float = 1e-8
     weight_decay: float = 0.0
     backend: Backend = "auto"
+    probed: bool = True
 
     def init(self, params: Params) -> UpdateState:
         return _zeros(params, ("m", "v"))
@@ -153,7 +167,7 @@ class ZOAdam:
         c1, c2 = 1.0 - self.beta1**t, 1.0 - self.beta2**t
         with torch.no_grad():
             for name, p in params.items():
-                b, g = state.buffers[name], _gradient(name, p, est, self.backend)
+                b, g = state.buffers[name], _gradient(name, p, est, self.backend, self.probed)
                 b["m"].mul_(self.beta1).add_(g, alpha=1.0 - self.beta1)
                 b["v"].mul_(self.beta2).addcmul_(g, g, value=1.0 - self.beta2)
                 step = (b["m"] / c1).div_((b["v"] / c2).sqrt_().add_(self.eps))
