@@ -64,6 +64,7 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
         if out_of_time:
             break
     bar.close()
+    method.flush()  # the weights a run ends with include every update it made
     return state
 
 

@@ -27,7 +27,8 @@ def method_options(cfg: RunConfig) -> MethodOptions:
         objective=cfg.data.objective, steps=cfg.train.steps, seed=cfg.train.seed, lr=o.lr,
         lr_upper=o.lr_upper, lr_lower=o.lr_lower, schedule=o.schedule, warmup_steps=o.warmup_steps,
         weight_decay=o.weight_decay, theta_update=o.theta_update, momentum=o.momentum, eps=o.eps, q=o.q,
-        two_sided=o.two_sided, direction=o.direction, probed_direction=o.probed_direction, lam=b.lam,
+        two_sided=o.two_sided, direction=o.direction, probed_direction=o.probed_direction,
+        update_every=o.update_every, lam=b.lam,
         lower_steps=b.lower_steps, normalize=b.normalize, deploy=b.deploy, shots=cfg.data.shots,
         cuda_graphs=cfg.train.cuda_graphs)
 

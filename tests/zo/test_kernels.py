@@ -125,7 +125,9 @@ def test_probed_update_matches_torch_path(direction, two_sided):
     args = (17, [1, 2, 3], [1e-3, -2e-3, 5e-4], 0.999, direction, 3)
     ops.sgd_update_(a, *args, backend="torch", probed=probed)
     ops.sgd_update_(b, *args, backend="triton", probed=probed)
-    torch.testing.assert_close(b.float(), a.float(), atol=0, rtol=0)
+    # CUDA's fast sin/cos moves Gaussian u by ~1e-5, which can flip R(theta + eps u) at a rounding tie
+    allowed = 1e-3 if DEV == "cuda" and direction == "gaussian" else 0.0
+    assert (a != b).float().mean() <= allowed
     plain = x.clone()
     ops.sgd_update_(plain, *args, backend="triton")
     assert not torch.equal(plain, b)  # v is not u: the flag reached the kernel
@@ -140,3 +142,16 @@ def test_probed_grouped_update_equals_per_tensor():
         one = x.clone()
         ops.sgd_update_(one, k, [9, 10], [1e-3, 2e-3], 1.0, "gaussian", backend="torch", probed=probed)
         torch.testing.assert_close(g.float(), one.float(), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("direction", zo.DIRECTIONS)
+def test_probed_update_uses_the_probe_kernels_copies(direction):
+    """The fused update's v, recomputed in registers, is the v of the copies the probe kernel made (on CUDA
+    this checks that both kernels compile R(theta + eps u) to the same bits)."""
+    x = (0.1 + 0.2 * torch.rand(1 << 14, generator=torch.Generator().manual_seed(4))).bfloat16().to(DEV)
+    probed, key, seed, coef = zo.Probed(1e-3, True), 21, 5, 3e-4
+    v = ops.probed_direction(x, key, seed, probed, direction, backend="triton")
+    want = zo.stochastic_round(x.float() - coef * v, torch.bfloat16, seed, key)
+    got = x.clone()
+    ops.sgd_update_(got, key, [seed], [coef], 1.0, direction, backend="triton", probed=probed)
+    assert torch.equal(got, want)

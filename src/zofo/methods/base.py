@@ -40,6 +40,7 @@ class MethodOptions:
     two_sided: bool = True
     direction: str = "gaussian"
     probed_direction: bool = True  # bf16/fp16 theta: update along R(theta +- eps u), not u (zo.Probed)
+    update_every: int = 1          # ZO-SGD: theta's updates applied every k steps, one rounding for k steps
     lam: float = 1e4
     lower_steps: int = 10
     normalize: bool = True
@@ -81,9 +82,14 @@ class Method(ABC):
             params.update(adapter)
         return params
 
+    def flush(self) -> None:
+        """Apply any update still pending (deferred ZO updates); no-op for most methods."""
+        return None
+
     @contextlib.contextmanager
     def deployed(self) -> Iterator[nn.Module]:
-        """The model as it would be deployed, in eval mode."""
+        """The model as it would be deployed (pending updates applied), in eval mode."""
+        self.flush()
         if self.deploy_adapter is not None:
             activate(self.model, self.groups, self.deploy_adapter)
         self.model.eval()

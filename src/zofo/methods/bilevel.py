@@ -131,6 +131,10 @@ class BilevelZOFO(Method):
         estimate = self.zo.estimate(lambda: self.penalty(examples_f, examples_g), step)
         return {"penalty": sum(estimate.losses) / max(1, len(estimate.losses)), **self.zo.apply(estimate, step)}
 
+    def flush(self) -> None:
+        if hasattr(self, "zo"):
+            self.zo.flush()
+
     def clear_backbone_grads(self) -> None:
         for param in self.groups.backbone.values():
             param.grad = None

@@ -5,6 +5,10 @@
         c_i    <- (L(theta + eps u_i) - L(theta - eps u_i)) / (2 eps)      (u_i regenerated from seeds)
         theta  <- update(theta, c, u)                                       (ZO-SGD in place by default)
 
+`update_every` k > 1 defers ZO-SGD's update: the (seeds, c) of k steps, all probed at the same theta, are
+applied in one pass with one stochastic rounding, so bf16 weights take k times fewer roundings (the
+rounding noise, not the estimate's, dominates bf16 MeZO at small learning rates; docs/ZO_ENGINE.md).
+
 On a CUDA device each probe L(theta +- eps u) is a CUDA-graph replay over a fixed-shape batch
 (`zo.GraphedProbes`, `static_batches`); `cuda_graphs=False` probes eagerly.
 """
@@ -43,6 +47,8 @@ class ZOTrainer:
                                 options.probed_direction)
         self.state = self.rule.init(params)
         self.lr = make_schedule(options.schedule, lr, options.steps, options.warmup_steps)
+        self.every = check_update_every(options.update_every, options.theta_update)
+        self.pending: list[tuple[zo.ZOEstimate, float]] = []  # deferred (estimate, lr), oldest first
 
     def seeds(self, step: int) -> list[int]:
         return [zo.step_seed(self.options.seed, step, i) for i in range(self.options.q)]
@@ -58,18 +64,50 @@ class ZOTrainer:
                                  two_sided=self.options.two_sided, direction=self.options.direction)
 
     def apply(self, estimate: zo.ZOEstimate, step: int) -> dict[str, float]:
-        """Apply the update (or skip it when a probe's loss was not finite); returns what to log."""
+        """Apply the update, or defer it (`update_every`), or skip it when a probe's loss was not finite;
+        returns what to log."""
         if estimate.skipped:
             return {"skipped": 1}
-        self.state = self.rule.apply(self.params, estimate, self.lr(step), self.state)
+        if self.every == 1:
+            self.state = self.rule.apply(self.params, estimate, self.lr(step), self.state)
+        else:
+            self.pending.append((estimate, self.lr(step)))
+            if len(self.pending) == self.every:
+                self.flush()
         grads = estimate.projected_grads
         return {"projected_grad": sum(grads) / len(grads), "lr": self.lr(step), "seed": estimate.seeds[0]}
 
+    def flush(self) -> None:
+        """Apply the deferred updates in one pass (one stochastic rounding for all of them)."""
+        if self.pending:
+            chained, lr = zo.chain([e for e, _ in self.pending], [lr for _, lr in self.pending])
+            self.state = self.rule.apply(self.params, chained, lr, self.state)
+            self.pending = []
+
     def state_dict(self) -> dict:
-        return self.state.state_dict()
+        pending = [{"seeds": e.seeds, "projected_grads": e.projected_grads, "lr": lr} for e, lr in self.pending]
+        return {**self.state.state_dict(), "pending": pending}
 
     def load_state_dict(self, state: dict) -> None:
+        state = dict(state)
+        pending = state.pop("pending", [])
+        self.pending = [(self._estimate(p["seeds"], p["projected_grads"]), p["lr"]) for p in pending]
         self.state.load_state_dict(state)
+
+    def _estimate(self, seeds: list[int], grads: list[float]) -> zo.ZOEstimate:
+        o = self.options
+        return zo.ZOEstimate(list(seeds), list(grads), [], o.direction, eps=o.eps, two_sided=o.two_sided)
+
+
+def check_update_every(every: int, theta_update: str) -> int:
+    """`update_every`, validated: a positive integer, and > 1 only with ZO-SGD (stateless)."""
+    if not isinstance(every, int) or every < 1:
+        raise ZofoError(f"optim.update_every must be a positive integer, got {every!r}",
+                        "use 1 (no deferral) or e.g. 16")
+    if every > 1 and theta_update != "sgd":
+        raise ZofoError(f"optim.update_every={every} needs optim.theta_update=sgd (got {theta_update!r})",
+                        "set optim.update_every=1 or optim.theta_update=sgd")
+    return every
 
 
 class ZerothOrder(Method):
@@ -98,6 +136,9 @@ class ZerothOrder(Method):
             estimate = self.zo.estimate_at(lambda seed, scale: self.probes(inputs, seed, scale), step)
         logged = self.zo.apply(estimate, step)
         return {"loss": sum(estimate.losses) / max(1, len(estimate.losses)), **logged}
+
+    def flush(self) -> None:
+        self.zo.flush()
 
     def state_dict(self) -> dict:
         return {"zo": self.zo.state_dict()}

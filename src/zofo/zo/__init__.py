@@ -29,7 +29,7 @@ from .directions import (
     step_seed,
     tensor_key,
 )
-from .estimators import ZOEstimate, accumulate, estimate, probe_estimate
+from .estimators import ZOEstimate, accumulate, chain, estimate, probe_estimate
 from .graphs import GraphedProbes
 from .ops import (
     Backend,
@@ -61,6 +61,7 @@ __all__ = [
     "ZOSGD",
     "ZOUpdate",
     "accumulate",
+    "chain",
     "combination",
     "constant",
     "cosine",

@@ -114,6 +114,23 @@ def probe_estimate(
     )
 
 
+def chain(estimates: Sequence[ZOEstimate], lrs: Sequence[float]) -> tuple[ZOEstimate, float]:
+    """One (estimate, lr) whose ZO-SGD update applies each estimate with its own lr, in a single pass.
+
+    For deferred updates (all probed at the same theta): seeds are concatenated and each c rescaled so that
+    lr * c' / q' = lr_e * c / q_e, with lr = sum of lrs (so weight decay is applied to first order too).
+    Under a constant lr the c are unchanged.  Skipped estimates must be left out by the caller.
+    """
+    total, q = math.fsum(lrs), sum(e.q for e in estimates)
+    first = estimates[0]
+    if any(e.direction != first.direction or e.probed != first.probed for e in estimates):
+        raise ValueError("chain: all estimates must share direction, eps and sidedness")
+    grads = [c * (lr / total) * (q / e.q) for e, lr in zip(estimates, lrs, strict=True) for c in e.projected_grads]
+    seeds = [s for e in estimates for s in e.seeds]
+    losses = [v for e in estimates for v in e.losses]
+    return replace(first, seeds=seeds, projected_grads=grads, losses=losses, terms=[]), total
+
+
 def accumulate(estimates: Sequence[ZOEstimate], scale: float = 1.0) -> ZOEstimate:
     """Gradient accumulation over batches probed with the same seeds: c_i = scale * sum_b c_{b,i}.
 

@@ -1,0 +1,85 @@
+"""`update_every`: ZO-SGD's updates of k steps applied together (one rounding), exactly resumable."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.methods.common import build, deployed_loss, snapshot
+from zofo.errors import ZofoError
+
+OPTIONS = dict(lr=1e-2, update_every=4)
+
+
+def test_theta_moves_only_every_k_steps():
+    trainer, _ = build("mezo", **OPTIONS)
+    start = snapshot(trainer.zo.params)
+    for step in range(3):
+        trainer.step(step)
+    assert all(torch.equal(v, start[n]) for n, v in snapshot(trainer.zo.params).items())
+    trainer.step(3)
+    assert any(not torch.equal(v, start[n]) for n, v in snapshot(trainer.zo.params).items())
+    assert trainer.zo.pending == []
+
+
+def test_four_deferred_steps_equal_one_step_of_four_directions():
+    """All k probes are taken at the same theta, so k deferred steps at lr are one step of q = k directions at
+    k * lr (which averages them).  Each deferred step draws its own (reshuffled) batch, so the losses differ
+    by float32 summation order, which the 1 / (2 eps) of the estimate turns into ~1e-6 in theta; the
+    updates themselves move theta by ~1e-1."""
+    deferred, _ = build("mezo", **OPTIONS)
+    for step in range(4):
+        deferred.step(step)
+    single, _ = build("mezo", lr=4e-2, q=4)
+    estimates = [deferred.zo.seeds(step)[0] for step in range(4)]
+    single.zo.seeds = lambda step: estimates  # the same four directions, probed at theta_0
+    single.step(0)
+    a, b = snapshot(deferred.zo.params), snapshot(single.zo.params)
+    assert all(torch.allclose(a[n], b[n], rtol=0, atol=1e-5) for n in a)
+    start, _ = build("mezo")
+    assert max((a[n] - v).abs().max() for n, v in snapshot(start.zo.params).items()) > 1e-2
+
+
+def test_evaluation_sees_the_pending_updates():
+    trainer, encode = build("mezo", **OPTIONS)
+    trainer.step(0)
+    before = snapshot(trainer.zo.params)
+    deployed_loss(trainer, encode)
+    assert trainer.zo.pending == []
+    assert any(not torch.equal(v, before[n]) for n, v in snapshot(trainer.zo.params).items())
+
+
+@pytest.mark.parametrize("method, peft", [("mezo", None), ("bilevel-zofo", "lora")])
+def test_pending_updates_survive_a_checkpoint(method, peft):
+    extra = dict(lr_upper=3e-2, lr_lower=3e-2, lower_steps=2) if method == "bilevel-zofo" else {}
+    straight, _ = build(method, peft or "lora", **OPTIONS, **extra)
+    for step in range(6):
+        straight.step(step)
+    first, _ = build(method, peft or "lora", **OPTIONS, **extra)
+    for step in range(2):
+        first.step(step)
+    state, weights = first.state_dict(), snapshot(first.trainable())
+    second, _ = build(method, peft or "lora", **OPTIONS, **extra)
+    with torch.no_grad():
+        for name, p in second.trainable().items():
+            p.copy_(weights[name])
+    second.load_state_dict(state)
+    second.batches.load_state_dict(first.batches.state_dict())
+    for step in range(2, 6):
+        second.step(step)
+    a, b = snapshot(straight.trainable()), snapshot(second.trainable())
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_bf16_training_with_deferred_updates_lowers_the_loss():
+    trainer, encode = build("mezo", dtype=torch.bfloat16, lr=1e-2, update_every=4)
+    before = deployed_loss(trainer, encode)
+    for step in range(24):
+        trainer.step(step)
+    assert deployed_loss(trainer, encode) < 0.99 * before
+
+
+@pytest.mark.parametrize("bad, rule", [(0, "sgd"), (2, "adam"), (2, "momentum")])
+def test_bad_update_every_is_refused_with_the_fix(bad, rule):
+    with pytest.raises(ZofoError, match="update_every"):
+        build("mezo", lr=1e-2, update_every=bad, theta_update=rule)
