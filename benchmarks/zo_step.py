@@ -9,7 +9,7 @@ CUDA events after warm-up, median of ``--iters``:
 * reference: MeZO as published (torch.normal per tensor after reseeding the global RNG; four
   in-place passes +eps, -2 eps, +eps, update);
 * zofo: ``zo.estimate`` (exact probing, one fused Philox launch per decoder layer) + ``zo.ZOSGD``
-  (one fused SR update launch per dtype);
+  (one fused SR update launch per dtype, along the probed direction: the bf16 default, ``zo.Probed``);
 * zofo+graph: the same probe captured once in a CUDA graph by ``zo.GraphedProbes`` (seed/scale read
   from device tensors) and replayed, as `zofo train` does on CUDA -- removes the per-kernel launch
   cost that dominates small models.
@@ -180,6 +180,10 @@ def micro(n: int = 1_300_000_000 // 2, sweep: bool = True) -> dict[str, float]:
             res[f"update_{tag}"] = timed(
                 lambda k=kind, f=fast, t=t: kernels.update_(x(), 5, seed, coefs, 1.0, k, 0, f, t), 20
             )
+            if t == kernels.TILE[kind]:  # the update along the probed direction (bf16 default, zo.Probed)
+                res[f"update_probed_{tag}"] = timed(
+                    lambda k=kind, f=fast, t=t: kernels.update_(x(), 5, seed, coefs, 1.0, k, 0, f, t, 1e-3, 2), 20
+                )
     return res
 
 
