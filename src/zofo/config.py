@@ -64,7 +64,8 @@ class OptimConfig:
     two_sided: bool = True
     direction: str = "gaussian"         # gaussian | rademacher
     probed_direction: bool = True       # bf16/fp16 theta: update along the direction the probes realised
-    update_every: int = 1               # ZO-SGD: apply theta's updates every k steps in one rounding pass
+    update_every: int = 0               # ZO-SGD: apply theta's updates every k steps in one rounding pass;
+                                        # 0: auto (16 for bf16/fp16 weights, else 1)
     schedule: str = "constant"          # constant | linear | cosine
     warmup_steps: int = 0
     weight_decay: float = 0.0

@@ -79,7 +79,14 @@ def test_bf16_training_with_deferred_updates_lowers_the_loss():
     assert deployed_loss(trainer, encode) < 0.99 * before
 
 
-@pytest.mark.parametrize("bad, rule", [(0, "sgd"), (2, "adam"), (2, "momentum")])
+@pytest.mark.parametrize("dtype, rule, every", [(torch.bfloat16, "sgd", 16), (torch.float32, "sgd", 1),
+                                               (torch.bfloat16, "adam", 1)])
+def test_default_defers_only_low_precision_sgd(dtype, rule, every):
+    trainer, _ = build("mezo", dtype=dtype, lr=1e-2, theta_update=rule)
+    assert trainer.zo.every == every
+
+
+@pytest.mark.parametrize("bad, rule", [(-1, "sgd"), (2, "adam"), (2, "momentum")])
 def test_bad_update_every_is_refused_with_the_fix(bad, rule):
     with pytest.raises(ZofoError, match="update_every"):
         build("mezo", lr=1e-2, update_every=bad, theta_update=rule)

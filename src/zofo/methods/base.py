@@ -40,7 +40,7 @@ class MethodOptions:
     two_sided: bool = True
     direction: str = "gaussian"
     probed_direction: bool = True  # bf16/fp16 theta: update along R(theta +- eps u), not u (zo.Probed)
-    update_every: int = 1          # ZO-SGD: theta's updates applied every k steps, one rounding for k steps
+    update_every: int = 0          # ZO-SGD: theta's updates applied every k steps (0: 16 for bf16/fp16, else 1)
     lam: float = 1e4
     lower_steps: int = 10
     normalize: bool = True

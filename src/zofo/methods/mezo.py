@@ -6,8 +6,9 @@
         theta  <- update(theta, c, u)                                       (ZO-SGD in place by default)
 
 `update_every` k > 1 defers ZO-SGD's update: the (seeds, c) of k steps, all probed at the same theta, are
-applied in one pass with one stochastic rounding, so bf16 weights take k times fewer roundings (the
-rounding noise, not the estimate's, dominates bf16 MeZO at small learning rates; docs/ZO_ENGINE.md).
+applied in one pass with one stochastic rounding, which cuts the rounding noise that bf16 weights add per
+step by about sqrt(k) (at small learning rates it dominates the estimate's own noise; docs/ZO_ENGINE.md).
+The default (0) is 16 for bf16/fp16 weights and 1 otherwise.
 
 On a CUDA device each probe L(theta +- eps u) is a CUDA-graph replay over a fixed-shape batch
 (`zo.GraphedProbes`, `static_batches`); `cuda_graphs=False` probes eagerly.
@@ -47,7 +48,8 @@ class ZOTrainer:
                                 options.probed_direction)
         self.state = self.rule.init(params)
         self.lr = make_schedule(options.schedule, lr, options.steps, options.warmup_steps)
-        self.every = check_update_every(options.update_every, options.theta_update)
+        dtype = next(iter(params.values())).dtype
+        self.every = resolve_update_every(options.update_every, options.theta_update, dtype)
         self.pending: list[tuple[zo.ZOEstimate, float]] = []  # deferred (estimate, lr), oldest first
 
     def seeds(self, step: int) -> list[int]:
@@ -99,11 +101,19 @@ class ZOTrainer:
         return zo.ZOEstimate(list(seeds), list(grads), [], o.direction, eps=o.eps, two_sided=o.two_sided)
 
 
-def check_update_every(every: int, theta_update: str) -> int:
-    """`update_every`, validated: a positive integer, and > 1 only with ZO-SGD (stateless)."""
-    if not isinstance(every, int) or every < 1:
-        raise ZofoError(f"optim.update_every must be a positive integer, got {every!r}",
-                        "use 1 (no deferral) or e.g. 16")
+#: `update_every` chosen for bf16/fp16 weights: closes MeZO's bf16-vs-fp32 gap on SmolLM2 / SST-2 to 1 point
+#: (benchmarks/results/gpu-2026-11-29/mezo_bf16_fix-run8-10; 64 trains as well, 1 loses 2-3 points)
+LOW_PRECISION_UPDATE_EVERY = 16
+
+
+def resolve_update_every(every: int, theta_update: str, dtype: torch.dtype) -> int:
+    """`update_every` validated (> 1 only with ZO-SGD, which is stateless); 0 picks it from the weights' dtype."""
+    if not isinstance(every, int) or every < 0:
+        raise ZofoError(f"optim.update_every must be an integer >= 0, got {every!r}",
+                        "use 0 (auto), 1 (no deferral) or e.g. 16")
+    if every == 0:
+        low = dtype in (torch.bfloat16, torch.float16)
+        return LOW_PRECISION_UPDATE_EVERY if low and theta_update == "sgd" else 1
     if every > 1 and theta_update != "sgd":
         raise ZofoError(f"optim.update_every={every} needs optim.theta_update=sgd (got {theta_update!r})",
                         "set optim.update_every=1 or optim.theta_update=sgd")

@@ -34,6 +34,8 @@ from triton.language.random import uint_to_uniform_float
 from .directions import LANE_B, lanes
 
 GAUSSIAN, RADEMACHER = 0, 1
+# The interpreter truncates float32 -> bf16 where CUDA rounds to nearest even: there it is written out.
+_RTNE_BY_HAND = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
 # Counters per program and warps per kind: fastest of the sweep on the H200 (benchmarks/zo_step.py,
 # 2026-11-29; Gaussian 1024x4 gives 16-byte loads, 8 elements a thread).
 TILE = {GAUSSIAN: (1024, 4), RADEMACHER: (256, 4)}
@@ -100,8 +102,8 @@ def _place(lp, n, start, KIND: tl.constexpr, R: tl.constexpr, ALIGN: tl.constexp
 
 @triton.jit
 def _cast(y, dtype: tl.constexpr):
-    """float32 -> ``dtype``, round to nearest even (written out for bf16: the interpreter truncates)."""
-    if dtype == tl.bfloat16:
+    """float32 -> ``dtype``, round to nearest even (as torch; by hand for bf16 in the interpreter)."""
+    if _RTNE_BY_HAND and dtype == tl.bfloat16:
         bits = y.to(tl.uint32, bitcast=True)
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
         return tl.where(y != y, y, bits.to(tl.float32, bitcast=True)).to(tl.bfloat16)
@@ -209,8 +211,8 @@ def _as_probed(x, u, eps, PROBED: tl.constexpr, dtype: tl.constexpr):
     plus = _cast(eps * u + x, dtype).to(tl.float32)
     if PROBED == 2:
         minus = _cast((-eps) * u + x, dtype).to(tl.float32)
-        return (plus - minus) / (2.0 * eps)
-    return (plus - x) / eps
+        return (plus - minus) * (0.5 / eps)
+    return (plus - x) * (1.0 / eps)
 
 
 @triton.jit

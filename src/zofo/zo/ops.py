@@ -186,12 +186,14 @@ def probed_direction(
     start: int = 0,
     backend: Backend = "auto",
 ) -> Tensor:
-    """v of ``Probed`` (float32), from the very perturbed copies the probes evaluated."""
+    """v of ``Probed`` (float32), from the very perturbed copies the probes evaluated; the 1 / (2 eps) is
+    rounded to float32 as the fused update kernel rounds it."""
+    eps = torch.tensor(probed.eps, dtype=torch.float32)
     plus = perturbed_copy(theta, key, seed, probed.eps, direction, start, backend).float()
     if probed.two_sided:
         minus = perturbed_copy(theta, key, seed, -probed.eps, direction, start, backend).float()
-        return (plus - minus) / (2 * probed.eps)
-    return (plus - theta.float()) / probed.eps
+        return (plus - minus) * (0.5 / eps).to(theta.device)
+    return (plus - theta.float()) * (1.0 / eps).to(theta.device)
 
 
 def _update_kernel_call(
