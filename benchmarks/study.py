@@ -112,7 +112,8 @@ def markdown(rows: list[dict]) -> str:
         overall = f"{statistics.mean(means):.3f}" if len(means) == len(tasks) else "-"
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {overall} |")
     lines += ["", "| method | train seconds (mean) | peak train-step memory MiB (max) | steps (min-max) | "
-              "median seconds / step |", "|---|---|---|---|---|"]
+              "median seconds / step | train loss, last sixth of the steps (mean over seeds) |",
+              "|---|---|---|---|---|---|"]
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
         seconds = statistics.mean(r["result"]["train_seconds"] for r in mine)
@@ -120,8 +121,21 @@ def markdown(rows: list[dict]) -> str:
         steps = [r["result"]["steps"] for r in mine]
         step_seconds = [e["step_seconds"] for r in mine for e in r["log"] if "step_seconds" in e]
         median = f"{statistics.median(step_seconds):.3f}" if step_seconds else "-"
-        lines.append(f"| {method} | {seconds:.1f} | {max(peaks):.0f} | {min(steps)}-{max(steps)} | {median} |")
+        tails = [v for v in (late_train_loss(r) for r in mine) if v is not None]
+        late = f"{statistics.mean(tails):.4f}" if tails else "-"
+        lines.append(f"| {method} | {seconds:.1f} | {max(peaks):.0f} | {min(steps)}-{max(steps)} | {median} | "
+                     f"{late} |")
     return "\n".join(lines) + "\n"
+
+
+def late_train_loss(row: dict) -> float | None:
+    """Mean logged training loss over the last sixth of a run's steps (less noisy than one test accuracy)."""
+    train = [e for e in row["log"] if e.get("phase") == "train" and "loss" in e]
+    if not train:
+        return None
+    last = max(e["step"] for e in train)
+    tail = [e["loss"] for e in train if e["step"] > last * 5 / 6]
+    return statistics.mean(tail) if tail else None
 
 
 def plot_curves(rows: list[dict], target: Path, methods: list[str]) -> None:
