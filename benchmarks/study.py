@@ -7,6 +7,16 @@ A study file (YAML) names the shared settings, the tasks (with their data folder
 its own overrides, e.g. learning rates picked on dev) and the seeds. Every run writes its own folder with
 config.yaml, log.jsonl and result.json; `--aggregate` reads them all and writes one JSON per run, the
 accuracy table (mean +- std over seeds), dev-accuracy-against-wall-clock curves and the memory table.
+
+Grids and templates expand in the YAML: a method with ``grid: {optim.lr: [1.0e-5, 3.0e-5]}`` becomes
+``name@lr1e-05`` and ``name@lr3e-05``; a task with ``templates: [mezo, gpt3]`` becomes ``name@mezo`` and
+``name@gpt3``.  The aggregate then also writes
+* selected.md: per task and method, the grid point with the best mean dev accuracy, and its test accuracy
+  (hyper-parameters chosen on dev only);
+* prompts.md: per method and task, test accuracy per template and its spread (max - min);
+* speedup.md: per task and seed, the wall-clock each curve method needs to reach the reference method's
+  (``--reference``, default mezo) final dev accuracy, and the reference's time over it;
+* pareto.png: wall-clock to that accuracy against peak train-step memory, one point per method.
 """
 
 from __future__ import annotations
@@ -24,11 +34,32 @@ from pathlib import Path
 import yaml
 
 
+def grid_points(method: dict) -> list[dict]:
+    """A method entry with ``grid`` -> one entry per combination, named name@<key><value>..."""
+    grid = method.get("grid") or {}
+    points = [(method["name"], dict(method.get("set", {})))]
+    for key, values in grid.items():
+        short = key.rsplit(".", 1)[-1]
+        points = [(f"{name}{'@' if '@' not in name else '-'}{short}{value}", {**sets, key: value})
+                  for name, sets in points for value in values]
+    return [{**method, "name": name, "set": sets, "grid": None} for name, sets in points]
+
+
+def template_tasks(task: dict) -> list[dict]:
+    """A task entry with ``templates`` -> one entry per template, named name@template."""
+    if not task.get("templates"):
+        return [task]
+    return [{**task, "name": f"{task['name']}@{t}", "set": {**task.get("set", {}), "data.template": t}}
+            for t in task["templates"]]
+
+
 def expand(study: dict, data_root: str) -> list[dict]:
     """One entry per (task, method, seed): its name and its `--set` overrides."""
     runs = []
-    for task in study["tasks"]:
-        for method in study["methods"]:
+    tasks = [t for task in study["tasks"] for t in template_tasks(task)]
+    methods = [m for method in study["methods"] for m in grid_points(method)]
+    for task in tasks:
+        for method in methods:
             for seed in (study.get("seeds", [0]) if method.get("trains", True) else [0]):
                 overrides = {**study.get("common", {}), **task.get("set", {}), **method.get("set", {}),
                              "data.task": task["task"], "train.seed": seed}
@@ -138,6 +169,114 @@ def late_train_loss(row: dict) -> float | None:
     return statistics.mean(tail) if tail else None
 
 
+def base(name: str) -> str:
+    """A grid point's or template's family: the part before '@'."""
+    return name.split("@", 1)[0]
+
+
+def _mean_over_seeds(rows: list[dict], value) -> dict[tuple[str, str], list[float]]:
+    cells: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        cells.setdefault((row["task"], row["method"]), []).append(value(row))
+    return cells
+
+
+def selected_on_dev(rows: list[dict]) -> str:
+    """Per (task, method family): the grid point with the best mean dev accuracy, and its test accuracy."""
+    dev = _mean_over_seeds(rows, lambda r: r["result"]["best_dev"])
+    test = _mean_over_seeds(rows, lambda r: metric_of(r["result"]))
+    best: dict[tuple[str, str], str] = {}
+    for (task, method), values in dev.items():
+        key = (task, base(method))
+        if key not in best or statistics.mean(values) > statistics.mean(dev[(task, best[key])]):
+            best[key] = method
+    lines = ["| task | method | chosen on dev | points in the grid | dev (mean) | test (mean ± std) | seeds |",
+             "|---|---|---|---|---|---|---|"]
+    for (task, family), method in sorted(best.items()):
+        n_points = sum(1 for t, m in dev if t == task and base(m) == family)
+        t = test[(task, method)]
+        std = statistics.pstdev(t) if len(t) > 1 else 0.0
+        lines.append(f"| {task} | {family} | {method} | {n_points} | {statistics.mean(dev[(task, method)]):.3f} | "
+                     f"{statistics.mean(t):.3f} ± {std:.3f} | {len(t)} |")
+    return "\n".join(lines) + "\n"
+
+
+def prompt_spread(rows: list[dict]) -> str:
+    """Per (method, task): test accuracy under each template (mean over seeds) and max - min."""
+    test = _mean_over_seeds(rows, lambda r: metric_of(r["result"]))
+    cells: dict[tuple[str, str], dict[str, float]] = {}
+    for (task, method), values in test.items():
+        if "@" in task:
+            family, template = task.split("@", 1)
+            cells.setdefault((method, family), {})[template] = statistics.mean(values)
+    lines = ["| method | task | test accuracy per template | spread (max - min) |", "|---|---|---|---|"]
+    for (method, task), per in sorted(cells.items()):
+        shown = ", ".join(f"{t} {v:.3f}" for t, v in sorted(per.items()))
+        lines.append(f"| {method} | {task} | {shown} | {max(per.values()) - min(per.values()):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def dev_curve(row: dict) -> list[tuple[float, float]]:
+    """(wall-clock seconds, dev accuracy) of every evaluation of a run."""
+    return [(e["time"], e.get("accuracy", e.get("f1"))) for e in row["log"] if e.get("phase") == "dev"]
+
+
+def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
+    """First wall-clock second at which the dev accuracy reaches ``target`` (None: never)."""
+    return next((t for t, acc in curve if acc >= target - 1e-12), None)
+
+
+def speedups(rows: list[dict], reference: str, methods: list[str]) -> list[dict]:
+    """Per (task, seed, method): seconds to the reference's final dev accuracy and the reference's own time
+    to it (the first evaluation at or above its final value) divided by that."""
+    found = []
+    for ref in (r for r in rows if r["method"] == reference):
+        curve = dev_curve(ref)
+        if not curve:
+            continue
+        target = curve[-1][1]
+        t_ref = time_to(curve, target)
+        for row in rows:
+            if row["task"] == ref["task"] and row["seed"] == ref["seed"] and row["method"] in methods:
+                t = time_to(dev_curve(row), target)
+                found.append({"task": row["task"], "seed": row["seed"], "method": row["method"], "target": target,
+                              "seconds": t, "reference_seconds": t_ref,
+                              "speedup": t_ref / t if t and t_ref else None})
+    return found
+
+
+def speedup_table(found: list[dict], reference: str) -> str:
+    lines = [f"| task | seed | {reference}'s final dev | method | seconds to it | {reference}'s seconds | speed-up |",
+             "|---|---|---|---|---|---|---|"]
+    for f in found:
+        secs = f"{f['seconds']:.0f}" if f["seconds"] is not None else "not reached"
+        gain = f"{f['speedup']:.2f}x" if f["speedup"] else "-"
+        lines.append(f"| {f['task']} | {f['seed']} | {f['target']:.3f} | {f['method']} | {secs} | "
+                     f"{f['reference_seconds']:.0f} | {gain} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_pareto(rows: list[dict], found: list[dict], target: Path) -> None:
+    """Mean seconds to the reference's final dev accuracy against peak train-step memory, one point per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(5.5, 4))
+    for method in sorted({f["method"] for f in found}):
+        times = [f["seconds"] for f in found if f["method"] == method and f["seconds"] is not None]
+        peaks = [r["result"]["peak_memory_mib"].get("train_step", 0.0) for r in rows if r["method"] == method]
+        if times and peaks:
+            axis.scatter(statistics.mean(times), max(peaks))
+            axis.annotate(method, (statistics.mean(times), max(peaks)), fontsize=8)
+    axis.set_xlabel("wall-clock seconds to the reference's final dev accuracy (mean)")
+    axis.set_ylabel("peak train-step memory (MiB)")
+    fig.tight_layout()
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+
+
 def plot_curves(rows: list[dict], target: Path, methods: list[str]) -> None:
     """Dev accuracy against wall-clock seconds, one panel per task, mean curve per method (seed 0 shown)."""
     import matplotlib
@@ -175,7 +314,7 @@ def step_speed(out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def aggregate(out: Path, results: Path, curve_methods: list[str]) -> None:
+def aggregate(out: Path, results: Path, curve_methods: list[str], reference: str = "mezo") -> None:
     rows = load_runs(out)
     results.mkdir(parents=True, exist_ok=True)
     (results / "speed.md").write_text(step_speed(out))
@@ -188,6 +327,15 @@ def aggregate(out: Path, results: Path, curve_methods: list[str]) -> None:
         (results / f"{row['task']}__{row['method']}__s{row['seed']}.json").write_text(json.dumps(slim, indent=1))
     (results / "table.md").write_text(markdown(rows))
     plot_curves(rows, results / "dev_curves.png", curve_methods)
+    if any("@" in r["method"] for r in rows):
+        (results / "selected.md").write_text(selected_on_dev(rows))
+    if any("@" in r["task"] for r in rows):
+        (results / "prompts.md").write_text(prompt_spread(rows))
+    found = speedups(rows, reference, curve_methods)
+    if found:
+        (results / "speedup.md").write_text(speedup_table(found, reference))
+        (results / "speedup.json").write_text(json.dumps(found, indent=1))
+        plot_pareto(rows, found, results / "pareto.png")
     print(markdown(rows))
 
 
@@ -202,10 +350,11 @@ def main() -> None:
     parser.add_argument("--aggregate", type=Path, default=None, help="aggregate the runs in this folder")
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/study"))
     parser.add_argument("--curves", default="mezo,zo-lora,bilevel-zofo-lora",
-                        help="methods drawn in the dev-against-wall-clock plot")
+                        help="methods drawn in the dev-against-wall-clock plot (and timed in speedup.md)")
+    parser.add_argument("--reference", default="mezo", help="the method whose final dev accuracy is the target")
     args = parser.parse_args()
     if args.aggregate:
-        aggregate(args.aggregate, args.results, args.curves.split(","))
+        aggregate(args.aggregate, args.results, args.curves.split(","), args.reference)
     else:
         run_study(args.study, args.out, args.parallel, args.data_root, args.only, args.seeds)
 

@@ -1,0 +1,62 @@
+"""benchmarks/study.py: grid and template expansion, dev-only selection, prompt spread, time-to-target."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks import study
+
+
+def fake_run(out: Path, task: str, method: str, seed: int, dev: list[tuple[float, float]], test: float,
+             peak: float = 500.0) -> None:
+    """A finished run folder: result.json and a log with the given (seconds, dev accuracy) evaluations."""
+    folder = out / f"{task}__{method}__s{seed}"
+    folder.mkdir(parents=True)
+    log = [{"phase": "train", "step": s, "loss": 1.0 / s, "step_seconds": 0.1, "time": s / 10} for s in (1, 2, 3)]
+    log += [{"phase": "dev", "step": i, "time": t, "accuracy": a} for i, (t, a) in enumerate(dev)]
+    (folder / "log.jsonl").write_text("\n".join(json.dumps(e) for e in log))
+    (folder / "result.json").write_text(json.dumps({
+        "test": {"accuracy": test, "n": 100}, "best_dev": max(a for _, a in dev), "steps": 3,
+        "train_seconds": dev[-1][0], "peak_memory_mib": {"train_step": peak}, "config": {}}))
+
+
+def test_grids_and_templates_expand_into_named_runs():
+    spec = {"tasks": [{"name": "rte", "task": "rte", "data": "RTE", "templates": ["mezo", "gpt3"]}],
+            "methods": [{"name": "mezo", "set": {"train.method": "mezo"},
+                         "grid": {"optim.lr": [1e-5, 3e-5], "optim.eps": [1e-3]}}],
+            "seeds": [0, 1]}
+    runs = study.expand(spec, "DATA")
+    assert len(runs) == 2 * 2 * 2
+    names = {r["name"] for r in runs}
+    assert "rte@gpt3__mezo@lr1e-05-eps0.001__s1" in names
+    run = next(r for r in runs if r["name"] == "rte@gpt3__mezo@lr3e-05-eps0.001__s0")
+    assert run["overrides"]["optim.lr"] == 3e-5 and run["overrides"]["data.template"] == "gpt3"
+    assert run["overrides"]["data.data"] == str(Path("DATA") / "RTE") and run["overrides"]["train.seed"] == 0
+
+
+def test_aggregate_selects_on_dev_and_times_the_reference(tmp_path):
+    runs = tmp_path / "runs"
+    # the lr with the better dev accuracy has the worse test accuracy: selection must follow dev
+    fake_run(runs, "sst2", "mezo@lr1e-05", 0, [(0, 0.5), (100, 0.60), (200, 0.70)], test=0.60)
+    fake_run(runs, "sst2", "mezo@lr3e-05", 0, [(0, 0.5), (100, 0.65), (200, 0.68)], test=0.75)
+    fake_run(runs, "sst2", "mezo", 0, [(0, 0.5), (100, 0.66), (200, 0.69), (300, 0.69)], test=0.70, peak=600)
+    fake_run(runs, "sst2", "bilevel", 0, [(0, 0.5), (50, 0.72), (400, 0.80)], test=0.80, peak=900)
+    fake_run(runs, "sst2", "zo-lora", 0, [(0, 0.5), (300, 0.60)], test=0.60, peak=400)
+    study.aggregate(runs, tmp_path / "res", ["mezo", "bilevel", "zo-lora"])
+    selected = (tmp_path / "res" / "selected.md").read_text()
+    assert "| sst2 | mezo | mezo@lr1e-05 | 3 | 0.700 | 0.600 ± 0.000 | 1 |" in selected
+    found = {f["method"]: f for f in json.loads((tmp_path / "res" / "speedup.json").read_text())}
+    assert found["mezo"]["reference_seconds"] == 200 and found["mezo"]["target"] == 0.69
+    assert found["bilevel"]["seconds"] == 50 and found["bilevel"]["speedup"] == 4.0
+    assert found["zo-lora"]["seconds"] is None and "not reached" in (tmp_path / "res" / "speedup.md").read_text()
+    assert (tmp_path / "res" / "pareto.png").stat().st_size > 5_000
+
+
+def test_prompt_spread_over_templates(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, (a, b) in enumerate([(0.70, 0.60), (0.74, 0.58)]):
+        fake_run(runs, "rte@mezo", "mezo", seed, [(0, 0.5), (10, 0.6)], test=a)
+        fake_run(runs, "rte@gpt3", "mezo", seed, [(0, 0.5), (10, 0.6)], test=b)
+    study.aggregate(runs, tmp_path / "res", ["mezo"])
+    assert "| mezo | rte | gpt3 0.590, mezo 0.720 | 0.130 |" in (tmp_path / "res" / "prompts.md").read_text()
