@@ -143,8 +143,8 @@ def markdown(rows: list[dict]) -> str:
         overall = f"{statistics.mean(means):.3f}" if len(means) == len(tasks) else "-"
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {overall} |")
     lines += ["", "| method | train seconds (mean) | peak train-step memory MiB (max) | steps (min-max) | "
-              "median seconds / step | train loss, last sixth of the steps (mean over seeds) |",
-              "|---|---|---|---|---|---|"]
+              "median seconds / step | train loss, last sixth of the steps (mean over seeds) | "
+              "sequences forward / backward, thousands (mean) |", "|---|---|---|---|---|---|---|"]
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
         seconds = statistics.mean(r["result"]["train_seconds"] for r in mine)
@@ -155,8 +155,17 @@ def markdown(rows: list[dict]) -> str:
         tails = [v for v in (late_train_loss(r) for r in mine) if v is not None]
         late = f"{statistics.mean(tails):.4f}" if tails else "-"
         lines.append(f"| {method} | {seconds:.1f} | {max(peaks):.0f} | {min(steps)}-{max(steps)} | {median} | "
-                     f"{late} |")
+                     f"{late} | {passes(mine)} |")
     return "\n".join(lines) + "\n"
+
+
+def passes(rows: list[dict]) -> str:
+    """Mean sequences through the model forward / backward in training (result.json's work), in thousands."""
+    work = [r["result"]["work"] for r in rows if "work" in r["result"]]
+    if not work:
+        return "-"
+    fwd, bwd = (statistics.mean(w[k] for w in work) / 1000 for k in ("forward_rows", "backward_rows"))
+    return f"{fwd:.1f} / {bwd:.1f}"
 
 
 def late_train_loss(row: dict) -> float | None:

@@ -18,7 +18,8 @@ def fake_run(out: Path, task: str, method: str, seed: int, dev: list[tuple[float
     (folder / "log.jsonl").write_text("\n".join(json.dumps(e) for e in log))
     (folder / "result.json").write_text(json.dumps({
         "test": {"accuracy": test, "n": 100}, "best_dev": max(a for _, a in dev), "steps": 3,
-        "train_seconds": dev[-1][0], "peak_memory_mib": {"train_step": peak}, "config": {}}))
+        "train_seconds": dev[-1][0], "peak_memory_mib": {"train_step": peak}, "config": {},
+        "work": {"forward_rows": 3000 * (seed + 1), "backward_rows": 0}}))
 
 
 def test_grids_and_templates_expand_into_named_runs():
@@ -51,6 +52,7 @@ def test_aggregate_selects_on_dev_and_times_the_reference(tmp_path):
     assert found["bilevel"]["seconds"] == 50 and found["bilevel"]["speedup"] == 4.0
     assert found["zo-lora"]["seconds"] is None and "not reached" in (tmp_path / "res" / "speedup.md").read_text()
     assert (tmp_path / "res" / "pareto.png").stat().st_size > 5_000
+    assert "| 3.0 / 0.0 |" in (tmp_path / "res" / "table.md").read_text()  # sequences forward / backward
 
 
 def test_prompt_spread_over_templates(tmp_path):

@@ -26,13 +26,14 @@ def tiny_run(model_dir, shared_data, out, *extra):
 def test_resume_is_bit_identical(tmp_path, tiny_model_dir, shared_data, method):
     straight = tiny_run(tiny_model_dir, shared_data, tmp_path / "straight", f"train.method={method}",
                         "train.steps=6")
-    api.train(straight)
+    straight_result = api.train(straight)
     first_half = tiny_run(tiny_model_dir, shared_data, tmp_path / "resumed", f"train.method={method}",
                           "train.steps=3")
     api.train(first_half)
     second_half = tiny_run(tiny_model_dir, shared_data, tmp_path / "resumed", f"train.method={method}",
                            "train.steps=6", f"train.resume={tmp_path / 'resumed' / 'checkpoint'}")
-    api.train(second_half)
+    second_result = api.train(second_half)
+    assert second_result["work"] == straight_result["work"] and straight_result["work"]["forward_rows"] > 0
     a = load_file(str(tmp_path / "straight" / "checkpoint" / "weights.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "checkpoint" / "weights.safetensors"))
     assert a.keys() == b.keys()

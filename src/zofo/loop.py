@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from zofo.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from zofo.logs import PeakMemory, RunLogger
 from zofo.methods.base import Method
+from zofo.work import WorkCounter
 
 
 @dataclass
@@ -33,6 +34,8 @@ class LoopState:
     best_step: int = -1
     elapsed: float = 0.0
     skipped_steps: int = 0
+    forward_rows: int = 0      # sequences through the model in training steps (zofo.work)
+    backward_rows: int = 0     # ... of them back-propagated
 
 
 def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, settings: LoopSettings,
@@ -42,11 +45,15 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
         _evaluate(method, evaluate_dev, run_dir, settings, logger, memory, state)
     bar = tqdm(total=settings.steps, initial=state.step, disable=not settings.progress, desc="train",
                dynamic_ncols=True)
+    counter = WorkCounter(method.model)
+    counter.work.forward_rows, counter.work.backward_rows = state.forward_rows, state.backward_rows
     for step in range(state.step, settings.steps):
-        with memory.phase("train_step"):
+        with memory.phase("train_step"), counter.counting():
             start = time.perf_counter()
             metrics = method.step(step)
             seconds = time.perf_counter() - start
+        counter.add_replayed(int(metrics.pop("replayed_rows", 0)))
+        state.forward_rows, state.backward_rows = counter.work.forward_rows, counter.work.backward_rows
         state.step = step + 1
         state.skipped_steps += int(metrics.get("skipped", 0))
         bar.update(1)
@@ -64,6 +71,7 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
         if out_of_time:
             break
     bar.close()
+    counter.close()
     method.flush()  # the weights a run ends with include every update it made
     return state
 

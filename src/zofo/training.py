@@ -117,6 +117,7 @@ class Run:
                   "test": test, "best_dev": state.best_metric if method.trains else None,
                   "best_step": state.best_step, "steps": state.step, "train_seconds": round(seconds, 2),
                   "skipped_steps": state.skipped_steps, "peak_memory_mib": memory.peaks,
+                  "work": {"forward_rows": state.forward_rows, "backward_rows": state.backward_rows},
                   "run_dir": str(self.run_dir), "config": asdict(self.cfg)}
         (self.run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
         return result

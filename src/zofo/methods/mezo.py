@@ -141,11 +141,14 @@ class ZerothOrder(Method):
         batch = self.batches.next("train")
         if self.probes is None:
             estimate = self.zo.estimate(lambda: batch_loss(self.model, batch, self.objective), step)
+            replayed = 0
         else:
-            inputs = to_static(batch).tensors()
+            static = to_static(batch)
+            inputs = static.tensors()
             estimate = self.zo.estimate_at(lambda seed, scale: self.probes(inputs, seed, scale), step)
+            replayed = static.input_ids.shape[0] * len(estimate.losses) if self.probes.capture else 0
         logged = self.zo.apply(estimate, step)
-        return {"loss": sum(estimate.losses) / max(1, len(estimate.losses)), **logged}
+        return {"loss": sum(estimate.losses) / max(1, len(estimate.losses)), "replayed_rows": replayed, **logged}
 
     def flush(self) -> None:
         self.zo.flush()
