@@ -35,12 +35,14 @@ import yaml
 
 
 def grid_points(method: dict) -> list[dict]:
-    """A method entry with ``grid`` -> one entry per combination, named name@<key><value>..."""
+    """A method entry with ``grid`` -> one entry per combination, named name@<key><value>...; a grid key
+    "a.x,b.y" sets both keys to each value (e.g. tied upper and lower learning rates)."""
     grid = method.get("grid") or {}
     points = [(method["name"], dict(method.get("set", {})))]
     for key, values in grid.items():
-        short = key.rsplit(".", 1)[-1]
-        points = [(f"{name}{'@' if '@' not in name else '-'}{short}{value}", {**sets, key: value})
+        keys = key.split(",")
+        short = keys[0].rsplit(".", 1)[-1]
+        points = [(f"{name}{'@' if '@' not in name else '-'}{short}{value}", {**sets, **dict.fromkeys(keys, value)})
                   for name, sets in points for value in values]
     return [{**method, "name": name, "set": sets, "grid": None} for name, sets in points]
 

@@ -25,14 +25,15 @@ def fake_run(out: Path, task: str, method: str, seed: int, dev: list[tuple[float
 def test_grids_and_templates_expand_into_named_runs():
     spec = {"tasks": [{"name": "rte", "task": "rte", "data": "RTE", "templates": ["mezo", "gpt3"]}],
             "methods": [{"name": "mezo", "set": {"train.method": "mezo"},
-                         "grid": {"optim.lr": [1e-5, 3e-5], "optim.eps": [1e-3]}}],
+                         "grid": {"optim.lr": [1e-5, 3e-5], "optim.lr_upper,optim.lr_lower": [1e-3]}}],
             "seeds": [0, 1]}
     runs = study.expand(spec, "DATA")
     assert len(runs) == 2 * 2 * 2
     names = {r["name"] for r in runs}
-    assert "rte@gpt3__mezo@lr1e-05-eps0.001__s1" in names
-    run = next(r for r in runs if r["name"] == "rte@gpt3__mezo@lr3e-05-eps0.001__s0")
+    assert "rte@gpt3__mezo@lr1e-05-lr_upper0.001__s1" in names
+    run = next(r for r in runs if r["name"] == "rte@gpt3__mezo@lr3e-05-lr_upper0.001__s0")
     assert run["overrides"]["optim.lr"] == 3e-5 and run["overrides"]["data.template"] == "gpt3"
+    assert run["overrides"]["optim.lr_upper"] == run["overrides"]["optim.lr_lower"] == 1e-3  # one key, two settings
     assert run["overrides"]["data.data"] == str(Path("DATA") / "RTE") and run["overrides"]["train.seed"] == 0
 
 
