@@ -1,11 +1,11 @@
-"""benchmarks/study.py: grid and template expansion, dev-only selection, prompt spread, time-to-target."""
+"""benchmarks/study.py and study_report.py: grids, templates, dev-only selection, prompt spread, time-to-target."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from benchmarks import study
+from benchmarks import study, study_report
 
 
 def fake_run(out: Path, task: str, method: str, seed: int, dev: list[tuple[float, float]], test: float,
@@ -45,7 +45,7 @@ def test_aggregate_selects_on_dev_and_times_the_reference(tmp_path):
     fake_run(runs, "sst2", "mezo", 0, [(0, 0.5), (100, 0.66), (200, 0.69), (300, 0.69)], test=0.70, peak=600)
     fake_run(runs, "sst2", "bilevel", 0, [(0, 0.5), (50, 0.72), (400, 0.80)], test=0.80, peak=900)
     fake_run(runs, "sst2", "zo-lora", 0, [(0, 0.5), (300, 0.60)], test=0.60, peak=400)
-    study.aggregate(runs, tmp_path / "res", ["mezo", "bilevel", "zo-lora"])
+    study_report.aggregate(runs, tmp_path / "res", ["mezo", "bilevel", "zo-lora"])
     selected = (tmp_path / "res" / "selected.md").read_text()
     assert "| sst2 | mezo | mezo@lr1e-05 | 3 | 0.700 | 0.600 ± 0.000 | 1 |" in selected
     found = {f["method"]: f for f in json.loads((tmp_path / "res" / "speedup.json").read_text())}
@@ -61,5 +61,5 @@ def test_prompt_spread_over_templates(tmp_path):
     for seed, (a, b) in enumerate([(0.70, 0.60), (0.74, 0.58)]):
         fake_run(runs, "rte@mezo", "mezo", seed, [(0, 0.5), (10, 0.6)], test=a)
         fake_run(runs, "rte@gpt3", "mezo", seed, [(0, 0.5), (10, 0.6)], test=b)
-    study.aggregate(runs, tmp_path / "res", ["mezo"])
+    study_report.aggregate(runs, tmp_path / "res", ["mezo"])
     assert "| mezo | rte | gpt3 0.590, mezo 0.720 | 0.130 |" in (tmp_path / "res" / "prompts.md").read_text()
