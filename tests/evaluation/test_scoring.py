@@ -101,3 +101,18 @@ def test_peft_models_score_and_backpropagate(tokenizer, new_model, kind):
     with torch.no_grad():
         single = candidate_scores(model, encode_candidates(tokenizer, EXAMPLES[1:2]))
     assert single[0] == pytest.approx(scores[1].detach(), abs=1e-5)
+
+
+def test_rows_are_the_tokenized_prompt_and_candidate_every_time(tokenizer):
+    """Row r holds split_tokens(prompt, candidate) then padding, its last len(answer) tokens targeted; the
+    second encoding (served by the row cache) is identical to the first."""
+    first, second = encode_candidates(tokenizer, EXAMPLES), encode_candidates(tokenizer, EXAMPLES)
+    for name in ("input_ids", "attention_mask", "target_mask"):
+        assert torch.equal(getattr(first, name), getattr(second, name))
+    rows = [(e.prompt, c) for e in EXAMPLES for c in e.candidates]
+    for r, (prompt, candidate) in enumerate(rows):
+        context, answer = split_tokens(tokenizer, prompt, candidate)
+        n = len(context) + len(answer)
+        assert first.input_ids[r, :n].tolist() == context + answer
+        assert (first.input_ids[r, n:] == tokenizer.pad_token_id).all()
+        assert first.target_mask[r].sum() == len(answer) and first.target_mask[r, n - len(answer):n].all()
