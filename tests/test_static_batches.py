@@ -55,3 +55,17 @@ def test_shape_is_bucketed_and_a_function_of_the_batch_alone(tokenizer):
     assert static.candidate_mask.tolist() == [[True, True, False], [True, True, True], [True, True, False],
                                               [True, True, False]]
     assert static.answer_mask.sum().item() == batch.target_mask.sum().item()
+
+
+def test_host_sizes_give_the_layout_the_device_sizes_give(tokenizer):
+    """encode_candidates records the longest answer and most candidates on the host, so to_static needs no
+    device sync; the layout equals the one read back from the device."""
+    import dataclasses
+
+    batch = encode_candidates(tokenizer, EXAMPLES)
+    assert batch.longest_answer == int(batch.target_mask.sum(1).max())
+    assert batch.most_candidates == int(batch.n_candidates.max())
+    assert batch.to("cpu").longest_answer == batch.longest_answer
+    unknown = dataclasses.replace(batch, longest_answer=None, most_candidates=None)
+    a, b = to_static(batch).tensors(), to_static(unknown).tensors()
+    assert all(torch.equal(a[k], b[k]) for k in a)

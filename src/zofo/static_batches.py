@@ -44,12 +44,16 @@ def round_up(n: int, multiple: int) -> int:
 
 def to_static(batch: CandidateBatch, width_multiple: int = 64, answer_multiple: int = 8) -> StaticBatch:
     """`batch` on the grid, its width rounded up to `width_multiple` and its answer columns to
-    `answer_multiple` (one host sync, for the longest answer and the most candidates)."""
+    `answer_multiple`; no host sync when the batch carries its longest answer and most candidates (as
+    `encode_candidates` makes it), else one."""
     device = batch.input_ids.device
     rows, width = batch.input_ids.shape
     lengths = batch.attention_mask.sum(1)
     n_answer = batch.target_mask.sum(1)
-    longest_answer, n_candidates = torch.stack([n_answer.max(), batch.n_candidates.max()]).tolist()
+    if batch.longest_answer is not None and batch.most_candidates is not None:
+        longest_answer, n_candidates = batch.longest_answer, batch.most_candidates
+    else:
+        longest_answer, n_candidates = torch.stack([n_answer.max(), batch.n_candidates.max()]).tolist()
     examples = batch.labels.shape[0]
     grid_width = round_up(width, width_multiple)
     answer = round_up(max(1, longest_answer), answer_multiple)

@@ -30,9 +30,12 @@ class CandidateBatch:
     row_candidate: Tensor
     labels: Tensor
     n_candidates: Tensor
+    longest_answer: int | None = None   # host copies of max(candidate tokens) and max(n_candidates), so that
+    most_candidates: int | None = None  # a fixed-shape layout needs no device sync (None: not known)
 
     def to(self, device: torch.device | str) -> CandidateBatch:
-        return CandidateBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        return CandidateBatch(**{k: v.to(device) if isinstance(v, Tensor) else v for k, v in moved.items()})
 
 
 def example_candidates(example: Example) -> tuple[tuple[str, ...], int]:
@@ -105,7 +108,7 @@ def encode_candidates(tokenizer, examples: Sequence[Example], max_length: int = 
     attention_mask = (cols < ends).long()
     target_mask = ((cols >= ends - n_answers) & (cols < ends)).long()
     return CandidateBatch(input_ids, attention_mask, target_mask, _long(row_example), _long(row_candidate),
-                          _long(labels), _long(counts))
+                          _long(labels), _long(counts), max(lengths), max(counts))
 
 
 def token_logprobs(model, batch: CandidateBatch) -> tuple[Tensor, Tensor]:
