@@ -38,19 +38,21 @@ ROUNDED: dict[str, Callable[[torch.Tensor], bool]] = {
 }
 
 
-def projected_grads(model, theta, batch, seeds, eps, direction, rounded) -> list[float]:
-    """c per seed with the probed weights theta +- eps u, rounded to bf16 where `rounded(param)`."""
-    out = []
+def projected_grads(model, theta, batch, seeds, eps, direction) -> dict[str, list[float]]:
+    """c per seed for every variant of ROUNDED: the probed weights theta +- eps u, rounded to bf16 where the
+    variant says so (u drawn once per seed, shared by the variants)."""
+    out: dict[str, list[float]] = {name: [] for name in ROUNDED}
     for seed in seeds:
         u = {n: zo.direction_like(t, seed, zo.tensor_key(n), direction) for n, t in theta.items()}
-        losses = []
-        for sign in (1.0, -1.0):
-            with torch.no_grad():
-                for name, p in model.named_parameters():
-                    w = theta[name] + sign * eps * u[name]
-                    p.copy_(w.bfloat16().float() if rounded(p) else w)
-                losses.append(batch_loss(model, batch, "ce").item())
-        out.append((losses[0] - losses[1]) / (2 * eps))
+        for name, rounded in ROUNDED.items():
+            losses = []
+            for sign in (1.0, -1.0):
+                with torch.no_grad():
+                    for pname, p in model.named_parameters():
+                        w = theta[pname] + sign * eps * u[pname]
+                        p.copy_(w.bfloat16().float() if rounded(p) else w)
+                    losses.append(batch_loss(model, batch, "ce").item())
+            out[name].append((losses[0] - losses[1]) / (2 * eps))
     return out
 
 
@@ -81,8 +83,7 @@ def main() -> None:
     seeds = [zo.step_seed(0, i) for i in range(args.seeds)]
     rows = []
     for eps in args.eps:
-        grads = {name: projected_grads(model, theta, batch, seeds, eps, args.direction, rounded)
-                 for name, rounded in ROUNDED.items()}
+        grads = projected_grads(model, theta, batch, seeds, eps, args.direction)
         if args.bf16_forward:
             grads["bf16 model (bf16 forward)"] = bf16_forward_grads(args.model, batch, seeds, eps, args.direction)
         exact = grads["exact"]
