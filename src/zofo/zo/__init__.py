@@ -18,7 +18,8 @@ so a run is replayable from its seeds and projected gradients, on any device and
 On CUDA, ``GraphedProbes`` replays a probe as one CUDA graph per input shape (``probe_estimate`` takes it
 in place of ``estimate``'s loss function). For bf16/fp16 weights the update rules move along the direction
 the probes realised (``Probed``), and ``chain`` merges several steps' estimates into one update (one
-stochastic rounding for all of them: ``update_every`` in the methods).  Only torch is imported here; Triton kernels load lazily on CUDA.
+stochastic rounding for all of them: ``update_every`` in the methods).  Only torch is imported here;
+Triton kernels load lazily on CUDA.
 """
 
 from .directions import (
