@@ -79,3 +79,14 @@ def test_lane_layout(direction):
     else:
         want = ((px.randint4x(pseed, counter)[0] >> lane) & 1).float() * 2 - 1
     assert torch.equal(whole[e], want)
+
+
+@pytest.mark.parametrize("b", [px.PHILOX_A, px.PHILOX_B, 0x7FEB352D, 0xFFFFFFFF])
+def test_mulhilo_against_python_integers(b):
+    """The int64 tensor arithmetic (wrapping low word, high word from 16-bit halves) equals exact integer
+    arithmetic, including the largest words."""
+    a = torch.cat([torch.tensor([0, 1, 0xFFFF, 0x10000, 2**31 - 1, 2**31, 2**32 - 1]),
+                   torch.randint(0, 2**32, (2000,), generator=torch.Generator().manual_seed(0))])
+    hi, lo = px._mulhilo(a, b)
+    assert hi.tolist() == [(int(v) * b) >> 32 for v in a]
+    assert lo.tolist() == [(int(v) * b) & 0xFFFFFFFF for v in a]

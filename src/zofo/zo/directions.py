@@ -35,7 +35,12 @@ from . import philox as px
 Direction = Literal["gaussian", "rademacher"]
 DIRECTIONS: tuple[str, ...] = ("gaussian", "rademacher")
 LANE_B = 1024  # counters per super-block row: part of u's definition (see above)
-_CHUNK = 1 << 20  # Philox counters generated at once on the torch path (bounds temporary memory)
+_CHUNK = 1 << 20  # Philox counters generated at once on the torch path (bounds temporary memory) ...
+_CPU_CHUNK = 1 << 18  # ... and on a CPU, where temporaries that stay in cache run 1.3x faster
+
+
+def _chunk(device: torch.device) -> int:
+    return _CPU_CHUNK if device.type == "cpu" else _CHUNK
 _MASK64 = (1 << 64) - 1
 
 
@@ -93,7 +98,7 @@ def _slice(pseed: int, start: int, end: int, direction: str, device: torch.devic
     """u[start:end] for one Philox key, generated a bounded number of super-blocks at a time."""
     sbn = lanes(direction) * LANE_B
     s0, s1 = start // sbn, (end + sbn - 1) // sbn
-    step = max(1, _CHUNK // LANE_B)
+    step = max(1, _chunk(device) // LANE_B)
     parts = []
     for a in range(s0, s1, step):
         b = min(a + step, s1)
@@ -132,7 +137,7 @@ def direction_group(
     device, sbn = torch.device(device), lanes(direction) * LANE_B
     starts = starts or [0] * len(keys)
     spans = [(s // sbn, (s + n + sbn - 1) // sbn) for s, n in zip(starts, numels, strict=True)]
-    if sum(b - a for a, b in spans) * LANE_B > _CHUNK:  # large tensors: bounded memory, per tensor
+    if sum(b - a for a, b in spans) * LANE_B > _chunk(device):  # large tensors: bounded memory, per tensor
         return [
             direction_slice(seed, k, s, s + n, direction, device)
             for k, s, n in zip(keys, starts, numels, strict=True)

@@ -1,0 +1,52 @@
+"""Nanoseconds per element to draw u on the torch path (the CPU's only path), Gaussian and Rademacher.
+
+    PYTHONPATH=src python benchmarks/directions_cpu.py [--elements 4000000] [--out DIR]
+
+One float32 tensor of --elements, ``zo.direction_like`` after one warm-up draw, mean of 3 draws (distinct
+seeds); torch.randn of the same size for scale.  Writes directions_cpu.json and .md under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from zofo import zo
+
+
+def ns_per_element(draw, n: int, repeats: int = 3) -> float:
+    draw(0)
+    start = time.perf_counter()
+    for i in range(repeats):
+        draw(i + 1)
+    return (time.perf_counter() - start) / repeats / n * 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--elements", type=int, default=4_000_000)
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
+    args = ap.parse_args()
+    x = torch.empty(args.elements)
+    rows = {d: ns_per_element(lambda s, d=d: zo.direction_like(x, s, 3, d), args.elements) for d in zo.DIRECTIONS}
+    rows["torch.randn"] = ns_per_element(lambda s: torch.randn(args.elements), args.elements)
+    result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "threads": torch.get_num_threads(),
+              "elements": args.elements, "ns_per_element": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "directions_cpu.json").write_text(json.dumps(result, indent=1))
+    lines = ["# Drawing u on the CPU (torch path)", "",
+             f"`PYTHONPATH=src python benchmarks/directions_cpu.py {' '.join(os.sys.argv[1:])}`  ",
+             f"{result['date']}, {result['threads']} threads, {args.elements} elements", "",
+             "| draw | ns / element |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in rows.items()]
+    (args.out / "directions_cpu.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
