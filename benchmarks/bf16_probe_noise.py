@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--data", required=True, help="SST-2 folder (GLUE tsv)")
     ap.add_argument("--eps", type=float, nargs="+", default=[1e-3])
-    ap.add_argument("--direction", default="rademacher", help="rademacher is ~15x faster to draw on CPU")
+    ap.add_argument("--direction", default="rademacher", help="rademacher is ~5x faster to draw on CPU")
     ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--bf16-forward", action="store_true")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
