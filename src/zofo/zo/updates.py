@@ -7,7 +7,7 @@ The gradient estimate is g = (1/q) sum_i c_i u_i, regenerated from the seeds ten
 * ``ZOMomentum``: m <- beta m + g; theta <- R((1 - lr*wd) theta - lr m).  One float32 buffer:
   +4 bytes per parameter (+ a float32 temporary of one tensor).
 * ``ZOAdam`` (the paper's setting): AdamW with bias correction on g.  Two float32 buffers: +8 bytes
-  per parameter (+ one tensor's float32 temporary); for a bf16 model that is 5x the weights.
+  per parameter (+ one tensor's float32 temporary); for a bf16 model that is 4x the weights (5x with them).
 
 R is stochastic rounding for bf16/fp16 weights (unbiased: E[R(x)] = x, so sub-ulp updates survive on
 average), a plain cast for fp32.  Its bits are a function of (seeds[0], tensor key, element).
