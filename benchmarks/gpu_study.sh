@@ -4,7 +4,7 @@
 # Converts the GGUF once to /root/smol, then runs the studies and the no-training baselines side by side.
 # BASELINES=SECONDS also runs benchmarks/eval_baselines.py (BASELINE_TASKS: its --tasks; default all);
 # BASELINE_BATCH: its --batch-size (default 8). BENCH=1 first runs the speed benchmarks (train_step.py,
-# zo_step.py) alone. PARALLEL: training processes per study at once (default 12). Sharing adds no throughput
+# zo_step.py) alone; PROFILE=1 first profiles the graphed OPT-1.3B ZO step (profile_step.py, both directions). PARALLEL: training processes per study at once (default 12). Sharing adds no throughput
 # once one run fills the GPU (fp32 on long rows: docs/RESULTS.md section 4); it only equalises wall-clock.
 set -u
 out=$1; shift
@@ -16,6 +16,12 @@ if [ -n "${BENCH:-}" ]; then  # speed first, alone on the GPU; results travel ba
     > runs/bench/train_step.log 2>&1
   python3 benchmarks/zo_step.py --iters 15 --smollm2 /root/smol --out runs/bench > runs/bench/zo_step.log 2>&1
   tail -n 12 runs/bench/*.md
+fi
+if [ -n "${PROFILE:-}" ]; then  # where the graphed step's time goes, alone on the GPU
+  for d in gaussian rademacher; do
+    python3 benchmarks/profile_step.py --direction $d --out runs/bench/profile-$d > runs/bench/profile-$d.log 2>&1
+    cat runs/bench/profile-$d/profile_step.md
+  done
 fi
 for study in "$@"; do
   name=$(basename "$study" .yaml)
