@@ -24,6 +24,7 @@ from zofo.methods.base import Method, MethodOptions, batch_loss, make_schedule
 from zofo.objectives import example_losses
 from zofo.registry import METHODS
 from zofo.static_batches import StaticBatch, static_scores, to_static
+from zofo.zo.rounding import LOW_PRECISION
 
 UPDATE_RULES = {"sgd": zo.ZOSGD, "momentum": zo.ZOMomentum, "adam": zo.ZOAdam}
 
@@ -112,8 +113,7 @@ def resolve_update_every(every: int, theta_update: str, dtype: torch.dtype) -> i
         raise ZofoError(f"optim.update_every must be an integer >= 0, got {every!r}",
                         "use 0 (auto), 1 (no deferral) or e.g. 16")
     if every == 0:
-        low = dtype in (torch.bfloat16, torch.float16)
-        return LOW_PRECISION_UPDATE_EVERY if low and theta_update == "sgd" else 1
+        return LOW_PRECISION_UPDATE_EVERY if dtype in LOW_PRECISION and theta_update == "sgd" else 1
     if every > 1 and theta_update != "sgd":
         raise ZofoError(f"optim.update_every={every} needs optim.theta_update=sgd (got {theta_update!r})",
                         "set optim.update_every=1 or optim.theta_update=sgd")

@@ -16,10 +16,9 @@ import torch
 from torch import Tensor
 
 from .directions import Direction, check_direction, direction_group, direction_like
-from .rounding import stochastic_round
+from .rounding import LOW_PRECISION, stochastic_round
 
 Backend = Literal["auto", "torch", "triton"]
-LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,11 @@ class Probed:
     def mode(self, dtype: torch.dtype) -> int:
         """Kernel flag: 0 = along u, 1 = one-sided v, 2 = two-sided v."""
         return (2 if self.two_sided else 1) if dtype in LOW_PRECISION and self.eps > 0 else 0
+
+
+def _kernel_probed(probed: Probed | None, dtype: torch.dtype) -> dict[str, float | int]:
+    """The update kernels' ``eps`` / ``probed`` arguments for ``probed`` (None: along u)."""
+    return {"eps": probed.eps, "probed": probed.mode(dtype)} if probed else {"eps": 0.0, "probed": 0}
 
 
 @functools.cache
@@ -210,8 +214,7 @@ def _update_kernel_call(
 
     seeds_t = _on(seeds, torch.int64, x.device)
     coefs_t = _on(coefs, torch.float32, x.device)
-    eps, mode = (probed.eps, probed.mode(x.dtype)) if probed else (0.0, 0)
-    return kernels.update_(x, key, seeds_t, coefs_t, decay, _kind(direction), start, eps=eps, probed=mode)
+    return kernels.update_(x, key, seeds_t, coefs_t, decay, _kind(direction), start, **_kernel_probed(probed, x.dtype))
 
 
 def _on(values: Sequence[int] | Sequence[float] | Tensor, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -274,8 +277,8 @@ def sgd_update_many_(
 
             dev = ts[0].device
             seeds_t, coefs_t = _on(seeds, torch.int64, dev), _on(coefs, torch.float32, dev)
-            eps, mode = (probed.eps, probed.mode(ts[0].dtype)) if probed else (0.0, 0)
-            multi.update_group_(ts, ks, seeds_t, coefs_t, decay, _kind(direction), eps=eps, probed=mode)
+            flags = _kernel_probed(probed, ts[0].dtype)
+            multi.update_group_(ts, ks, seeds_t, coefs_t, decay, _kind(direction), **flags)
         else:
             for t, k in zip(ts, ks, strict=True):
                 sgd_update_(t, k, seeds, coefs, decay, direction, backend=backend, probed=probed)

@@ -18,6 +18,8 @@ from torch import Tensor
 
 from .directions import rounding_bits
 
+LOW_PRECISION = (torch.bfloat16, torch.float16)  # dtypes whose updates round stochastically
+
 
 def _sr_bf16(x: Tensor, bits: Tensor) -> Tensor:
     pattern = x.view(torch.int32).to(torch.int64) & 0xFFFFFFFF
@@ -43,7 +45,7 @@ def stochastic_round(x: Tensor, dtype: torch.dtype, seed: int, key: int, start: 
 
     Unbiased: E[SR(x)] = x.  float32 / float64 targets are a plain cast.
     """
-    if dtype not in (torch.bfloat16, torch.float16):
+    if dtype not in LOW_PRECISION:
         return x.to(dtype)
     x = x.float().contiguous()
     bits = rounding_bits(seed, key, start, start + x.numel(), x.device).view(x.shape)
