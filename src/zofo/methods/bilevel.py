@@ -132,8 +132,7 @@ class BilevelZOFO(Method):
         return {"penalty": sum(estimate.losses) / max(1, len(estimate.losses)), **self.zo.apply(estimate, step)}
 
     def flush(self) -> None:
-        if hasattr(self, "zo"):
-            self.zo.flush()
+        self.zo.flush()
 
     def clear_backbone_grads(self) -> None:
         for param in self.groups.backbone.values():
@@ -178,6 +177,10 @@ class BilevelFO(BilevelZOFO):
         self.opt_theta.step()
         self.opt_theta.zero_grad(set_to_none=True)
         return {"penalty": value.item(), "lr": self.lr_theta(step)}
+
+    def flush(self) -> None:
+        """Adam applies theta's update at once: nothing is ever pending."""
+        return None
 
     def theta_state(self) -> dict:
         return self.opt_theta.state_dict()
