@@ -22,10 +22,6 @@ class Work:
     forward_rows: int = 0
     backward_rows: int = 0
 
-    def forward_equivalents(self) -> float:
-        """forward + 2 x backward rows: the usual estimate of a backward's cost as two forwards."""
-        return self.forward_rows + 2 * self.backward_rows
-
 
 class WorkCounter:
     """Counts rows through ``model`` while ``counting()`` is active (training steps, not evaluation)."""
