@@ -30,9 +30,7 @@ def metric_of(result: dict) -> float:
 
 def accuracy_table(rows: list[dict]) -> tuple[list[str], list[str], dict]:
     """{(method, task): (mean, std, n)} of test accuracy over seeds."""
-    cells: dict[tuple[str, str], list[float]] = {}
-    for row in rows:
-        cells.setdefault((row["method"], row["task"]), []).append(metric_of(row["result"]))
+    cells = {(m, t): v for (t, m), v in _seed_values(rows, lambda r: metric_of(r["result"])).items()}
     methods = sorted({m for m, _ in cells}, key=lambda m: [r["method"] for r in rows].index(m))
     tasks = sorted({t for _, t in cells})
     stats = {k: (statistics.mean(v), statistics.pstdev(v) if len(v) > 1 else 0.0, len(v)) for k, v in cells.items()}
@@ -94,7 +92,8 @@ def base(name: str) -> str:
     return name.split("@", 1)[0]
 
 
-def _mean_over_seeds(rows: list[dict], value) -> dict[tuple[str, str], list[float]]:
+def _seed_values(rows: list[dict], value) -> dict[tuple[str, str], list[float]]:
+    """{(task, method): [value(row) of each seed's run]}."""
     cells: dict[tuple[str, str], list[float]] = {}
     for row in rows:
         cells.setdefault((row["task"], row["method"]), []).append(value(row))
@@ -103,8 +102,8 @@ def _mean_over_seeds(rows: list[dict], value) -> dict[tuple[str, str], list[floa
 
 def selected_on_dev(rows: list[dict]) -> str:
     """Per (task, method family): the grid point with the best mean dev accuracy, and its test accuracy."""
-    dev = _mean_over_seeds(rows, lambda r: r["result"]["best_dev"])
-    test = _mean_over_seeds(rows, lambda r: metric_of(r["result"]))
+    dev = _seed_values(rows, lambda r: r["result"]["best_dev"])
+    test = _seed_values(rows, lambda r: metric_of(r["result"]))
     best: dict[tuple[str, str], str] = {}
     for (task, method), values in dev.items():
         key = (task, base(method))
@@ -123,7 +122,7 @@ def selected_on_dev(rows: list[dict]) -> str:
 
 def prompt_spread(rows: list[dict]) -> str:
     """Per (method, task): test accuracy under each template (mean over seeds) and max - min."""
-    test = _mean_over_seeds(rows, lambda r: metric_of(r["result"]))
+    test = _seed_values(rows, lambda r: metric_of(r["result"]))
     cells: dict[tuple[str, str], dict[str, float]] = {}
     for (task, method), values in test.items():
         if "@" in task:
@@ -210,9 +209,8 @@ def plot_curves(rows: list[dict], target: Path, methods: list[str]) -> None:
         for row in rows:
             if row["task"] != task or row["method"] not in methods or row["seed"] != 0:
                 continue
-            dev = [e for e in row["log"] if e["phase"] == "dev"]
-            axis.plot([e["time"] for e in dev], [e.get("accuracy", e.get("f1")) for e in dev],
-                      marker=".", label=row["method"])
+            curve = dev_curve(row)
+            axis.plot([t for t, _ in curve], [acc for _, acc in curve], marker=".", label=row["method"])
         axis.set_title(task)
         axis.set_xlabel("wall-clock seconds")
         axis.set_ylabel("dev accuracy")
