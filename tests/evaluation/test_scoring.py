@@ -116,3 +116,10 @@ def test_rows_are_the_tokenized_prompt_and_candidate_every_time(tokenizer):
         assert first.input_ids[r, :n].tolist() == context + answer
         assert (first.input_ids[r, n:] == tokenizer.pad_token_id).all()
         assert first.target_mask[r].sum() == len(answer) and first.target_mask[r, n - len(answer):n].all()
+
+
+def test_an_empty_batch_is_refused_with_the_fix(tokenizer):
+    from zofo.errors import ZofoError
+
+    with pytest.raises(ZofoError, match="no examples to encode.*pass at least one example"):
+        encode_candidates(tokenizer, [])

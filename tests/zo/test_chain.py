@@ -1,5 +1,6 @@
 """Deferred ZO-SGD updates: k steps' (seeds, c) applied in one pass with one rounding (``zo.chain``)."""
 
+import pytest
 import torch
 
 from zofo import zo
@@ -45,3 +46,14 @@ def test_one_rounding_for_k_updates_is_less_noisy_in_bf16():
     err_seq, err_once = one_by_one.double() - exact, at_once.double() - exact
     assert abs(err_seq.mean()) < 3 * err_seq.std() / n**0.5 and abs(err_once.mean()) < 3 * err_once.std() / n**0.5
     assert err_once.var() < err_seq.var() / 2.5, (err_once.var(), err_seq.var())  # ~ 1 / sqrt(k) = 1/4
+
+
+def test_chain_refuses_estimates_probed_differently():
+    model = Quadratic(torch.float64)
+    params = dict(model.named_parameters())
+    a = zo.estimate(model, model, params, [1], eps=1e-3)
+    for other in (zo.estimate(model, model, params, [2], eps=1e-2),
+                  zo.estimate(model, model, params, [2], eps=1e-3, two_sided=False),
+                  zo.estimate(model, model, params, [2], eps=1e-3, direction="rademacher")):
+        with pytest.raises(ValueError, match="share direction, eps and sidedness"):
+            zo.chain([a, other], [1e-3, 1e-3])

@@ -68,5 +68,7 @@ def test_accumulate_sums_per_seed():
     b = zo.estimate(lambda: 3 * model(), model, params, [1, 2], eps=1e-3)
     acc = zo.accumulate([a, b])
     assert acc.projected_grads == pytest.approx([4 * c for c in a.projected_grads])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="share seeds, direction, eps and sidedness"):
         zo.accumulate([a, zo.estimate(model, model, params, [5, 6], eps=1e-3)])
+    with pytest.raises(ValueError, match="share seeds, direction, eps and sidedness"):  # same seeds, other eps
+        zo.accumulate([a, zo.estimate(model, model, params, [1, 2], eps=1e-2)])
