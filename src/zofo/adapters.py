@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from zofo.errors import ZofoError
@@ -64,7 +65,15 @@ def attach_adapters(model: nn.Module, config, names: tuple[str, ...]) -> tuple[n
         owner = _adapter_of(full_name, names)
         groups.adapters[owner][full_name] = param
     activate(wrapped, groups, names[0])
+    place_prompt_tokens(wrapped, next(iter(own.values())).device)
     return wrapped, groups
+
+
+def place_prompt_tokens(model: nn.Module, device: torch.device) -> None:
+    """Keep peft's prompt-learning token ids on `device`: peft holds them on the CPU and copies them at every
+    forward, a host-to-device copy that a CUDA-graph capture forbids (it is a no-op once they are there)."""
+    for name, tokens in getattr(model, "prompt_tokens", {}).items():
+        model.prompt_tokens[name] = tokens.to(device)
 
 
 def _adapter_of(param_name: str, names: tuple[str, ...]) -> str:

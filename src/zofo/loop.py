@@ -52,7 +52,7 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
             start = time.perf_counter()
             metrics = method.step(step)
             seconds = time.perf_counter() - start
-        counter.add_replayed(int(metrics.pop("replayed_rows", 0)))
+        counter.add_replayed(int(metrics.pop("replayed_rows", 0)), int(metrics.pop("replayed_backward_rows", 0)))
         state.forward_rows, state.backward_rows = counter.work.forward_rows, counter.work.backward_rows
         state.step = step + 1
         state.skipped_steps += int(metrics.get("skipped", 0))

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from zofo.evaluation.head import logits_at
 from zofo.evaluation.scoring import CandidateBatch
+from zofo.objectives import example_losses
 
 
 @dataclass
@@ -91,3 +92,8 @@ def static_scores(model, batch: StaticBatch) -> Tensor:
     logprobs = picked.float().log_softmax(-1).gather(2, batch.answer_ids[..., None]).squeeze(2)
     means = (logprobs * batch.answer_mask).sum(1) / batch.answer_mask.sum(1).clamp(min=1)
     return means.view(batch.candidate_mask.shape).masked_fill(~batch.candidate_mask, float("-inf"))
+
+
+def static_losses(model, batch: StaticBatch, objective: str) -> Tensor:
+    """[examples] training loss of each example of a fixed-shape batch (`objectives.example_losses`)."""
+    return example_losses(static_scores(model, batch), batch.labels, objective)

@@ -3,8 +3,9 @@
 One unit is one sequence (a candidate row) through the whole model.  A forward hook on the input embeddings
 sees every forward with its number of rows; a forward taken with autograd on is followed by a backward over
 the same rows (every method backpropagates every loss it builds with grad).  CUDA-graph replays bypass hooks,
-so a method that replays reports their rows itself (``replayed_rows`` in its step's metrics); the capture
-itself is not counted (it records kernels, it runs nothing).
+so a method that replays reports their rows itself (``replayed_rows`` and ``replayed_backward_rows`` in its
+step's metrics); the capture itself is not counted (it records kernels, it runs nothing), nor are the warm-up
+passes before it (``uncounted``), which change nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +16,19 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+_paused = 0
+
+
+@contextlib.contextmanager
+def uncounted() -> Iterator[None]:
+    """Passes run inside are not training work (the warm-up before a CUDA-graph capture)."""
+    global _paused
+    _paused += 1
+    try:
+        yield
+    finally:
+        _paused -= 1
 
 
 @dataclass
@@ -32,7 +46,7 @@ class WorkCounter:
         self._handle = model.get_input_embeddings().register_forward_hook(self._seen)
 
     def _seen(self, module: nn.Module, args, output: torch.Tensor) -> None:
-        if not self._active or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
+        if not self._active or _paused or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
             return
         rows = output.shape[0]
         self.work.forward_rows += rows
@@ -47,8 +61,9 @@ class WorkCounter:
         finally:
             self._active = False
 
-    def add_replayed(self, rows: int) -> None:
-        self.work.forward_rows += rows
+    def add_replayed(self, forward_rows: int, backward_rows: int = 0) -> None:
+        self.work.forward_rows += forward_rows
+        self.work.backward_rows += backward_rows
 
     def close(self) -> None:
         self._handle.remove()

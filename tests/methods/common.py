@@ -18,20 +18,21 @@ EXAMPLES = [Example(f"the {noun} was {word} . it was", CANDIDATES, 0)
             for noun in ("movie", "film") for word in ("good", "bad", "not bad", "not good")]
 
 
-def build(method: str, peft: str = "lora", dtype: torch.dtype = torch.float32, init_seed: int = 0, **options):
+def build(method: str, peft: str = "lora", dtype: torch.dtype = torch.float32, init_seed: int = 0,
+          device: str = "cpu", **options):
     """(method object, encode) on a fresh tiny Llama with every stream serving all of EXAMPLES."""
     tokenizer = build_tiny_tokenizer()
-    model = tiny_model("llama", seed=init_seed, vocab_size=len(tokenizer)).to(dtype)
+    model = tiny_model("llama", seed=init_seed, vocab_size=len(tokenizer)).to(device, dtype)
     cls = METHODS.get(method)
     if cls.adapter_names:
         torch.manual_seed(init_seed)
         config = peft_config(peft, r=4, num_virtual_tokens=4)
         model, groups = attach_adapters(model, config, cls.adapter_names)
-        model.to(dtype)
+        model.to(device, dtype)
     else:
         groups = ParamGroups(backbone=backbone_params(model))
     streams = {name: ExampleStream(EXAMPLES, batch_size=len(EXAMPLES), seed=0) for name in cls.stream_names}
-    batches = Batches(streams, encode=lambda examples: encode_candidates(tokenizer, examples, 64))
+    batches = Batches(streams, encode=lambda examples: encode_candidates(tokenizer, examples, 64).to(device))
     return cls(model, groups, batches, MethodOptions(**options)), batches.encode
 
 

@@ -16,23 +16,34 @@
     4  d_th  <- SPSA estimate of grad_theta F(theta, p, z; B_f, B_g)            (Alg. 1: backprop)
     5  p <- Adam(p, d_p);  theta <- theta - lr_theta * d_th                     (both taken at step 3's point)
 
+The code takes line 4 first, then lines 3 and 5 for p together, then line 5 for theta: the same values,
+since neither estimate moves anything, and p's gradient and step become one CUDA graph.
+
 F is divided by (1 + lam) when `normalize` is set, so the backbone's learning rate means what it means for
 MeZO. At each probe point the three terms f(theta, p), g(theta, p), g(theta, z) come from one forward over
 [B_f ; B_g ; B_g] with each row routed to its adapter (LoRA), or from two forwards (p on [B_f ; B_g], z on
 B_g) for the other PEFT kinds, instead of three. Line 3 takes two backward passes of one batch each, so its
 peak memory is that of an FO-PEFT step.
+
+On a CUDA device the K lower steps, the p-step and each probe of F are CUDA-graph replays over fixed-shape
+batches (`graphed_step.GraphedStep`, `zo.GraphedProbes`); there F's three terms take three forwards, which
+cost no more than the mixed batch once launches are gone. `cuda_graphs=False` runs everything eagerly.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 
+from zofo import zo
 from zofo.adapters import activate, supports_mixed_batches
+from zofo.graphed_step import GraphedStep, load_optimizer_state, make_adam, plain_state_dict
 from zofo.methods.base import Method, make_schedule, split_losses
 from zofo.methods.mezo import ZOTrainer
 from zofo.registry import METHODS
+from zofo.static_batches import StaticBatch, static_losses, to_static
 
 
 class LMTerms:
@@ -70,6 +81,26 @@ class LMTerms:
         f, g_p, g_z = split_losses(functools.partial(self.model, adapter_names=rows), batch, sizes, self.objective)
         return f, g_p, g_z
 
+    def static_loss(self, copy: str, inputs, part: str) -> torch.Tensor:
+        """Mean training loss of the fixed-shape batch `part` ("f" or "g") of `inputs` through adapter `copy`."""
+        activate(self.model, self.groups, copy)
+        batch = StaticBatch(**{name[len(part) + 1:]: t for name, t in inputs.items() if name.startswith(part + ".")})
+        return static_losses(self.model, batch, self.objective).mean()
+
+
+@dataclass
+class UpperBatches:
+    """B_f and B_g of one outer step; on CUDA also as fixed-shape tensors ("f.<field>", "g.<field>")."""
+
+    examples_f: list
+    examples_g: list
+    static: dict[str, torch.Tensor] | None = None
+
+    @property
+    def rows(self) -> tuple[int, int]:
+        """Rows of the fixed-shape B_f and B_g (what one replay runs through the model)."""
+        return self.static["f.input_ids"].shape[0], self.static["g.input_ids"].shape[0]
+
 
 @METHODS.register("bilevel-zofo")
 class BilevelZOFO(Method):
@@ -86,50 +117,108 @@ class BilevelZOFO(Method):
         self.lam, self.K = options.lam, options.lower_steps
         self.deploy_adapter = options.deploy
         self.scale = 1.0 / (1.0 + self.lam) if options.normalize else 1.0
-        self.opt_z = torch.optim.Adam(groups.adapter("z").values(), lr=options.lr_lower)
-        self.opt_p = torch.optim.Adam(groups.adapter("p").values(), lr=options.lr_upper)
+        z, p = list(groups.adapter("z").values()), list(groups.adapter("p").values())
+        self.graphed = options.cuda_graphs and z[0].is_cuda
+        self.opt_z = make_adam(torch.optim.Adam, z, options.lr_lower, graphed=self.graphed)
+        self.opt_p = make_adam(torch.optim.Adam, p, options.lr_upper, graphed=self.graphed)
+        self.lower_graph = GraphedStep(z, self.opt_z, self.static_lower_backward) if self.graphed else None
+        self.upper_graph = GraphedStep(p, self.opt_p, self.static_upper_backward) if self.graphed else None
+        self.replayed = [0, 0]  # forward and backward rows replayed in this step (zofo.work)
         self.setup_theta()
 
     def setup_theta(self) -> None:
         self.zo = ZOTrainer(self.model, self.groups.backbone, self.options, self.options.lr)
+        self.probes = (zo.GraphedProbes(self.model, self.groups.backbone, self.static_penalty, self.options.direction)
+                       if self.graphed else None)
 
     def step(self, step: int) -> dict[str, float]:
-        lower = [self.lower_step() for _ in range(self.K)]                              # line 1
-        examples_f, examples_g = self.batches.examples("upper"), self.batches.examples("lower")  # line 2
-        f, g_p = self.p_gradient(examples_f, examples_g)                                   # line 3
-        logged = self.theta_step(examples_f, examples_g, step)                             # lines 4-5
-        self.opt_p.step()                                                                  # line 5
-        self.opt_p.zero_grad(set_to_none=True)
-        return {"loss": f, "g_p": g_p, "g_z": lower[-1], **logged}
+        self.replayed = [0, 0]
+        lower = [self.lower_step() for _ in range(self.K)]                  # line 1
+        upper = self.upper_batches()                                         # line 2
+        estimate = self.theta_estimate(upper, step)                          # line 4, at line 3's point
+        f, g_p = self.p_step(upper)                                          # lines 3 and 5 for p
+        logged = self.theta_apply(estimate, step)                            # line 5 for theta
+        return {"loss": f, "g_p": g_p, "g_z": lower[-1].item(), **logged,
+                "replayed_rows": self.replayed[0], "replayed_backward_rows": self.replayed[1]}
 
-    def lower_step(self) -> float:
-        """z <- Adam(z, grad_z g(theta, z; B_g))."""
-        loss = self.terms.g("z", self.batches.examples("lower"))
+    def lower_step(self) -> torch.Tensor:
+        """z <- Adam(z, grad_z g(theta, z; B_g)); returns g (on the device: no sync per step)."""
+        examples = self.batches.examples("lower")
+        if self.lower_graph is not None:
+            batch = to_static(self.batches.encode(examples))
+            loss = self.lower_graph({f"g.{k}": t for k, t in batch.tensors().items()}, self.options.lr_lower)
+            self.count(self.lower_graph.capture, batch.input_ids.shape[0], backward=True)
+            return loss
+        loss = self.terms.g("z", examples)
         loss.backward()
         self.opt_z.step()
         self.opt_z.zero_grad(set_to_none=True)
-        return loss.item()
+        return loss.detach()
 
-    def p_gradient(self, examples_f, examples_g) -> tuple[float, float]:
-        """Leave grad_p [f + lam * g(theta, p)] in p's .grad; returns (f, g_p).
+    def static_lower_backward(self, inputs) -> torch.Tensor:
+        g = self.terms.static_loss("z", inputs, "g")
+        g.backward()
+        return g.detach()
+
+    def upper_batches(self) -> UpperBatches:
+        upper = UpperBatches(self.batches.examples("upper"), self.batches.examples("lower"))
+        if self.graphed:
+            f, g = to_static(self.batches.encode(upper.examples_f)), to_static(self.batches.encode(upper.examples_g))
+            upper.static = {f"f.{k}": t for k, t in f.tensors().items()} | {f"g.{k}": t for k, t in g.tensors().items()}
+        return upper
+
+    def p_step(self, upper: UpperBatches) -> tuple[float, float]:
+        """p <- Adam(p, grad_p [f(theta, p; B_f) + lam * g(theta, p; B_g)]); returns (f, g_p).
 
         Two backward passes of one batch each, so the peak memory is that of an FO-PEFT step."""
-        f = self.terms.f("p", examples_f)
+        if self.upper_graph is not None:
+            f, g_p = self.upper_graph(upper.static, self.options.lr_upper).tolist()
+            self.count(self.upper_graph.capture, sum(upper.rows), backward=True)
+            return f, g_p
+        f = self.terms.f("p", upper.examples_f)
         f.backward()
-        g_p = self.terms.g("p", examples_g)
+        g_p = self.terms.g("p", upper.examples_g)
         (self.lam * g_p).backward()
         self.clear_backbone_grads()
+        self.opt_p.step()
+        self.opt_p.zero_grad(set_to_none=True)
         return f.item(), g_p.item()
 
-    def penalty(self, examples_f, examples_g) -> torch.Tensor:
+    def static_upper_backward(self, inputs) -> torch.Tensor:
+        f = self.terms.static_loss("p", inputs, "f")
+        f.backward()
+        g_p = self.terms.static_loss("p", inputs, "g")
+        (self.lam * g_p).backward()
+        return torch.stack([f.detach(), g_p.detach()])
+
+    def penalty(self, upper: UpperBatches) -> torch.Tensor:
         """F(theta, p, z) = f(theta, p) + lam * (g(theta, p) - g(theta, z)), times the normalising scale."""
-        f, g_p, g_z = self.terms.penalty_terms(examples_f, examples_g)
+        f, g_p, g_z = self.terms.penalty_terms(upper.examples_f, upper.examples_g)
         return self.scale * (f + self.lam * (g_p - g_z))
 
-    def theta_step(self, examples_f, examples_g, step: int) -> dict[str, float]:
-        """ZO: seeded SPSA estimate of grad_theta F, then the in-place update of theta."""
-        estimate = self.zo.estimate(lambda: self.penalty(examples_f, examples_g), step)
+    def static_penalty(self, inputs) -> torch.Tensor:
+        """F over the fixed-shape B_f and B_g: three forwards (p on B_f, p on B_g, z on B_g)."""
+        f, g_p = self.terms.static_loss("p", inputs, "f"), self.terms.static_loss("p", inputs, "g")
+        g_z = self.terms.static_loss("z", inputs, "g")
+        return self.scale * (f + self.lam * (g_p - g_z))
+
+    def theta_estimate(self, upper: UpperBatches, step: int) -> zo.ZOEstimate:
+        """Seeded SPSA estimate of grad_theta F (probes replayed as CUDA graphs on CUDA)."""
+        if self.probes is None:
+            return self.zo.estimate(lambda: self.penalty(upper), step)
+        estimate = self.zo.estimate_at(lambda seed, scale: self.probes(upper.static, seed, scale), step)
+        rows_f, rows_g = upper.rows
+        self.count(self.probes.capture, (rows_f + 2 * rows_g) * len(estimate.losses), backward=False)
+        return estimate
+
+    def theta_apply(self, estimate: zo.ZOEstimate, step: int) -> dict[str, float]:
+        """The in-place ZO update of theta (deferred when `update_every` > 1)."""
         return {"penalty": sum(estimate.losses) / max(1, len(estimate.losses)), **self.zo.apply(estimate, step)}
+
+    def count(self, replayed: bool, rows: int, backward: bool) -> None:
+        if replayed:
+            self.replayed[0] += rows
+            self.replayed[1] += rows if backward else 0
 
     def flush(self) -> None:
         self.zo.flush()
@@ -139,14 +228,18 @@ class BilevelZOFO(Method):
             param.grad = None
 
     def state_dict(self) -> dict:
-        return {"opt_z": self.opt_z.state_dict(), "opt_p": self.opt_p.state_dict(), "theta": self.theta_state()}
+        return {"opt_z": plain_state_dict(self.opt_z), "opt_p": plain_state_dict(self.opt_p),
+                "theta": self.theta_state()}
 
     def theta_state(self) -> dict:
         return self.zo.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.opt_z.load_state_dict(state["opt_z"])
-        self.opt_p.load_state_dict(state["opt_p"])
+        load_optimizer_state(self.opt_z, state["opt_z"])
+        load_optimizer_state(self.opt_p, state["opt_p"])
+        for graphs in (self.lower_graph, self.upper_graph):
+            if graphs is not None:
+                graphs.reset()
         self.load_theta_state(state["theta"])
 
     def load_theta_state(self, state: dict) -> None:
@@ -161,22 +254,29 @@ class BilevelFO(BilevelZOFO):
         o = self.options
         self.opt_theta = torch.optim.Adam(self.groups.backbone.values(), lr=o.lr, weight_decay=o.weight_decay)
         self.lr_theta = make_schedule(o.schedule, o.lr, o.steps, o.warmup_steps)
+        self.probes = None
 
-    def theta_step(self, examples_f, examples_g, step: int) -> dict[str, float]:
-        """theta <- Adam(theta, grad_theta F) with the true gradient."""
+    def theta_estimate(self, upper: UpperBatches, step: int) -> tuple[float, list[torch.Tensor]]:
+        """(F, grad_theta F) by backprop; p's .grad is left untouched."""
         params = list(self.groups.backbone.values())
         for param in params:
             param.requires_grad_(True)
-        value = self.penalty(examples_f, examples_g)
-        grads = torch.autograd.grad(value, params)  # leaves p's .grad (from line 3) untouched
-        for param, grad in zip(params, grads, strict=True):
+        value = self.penalty(upper)
+        grads = torch.autograd.grad(value, params)
+        for param in params:
             param.requires_grad_(False)
+        return value.item(), list(grads)
+
+    def theta_apply(self, estimate: tuple[float, list[torch.Tensor]], step: int) -> dict[str, float]:
+        """theta <- Adam(theta, grad_theta F) with the true gradient."""
+        value, grads = estimate
+        for param, grad in zip(self.groups.backbone.values(), grads, strict=True):
             param.grad = grad
         for group in self.opt_theta.param_groups:
             group["lr"] = self.lr_theta(step)
         self.opt_theta.step()
         self.opt_theta.zero_grad(set_to_none=True)
-        return {"penalty": value.item(), "lr": self.lr_theta(step)}
+        return {"penalty": value, "lr": self.lr_theta(step)}
 
     def flush(self) -> None:
         """Adam applies theta's update at once: nothing is ever pending."""

@@ -21,9 +21,8 @@ import torch
 from zofo import zo
 from zofo.errors import ZofoError
 from zofo.methods.base import Method, MethodOptions, batch_loss, make_schedule
-from zofo.objectives import example_losses
 from zofo.registry import METHODS
-from zofo.static_batches import StaticBatch, static_scores, to_static
+from zofo.static_batches import StaticBatch, static_losses, to_static
 from zofo.zo.rounding import LOW_PRECISION
 
 UPDATE_RULES = {"sgd": zo.ZOSGD, "momentum": zo.ZOMomentum, "adam": zo.ZOAdam}
@@ -132,8 +131,7 @@ class ZerothOrder(Method):
         """The training loss over fixed-shape batches, probed through CUDA graphs (eagerly if not capture)."""
 
         def loss(inputs) -> torch.Tensor:
-            batch = StaticBatch(**inputs)
-            return example_losses(static_scores(self.model, batch), batch.labels, self.objective).mean()
+            return static_losses(self.model, StaticBatch(**inputs), self.objective).mean()
 
         return zo.GraphedProbes(self.model, params, loss, self.options.direction, capture=capture)
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from zofo.work import uncounted
+
 from .directions import Direction
 from .perturb import perturbed, perturbed_loss
 
@@ -91,7 +93,7 @@ class GraphedProbes:
         static = {name: t.clone() for name, t in inputs.items()}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side), torch.no_grad():
+        with torch.cuda.stream(side), torch.no_grad(), uncounted():
             for _ in range(2):
                 self._probe(static)
         torch.cuda.current_stream().wait_stream(side)
