@@ -147,7 +147,9 @@ def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
 
 def speedups(rows: list[dict], reference: str, methods: list[str]) -> list[dict]:
     """Per (task, seed, method): seconds to the reference's final dev accuracy and the reference's own time
-    to it (the first evaluation at or above its final value) divided by that."""
+    to it (the first evaluation at or above its final value) divided by that. No speed-up is defined where
+    the reference ended no higher than its first evaluation (it learned nothing: any method "reaches" it at
+    once); `reference_improved` says which."""
     found = []
     for ref in (r for r in rows if r["method"] == reference):
         curve = dev_curve(ref)
@@ -155,12 +157,13 @@ def speedups(rows: list[dict], reference: str, methods: list[str]) -> list[dict]
             continue
         target = curve[-1][1]
         t_ref = time_to(curve, target)
+        improved = target > curve[0][1] + 1e-12
         for row in rows:
             if row["task"] == ref["task"] and row["seed"] == ref["seed"] and row["method"] in methods:
                 t = time_to(dev_curve(row), target)
                 found.append({"task": row["task"], "seed": row["seed"], "method": row["method"], "target": target,
-                              "seconds": t, "reference_seconds": t_ref,
-                              "speedup": t_ref / t if t and t_ref else None})
+                              "seconds": t, "reference_seconds": t_ref, "reference_improved": improved,
+                              "speedup": t_ref / t if t and t_ref and improved else None})
     return found
 
 
@@ -170,8 +173,25 @@ def speedup_table(found: list[dict], reference: str) -> str:
     for f in found:
         secs = f"{f['seconds']:.0f}" if f["seconds"] is not None else "not reached"
         gain = f"{f['speedup']:.2f}x" if f["speedup"] else "-"
+        if not f.get("reference_improved", True):
+            gain = f"- ({reference} never rose above its first evaluation)"
         lines.append(f"| {f['task']} | {f['seed']} | {f['target']:.3f} | {f['method']} | {secs} | "
                      f"{f['reference_seconds']:.0f} | {gain} |")
+    return "\n".join(lines) + "\n" + speedup_summary(found, reference)
+
+
+def speedup_summary(found: list[dict], reference: str) -> str:
+    """Per task and method: the speed-ups of the seeds where one is defined, their mean, and the seeds left."""
+    lines = ["", f"| task | method | speed-up per seed | mean | seeds without one ({reference} flat / not reached) |",
+             "|---|---|---|---|---|"]
+    for task, method in sorted({(f["task"], f["method"]) for f in found if f["method"] != reference}):
+        cell = [f for f in found if (f["task"], f["method"]) == (task, method)]
+        gains = [f["speedup"] for f in cell if f["speedup"]]
+        flat = sum(not f.get("reference_improved", True) for f in cell)
+        missed = sum(f["seconds"] is None and f.get("reference_improved", True) for f in cell)
+        shown = ", ".join(f"{g:.1f}x" for g in gains) or "-"
+        mean = f"{statistics.mean(gains):.1f}x" if gains else "-"
+        lines.append(f"| {task} | {method} | {shown} | {mean} | {flat} / {missed} |")
     return "\n".join(lines) + "\n"
 
 
@@ -184,7 +204,8 @@ def plot_pareto(rows: list[dict], found: list[dict], target: Path) -> None:
 
     fig, axis = plt.subplots(figsize=(5.5, 4))
     for method in sorted({f["method"] for f in found}):
-        times = [f["seconds"] for f in found if f["method"] == method and f["seconds"] is not None]
+        times = [f["seconds"] for f in found if f["method"] == method and f["seconds"] is not None
+                 and f.get("reference_improved", True)]
         peaks = [r["result"]["peak_memory_mib"].get("train_step", 0.0) for r in rows if r["method"] == method]
         if times and peaks:
             axis.scatter(statistics.mean(times), max(peaks))

@@ -177,16 +177,23 @@ def test_uncounted_passes_are_not_work():
     ("fo-peft", "prompt", dict(lr_upper=1e-2)),
 ])
 def test_graphed_fo_steps_equal_eager_steps(method, peft, options):
-    """Replayed steps move the weights as eager steps of the same fixed-shape loss and capturable AdamW do."""
+    """Replayed steps move the weights as eager steps of the same fixed-shape loss and capturable AdamW do.
+
+    Eager CUDA steps are not deterministic themselves where a gradient is summed with atomics (the embedding's
+    backward, in full fine-tuning), and Adam turns a near-zero gradient's rounding into a step of +-lr; so each
+    tensor's distance to an eager run may be at most a few times the distance between two eager runs."""
     graphed, _ = build(method, peft, device="cuda", **options)
-    eager, _ = build(method, peft, device="cuda", **options)
-    eager.graphed.capture = False
-    losses = [(graphed.step(i)["loss"], eager.step(i)["loss"]) for i in range(4)]
+    eager = [build(method, peft, device="cuda", **options)[0] for _ in range(2)]
+    for run in eager:
+        run.graphed.capture = False
+    losses = [(graphed.step(i)["loss"], eager[0].step(i)["loss"], eager[1].step(i)["loss"]) for i in range(4)]
     assert graphed.graphed.capture and graphed.graphed.captured == 1
-    for got, want in losses:
+    for got, want, _ in losses:
         assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
     for name, p in graphed.params.items():
-        torch.testing.assert_close(p, eager.params[name], rtol=1e-5, atol=1e-6, msg=name)
+        noise = (eager[0].params[name] - eager[1].params[name]).abs().max().item()
+        distance = (p - eager[0].params[name]).abs().max().item()
+        assert distance <= 4 * noise + 1e-5, (name, distance, noise)
     assert losses[-1][0] < losses[0][0]
 
 

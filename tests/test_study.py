@@ -54,6 +54,25 @@ def test_aggregate_selects_on_dev_and_times_the_reference(tmp_path):
     assert found["zo-lora"]["seconds"] is None and "not reached" in (tmp_path / "res" / "speedup.md").read_text()
     assert (tmp_path / "res" / "pareto.png").stat().st_size > 5_000
     assert "| 3.0 / 0.0 |" in (tmp_path / "res" / "table.md").read_text()  # sequences forward / backward
+    assert "| sst2 | bilevel | 4.0x | 4.0x | 0 / 0 |" in (tmp_path / "res" / "speedup.md").read_text()
+
+
+def test_no_speedup_against_a_reference_that_learned_nothing(tmp_path):
+    """A reference whose final dev accuracy is no higher than its first one is reached by everything at once:
+    no speed-up is reported for that seed, and the summary counts it."""
+    runs = tmp_path / "runs"
+    fake_run(runs, "rte", "mezo", 0, [(1, 0.50), (100, 0.55), (200, 0.49)], test=0.5)
+    fake_run(runs, "rte", "bilevel", 0, [(2, 0.50), (50, 0.60)], test=0.6)
+    fake_run(runs, "rte", "mezo", 1, [(1, 0.50), (100, 0.52), (200, 0.54)], test=0.5)
+    fake_run(runs, "rte", "bilevel", 1, [(2, 0.50), (50, 0.60)], test=0.6)
+    found = study_report.speedups(study_report.load_runs(runs), "mezo", ["mezo", "bilevel"])
+    flat = next(f for f in found if f["seed"] == 0 and f["method"] == "bilevel")
+    assert flat["reference_improved"] is False and flat["speedup"] is None and flat["seconds"] == 2
+    real = next(f for f in found if f["seed"] == 1 and f["method"] == "bilevel")
+    assert real["speedup"] == 4.0
+    table = study_report.speedup_table(found, "mezo")
+    assert "never rose above its first evaluation" in table
+    assert "| rte | bilevel | 4.0x | 4.0x | 1 / 0 |" in table
 
 
 def test_prompt_spread_over_templates(tmp_path):

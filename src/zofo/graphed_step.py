@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from zofo.work import uncounted
+from zofo.zo.graphs import shape_key
 
 Inputs = Mapping[str, Tensor]
 
@@ -100,24 +101,23 @@ class _Captured:
     values: Tensor              # the buffer the graph writes (backward_fn's result)
 
 
-def _shape_key(inputs: Inputs) -> tuple:
-    return tuple((name, tuple(t.shape), t.dtype) for name, t in sorted(inputs.items()))
-
-
 class GraphedStep:
     """``step(inputs, lr)``: grads of ``params`` <- 0, ``backward_fn(inputs)``, ``optimizer.step()`` at ``lr``.
 
     ``backward_fn`` runs the forward and every backward pass of the step and returns the values to log, as
-    one detached tensor. ``capture=False`` (and any parameters not on a CUDA device) run the same calls
-    eagerly. If a capture fails, a warning says why and every later step runs eagerly.
+    one detached tensor. ``pool`` (a `torch.cuda.graph_pool_handle()`) lets graphs that never run at once
+    share their memory (a method's several graphs; each replay's values are copied out at once, so one
+    graph's temporaries may reuse another's output buffer); by default this object's graphs share one pool.
+    ``capture=False`` (and any parameters not on a CUDA device) run the same calls eagerly. If a capture
+    fails, a warning says why and every later step runs eagerly.
     """
 
     def __init__(self, params: list[nn.Parameter], optimizer: torch.optim.Optimizer,
-                 backward_fn: Callable[[Inputs], Tensor], capture: bool = True):
+                 backward_fn: Callable[[Inputs], Tensor], capture: bool = True, pool: tuple | None = None):
         self.params, self.optimizer, self.backward_fn = params, optimizer, backward_fn
         self.capture = capture and params[0].is_cuda
         self._graphs: dict[tuple, _Captured] = {}
-        self._pool = None
+        self._pool = pool
 
     @property
     def captured(self) -> int:
@@ -132,7 +132,7 @@ class GraphedStep:
         set_lr(self.optimizer, lr)
         if not self.capture:
             return self._step(inputs)
-        key = _shape_key(inputs)
+        key = shape_key(inputs)
         if key not in self._graphs:
             try:
                 self._graphs[key] = self._capture(inputs)

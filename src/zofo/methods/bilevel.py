@@ -121,15 +121,20 @@ class BilevelZOFO(Method):
         self.graphed = options.cuda_graphs and z[0].is_cuda
         self.opt_z = make_adam(torch.optim.Adam, z, options.lr_lower, graphed=self.graphed)
         self.opt_p = make_adam(torch.optim.Adam, p, options.lr_upper, graphed=self.graphed)
-        self.lower_graph = GraphedStep(z, self.opt_z, self.static_lower_backward) if self.graphed else None
-        self.upper_graph = GraphedStep(p, self.opt_p, self.static_upper_backward) if self.graphed else None
+        # the lower step, the p-step and the probes never run at once: their graphs share one memory pool, so
+        # the step's peak is the largest graph's, not the sum
+        self.pool = torch.cuda.graph_pool_handle() if self.graphed else None
+        self.lower_graph = (GraphedStep(z, self.opt_z, self.static_lower_backward, pool=self.pool)
+                            if self.graphed else None)
+        self.upper_graph = (GraphedStep(p, self.opt_p, self.static_upper_backward, pool=self.pool)
+                            if self.graphed else None)
         self.replayed = [0, 0]  # forward and backward rows replayed in this step (zofo.work)
         self.setup_theta()
 
     def setup_theta(self) -> None:
         self.zo = ZOTrainer(self.model, self.groups.backbone, self.options, self.options.lr)
-        self.probes = (zo.GraphedProbes(self.model, self.groups.backbone, self.static_penalty, self.options.direction)
-                       if self.graphed else None)
+        self.probes = (zo.GraphedProbes(self.model, self.groups.backbone, self.static_penalty, self.options.direction,
+                                        pool=self.pool) if self.graphed else None)
 
     def step(self, step: int) -> dict[str, float]:
         self.replayed = [0, 0]

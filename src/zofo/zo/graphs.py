@@ -31,7 +31,8 @@ class _Captured:
     loss: Tensor                # the buffer the graph writes
 
 
-def _shape_key(inputs: Inputs) -> tuple:
+def shape_key(inputs: Inputs) -> tuple:
+    """What a captured graph is keyed by: every input's name, shape and dtype."""
     return tuple((name, tuple(t.shape), t.dtype) for name, t in sorted(inputs.items()))
 
 
@@ -44,12 +45,13 @@ class GraphedProbes:
     """
 
     def __init__(self, model: nn.Module, params: Mapping[str, nn.Parameter],
-                 loss_fn: Callable[[Inputs], Tensor], direction: Direction = "gaussian", capture: bool = True):
+                 loss_fn: Callable[[Inputs], Tensor], direction: Direction = "gaussian", capture: bool = True,
+                 pool: tuple | None = None):
         self.model, self.params, self.loss_fn, self.direction = model, params, loss_fn, direction
         device = next(iter(params.values())).device
         self.capture = capture and device.type == "cuda"
         self._graphs: dict[tuple, _Captured] = {}
-        self._pool = None
+        self._pool = pool  # a torch.cuda.graph_pool_handle() shared with other graphs that never run at once
         if self.capture:
             self.seed = torch.zeros(1, dtype=torch.int64, device=device)
             self.scale = torch.zeros(1, dtype=torch.float32, device=device)
@@ -62,7 +64,7 @@ class GraphedProbes:
     def __call__(self, inputs: Inputs, seed: int, scale: float) -> Tensor:
         if not self.capture:
             return self._eager(inputs, seed, scale)
-        key = _shape_key(inputs)
+        key = shape_key(inputs)
         if key not in self._graphs:
             try:
                 self._graphs[key] = self._capture(inputs)
