@@ -196,22 +196,28 @@ def speedup_summary(found: list[dict], reference: str) -> str:
 
 
 def plot_pareto(rows: list[dict], found: list[dict], target: Path) -> None:
-    """Mean seconds to the reference's final dev accuracy against peak train-step memory, one point per method."""
+    """Per task: mean seconds to the reference's final dev accuracy against peak train-step memory, one point
+    per method (seeds whose reference never improved are left out)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axis = plt.subplots(figsize=(5.5, 4))
-    for method in sorted({f["method"] for f in found}):
-        times = [f["seconds"] for f in found if f["method"] == method and f["seconds"] is not None
-                 and f.get("reference_improved", True)]
-        peaks = [r["result"]["peak_memory_mib"].get("train_step", 0.0) for r in rows if r["method"] == method]
-        if times and peaks:
-            axis.scatter(statistics.mean(times), max(peaks))
-            axis.annotate(method, (statistics.mean(times), max(peaks)), fontsize=8)
-    axis.set_xlabel("wall-clock seconds to the reference's final dev accuracy (mean)")
-    axis.set_ylabel("peak train-step memory (MiB)")
+    tasks = sorted({f["task"] for f in found if f["speedup"]}) or sorted({f["task"] for f in found})
+    methods = sorted({f["method"] for f in found})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for axis, task in zip(axes[0], tasks, strict=True):
+        for color, method in enumerate(methods):
+            times = [f["seconds"] for f in found if (f["task"], f["method"]) == (task, method)
+                     and f["seconds"] is not None and f.get("reference_improved", True)]
+            peaks = [r["result"]["peak_memory_mib"].get("train_step", 0.0) for r in rows
+                     if (r["task"], r["method"]) == (task, method)]
+            if times and peaks:
+                axis.scatter(statistics.mean(times), max(peaks), color=f"C{color}")
+                axis.annotate(method, (statistics.mean(times), max(peaks)), fontsize=8)
+        axis.set_title(task)
+        axis.set_xlabel("seconds to the reference's final dev accuracy (mean)")
+        axis.set_ylabel("peak train-step memory (MiB)")
     fig.tight_layout()
     fig.savefig(target, dpi=110)
     plt.close(fig)

@@ -95,7 +95,7 @@ class TrainConfig:
     resume: str | None = None           # checkpoint folder to resume from
     progress: bool = True
     max_seconds: float | None = None    # stop training after this much wall-clock time (then test)
-    cuda_graphs: bool = True            # mezo / zo-peft on CUDA: each probe replays a CUDA graph
+    cuda_graphs: bool = True            # on CUDA: ZO probes and FO steps replay CUDA graphs (fixed-shape batches)
 
 
 @dataclass

@@ -46,7 +46,7 @@ class MethodOptions:
     normalize: bool = True
     deploy: str = "p"            # bilevel: the PEFT copy deployed with theta
     shots: int = 0
-    cuda_graphs: bool = True     # ZO methods on CUDA: replay each probe as a CUDA graph
+    cuda_graphs: bool = True     # on CUDA: replay ZO probes and FO steps as CUDA graphs
 
 
 class Method(ABC):
