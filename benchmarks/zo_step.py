@@ -12,7 +12,9 @@ CUDA events after warm-up, median of ``--iters``:
   (one fused SR update launch per dtype, along the probed direction: the bf16 default, ``zo.Probed``);
 * zofo+graph: the same probe captured once in a CUDA graph by ``zo.GraphedProbes`` (seed/scale read
   from device tensors) and replayed, as `zofo train` does on CUDA -- removes the per-kernel launch
-  cost that dominates small models.
+  cost that dominates small models;
+* zofo+graph, no sync: the same, with the probes queued by ``zo.queue_probes`` and the update applied from
+  the device's c (``zo.DeviceEstimate``), so the host never waits for the probes before launching it.
 Peak memory: torch.cuda.max_memory_allocated of the step / of a plain forward (stats reset before each).
 Writes zo_step.json and zo_step.md under --out (default $OUT or .), prints a table last.
 """
@@ -143,6 +145,14 @@ def graphed_step(probes: zo.GraphedProbes, ids: torch.Tensor, params, direction:
     zo.ZOSGD().apply(params, est, LR, zo.UpdateState())
 
 
+def graphed_async_step(probes: zo.GraphedProbes, ids: torch.Tensor, params, direction: str,
+                       step: list[int]) -> None:
+    """`graphed_step` without the host sync: c stays on the device and the update reads it there."""
+    est = zo.queue_probes(lambda s, x: probes({"ids": ids}, s, x), [zo.step_seed(0, advance(step))], EPS,
+                          direction=direction)
+    zo.ZOSGD().apply(params, est, LR, zo.UpdateState())
+
+
 TILES = {
     0: [(256, 4), (512, 4), (1024, 4), (512, 8), (1024, 8)],
     1: [(64, 4), (128, 4), (256, 4), (128, 8), (256, 8)],
@@ -223,6 +233,8 @@ def bench_model(name: str, iters: int, graphs: bool, weights: str | None = None)
             probes = zo.GraphedProbes(model, params, lambda inputs: lm_loss(inputs["ids"]), direction)
             attempt(row, f"graph_{direction}",
                     lambda p=probes, d=direction: graphed_step(p, ids, params, d, step), iters)
+            attempt(row, f"async_{direction}",
+                    lambda p=probes, d=direction: graphed_async_step(p, ids, params, d, step), iters)
             if not probes.capture:
                 row[f"graph_{direction}_error"] = "capture failed (see the warning above)"
             del probes
@@ -232,13 +244,15 @@ def bench_model(name: str, iters: int, graphs: bool, weights: str | None = None)
 def table(rows: list[dict]) -> str:
     lines = [
         "| model | forward ms | ref step / fwd | zofo gauss / fwd | zofo rad / fwd | graph gauss / fwd | "
-        "graph rad / fwd | ref / eager zofo (gauss, rad) | ref / best zofo | peak step / fwd (gauss) |",
-        "|" + "---|" * 10,
+        "graph rad / fwd | graph no sync gauss / fwd | graph no sync rad / fwd | ref / eager zofo (gauss, rad) | "
+        "ref / best zofo | peak step / fwd (gauss) |",
+        "|" + "---|" * 12,
     ]
     for r in rows:
         f = r["forward_ms"]
         ours = [
-            v for k, v in r.items() if k.endswith("_ms") and k.startswith(("zofo_gaussian", "graph_gaussian"))
+            v for k, v in r.items()
+            if k.endswith("_ms") and k.startswith(("zofo_gaussian", "graph_gaussian", "async_gaussian"))
         ]
         best = min(ours) if ours else float("nan")
         ratio = lambda k, r=r, f=f: f"{r[k] / f:.2f}" if k in r else "-"  # noqa: E731
@@ -247,7 +261,7 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['model']} | {f:.1f} | {ratio('reference_ms')} | {ratio('zofo_gaussian_ms')} | "
             f"{ratio('zofo_rademacher_ms')} | {ratio('graph_gaussian_ms')} | "
-            f"{ratio('graph_rademacher_ms')} | "
+            f"{ratio('graph_rademacher_ms')} | {ratio('async_gaussian_ms')} | {ratio('async_rademacher_ms')} | "
             f"{speedup('zofo_gaussian_ms')}, {speedup('zofo_rademacher_ms')} | "
             f"{r.get('reference_ms', float('nan')) / best:.2f} | {mem:.3f} |"
         )

@@ -32,7 +32,7 @@ from .directions import (
     step_seed,
     tensor_key,
 )
-from .estimators import ZOEstimate, accumulate, chain, estimate, probe_estimate
+from .estimators import DeviceEstimate, ZOEstimate, accumulate, chain, estimate, probe_estimate, queue_probes
 from .graphs import GraphedProbes
 from .ops import (
     Backend,
@@ -59,6 +59,7 @@ __all__ = [
     "Schedule",
     "UpdateState",
     "ZOAdam",
+    "DeviceEstimate",
     "ZOEstimate",
     "ZOMomentum",
     "ZOSGD",
@@ -77,6 +78,7 @@ __all__ = [
     "perturbed_copy",
     "philox_seed",
     "probe_estimate",
+    "queue_probes",
     "probed_direction",
     "round_to",
     "rounding_bits",

@@ -96,22 +96,77 @@ def probe_estimate(
 ) -> ZOEstimate:
     """`estimate` over any prober: ``loss_at(seed, scale)`` is the loss at theta + scale u(seed)
     (scale 0: at theta), e.g. a `GraphedProbes` replay."""
+    return queue_probes(loss_at, seeds, eps, two_sided, direction).resolve()
+
+
+@dataclass(frozen=True)
+class DeviceEstimate:
+    """A ZO estimate not yet read back: the probes are queued on the device and their losses stay there, so an
+    update can be queued behind them without the host waiting (`ZOSGD.apply` takes either kind).
+
+    values: [probes, terms] float64, in `ZOEstimate.losses` order. `resolve()` reads them with one sync and
+    returns exactly what `probe_estimate` returns; `projected_grads` computes the c_i on the device with the
+    same float64 operations (zeros if a loss is not finite), equal to the resolved ones for scalar losses.
+    """
+
+    seeds: list[int]
+    values: Tensor
+    direction: Direction = "gaussian"
+    eps: float = 0.0
+    two_sided: bool = True
+
+    @property
+    def q(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def probed(self) -> Probed | None:
+        return Probed(self.eps, self.two_sided) if self.eps > 0 else None
+
+    @property
+    def losses(self) -> Tensor:
+        """[probes] float64: each probe's objective (the sum of its terms)."""
+        return self.values.sum(1)
+
+    @property
+    def projected_grads(self) -> Tensor:
+        """[q] float64 c_i, computed where the losses are; zeros when any loss is not finite."""
+        losses = self.losses
+        if self.two_sided:
+            grads = (losses[0::2] - losses[1::2]) / (2 * self.eps)
+        else:
+            grads = (losses[1:] - losses[0]) / self.eps
+        return torch.where(torch.isfinite(losses).all(), grads, torch.zeros_like(grads))
+
+    def resolve(self) -> ZOEstimate:
+        """The host `ZOEstimate` (one device sync): losses summed with fsum, c_i in float64 on the host."""
+        terms = self.values.cpu().tolist()
+        losses = [math.fsum(t) for t in terms]
+        n = len(self.seeds)
+        if self.two_sided:
+            grads = [(losses[2 * i] - losses[2 * i + 1]) / (2 * self.eps) for i in range(n)]
+        else:
+            grads = [(losses[i + 1] - losses[0]) / self.eps for i in range(n)]
+        skipped = not all(math.isfinite(v) for v in losses)
+        if skipped:
+            grads = [0.0] * n
+        return ZOEstimate(list(self.seeds), grads, losses, self.direction, terms if len(terms[0]) > 1 else [],
+                          skipped, self.eps, self.two_sided)
+
+
+def queue_probes(
+    loss_at: Callable[[int, float], Tensor],
+    seeds: Sequence[int],
+    eps: float,
+    two_sided: bool = True,
+    direction: Direction = "gaussian",
+) -> DeviceEstimate:
+    """Queue the probes of `probe_estimate` without reading anything back (no host sync)."""
     outs: list[Tensor] = [] if two_sided else [_evaluate(lambda: loss_at(seeds[0], 0.0))]
     for seed in seeds:
         for sign in (1.0, -1.0) if two_sided else (1.0,):
             outs.append(_evaluate(lambda s=seed, x=sign * eps: loss_at(s, x)))
-    terms = torch.stack([o.double() for o in outs]).cpu().tolist()
-    losses = [math.fsum(t) for t in terms]
-    if two_sided:
-        grads = [(losses[2 * i] - losses[2 * i + 1]) / (2 * eps) for i in range(len(seeds))]
-    else:
-        grads = [(losses[i + 1] - losses[0]) / eps for i in range(len(seeds))]
-    skipped = not all(math.isfinite(v) for v in losses)
-    if skipped:
-        grads = [0.0] * len(seeds)
-    return ZOEstimate(
-        list(seeds), grads, losses, direction, terms if len(terms[0]) > 1 else [], skipped, eps, two_sided
-    )
+    return DeviceEstimate(list(seeds), torch.stack([o.double() for o in outs]), direction, eps, two_sided)
 
 
 def chain(estimates: Sequence[ZOEstimate], lrs: Sequence[float]) -> tuple[ZOEstimate, float]:

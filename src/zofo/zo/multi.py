@@ -126,7 +126,10 @@ def _table(xs: Sequence[Tensor], keys: Sequence[int], starts: Sequence[int], kin
     hint = K.align(x0.element_size(), *(v for row in rows[: len(xs)] for v in (row[0], row[1], row[3])))
     if len(_TABLES) >= _MAX_TABLES:
         _TABLES.clear()
-    _TABLES[sig] = hit = (torch.tensor(rows, dtype=torch.int64, device=x0.device), first, hint)
+    table = torch.tensor(rows, dtype=torch.int64)
+    if x0.is_cuda:  # through pinned memory, so that building a table never waits for the device's queue
+        table = table.pin_memory().to(x0.device, non_blocking=True)
+    _TABLES[sig] = hit = (table.to(x0.device), first, hint)
     return hit
 
 

@@ -218,9 +218,14 @@ def _update_kernel_call(
 
 
 def _on(values: Sequence[int] | Sequence[float] | Tensor, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """`values` on `device` without waiting for it: a host list goes through pinned memory with a non-blocking
+    copy (a plain host-to-device copy waits until the device's queue drains)."""
     if isinstance(values, Tensor):
         return values.to(device=device, dtype=dtype)
-    return torch.tensor(list(values), dtype=dtype, device=device)
+    host = torch.tensor(list(values), dtype=dtype)
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
 
 
 def _as_list(values: Sequence[int] | Sequence[float] | Tensor) -> list:
@@ -258,14 +263,15 @@ def sgd_update_many_(
     thetas: Sequence[Tensor],
     keys: Sequence[int],
     seeds: Sequence[int],
-    coefs: Sequence[float],
+    coefs: Sequence[float] | Tensor,
     decay: float = 1.0,
     direction: Direction = "gaussian",
     backend: Backend = "auto",
     probed: Probed | None = None,
 ) -> None:
     """``sgd_update_`` of several tensors: one launch per (dtype, device) cluster on the kernel path
-    (``multi.update_group_``; seeds/coefs copied to each device once), per tensor elsewhere."""
+    (``multi.update_group_``; seeds/coefs copied to each device once, without a host sync), per tensor
+    elsewhere. ``coefs`` may be a device tensor (a `DeviceEstimate`'s), read by the kernel where it is."""
 
     def kernel_ok(t: Tensor) -> bool:
         return use_triton(t, backend) and t.is_contiguous() and t.dtype != torch.float16

@@ -27,11 +27,11 @@ import torch
 from torch import Tensor, nn
 
 from .directions import tensor_key
-from .estimators import ZOEstimate
+from .estimators import DeviceEstimate, ZOEstimate
 from .ops import Backend, Probed, combination, round_to, sgd_update_many_
 
 
-def _probed(est: ZOEstimate, on: bool) -> Probed | None:
+def _probed(est: ZOEstimate | DeviceEstimate, on: bool) -> Probed | None:
     return est.probed if on else None
 
 Params = Mapping[str, nn.Parameter]
@@ -88,10 +88,17 @@ class ZOSGD:
     def init(self, params: Params) -> UpdateState:
         return UpdateState()
 
-    def apply(self, params: Params, est: ZOEstimate, lr: float, state: UpdateState) -> UpdateState:
-        if est.skipped:
+    def apply(self, params: Params, est: ZOEstimate | DeviceEstimate, lr: float, state: UpdateState) -> UpdateState:
+        """A `DeviceEstimate` is applied without a host sync (its c_i stay on the device; a skipped step's are
+        zeros, which leave theta bit-identical), unless weight decay needs to know whether the step was skipped."""
+        if isinstance(est, DeviceEstimate) and self.weight_decay:
+            est = est.resolve()
+        if isinstance(est, ZOEstimate) and est.skipped:
             return state
-        coefs = [lr * c / est.q for c in est.projected_grads]
+        if isinstance(est, DeviceEstimate):
+            coefs = (lr * est.projected_grads / est.q).float()
+        else:
+            coefs = [lr * c / est.q for c in est.projected_grads]
         decay = 1.0 - lr * self.weight_decay
         names = list(params)
         with torch.no_grad():  # one fused launch per (dtype, device) for the whole model
