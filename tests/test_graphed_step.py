@@ -183,8 +183,8 @@ def test_graphed_fo_steps_equal_eager_steps(method, peft, options):
     PEFT: every tensor to 1e-5. Full fine-tuning: run 16 saw the embedding differ by 2.4e-4 after 4 steps at
     lr 1e-3, while two eager runs agreed bit for bit. The graph's kernels round differently somewhere (not
     pinned down; cuBLAS may choose other kernels under capture), and Adam turns the rounding of a gradient
-    that cancels to ~0 into a step of about +-lr. There the whole update must point the same way (cosine > 0.999) and no weight may
-    differ by more than Adam can move it (about lr per step)."""
+    that cancels to ~0 into a step of about +-lr. There the whole update must point the same way (cosine
+    > 0.999) and no weight may differ by more than Adam can move it (about lr per step)."""
     graphed, _ = build(method, peft, device="cuda", **options)
     eager, _ = build(method, peft, device="cuda", **options)
     start = {n: p.detach().clone() for n, p in eager.params.items()}

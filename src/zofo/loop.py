@@ -1,4 +1,9 @@
-"""THE training loop: step, log, evaluate on dev, keep the best, checkpoint. Same for every method."""
+"""THE training loop: step, log, evaluate on dev, keep the best, checkpoint. Same for every method.
+
+A step's metrics may be device scalars (a ZO step on CUDA reads nothing back, so the host runs ahead of the
+device); they are read only at logging steps, and `step_seconds` is the mean wall-clock per step since the
+previous log (after that read, so it counts the device's time too), evaluations and checkpoints left out.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,23 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from zofo.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from zofo.logs import PeakMemory, RunLogger
 from zofo.methods.base import Method
 from zofo.work import WorkCounter
+
+
+def _read(metrics: dict) -> dict:
+    """The metrics as host numbers (one sync if any is a device scalar)."""
+    return {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in metrics.items()}
+
+
+def _count(skipped: list) -> int:
+    """How many of the steps whose `skipped` flags (ints or device scalars) are listed were skipped."""
+    return int(sum(float(x) for x in skipped))
 
 
 @dataclass
@@ -47,31 +63,38 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
                dynamic_ncols=True)
     counter = WorkCounter(method.model)
     counter.work.forward_rows, counter.work.backward_rows = state.forward_rows, state.backward_rows
+    window_start, window_steps, skipped = time.perf_counter(), 0, []
     for step in range(state.step, settings.steps):
         with memory.phase("train_step"), counter.counting():
-            start = time.perf_counter()
             metrics = method.step(step)
-            seconds = time.perf_counter() - start
         counter.add_replayed(int(metrics.pop("replayed_rows", 0)), int(metrics.pop("replayed_backward_rows", 0)))
         state.forward_rows, state.backward_rows = counter.work.forward_rows, counter.work.backward_rows
-        state.step = step + 1
-        state.skipped_steps += int(metrics.get("skipped", 0))
+        state.step, window_steps = step + 1, window_steps + 1
+        skipped.append(metrics.get("skipped", 0))
         bar.update(1)
-        bar.set_postfix(loss=f"{metrics['loss']:.4f}", step_s=f"{seconds:.3f}")
         if state.step % settings.log_every == 0 or state.step == settings.steps:
+            metrics = _read(metrics)
+            state.skipped_steps += _count(skipped)
+            seconds = (time.perf_counter() - window_start) / window_steps
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", step_s=f"{seconds:.3f}")
             logger.log(state.step, "train", **metrics, step_seconds=seconds)
+            window_start, window_steps, skipped = time.perf_counter(), 0, []
         out_of_time = settings.max_seconds is not None and logger.elapsed() > settings.max_seconds
         last = settings.steps if not out_of_time else state.step
         if _due(state.step, settings.eval_every, last):
             _evaluate(method, evaluate_dev, run_dir, settings, logger, memory, state)
         if _due(state.step, settings.save_every, last):
+            state.skipped_steps, skipped = state.skipped_steps + _count(skipped), []
             state.elapsed = logger.elapsed()
             save_checkpoint(run_dir / "checkpoint", method.trainable(), method.state_dict(), asdict(state)
                             | {"batches": method.batches.state_dict()})
+        if _due(state.step, settings.eval_every, last) or _due(state.step, settings.save_every, last):
+            window_start, window_steps = time.perf_counter(), 0
         if out_of_time:
             break
     bar.close()
     counter.close()
+    state.skipped_steps += _count(skipped)
     method.flush()  # the weights a run ends with include every update it made
     return state
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.methods.common import build, deployed_loss, snapshot
+from zofo import zo
 from zofo.errors import ZofoError
 
 OPTIONS = dict(lr=1e-2, update_every=4)
@@ -90,3 +91,89 @@ def test_default_defers_only_low_precision_sgd(dtype, rule, every):
 def test_bad_update_every_is_refused_with_the_fix(bad, rule):
     with pytest.raises(ZofoError, match=r"update_every.*\((use 0 \(auto\)|set optim.update_every=1)"):
         build("mezo", lr=1e-2, update_every=bad, theta_update=rule)
+
+
+def queued(dtype=torch.float32, on_device: bool = True, **options):
+    """A MeZO trainer on the path CUDA takes (fixed-shape probes, queued), probed eagerly on CPU; on_device=False
+    resolves every estimate on the host instead (the path of momentum, Adam and weight decay)."""
+    trainer, encode = build("mezo", dtype=dtype, **options)
+    trainer.probes = trainer.graphed_probes(trainer.zo.params, capture=False)
+    trainer.zo.on_device = on_device
+    return trainer, encode
+
+
+@pytest.mark.parametrize("dtype, every", [(torch.float32, 1), (torch.bfloat16, 1), (torch.bfloat16, 4)])
+def test_queued_steps_equal_host_resolved_steps_bit_for_bit(dtype, every):
+    """The c_i kept on the device, chained on the device and applied from there move theta exactly as the
+    host path does; the logged values agree once read."""
+    device, _ = queued(dtype, True, lr=1e-2, update_every=every)
+    host, _ = queued(dtype, False, lr=1e-2, update_every=every)
+    for step in range(8):
+        a, b = device.step(step), host.step(step)
+        assert isinstance(a["loss"], torch.Tensor) and not isinstance(b["loss"], torch.Tensor)
+        assert a["loss"].item() == pytest.approx(b["loss"], rel=1e-12)
+        assert a["projected_grad"].item() == pytest.approx(b["projected_grad"], rel=1e-12)
+        assert a["skipped"].item() == 0 and "skipped" not in b
+    device.flush(), host.flush()
+    a, b = snapshot(device.zo.params), snapshot(host.zo.params)
+    start, _ = build("mezo", dtype=dtype)
+    assert any(not torch.equal(a[n], v) for n, v in snapshot(start.zo.params).items())
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_queued_pending_updates_survive_a_checkpoint():
+    straight, _ = queued(lr=1e-2, update_every=4)
+    for step in range(6):
+        straight.step(step)
+    first, _ = queued(lr=1e-2, update_every=4)
+    for step in range(2):
+        first.step(step)
+    assert all(isinstance(e, zo.DeviceEstimate) for e, _ in first.zo.pending)
+    state, weights = first.state_dict(), snapshot(first.trainable())
+    second, _ = queued(lr=1e-2, update_every=4)
+    with torch.no_grad():
+        for name, p in second.trainable().items():
+            p.copy_(weights[name])
+    second.load_state_dict(state)
+    second.batches.load_state_dict(first.batches.state_dict())
+    for step in range(2, 6):
+        second.step(step)
+    straight.flush(), second.flush()
+    a, b = snapshot(straight.trainable()), snapshot(second.trainable())
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_a_queued_non_finite_step_changes_nothing_and_is_counted(tmp_path):
+    """A probe loss that is not finite gives zero coefficients on the device (theta untouched, also through a
+    deferred chain) and the loop counts the step as skipped when it reads the flags."""
+    from zofo.logs import PeakMemory, RunLogger
+    from zofo.loop import LoopSettings, LoopState, train_loop
+
+    trainer, _ = queued(lr=1e-2, update_every=2)
+    probes = trainer.probes
+    trainer.probes = lambda inputs, seed, scale: probes(inputs, seed, scale) * float("nan")
+    trainer.probes.capture = False
+    start = snapshot(trainer.zo.params)
+    state = train_loop(trainer, lambda: {"accuracy": 0.5}, tmp_path, LoopSettings(steps=4, log_every=2, progress=False),
+                       RunLogger(tmp_path), PeakMemory(torch.device("cpu")), LoopState())
+    assert state.skipped_steps == 4
+    assert all(torch.equal(v, start[n]) for n, v in snapshot(trainer.zo.params).items())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("every", [1, 2])
+def test_a_graphed_mezo_step_never_waits_for_the_host(every):
+    """After the first step (which captures the graphs), a MeZO training step on CUDA reads nothing back:
+    batch upload, probes, deferral and the fused update run under torch's sync debug mode set to "error"."""
+    trainer, _ = build("mezo", dtype=torch.bfloat16, device="cuda", lr=1e-2, update_every=every)
+    assert trainer.probes is not None and trainer.zo.on_device
+    trainer.step(0)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        logs = [trainer.step(step) for step in range(1, 5)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert trainer.probes.capture
+    assert all(float(m["skipped"]) == 0 for m in logs)

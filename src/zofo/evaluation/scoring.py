@@ -34,8 +34,17 @@ class CandidateBatch:
     most_candidates: int | None = None  # a fixed-shape layout needs no device sync (None: not known)
 
     def to(self, device: torch.device | str) -> CandidateBatch:
+        """On `device`; to a GPU through pinned memory without waiting (a plain copy from pageable host memory
+        waits until the device's queue drains, which would stall a training step that reads nothing back)."""
+        device = torch.device(device)
+
+        def move(t: Tensor) -> Tensor:
+            if device.type == "cuda" and t.device.type == "cpu":
+                return t.pin_memory().to(device, non_blocking=True)
+            return t.to(device)
+
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        return CandidateBatch(**{k: v.to(device) if isinstance(v, Tensor) else v for k, v in moved.items()})
+        return CandidateBatch(**{k: move(v) if isinstance(v, Tensor) else v for k, v in moved.items()})
 
 
 def example_candidates(example: Example) -> tuple[tuple[str, ...], int]:

@@ -50,7 +50,10 @@ class ZOTrainer:
         self.lr = make_schedule(options.schedule, lr, options.steps, options.warmup_steps)
         dtype = next(iter(params.values())).dtype
         self.every = resolve_update_every(options.update_every, options.theta_update, dtype)
-        self.pending: list[tuple[zo.ZOEstimate, float]] = []  # deferred (estimate, lr), oldest first
+        self.pending: list[tuple[zo.AnyEstimate, float]] = []  # deferred (estimate, lr), oldest first
+        # a DeviceEstimate is applied as it is only by ZO-SGD without weight decay (a skip then means zero
+        # coefficients); anything else needs to know on the host whether the step was skipped
+        self.on_device = isinstance(self.rule, zo.ZOSGD) and not options.weight_decay
 
     def seeds(self, step: int) -> list[int]:
         return [zo.step_seed(self.options.seed, step, i) for i in range(self.options.q)]
@@ -65,10 +68,18 @@ class ZOTrainer:
         return zo.probe_estimate(loss_at, self.seeds(step), eps=self.options.eps,
                                  two_sided=self.options.two_sided, direction=self.options.direction)
 
-    def apply(self, estimate: zo.ZOEstimate, step: int) -> dict[str, float]:
+    def queue_at(self, loss_at, step: int) -> zo.AnyEstimate:
+        """`estimate_at` with nothing read back where the update allows it (a `zo.DeviceEstimate`)."""
+        queued = zo.queue_probes(loss_at, self.seeds(step), eps=self.options.eps,
+                                 two_sided=self.options.two_sided, direction=self.options.direction)
+        return queued if self.on_device else queued.resolve()
+
+    def apply(self, estimate: zo.AnyEstimate, step: int) -> dict:
         """Apply the update, or defer it (`update_every`), or skip it when a probe's loss was not finite;
-        returns what to log."""
-        if estimate.skipped:
+        returns what to log (device scalars for a `DeviceEstimate`: reading them is the caller's sync)."""
+        if isinstance(estimate, zo.DeviceEstimate) and not self.on_device:
+            estimate = estimate.resolve()
+        if isinstance(estimate, zo.ZOEstimate) and estimate.skipped:
             return {"skipped": 1}
         if self.every == 1:
             self.state = self.rule.apply(self.params, estimate, self.lr(step), self.state)
@@ -76,8 +87,11 @@ class ZOTrainer:
             self.pending.append((estimate, self.lr(step)))
             if len(self.pending) == self.every:
                 self.flush()
+        logged = {"lr": self.lr(step), "seed": estimate.seeds[0]}
+        if isinstance(estimate, zo.DeviceEstimate):
+            return {"projected_grad": estimate.projected_grads.mean(), "skipped": (~estimate.finite).int(), **logged}
         grads = estimate.projected_grads
-        return {"projected_grad": sum(grads) / len(grads), "lr": self.lr(step), "seed": estimate.seeds[0]}
+        return {"projected_grad": sum(grads) / len(grads), **logged}
 
     def flush(self) -> None:
         """Apply the deferred updates in one pass (one stochastic rounding for all of them)."""
@@ -87,7 +101,8 @@ class ZOTrainer:
             self.pending = []
 
     def state_dict(self) -> dict:
-        pending = [{"seeds": e.seeds, "projected_grads": e.projected_grads, "lr": lr} for e, lr in self.pending]
+        resolved = [(e.resolve() if isinstance(e, zo.DeviceEstimate) else e, lr) for e, lr in self.pending]
+        pending = [{"seeds": e.seeds, "projected_grads": e.projected_grads, "lr": lr} for e, lr in resolved]
         return {**self.state.state_dict(), "pending": pending}
 
     def load_state_dict(self, state: dict) -> None:
@@ -119,6 +134,13 @@ def resolve_update_every(every: int, theta_update: str, dtype: torch.dtype) -> i
     return every
 
 
+def mean_loss(estimate: zo.AnyEstimate):
+    """Mean objective over the probes: a float, or a device scalar for a `DeviceEstimate`."""
+    if isinstance(estimate, zo.DeviceEstimate):
+        return estimate.losses.mean()
+    return sum(estimate.losses) / max(1, len(estimate.losses))
+
+
 class ZerothOrder(Method):
     """Forward-only training of `params` with a seeded SPSA estimate per step."""
 
@@ -135,18 +157,18 @@ class ZerothOrder(Method):
 
         return zo.GraphedProbes(self.model, params, loss, self.options.direction, capture=capture)
 
-    def step(self, step: int) -> dict[str, float]:
+    def step(self, step: int) -> dict:
         batch = self.batches.next("train")
         if self.probes is None:
             estimate = self.zo.estimate(lambda: batch_loss(self.model, batch, self.objective), step)
             replayed = 0
-        else:
+        else:  # queued: on CUDA with ZO-SGD nothing is read back, so the host never waits for the device
             static = to_static(batch)
             inputs = static.tensors()
-            estimate = self.zo.estimate_at(lambda seed, scale: self.probes(inputs, seed, scale), step)
+            estimate = self.zo.queue_at(lambda seed, scale: self.probes(inputs, seed, scale), step)
             replayed = static.input_ids.shape[0] * len(estimate.losses) if self.probes.capture else 0
         logged = self.zo.apply(estimate, step)
-        return {"loss": sum(estimate.losses) / max(1, len(estimate.losses)), "replayed_rows": replayed, **logged}
+        return {"loss": mean_loss(estimate), "replayed_rows": replayed, **logged}
 
     def flush(self) -> None:
         self.zo.flush()

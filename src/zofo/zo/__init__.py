@@ -32,7 +32,16 @@ from .directions import (
     step_seed,
     tensor_key,
 )
-from .estimators import DeviceEstimate, ZOEstimate, accumulate, chain, estimate, probe_estimate, queue_probes
+from .estimators import (
+    AnyEstimate,
+    DeviceEstimate,
+    ZOEstimate,
+    accumulate,
+    chain,
+    estimate,
+    probe_estimate,
+    queue_probes,
+)
 from .graphs import GraphedProbes
 from .ops import (
     Backend,
@@ -59,6 +68,7 @@ __all__ = [
     "Schedule",
     "UpdateState",
     "ZOAdam",
+    "AnyEstimate",
     "DeviceEstimate",
     "ZOEstimate",
     "ZOMomentum",

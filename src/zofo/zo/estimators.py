@@ -114,6 +114,7 @@ class DeviceEstimate:
     direction: Direction = "gaussian"
     eps: float = 0.0
     two_sided: bool = True
+    grads: Tensor | None = None   # set by `chain`: c_i already combined (no longer a function of values)
 
     @property
     def q(self) -> int:
@@ -129,17 +130,26 @@ class DeviceEstimate:
         return self.values.sum(1)
 
     @property
+    def finite(self) -> Tensor:
+        """bool scalar on the device: every probe's loss is finite (else the step is skipped)."""
+        return torch.isfinite(self.losses).all()
+
+    @property
     def projected_grads(self) -> Tensor:
         """[q] float64 c_i, computed where the losses are; zeros when any loss is not finite."""
+        if self.grads is not None:
+            return self.grads
         losses = self.losses
         if self.two_sided:
             grads = (losses[0::2] - losses[1::2]) / (2 * self.eps)
         else:
             grads = (losses[1:] - losses[0]) / self.eps
-        return torch.where(torch.isfinite(losses).all(), grads, torch.zeros_like(grads))
+        return torch.where(self.finite, grads, torch.zeros_like(grads))
 
     def resolve(self) -> ZOEstimate:
         """The host `ZOEstimate` (one device sync): losses summed with fsum, c_i in float64 on the host."""
+        if self.grads is not None:
+            raise ValueError("a chained DeviceEstimate has no per-probe form; resolve its parts before chain")
         terms = self.values.cpu().tolist()
         losses = [math.fsum(t) for t in terms]
         n = len(self.seeds)
@@ -169,19 +179,32 @@ def queue_probes(
     return DeviceEstimate(list(seeds), torch.stack([o.double() for o in outs]), direction, eps, two_sided)
 
 
-def chain(estimates: Sequence[ZOEstimate], lrs: Sequence[float]) -> tuple[ZOEstimate, float]:
+AnyEstimate = ZOEstimate | DeviceEstimate
+
+
+def chain(estimates: Sequence[AnyEstimate], lrs: Sequence[float]) -> tuple[AnyEstimate, float]:
     """One (estimate, lr) whose ZO-SGD update applies each estimate with its own lr, in a single pass.
 
     For deferred updates (all probed at the same theta): seeds are concatenated and each c rescaled so that
     lr * c' / q' = lr_e * c / q_e, with lr = sum of lrs (so weight decay is applied to first order too).
-    Under a constant lr the c are unchanged.  Skipped estimates must be left out by the caller.
+    Under a constant lr the c are unchanged.  Skipped host estimates must be left out by the caller (a skipped
+    `DeviceEstimate`'s c are zeros already).  If any estimate is a `DeviceEstimate`, so is the result, with
+    the same float64 operations done on the device (no host sync).
     """
     total, q = math.fsum(lrs), sum(e.q for e in estimates)
     first = estimates[0]
     if any(e.direction != first.direction or e.probed != first.probed for e in estimates):
         raise ValueError("chain: all estimates must share direction, eps and sidedness")
-    grads = [c * (lr / total) * (q / e.q) for e, lr in zip(estimates, lrs, strict=True) for c in e.projected_grads]
     seeds = [s for e in estimates for s in e.seeds]
+    on_device = [e for e in estimates if isinstance(e, DeviceEstimate)]
+    if on_device:
+        device = on_device[0].values.device
+        parts = [torch.as_tensor(e.projected_grads, dtype=torch.float64, device=device) * (lr / total) * (q / e.q)
+                 for e, lr in zip(estimates, lrs, strict=True)]
+        values = torch.cat([torch.as_tensor(e.losses, dtype=torch.float64, device=device).reshape(-1, 1)
+                            for e in estimates])
+        return DeviceEstimate(seeds, values, first.direction, first.eps, first.two_sided, torch.cat(parts)), total
+    grads = [c * (lr / total) * (q / e.q) for e, lr in zip(estimates, lrs, strict=True) for c in e.projected_grads]
     losses = [v for e in estimates for v in e.losses]
     return replace(first, seeds=seeds, projected_grads=grads, losses=losses, terms=[]), total
 
