@@ -225,7 +225,7 @@ def test_graphed_bilevel_steps_equal_eager_steps_and_count_their_rows():
     assert gwork == ework
     for g, e in zip(glogs, elogs, strict=True):
         for key in ("loss", "g_p", "g_z", "penalty"):
-            assert g[key] == pytest.approx(e[key], rel=1e-4, abs=1e-5), key
+            assert float(g[key]) == pytest.approx(float(e[key]), rel=1e-4, abs=1e-5), key
     for name, p in graphed.trainable().items():
         torch.testing.assert_close(p, eager.trainable()[name], rtol=1e-4, atol=1e-5, msg=name)
     fresh, _ = build("bilevel-zofo", "lora", device="cuda")

@@ -41,7 +41,7 @@ from zofo import zo
 from zofo.adapters import activate, supports_mixed_batches
 from zofo.graphed_step import GraphedStep, load_optimizer_state, make_adam, plain_state_dict
 from zofo.methods.base import Method, make_schedule, split_losses
-from zofo.methods.mezo import ZOTrainer
+from zofo.methods.mezo import ZOTrainer, mean_loss
 from zofo.registry import METHODS
 from zofo.static_batches import StaticBatch, static_losses, to_static
 
@@ -136,14 +136,15 @@ class BilevelZOFO(Method):
         self.probes = (zo.GraphedProbes(self.model, self.groups.backbone, self.static_penalty, self.options.direction,
                                         pool=self.pool) if self.graphed else None)
 
-    def step(self, step: int) -> dict[str, float]:
+    def step(self, step: int) -> dict:
+        """One outer iteration; the logged values stay device scalars (the loop reads them when it logs)."""
         self.replayed = [0, 0]
         lower = [self.lower_step() for _ in range(self.K)]                  # line 1
         upper = self.upper_batches()                                         # line 2
         estimate = self.theta_estimate(upper, step)                          # line 4, at line 3's point
         f, g_p = self.p_step(upper)                                          # lines 3 and 5 for p
         logged = self.theta_apply(estimate, step)                            # line 5 for theta
-        return {"loss": f, "g_p": g_p, "g_z": lower[-1].item(), **logged,
+        return {"loss": f, "g_p": g_p, "g_z": lower[-1], **logged,
                 "replayed_rows": self.replayed[0], "replayed_backward_rows": self.replayed[1]}
 
     def lower_step(self) -> torch.Tensor:
@@ -172,14 +173,14 @@ class BilevelZOFO(Method):
             upper.static = {f"f.{k}": t for k, t in f.tensors().items()} | {f"g.{k}": t for k, t in g.tensors().items()}
         return upper
 
-    def p_step(self, upper: UpperBatches) -> tuple[float, float]:
-        """p <- Adam(p, grad_p [f(theta, p; B_f) + lam * g(theta, p; B_g)]); returns (f, g_p).
+    def p_step(self, upper: UpperBatches) -> tuple[torch.Tensor, torch.Tensor]:
+        """p <- Adam(p, grad_p [f(theta, p; B_f) + lam * g(theta, p; B_g)]); returns (f, g_p), detached.
 
         Two backward passes of one batch each, so the peak memory is that of an FO-PEFT step."""
         if self.upper_graph is not None:
-            f, g_p = self.upper_graph(upper.static, self.options.lr_upper).tolist()
+            values = self.upper_graph(upper.static, self.options.lr_upper)
             self.count(self.upper_graph.capture, sum(upper.rows), backward=True)
-            return f, g_p
+            return values[0], values[1]
         f = self.terms.f("p", upper.examples_f)
         f.backward()
         g_p = self.terms.g("p", upper.examples_g)
@@ -187,7 +188,7 @@ class BilevelZOFO(Method):
         self.clear_backbone_grads()
         self.opt_p.step()
         self.opt_p.zero_grad(set_to_none=True)
-        return f.item(), g_p.item()
+        return f.detach(), g_p.detach()
 
     def static_upper_backward(self, inputs) -> torch.Tensor:
         f = self.terms.static_loss("p", inputs, "f")
@@ -207,18 +208,18 @@ class BilevelZOFO(Method):
         g_z = self.terms.static_loss("z", inputs, "g")
         return self.scale * (f + self.lam * (g_p - g_z))
 
-    def theta_estimate(self, upper: UpperBatches, step: int) -> zo.ZOEstimate:
+    def theta_estimate(self, upper: UpperBatches, step: int) -> zo.AnyEstimate:
         """Seeded SPSA estimate of grad_theta F (probes replayed as CUDA graphs on CUDA)."""
         if self.probes is None:
             return self.zo.estimate(lambda: self.penalty(upper), step)
-        estimate = self.zo.estimate_at(lambda seed, scale: self.probes(upper.static, seed, scale), step)
+        estimate = self.zo.queue_at(lambda seed, scale: self.probes(upper.static, seed, scale), step)
         rows_f, rows_g = upper.rows
         self.count(self.probes.capture, (rows_f + 2 * rows_g) * len(estimate.losses), backward=False)
         return estimate
 
-    def theta_apply(self, estimate: zo.ZOEstimate, step: int) -> dict[str, float]:
+    def theta_apply(self, estimate: zo.AnyEstimate, step: int) -> dict:
         """The in-place ZO update of theta (deferred when `update_every` > 1)."""
-        return {"penalty": sum(estimate.losses) / max(1, len(estimate.losses)), **self.zo.apply(estimate, step)}
+        return {"penalty": mean_loss(estimate), **self.zo.apply(estimate, step)}
 
     def count(self, replayed: bool, rows: int, backward: bool) -> None:
         if replayed:

@@ -63,13 +63,9 @@ class ZOTrainer:
             return zo.estimate(loss_fn, self.model, self.params, self.seeds(step), eps=self.options.eps,
                                two_sided=self.options.two_sided, direction=self.options.direction)
 
-    def estimate_at(self, loss_at, step: int) -> zo.ZOEstimate:
-        """`estimate` through a prober loss_at(seed, scale) (a `zo.GraphedProbes`)."""
-        return zo.probe_estimate(loss_at, self.seeds(step), eps=self.options.eps,
-                                 two_sided=self.options.two_sided, direction=self.options.direction)
-
     def queue_at(self, loss_at, step: int) -> zo.AnyEstimate:
-        """`estimate_at` with nothing read back where the update allows it (a `zo.DeviceEstimate`)."""
+        """`estimate` through a prober loss_at(seed, scale) (a `zo.GraphedProbes`), queued: nothing is read back
+        where the update allows it (a `zo.DeviceEstimate`), else the resolved `zo.ZOEstimate`."""
         queued = zo.queue_probes(loss_at, self.seeds(step), eps=self.options.eps,
                                  two_sided=self.options.two_sided, direction=self.options.direction)
         return queued if self.on_device else queued.resolve()
