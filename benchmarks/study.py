@@ -2,11 +2,12 @@
 
     python benchmarks/study.py benchmarks/study/sst2_small.yaml --out runs/study --parallel 8
     python benchmarks/study.py --aggregate runs/study --results benchmarks/results/study
+    python benchmarks/study.py --aggregate runs/a runs/b --results OUT      (studies of several sessions, pooled)
 
 A study file (YAML) names the shared settings, the tasks (with their data folders), the methods (each with
 its own overrides, e.g. learning rates picked on dev) and the seeds. Every run writes its own folder with
 config.yaml, log.jsonl and result.json; `--aggregate` reads them all and writes one JSON per run, the
-accuracy table (mean +- std over seeds), dev-accuracy-against-wall-clock curves and the memory table
+accuracy table (mean +- population std over seeds), dev-accuracy-against-wall-clock curves and the memory table
 (`study_report.py`).
 
 Grids and templates expand in the YAML: a method with ``grid: {optim.lr: [1.0e-5, 3.0e-5]}`` becomes
@@ -112,7 +113,8 @@ def main() -> None:
     parser.add_argument("--data-root", default=os.environ.get("ZOFO_DATA", "../shared/data"))
     parser.add_argument("--only", default=None, help="run only names containing this string")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="replace the study's seeds")
-    parser.add_argument("--aggregate", type=Path, default=None, help="aggregate the runs in this folder")
+    parser.add_argument("--aggregate", type=Path, nargs="+", default=None,
+                        help="aggregate the runs in these folders (several: pooled, e.g. studies of several sessions)")
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/study"))
     parser.add_argument("--curves", default="mezo,zo-lora,bilevel-zofo-lora",
                         help="methods drawn in the dev-against-wall-clock plot (and timed in speedup.md)")

@@ -13,9 +13,15 @@ import statistics
 from pathlib import Path
 
 
-def load_runs(out: Path) -> list[dict]:
-    rows = []
-    for result in sorted(out.glob("*/result.json")):
+def load_runs(*outs: Path) -> list[dict]:
+    """Every finished run in the run folders under `outs` (studies of several sessions can be pooled; a run
+    name found twice is an error, not a silent overwrite)."""
+    rows, seen = [], {}
+    for result in sorted(r for out in outs for r in out.glob("*/result.json")):
+        name, folder = result.parent.name, result.parent.parent
+        if name in seen:
+            raise ValueError(f"run {name} is in both {seen[name]} and {folder}: pool studies whose runs differ")
+        seen[name] = folder
         data = json.loads(result.read_text())
         task, method, seed = result.parent.name.split("__")
         log = [json.loads(line) for line in (result.parent / "log.jsonl").read_text().splitlines()]
@@ -259,12 +265,14 @@ def step_speed(out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def aggregate(out: Path, results: Path, curve_methods: list[str], reference: str = "mezo") -> None:
-    rows = load_runs(out)
+def aggregate(out: Path | list[Path], results: Path, curve_methods: list[str], reference: str = "mezo") -> None:
+    outs = out if isinstance(out, list) else [out]
+    rows = load_runs(*outs)
     results.mkdir(parents=True, exist_ok=True)
-    (results / "speed.md").write_text(step_speed(out))
+    speed = "".join(step_speed(o) for o in outs)
+    (results / "speed.md").write_text(speed)
     if not rows:
-        print(step_speed(out))
+        print(speed)
         return
     for row in rows:
         slim = {k: v for k, v in row["result"].items() if k != "config"}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks import study, study_report
 
 
@@ -82,3 +84,14 @@ def test_prompt_spread_over_templates(tmp_path):
         fake_run(runs, "rte@gpt3", "mezo", seed, [(0, 0.5), (10, 0.6)], test=b)
     study_report.aggregate(runs, tmp_path / "res", ["mezo"])
     assert "| mezo | rte | gpt3 0.590, mezo 0.720 | 0.130 |" in (tmp_path / "res" / "prompts.md").read_text()
+
+
+def test_studies_of_several_folders_pool_and_refuse_a_run_found_twice(tmp_path):
+    fake_run(tmp_path / "a", "sst2", "mezo", 0, [(1, 0.5), (100, 0.6)], test=0.6)
+    fake_run(tmp_path / "b", "sst2", "mezo", 1, [(1, 0.5), (100, 0.7)], test=0.7)
+    study_report.aggregate([tmp_path / "a", tmp_path / "b"], tmp_path / "res", ["mezo"])
+    assert "0.650 ± 0.050" in (tmp_path / "res" / "table.md").read_text()  # population std, as numpy's
+    assert (tmp_path / "res" / "sst2__mezo__s1.json").exists()
+    fake_run(tmp_path / "c", "sst2", "mezo", 1, [(1, 0.5), (100, 0.8)], test=0.8)
+    with pytest.raises(ValueError, match="sst2__mezo__s1 is in both"):
+        study_report.load_runs(tmp_path / "b", tmp_path / "c")
