@@ -88,6 +88,11 @@ class LMTerms:
         return static_losses(self.model, batch, self.objective).mean()
 
 
+def prefixed(part: str, batch: StaticBatch) -> dict[str, torch.Tensor]:
+    """A fixed-shape batch's tensors named "<part>.<field>" (what `LMTerms.static_loss` reads back)."""
+    return {f"{part}.{k}": t for k, t in batch.tensors().items()}
+
+
 @dataclass
 class UpperBatches:
     """B_f and B_g of one outer step; on CUDA also as fixed-shape tensors ("f.<field>", "g.<field>")."""
@@ -152,7 +157,7 @@ class BilevelZOFO(Method):
         examples = self.batches.examples("lower")
         if self.lower_graph is not None:
             batch = to_static(self.batches.encode(examples))
-            loss = self.lower_graph({f"g.{k}": t for k, t in batch.tensors().items()}, self.options.lr_lower)
+            loss = self.lower_graph(prefixed("g", batch), self.options.lr_lower)
             self.count(self.lower_graph.capture, batch.input_ids.shape[0], backward=True)
             return loss
         loss = self.terms.g("z", examples)
@@ -169,8 +174,8 @@ class BilevelZOFO(Method):
     def upper_batches(self) -> UpperBatches:
         upper = UpperBatches(self.batches.examples("upper"), self.batches.examples("lower"))
         if self.graphed:
-            f, g = to_static(self.batches.encode(upper.examples_f)), to_static(self.batches.encode(upper.examples_g))
-            upper.static = {f"f.{k}": t for k, t in f.tensors().items()} | {f"g.{k}": t for k, t in g.tensors().items()}
+            f, g = (to_static(self.batches.encode(examples)) for examples in (upper.examples_f, upper.examples_g))
+            upper.static = prefixed("f", f) | prefixed("g", g)
         return upper
 
     def p_step(self, upper: UpperBatches) -> tuple[torch.Tensor, torch.Tensor]:
