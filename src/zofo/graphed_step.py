@@ -16,15 +16,12 @@ schedules need no recapture.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from zofo.work import uncounted
-from zofo.zo.graphs import shape_key
+from zofo.zo.graphs import ShapeGraphs
 
 Inputs = Mapping[str, Tensor]
 
@@ -94,62 +91,41 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
             group["lr"] = lr
 
 
-@dataclass
-class _Captured:
-    graph: torch.cuda.CUDAGraph
-    inputs: dict[str, Tensor]   # the buffers the graph reads
-    values: Tensor              # the buffer the graph writes (backward_fn's result)
-
-
 class GraphedStep:
     """``step(inputs, lr)``: grads of ``params`` <- 0, ``backward_fn(inputs)``, ``optimizer.step()`` at ``lr``.
 
     ``backward_fn`` runs the forward and every backward pass of the step and returns the values to log, as
-    one detached tensor. ``pool`` (a `torch.cuda.graph_pool_handle()`) lets graphs that never run at once
-    share their memory (a method's several graphs; each replay's values are copied out at once, so one
-    graph's temporaries may reuse another's output buffer); by default this object's graphs share one pool.
-    ``capture=False`` (and any parameters not on a CUDA device) run the same calls eagerly. If a capture
-    fails, a warning says why and every later step runs eagerly.
+    one detached tensor. ``capture=False`` (and any parameters not on a CUDA device) run the same calls
+    eagerly. If a capture fails, a warning says why and every later step runs eagerly. ``pool``: see
+    `zo.graphs.ShapeGraphs`, which captures, replays and falls back.
     """
 
     def __init__(self, params: list[nn.Parameter], optimizer: torch.optim.Optimizer,
                  backward_fn: Callable[[Inputs], Tensor], capture: bool = True, pool: tuple | None = None):
         self.params, self.optimizer, self.backward_fn = params, optimizer, backward_fn
-        self.capture = capture and params[0].is_cuda
-        self._graphs: dict[tuple, _Captured] = {}
-        self._pool = pool
+        self.graphs = ShapeGraphs("FO step", capture and params[0].is_cuda, pool)
+
+    @property
+    def capture(self) -> bool:
+        """Whether steps are replayed from CUDA graphs (False after a failed capture)."""
+        return self.graphs.capture
+
+    @capture.setter
+    def capture(self, on: bool) -> None:
+        self.graphs.capture = on
 
     @property
     def captured(self) -> int:
         """Number of input shapes captured so far."""
-        return len(self._graphs)
+        return self.graphs.captured
 
     def reset(self) -> None:
         """Forget the captured graphs (after the optimizer's state was replaced, e.g. by a resume)."""
-        self._graphs.clear()
+        self.graphs.reset()
 
     def __call__(self, inputs: Inputs, lr: float) -> Tensor:
         set_lr(self.optimizer, lr)
-        if not self.capture:
-            return self._step(inputs)
-        key = shape_key(inputs)
-        if key not in self._graphs:
-            try:
-                self._graphs[key] = self._capture(inputs)
-            except Exception as err:  # noqa: BLE001 -- any capture failure falls back to eager steps
-                warnings.warn(f"CUDA graph capture of the FO step failed ({type(err).__name__}: {err}); "
-                              "stepping eagerly from now on", RuntimeWarning, stacklevel=2)
-                self.capture = False
-                torch.cuda.synchronize()
-                return self._step(inputs)
-        captured = self._graphs[key]
-        for name, t in inputs.items():
-            captured.inputs[name].copy_(t, non_blocking=True)
-        captured.graph.replay()
-        return captured.values.clone()
-
-    def _zero_grads(self) -> None:
-        torch._foreach_zero_([p.grad for p in self.params])
+        return self.graphs.run(inputs, self._step, self._warm_up, lambda: self._step(inputs))
 
     def _step(self, inputs: Inputs) -> Tensor:
         self._ensure_grads()
@@ -158,28 +134,18 @@ class GraphedStep:
         self.optimizer.step()
         return values
 
+    def _warm_up(self, inputs: Inputs) -> None:
+        """Before a capture: static gradients and the optimizer's state made, then forward and backward
+        (lazy initialisations) without an optimizer step, so nothing moves."""
+        self._ensure_grads()
+        init_optimizer_state(self.optimizer)
+        self._zero_grads()
+        self.backward_fn(inputs)
+
+    def _zero_grads(self) -> None:
+        torch._foreach_zero_([p.grad for p in self.params])
+
     def _ensure_grads(self) -> None:
         for p in self.params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-
-    def _capture(self, inputs: Inputs) -> _Captured:
-        """Warm up forward and backward on a side stream (lazy initialisations; no optimizer step, so
-        nothing moves), create the optimizer state, then record one whole step."""
-        static = {name: t.clone() for name, t in inputs.items()}
-        self._ensure_grads()
-        init_optimizer_state(self.optimizer)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side), uncounted():
-            for _ in range(2):
-                self._zero_grads()
-                self.backward_fn(static)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            self._zero_grads()
-            values = self.backward_fn(static)
-            self.optimizer.step()
-        self._pool = graph.pool()
-        return _Captured(graph, static, values)

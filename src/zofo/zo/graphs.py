@@ -5,6 +5,7 @@ few ms of GPU work). `GraphedProbes` captures "perturbed(model, params, seed, sc
 once per input shape, with the seed and scale read from device tensors, and replays it with new inputs
 copied into the captured buffers. Probing stays exact (theta is never written) and u is the same function
 of (seed, name, element) as in eager mode. All graphs share one memory pool (they never run at once).
+`ShapeGraphs` is the mechanism (capture per shape, replay, eager fallback); `graphed_step` uses it too.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ Inputs = Mapping[str, Tensor]
 class _Captured:
     graph: torch.cuda.CUDAGraph
     inputs: dict[str, Tensor]   # the buffers the graph reads
-    loss: Tensor                # the buffer the graph writes
+    output: Tensor              # the buffer the graph writes
 
 
 def shape_key(inputs: Inputs) -> tuple:
@@ -36,12 +37,72 @@ def shape_key(inputs: Inputs) -> tuple:
     return tuple((name, tuple(t.shape), t.dtype) for name, t in sorted(inputs.items()))
 
 
+class ShapeGraphs:
+    """One CUDA graph per input shape, replayed with new inputs copied into the buffers it was captured with.
+
+    ``run(inputs, record, warm_up, eager)``: the first call for a shape runs ``warm_up`` twice on a side stream
+    (lazy initialisations; not counted as work), then captures ``record``; every call replays that shape's
+    graph and returns a copy of what ``record`` returned. ``capture=False`` calls ``eager()`` instead, and so
+    does every call after a failed capture (with a warning naming ``what``). ``pool`` (a
+    `torch.cuda.graph_pool_handle()`) lets graphs that never run at once share memory: each replay's output
+    is copied out at once, so one graph's temporaries may reuse another's output buffer.
+    """
+
+    def __init__(self, what: str, capture: bool, pool: tuple | None = None):
+        self.what, self.capture, self._pool = what, capture, pool
+        self._graphs: dict[tuple, _Captured] = {}
+
+    @property
+    def captured(self) -> int:
+        """Number of input shapes captured so far."""
+        return len(self._graphs)
+
+    def reset(self) -> None:
+        """Forget the captured graphs (after a buffer they read was replaced)."""
+        self._graphs.clear()
+
+    def run(self, inputs: Inputs, record: Callable[[Inputs], Tensor], warm_up: Callable[[Inputs], object],
+            eager: Callable[[], Tensor]) -> Tensor:
+        if not self.capture:
+            return eager()
+        key = shape_key(inputs)
+        if key not in self._graphs:
+            try:
+                self._graphs[key] = self._capture(inputs, record, warm_up)
+            except Exception as err:  # noqa: BLE001 -- any capture failure falls back to eager calls
+                warnings.warn(f"CUDA graph capture of the {self.what} failed ({type(err).__name__}: {err}); "
+                              "running eagerly from now on", RuntimeWarning, stacklevel=3)
+                self.capture = False
+                torch.cuda.synchronize()
+                return eager()
+        captured = self._graphs[key]
+        for name, t in inputs.items():
+            captured.inputs[name].copy_(t, non_blocking=True)
+        captured.graph.replay()
+        return captured.output.clone()
+
+    def _capture(self, inputs: Inputs, record: Callable[[Inputs], Tensor],
+                 warm_up: Callable[[Inputs], object]) -> _Captured:
+        static = {name: t.clone() for name, t in inputs.items()}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), uncounted():
+            for _ in range(2):
+                warm_up(static)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            output = record(static)
+        self._pool = graph.pool()
+        return _Captured(graph, static, output)
+
+
 class GraphedProbes:
     """``probes(inputs, seed, scale)`` = ``loss_fn(inputs)`` at theta + scale u(seed) for ``params``.
 
     ``capture=False`` (and any model not on a CUDA device) probes eagerly through the same calls. If a
     capture fails (a model whose forward syncs with the host, say), a warning says why and every later
-    probe runs eagerly.
+    probe runs eagerly. ``pool``: see `ShapeGraphs`.
     """
 
     def __init__(self, model: nn.Module, params: Mapping[str, nn.Parameter],
@@ -49,58 +110,31 @@ class GraphedProbes:
                  pool: tuple | None = None):
         self.model, self.params, self.loss_fn, self.direction = model, params, loss_fn, direction
         device = next(iter(params.values())).device
-        self.capture = capture and device.type == "cuda"
-        self._graphs: dict[tuple, _Captured] = {}
-        self._pool = pool  # a torch.cuda.graph_pool_handle() shared with other graphs that never run at once
-        if self.capture:
+        self.graphs = ShapeGraphs("ZO probe", capture and device.type == "cuda", pool)
+        if self.graphs.capture:
             self.seed = torch.zeros(1, dtype=torch.int64, device=device)
             self.scale = torch.zeros(1, dtype=torch.float32, device=device)
 
     @property
+    def capture(self) -> bool:
+        """Whether probes are replayed from CUDA graphs (False after a failed capture)."""
+        return self.graphs.capture
+
+    @property
     def captured(self) -> int:
         """Number of input shapes captured so far."""
-        return len(self._graphs)
+        return self.graphs.captured
 
     def __call__(self, inputs: Inputs, seed: int, scale: float) -> Tensor:
-        if not self.capture:
-            return self._eager(inputs, seed, scale)
-        key = shape_key(inputs)
-        if key not in self._graphs:
-            try:
-                self._graphs[key] = self._capture(inputs)
-            except Exception as err:  # noqa: BLE001 -- any capture failure falls back to eager probing
-                warnings.warn(f"CUDA graph capture of the ZO probe failed ({type(err).__name__}: {err}); "
-                              "probing eagerly from now on", RuntimeWarning, stacklevel=2)
-                self.capture = False
-                torch.cuda.synchronize()
-                return self._eager(inputs, seed, scale)
-        captured = self._graphs[key]
-        for name, t in inputs.items():
-            captured.inputs[name].copy_(t, non_blocking=True)
-        self.seed.fill_(seed)
-        self.scale.fill_(scale)
-        captured.graph.replay()
-        return captured.loss.clone()
+        if self.graphs.capture:  # the captured probe reads them from the device
+            self.seed.fill_(seed)
+            self.scale.fill_(scale)
+        return self.graphs.run(inputs, self._probe, self._probe, lambda: self._eager(inputs, seed, scale))
 
     def _eager(self, inputs: Inputs, seed: int, scale: float) -> Tensor:
         with torch.no_grad():
             return perturbed_loss(lambda: self.loss_fn(inputs), self.model, self.params, seed, scale, self.direction)
 
     def _probe(self, inputs: Inputs) -> Tensor:
-        with perturbed(self.model, self.params, self.seed, self.scale, self.direction):
+        with torch.no_grad(), perturbed(self.model, self.params, self.seed, self.scale, self.direction):
             return self.loss_fn(inputs)
-
-    def _capture(self, inputs: Inputs) -> _Captured:
-        """Warm up on a side stream (lazy initialisations), then record one probe."""
-        static = {name: t.clone() for name, t in inputs.items()}
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side), torch.no_grad(), uncounted():
-            for _ in range(2):
-                self._probe(static)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool), torch.no_grad():
-            loss = self._probe(static)
-        self._pool = graph.pool()
-        return _Captured(graph, static, loss)
