@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from zofo.errors import ZofoError
 from zofo.evaluation.head import logits_at
 from zofo.tasks.example import Example, join_answer
+from zofo.transfer import upload
 
 
 @dataclass
@@ -34,17 +35,9 @@ class CandidateBatch:
     most_candidates: int | None = None  # a fixed-shape layout needs no device sync (None: not known)
 
     def to(self, device: torch.device | str) -> CandidateBatch:
-        """On `device`; to a GPU through pinned memory without waiting (a plain copy from pageable host memory
-        waits until the device's queue drains, which would stall a training step that reads nothing back)."""
-        device = torch.device(device)
-
-        def move(t: Tensor) -> Tensor:
-            if device.type == "cuda" and t.device.type == "cpu":
-                return t.pin_memory().to(device, non_blocking=True)
-            return t.to(device)
-
+        """On `device`, without making the host wait for it (`transfer.upload`)."""
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        return CandidateBatch(**{k: move(v) if isinstance(v, Tensor) else v for k, v in moved.items()})
+        return CandidateBatch(**{k: upload(v, device) if isinstance(v, Tensor) else v for k, v in moved.items()})
 
 
 def example_candidates(example: Example) -> tuple[tuple[str, ...], int]:

@@ -19,6 +19,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from zofo.transfer import upload
+
 from . import kernels as K
 
 _COLS = 6  # in_delta, out_offset, n, start, key, first program
@@ -126,10 +128,7 @@ def _table(xs: Sequence[Tensor], keys: Sequence[int], starts: Sequence[int], kin
     hint = K.align(x0.element_size(), *(v for row in rows[: len(xs)] for v in (row[0], row[1], row[3])))
     if len(_TABLES) >= _MAX_TABLES:
         _TABLES.clear()
-    table = torch.tensor(rows, dtype=torch.int64)
-    if x0.is_cuda:  # through pinned memory, so that building a table never waits for the device's queue
-        table = table.pin_memory().to(x0.device, non_blocking=True)
-    _TABLES[sig] = hit = (table.to(x0.device), first, hint)
+    _TABLES[sig] = hit = (upload(torch.tensor(rows, dtype=torch.int64), x0.device), first, hint)
     return hit
 
 

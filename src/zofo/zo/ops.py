@@ -15,6 +15,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from zofo.transfer import upload
+
 from .directions import Direction, check_direction, direction_group, direction_like
 from .rounding import LOW_PRECISION, stochastic_round
 
@@ -218,14 +220,10 @@ def _update_kernel_call(
 
 
 def _on(values: Sequence[int] | Sequence[float] | Tensor, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """`values` on `device` without waiting for it: a host list goes through pinned memory with a non-blocking
-    copy (a plain host-to-device copy waits until the device's queue drains)."""
+    """`values` on `device` without waiting for it (`transfer.upload`)."""
     if isinstance(values, Tensor):
         return values.to(device=device, dtype=dtype)
-    host = torch.tensor(list(values), dtype=dtype)
-    if device.type == "cuda":
-        return host.pin_memory().to(device, non_blocking=True)
-    return host.to(device)
+    return upload(torch.tensor(list(values), dtype=dtype), device)
 
 
 def _as_list(values: Sequence[int] | Sequence[float] | Tensor) -> list:
