@@ -50,17 +50,18 @@ def test_evaluation_sees_the_pending_updates():
     assert any(not torch.equal(v, before[n]) for n, v in snapshot(trainer.zo.params).items())
 
 
-@pytest.mark.parametrize("method, peft", [("mezo", None), ("bilevel-zofo", "lora")])
-def test_pending_updates_survive_a_checkpoint(method, peft):
-    extra = dict(lr_upper=3e-2, lr_lower=3e-2, lower_steps=2) if method == "bilevel-zofo" else {}
-    straight, _ = build(method, peft or "lora", **OPTIONS, **extra)
+def straight_and_resumed(make, saved=lambda trainer: None):
+    """Two trainers from `make()`: one run 6 steps straight; one run 2 steps, its state and weights put into a
+    fresh trainer (`saved` sees the first before), which then runs steps 2-5."""
+    straight = make()
     for step in range(6):
         straight.step(step)
-    first, _ = build(method, peft or "lora", **OPTIONS, **extra)
+    first = make()
     for step in range(2):
         first.step(step)
+    saved(first)
     state, weights = first.state_dict(), snapshot(first.trainable())
-    second, _ = build(method, peft or "lora", **OPTIONS, **extra)
+    second = make()
     with torch.no_grad():
         for name, p in second.trainable().items():
             p.copy_(weights[name])
@@ -68,6 +69,13 @@ def test_pending_updates_survive_a_checkpoint(method, peft):
     second.batches.load_state_dict(first.batches.state_dict())
     for step in range(2, 6):
         second.step(step)
+    return straight, second
+
+
+@pytest.mark.parametrize("method, peft", [("mezo", None), ("bilevel-zofo", "lora")])
+def test_pending_updates_survive_a_checkpoint(method, peft):
+    extra = dict(lr_upper=3e-2, lr_lower=3e-2, lower_steps=2) if method == "bilevel-zofo" else {}
+    straight, second = straight_and_resumed(lambda: build(method, peft or "lora", **OPTIONS, **extra)[0])
     a, b = snapshot(straight.trainable()), snapshot(second.trainable())
     assert all(torch.equal(a[n], b[n]) for n in a)
 
@@ -122,22 +130,10 @@ def test_queued_steps_equal_host_resolved_steps_bit_for_bit(dtype, every):
 
 
 def test_queued_pending_updates_survive_a_checkpoint():
-    straight, _ = queued(lr=1e-2, update_every=4)
-    for step in range(6):
-        straight.step(step)
-    first, _ = queued(lr=1e-2, update_every=4)
-    for step in range(2):
-        first.step(step)
-    assert all(isinstance(e, zo.DeviceEstimate) for e, _ in first.zo.pending)
-    state, weights = first.state_dict(), snapshot(first.trainable())
-    second, _ = queued(lr=1e-2, update_every=4)
-    with torch.no_grad():
-        for name, p in second.trainable().items():
-            p.copy_(weights[name])
-    second.load_state_dict(state)
-    second.batches.load_state_dict(first.batches.state_dict())
-    for step in range(2, 6):
-        second.step(step)
+    def saved(trainer):
+        assert all(isinstance(e, zo.DeviceEstimate) for e, _ in trainer.zo.pending)
+
+    straight, second = straight_and_resumed(lambda: queued(lr=1e-2, update_every=4)[0], saved)
     straight.flush(), second.flush()
     a, b = snapshot(straight.trainable()), snapshot(second.trainable())
     assert all(torch.equal(a[n], b[n]) for n in a)
