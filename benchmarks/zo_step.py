@@ -11,10 +11,10 @@ CUDA events after warm-up, median of ``--iters``:
 * zofo: ``zo.estimate`` (exact probing, one fused Philox launch per decoder layer) + ``zo.ZOSGD``
   (one fused SR update launch per dtype, along the probed direction: the bf16 default, ``zo.Probed``);
 * zofo+graph: the same probe captured once in a CUDA graph by ``zo.GraphedProbes`` (seed/scale read
-  from device tensors) and replayed, as `zofo train` does on CUDA -- removes the per-kernel launch
-  cost that dominates small models;
+  from device tensors) and replayed -- removes the per-kernel launch cost that dominates small models;
 * zofo+graph, no sync: the same, with the probes queued by ``zo.queue_probes`` and the update applied from
-  the device's c (``zo.DeviceEstimate``), so the host never waits for the probes before launching it.
+  the device's c (``zo.DeviceEstimate``), so the host never waits for the probes before launching it, as
+  `zofo train` does on CUDA.
 Peak memory: torch.cuda.max_memory_allocated of the step / of a plain forward (stats reset before each).
 Writes zo_step.json and zo_step.md under --out (default $OUT or .), prints a table last.
 """
@@ -138,18 +138,12 @@ def zofo_step(model, params, loss_fn, direction: str, step: list[int]) -> None:
     zo.ZOSGD().apply(params, est, LR, zo.UpdateState())
 
 
-def graphed_step(probes: zo.GraphedProbes, ids: torch.Tensor, params, direction: str, step: list[int]) -> None:
-    """zofo's step with each probe a CUDA-graph replay (what `zofo train` runs on CUDA)."""
-    est = zo.probe_estimate(lambda s, x: probes({"ids": ids}, s, x), [zo.step_seed(0, advance(step))], EPS,
-                            direction=direction)
-    zo.ZOSGD().apply(params, est, LR, zo.UpdateState())
-
-
-def graphed_async_step(probes: zo.GraphedProbes, ids: torch.Tensor, params, direction: str,
-                       step: list[int]) -> None:
-    """`graphed_step` without the host sync: c stays on the device and the update reads it there."""
-    est = zo.queue_probes(lambda s, x: probes({"ids": ids}, s, x), [zo.step_seed(0, advance(step))], EPS,
-                          direction=direction)
+def graphed_step(probes: zo.GraphedProbes, ids: torch.Tensor, params, direction: str, step: list[int],
+                 sync: bool = True) -> None:
+    """zofo's step with each probe a CUDA-graph replay; `sync`: c read on the host before the update (else
+    `zo.queue_probes`: c stays on the device and the update reads it there, as `zofo train` does on CUDA)."""
+    probe = zo.probe_estimate if sync else zo.queue_probes
+    est = probe(lambda s, x: probes({"ids": ids}, s, x), [zo.step_seed(0, advance(step))], EPS, direction=direction)
     zo.ZOSGD().apply(params, est, LR, zo.UpdateState())
 
 
@@ -234,7 +228,7 @@ def bench_model(name: str, iters: int, graphs: bool, weights: str | None = None)
             attempt(row, f"graph_{direction}",
                     lambda p=probes, d=direction: graphed_step(p, ids, params, d, step), iters)
             attempt(row, f"async_{direction}",
-                    lambda p=probes, d=direction: graphed_async_step(p, ids, params, d, step), iters)
+                    lambda p=probes, d=direction: graphed_step(p, ids, params, d, step, sync=False), iters)
             if not probes.capture:
                 row[f"graph_{direction}_error"] = "capture failed (see the warning above)"
             del probes
