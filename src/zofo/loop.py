@@ -81,14 +81,15 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
             window_start, window_steps, skipped = time.perf_counter(), 0, []
         out_of_time = settings.max_seconds is not None and logger.elapsed() > settings.max_seconds
         last = settings.steps if not out_of_time else state.step
-        if _due(state.step, settings.eval_every, last):
+        evaluate, save = _due(state.step, settings.eval_every, last), _due(state.step, settings.save_every, last)
+        if evaluate:
             _evaluate(method, evaluate_dev, run_dir, settings, logger, memory, state)
-        if _due(state.step, settings.save_every, last):
+        if save:
             state.skipped_steps, skipped = state.skipped_steps + _count(skipped), []
             state.elapsed = logger.elapsed()
             save_checkpoint(run_dir / "checkpoint", method.trainable(), method.state_dict(), asdict(state)
                             | {"batches": method.batches.state_dict()})
-        if _due(state.step, settings.eval_every, last) or _due(state.step, settings.save_every, last):
+        if evaluate or save:  # step_seconds leaves them out
             window_start, window_steps = time.perf_counter(), 0
         if out_of_time:
             break
