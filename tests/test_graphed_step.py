@@ -190,7 +190,7 @@ def test_graphed_fo_steps_equal_eager_steps(method, peft, options):
     start = {n: p.detach().clone() for n, p in eager.params.items()}
     eager.graphed.capture = False
     steps = 4
-    losses = [(graphed.step(i)["loss"], eager.step(i)["loss"]) for i in range(steps)]
+    losses = [(float(graphed.step(i)["loss"]), float(eager.step(i)["loss"])) for i in range(steps)]
     assert graphed.graphed.capture and graphed.graphed.captured == 1
     for got, want in losses:
         assert got == pytest.approx(want, rel=1e-5, abs=1e-6)

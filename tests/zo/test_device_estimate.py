@@ -94,3 +94,15 @@ def test_graphed_probes_and_update_never_wait_for_the_host(direction):
         theta[kind] = {n: p.detach().clone() for n, p in params.items()}
     for name, t in theta["device"].items():
         assert torch.equal(t, theta["host"][name]), name
+
+
+def test_chained_device_estimates_apply_but_refuse_to_resolve():
+    """A chain of device estimates has combined c_i and no per-probe form: resolving it is an error that says
+    what to do instead."""
+    parts = [zo.DeviceEstimate([s], torch.tensor([[1.0], [0.5]], dtype=torch.float64), "gaussian", 1e-3, True)
+             for s in (3, 4)]
+    chained, lr = zo.chain(parts, [1e-2, 1e-2])
+    assert lr == 2e-2 and chained.seeds == [3, 4]
+    assert chained.projected_grads.tolist() == pytest.approx([250.0, 250.0])
+    with pytest.raises(ValueError, match="resolve its parts before chain"):
+        chained.resolve()

@@ -27,7 +27,7 @@ class FirstOrder(Method):
         self.lr = make_schedule(self.options.schedule, lr, self.options.steps, self.options.warmup_steps)
         self.graphed = GraphedStep(trained, self.optimizer, self.static_backward) if graphed else None
 
-    def step(self, step: int) -> dict[str, float]:
+    def step(self, step: int) -> dict:
         batch = self.batches.next("train")
         if self.graphed is not None:
             return self.graphed_step(to_static(batch), step)
@@ -38,10 +38,11 @@ class FirstOrder(Method):
         self.optimizer.zero_grad(set_to_none=True)
         return {"loss": loss.item(), "lr": self.lr(step)}
 
-    def graphed_step(self, batch: StaticBatch, step: int) -> dict[str, float]:
+    def graphed_step(self, batch: StaticBatch, step: int) -> dict:
+        """One replayed step; its loss stays a device scalar (the loop reads it when it logs)."""
         loss = self.graphed(batch.tensors(), self.lr(step))
         rows = batch.input_ids.shape[0] if self.graphed.capture else 0
-        return {"loss": loss.item(), "lr": self.lr(step), "replayed_rows": rows, "replayed_backward_rows": rows}
+        return {"loss": loss, "lr": self.lr(step), "replayed_rows": rows, "replayed_backward_rows": rows}
 
     def static_backward(self, inputs) -> torch.Tensor:
         """grad L(batch) into the parameters' .grad; returns L."""
