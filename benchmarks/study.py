@@ -1,6 +1,7 @@
 """Methods x tasks x seeds, each run an independent `zofo train` process; several share the GPU at once.
 
     python benchmarks/study.py benchmarks/study/sst2_small.yaml --out runs/study --parallel 8
+    python benchmarks/study.py STUDY.yaml --out runs/x --parallel 20 --devices 0 1 --only cb__ copa__   (two GPUs)
     python benchmarks/study.py --aggregate runs/study --results benchmarks/results/study
     python benchmarks/study.py --aggregate runs/a runs/b --results OUT      (studies of several sessions, pooled)
 
@@ -74,8 +75,8 @@ def expand(study: dict, data_root: str) -> list[dict]:
     return runs
 
 
-def launch(run: dict, out: Path, log_dir: Path) -> dict:
-    """Run one `zofo train` process to completion; returns its status."""
+def launch(run: dict, out: Path, log_dir: Path, device: str | None = None) -> dict:
+    """Run one `zofo train` process to completion (on CUDA device ``device`` if given); returns its status."""
     run_dir = out / run["name"]
     if (run_dir / "result.json").exists():
         return {"name": run["name"], "status": "done before"}
@@ -85,23 +86,34 @@ def launch(run: dict, out: Path, log_dir: Path) -> dict:
         args += ["--set", f"{key}={value}"]
     start = time.time()
     with open(log_dir / f"{run['name']}.log", "w") as log:
-        code = subprocess.call(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+        code = subprocess.call(args, stdout=log, stderr=subprocess.STDOUT, env=run_env(device))
     return {"name": run["name"], "status": "ok" if code == 0 else f"exit {code}",
             "seconds": round(time.time() - start, 1)}
 
 
-def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: str | None,
-              seeds: list[int] | None = None) -> None:
+def run_env(device: str | None) -> dict[str, str]:
+    """The environment of one run: ours, with CUDA_VISIBLE_DEVICES set to ``device`` if given."""
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": device} if device is not None else {**os.environ}
+
+
+def selected(runs: list[dict], only: list[str] | None) -> list[dict]:
+    """The runs whose name contains one of ``only`` (all if None)."""
+    return [r for r in runs if only is None or any(o in r["name"] for o in only)]
+
+
+def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: list[str] | None,
+              seeds: list[int] | None = None, devices: list[str] | None = None) -> None:
     study = yaml.safe_load(study_file.read_text())
     if seeds is not None:
         study["seeds"] = seeds
-    runs = [r for r in expand(study, data_root) if only is None or only in r["name"]]
+    runs = selected(expand(study, data_root), only)
     out.mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
     (out / "study.yaml").write_text(study_file.read_text())
-    print(f"{len(runs)} runs, {parallel} at a time -> {out}", flush=True)
+    print(f"{len(runs)} runs, {parallel} at a time on devices {devices or 'as found'} -> {out}", flush=True)
+    placed = [devices[i % len(devices)] if devices else None for i in range(len(runs))]  # round robin
     with ThreadPoolExecutor(parallel) as pool:
-        for status in pool.map(lambda r: launch(r, out, out / "logs"), runs):
+        for status in pool.map(lambda r, d: launch(r, out, out / "logs", d), runs, placed):
             print(json.dumps(status), flush=True)
 
 
@@ -111,7 +123,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/study"))
     parser.add_argument("--parallel", type=int, default=4, help="runs at once (they share the device)")
     parser.add_argument("--data-root", default=os.environ.get("ZOFO_DATA", "../shared/data"))
-    parser.add_argument("--only", default=None, help="run only names containing this string")
+    parser.add_argument("--only", nargs="+", default=None, help="run only names containing one of these strings")
+    parser.add_argument("--devices", nargs="+", default=None,
+                        help="CUDA devices to spread the runs over, round robin (e.g. 0 1)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="replace the study's seeds")
     parser.add_argument("--aggregate", type=Path, nargs="+", default=None,
                         help="aggregate the runs in these folders (several: pooled, e.g. studies of several sessions)")
@@ -125,7 +139,7 @@ def main() -> None:
 
         aggregate(args.aggregate, args.results, args.curves.split(","), args.reference)
     else:
-        run_study(args.study, args.out, args.parallel, args.data_root, args.only, args.seeds)
+        run_study(args.study, args.out, args.parallel, args.data_root, args.only, args.seeds, args.devices)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,20 @@ def fake_run(out: Path, task: str, method: str, seed: int, dev: list[tuple[float
         "work": {"forward_rows": 3000 * (seed + 1), "backward_rows": 0}}))
 
 
+def test_runs_are_spread_over_the_devices_and_selected_by_name(tmp_path, monkeypatch):
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text("tasks: [{name: cb, task: cb, data: CB}, {name: copa, task: copa, data: COPA},"
+                          " {name: wic, task: wic, data: WiC}]\nmethods: [{name: mezo, set: {}}]\nseeds: [0, 1]\n")
+    seen = []
+    monkeypatch.setattr(study, "launch", lambda run, out, logs, device: seen.append((run["name"], device)) or {})
+    study.run_study(study_file, tmp_path / "out", 4, "DATA", ["cb__", "copa__"], devices=["0", "1"])
+    assert sorted(n for n, _ in seen) == ["cb__mezo__s0", "cb__mezo__s1", "copa__mezo__s0", "copa__mezo__s1"]
+    assert sorted(d for _, d in seen) == ["0", "0", "1", "1"]
+    assert study.run_env("1")["CUDA_VISIBLE_DEVICES"] == "1"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert "CUDA_VISIBLE_DEVICES" not in study.run_env(None)
+
+
 def test_grids_and_templates_expand_into_named_runs():
     spec = {"tasks": [{"name": "rte", "task": "rte", "data": "RTE", "templates": ["mezo", "gpt3"]}],
             "methods": [{"name": "mezo", "set": {"train.method": "mezo"},
