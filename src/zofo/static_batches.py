@@ -75,7 +75,7 @@ def to_static(batch: CandidateBatch, width_multiple: int = 64, answer_multiple: 
     answer_mask[grid] = exists.float()
 
     candidate_mask = torch.zeros(examples * n_candidates, dtype=torch.bool, device=device)
-    candidate_mask[grid] = True
+    candidate_mask.index_fill_(0, grid, True)  # not `[grid] = True`: that uploads the scalar and waits for the device
     return StaticBatch(input_ids, answer_cols, answer_ids, answer_mask,
                        candidate_mask.view(examples, n_candidates), batch.labels)
 
