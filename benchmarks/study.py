@@ -7,15 +7,16 @@
 
 A study file (YAML) names the shared settings, the tasks (with their data folders), the methods (each with
 its own overrides, e.g. learning rates picked on dev) and the seeds. Every run writes its own folder with
-config.yaml, log.jsonl and result.json; `--aggregate` reads them all and writes one JSON per run, the
-accuracy table (mean +- population std over seeds), dev-accuracy-against-wall-clock curves and the memory table
-(`study_report.py`).
+config.yaml, log.jsonl and result.json, and placement.json (written here: the `--devices` entry it was given);
+`--aggregate` reads them all and writes one JSON per run, the accuracy table (mean +- population std over
+seeds), dev-accuracy-against-wall-clock curves and the memory table (`study_report.py`).
 
 Grids and templates expand in the YAML: a method with ``grid: {optim.lr: [1.0e-5, 3.0e-5]}`` becomes
 ``name@lr1e-05`` and ``name@lr3e-05``; a task with ``templates: [mezo, gpt3]`` becomes ``name@mezo`` and
 ``name@gpt3``.  The aggregate then also writes
 * selected.md: per task and method, the grid point with the best mean dev accuracy, and its test accuracy
-  (hyper-parameters chosen on dev only);
+  (hyper-parameters chosen on dev only); table.md, the curves and speedup.md show a grid method as one
+  method (``--curves zo-lora`` included), per task that point;
 * prompts.md: per method and task, test accuracy per template and its spread (max - min);
 * speedup.md: per task and seed, the wall-clock each curve method needs to reach the reference method's
   (``--reference``, default mezo) final dev accuracy, and the reference's time over it;
@@ -84,9 +85,11 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None) -> di
             "--set", "train.progress=false"]
     for key, value in run["overrides"].items():
         args += ["--set", f"{key}={value}"]
+    env = run_env(device)
+    record_placement(run_dir, device, env)
     start = time.time()
     with open(log_dir / f"{run['name']}.log", "w") as log:
-        code = subprocess.call(args, stdout=log, stderr=subprocess.STDOUT, env=run_env(device))
+        code = subprocess.call(args, stdout=log, stderr=subprocess.STDOUT, env=env)
     return {"name": run["name"], "status": "ok" if code == 0 else f"exit {code}",
             "seconds": round(time.time() - start, 1)}
 
@@ -94,6 +97,14 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None) -> di
 def run_env(device: str | None) -> dict[str, str]:
     """The environment of one run: ours, with CUDA_VISIBLE_DEVICES set to ``device`` if given."""
     return {**os.environ, "CUDA_VISIBLE_DEVICES": device} if device is not None else {**os.environ}
+
+
+def record_placement(run_dir: Path, device: str | None, env: dict[str, str]) -> None:
+    """placement.json in the run folder: the `--devices` entry the run was given (None: not set) and the
+    CUDA_VISIBLE_DEVICES it started with."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    placement = {"device": device, "cuda_visible_devices": env.get("CUDA_VISIBLE_DEVICES")}
+    (run_dir / "placement.json").write_text(json.dumps(placement) + "\n")
 
 
 def selected(runs: list[dict], only: list[str] | None) -> list[dict]:

@@ -4,11 +4,17 @@ Reads every run folder's result.json and log.jsonl and writes one JSON per run, 
 +- std over seeds; time, memory, late train loss and work per method), speed.md, dev_curves.png, and where the
 study has them selected.md (grid points chosen on dev), prompts.md (spread over templates), speedup.md and
 pareto.png (wall-clock to the reference method's final dev accuracy, against peak memory).
+
+A method with grid points (`name@lr0.0001`, ...) is one family, `name`; a plain `name` run beside them (in any
+task) is one more point of it. table.md, the curves, speedup.md and pareto.png show a family as one method,
+per task its point with the best mean dev accuracy over seeds; ties go to the point with the smaller grid
+values (`point_order`). selected.md says which point that was per task and has every point's test accuracy.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -35,7 +41,7 @@ def metric_of(result: dict) -> float:
 
 
 def accuracy_table(rows: list[dict]) -> tuple[list[str], list[str], dict]:
-    """{(method, task): (mean, std, n)} of test accuracy over seeds."""
+    """{(method, task): (mean, std, n)} of test accuracy over seeds, per run name (every grid point apart)."""
     cells = {(m, t): v for (t, m), v in _seed_values(rows, lambda r: metric_of(r["result"])).items()}
     methods = sorted({m for m, _ in cells}, key=lambda m: [r["method"] for r in rows].index(m))
     tasks = sorted({t for _, t in cells})
@@ -43,8 +49,17 @@ def accuracy_table(rows: list[dict]) -> tuple[list[str], list[str], dict]:
     return methods, tasks, stats
 
 
-def markdown(rows: list[dict]) -> str:
+def selected_table(rows: list[dict]) -> tuple[list[str], list[str], dict]:
+    """`accuracy_table` with each grid family as one method: per task, its dev-selected point's cell."""
     methods, tasks, stats = accuracy_table(rows)
+    chosen = selection(rows)
+    names = list(dict.fromkeys(base(m) for m in methods))
+    picked = {(f, t): stats[(c["point"], t)] for (t, f), c in chosen.items()}
+    return names, tasks, picked
+
+
+def accuracy_lines(methods: list[str], tasks: list[str], stats: dict) -> list[str]:
+    """Markdown table of test accuracy, mean ± std per task; the mean of the task means where all tasks have one."""
     lines = ["| method | " + " | ".join(tasks) + " | mean |", "|---" * (len(tasks) + 2) + "|"]
     for method in methods:
         cells, means = [], []
@@ -57,10 +72,37 @@ def markdown(rows: list[dict]) -> str:
                 cells.append("-")
         overall = f"{statistics.mean(means):.3f}" if len(means) == len(tasks) else "-"
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {overall} |")
-    lines += ["", "| method | train seconds (mean) | peak train-step memory MiB (max) | steps (min-max) | "
+    return lines
+
+
+def selection_note(rows: list[dict]) -> list[str]:
+    """Under the accuracy table: per grid family, the point used in each task, and the tasks with only one point."""
+    chosen, lines = selection(rows), []
+    for family in grid_families(rows):
+        mine = sorted((t, c) for (t, f), c in chosen.items() if f == family)
+        picks = [f"{t} {c['point']} (of {len(c['points'])}{', tie on dev' if len(c['tied']) > 1 else ''})"
+                 for t, c in mine if len(c["points"]) > 1]
+        single: dict[str, list[str]] = {}
+        for t, c in mine:
+            if len(c["points"]) == 1:
+                single.setdefault(c["point"], []).append(t)
+        lines.append(f"- `{family}`: per task the grid point with the best mean dev accuracy over seeds: "
+                     + ("; ".join(picks) or "none") + ".")
+        lines += [f"  Only one point run, nothing chosen: {p} on {', '.join(ts)}." for p, ts in single.items()]
+    if lines:
+        lines = ["", "Grid methods are one row each, per task the point selected on dev (selected.md has every "
+                 "point); a tie on mean dev accuracy goes to the point with the smaller grid values (e.g. the "
+                 "smaller learning rate):", *lines]
+    return lines
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = accuracy_lines(*selected_table(rows)) + selection_note(rows)
+    lines += ["", "Per run name (each grid point apart):", "",
+              "| method | train seconds (mean) | peak train-step memory MiB (max) | steps (min-max) | "
               "median seconds / step | train loss, last sixth of the steps (mean over seeds) | "
               "sequences forward / backward, thousands (mean) |", "|---|---|---|---|---|---|---|"]
-    for method in methods:
+    for method in accuracy_table(rows)[0]:
         mine = [r for r in rows if r["method"] == method]
         seconds = statistics.mean(r["result"]["train_seconds"] for r in mine)
         peaks = [r["result"]["peak_memory_mib"].get("train_step", 0.0) for r in mine]
@@ -106,24 +148,71 @@ def _seed_values(rows: list[dict], value) -> dict[tuple[str, str], list[float]]:
     return cells
 
 
-def selected_on_dev(rows: list[dict]) -> str:
-    """Per (task, method family): the grid point with the best mean dev accuracy, and its test accuracy."""
+def grid_families(rows: list[dict]) -> list[str]:
+    """Method families with grid points (a run name with '@'), in order of first appearance."""
+    return list(dict.fromkeys(base(r["method"]) for r in rows if "@" in r["method"]))
+
+
+def point_order(method: str) -> tuple:
+    """Sort key of a grid point: the numbers in its grid suffix, in grid-key order (smaller first), then its name;
+    a plain name (no suffix) sorts first."""
+    suffix = method.split("@", 1)[1] if "@" in method else ""
+    return tuple(float(v) for v in re.findall(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?", suffix)), method
+
+
+def selection(rows: list[dict]) -> dict[tuple[str, str], dict]:
+    """Per (task, family): the point with the best mean dev accuracy over its seeds ("point"), every point in
+    `point_order` ("points"), those tied with the best ("tied"; the first is taken) and each one's mean dev."""
     dev = _seed_values(rows, lambda r: r["result"]["best_dev"])
+    families: dict[tuple[str, str], list[str]] = {}
+    for task, method in dev:
+        families.setdefault((task, base(method)), []).append(method)
+    chosen = {}
+    for (task, family), points in families.items():
+        points = sorted(points, key=point_order)
+        means = {p: statistics.mean(dev[(task, p)]) for p in points}
+        tied = [p for p in points if means[p] >= max(means.values()) - 1e-9]
+        chosen[(task, family)] = {"point": tied[0], "points": points, "tied": tied, "dev": means}
+    return chosen
+
+
+def selected_on_dev(rows: list[dict]) -> str:
+    """Per (task, grid family): the grid point with the best mean dev accuracy and its test accuracy (a cell with
+    one point says that nothing was chosen), then every point's test accuracy."""
     test = _seed_values(rows, lambda r: metric_of(r["result"]))
-    best: dict[tuple[str, str], str] = {}
-    for (task, method), values in dev.items():
-        key = (task, base(method))
-        if key not in best or statistics.mean(values) > statistics.mean(dev[(task, best[key])]):
-            best[key] = method
-    lines = ["| task | method | chosen on dev | points in the grid | dev (mean) | test (mean ± std) | seeds |",
-             "|---|---|---|---|---|---|---|"]
-    for (task, family), method in sorted(best.items()):
-        n_points = sum(1 for t, m in dev if t == task and base(m) == family)
-        t = test[(task, method)]
+    families = grid_families(rows)
+    lines = ["Per task and method with grid points: the point with the best mean dev accuracy over seeds (a tie "
+             "goes to the smaller grid values, e.g. the smaller learning rate).", "",
+             "| task | method | chosen on dev | points in the grid | dev (mean) | test (mean ± std) | seeds | "
+             "dev per point (mean) |", "|---|---|---|---|---|---|---|---|"]
+    for (task, family), c in sorted(selection(rows).items()):
+        if family not in families:
+            continue
+        point, t = c["point"], test[(task, c["point"])]
+        shown = point if len(c["points"]) > 1 else f"- (only one point run: {point})"
+        if len(c["tied"]) > 1:
+            shown += f" (tie with {', '.join(c['tied'][1:])})"
+        per = ", ".join(f"{p} {c['dev'][p]:.3f}" for p in c["points"])
         std = statistics.pstdev(t) if len(t) > 1 else 0.0
-        lines.append(f"| {task} | {family} | {method} | {n_points} | {statistics.mean(dev[(task, method)]):.3f} | "
-                     f"{statistics.mean(t):.3f} ± {std:.3f} | {len(t)} |")
+        lines.append(f"| {task} | {family} | {shown} | {len(c['points'])} | {c['dev'][point]:.3f} | "
+                     f"{statistics.mean(t):.3f} ± {std:.3f} | {len(t)} | {per} |")
+    methods, tasks, stats = accuracy_table(rows)
+    lines += ["", "Test accuracy of every grid point:", "",
+              *accuracy_lines([m for m in methods if base(m) in families], tasks, stats)]
     return "\n".join(lines) + "\n"
+
+
+def curve_rows(rows: list[dict], names: list[str]) -> list[tuple[str, dict]]:
+    """(name, run) for every run a curve name stands for: a point named in full ('zo-lora@lr0.0003') is itself; a
+    base name ('zo-lora') is, per task, its dev-selected point (a method without grid points: itself)."""
+    chosen, picked = selection(rows), []
+    for row in rows:
+        method = row["method"]
+        if "@" in method and method in names:
+            picked.append((method, row))
+        if base(method) in names and chosen[(row["task"], base(method))]["point"] == method:
+            picked.append((base(method), row))
+    return picked
 
 
 def prompt_spread(rows: list[dict]) -> str:
@@ -153,24 +242,42 @@ def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
 
 def speedups(rows: list[dict], reference: str, methods: list[str]) -> list[dict]:
     """Per (task, seed, method): seconds to the reference's final dev accuracy and the reference's own time
-    to it (the first evaluation at or above its final value) divided by that. No speed-up is defined where
-    the reference ended no higher than its first evaluation (it learned nothing: any method "reaches" it at
-    once); `reference_improved` says which."""
-    found = []
-    for ref in (r for r in rows if r["method"] == reference):
+    to it (the first evaluation at or above its final value) divided by that. Names resolve as in `curve_rows`
+    (a grid family: its dev-selected point per task; "point" is the run used). No speed-up is defined where
+    the reference's final dev accuracy is not above its first evaluation (any method "reaches" it at once);
+    `reference_improved` says which, `reference_peak` whether it rose above the first and fell back."""
+    found, runs = [], curve_rows(rows, methods)
+    for _, ref in curve_rows(rows, [reference]):
         curve = dev_curve(ref)
         if not curve:
             continue
-        target = curve[-1][1]
+        target, first, peak = curve[-1][1], curve[0][1], max(acc for _, acc in curve)
         t_ref = time_to(curve, target)
-        improved = target > curve[0][1] + 1e-12
-        for row in rows:
-            if row["task"] == ref["task"] and row["seed"] == ref["seed"] and row["method"] in methods:
+        improved = target > first + 1e-12
+        for name, row in runs:
+            if row["task"] == ref["task"] and row["seed"] == ref["seed"]:
                 t = time_to(dev_curve(row), target)
-                found.append({"task": row["task"], "seed": row["seed"], "method": row["method"], "target": target,
-                              "seconds": t, "reference_seconds": t_ref, "reference_improved": improved,
+                found.append({"task": row["task"], "seed": row["seed"], "method": name, "point": row["method"],
+                              "target": target, "seconds": t, "reference_point": ref["method"],
+                              "reference_seconds": t_ref, "reference_first": first, "reference_peak": peak,
+                              "reference_improved": improved,
                               "speedup": t_ref / t if t and t_ref and improved else None})
     return found
+
+
+def shown_method(f: dict) -> str:
+    """A speed-up row's method: its name, and the grid point it resolved to where that differs."""
+    point = f.get("point", f["method"])
+    return f["method"] if point == f["method"] else f"{f['method']} ({point})"
+
+
+def undefined_reason(f: dict, reference: str) -> str:
+    """Why a seed has no speed-up: the reference ended no higher than it started (and whether it rose between)."""
+    first, peak = f.get("reference_first"), f.get("reference_peak")
+    if first is not None and peak is not None and peak > first + 1e-12:
+        return (f"- ({reference}'s final dev not above its first evaluation, {first:.3f}: "
+                f"it rose to {peak:.3f} and fell back)")
+    return f"- ({reference}'s final dev not above its first evaluation: never above it)"
 
 
 def speedup_table(found: list[dict], reference: str) -> str:
@@ -180,16 +287,16 @@ def speedup_table(found: list[dict], reference: str) -> str:
         secs = f"{f['seconds']:.0f}" if f["seconds"] is not None else "not reached"
         gain = f"{f['speedup']:.2f}x" if f["speedup"] else "-"
         if not f.get("reference_improved", True):
-            gain = f"- ({reference} never rose above its first evaluation)"
-        lines.append(f"| {f['task']} | {f['seed']} | {f['target']:.3f} | {f['method']} | {secs} | "
+            gain = undefined_reason(f, reference)
+        lines.append(f"| {f['task']} | {f['seed']} | {f['target']:.3f} | {shown_method(f)} | {secs} | "
                      f"{f['reference_seconds']:.0f} | {gain} |")
     return "\n".join(lines) + "\n" + speedup_summary(found, reference)
 
 
 def speedup_summary(found: list[dict], reference: str) -> str:
     """Per task and method: the speed-ups of the seeds where one is defined, their mean, and the seeds left."""
-    lines = ["", f"| task | method | speed-up per seed | mean | seeds without one ({reference} flat / not reached) |",
-             "|---|---|---|---|---|"]
+    lines = ["", f"| task | method | speed-up per seed | mean | seeds without one ({reference}'s final dev not above "
+             "its first / not reached) |", "|---|---|---|---|---|"]
     for task, method in sorted({(f["task"], f["method"]) for f in found if f["method"] != reference}):
         cell = [f for f in found if (f["task"], f["method"]) == (task, method)]
         gains = [f["speedup"] for f in cell if f["speedup"]]
@@ -197,13 +304,13 @@ def speedup_summary(found: list[dict], reference: str) -> str:
         missed = sum(f["seconds"] is None and f.get("reference_improved", True) for f in cell)
         shown = ", ".join(f"{g:.1f}x" for g in gains) or "-"
         mean = f"{statistics.mean(gains):.1f}x" if gains else "-"
-        lines.append(f"| {task} | {method} | {shown} | {mean} | {flat} / {missed} |")
+        lines.append(f"| {task} | {shown_method(cell[0])} | {shown} | {mean} | {flat} / {missed} |")
     return "\n".join(lines) + "\n"
 
 
 def plot_pareto(rows: list[dict], found: list[dict], target: Path) -> None:
-    """Per task: mean seconds to the reference's final dev accuracy against peak train-step memory, one point
-    per method (seeds whose reference never improved are left out)."""
+    """Per task: mean seconds to the reference's final dev accuracy against peak train-step memory (of the run
+    name a method resolved to there), one point per method (seeds whose reference never improved left out)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -214,13 +321,14 @@ def plot_pareto(rows: list[dict], found: list[dict], target: Path) -> None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
     for axis, task in zip(axes[0], tasks, strict=True):
         for color, method in enumerate(methods):
-            times = [f["seconds"] for f in found if (f["task"], f["method"]) == (task, method)
-                     and f["seconds"] is not None and f.get("reference_improved", True)]
+            mine = [f for f in found if (f["task"], f["method"]) == (task, method)]
+            times = [f["seconds"] for f in mine if f["seconds"] is not None and f.get("reference_improved", True)]
+            points = {f.get("point", method) for f in mine}
             peaks = [r["result"]["peak_memory_mib"].get("train_step", 0.0) for r in rows
-                     if (r["task"], r["method"]) == (task, method)]
+                     if r["task"] == task and r["method"] in points]
             if times and peaks:
                 axis.scatter(statistics.mean(times), max(peaks), color=f"C{color}")
-                axis.annotate(method, (statistics.mean(times), max(peaks)), fontsize=8)
+                axis.annotate(shown_method(mine[0]), (statistics.mean(times), max(peaks)), fontsize=8)
         axis.set_title(task)
         axis.set_xlabel("seconds to the reference's final dev accuracy (mean)")
         axis.set_ylabel("peak train-step memory (MiB)")
@@ -230,20 +338,24 @@ def plot_pareto(rows: list[dict], found: list[dict], target: Path) -> None:
 
 
 def plot_curves(rows: list[dict], target: Path, methods: list[str]) -> None:
-    """Dev accuracy against wall-clock seconds, one panel per task, mean curve per method (seed 0 shown)."""
+    """Dev accuracy against wall-clock seconds, one panel per task, one curve per method (seed 0; names resolve
+    as in `curve_rows`: a grid family is drawn as its dev-selected point of the task, named in the legend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = sorted({r["task"] for r in rows})
+    drawn = [(name, row) for name, row in curve_rows(rows, methods) if row["seed"] == 0]
+    colors = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(name for name, _ in drawn))}
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
     for axis, task in zip(axes[0], tasks, strict=True):
-        for row in rows:
-            if row["task"] != task or row["method"] not in methods or row["seed"] != 0:
-                continue
-            curve = dev_curve(row)
-            axis.plot([t for t, _ in curve], [acc for _, acc in curve], marker=".", label=row["method"])
+        for name, row in drawn:
+            if row["task"] == task:
+                curve = dev_curve(row)
+                label = shown_method({"method": name, "point": row["method"]})
+                axis.plot([t for t, _ in curve], [acc for _, acc in curve], marker=".", label=label,
+                          color=colors[name])
         axis.set_title(task)
         axis.set_xlabel("wall-clock seconds")
         axis.set_ylabel("dev accuracy")

@@ -65,7 +65,9 @@ def test_aggregate_selects_on_dev_and_times_the_reference(tmp_path):
     selected = (tmp_path / "res" / "selected.md").read_text()
     assert "| sst2 | mezo | mezo@lr1e-05 | 3 | 0.700 | 0.600 ± 0.000 | 1 |" in selected
     found = {f["method"]: f for f in json.loads((tmp_path / "res" / "speedup.json").read_text())}
-    assert found["mezo"]["reference_seconds"] == 200 and found["mezo"]["target"] == 0.69
+    # the reference "mezo" is a grid family here: its dev-selected point, lr 1e-5 (final dev 0.70 at 200 s)
+    assert found["mezo"]["point"] == found["mezo"]["reference_point"] == "mezo@lr1e-05"
+    assert found["mezo"]["reference_seconds"] == 200 and found["mezo"]["target"] == 0.70
     assert found["bilevel"]["seconds"] == 50 and found["bilevel"]["speedup"] == 4.0
     assert found["zo-lora"]["seconds"] is None and "not reached" in (tmp_path / "res" / "speedup.md").read_text()
     assert (tmp_path / "res" / "pareto.png").stat().st_size > 5_000
@@ -81,14 +83,21 @@ def test_no_speedup_against_a_reference_that_learned_nothing(tmp_path):
     fake_run(runs, "rte", "bilevel", 0, [(2, 0.50), (50, 0.60)], test=0.6)
     fake_run(runs, "rte", "mezo", 1, [(1, 0.50), (100, 0.52), (200, 0.54)], test=0.5)
     fake_run(runs, "rte", "bilevel", 1, [(2, 0.50), (50, 0.60)], test=0.6)
+    fake_run(runs, "rte", "mezo", 2, [(1, 0.50), (100, 0.45), (200, 0.50)], test=0.5)
+    fake_run(runs, "rte", "bilevel", 2, [(2, 0.50), (50, 0.60)], test=0.6)
     found = study_report.speedups(study_report.load_runs(runs), "mezo", ["mezo", "bilevel"])
     flat = next(f for f in found if f["seed"] == 0 and f["method"] == "bilevel")
     assert flat["reference_improved"] is False and flat["speedup"] is None and flat["seconds"] == 2
     real = next(f for f in found if f["seed"] == 1 and f["method"] == "bilevel")
     assert real["speedup"] == 4.0
     table = study_report.speedup_table(found, "mezo")
-    assert "never rose above its first evaluation" in table
-    assert "| rte | bilevel | 4.0x | 4.0x | 1 / 0 |" in table
+    rows = {(line.split(" | ")[1], line.split(" | ")[3]): line for line in table.splitlines() if "| rte | " in line}
+    # the label says the rule applied (final not above first), and whether mezo rose in between
+    rose = "mezo's final dev not above its first evaluation, 0.500: it rose to 0.550 and fell back"
+    assert rose in rows["0", "bilevel"]
+    assert "mezo's final dev not above its first evaluation: never above it" in rows["2", "bilevel"]
+    assert "never rose" not in table and "rose to" not in rows["2", "bilevel"]
+    assert "| rte | bilevel | 4.0x | 4.0x | 2 / 0 |" in table
 
 
 def test_prompt_spread_over_templates(tmp_path):
@@ -109,3 +118,68 @@ def test_studies_of_several_folders_pool_and_refuse_a_run_found_twice(tmp_path):
     fake_run(tmp_path / "c", "sst2", "mezo", 1, [(1, 0.5), (100, 0.8)], test=0.8)
     with pytest.raises(ValueError, match="sst2__mezo__s1 is in both"):
         study_report.load_runs(tmp_path / "b", tmp_path / "c")
+
+
+def grid_study(runs: Path) -> None:
+    """Three tasks: a plain zo-lora only (boolq), a two-point grid with a clear dev winner (cb), a dev tie (copa)."""
+    fake_run(runs, "boolq", "zo-lora", 0, [(0, 0.5), (100, 0.62)], test=0.58)
+    fake_run(runs, "cb", "zo-lora@lr0.0001", 0, [(0, 0.5), (100, 0.60)], test=0.70)
+    fake_run(runs, "cb", "zo-lora@lr0.0003", 0, [(0, 0.5), (30, 0.80)], test=0.50, peak=700)
+    # a tie on dev: the smaller learning rate wins, though "lr0.0001" sorts before "lr1e-05" as text
+    fake_run(runs, "copa", "zo-lora@lr0.0001", 0, [(0, 0.5), (100, 0.60)], test=0.40)
+    fake_run(runs, "copa", "zo-lora@lr1e-05", 0, [(0, 0.5), (100, 0.60)], test=0.64)
+    for task in ("boolq", "cb", "copa"):
+        fake_run(runs, task, "mezo", 0, [(0, 0.5), (60, 0.55), (120, 0.55)], test=0.55)
+
+
+def test_table_shows_a_grid_method_as_one_row_of_its_dev_selected_points(tmp_path):
+    grid_study(tmp_path / "runs")
+    study_report.aggregate(tmp_path / "runs", tmp_path / "res", ["mezo"])
+    table = (tmp_path / "res" / "table.md").read_text()
+    accuracy = table.split("\n\n")[0]
+    assert "| zo-lora | 0.580 | 0.500 | 0.640 | 0.573 |" in accuracy  # lr 3e-4 on cb, lr 1e-5 on copa, plain on boolq
+    assert "zo-lora@" not in accuracy and "| mezo | 0.550 | 0.550 | 0.550 | 0.550 |" in accuracy
+    assert "cb zo-lora@lr0.0003 (of 2); copa zo-lora@lr1e-05 (of 2, tie on dev)" in table
+    assert "Only one point run, nothing chosen: zo-lora on boolq." in table
+    assert "smaller grid values" in table
+    assert "| zo-lora@lr0.0003 | 30.0 | 700 |" in table  # time and memory stay per grid point
+    selected = (tmp_path / "res" / "selected.md").read_text()
+    assert "| boolq | zo-lora | - (only one point run: zo-lora) | 1 | 0.620 |" in selected
+    assert "| cb | zo-lora | zo-lora@lr0.0003 | 2 | 0.800 | 0.500 ± 0.000 | 1 |" in selected
+    assert "| copa | zo-lora | zo-lora@lr1e-05 (tie with zo-lora@lr0.0001) | 2 | 0.600 |" in selected
+    assert "| mezo |" not in selected  # no grid: nothing to select
+    # every point's test accuracy is kept
+    assert "| zo-lora@lr0.0001 | - | 0.700 | 0.400 | - |" in selected
+    assert "| zo-lora@lr0.0003 | - | 0.500 | - | - |" in selected
+
+
+def test_a_curve_base_name_stands_for_the_dev_selected_point_per_task(tmp_path):
+    grid_study(tmp_path / "runs")
+    rows = study_report.load_runs(tmp_path / "runs")
+    drawn = {(row["task"], name): row["method"] for name, row in study_report.curve_rows(rows, ["zo-lora"])}
+    assert drawn == {("boolq", "zo-lora"): "zo-lora", ("cb", "zo-lora"): "zo-lora@lr0.0003",
+                     ("copa", "zo-lora"): "zo-lora@lr1e-05"}
+    named = study_report.curve_rows(rows, ["zo-lora@lr0.0001"])  # a point named in full is itself, in every task
+    assert sorted((r["task"], n) for n, r in named) == [("cb", "zo-lora@lr0.0001"), ("copa", "zo-lora@lr0.0001")]
+    study_report.aggregate(tmp_path / "runs", tmp_path / "res", ["mezo", "zo-lora"])
+    found = {(f["task"], f["method"]): f for f in json.loads((tmp_path / "res" / "speedup.json").read_text())}
+    cb = found["cb", "zo-lora"]
+    assert cb["point"] == "zo-lora@lr0.0003" and cb["seconds"] == 30 and cb["speedup"] == 2.0
+    speedup = (tmp_path / "res" / "speedup.md").read_text()
+    assert "| cb | zo-lora (zo-lora@lr0.0003) | 2.0x | 2.0x | 0 / 0 |" in speedup
+    assert "| boolq | zo-lora | 0.6x | 0.6x | 0 / 0 |" in speedup  # the plain run: a one-point grid
+    assert (tmp_path / "res" / "pareto.png").stat().st_size > 5_000
+
+
+def test_each_run_folder_records_the_device_it_was_given(tmp_path, monkeypatch):
+    envs = []
+    monkeypatch.setattr(study.subprocess, "call", lambda args, stdout, stderr, env: envs.append(env) or 0)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    (tmp_path / "logs").mkdir()
+    for name, device in (("cb__mezo__s0", "1"), ("cb__mezo__s1", None)):
+        status = study.launch({"name": name, "overrides": {}}, tmp_path / "out", tmp_path / "logs", device)
+        assert status["status"] == "ok"
+    placed = json.loads((tmp_path / "out" / "cb__mezo__s0" / "placement.json").read_text())
+    assert placed == {"device": "1", "cuda_visible_devices": "1"} and envs[0]["CUDA_VISIBLE_DEVICES"] == "1"
+    unplaced = json.loads((tmp_path / "out" / "cb__mezo__s1" / "placement.json").read_text())
+    assert unplaced == {"device": None, "cuda_visible_devices": None}
