@@ -1,13 +1,10 @@
 """Where a graphed ZO step's time goes: GPU kernel time per kind, and the GPU's idle gaps, per step.
 
     PYTHONPATH=src python benchmarks/profile_step.py [--model opt-1.3b] [--direction gaussian] [--steps 10] \
-        [--sync] [--no-prefetch] [--out DIR]
+        [--out DIR]
 
 The step is `benchmarks/zo_step.py`'s graphed step (two probes replayed from CUDA graphs, one fused update),
-bf16, batch 16 x 256, random init; ``--sync``: c read on the host before the update (default: kept on the
-device, as `zofo train` does); ``--no-prefetch``: each layer's perturbed copy made in line, not on a side stream.
-Kernels of the two streams may overlap: busy counts such time once, the per-kind times count each kernel.
-After a warm-up, torch.profiler records ``--steps`` steps; each step is
+bf16, batch 16 x 256, random init.  After a warm-up, torch.profiler records ``--steps`` steps; each step is
 cut at its ``zo_step`` range.  Per step: wall-clock from its first kernel's start to its last kernel's end,
 the time at least one kernel runs (busy), the rest (idle: host work, syncs, launches), and busy time per kernel
 kind (perturb, update, matrix products, other).  Writes profile_step.json, profile_step.md and the chrome
@@ -78,8 +75,6 @@ def main() -> None:
     ap.add_argument("--model", default="opt-1.3b")
     ap.add_argument("--direction", default="gaussian")
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--sync", action="store_true", help="read c on the host before the update")
-    ap.add_argument("--no-prefetch", action="store_true", help="perturbed copies made in line")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     args = ap.parse_args()
     from zo_step import EPS, build, graphed_step  # benchmarks/ is on the path when run as a script
@@ -88,17 +83,16 @@ def main() -> None:
     params = dict(model.named_parameters())
     ids = torch.randint(0, model.config.vocab_size, (16, 256), device="cuda")
     probes = zo.GraphedProbes(model, params, lambda inputs: model(input_ids=inputs["ids"], labels=inputs["ids"],
-                                                                  use_cache=False).loss, args.direction,
-                               prefetch=not args.no_prefetch)
+                                                                  use_cache=False).loss, args.direction)
     counter = [0]
     for _ in range(5):
-        graphed_step(probes, ids, params, args.direction, counter, args.sync)
+        graphed_step(probes, ids, params, args.direction, counter)
     torch.cuda.synchronize()
     activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     with torch.profiler.profile(activities=activities) as prof:
         for _ in range(args.steps):
             with torch.profiler.record_function("zo_step"):
-                graphed_step(probes, ids, params, args.direction, counter, args.sync)
+                graphed_step(probes, ids, params, args.direction, counter)
         torch.cuda.synchronize()
     args.out.mkdir(parents=True, exist_ok=True)
     prof.export_chrome_trace(str(args.out / "trace.json"))
@@ -110,7 +104,6 @@ def main() -> None:
     median = {k: statistics.median(r.get(k, 0.0) for r in rows) for k in keys}
     result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "device": torch.cuda.get_device_name(),
               "torch": torch.__version__, "model": args.model, "direction": args.direction, "eps": EPS,
-              "sync": args.sync, "prefetch": not args.no_prefetch,
               "steps": rows, "median": median}
     (args.out / "profile_step.json").write_text(json.dumps(result, indent=1))
     lines = [f"# Graphed ZO step, {args.model}, {args.direction}: median of {len(rows)} profiled steps", "",

@@ -14,9 +14,7 @@ CUDA events after warm-up, median of ``--iters``:
   from device tensors) and replayed -- removes the per-kernel launch cost that dominates small models;
 * zofo+graph, no sync: the same, with the probes queued by ``zo.queue_probes`` and the update applied from
   the device's c (``zo.DeviceEstimate``), so the host never waits for the probes before launching it, as
-  `zofo train` does on CUDA;
-* zofo+graph, no sync, no prefetch: the same with ``prefetch=False``: each layer's perturbed copy is made
-  just before the layer runs, on the same stream, instead of on a side stream while the previous layer runs.
+  `zofo train` does on CUDA.
 Peak memory: torch.cuda.max_memory_allocated of the step / of a plain forward (stats reset before each).
 Writes zo_step.json and zo_step.md under --out (default $OUT or .), prints a table last.
 """
@@ -234,20 +232,15 @@ def bench_model(name: str, iters: int, graphs: bool, weights: str | None = None)
             if not probes.capture:
                 row[f"graph_{direction}_error"] = "capture failed (see the warning above)"
             del probes
-            inline = zo.GraphedProbes(model, params, lambda inputs: lm_loss(inputs["ids"]), direction, prefetch=False)
-            attempt(row, f"inline_{direction}",
-                    lambda p=inline, d=direction: graphed_step(p, ids, params, d, step, sync=False), iters)
-            del inline
     return row
 
 
 def table(rows: list[dict]) -> str:
     lines = [
         "| model | forward ms | ref step / fwd | zofo gauss / fwd | zofo rad / fwd | graph gauss / fwd | "
-        "graph rad / fwd | graph no sync gauss / fwd | graph no sync rad / fwd | no sync, no prefetch gauss / fwd | "
-        "no sync, no prefetch rad / fwd | ref / eager zofo (gauss, rad) | ref / best zofo | "
-        "peak step / fwd (gauss: eager, no sync) |",
-        "|" + "---|" * 14,
+        "graph rad / fwd | graph no sync gauss / fwd | graph no sync rad / fwd | ref / eager zofo (gauss, rad) | "
+        "ref / best zofo | peak step / fwd (gauss) |",
+        "|" + "---|" * 12,
     ]
     for r in rows:
         f = r["forward_ms"]
@@ -258,15 +251,13 @@ def table(rows: list[dict]) -> str:
         best = min(ours) if ours else float("nan")
         ratio = lambda k, r=r, f=f: f"{r[k] / f:.2f}" if k in r else "-"  # noqa: E731
         speedup = lambda k, r=r: f"{r['reference_ms'] / r[k]:.2f}" if k in r and "reference_ms" in r else "-"  # noqa: E731
-        mem = lambda k, r=r: f"{r[k] / r['forward_peak_gib']:.3f}" if k in r else "-"  # noqa: E731
+        mem = r.get("zofo_gaussian_peak_gib", float("nan")) / r["forward_peak_gib"]
         lines.append(
             f"| {r['model']} | {f:.1f} | {ratio('reference_ms')} | {ratio('zofo_gaussian_ms')} | "
             f"{ratio('zofo_rademacher_ms')} | {ratio('graph_gaussian_ms')} | "
             f"{ratio('graph_rademacher_ms')} | {ratio('async_gaussian_ms')} | {ratio('async_rademacher_ms')} | "
-            f"{ratio('inline_gaussian_ms')} | {ratio('inline_rademacher_ms')} | "
             f"{speedup('zofo_gaussian_ms')}, {speedup('zofo_rademacher_ms')} | "
-            f"{r.get('reference_ms', float('nan')) / best:.2f} | "
-            f"{mem('zofo_gaussian_peak_gib')}, {mem('async_gaussian_peak_gib')} |"
+            f"{r.get('reference_ms', float('nan')) / best:.2f} | {mem:.3f} |"
         )
     return "\n".join(lines)
 

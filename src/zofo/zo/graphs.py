@@ -102,14 +102,13 @@ class GraphedProbes:
 
     ``capture=False`` (and any model not on a CUDA device) probes eagerly through the same calls. If a
     capture fails (a model whose forward syncs with the host, say), a warning says why and every later
-    probe runs eagerly. ``pool``: see `ShapeGraphs`. ``prefetch``: see `perturbed`.
+    probe runs eagerly. ``pool``: see `ShapeGraphs`.
     """
 
     def __init__(self, model: nn.Module, params: Mapping[str, nn.Parameter],
                  loss_fn: Callable[[Inputs], Tensor], direction: Direction = "gaussian", capture: bool = True,
-                 pool: tuple | None = None, prefetch: bool = True):
+                 pool: tuple | None = None):
         self.model, self.params, self.loss_fn, self.direction = model, params, loss_fn, direction
-        self.prefetch = prefetch
         device = next(iter(params.values())).device
         self.graphs = ShapeGraphs("ZO probe", capture and device.type == "cuda", pool)
         if self.graphs.capture:
@@ -134,10 +133,8 @@ class GraphedProbes:
 
     def _eager(self, inputs: Inputs, seed: int, scale: float) -> Tensor:
         with torch.no_grad():
-            return perturbed_loss(lambda: self.loss_fn(inputs), self.model, self.params, seed, scale, self.direction,
-                                  prefetch=self.prefetch)
+            return perturbed_loss(lambda: self.loss_fn(inputs), self.model, self.params, seed, scale, self.direction)
 
     def _probe(self, inputs: Inputs) -> Tensor:
-        with torch.no_grad(), perturbed(self.model, self.params, self.seed, self.scale, self.direction,
-                                        prefetch=self.prefetch):
+        with torch.no_grad(), perturbed(self.model, self.params, self.seed, self.scale, self.direction):
             return self.loss_fn(inputs)

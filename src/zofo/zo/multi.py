@@ -22,7 +22,6 @@ from torch import Tensor
 from zofo.transfer import upload
 
 from . import kernels as K
-from .streams import launched_on
 
 _COLS = 6  # in_delta, out_offset, n, start, key, first program
 _PAD = 64  # output offsets rounded up to this many elements (keeps 16-byte alignment)
@@ -142,36 +141,31 @@ def perturb_group(
     starts: Sequence[int] | None = None,
     fast: bool | None = None,
     tile: tuple[int, int] | None = None,
-    side: torch.cuda.Stream | None = None,
 ) -> list[Tensor]:
     """[x + scale*u(seed, key) for each x] in one launch; the results are views of one flat buffer.
 
     ``xs`` must be ``groupable``; ``seed``/``scale`` one-element device tensors (int64 / float32).
-    ``side``: launch on this stream (`streams.launched_on`); the buffer and table belong to the current one.
     """
     r, warps = tile or K.TILE[kind]
     starts = list(starts) if starts is not None else [0] * len(xs)
     meta, progs, hint = _table(xs, keys, starts, kind, r)
     offs, total = out_offsets(xs)
     buf = torch.empty(total, dtype=xs[0].dtype, device=xs[0].device)
-    if side is not None and not torch.cuda.is_current_stream_capturing():
-        meta.record_stream(side)  # a cached table freed (cache full) while the side stream still reads it
-    with launched_on(side):
-        K.launch(
-            _multi_perturb_kernel,
-            (progs,),
-            xs[0],
-            buf,
-            meta,
-            seed,
-            scale,
-            NT=meta.shape[0],
-            KIND=kind,
-            FAST=K.fast_default(buf, fast),
-            R=r,
-            ALIGN=hint,
-            num_warps=warps,
-        )
+    K.launch(
+        _multi_perturb_kernel,
+        (progs,),
+        xs[0],
+        buf,
+        meta,
+        seed,
+        scale,
+        NT=meta.shape[0],
+        KIND=kind,
+        FAST=K.fast_default(buf, fast),
+        R=r,
+        ALIGN=hint,
+        num_warps=warps,
+    )
     return [buf[o : o + x.numel()].view(x.shape) for x, o in zip(xs, offs, strict=True)]
 
 

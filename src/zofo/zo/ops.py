@@ -108,12 +108,10 @@ def perturbed_copies(
     scale: float | Tensor,
     direction: Direction = "gaussian",
     backend: Backend = "auto",
-    side: torch.cuda.Stream | None = None,
 ) -> list[Tensor]:
     """``perturbed_copy`` of several tensors with as few launches as possible: on the kernel path one
     launch per (dtype, device) cluster (``multi.perturb_group``), on the torch path one batched Philox
-    evaluation.  Same values as per-tensor calls, bit for bit.  ``side``: a stream the kernels run on
-    (`streams.launched_on`); the torch path ignores it."""
+    evaluation.  Same values as per-tensor calls, bit for bit."""
     out: list[Tensor | None] = [None] * len(thetas)
     for idx in _clusters(thetas, lambda t: use_triton(t, backend) and t.is_contiguous()):
         ts, ks = [thetas[i] for i in idx], [keys[i] for i in idx]
@@ -124,7 +122,7 @@ def perturbed_copies(
             scale_t = (
                 scale if isinstance(scale, Tensor) else device_scalar(scale, torch.float32, ts[0].device)
             )
-            res = multi.perturb_group(ts, ks, seed_t, scale_t, _kind(direction), side=side)
+            res = multi.perturb_group(ts, ks, seed_t, scale_t, _kind(direction))
         else:
             res = _torch_copies(ts, ks, _as_int(seed), _as_float(scale), direction)
         for i, r in zip(idx, res, strict=True):
