@@ -18,6 +18,8 @@ import re
 import statistics
 from pathlib import Path
 
+from zofo.tasks import default_template
+
 
 def load_runs(*outs: Path) -> list[dict]:
     """Every finished run in the run folders under `outs` (studies of several sessions can be pooled; a run
@@ -215,14 +217,28 @@ def curve_rows(rows: list[dict], names: list[str]) -> list[tuple[str, dict]]:
     return picked
 
 
+def template_of(row: dict) -> str | None:
+    """The prompt template a run used: its config's data.template, else the `@template` of its task name, else
+    its task's default template (a run of a study without templates); None where nothing says."""
+    data = row["result"].get("config", {}).get("data", {})
+    named = row["task"].partition("@")[2]
+    if data.get("template") or named:
+        return data.get("template") or named
+    return default_template(data["task"]) if data.get("task") else None
+
+
 def prompt_spread(rows: list[dict]) -> str:
-    """Per (method, task): test accuracy under each template (mean over seeds) and max - min."""
+    """Per (method, task) run under at least two templates: test accuracy under each (mean over seeds) and
+    max - min. Runs of a study without templates count under their task's default template, so a study of
+    the other templates alone completes the table."""
     test = _seed_values(rows, lambda r: metric_of(r["result"]))
+    templates = {(r["task"], r["method"]): template_of(r) for r in rows}
     cells: dict[tuple[str, str], dict[str, float]] = {}
     for (task, method), values in test.items():
-        if "@" in task:
-            family, template = task.split("@", 1)
-            cells.setdefault((method, family), {})[template] = statistics.mean(values)
+        if templates[(task, method)] is not None:
+            family = task.partition("@")[0]
+            cells.setdefault((method, family), {})[templates[(task, method)]] = statistics.mean(values)
+    cells = {key: per for key, per in cells.items() if len(per) > 1}
     lines = ["| method | task | test accuracy per template | spread (max - min) |", "|---|---|---|---|"]
     for (method, task), per in sorted(cells.items()):
         shown = ", ".join(f"{t} {v:.3f}" for t, v in sorted(per.items()))

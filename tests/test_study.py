@@ -11,7 +11,7 @@ from benchmarks import study, study_report
 
 
 def fake_run(out: Path, task: str, method: str, seed: int, dev: list[tuple[float, float]], test: float,
-             peak: float = 500.0) -> None:
+             peak: float = 500.0, config: dict | None = None) -> None:
     """A finished run folder: result.json and a log with the given (seconds, dev accuracy) evaluations."""
     folder = out / f"{task}__{method}__s{seed}"
     folder.mkdir(parents=True)
@@ -20,7 +20,7 @@ def fake_run(out: Path, task: str, method: str, seed: int, dev: list[tuple[float
     (folder / "log.jsonl").write_text("\n".join(json.dumps(e) for e in log))
     (folder / "result.json").write_text(json.dumps({
         "test": {"accuracy": test, "n": 100}, "best_dev": max(a for _, a in dev), "steps": 3,
-        "train_seconds": dev[-1][0], "peak_memory_mib": {"train_step": peak}, "config": {},
+        "train_seconds": dev[-1][0], "peak_memory_mib": {"train_step": peak}, "config": config or {},
         "work": {"forward_rows": 3000 * (seed + 1), "backward_rows": 0}}))
 
 
@@ -107,6 +107,30 @@ def test_prompt_spread_over_templates(tmp_path):
         fake_run(runs, "rte@gpt3", "mezo", seed, [(0, 0.5), (10, 0.6)], test=b)
     study_report.aggregate(runs, tmp_path / "res", ["mezo"])
     assert "| mezo | rte | gpt3 0.590, mezo 0.720 | 0.130 |" in (tmp_path / "res" / "prompts.md").read_text()
+
+
+def test_runs_without_templates_count_under_their_task_default_template(tmp_path):
+    """A study of the other templates alone, pooled with a study that ran each task's default template."""
+    core, other = tmp_path / "core", tmp_path / "other"
+    for seed in (0, 1):
+        fake_run(core, "cb", "mezo", seed, [(0, 0.5), (10, 0.6)], test=0.70,
+                 config={"data": {"task": "cb", "template": None}})
+        fake_run(core, "rte", "mezo", seed, [(0, 0.5), (10, 0.6)], test=0.55,
+                 config={"data": {"task": "rte", "template": None}})
+        fake_run(other, "cb@gpt3", "mezo", seed, [(0, 0.5), (10, 0.6)], test=0.60 + 0.02 * seed,
+                 config={"data": {"task": "cb", "template": "gpt3"}})
+    study_report.aggregate([core, other], tmp_path / "res", ["mezo"])
+    spread = (tmp_path / "res" / "prompts.md").read_text()
+    assert "| mezo | cb | gpt3 0.610, mezo 0.700 | 0.090 |" in spread
+    assert "| rte |" not in spread  # one template only: no spread
+
+
+def test_default_template_is_the_first_of_the_task():
+    from zofo.tasks import default_template
+
+    assert default_template("cb") == "mezo" and default_template("bigbench:winowhy") == "bigbench"
+    with pytest.raises(Exception, match="unknown task"):
+        default_template("no-such-task")
 
 
 def test_studies_of_several_folders_pool_and_refuse_a_run_found_twice(tmp_path):

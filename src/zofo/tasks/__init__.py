@@ -21,13 +21,27 @@ from zofo.tasks.example import Example, Record
 from zofo.tasks.metaicl import metaicl_spec
 from zofo.tasks.sampling import Splits, sample_splits, split_bilevel
 
-__all__ = ["TASKS", "Example", "Record", "Splits", "Task", "TaskSpec", "load_task", "sample_splits",
-           "split_bilevel", "task_names"]
+__all__ = ["TASKS", "Example", "Record", "Splits", "Task", "TaskSpec", "default_template", "load_task",
+           "sample_splits", "split_bilevel", "task_names"]
 
 
 def task_names() -> list[str]:
     """Every name `load_task` accepts (families written as `bigbench:<task>`)."""
     return [*TASKS.names(), "bigbench", "bigbench:<task>", "metaicl:<task>"]
+
+
+def default_template(name: str) -> str:
+    """The template `load_task(name)` uses when none is named: the first of the task's templates."""
+    family, _, sub = name.partition(":")
+    if family == "bigbench":
+        spec = bigbench_spec(name)
+    elif family == "metaicl":
+        spec = metaicl_spec(name, sub or None)
+    elif name in TASKS:
+        spec = TASKS.get(name)
+    else:
+        raise ZofoError(f"unknown task {name!r}", f"choose one of: {', '.join(task_names())}")
+    return next(iter(spec.templates))
 
 
 def _bigbench(sub: str, path: Path | None, template: str | None) -> Task:
