@@ -2,6 +2,8 @@
 
     python benchmarks/study.py benchmarks/study/sst2_small.yaml --out runs/study --parallel 8
     python benchmarks/study.py STUDY.yaml --out runs/x --parallel 20 --devices 0 1 --only cb__ copa__   (two GPUs)
+    python benchmarks/study.py STUDY.yaml --out runs/x --parallel 2 --together 10 --devices 0 1   (one process
+        per GPU, its 10 runs on their own CUDA streams: kernels overlap instead of taking turns; no memory figures)
     python benchmarks/study.py --aggregate runs/study --results benchmarks/results/study
     python benchmarks/study.py --aggregate runs/a runs/b --results OUT      (studies of several sessions, pooled)
 
@@ -94,6 +96,38 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None) -> di
             "seconds": round(time.time() - start, 1)}
 
 
+def launch_together(runs: list[dict], out: Path, log_dir: Path, device: str | None = None) -> list[dict]:
+    """Run ``runs`` in one process, each on its own CUDA stream (`study_worker.py`); their statuses."""
+    todo = [r for r in runs if not (out / r["name"] / "result.json").exists()]
+    statuses = [{"name": r["name"], "status": "done before"} for r in runs if r not in todo]
+    if not todo:
+        return statuses
+    env = run_env(device)
+    job = [{"name": r["name"], "overrides": {**r["overrides"], "train.output_dir": str(out / r["name"]),
+                                             "train.progress": "false"}} for r in todo]
+    for r in todo:
+        record_placement(out / r["name"], device, env)
+    job_file = log_dir / f"together__{todo[0]['name']}.json"
+    job_file.write_text(json.dumps(job, indent=1, default=str))  # values become `--set key=value` text
+    start = time.time()
+    with open(job_file.with_suffix(".log"), "w") as log:
+        code = subprocess.call([sys.executable, str(Path(__file__).with_name("study_worker.py")), str(job_file)],
+                               stdout=log, stderr=subprocess.STDOUT, env=env)
+    seconds = round(time.time() - start, 1)
+    return statuses + [{"name": r["name"], "seconds": seconds, "together": len(todo),
+                        "status": "ok" if (out / r["name"] / "result.json").exists() else f"failed (exit {code})"}
+                       for r in todo]
+
+
+def together_groups(runs: list[dict], placed: list[str | None], size: int) -> list[tuple[list[dict], str | None]]:
+    """Runs grouped per device into processes of at most ``size`` runs each, in study order."""
+    groups: list[tuple[list[dict], str | None]] = []
+    for device in dict.fromkeys(placed):
+        mine = [r for r, d in zip(runs, placed, strict=True) if d == device]
+        groups += [(mine[i:i + size], device) for i in range(0, len(mine), size)]
+    return groups
+
+
 def run_env(device: str | None) -> dict[str, str]:
     """The environment of one run: ours, with CUDA_VISIBLE_DEVICES set to ``device`` if given."""
     return {**os.environ, "CUDA_VISIBLE_DEVICES": device} if device is not None else {**os.environ}
@@ -113,7 +147,7 @@ def selected(runs: list[dict], only: list[str] | None) -> list[dict]:
 
 
 def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: list[str] | None,
-              seeds: list[int] | None = None, devices: list[str] | None = None) -> None:
+              seeds: list[int] | None = None, devices: list[str] | None = None, together: int = 1) -> None:
     study = yaml.safe_load(study_file.read_text())
     if seeds is not None:
         study["seeds"] = seeds
@@ -124,6 +158,12 @@ def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: 
     print(f"{len(runs)} runs, {parallel} at a time on devices {devices or 'as found'} -> {out}", flush=True)
     placed = [devices[i % len(devices)] if devices else None for i in range(len(runs))]  # round robin
     with ThreadPoolExecutor(parallel) as pool:
+        if together > 1:  # `parallel` processes at once, each training `together` runs side by side
+            for statuses in pool.map(lambda g: launch_together(g[0], out, out / "logs", g[1]),
+                                     together_groups(runs, placed, together)):
+                for status in statuses:
+                    print(json.dumps(status), flush=True)
+            return
         for status in pool.map(lambda r, d: launch(r, out, out / "logs", d), runs, placed):
             print(json.dumps(status), flush=True)
 
@@ -137,6 +177,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=None, help="run only names containing one of these strings")
     parser.add_argument("--devices", nargs="+", default=None,
                         help="CUDA devices to spread the runs over, round robin (e.g. 0 1)")
+    parser.add_argument("--together", type=int, default=1,
+                        help="runs per process, trained side by side on their own CUDA streams (zofo.concurrent); "
+                             "--parallel then counts processes. Peak memory is not recorded for them")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="replace the study's seeds")
     parser.add_argument("--aggregate", type=Path, nargs="+", default=None,
                         help="aggregate the runs in these folders (several: pooled, e.g. studies of several sessions)")
@@ -150,7 +193,8 @@ def main() -> None:
 
         aggregate(args.aggregate, args.results, args.curves.split(","), args.reference)
     else:
-        run_study(args.study, args.out, args.parallel, args.data_root, args.only, args.seeds, args.devices)
+        run_study(args.study, args.out, args.parallel, args.data_root, args.only, args.seeds, args.devices,
+                  args.together)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,28 @@ def test_runs_are_spread_over_the_devices_and_selected_by_name(tmp_path, monkeyp
     assert "CUDA_VISIBLE_DEVICES" not in study.run_env(None)
 
 
+def test_runs_together_are_grouped_per_device_in_study_order():
+    runs = [{"name": f"r{i}"} for i in range(5)]
+    groups = study.together_groups(runs, ["0", "1", "0", "1", "0"], 2)
+    assert [([r["name"] for r in g], d) for g, d in groups] == [(["r0", "r2"], "0"), (["r4"], "0"),
+                                                                (["r1", "r3"], "1")]
+
+
+def test_runs_launched_together_finish_in_one_process(tmp_path, tiny_model_dir, shared_data):
+    common = {"model.name": tiny_model_dir, "data.task": "sst2", "data.data": shared_data / "sst2",
+              "data.n_train": 32, "data.n_dev": 8, "data.n_test": 8, "data.max_length": 48,
+              "train.batch_size": 4, "train.steps": 2, "train.eval_every": 2, "optim.lr": 1e-3}
+    runs = [{"name": f"sst2__{m}__s0", "overrides": {**common, "train.method": m}} for m in ("mezo", "fo-peft")]
+    (tmp_path / "logs").mkdir()
+    statuses = study.launch_together(runs, tmp_path, tmp_path / "logs")
+    assert [s["status"] for s in statuses] == ["ok", "ok"] and statuses[0]["together"] == 2
+    for run in runs:
+        result = json.loads((tmp_path / run["name"] / "result.json").read_text())
+        assert result["shared_process"] and result["steps"] == 2
+        assert json.loads((tmp_path / run["name"] / "placement.json").read_text())["device"] is None
+    assert study.launch_together(runs, tmp_path, tmp_path / "logs")[0]["status"] == "done before"
+
+
 def test_grids_and_templates_expand_into_named_runs():
     spec = {"tasks": [{"name": "rte", "task": "rte", "data": "RTE", "templates": ["mezo", "gpt3"]}],
             "methods": [{"name": "mezo", "set": {"train.method": "mezo"},

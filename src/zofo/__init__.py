@@ -17,6 +17,13 @@ def train(cfg) -> dict:
     return _train(cfg)
 
 
+def train_together(cfgs: list) -> list:
+    """Several runs at once in this process, each on its own CUDA stream (see zofo.concurrent)."""
+    from zofo.api import train_together as _together
+
+    return _together(cfgs)
+
+
 def evaluate(model, tokenizer, task, examples, **options) -> dict:
     """Accuracy (or F1 / exact match) of `model` on prompted `examples` (see zofo.evaluation)."""
     from zofo.evaluation import evaluate as _evaluate

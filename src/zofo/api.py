@@ -92,4 +92,14 @@ def train(cfg: RunConfig) -> dict:
     return Run(cfg).execute()
 
 
-__all__ = ["load_model", "train", "check_options", "RunConfig"]
+def train_together(cfgs: list[RunConfig]) -> list[dict | Exception]:
+    """Several runs at once in this process, each on its own CUDA stream (`zofo.concurrent`): on one GPU, runs
+    of a small model overlap instead of taking turns. Per run, its result or the exception it raised."""
+    from zofo.concurrent import train_together as together
+
+    for cfg in cfgs:
+        check_options(cfg)
+    return together(cfgs)
+
+
+__all__ = ["load_model", "train", "train_together", "check_options", "RunConfig"]

@@ -52,10 +52,11 @@ def read_log(run_dir: Path) -> list[dict]:
 
 
 class PeakMemory:
-    """Peak allocated device memory (MiB) per phase name; CUDA only (None elsewhere)."""
+    """Peak allocated device memory (MiB) per phase name; CUDA only (None elsewhere), and only for a run that has
+    its process to itself (``alone``): torch counts the peak per process."""
 
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
+    def __init__(self, device: torch.device, alone: bool = True):
+        self.cuda = device.type == "cuda" and alone
         self.peaks: dict[str, float] = {}
 
     @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,18 +35,35 @@ def method_options(cfg: RunConfig) -> MethodOptions:
 
 
 class Run:
-    """Everything one `zofo train` does, in the order it does it."""
+    """Everything one `zofo train` does, in the order it does it.
 
-    def __init__(self, cfg: RunConfig):
+    ``startup``: a lock held while the run starts (loading, seeding the PEFT modules' initial values), given
+    when several runs share the process (`zofo.concurrent`); such runs record no peak memory, which torch
+    counts per process.
+    """
+
+    def __init__(self, cfg: RunConfig, startup: AbstractContextManager | None = None):
         from zofo.api import peft_kind, resolve_device, run_dir_for
 
-        self.cfg = cfg
+        self.cfg, self.startup = cfg, startup
         self.device = torch.device(resolve_device(cfg.model.device))
         self.method_cls: type[Method] = METHODS.get(cfg.train.method)
         self.peft_kind = peft_kind(cfg)
         self.run_dir = Path(cfg.train.resume).parent if cfg.train.resume else run_dir_for(cfg)
 
     def execute(self) -> dict:
+        with self.startup or nullcontext():
+            method, evaluator = self.start()
+        logger, memory = RunLogger(self.run_dir), PeakMemory(self.device, alone=self.startup is None)
+        start = time.time()
+        state = self.train(method, evaluator, logger, memory) if method.trains else LoopState()
+        result = self.finish(method, evaluator, state, memory, time.time() - start)
+        logger.log(state.step, "test", **{k: v for k, v in result["test"].items()})
+        logger.close()
+        return result
+
+    def start(self) -> tuple[Method, Evaluator]:
+        """Data, model, adapters, batches, the method and the evaluator; writes config.yaml."""
         resolve_source(self.cfg.model.name)  # a wrong model path fails before any data is read
         splits, task = self.load_data()
         model, tokenizer = load_model(self.cfg.model.name, dtype=self.cfg.model.dtype, device=str(self.device),
@@ -56,14 +74,7 @@ class Run:
         save_config(self.cfg, self.run_dir / "config.yaml")
         batches = self.batches(splits, tokenizer)
         method = self.method_cls(model, groups, batches, method_options(self.cfg))
-        evaluator = Evaluator(model, tokenizer, task, splits, self.cfg)
-        logger, memory = RunLogger(self.run_dir), PeakMemory(self.device)
-        start = time.time()
-        state = self.train(method, evaluator, logger, memory) if method.trains else LoopState()
-        result = self.finish(method, evaluator, state, memory, time.time() - start)
-        logger.log(state.step, "test", **{k: v for k, v in result["test"].items()})
-        logger.close()
-        return result
+        return method, Evaluator(model, tokenizer, task, splits, self.cfg)
 
     def load_data(self):
         from zofo.tasks import load_task, sample_splits
@@ -117,6 +128,7 @@ class Run:
                   "test": test, "best_dev": state.best_metric if method.trains else None,
                   "best_step": state.best_step, "steps": state.step, "train_seconds": round(seconds, 2),
                   "skipped_steps": state.skipped_steps, "peak_memory_mib": memory.peaks,
+                  "shared_process": self.startup is not None,
                   "work": {"forward_rows": state.forward_rows, "backward_rows": state.backward_rows},
                   "run_dir": str(self.run_dir), "config": asdict(self.cfg)}
         (self.run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))

@@ -11,24 +11,28 @@ passes before it (``uncounted``), which change nothing.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-_paused = 0
+_state = threading.local()  # runs that share a process (zofo.concurrent) each pause their own counting
+
+
+def _paused() -> int:
+    return getattr(_state, "paused", 0)
 
 
 @contextlib.contextmanager
 def uncounted() -> Iterator[None]:
-    """Passes run inside are not training work (the warm-up before a CUDA-graph capture)."""
-    global _paused
-    _paused += 1
+    """Passes run inside (by this thread) are not training work (the warm-up before a CUDA-graph capture)."""
+    _state.paused = _paused() + 1
     try:
         yield
     finally:
-        _paused -= 1
+        _state.paused -= 1
 
 
 @dataclass
@@ -46,7 +50,7 @@ class WorkCounter:
         self._handle = model.get_input_embeddings().register_forward_hook(self._seen)
 
     def _seen(self, module: nn.Module, args, output: torch.Tensor) -> None:
-        if not self._active or _paused or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
+        if not self._active or _paused() or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
             return
         rows = output.shape[0]
         self.work.forward_rows += rows

@@ -91,7 +91,7 @@ class ShapeGraphs:
                 warm_up(static)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):  # other runs' threads
             output = record(static)
         self._pool = graph.pool()
         return _Captured(graph, static, output)

@@ -1,0 +1,45 @@
+"""Several training runs in one process, each in its own thread on its own CUDA stream.
+
+Processes that share a GPU take turns on it: once one run keeps the GPU busy, more processes add no throughput
+(docs/RESULTS.md section 5: twelve MeZO runs each took twelve times as long per step). Kernels of different
+streams of one process run side by side instead, which is what a small model needs: its kernels leave most of
+the GPU idle. Each run starts up alone, under a lock (loading; torch's global RNG is seeded per run for the
+PEFT modules' initial values), then all train at once; CUDA graphs are captured per thread. A run computes
+what it would compute alone. Peak memory is not recorded (torch counts it per process).
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+
+import torch
+
+from zofo.config import RunConfig
+
+_STARTUP = threading.Lock()
+
+
+def train_together(cfgs: Sequence[RunConfig]) -> list[dict | Exception]:
+    """Train every run of ``cfgs`` at once; per run, its result, or the exception it raised (the others go on)."""
+    if not cfgs:
+        return []
+    with ThreadPoolExecutor(max_workers=len(cfgs), thread_name_prefix="zofo-run") as pool:
+        return list(pool.map(_train_on_own_stream, cfgs))
+
+
+def _train_on_own_stream(cfg: RunConfig) -> dict | Exception:
+    from zofo.api import resolve_device
+    from zofo.training import Run
+
+    device = torch.device(resolve_device(cfg.model.device))
+    stream = torch.cuda.stream(torch.cuda.Stream(device)) if device.type == "cuda" else nullcontext()
+    try:
+        with stream:
+            return Run(cfg, startup=_STARTUP).execute()
+    except Exception as err:  # noqa: BLE001 -- one failed run must not stop the others
+        traceback.print_exc()
+        return err
