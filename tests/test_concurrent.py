@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -47,3 +48,23 @@ def test_a_failing_run_does_not_stop_the_others(tmp_path, tiny_model_dir, shared
     results = api.train_together([bad, good])
     assert isinstance(results[0], Exception) and "does not exist" in str(results[0])
     assert results[1]["steps"] == 2 and (tmp_path / "good" / "result.json").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_graphed_runs_trained_together_on_cuda_equal_runs_trained_alone(tmp_path, tiny_model_dir, shared_data):
+    """On CUDA every step is a graph replay, captured per thread while the other runs train."""
+    methods = {"mezo": [], "fo-peft": ["peft.kind=lora"], "bilevel-zofo": ["peft.kind=lora"]}
+
+    def configs(where: str) -> list:
+        return [tiny_run(tiny_model_dir, shared_data, tmp_path / where / m, f"train.method={m}", "train.steps=6",
+                         "model.device=cuda", "model.dtype=bfloat16", *extra) for m, extra in methods.items()]
+
+    alone = [api.train(cfg) for cfg in configs("alone")]
+    together = api.train_together(configs("together"))
+    assert not [r for r in together if isinstance(r, Exception)], together
+    for method, a, b in zip(methods, alone, together, strict=True):
+        assert a["work"] == b["work"] and a["peak_memory_mib"] and not b["peak_memory_mib"], method
+        assert _losses(tmp_path / "alone" / method) == _losses(tmp_path / "together" / method), method
+        wa, wb = _weights(tmp_path / "alone" / method), _weights(tmp_path / "together" / method)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), method
