@@ -44,3 +44,24 @@ def test_replays_equal_eager_probes_and_leave_weights_bit_identical(dtype):
     assert graphed.captured == 2 and graphed.capture
     for name, p in params.items():
         assert torch.equal(p, before[name]), name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_probe_that_cannot_be_captured_falls_back_to_eager_with_a_warning():
+    """A loss that reads a value back to the host cannot be captured: the probe warns once, then runs eagerly."""
+    model = tiny_model("llama", vocab_size=128).to("cuda", torch.bfloat16)
+    params = dict(model.named_parameters())
+
+    def syncing_loss(inputs):
+        loss = lm_loss(model)(inputs)
+        return loss * (1.0 if loss.item() > -1.0 else 0.0)  # .item() waits for the device: not capturable
+
+    graphed = zo.GraphedProbes(model, params, syncing_loss, "gaussian")
+    eager = zo.GraphedProbes(model, params, lm_loss(model), "gaussian", capture=False)
+    ids = torch.randint(0, 128, (4, 16), device="cuda")
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture of the ZO probe failed"):
+        first = graphed({"ids": ids}, 3, 1e-2)
+    assert not graphed.capture and graphed.captured == 0
+    assert torch.equal(first, eager({"ids": ids}, 3, 1e-2))
+    assert torch.equal(graphed({"ids": ids}, 9, -1e-2), eager({"ids": ids}, 9, -1e-2))
