@@ -6,6 +6,8 @@
 # BASELINE_BATCH: its --batch-size (default 8). BENCH=1 first runs the speed benchmarks (train_step.py,
 # zo_step.py) alone; PROFILE=1 first profiles the graphed OPT-1.3B ZO step (profile_step.py, both directions). PARALLEL: training processes per study at once (default 12). Sharing adds no throughput
 # once one run fills the GPU (fp32 on long rows: docs/RESULTS.md section 4); it only equalises wall-clock.
+# DEVICES="0 1": spread the runs over these GPUs (study.py --devices); TOGETHER=K: K runs per process, side by
+# side on their own CUDA streams (study.py --together; PARALLEL then counts processes).
 set -u
 out=$1; shift
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
@@ -26,7 +28,7 @@ fi
 for study in "$@"; do
   name=$(basename "$study" .yaml)
   python3 benchmarks/study.py "$study" --out "runs/$name" --parallel "${PARALLEL:-12}" --data-root .gpu-carry/data \
-    > "$out/$name.log" 2>&1 &
+    ${DEVICES:+--devices $DEVICES} ${TOGETHER:+--together $TOGETHER} > "$out/$name.log" 2>&1 &
 done
 if [ -n "${BASELINES:-}" ]; then
   timeout "${BASELINES}" python3 benchmarks/eval_baselines.py --model /root/smol --device cuda \
