@@ -3,7 +3,9 @@
     PYTHONPATH=src python benchmarks/directions_cpu.py [--elements 4000000] [--out DIR]
 
 One float32 tensor of --elements, ``zo.direction_like`` after one warm-up draw, mean of 3 draws (distinct
-seeds); torch.randn of the same size for scale.  Writes directions_cpu.json and .md under --out.
+seeds); torch.randn of the same size for scale.  Also ``zo.direction_group`` over one SmolLM2-135M decoder
+layer's nine tensors (3.5M elements), as an exact probe draws them: one call per layer.  Writes
+directions_cpu.json and .md under --out.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ from pathlib import Path
 import torch
 
 from zofo import zo
+from zofo.zo.directions import direction_group
+
+# q, k, v, o, gate, up, down, and the two norms of a SmolLM2-135M decoder layer (hidden 576, 3 KV heads of 64)
+SMOLLM2_LAYER = [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536),
+                 (576, 1), (576, 1)]
 
 
 def ns_per_element(draw, n: int, repeats: int = 3) -> float:
@@ -36,6 +43,10 @@ def main() -> None:
     x = torch.empty(args.elements)
     rows = {d: ns_per_element(lambda s, d=d: zo.direction_like(x, s, 3, d), args.elements) for d in zo.DIRECTIONS}
     rows["torch.randn"] = ns_per_element(lambda s: torch.randn(args.elements), args.elements)
+    layer = [numel for shape in SMOLLM2_LAYER for numel in [shape[0] * shape[1]]]
+    for d in zo.DIRECTIONS:
+        rows[f"{d}, one SmolLM2 layer (direction_group)"] = ns_per_element(
+            lambda s, d=d: direction_group(s, list(range(len(layer))), layer, d), sum(layer))
     result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "threads": torch.get_num_threads(),
               "elements": args.elements, "ns_per_element": rows}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -85,28 +85,33 @@ def lanes(kind: int | str) -> int:
     return 4 if kind in (0, "gaussian") else 32
 
 
-def _counter_values(pseed: int | Tensor, counters: Tensor, direction: str) -> Tensor:
-    """(L, C) float32: lane j of each counter (pseed may be a per-counter int64 tensor)."""
+def _superblock_values(pseed: int | Tensor, counters: Tensor, direction: str) -> Tensor:
+    """u over whole super-blocks, flat float32 in element order: counters are those of ``n`` super-blocks
+    (n * LANE_B of them); pseed may be a per-counter int64 tensor.  Built in the (super-block, lane, counter)
+    layout at once, so that no transposed copy is made."""
+    blocks = counters.numel() // LANE_B
     if direction == "gaussian":
-        return torch.stack(px.randn4x(pseed, counters))
-    word = px.randint4x(pseed, counters)[0]
-    shifts = torch.arange(32, dtype=torch.int64, device=counters.device)
-    return ((word[None, :] >> shifts[:, None]) & 1).to(torch.float32) * 2 - 1
+        normals = px.randn4x(pseed, counters)
+        return torch.stack([n.view(blocks, LANE_B) for n in normals], dim=1).view(-1)
+    word = px.randint4x(pseed, counters)[0].to(torch.int32).view(blocks, 1, LANE_B)  # wraps: same low 32 bits
+    shifts = torch.arange(32, dtype=torch.int32, device=counters.device).view(1, 32, 1)
+    signs = ((word >> shifts) & 1).to(torch.float32)   # bit j of the word; the shift's sign fill never reaches it
+    return signs.mul_(2).sub_(1).view(-1)
 
 
 def _slice(pseed: int, start: int, end: int, direction: str, device: torch.device) -> Tensor:
     """u[start:end] for one Philox key, generated a bounded number of super-blocks at a time."""
     sbn = lanes(direction) * LANE_B
     s0, s1 = start // sbn, (end + sbn - 1) // sbn
+    if s1 - s0 == 0:
+        return torch.empty(0, device=device)
+    out = torch.empty((s1 - s0) * sbn, dtype=torch.float32, device=device)
     step = max(1, _chunk(device) // LANE_B)
-    parts = []
     for a in range(s0, s1, step):
         b = min(a + step, s1)
         counters = torch.arange(a * LANE_B, b * LANE_B, dtype=torch.int64, device=device)
-        vals = _counter_values(pseed, counters, direction)  # (L, (b-a)*LANE_B)
-        parts.append(vals.view(-1, b - a, LANE_B).transpose(0, 1).reshape(-1))
-    flat = torch.cat(parts) if parts else torch.empty(0, device=device)
-    return flat[start - s0 * sbn : end - s0 * sbn]
+        out[(a - s0) * sbn : (b - s0) * sbn] = _superblock_values(pseed, counters, direction)
+    return out[start - s0 * sbn : end - s0 * sbn]
 
 
 def direction_slice(
@@ -149,13 +154,11 @@ def direction_group(
             for (a, b), k in zip(spans, keys, strict=True)
         ]
     )
-    vals = _counter_values(pseeds.to(device), counters.to(device), direction)
+    vals = _superblock_values(pseeds.to(device), counters.to(device), direction)
     out, at = [], 0
     for (a, b), s, n in zip(spans, starts, numels, strict=True):
-        c = (b - a) * LANE_B
-        flat = vals[:, at : at + c].reshape(-1, b - a, LANE_B).transpose(0, 1).reshape(-1)
-        out.append(flat[s - a * sbn : s - a * sbn + n])
-        at += c
+        out.append(vals[at + s - a * sbn : at + s - a * sbn + n])
+        at += (b - a) * sbn
     return out
 
 

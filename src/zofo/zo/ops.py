@@ -145,7 +145,7 @@ def _torch_copies(
     us = direction_group(seed, list(keys), [t.numel() for t in ts], direction, ts[0].device)
     wide = torch.float64 if ts[0].dtype == torch.float64 else torch.float32
     s = torch.tensor(scale, dtype=torch.float32, device=ts[0].device).to(wide)
-    return [(t.to(wide) + s * u.view(t.shape).to(wide)).to(t.dtype) for t, u in zip(ts, us, strict=True)]
+    return [(s * u.view(t.shape).to(wide)).add_(t.to(wide)).to(t.dtype) for t, u in zip(ts, us, strict=True)]
 
 
 def _as_int(v: int | Tensor) -> int:

@@ -10,9 +10,9 @@ Philox4x32-10 (Salmon et al., SC'11) maps a 128-bit counter (c0, c1, c2, c3) and
 with A = 0xD2511F53, B = 0xCD9E8D57 -- exactly ``triton.language.random.philox_impl``.  Triton takes the
 key from a 64-bit seed (k0 = low half, k1 = high half) and ``tl.randint4x(seed, offset)`` uses the
 counter (offset_lo, offset_hi, 0, 0).  Words are held in int64 tensors with values in [0, 2**32):
-torch lacks full uint32 arithmetic.  A 32x32-bit product's low word is the int64 product's low 32 bits
-(int64 multiplication wraps modulo 2**64, which keeps them); its high word is assembled from the
-constant's 16-bit halves so that no intermediate leaves int64.
+torch lacks full uint32 arithmetic.  A 32x32-bit product fits in 64 bits; int64 multiplication wraps
+modulo 2**64, so the int64 product holds exactly the bits of the unsigned one: its low word is the low 32
+bits, its high word the next 32 (an arithmetic shift, then a mask that drops the sign fill).
 
 Also here: Triton's uint32 -> [0, 1) float map and Box-Muller (``tl.randn4x``), and ``hash32`` (the
 "lowbias32" integer hash), the cheap per-element bits used for stochastic rounding.
@@ -34,12 +34,10 @@ UNIFORM_SCALE = 4.6566127342e-10
 
 
 def _mulhilo(a: Tensor, b: int) -> tuple[Tensor, Tensor]:
-    """(floor(a*b / 2**32), a*b mod 2**32) for a in [0, 2**32) (int64 tensor) and a 32-bit constant b.
-
-    With b = 2**16 bh + bl: a*b = 2**16 (a*bh) + a*bl, both products below 2**48, and
-    floor(a*b / 2**32) = (a*bh + (a*bl >> 16)) >> 16 (the dropped low bits never carry past 2**16).
-    """
-    return (a * (b >> 16) + ((a * (b & 0xFFFF)) >> 16)) >> 16, mullo32(a, b)
+    """(floor(a*b / 2**32), a*b mod 2**32) for a in [0, 2**32) (int64 tensor) and a 32-bit constant b: one
+    wrapped int64 product holds all 64 bits of the unsigned one."""
+    product = a * b
+    return (product >> 32) & M32, product & M32
 
 
 def mullo32(a: Tensor, b: int) -> Tensor:
