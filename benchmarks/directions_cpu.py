@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python benchmarks/directions_cpu.py [--elements 4000000] [--out DIR]
 
-One float32 tensor of --elements, ``zo.direction_like`` after one warm-up draw, mean of 3 draws (distinct
+One float32 tensor of --elements, ``zo.direction_like`` after one warm-up draw, median of 9 draws (distinct
 seeds); torch.randn of the same size for scale.  Also ``zo.direction_group`` over one SmolLM2-135M decoder
 layer's nine tensors (3.5M elements), as an exact probe draws them: one call per layer.  Writes
 directions_cpu.json and .md under --out.
@@ -14,6 +14,7 @@ import argparse
 import datetime
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -27,12 +28,16 @@ SMOLLM2_LAYER = [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1
                  (576, 1), (576, 1)]
 
 
-def ns_per_element(draw, n: int, repeats: int = 3) -> float:
+def ns_per_element(draw, n: int, repeats: int = 9) -> float:
+    """Median over ``repeats`` draws (distinct seeds) after one warm-up draw: this 2-core machine's timings
+    vary by tens of percent between draws."""
     draw(0)
-    start = time.perf_counter()
+    times = []
     for i in range(repeats):
+        start = time.perf_counter()
         draw(i + 1)
-    return (time.perf_counter() - start) / repeats / n * 1e9
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) / n * 1e9
 
 
 def main() -> None:

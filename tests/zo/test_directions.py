@@ -81,12 +81,24 @@ def test_lane_layout(direction):
     assert torch.equal(whole[e], want)
 
 
-@pytest.mark.parametrize("b", [px.PHILOX_A, px.PHILOX_B, 0x7FEB352D, 0xFFFFFFFF])
-def test_mulhilo_against_python_integers(b):
-    """The int64 tensor arithmetic (wrapping low word, high word from 16-bit halves) equals exact integer
-    arithmetic, including the largest words."""
-    a = torch.cat([torch.tensor([0, 1, 0xFFFF, 0x10000, 2**31 - 1, 2**31, 2**32 - 1]),
-                   torch.randint(0, 2**32, (2000,), generator=torch.Generator().manual_seed(0))])
-    hi, lo = px._mulhilo(a, b)
-    assert hi.tolist() == [(int(v) * b) >> 32 for v in a]
-    assert lo.tolist() == [(int(v) * b) & 0xFFFFFFFF for v in a]
+def philox_python(seed: int, counter: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """Philox4x32-10 in Python integers (Salmon et al.), the independent reference of ``px.philox``."""
+    (c0, c1, c2, c3), k0, k1 = counter, seed & 0xFFFFFFFF, seed >> 32
+    for _ in range(10):
+        pb, pa = c2 * px.PHILOX_B, c0 * px.PHILOX_A
+        c0, c1, c2, c3 = (pb >> 32) ^ c1 ^ k0, pb & 0xFFFFFFFF, (pa >> 32) ^ c3 ^ k1, pa & 0xFFFFFFFF
+        k0, k1 = (k0 + px.PHILOX_KEY_A) & 0xFFFFFFFF, (k1 + px.PHILOX_KEY_B) & 0xFFFFFFFF
+    return c0, c1, c2, c3
+
+
+@pytest.mark.parametrize("seed", [0, 12345, (0x7FFFFFFF << 32) | 0xFFFFFFFF])
+def test_philox_against_python_integers(seed):
+    """The int64 tensor arithmetic (wrapped products, high words masked late) equals exact integer Philox,
+    words near 2**32 included, for a scalar key and for a per-counter key tensor."""
+    words = torch.cat([torch.tensor([0, 1, 0xFFFF, 2**31 - 1, 2**31, 2**32 - 1]),
+                       torch.randint(0, 2**32, (300,), generator=torch.Generator().manual_seed(seed % 97))])
+    hi = words.flip(0)
+    got = torch.stack(px.philox(seed, words, hi), dim=1).tolist()
+    assert got == [list(philox_python(seed, (int(a), int(b), 0, 0))) for a, b in zip(words, hi, strict=True)]
+    keyed = torch.stack(px.philox(torch.full_like(words, seed), words, hi), dim=1).tolist()
+    assert keyed == got

@@ -33,13 +33,6 @@ ROUNDS = 10
 UNIFORM_SCALE = 4.6566127342e-10
 
 
-def _mulhilo(a: Tensor, b: int) -> tuple[Tensor, Tensor]:
-    """(floor(a*b / 2**32), a*b mod 2**32) for a in [0, 2**32) (int64 tensor) and a 32-bit constant b: one
-    wrapped int64 product holds all 64 bits of the unsigned one."""
-    product = a * b
-    return (product >> 32) & M32, product & M32
-
-
 def mullo32(a: Tensor, b: int) -> Tensor:
     """a*b mod 2**32 for a in [0, 2**32) held in int64 and a 32-bit constant b (the wrapped int64
     product keeps the low 32 bits)."""
@@ -47,17 +40,21 @@ def mullo32(a: Tensor, b: int) -> Tensor:
 
 
 def philox(
-    seed: int, c0: Tensor, c1: Tensor | int = 0, c2: Tensor | int = 0, c3: Tensor | int = 0
+    seed: int | Tensor, c0: Tensor, c1: Tensor | int = 0, c2: Tensor | int = 0, c3: Tensor | int = 0
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Philox4x32-10 of counter (c0, c1, c2, c3) under the 64-bit ``seed``; same bits as ``tl.philox``."""
+    """Philox4x32-10 of counter (c0, c1, c2, c3) under the 64-bit ``seed``; same bits as ``tl.philox``.
+
+    c1 and c3 (the low words of the products) only ever meet xors, so they keep their product's high bits
+    until the end; c0 and c2, which are multiplied next, are masked to 32 bits every round."""
     k0, k1 = seed & M32, (seed >> 32) & M32
     c1, c2, c3 = (torch.full_like(c0, c) if isinstance(c, int) else c for c in (c1, c2, c3))
     for _ in range(ROUNDS):
-        hi_b, lo_b = _mulhilo(c2, PHILOX_B)
-        hi_a, lo_a = _mulhilo(c0, PHILOX_A)
-        c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
+        product_b, product_a = c2 * PHILOX_B, c0 * PHILOX_A   # < 2**64: the wrapped int64 holds every bit
+        c0 = (product_b >> 32).bitwise_xor_(c1).bitwise_xor_(k0).bitwise_and_(M32)
+        c2 = (product_a >> 32).bitwise_xor_(c3).bitwise_xor_(k1).bitwise_and_(M32)
+        c1, c3 = product_b, product_a
         k0, k1 = (k0 + PHILOX_KEY_A) & M32, (k1 + PHILOX_KEY_B) & M32
-    return c0, c1, c2, c3
+    return c0, c1 & M32, c2, c3 & M32
 
 
 def randint4x(seed: int, offset: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
