@@ -51,9 +51,7 @@ class ZOTrainer:
         dtype = next(iter(params.values())).dtype
         self.every = resolve_update_every(options.update_every, options.theta_update, dtype)
         self.pending: list[tuple[zo.AnyEstimate, float]] = []  # deferred (estimate, lr), oldest first
-        # a DeviceEstimate is applied as it is only by ZO-SGD without weight decay (a skip then means zero
-        # coefficients); anything else needs to know on the host whether the step was skipped
-        self.on_device = isinstance(self.rule, zo.ZOSGD) and not options.weight_decay
+        self.on_device = self.rule.takes_device_estimates  # queue_at keeps estimates on the device
 
     def seeds(self, step: int) -> list[int]:
         return [zo.step_seed(self.options.seed, step, i) for i in range(self.options.q)]
@@ -73,8 +71,6 @@ class ZOTrainer:
     def apply(self, estimate: zo.AnyEstimate, step: int) -> dict:
         """Apply the update, or defer it (`update_every`), or skip it when a probe's loss was not finite;
         returns what to log (device scalars for a `DeviceEstimate`: reading them is the caller's sync)."""
-        if isinstance(estimate, zo.DeviceEstimate) and not self.on_device:
-            estimate = estimate.resolve()
         if isinstance(estimate, zo.ZOEstimate) and estimate.skipped:
             return {"skipped": 1}
         if self.every == 1:

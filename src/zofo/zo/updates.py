@@ -66,6 +66,11 @@ class ZOUpdate(Protocol):
 
     def apply(self, params: Params, est: ZOEstimate, lr: float, state: UpdateState) -> UpdateState: ...
 
+    @property
+    def takes_device_estimates(self) -> bool:
+        """Whether `apply` takes a `DeviceEstimate` as it is, without reading it back."""
+        ...
+
 
 def _zeros(params: Params, names: tuple[str, ...]) -> UpdateState:
     return UpdateState(
@@ -88,10 +93,15 @@ class ZOSGD:
     def init(self, params: Params) -> UpdateState:
         return UpdateState()
 
+    @property
+    def takes_device_estimates(self) -> bool:
+        """A `DeviceEstimate`'s c_i stay on the device (a skipped step's are zeros, which leave theta
+        bit-identical), unless weight decay needs to know on the host whether the step was skipped."""
+        return not self.weight_decay
+
     def apply(self, params: Params, est: ZOEstimate | DeviceEstimate, lr: float, state: UpdateState) -> UpdateState:
-        """A `DeviceEstimate` is applied without a host sync (its c_i stay on the device; a skipped step's are
-        zeros, which leave theta bit-identical), unless weight decay needs to know whether the step was skipped."""
-        if isinstance(est, DeviceEstimate) and self.weight_decay:
+        """A `DeviceEstimate` is applied without a host sync where `takes_device_estimates`, else resolved first."""
+        if isinstance(est, DeviceEstimate) and not self.takes_device_estimates:
             est = est.resolve()
         if isinstance(est, ZOEstimate) and est.skipped:
             return state
@@ -139,6 +149,8 @@ class ZOMomentum:
     def init(self, params: Params) -> UpdateState:
         return _zeros(params, ("m",))
 
+    takes_device_estimates = False  # reads c_i on the host (a skipped step must not move the state)
+
     def apply(self, params: Params, est: ZOEstimate, lr: float, state: UpdateState) -> UpdateState:
         if est.skipped:
             return state
@@ -166,6 +178,8 @@ class ZOAdam:
 
     def init(self, params: Params) -> UpdateState:
         return _zeros(params, ("m", "v"))
+
+    takes_device_estimates = False  # reads c_i on the host (a skipped step must not move the state)
 
     def apply(self, params: Params, est: ZOEstimate, lr: float, state: UpdateState) -> UpdateState:
         if est.skipped:
