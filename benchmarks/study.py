@@ -83,9 +83,8 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None) -> di
     run_dir = out / run["name"]
     if (run_dir / "result.json").exists():
         return {"name": run["name"], "status": "done before"}
-    args = [sys.executable, "-m", "zofo.cli", "train", "--set", f"train.output_dir={run_dir}",
-            "--set", "train.progress=false"]
-    for key, value in run["overrides"].items():
+    args = [sys.executable, "-m", "zofo.cli", "train"]
+    for key, value in run_overrides(run, out).items():
         args += ["--set", f"{key}={value}"]
     env = run_env(device)
     record_placement(run_dir, device, env)
@@ -96,6 +95,11 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None) -> di
             "seconds": round(time.time() - start, 1)}
 
 
+def run_overrides(run: dict, out: Path) -> dict:
+    """Every `--set` of one run: its folder under ``out``, no progress bar, then the study's overrides."""
+    return {"train.output_dir": str(out / run["name"]), "train.progress": "false", **run["overrides"]}
+
+
 def launch_together(runs: list[dict], out: Path, log_dir: Path, device: str | None = None) -> list[dict]:
     """Run ``runs`` in one process, each on its own CUDA stream (`study_worker.py`); their statuses."""
     todo = [r for r in runs if not (out / r["name"] / "result.json").exists()]
@@ -103,8 +107,7 @@ def launch_together(runs: list[dict], out: Path, log_dir: Path, device: str | No
     if not todo:
         return statuses
     env = run_env(device)
-    job = [{"name": r["name"], "overrides": {**r["overrides"], "train.output_dir": str(out / r["name"]),
-                                             "train.progress": "false"}} for r in todo]
+    job = [{"name": r["name"], "overrides": run_overrides(r, out)} for r in todo]
     for r in todo:
         record_placement(out / r["name"], device, env)
     job_file = log_dir / f"together__{todo[0]['name']}.json"
