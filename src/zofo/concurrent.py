@@ -32,14 +32,13 @@ def train_together(cfgs: Sequence[RunConfig]) -> list[dict | Exception]:
 
 
 def _train_on_own_stream(cfg: RunConfig) -> dict | Exception:
-    from zofo.api import resolve_device
     from zofo.training import Run
 
-    device = torch.device(resolve_device(cfg.model.device))
-    stream = torch.cuda.stream(torch.cuda.Stream(device)) if device.type == "cuda" else nullcontext()
     try:
-        with stream:
-            return Run(cfg, startup=_STARTUP).execute()
+        run = Run(cfg, startup=_STARTUP)
+        cuda = run.device.type == "cuda"
+        with torch.cuda.stream(torch.cuda.Stream(run.device)) if cuda else nullcontext():
+            return run.execute()
     except Exception as err:  # noqa: BLE001 -- one failed run must not stop the others
         traceback.print_exc()
         return err
