@@ -10,6 +10,7 @@ of (seed, name, element) as in eager mode. All graphs share one memory pool (the
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,6 +24,10 @@ from .directions import Direction
 from .perturb import perturbed, perturbed_loss
 
 Inputs = Mapping[str, Tensor]
+
+# One capture at a time in a process: entering `torch.cuda.graph` synchronizes the whole device, which CUDA
+# refuses while another thread's stream is capturing (runs trained together, `zofo.concurrent`).
+_CAPTURING = threading.Lock()
 
 
 @dataclass
@@ -67,13 +72,15 @@ class ShapeGraphs:
             return eager()
         key = shape_key(inputs)
         if key not in self._graphs:
-            try:
-                self._graphs[key] = self._capture(inputs, record, warm_up)
-            except Exception as err:  # noqa: BLE001 -- any capture failure falls back to eager calls
-                warnings.warn(f"CUDA graph capture of the {self.what} failed ({type(err).__name__}: {err}); "
-                              "running eagerly from now on", RuntimeWarning, stacklevel=3)
-                self.capture = False
-                torch.cuda.synchronize()
+            with _CAPTURING:
+                try:
+                    self._graphs[key] = self._capture(inputs, record, warm_up)
+                except Exception as err:  # noqa: BLE001 -- any capture failure falls back to eager calls
+                    warnings.warn(f"CUDA graph capture of the {self.what} failed ({type(err).__name__}: {err}); "
+                                  "running eagerly from now on", RuntimeWarning, stacklevel=3)
+                    self.capture = False
+                    torch.cuda.synchronize()
+            if not self.capture:
                 return eager()
         captured = self._graphs[key]
         for name, t in inputs.items():
