@@ -190,11 +190,14 @@ def main() -> None:
     parser.add_argument("--curves", default="mezo,zo-lora,bilevel-zofo-lora",
                         help="methods drawn in the dev-against-wall-clock plot (and timed in speedup.md)")
     parser.add_argument("--reference", default="mezo", help="the method whose final dev accuracy is the target")
+    parser.add_argument("--paired", default=None,
+                        help="also write paired.md: this method against every other, paired by task and seed "
+                             "(test accuracy differences, peak memory ratios)")
     args = parser.parse_args()
     if args.aggregate:
         from study_report import aggregate  # benchmarks/ is on the path when run as a script
 
-        aggregate(args.aggregate, args.results, args.curves.split(","), args.reference)
+        aggregate(args.aggregate, args.results, args.curves.split(","), args.reference, args.paired)
     else:
         run_study(args.study, args.out, args.parallel, args.data_root, args.only, args.seeds, args.devices,
                   args.together)

@@ -3,7 +3,8 @@
 Reads every run folder's result.json and log.jsonl and writes one JSON per run, table.md (test accuracy mean
 +- std over seeds; time, memory, late train loss and work per method), speed.md, dev_curves.png, and where the
 study has them selected.md (grid points chosen on dev), prompts.md (spread over templates), speedup.md and
-pareto.png (wall-clock to the reference method's final dev accuracy, against peak memory).
+pareto.png (wall-clock to the reference method's final dev accuracy, against peak memory); paired.md when
+asked (one method against every other, paired by task and seed).
 
 A method with grid points (`name@lr0.0001`, ...) is one family, `name`; a plain `name` run beside them (in any
 task) is one more point of it. table.md, the curves, speedup.md and pareto.png show a family as one method,
@@ -228,22 +229,77 @@ def template_of(row: dict) -> str | None:
 
 
 def prompt_spread(rows: list[dict]) -> str:
-    """Per (method, task) run under at least two templates: test accuracy under each (mean over seeds) and
-    max - min. Runs of a study without templates count under their task's default template, so a study of
-    the other templates alone completes the table."""
-    test = _seed_values(rows, lambda r: metric_of(r["result"]))
-    templates = {(r["task"], r["method"]): template_of(r) for r in rows}
-    cells: dict[tuple[str, str], dict[str, float]] = {}
-    for (task, method), values in test.items():
-        if templates[(task, method)] is not None:
-            family = task.partition("@")[0]
-            cells.setdefault((method, family), {})[templates[(task, method)]] = statistics.mean(values)
-    cells = {key: per for key, per in cells.items() if len(per) > 1}
-    lines = ["| method | task | test accuracy per template | spread (max - min) |", "|---|---|---|---|"]
+    """Per (method, task) run under at least two templates: test accuracy under each and max - min, on the
+    seeds that every template of that (method, task) ran (a template run on more seeds is not compared with
+    one run on fewer). Runs of a study without templates count under their task's default template, so a
+    study of the other templates alone completes the table. A last table gives each method's mean spread."""
+    cells: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
+    for row in rows:
+        template = template_of(row)
+        if template is not None:
+            per = cells.setdefault((row["method"], row["task"].partition("@")[0]), {})
+            per.setdefault(template, {})[row["seed"]] = metric_of(row["result"])
+    lines = ["| method | task | seeds | test accuracy per template | spread (max - min) |", "|---|---|---|---|---|"]
+    spreads: dict[str, list[float]] = {}
     for (method, task), per in sorted(cells.items()):
-        shown = ", ".join(f"{t} {v:.3f}" for t, v in sorted(per.items()))
-        lines.append(f"| {method} | {task} | {shown} | {max(per.values()) - min(per.values()):.3f} |")
+        seeds = sorted(set.intersection(*(set(by_seed) for by_seed in per.values())))
+        if len(per) < 2 or not seeds:
+            continue
+        means = {t: statistics.mean(by_seed[s] for s in seeds) for t, by_seed in sorted(per.items())}
+        spread = max(means.values()) - min(means.values())
+        spreads.setdefault(method, []).append(spread)
+        shown = ", ".join(f"{t} {v:.3f}" for t, v in means.items())
+        lines.append(f"| {method} | {task} | {', '.join(map(str, seeds))} | {shown} | {spread:.3f} |")
+    lines += ["", "| method | tasks | mean spread | largest spread |", "|---|---|---|---|"]
+    lines += [f"| {m} | {len(v)} | {statistics.mean(v):.3f} | {max(v):.3f} |" for m, v in sorted(spreads.items())]
     return "\n".join(lines) + "\n"
+
+
+def paired_comparison(rows: list[dict], method: str) -> str:
+    """`method` against every other method on the (task, seed) pairs that both ran: test accuracy differences
+    and ratios of peak train-step memory (a grid family at its dev-selected point per task, as in table.md)."""
+    chosen, by_run = selection(rows), {(r["task"], r["method"], r["seed"]): r for r in rows}
+    families = list(dict.fromkeys(base(r["method"]) for r in rows))
+    summary = ["| against | pairs (tasks) | accuracy difference, mean ± s.e. over pairs | pairs ahead / level / "
+               "behind | tasks ahead / level / behind (seed means) | peak memory ratio min / median / max | "
+               "pairs above 1.10x |", "|---|---|---|---|---|---|---|"]
+    detail = ["| against | task | seeds | accuracy difference per seed | peak memory ratio per seed |",
+              "|---|---|---|---|---|"]
+    for other in (f for f in families if f != method):
+        diffs, ratios, per_task = [], [], []
+        for task in sorted({r["task"] for r in rows}):
+            if (task, method) not in chosen or (task, other) not in chosen:
+                continue
+            mine, theirs = chosen[(task, method)]["point"], chosen[(task, other)]["point"]
+            seeds = sorted(s for t, m, s in by_run if t == task and m == mine and (task, theirs, s) in by_run)
+            if not seeds:
+                continue
+            pairs = [(by_run[(task, mine, s)], by_run[(task, theirs, s)]) for s in seeds]
+            d = [metric_of(a["result"]) - metric_of(b["result"]) for a, b in pairs]
+            r = [_peak(a) / _peak(b) for a, b in pairs if _peak(a) and _peak(b)]
+            diffs += d
+            ratios += r
+            per_task.append(statistics.mean(d))
+            detail.append(f"| {other} | {task} | {', '.join(map(str, seeds))} | "
+                          f"{', '.join(f'{x:+.3f}' for x in d)} | {', '.join(f'{x:.3f}' for x in r) or '-'} |")
+        if not diffs:
+            continue
+        se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0
+        memory = (f"{min(ratios):.3f} / {statistics.median(ratios):.3f} / {max(ratios):.3f}" if ratios else "-")
+        summary.append(f"| {other} | {len(diffs)} ({len(per_task)}) | {statistics.mean(diffs):+.4f} ± {se:.4f} | "
+                       f"{_signs(diffs)} | {_signs(per_task)} | {memory} | {sum(x > 1.10 for x in ratios)} |")
+    return "\n".join([f"{method} against each other method, paired by task and seed.", "", *summary, "",
+                      *detail]) + "\n"
+
+
+def _peak(row: dict) -> float:
+    return row["result"].get("peak_memory_mib", {}).get("train_step", 0.0)
+
+
+def _signs(values: list[float]) -> str:
+    """How many are above / equal to / below zero (within 1e-9)."""
+    return " / ".join(str(n) for n in (sum(v > 1e-9 for v in values), sum(abs(v) <= 1e-9 for v in values),
+                                        sum(v < -1e-9 for v in values)))
 
 
 def dev_curve(row: dict) -> list[tuple[float, float]]:
@@ -393,7 +449,8 @@ def step_speed(out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def aggregate(out: Path | list[Path], results: Path, curve_methods: list[str], reference: str = "mezo") -> None:
+def aggregate(out: Path | list[Path], results: Path, curve_methods: list[str], reference: str = "mezo",
+              paired: str | None = None) -> None:
     outs = out if isinstance(out, list) else [out]
     rows = load_runs(*outs)
     results.mkdir(parents=True, exist_ok=True)
@@ -412,6 +469,8 @@ def aggregate(out: Path | list[Path], results: Path, curve_methods: list[str], r
         (results / "selected.md").write_text(selected_on_dev(rows))
     if any("@" in r["task"] for r in rows):
         (results / "prompts.md").write_text(prompt_spread(rows))
+    if paired:
+        (results / "paired.md").write_text(paired_comparison(rows, paired))
     found = speedups(rows, reference, curve_methods)
     if found:
         (results / "speedup.md").write_text(speedup_table(found, reference))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -128,7 +129,23 @@ def test_prompt_spread_over_templates(tmp_path):
         fake_run(runs, "rte@mezo", "mezo", seed, [(0, 0.5), (10, 0.6)], test=a)
         fake_run(runs, "rte@gpt3", "mezo", seed, [(0, 0.5), (10, 0.6)], test=b)
     study_report.aggregate(runs, tmp_path / "res", ["mezo"])
-    assert "| mezo | rte | gpt3 0.590, mezo 0.720 | 0.130 |" in (tmp_path / "res" / "prompts.md").read_text()
+    spread = (tmp_path / "res" / "prompts.md").read_text()
+    assert "| mezo | rte | 0, 1 | gpt3 0.590, mezo 0.720 | 0.130 |" in spread
+    assert "| mezo | 1 | 0.130 | 0.130 |" in spread
+
+
+def test_prompt_spread_compares_templates_on_the_seeds_they_share(tmp_path):
+    """A default template run on three seeds against another run on seed 0 only: compared on seed 0."""
+    runs = tmp_path / "runs"
+    for seed, test in enumerate([0.70, 0.90, 0.95]):
+        fake_run(runs, "cb@mezo", "mezo", seed, [(0, 0.5), (10, 0.6)], test=test)
+    fake_run(runs, "cb@gpt3", "mezo", 0, [(0, 0.5), (10, 0.6)], test=0.60)
+    fake_run(runs, "rte@mezo", "mezo", 1, [(0, 0.5), (10, 0.6)], test=0.60)
+    fake_run(runs, "rte@gpt3", "mezo", 0, [(0, 0.5), (10, 0.6)], test=0.60)  # no seed in common
+    study_report.aggregate(runs, tmp_path / "res", ["mezo"])
+    spread = (tmp_path / "res" / "prompts.md").read_text()
+    assert "| mezo | cb | 0 | gpt3 0.600, mezo 0.700 | 0.100 |" in spread
+    assert "| rte |" not in spread and "| mezo | 1 | 0.100 | 0.100 |" in spread
 
 
 def test_runs_without_templates_count_under_their_task_default_template(tmp_path):
@@ -143,7 +160,7 @@ def test_runs_without_templates_count_under_their_task_default_template(tmp_path
                  config={"data": {"task": "cb", "template": "gpt3"}})
     study_report.aggregate([core, other], tmp_path / "res", ["mezo"])
     spread = (tmp_path / "res" / "prompts.md").read_text()
-    assert "| mezo | cb | gpt3 0.610, mezo 0.700 | 0.090 |" in spread
+    assert "| mezo | cb | 0, 1 | gpt3 0.610, mezo 0.700 | 0.090 |" in spread
     assert "| rte |" not in spread  # one template only: no spread
 
 
@@ -229,3 +246,24 @@ def test_each_run_folder_records_the_device_it_was_given(tmp_path, monkeypatch):
     assert placed == {"device": "1", "cuda_visible_devices": "1"} and envs[0]["CUDA_VISIBLE_DEVICES"] == "1"
     unplaced = json.loads((tmp_path / "out" / "cb__mezo__s1" / "placement.json").read_text())
     assert unplaced == {"device": None, "cuda_visible_devices": None}
+
+
+def test_paired_comparison_by_task_and_seed(tmp_path):
+    """Differences and memory ratios on the pairs both methods ran; a grid family at its dev-selected point."""
+    runs = tmp_path / "runs"
+    for seed, (mine, theirs) in enumerate([(0.80, 0.70), (0.60, 0.70), (0.75, 0.75)]):
+        fake_run(runs, "cb", "bilevel", seed, [(0, 0.5), (10, 0.6)], test=mine, peak=1100.0 + seed)
+        fake_run(runs, "cb", "fo", seed, [(0, 0.5), (10, 0.6)], test=theirs, peak=1000.0)
+    fake_run(runs, "rte", "bilevel", 0, [(0, 0.5), (10, 0.6)], test=0.50, peak=900.0)
+    fake_run(runs, "rte", "fo", 1, [(0, 0.5), (10, 0.6)], test=0.40)       # no seed in common with bilevel
+    fake_run(runs, "rte", "zo@lr0.1", 0, [(0, 0.5), (10, 0.9)], test=0.30)  # selected on dev
+    fake_run(runs, "rte", "zo@lr0.2", 0, [(0, 0.5), (10, 0.7)], test=0.90)
+    study_report.aggregate(runs, tmp_path / "res", ["bilevel"], paired="bilevel")
+    paired = (tmp_path / "res" / "paired.md").read_text()
+    diffs = [0.10, -0.10, 0.0]
+    se = statistics.stdev(diffs) / 3 ** 0.5
+    summary = f"| fo | 3 (1) | {statistics.mean(diffs):+.4f} ± {se:.4f} | 1 / 1 / 1 | 0 / 1 / 0 |"
+    assert summary + " 1.100 / 1.101 / 1.102 | 2 |" in paired
+    assert "| fo | cb | 0, 1, 2 | +0.100, -0.100, +0.000 | 1.100, 1.101, 1.102 |" in paired
+    assert "| zo | 1 (1) | +0.2000 ± 0.0000 | 1 / 0 / 0 | 1 / 0 / 0 | 1.800 / 1.800 / 1.800 | 1 |" in paired
+    assert "| fo | rte |" not in paired
