@@ -390,8 +390,8 @@ def plot_pareto(rows: list[dict], found: list[dict], target: Path) -> None:
 
     tasks = sorted({f["task"] for f in found if f["speedup"]}) or sorted({f["task"] for f in found})
     methods = sorted({f["method"] for f in found})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
-    for axis, task in zip(axes[0], tasks, strict=True):
+    fig, axes = task_panels(plt, len(tasks))
+    for axis, task in zip(axes, tasks, strict=True):
         for color, method in enumerate(methods):
             mine = [f for f in found if (f["task"], f["method"]) == (task, method)]
             times = [f["seconds"] for f in mine if f["seconds"] is not None and f.get("reference_improved", True)]
@@ -409,6 +409,17 @@ def plot_pareto(rows: list[dict], found: list[dict], target: Path) -> None:
     plt.close(fig)
 
 
+def task_panels(plt, n: int, columns: int = 3):
+    """A figure of n panels, at most `columns` a row; returns (figure, the n axes in reading order)."""
+    cols = min(n, columns)
+    rows = -(-n // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(5 * cols, 4 * rows), squeeze=False)
+    axes = list(grid.flat)
+    for spare in axes[n:]:
+        spare.set_visible(False)
+    return fig, axes[:n]
+
+
 def plot_curves(rows: list[dict], target: Path, methods: list[str]) -> None:
     """Dev accuracy against wall-clock seconds, one panel per task, one curve per method (seed 0; names resolve
     as in `curve_rows`: a grid family is drawn as its dev-selected point of the task, named in the legend)."""
@@ -420,8 +431,8 @@ def plot_curves(rows: list[dict], target: Path, methods: list[str]) -> None:
     tasks = sorted({r["task"] for r in rows})
     drawn = [(name, row) for name, row in curve_rows(rows, methods) if row["seed"] == 0]
     colors = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(name for name, _ in drawn))}
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
-    for axis, task in zip(axes[0], tasks, strict=True):
+    fig, axes = task_panels(plt, len(tasks))
+    for axis, task in zip(axes, tasks, strict=True):
         for name, row in drawn:
             if row["task"] == task:
                 curve = dev_curve(row)
