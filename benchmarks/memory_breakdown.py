@@ -42,12 +42,14 @@ def run_config(args, method: str):
 
 
 def owner(frames: list[dict]) -> str:
-    """`file:line function` of the first zofo frame of an allocation stack (else of the first frame)."""
-    mine = [f for f in frames if "/zofo/" in f["filename"]] or frames
-    if not mine:
+    """`file:line function` of the innermost zofo frame of an allocation stack (frames run innermost first),
+    and the innermost frame of all where that is another (e.g. torch's linear)."""
+    if not frames:
         return "(no stack)"
-    f = mine[0]
-    return f"{f['filename'].split('/src/')[-1]}:{f['line']} {f['name']}"
+    mine = next((f for f in frames if "/zofo/" in f["filename"]), frames[0])
+    inner = frames[0]
+    where = f"{mine['filename'].split('/src/')[-1]}:{mine['line']} {mine['name']}"
+    return where if inner is mine else f"{where} <- {inner['filename'].split('/')[-1]}:{inner['line']} {inner['name']}"
 
 
 def live_blocks() -> tuple[Counter, Counter]:
