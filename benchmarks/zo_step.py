@@ -15,6 +15,9 @@ CUDA events after warm-up, median of ``--iters``:
 * zofo+graph, no sync: the same, with the probes queued by ``zo.queue_probes`` and the update applied from
   the device's c (``zo.DeviceEstimate``), so the host never waits for the probes before launching it, as
   `zofo train` does on CUDA.
+* zofo+graph, deferred: the step `zofo train` takes by default with bf16 weights (`optim.update_every` 16):
+  16 such steps keep their (seed, c) and one fused pass applies all 16 updates (``zo.chain``); timed over the
+  16 steps and divided by 16.
 Peak memory: torch.cuda.max_memory_allocated of the step / of a plain forward (stats reset before each).
 Writes zo_step.json and zo_step.md under --out (default $OUT or .), prints a table last.
 """
@@ -147,6 +150,17 @@ def graphed_step(probes: zo.GraphedProbes, ids: torch.Tensor, params, direction:
     zo.ZOSGD().apply(params, est, LR, zo.UpdateState())
 
 
+DEFERRED = 16  # `optim.update_every` for bf16 weights (methods.mezo.LOW_PRECISION_UPDATE_EVERY)
+
+
+def deferred_steps(probes: zo.GraphedProbes, ids: torch.Tensor, params, direction: str, step: list[int]) -> None:
+    """`DEFERRED` graphed, queued steps whose updates are applied together in one fused pass."""
+    pending = [zo.queue_probes(lambda s, x: probes({"ids": ids}, s, x), [zo.step_seed(0, advance(step))], EPS,
+                               direction=direction) for _ in range(DEFERRED)]
+    chained, lr = zo.chain(pending, [LR] * DEFERRED)
+    zo.ZOSGD().apply(params, chained, lr, zo.UpdateState())
+
+
 TILES = {
     0: [(256, 4), (512, 4), (1024, 4), (512, 8), (1024, 8)],
     1: [(64, 4), (128, 4), (256, 4), (128, 8), (256, 8)],
@@ -229,6 +243,10 @@ def bench_model(name: str, iters: int, graphs: bool, weights: str | None = None)
                     lambda p=probes, d=direction: graphed_step(p, ids, params, d, step), iters)
             attempt(row, f"async_{direction}",
                     lambda p=probes, d=direction: graphed_step(p, ids, params, d, step, sync=False), iters)
+            attempt(row, f"deferred_{direction}",
+                    lambda p=probes, d=direction: deferred_steps(p, ids, params, d, step), max(3, iters // 4))
+            if f"deferred_{direction}_ms" in row:
+                row[f"deferred_{direction}_ms"] /= DEFERRED  # per step
             if not probes.capture:
                 row[f"graph_{direction}_error"] = "capture failed (see the warning above)"
             del probes
@@ -238,15 +256,16 @@ def bench_model(name: str, iters: int, graphs: bool, weights: str | None = None)
 def table(rows: list[dict]) -> str:
     lines = [
         "| model | forward ms | ref step / fwd | zofo gauss / fwd | zofo rad / fwd | graph gauss / fwd | "
-        "graph rad / fwd | graph no sync gauss / fwd | graph no sync rad / fwd | ref / eager zofo (gauss, rad) | "
-        "ref / best zofo | peak step / fwd (gauss) |",
-        "|" + "---|" * 12,
+        "graph rad / fwd | graph no sync gauss / fwd | graph no sync rad / fwd | deferred gauss / fwd | "
+        "deferred rad / fwd | ref / eager zofo (gauss, rad) | ref / best zofo | peak step / fwd (gauss) |",
+        "|" + "---|" * 14,
     ]
     for r in rows:
         f = r["forward_ms"]
         ours = [
             v for k, v in r.items()
-            if k.endswith("_ms") and k.startswith(("zofo_gaussian", "graph_gaussian", "async_gaussian"))
+            if k.endswith("_ms") and k.startswith(("zofo_gaussian", "graph_gaussian", "async_gaussian",
+                                                   "deferred_gaussian"))
         ]
         best = min(ours) if ours else float("nan")
         ratio = lambda k, r=r, f=f: f"{r[k] / f:.2f}" if k in r else "-"  # noqa: E731
@@ -256,6 +275,7 @@ def table(rows: list[dict]) -> str:
             f"| {r['model']} | {f:.1f} | {ratio('reference_ms')} | {ratio('zofo_gaussian_ms')} | "
             f"{ratio('zofo_rademacher_ms')} | {ratio('graph_gaussian_ms')} | "
             f"{ratio('graph_rademacher_ms')} | {ratio('async_gaussian_ms')} | {ratio('async_rademacher_ms')} | "
+            f"{ratio('deferred_gaussian_ms')} | {ratio('deferred_rademacher_ms')} | "
             f"{speedup('zofo_gaussian_ms')}, {speedup('zofo_rademacher_ms')} | "
             f"{r.get('reference_ms', float('nan')) / best:.2f} | {mem:.3f} |"
         )
