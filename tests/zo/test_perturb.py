@@ -36,6 +36,32 @@ def test_probe_computes_at_theta_plus_su(batch):
     torch.testing.assert_close(got, lm_loss(explicit, batch), atol=1e-5, rtol=1e-5)
 
 
+def test_a_tied_weight_is_perturbed_once_per_block(batch, monkeypatch):
+    """The embedding and the tied lm_head share one perturbed copy for the whole block (here two forwards):
+    generated once, and every forward computes at theta + s*u exactly."""
+    from zofo.zo import perturb
+
+    model = tiny_llama(torch.bfloat16)
+    params, before = dict(model.named_parameters()), _snapshot(model)
+    tied = model.model.embed_tokens.weight
+    assert tied is model.lm_head.weight
+    explicit = tiny_llama(torch.bfloat16)
+    with torch.no_grad():
+        for n, p in explicit.named_parameters():
+            p.copy_(perturb.perturbed_copies([p.data], [zo.tensor_key(n)], 5, 0.1)[0])
+    made: list[int] = []  # storage addresses of the tensors whose perturbed copies were made
+    real = perturb.perturbed_copies
+    monkeypatch.setattr(perturb, "perturbed_copies",
+                        lambda thetas, *a: made.extend(t.data_ptr() for t in thetas) or real(thetas, *a))
+    with zo.perturbed(model, params, 5, 0.1, strict=True):
+        first, second = lm_loss(model, batch), lm_loss(model, batch[:2])
+    assert made.count(tied.data_ptr()) == 1
+    layers = [p.data_ptr() for p in model.model.layers.parameters()]
+    assert all(made.count(ptr) == 2 for ptr in layers)  # a layer's copy is made in each forward
+    assert torch.equal(first, lm_loss(explicit, batch)) and torch.equal(second, lm_loss(explicit, batch[:2]))
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
 def test_restores_on_error(batch):
     model = tiny_llama()
     params = dict(model.named_parameters())

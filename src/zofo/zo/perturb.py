@@ -6,12 +6,15 @@ of their owner that is an element of an ``nn.ModuleList`` (a decoder layer), els
 forward pre-hook on that module swaps every ``param.data`` of the group for theta + s*u, generated in
 ONE launch into one flat buffer (``ops.perturbed_copies``: a probe of a 30-layer model is ~32 launches,
 not ~270), and a forward hook swaps the original storages back; theta changes only in the real update.
-Extra memory: the perturbed copy of one layer at a time.  Tied weights (lm_head sharing the
-embedding) are perturbed by each owner's hooks with the same u (u depends on the name and seed only).
+Extra memory: the perturbed copy of one layer at a time.  A tied weight (lm_head sharing the embedding)
+is perturbed once, by the first of its owners to run, and keeps its copy until the block ends: its
+other owners read the same values (u depends on the name and seed only), and every forward in the block
+after the first reuses it.  The copy costs no extra peak: the lm_head, which runs last, needs it anyway.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +40,7 @@ class _Swap:
     param: nn.Parameter
     original: Tensor | None = None
     depth: int = 0
+    shared: bool = False  # owned by several hooked modules (a tied weight): kept perturbed to the block's end
 
 
 def _anchors(model: nn.Module) -> set[str]:
@@ -101,7 +105,7 @@ class _Hooks:
         return self._scalars[t.device]
 
     def enter(self, swaps: list[_Swap]) -> None:
-        fresh = [s for s in swaps if s.depth == 0]
+        fresh = [s for s in swaps if s.original is None]
         for s in swaps:
             s.depth += 1
         if not fresh:
@@ -124,7 +128,7 @@ class _Hooks:
     def leave(swaps: list[_Swap]) -> None:
         for s in swaps:
             s.depth -= 1
-            if s.depth == 0 and s.original is not None:
+            if s.depth == 0 and s.original is not None and not s.shared:
                 s.param.data, s.original = s.original, None
 
 
@@ -152,7 +156,11 @@ def perturbed(
     hooks = _Hooks(seed, scale, direction, backend, probe)
     handles = []
     try:
-        for module, owned in _owners(model, swaps):
+        owners = _owners(model, swaps)
+        uses = Counter(id(s) for _, owned in owners for s in owned)
+        for s in swaps.values():
+            s.shared = uses[id(s)] > 1
+        for module, owned in owners:
             handles.append(module.register_forward_pre_hook(lambda m, a, o=owned: hooks.enter(o)))
             handles.append(
                 module.register_forward_hook(lambda m, a, out, o=owned: hooks.leave(o), always_call=True)
