@@ -302,9 +302,19 @@ def _signs(values: list[float]) -> str:
                                         sum(v < -1e-9 for v in values)))
 
 
-def dev_curve(row: dict) -> list[tuple[float, float]]:
-    """(wall-clock seconds, dev accuracy) of every evaluation of a run."""
-    return [(e["time"], e.get("accuracy", e.get("f1"))) for e in row["log"] if e.get("phase") == "dev"]
+CLOCKS = {"train_time": "training seconds (evaluations left out)", "time": "wall-clock seconds"}
+
+
+def clock_of(rows: list[dict]) -> str:
+    """The time axis that runs are compared on: "train_time" (evaluations and checkpoints left out) when every
+    dev evaluation of every one of them logged it, else "time" (wall-clock; runs from before train_time)."""
+    dev = [e for r in rows for e in r["log"] if e.get("phase") == "dev"]
+    return "train_time" if dev and all("train_time" in e for e in dev) else "time"
+
+
+def dev_curve(row: dict, clock: str = "time") -> list[tuple[float, float]]:
+    """(seconds on `clock`, dev accuracy) of every evaluation of a run."""
+    return [(e[clock], e.get("accuracy", e.get("f1"))) for e in row["log"] if e.get("phase") == "dev"]
 
 
 def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
@@ -320,20 +330,21 @@ def speedups(rows: list[dict], reference: str, methods: list[str]) -> list[dict]
     `reference_improved` says which, `reference_peak` whether it rose above the first and fell back."""
     found, runs = [], curve_rows(rows, methods)
     for _, ref in curve_rows(rows, [reference]):
-        curve = dev_curve(ref)
+        mine = [(name, row) for name, row in runs if (row["task"], row["seed"]) == (ref["task"], ref["seed"])]
+        clock = clock_of([ref, *(row for _, row in mine)])
+        curve = dev_curve(ref, clock)
         if not curve:
             continue
         target, first, peak = curve[-1][1], curve[0][1], max(acc for _, acc in curve)
         t_ref = time_to(curve, target)
         improved = target > first + 1e-12
-        for name, row in runs:
-            if row["task"] == ref["task"] and row["seed"] == ref["seed"]:
-                t = time_to(dev_curve(row), target)
-                found.append({"task": row["task"], "seed": row["seed"], "method": name, "point": row["method"],
-                              "target": target, "seconds": t, "reference_point": ref["method"],
-                              "reference_seconds": t_ref, "reference_first": first, "reference_peak": peak,
-                              "reference_improved": improved,
-                              "speedup": t_ref / t if t and t_ref and improved else None})
+        for name, row in mine:
+            t = time_to(dev_curve(row, clock), target)
+            found.append({"task": row["task"], "seed": row["seed"], "method": name, "point": row["method"],
+                          "target": target, "seconds": t, "clock": clock, "reference_point": ref["method"],
+                          "reference_seconds": t_ref, "reference_first": first, "reference_peak": peak,
+                          "reference_improved": improved,
+                          "speedup": t_ref / t if t and t_ref and improved else None})
     return found
 
 
@@ -353,7 +364,11 @@ def undefined_reason(f: dict, reference: str) -> str:
 
 
 def speedup_table(found: list[dict], reference: str) -> str:
-    lines = [f"| task | seed | {reference}'s final dev | method | seconds to it | {reference}'s seconds | speed-up |",
+    groups = {(f["task"], f["seed"]): f.get("clock", "time") for f in found}
+    used = [c for c in CLOCKS if c in groups.values()]
+    lines = ["Seconds are " + "; ".join(f"{CLOCKS[c]} for {sum(v == c for v in groups.values())} of the "
+                                         f"{len(groups)} task-seed groups" for c in used) + ".", "",
+             f"| task | seed | {reference}'s final dev | method | seconds to it | {reference}'s seconds | speed-up |",
              "|---|---|---|---|---|---|---|"]
     for f in found:
         secs = f"{f['seconds']:.0f}" if f["seconds"] is not None else "not reached"
@@ -433,14 +448,15 @@ def plot_curves(rows: list[dict], target: Path, methods: list[str]) -> None:
     colors = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(name for name, _ in drawn))}
     fig, axes = task_panels(plt, len(tasks))
     for axis, task in zip(axes, tasks, strict=True):
+        clock = clock_of([r for _, r in drawn if r["task"] == task])
         for name, row in drawn:
             if row["task"] == task:
-                curve = dev_curve(row)
+                curve = dev_curve(row, clock)
                 label = shown_method({"method": name, "point": row["method"]})
                 axis.plot([t for t, _ in curve], [acc for _, acc in curve], marker=".", label=label,
                           color=colors[name])
         axis.set_title(task)
-        axis.set_xlabel("wall-clock seconds")
+        axis.set_xlabel(CLOCKS[clock])
         axis.set_ylabel("dev accuracy")
         axis.legend(fontsize=8)
     fig.tight_layout()

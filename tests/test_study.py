@@ -12,12 +12,15 @@ from benchmarks import study, study_report
 
 
 def fake_run(out: Path, task: str, method: str, seed: int, dev: list[tuple[float, float]], test: float,
-             peak: float = 500.0, config: dict | None = None) -> None:
-    """A finished run folder: result.json and a log with the given (seconds, dev accuracy) evaluations."""
+             peak: float = 500.0, config: dict | None = None, train_times: list[float] | None = None) -> None:
+    """A finished run folder: result.json and a log with the given (seconds, dev accuracy) evaluations
+    (`train_times`: their seconds without evaluations, as runs log them now; else none, as older runs)."""
     folder = out / f"{task}__{method}__s{seed}"
     folder.mkdir(parents=True)
     log = [{"phase": "train", "step": s, "loss": 1.0 / s, "step_seconds": 0.1, "time": s / 10} for s in (1, 2, 3)]
     log += [{"phase": "dev", "step": i, "time": t, "accuracy": a} for i, (t, a) in enumerate(dev)]
+    for entry, seconds in zip([e for e in log if e["phase"] == "dev"], train_times or [], strict=False):
+        entry["train_time"] = seconds
     (folder / "log.jsonl").write_text("\n".join(json.dumps(e) for e in log))
     (folder / "result.json").write_text(json.dumps({
         "test": {"accuracy": test, "n": 100}, "best_dev": max(a for _, a in dev), "steps": 3,
@@ -267,3 +270,19 @@ def test_paired_comparison_by_task_and_seed(tmp_path):
     assert "| fo | cb | 0, 1, 2 | +0.100, -0.100, +0.000 | 1.100, 1.101, 1.102 |" in paired
     assert "| zo | 1 (1) | +0.2000 ± 0.0000 | 1 / 0 / 0 | 1 / 0 / 0 | 1.800 / 1.800 / 1.800 | 1 |" in paired
     assert "| fo | rte |" not in paired
+
+
+def test_speedups_use_training_seconds_where_every_run_of_the_group_logged_them(tmp_path):
+    """Evaluations left out of the clock where all runs of a task and seed have train_time; wall-clock else."""
+    runs = tmp_path / "runs"
+    fake_run(runs, "rte", "mezo", 0, [(10, 0.5), (100, 0.6)], test=0.5, train_times=[5, 50])
+    fake_run(runs, "rte", "bilevel", 0, [(10, 0.5), (40, 0.6)], test=0.6, train_times=[2, 10])
+    fake_run(runs, "rte", "mezo", 1, [(10, 0.5), (100, 0.6)], test=0.5, train_times=[5, 50])
+    fake_run(runs, "rte", "bilevel", 1, [(10, 0.5), (40, 0.6)], test=0.6)  # an older run: no train_time
+    found = study_report.speedups(study_report.load_runs(runs), "mezo", ["mezo", "bilevel"])
+    by_seed = {f["seed"]: f for f in found if f["method"] == "bilevel"}
+    assert (by_seed[0]["clock"], by_seed[0]["speedup"]) == ("train_time", 5.0)
+    assert (by_seed[1]["clock"], by_seed[1]["speedup"]) == ("time", 2.5)
+    assert study_report.speedup_table(found, "mezo").startswith(
+        "Seconds are training seconds (evaluations left out) for 1 of the 2 task-seed groups; wall-clock "
+        "seconds for 1 of the 2 task-seed groups.")

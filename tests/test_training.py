@@ -47,8 +47,12 @@ def test_run_folder_has_config_logs_result_and_plot(tmp_path, tiny_model_dir, sh
                                 "train.steps=4", "peft.kind=prefix", "peft.num_virtual_tokens=3"))
     run = tmp_path / "run"
     assert load_config(run / "config.yaml").peft.kind == "prefix"
-    phases = {json.loads(line)["phase"] for line in (run / "log.jsonl").read_text().splitlines()}
-    assert {"train", "dev", "test"} <= phases
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert {"train", "dev", "test"} <= {r["phase"] for r in log}
+    clocks = [r["train_time"] for r in log]
+    assert clocks == sorted(clocks) and all(r["train_time"] <= r["time"] for r in log)
+    assert log[-1]["time"] - log[-1]["train_time"] > 0  # the evaluations (and the final test) were left out
+    assert result["train_seconds_without_evaluation"] < result["train_seconds"]
     assert 0.0 <= result["test"]["accuracy"] <= 1.0 and result["test"]["n"] == 16
     assert list((run / "tensorboard").iterdir())
     assert (run / "final" / "adapter").exists() and (run / "best" / "weights.safetensors").exists()

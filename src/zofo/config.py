@@ -94,7 +94,7 @@ class TrainConfig:
     output_dir: str | None = None       # None: runs/<method>-<task>-<time>
     resume: str | None = None           # checkpoint folder to resume from
     progress: bool = True
-    max_seconds: float | None = None    # stop training after this much wall-clock time (then test)
+    max_seconds: float | None = None    # stop after this much wall-clock, evaluations included (then test)
     cuda_graphs: bool = True            # on CUDA: ZO probes and FO steps replay CUDA graphs (fixed-shape batches)
 
 

@@ -12,12 +12,16 @@ import torch
 
 
 class RunLogger:
-    """Appends `{"step", "phase", "time", ...}` lines to log.jsonl and mirrors numbers to TensorBoard."""
+    """Appends `{"step", "phase", "time", "train_time", ...}` lines to log.jsonl and mirrors numbers to
+    TensorBoard. `time` is the run's wall-clock; `train_time` leaves out what ran `off_the_clock` (evaluations
+    and checkpoints), so how often a run is evaluated does not move its training curve."""
 
     def __init__(self, run_dir: Path, tensorboard: bool = True):
         self.path = run_dir / "log.jsonl"
         self.start = time.time()
         self.offset = 0.0
+        self.off_clock = 0.0                  # seconds spent off the clock so far
+        self.paused_at: float | None = None   # when the current off-the-clock stretch began
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -25,8 +29,8 @@ class RunLogger:
             self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def log(self, step: int, phase: str, **values: float | int | str | None) -> None:
-        record = {"step": step, "phase": phase, "time": round(self.offset + time.time() - self.start, 3),
-                  **values}
+        record = {"step": step, "phase": phase, "time": round(self.elapsed(), 3),
+                  "train_time": round(self.train_elapsed(), 3), **values}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer is not None:
@@ -34,12 +38,32 @@ class RunLogger:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     self.writer.add_scalar(f"{phase}/{key}", value, step)
 
-    def resume_from(self, elapsed: float) -> None:
-        """Continue the wall-clock axis of an interrupted run."""
-        self.offset = elapsed
+    def resume_from(self, elapsed: float, off_clock: float = 0.0) -> None:
+        """Continue the clocks of an interrupted run."""
+        self.offset, self.off_clock = elapsed, off_clock
 
     def elapsed(self) -> float:
+        """Wall-clock seconds of the run."""
         return self.offset + time.time() - self.start
+
+    def train_elapsed(self) -> float:
+        """Wall-clock seconds of the run less those spent off the clock (frozen while off it)."""
+        now = time.time()
+        current = now - self.paused_at if self.paused_at is not None else 0.0
+        return self.offset + now - self.start - self.off_clock - current
+
+    @contextlib.contextmanager
+    def off_the_clock(self) -> Iterator[None]:
+        """What runs inside does not count towards `train_time` (nested blocks count once)."""
+        if self.paused_at is not None:
+            yield
+            return
+        self.paused_at = time.time()
+        try:
+            yield
+        finally:
+            self.off_clock += time.time() - self.paused_at
+            self.paused_at = None
 
     def close(self) -> None:
         if self.writer is not None:

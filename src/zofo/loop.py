@@ -49,6 +49,7 @@ class LoopState:
     best_metric: float = -math.inf
     best_step: int = -1
     elapsed: float = 0.0
+    off_clock: float = 0.0     # of `elapsed`, seconds in evaluations and checkpoints (not in `train_time`)
     skipped_steps: int = 0
     forward_rows: int = 0      # sequences through the model in training steps (zofo.work)
     backward_rows: int = 0     # ... of them back-propagated
@@ -85,10 +86,11 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
         if evaluate:
             _evaluate(method, evaluate_dev, run_dir, settings, logger, memory, state)
         if save:
-            state.skipped_steps, skipped = state.skipped_steps + _count(skipped), []
-            state.elapsed = logger.elapsed()
-            save_checkpoint(run_dir / "checkpoint", method.trainable(), method.state_dict(), asdict(state)
-                            | {"batches": method.batches.state_dict()})
+            with logger.off_the_clock():
+                state.skipped_steps, skipped = state.skipped_steps + _count(skipped), []
+                state.elapsed, state.off_clock = logger.elapsed(), logger.off_clock
+                save_checkpoint(run_dir / "checkpoint", method.trainable(), method.state_dict(), asdict(state)
+                                | {"batches": method.batches.state_dict()})
         if evaluate or save:  # step_seconds leaves them out
             window_start, window_steps = time.perf_counter(), 0
         if out_of_time:
@@ -106,15 +108,17 @@ def _due(step: int, every: int, last: int) -> bool:
 
 def _evaluate(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, settings: LoopSettings,
               logger: RunLogger, memory: PeakMemory, state: LoopState) -> None:
-    """Dev evaluation; the best-scoring weights so far are kept in run_dir/best (dev only, never test)."""
-    with memory.phase("eval"), method.deployed():
-        result = evaluate_dev()
-    logger.log(state.step, "dev", **{k: v for k, v in result.items() if isinstance(v, (int, float))})
-    value = result[settings.metric]
-    if value > state.best_metric:
-        state.best_metric, state.best_step = value, state.step
-        (run_dir / "best").mkdir(exist_ok=True)
-        save_weights(method.trainable(), run_dir / "best" / "weights.safetensors")
+    """Dev evaluation, off the training clock; the best-scoring weights so far are kept in run_dir/best (dev
+    only, never test)."""
+    with logger.off_the_clock():
+        with memory.phase("eval"), method.deployed():
+            result = evaluate_dev()
+        logger.log(state.step, "dev", **{k: v for k, v in result.items() if isinstance(v, (int, float))})
+        value = result[settings.metric]
+        if value > state.best_metric:
+            state.best_metric, state.best_step = value, state.step
+            (run_dir / "best").mkdir(exist_ok=True)
+            save_weights(method.trainable(), run_dir / "best" / "weights.safetensors")
     if settings.progress:
         tqdm.write(f"step {state.step}: dev {settings.metric} {value:.4f} (best {state.best_metric:.4f} "
                    f"at step {state.best_step})")
@@ -126,5 +130,5 @@ def resume(method: Method, checkpoint: Path, logger: RunLogger) -> LoopState:
     method.load_state_dict(method_state)
     method.batches.load_state_dict(loop_state.pop("batches"))
     state = LoopState(**loop_state)
-    logger.resume_from(state.elapsed)
+    logger.resume_from(state.elapsed, state.off_clock)
     return state

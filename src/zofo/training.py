@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import zlib
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
@@ -55,10 +54,10 @@ class Run:
         with self.startup or nullcontext():
             method, evaluator = self.start()
         logger, memory = RunLogger(self.run_dir), PeakMemory(self.device, alone=self.startup is None)
-        start = time.time()
         state = self.train(method, evaluator, logger, memory) if method.trains else LoopState()
-        result = self.finish(method, evaluator, state, memory, time.time() - start)
-        logger.log(state.step, "test", **{k: v for k, v in result["test"].items()})
+        with logger.off_the_clock():  # a resumed run's clocks include the time before the interruption
+            result = self.finish(method, evaluator, state, memory, logger.elapsed(), logger.train_elapsed())
+            logger.log(state.step, "test", **{k: v for k, v in result["test"].items()})
         logger.close()
         return result
 
@@ -116,8 +115,10 @@ class Run:
         return train_loop(method, evaluator.dev, self.run_dir, settings, logger, memory, state)
 
     def finish(self, method: Method, evaluator: Evaluator, state: LoopState, memory: PeakMemory,
-               seconds: float) -> dict:
-        """Save the final weights, reload the best-on-dev ones, evaluate them on test, write result.json."""
+               seconds: float, training_seconds: float) -> dict:
+        """Save the final weights, reload the best-on-dev ones, evaluate them on test, write result.json.
+        `seconds`: the training loop's wall-clock; `training_seconds`: the same without evaluations and
+        checkpoints."""
         self.save_final(method)
         best = self.run_dir / "best" / "weights.safetensors"
         if method.trains and best.exists():
@@ -127,6 +128,7 @@ class Run:
         result = {"method": self.cfg.train.method, "task": self.cfg.data.task, "peft": self.peft_kind,
                   "test": test, "best_dev": state.best_metric if method.trains else None,
                   "best_step": state.best_step, "steps": state.step, "train_seconds": round(seconds, 2),
+                  "train_seconds_without_evaluation": round(training_seconds, 2),
                   "skipped_steps": state.skipped_steps, "peak_memory_mib": memory.peaks,
                   "shared_process": self.startup is not None,
                   "work": {"forward_rows": state.forward_rows, "backward_rows": state.backward_rows},
