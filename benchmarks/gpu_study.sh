@@ -4,7 +4,8 @@
 # Converts the GGUF once to /root/smol, then runs the studies and the no-training baselines side by side.
 # BASELINES=SECONDS also runs benchmarks/eval_baselines.py (BASELINE_TASKS: its --tasks; default all);
 # BASELINE_BATCH: its --batch-size (default 8). BENCH=1 first runs the speed benchmarks (train_step.py,
-# zo_step.py) alone; PROFILE=1 first profiles the graphed OPT-1.3B ZO step (profile_step.py, both directions). PARALLEL: training processes per study at once (default 12). Sharing adds no throughput
+# zo_step.py) alone; PROFILE=1 first profiles the graphed OPT-1.3B ZO step (profile_step.py, both directions);
+# MEMORY=1 first runs memory_breakdown.py (FO-LoRA and Bilevel ZOFO on COPA, live memory by code and pool). PARALLEL: training processes per study at once (default 12). Sharing adds no throughput
 # once one run fills the GPU (fp32 on long rows: docs/RESULTS.md section 4); it only equalises wall-clock.
 # DEVICES="0 1": spread the runs over these GPUs (study.py --devices); TOGETHER=K: K runs per process, side by
 # side on their own CUDA streams (study.py --together; PARALLEL then counts processes).
@@ -25,6 +26,11 @@ if [ -n "${PROFILE:-}" ]; then  # where the graphed step's time goes, alone on t
     cat runs/bench/profile-$d/profile_step.md
   done
 fi
+if [ -n "${MEMORY:-}" ]; then  # where each method's step memory goes, alone on the GPU
+  python3 benchmarks/memory_breakdown.py --model /root/smol --data-root .gpu-carry/data --task copa \
+    --out runs/bench/memory > runs/bench/memory.log 2>&1
+  cat runs/bench/memory/memory_breakdown.md
+fi
 for study in "$@"; do
   name=$(basename "$study" .yaml)
   python3 benchmarks/study.py "$study" --out "runs/$name" --parallel "${PARALLEL:-12}" --data-root .gpu-carry/data \
@@ -35,6 +41,11 @@ if [ -n "${BASELINES:-}" ]; then
     --data-root .gpu-carry/data --batch-size "${BASELINE_BATCH:-8}" --out "$out" ${BASELINE_TASKS:+--tasks $BASELINE_TASKS} > "$out/baselines.log" 2>&1 &
 fi
 wait
+if [ -n "${MEMORY:-}" ]; then  # where each method's step memory goes, alone on the GPU
+  python3 benchmarks/memory_breakdown.py --model /root/smol --data-root .gpu-carry/data --task copa \
+    --out runs/bench/memory > runs/bench/memory.log 2>&1
+  cat runs/bench/memory/memory_breakdown.md
+fi
 for study in "$@"; do
   name=$(basename "$study" .yaml)
   python3 benchmarks/study.py --aggregate "runs/$name" --results "runs/agg-$name" >> "$out/$name.log" 2>&1
