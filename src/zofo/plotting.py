@@ -1,4 +1,7 @@
-"""Curves of one or more runs: training loss and dev metric against steps and wall-clock time (PNG)."""
+"""Curves of one or more runs: training loss and dev metric against steps and seconds (PNG).
+
+Seconds are training seconds (`train_time`: evaluations and checkpoints left out) when every run logged them,
+else wall-clock seconds (logs from before `train_time`)."""
 
 from __future__ import annotations
 
@@ -16,15 +19,16 @@ def plot_runs(run_dirs: list[str], out: str | None = None) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-    for run_dir in run_dirs:
-        records = _records(Path(run_dir))
-        label = Path(run_dir).name
+    runs = [(Path(d).name, _records(Path(d))) for d in run_dirs]
+    clock = clock_of([records for _, records in runs])
+    for label, records in runs:
         for row, phase, key in ((0, "train", "loss"), (1, "dev", _metric(records))):
             points = [r for r in records if r["phase"] == phase and key in r]
-            for col, axis in enumerate(("step", "time")):
+            for col, axis in enumerate(("step", clock)):
                 axes[row][col].plot([r[axis] for r in points], [r[key] for r in points], label=label,
                                     marker="." if phase == "dev" else None)
-                axes[row][col].set_xlabel("step" if axis == "step" else "wall-clock seconds")
+                axes[row][col].set_xlabel({"step": "step", "time": "wall-clock seconds",
+                                           "train_time": "training seconds (evaluations left out)"}[axis])
                 axes[row][col].set_ylabel(f"{phase} {key}")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
@@ -32,6 +36,11 @@ def plot_runs(run_dirs: list[str], out: str | None = None) -> Path:
     fig.savefig(target, dpi=120)
     plt.close(fig)
     return target
+
+
+def clock_of(logs: list[list[dict]]) -> str:
+    """"train_time" when every record of every log has it, else "time"."""
+    return "train_time" if all("train_time" in r for records in logs for r in records) else "time"
 
 
 def _records(run_dir: Path) -> list[dict]:
