@@ -41,6 +41,20 @@ def test_bad_yaml_reports_file_and_line(tmp_path):
         load_config(path)
 
 
+def test_an_error_in_a_value_from_the_file_names_the_file_and_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("optim:\n  lr: 1e-5\ntrain:\n  method: mezo\n  steps: ten\n")
+    with pytest.raises(ZofoError, match=r"run.yaml:5: config train.steps='ten' is not of type int"):
+        load_config(path)
+    path.write_text("train:\n  method: mezo\n  stpes: 3\n")
+    with pytest.raises(ZofoError, match=r"run.yaml:3: unknown config key 'train.stpes'"):
+        load_config(path)
+    path.write_text("train:\n  steps: ten\n")
+    with pytest.raises(ZofoError, match=r"^config train.steps='x'"):  # the override's value is wrong, not the file's
+        load_config(path, ["train.steps=x"])
+    assert load_config(path, ["train.steps=7"]).train.steps == 7
+
+
 def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(None, ["optim.lr=3e-6", "data.task=rte", "train.output_dir=somewhere"])
     save_config(cfg, tmp_path / "config.yaml")

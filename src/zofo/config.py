@@ -109,32 +109,55 @@ class RunConfig:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Defaults, then the YAML file, then `section.key=value` overrides; validated at each layer."""
+    """Defaults, then the YAML file, then `section.key=value` overrides; validated at each layer. An error in a
+    value that came from the file names the file and the key's line."""
     raw: dict[str, Any] = {}
+    lines: dict[str, int] = {}
     if path is not None:
-        raw = _read_yaml(Path(path))
+        raw, lines = _read_yaml(Path(path))
     for item in overrides or []:
-        _apply_override(raw, item)
-    return build(RunConfig, raw, "")
+        lines.pop(_apply_override(raw, item), None)
+    try:
+        return build(RunConfig, raw, "")
+    except ZofoError as err:
+        if err.key in lines:
+            raise ZofoError(f"{path}:{lines[err.key]}: {err.what}", err.fix, err.key) from err
+        raise
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The file's mapping, and the line (1-based) of every key in it, by dotted path."""
     if not path.exists():
         raise ZofoError(f"config file {path} does not exist", "check the path")
+    text = path.read_text()
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
+        lines = _key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ZofoError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})", "fix the syntax") from err
     if data is None:
-        return {}
+        return {}, {}
     if not isinstance(data, dict):
         raise ZofoError(f"{path}: the top level must be a mapping of sections", "see configs/ for examples")
-    return data
+    return data, lines
 
 
-def _apply_override(raw: dict[str, Any], item: str) -> None:
+def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
+    """{dotted key: 1-based line} for every key of the mappings in a composed YAML node."""
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    lines = {}
+    for key, value in node.value:
+        dotted = f"{prefix}.{key.value}" if prefix else str(key.value)
+        lines[dotted] = key.start_mark.line + 1
+        lines |= _key_lines(value, dotted)
+    return lines
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> str:
+    """Set one `section.key=value` in `raw`; returns the dotted key."""
     if "=" not in item:
         raise ZofoError(f"override {item!r} has no '='", "write it as section.key=value, e.g. optim.lr=1e-6")
     dotted, text = item.split("=", 1)
@@ -145,18 +168,20 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         if not isinstance(node, dict):
             raise ZofoError(f"override {item!r}: {key} is not a section", "check the key path")
     node[keys[-1]] = yaml.safe_load(text) if text.strip() else None
+    return dotted.strip()
 
 
 def build(cls: type, raw: Any, path: str) -> Any:
     """Build dataclass `cls` from a mapping, checking every key and value type; `path` names the section."""
     if not isinstance(raw, dict):
-        raise ZofoError(f"config {path or 'root'} must be a mapping, got {raw!r}", "check the YAML indentation")
+        raise ZofoError(f"config {path or 'root'} must be a mapping, got {raw!r}", "check the YAML indentation",
+                        path or None)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
         where = f"{path}.{unknown[0]}" if path else unknown[0]
-        raise ZofoError(f"unknown config key {where!r}", f"valid keys here: {', '.join(sorted(names))}")
+        raise ZofoError(f"unknown config key {where!r}", f"valid keys here: {', '.join(sorted(names))}", where)
     values = {}
     for name in names:
         key_path = f"{path}.{name}" if path else name
@@ -177,7 +202,7 @@ def _coerce(hint: Any, value: Any, key_path: str) -> Any:
         converted = _convert(option, value)
         if converted is not _NO:
             return converted
-    raise ZofoError(f"config {key_path}={value!r} is not of type {_type_name(hint)}", "fix the value")
+    raise ZofoError(f"config {key_path}={value!r} is not of type {_type_name(hint)}", "fix the value", key_path)
 
 
 _NO = object()

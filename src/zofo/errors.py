@@ -6,7 +6,8 @@ from __future__ import annotations
 class ZofoError(Exception):
     """Bad input or an impossible request; the CLI prints it as one line, without a traceback."""
 
-    def __init__(self, what: str, fix: str | None = None):
+    def __init__(self, what: str, fix: str | None = None, key: str | None = None):
         self.what = what
         self.fix = fix
+        self.key = key  # the config key (dotted path) the error is about, if any
         super().__init__(what if fix is None else f"{what} ({fix})")
