@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from types import SimpleNamespace
+
+import pytest
+import torch
 
 from zofo import logs
+from zofo.loop import LoopSettings, LoopState, train_loop
 
 
 class FakeClock:
@@ -44,3 +50,46 @@ def test_a_resumed_logger_continues_both_clocks(tmp_path, monkeypatch):
     clock.now = 52.0
     logger.log(3, "train")
     assert (records(tmp_path)[-1]["time"], records(tmp_path)[-1]["train_time"]) == (12.0, 8.0)
+
+
+class StubMethod:
+    """Just enough of a Method for the loop: each step takes one second of `clock`."""
+
+    def __init__(self, clock: FakeClock):
+        embedding = torch.nn.Embedding(4, 2)
+        self.clock, self.model = clock, SimpleNamespace(get_input_embeddings=lambda: embedding)
+        self.weight = embedding.weight
+        self.batches = SimpleNamespace(state_dict=dict)
+
+    def step(self, step: int) -> dict:
+        self.clock.now += 1.0
+        return {"loss": 1.0}
+
+    def flush(self) -> None:
+        pass
+
+    def deployed(self):
+        return contextlib.nullcontext()
+
+    def trainable(self) -> dict:
+        return {"w": self.weight}
+
+    def state_dict(self) -> dict:
+        return {}
+
+
+@pytest.mark.parametrize("budget, steps", [({"max_seconds": 20}, 6), ({"max_train_seconds": 20}, 21)])
+def test_time_budgets_stop_training_on_their_clock(tmp_path, monkeypatch, budget, steps):
+    """Steps take 1 s and evaluations (every 2 steps, and at step 0) 5 s. On the wall-clock, step k ends at
+    5 + k + 5 floor(k / 2): first past 20 s after step 6. Without evaluations, step 21."""
+    clock = FakeClock(0.0)
+    monkeypatch.setattr(logs, "time", clock)
+
+    def evaluate_dev() -> dict:
+        clock.now += 5.0
+        return {"accuracy": 0.5}
+
+    settings = LoopSettings(steps=100, eval_every=2, log_every=1, progress=False, **budget)
+    state = train_loop(StubMethod(clock), evaluate_dev, tmp_path, settings, logs.RunLogger(tmp_path, tensorboard=False),
+                       logs.PeakMemory(torch.device("cpu")), LoopState())
+    assert state.step == steps

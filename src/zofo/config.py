@@ -95,6 +95,7 @@ class TrainConfig:
     resume: str | None = None           # checkpoint folder to resume from
     progress: bool = True
     max_seconds: float | None = None    # stop after this much wall-clock, evaluations included (then test)
+    max_train_seconds: float | None = None  # stop after this much training time (evaluations left out)
     cuda_graphs: bool = True            # on CUDA: ZO probes and FO steps replay CUDA graphs (fixed-shape batches)
 
 

@@ -41,6 +41,7 @@ class LoopSettings:
     metric: str = "accuracy"   # the dev number that picks the best checkpoint
     progress: bool = True
     max_seconds: float | None = None  # wall-clock budget: training stops at the first step past it
+    max_train_seconds: float | None = None  # the same on `train_time` (evaluations and checkpoints left out)
 
 
 @dataclass
@@ -80,7 +81,8 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", step_s=f"{seconds:.3f}")
             logger.log(state.step, "train", **metrics, step_seconds=seconds)
             window_start, window_steps, skipped = time.perf_counter(), 0, []
-        out_of_time = settings.max_seconds is not None and logger.elapsed() > settings.max_seconds
+        out_of_time = _past(settings.max_seconds, logger.elapsed()) or _past(settings.max_train_seconds,
+                                                                            logger.train_elapsed())
         last = settings.steps if not out_of_time else state.step
         evaluate, save = _due(state.step, settings.eval_every, last), _due(state.step, settings.save_every, last)
         if evaluate:
@@ -100,6 +102,10 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
     state.skipped_steps += _count(skipped)
     method.flush()  # the weights a run ends with include every update it made
     return state
+
+
+def _past(budget: float | None, seconds: float) -> bool:
+    return budget is not None and seconds > budget
 
 
 def _due(step: int, every: int, last: int) -> bool:

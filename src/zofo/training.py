@@ -110,7 +110,7 @@ class Run:
         t = self.cfg.train
         settings = LoopSettings(steps=t.steps, eval_every=t.eval_every, log_every=t.log_every,
                                 save_every=t.save_every, metric=evaluator.metric, progress=t.progress,
-                                max_seconds=t.max_seconds)
+                                max_seconds=t.max_seconds, max_train_seconds=t.max_train_seconds)
         state = resume(method, Path(t.resume), logger) if t.resume else LoopState()
         return train_loop(method, evaluator.dev, self.run_dir, settings, logger, memory, state)
 
