@@ -7,8 +7,10 @@ import statistics
 from pathlib import Path
 
 import pytest
+import yaml
 
 from benchmarks import study, study_report
+from zofo.config import load_config
 
 
 def fake_run(out: Path, task: str, method: str, seed: int, dev: list[tuple[float, float]], test: float,
@@ -286,3 +288,13 @@ def test_speedups_use_training_seconds_where_every_run_of_the_group_logged_them(
     assert study_report.speedup_table(found, "mezo").startswith(
         "Seconds are training seconds (evaluations left out) for 1 of the 2 task-seed groups; wall-clock "
         "seconds for 1 of the 2 task-seed groups.")
+
+
+@pytest.mark.parametrize("study_file", sorted((Path(__file__).parents[1] / "benchmarks" / "study").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_study_file_expands_into_valid_run_configs(study_file):
+    """A mistyped key or value in a study file fails here, not on the GPU machine."""
+    runs = study.expand(yaml.safe_load(study_file.read_text()), "DATA")
+    assert runs and len({r["name"] for r in runs}) == len(runs)
+    for run in runs:
+        load_config(None, [f"{k}={v}" for k, v in study.run_overrides(run, Path("out")).items()])
