@@ -59,6 +59,20 @@ def test_run_folder_has_config_logs_result_and_plot(tmp_path, tiny_model_dir, sh
     assert main(["plot", str(run)]) == 0 and (run / "curves.png").stat().st_size > 10_000
 
 
+def test_zofo_train_prints_test_metrics_training_time_and_the_run_folder(tmp_path, tiny_model_dir, shared_data,
+                                                                         capsys):
+    settings = ["data.n_train=16", "data.n_dev=8", "data.n_test=8", "data.max_length=48", "train.batch_size=4",
+                "train.eval_every=1", "train.progress=false", f"train.output_dir={tmp_path / 'run'}"]
+    code = main(["train", "--method", "mezo", "--model", str(tiny_model_dir), "--task", "sst2", "--data",
+                 str(shared_data / "sst2"), "--steps", "2", *[a for s in settings for a in ("--set", s)]])
+    out = capsys.readouterr().out.splitlines()
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert code == 0 and f"test accuracy: {result['test']['accuracy']:.4f}" in out
+    assert (f"training: 2 steps, {result['train_seconds']:.1f} s "
+            f"({result['train_seconds_without_evaluation']:.1f} s without evaluations)") in out
+    assert out[-1] == f"run folder: {tmp_path / 'run'}"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--method", "fo-full", "--peft", "lora"], "does not apply to method fo-full"),
     (["--method", "bilevel-zofo", "--lower-steps", "0"], "K"),

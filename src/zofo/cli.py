@@ -111,6 +111,9 @@ def _run_train(args: argparse.Namespace) -> int:
     result = api.train(cfg)
     for key, value in result["test"].items():
         print(f"test {key}: {value:.4f}" if isinstance(value, float) else f"test {key}: {value}")
+    if result["steps"]:
+        print(f"training: {result['steps']} steps, {result['train_seconds']:.1f} s "
+              f"({result['train_seconds_without_evaluation']:.1f} s without evaluations)")
     print(f"run folder: {result['run_dir']}")
     return 0
 
