@@ -88,6 +88,7 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
         if evaluate:
             _evaluate(method, evaluate_dev, run_dir, settings, logger, memory, state)
         if save:
+            _settle(method.model)
             with logger.off_the_clock():
                 state.skipped_steps, skipped = state.skipped_steps + _count(skipped), []
                 state.elapsed, state.off_clock = logger.elapsed(), logger.off_clock
@@ -104,6 +105,15 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
     return state
 
 
+def _settle(model) -> None:
+    """Wait until the training steps queued on the model's CUDA stream have run, so that they count as
+    training time, not as the evaluation or checkpoint that follows (steps do not wait for the device;
+    only this run's stream is waited for, which is safe beside other runs' graph captures)."""
+    param = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+    if param is not None and param.is_cuda:
+        torch.cuda.current_stream(param.device).synchronize()
+
+
 def _past(budget: float | None, seconds: float) -> bool:
     return budget is not None and seconds > budget
 
@@ -116,6 +126,7 @@ def _evaluate(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, s
               logger: RunLogger, memory: PeakMemory, state: LoopState) -> None:
     """Dev evaluation, off the training clock; the best-scoring weights so far are kept in run_dir/best (dev
     only, never test)."""
+    _settle(method.model)
     with logger.off_the_clock():
         with memory.phase("eval"), method.deployed():
             result = evaluate_dev()
