@@ -6,7 +6,9 @@ Real SmolLM2-135M in bf16, consecutive training batches of `--task` (batch 16), 
 warm-up that also captures the graphs, for the steps of FO-PEFT (LoRA r8), FO full fine-tuning (AdamW) and
 one outer step of Bilevel ZOFO (LoRA; K lower steps, the p-step and two probes of F); each with
 `train.cuda_graphs` on (the default on CUDA) and off, in the same run. Also one no-grad forward of the
-training loss on the same batches, the unit the ZO benchmarks use. Writes fo_step.json and fo_step.md.
+training loss on the same batches, the unit the ZO benchmarks use. For Bilevel ZOFO's graphed step, also where
+its time goes: the K lower steps, the upper batches, the probes of F, the p-step and the theta update, each
+timed between CUDA events around the method's own calls. Writes fo_step.json and fo_step.md.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import datetime
 import json
 import os
+import time
 import zlib
 from pathlib import Path
 
@@ -34,6 +37,53 @@ VARIANTS = {  # name: (method, options)
     "fo-full": ("fo-full", dict(lr=1e-5)),
     "bilevel-zofo-lora": ("bilevel-zofo", dict(lr=1e-5, lr_upper=1e-4, lr_lower=1e-4, lower_steps=10)),
 }
+
+
+BILEVEL_PARTS = ("lower_step", "upper_batches", "theta_estimate", "p_step", "theta_apply")
+
+
+class Stopwatch:
+    """Marks on the CUDA stream (events) or, on a CPU, on the host clock; milliseconds between two marks."""
+
+    def __init__(self, cuda: bool):
+        self.cuda = cuda
+
+    def mark(self):
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def ms(self, start, end) -> float:
+        return start.elapsed_time(end) if self.cuda else 1000 * (end - start)
+
+
+def part_times(trainer, parts: tuple[str, ...], steps: int) -> dict[str, float]:
+    """Milliseconds per step spent in each of the trainer's methods `parts`, as `trainer.step` calls them: every
+    call is wrapped in two marks of a `Stopwatch`, summed over `steps` steps."""
+    watch = Stopwatch(torch.cuda.is_available() and next(trainer.model.parameters()).is_cuda)
+    spans: dict[str, list] = {name: [] for name in parts}
+
+    def timed(name: str, call):
+        def wrapper(*args, **kwargs):
+            start = watch.mark()
+            out = call(*args, **kwargs)
+            spans[name].append((start, watch.mark()))
+            return out
+        return wrapper
+
+    for name in parts:
+        setattr(trainer, name, timed(name, getattr(trainer, name)))
+    try:
+        for i in range(steps):
+            trainer.step(i)
+        if watch.cuda:
+            torch.cuda.synchronize()
+    finally:
+        for name in parts:
+            delattr(trainer, name)  # the class's methods again
+    return {name: sum(watch.ms(a, b) for a, b in spans[name]) / steps for name in parts}
 
 
 def forward_time(trainer, steps: int, warmup: int) -> float:
@@ -78,6 +128,8 @@ def main() -> None:
         for graphs in (False, True):
             trainer = build(method, options, graphs)
             row["graphs_ms" if graphs else "eager_ms"] = timed_steps(trainer.step, args.steps, args.warmup)
+            if graphs and method == "bilevel-zofo":
+                row["graphs_parts_ms"] = part_times(trainer, BILEVEL_PARTS, args.steps)  # warm already
             torch.cuda.synchronize()
             del trainer
             torch.cuda.empty_cache()
@@ -94,6 +146,9 @@ def main() -> None:
         "| step | eager ms | CUDA graphs ms | eager / graphs | graphs / forward |", "|---|---|---|---|---|",
         *(f"| {r['variant']} | {r['eager_ms']:.1f} | {r['graphs_ms']:.1f} | {r['eager_ms'] / r['graphs_ms']:.2f} "
           f"| {r['graphs_ms'] / forward_ms:.2f} |" for r in rows),
+        *(f"\n{r['variant']} with graphs, ms per outer step in each part (lower_step: all K of them): "
+          + ", ".join(f"{name} {ms:.1f}" for name, ms in r["graphs_parts_ms"].items())
+          for r in rows if "graphs_parts_ms" in r),
     ])
     command = "PYTHONPATH=src python benchmarks/fo_step.py " + " ".join(os.sys.argv[1:])
     (args.out / "fo_step.md").write_text(
