@@ -190,6 +190,8 @@ def main() -> None:
     parser.add_argument("--curves", default="mezo,zo-lora,bilevel-zofo-lora",
                         help="methods drawn in the dev-against-wall-clock plot (and timed in speedup.md)")
     parser.add_argument("--reference", default="mezo", help="the method whose final dev accuracy is the target")
+    parser.add_argument("--select-seeds", type=int, nargs="+", default=None,
+                        help="choose grid points on the dev accuracy of these seeds only (default: every seed)")
     parser.add_argument("--paired", default=None,
                         help="also write paired.md: this method against every other, paired by task and seed "
                              "(test accuracy differences, peak memory ratios)")
@@ -197,7 +199,8 @@ def main() -> None:
     if args.aggregate:
         from study_report import aggregate  # benchmarks/ is on the path when run as a script
 
-        aggregate(args.aggregate, args.results, args.curves.split(","), args.reference, args.paired)
+        aggregate(args.aggregate, args.results, args.curves.split(","), args.reference, args.paired,
+                  args.select_seeds)
     else:
         run_study(args.study, args.out, args.parallel, args.data_root, args.only, args.seeds, args.devices,
                   args.together)

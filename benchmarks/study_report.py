@@ -165,8 +165,9 @@ def point_order(method: str) -> tuple:
 
 def selection(rows: list[dict]) -> dict[tuple[str, str], dict]:
     """Per (task, family): the point with the best mean dev accuracy over its seeds ("point"), every point in
-    `point_order` ("points"), those tied with the best ("tied"; the first is taken) and each one's mean dev."""
-    dev = _seed_values(rows, lambda r: r["result"]["best_dev"])
+    `point_order` ("points"), those tied with the best ("tied"; the first is taken) and each one's mean dev.
+    Only rows not marked `"selects": False` count (`aggregate(select_seeds=...)`: pick on some seeds only)."""
+    dev = _seed_values([r for r in rows if r.get("selects", True)], lambda r: r["result"]["best_dev"])
     families: dict[tuple[str, str], list[str]] = {}
     for task, method in dev:
         families.setdefault((task, base(method)), []).append(method)
@@ -184,8 +185,10 @@ def selected_on_dev(rows: list[dict]) -> str:
     one point says that nothing was chosen), then every point's test accuracy."""
     test = _seed_values(rows, lambda r: metric_of(r["result"]))
     families = grid_families(rows)
-    lines = ["Per task and method with grid points: the point with the best mean dev accuracy over seeds (a tie "
-             "goes to the smaller grid values, e.g. the smaller learning rate).", "",
+    picked_on = sorted({r["seed"] for r in rows if r.get("selects", True)})
+    lines = ["Per task and method with grid points: the point with the best mean dev accuracy over seeds "
+             f"{', '.join(map(str, picked_on))} (a tie goes to the smaller grid values, e.g. the smaller learning "
+             "rate); test over every seed run.", "",
              "| task | method | chosen on dev | points in the grid | dev (mean) | test (mean ± std) | seeds | "
              "dev per point (mean) |", "|---|---|---|---|---|---|---|---|"]
     for (task, family), c in sorted(selection(rows).items()):
@@ -477,9 +480,13 @@ def step_speed(out: Path) -> str:
 
 
 def aggregate(out: Path | list[Path], results: Path, curve_methods: list[str], reference: str = "mezo",
-              paired: str | None = None) -> None:
+              paired: str | None = None, select_seeds: list[int] | None = None) -> None:
+    """Every table and plot of the runs under `out`; `select_seeds`: grid points are chosen on the dev accuracy
+    of these seeds only (e.g. [0] when a grid ran on seed 0 and its first choice on three seeds)."""
     outs = out if isinstance(out, list) else [out]
     rows = load_runs(*outs)
+    for row in rows:
+        row["selects"] = select_seeds is None or row["seed"] in select_seeds
     results.mkdir(parents=True, exist_ok=True)
     speed = "".join(step_speed(o) for o in outs)
     (results / "speed.md").write_text(speed)

@@ -298,3 +298,18 @@ def test_every_study_file_expands_into_valid_run_configs(study_file):
     assert runs and len({r["name"] for r in runs}) == len(runs)
     for run in runs:
         load_config(None, [f"{k}={v}" for k, v in study.run_overrides(run, Path("out")).items()])
+
+
+def test_grid_points_can_be_chosen_on_some_seeds_only(tmp_path):
+    """A grid run on seed 0 beside a first choice run on seeds 0-2: compared on seed 0 alone when asked, as the
+    other points have no seeds 1-2 to average over."""
+    runs = tmp_path / "runs"
+    for seed, dev in [(0, 0.60), (1, 0.90), (2, 0.90)]:
+        fake_run(runs, "cb", "mezo", seed, [(0, 0.5), (10, dev)], test=0.5)
+    fake_run(runs, "cb", "mezo@lr3e-05", 0, [(0, 0.5), (10, 0.70)], test=0.6)
+    study_report.aggregate(runs, tmp_path / "all", ["mezo"])
+    study_report.aggregate(runs, tmp_path / "seed0", ["mezo"], select_seeds=[0])
+    assert "| cb | mezo | mezo | 2 | 0.800 |" in (tmp_path / "all" / "selected.md").read_text()
+    on_seed0 = (tmp_path / "seed0" / "selected.md").read_text()
+    assert "| cb | mezo | mezo@lr3e-05 | 2 | 0.700 | 0.600 ± 0.000 | 1 |" in on_seed0
+    assert "best mean dev accuracy over seeds 0 (" in on_seed0
