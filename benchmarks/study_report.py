@@ -19,6 +19,7 @@ import re
 import statistics
 from pathlib import Path
 
+from zofo.logs import CLOCKS, shared_clock
 from zofo.tasks import default_template
 
 
@@ -108,7 +109,7 @@ def markdown(rows: list[dict]) -> str:
     for method in accuracy_table(rows)[0]:
         mine = [r for r in rows if r["method"] == method]
         seconds = statistics.mean(r["result"]["train_seconds"] for r in mine)
-        peaks = [r["result"]["peak_memory_mib"].get("train_step", 0.0) for r in mine]
+        peaks = [_peak(r) for r in mine]
         steps = [r["result"]["steps"] for r in mine]
         step_seconds = [e["step_seconds"] for r in mine for e in r["log"] if "step_seconds" in e]
         median = f"{statistics.median(step_seconds):.3f}" if step_seconds else "-"
@@ -305,14 +306,9 @@ def _signs(values: list[float]) -> str:
                                         sum(v < -1e-9 for v in values)))
 
 
-CLOCKS = {"train_time": "training seconds (evaluations left out)", "time": "wall-clock seconds"}
-
-
 def clock_of(rows: list[dict]) -> str:
-    """The time axis that runs are compared on: "train_time" (evaluations and checkpoints left out) when every
-    dev evaluation of every one of them logged it, else "time" (wall-clock; runs from before train_time)."""
-    dev = [e for r in rows for e in r["log"] if e.get("phase") == "dev"]
-    return "train_time" if dev and all("train_time" in e for e in dev) else "time"
+    """The clock that runs are compared on: the one every dev evaluation of every one of them carries."""
+    return shared_clock(e for r in rows for e in r["log"] if e.get("phase") == "dev")
 
 
 def dev_curve(row: dict, clock: str = "time") -> list[tuple[float, float]]:
@@ -414,8 +410,7 @@ def plot_pareto(rows: list[dict], found: list[dict], target: Path) -> None:
             mine = [f for f in found if (f["task"], f["method"]) == (task, method)]
             times = [f["seconds"] for f in mine if f["seconds"] is not None and f.get("reference_improved", True)]
             points = {f.get("point", method) for f in mine}
-            peaks = [r["result"]["peak_memory_mib"].get("train_step", 0.0) for r in rows
-                     if r["task"] == task and r["method"] in points]
+            peaks = [_peak(r) for r in rows if r["task"] == task and r["method"] in points]
             if times and peaks:
                 axis.scatter(statistics.mean(times), max(peaks), color=f"C{color}")
                 axis.annotate(shown_method(mine[0]), (statistics.mean(times), max(peaks)), fontsize=8)

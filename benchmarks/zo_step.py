@@ -34,6 +34,7 @@ from collections.abc import Callable
 import torch
 
 from zofo import zo
+from zofo.methods.mezo import LOW_PRECISION_UPDATE_EVERY
 
 SHAPES = {
     "opt-1.3b": (
@@ -150,7 +151,7 @@ def graphed_step(probes: zo.GraphedProbes, ids: torch.Tensor, params, direction:
     zo.ZOSGD().apply(params, est, LR, zo.UpdateState())
 
 
-DEFERRED = 16  # `optim.update_every` for bf16 weights (methods.mezo.LOW_PRECISION_UPDATE_EVERY)
+DEFERRED = LOW_PRECISION_UPDATE_EVERY  # `optim.update_every` for bf16 weights
 
 
 def deferred_steps(probes: zo.GraphedProbes, ids: torch.Tensor, params, direction: str, step: list[int]) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from zofo.plotting import clock_of, plot_runs
+from zofo.logs import shared_clock
+from zofo.plotting import plot_runs
 
 
 def write_log(run_dir, with_train_time: bool) -> None:
@@ -22,7 +23,7 @@ def test_runs_are_drawn_on_training_seconds_only_when_every_run_logged_them(tmp_
     write_log(new, with_train_time=True)
     write_log(old, with_train_time=False)
     read = lambda d: [json.loads(line) for line in (d / "log.jsonl").read_text().splitlines()]  # noqa: E731
-    assert clock_of([read(new)]) == "train_time"
-    assert clock_of([read(new), read(old)]) == "time"
+    assert shared_clock(read(new)) == "train_time"
+    assert shared_clock(read(new) + read(old)) == "time"
     target = plot_runs([str(new), str(old)], str(tmp_path / "both.png"))
     assert target.stat().st_size > 10_000

@@ -5,10 +5,20 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
+
+#: the clocks of a log's records, named as an axis
+CLOCKS = {"train_time": "training seconds (evaluations left out)", "time": "wall-clock seconds"}
+
+
+def shared_clock(records: Iterable[dict]) -> str:
+    """The clock every one of `records` carries: "train_time" (evaluations and checkpoints left out) when all
+    have it, else "time" (wall-clock; logs from before train_time)."""
+    records = list(records)
+    return "train_time" if records and all("train_time" in r for r in records) else "time"
 
 
 class RunLogger:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from zofo.errors import ZofoError
-from zofo.logs import read_log
+from zofo.logs import CLOCKS, read_log, shared_clock
 
 
 def plot_runs(run_dirs: list[str], out: str | None = None) -> Path:
@@ -20,15 +20,14 @@ def plot_runs(run_dirs: list[str], out: str | None = None) -> Path:
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
     runs = [(Path(d).name, _records(Path(d))) for d in run_dirs]
-    clock = clock_of([records for _, records in runs])
+    clock = shared_clock(r for _, records in runs for r in records)
     for label, records in runs:
         for row, phase, key in ((0, "train", "loss"), (1, "dev", _metric(records))):
             points = [r for r in records if r["phase"] == phase and key in r]
             for col, axis in enumerate(("step", clock)):
                 axes[row][col].plot([r[axis] for r in points], [r[key] for r in points], label=label,
                                     marker="." if phase == "dev" else None)
-                axes[row][col].set_xlabel({"step": "step", "time": "wall-clock seconds",
-                                           "train_time": "training seconds (evaluations left out)"}[axis])
+                axes[row][col].set_xlabel(CLOCKS.get(axis, axis))
                 axes[row][col].set_ylabel(f"{phase} {key}")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
@@ -36,11 +35,6 @@ def plot_runs(run_dirs: list[str], out: str | None = None) -> Path:
     fig.savefig(target, dpi=120)
     plt.close(fig)
     return target
-
-
-def clock_of(logs: list[list[dict]]) -> str:
-    """"train_time" when every record of every log has it, else "time"."""
-    return "train_time" if all("train_time" in r for records in logs for r in records) else "time"
 
 
 def _records(run_dir: Path) -> list[dict]:
