@@ -79,6 +79,8 @@ def test_zofo_train_prints_test_metrics_training_time_and_the_run_folder(tmp_pat
     (["--method", "icl"], "needs --shots"),
     (["--method", "sgd-magic"], "unknown method 'sgd-magic'"),
     (["--method", "mezo", "--steps", "-1"], "train.steps must be positive"),
+    (["--method", "mezo", "--set", "train.max_train_seconds=0"], "train.max_train_seconds must be > 0 seconds"),
+    (["--method", "mezo", "--set", "train.max_seconds=-5"], "train.max_seconds must be > 0 seconds"),
     (["--method", "mezo", "--task", "squad"], "task squad is generative"),
 ])
 def test_inconsistent_options_are_refused_before_loading(args, message, capsys):

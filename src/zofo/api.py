@@ -62,6 +62,10 @@ def _check_positive(cfg: RunConfig) -> None:
             raise ZofoError(f"{key} must be positive, got {value}", "fix the value")
     if cfg.optim.eps <= 0:
         raise ZofoError(f"optim.eps must be > 0, got {cfg.optim.eps}", "the paper uses 1e-3")
+    for key in ("max_seconds", "max_train_seconds"):
+        budget = getattr(cfg.train, key)
+        if budget is not None and budget <= 0:
+            raise ZofoError(f"train.{key} must be > 0 seconds, got {budget}", "leave it unset for no time budget")
 
 
 def resolve_device(device: str) -> str:
