@@ -36,15 +36,17 @@ def test_probe_computes_at_theta_plus_su(batch):
     torch.testing.assert_close(got, lm_loss(explicit, batch), atol=1e-5, rtol=1e-5)
 
 
-def test_a_tied_weight_is_perturbed_once_per_block(batch, monkeypatch):
-    """The embedding and the tied lm_head share one perturbed copy for the whole block (here two forwards):
-    generated once, and every forward computes at theta + s*u exactly."""
+def test_a_tied_weight_is_perturbed_once_per_forward_and_released_before_the_loss(batch, monkeypatch):
+    """The embedding and the tied lm_head share one perturbed copy per forward: made once (not once per owner),
+    gone once the lm_head has run (so the loss, where a forward peaks, does not hold it), and every forward
+    computes at theta + s*u exactly."""
     from zofo.zo import perturb
 
     model = tiny_llama(torch.bfloat16)
     params, before = dict(model.named_parameters()), _snapshot(model)
     tied = model.model.embed_tokens.weight
     assert tied is model.lm_head.weight
+    theta_storage = tied.data_ptr()
     explicit = tiny_llama(torch.bfloat16)
     with torch.no_grad():
         for n, p in explicit.named_parameters():
@@ -53,9 +55,12 @@ def test_a_tied_weight_is_perturbed_once_per_block(batch, monkeypatch):
     real = perturb.perturbed_copies
     monkeypatch.setattr(perturb, "perturbed_copies",
                         lambda thetas, *a: made.extend(t.data_ptr() for t in thetas) or real(thetas, *a))
+    held_after_lm_head: list[int] = []
     with zo.perturbed(model, params, 5, 0.1, strict=True):
+        model.lm_head.register_forward_hook(lambda *_: held_after_lm_head.append(tied.data_ptr()))  # after zofo's
         first, second = lm_loss(model, batch), lm_loss(model, batch[:2])
-    assert made.count(tied.data_ptr()) == 1
+    assert made.count(theta_storage) == 2  # once per forward
+    assert held_after_lm_head == [theta_storage] * 2  # theta itself is back before the loss
     layers = [p.data_ptr() for p in model.model.layers.parameters()]
     assert all(made.count(ptr) == 2 for ptr in layers)  # a layer's copy is made in each forward
     assert torch.equal(first, lm_loss(explicit, batch)) and torch.equal(second, lm_loss(explicit, batch[:2]))

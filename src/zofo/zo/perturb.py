@@ -7,9 +7,10 @@ forward pre-hook on that module swaps every ``param.data`` of the group for thet
 ONE launch into one flat buffer (``ops.perturbed_copies``: a probe of a 30-layer model is ~32 launches,
 not ~270), and a forward hook swaps the original storages back; theta changes only in the real update.
 Extra memory: the perturbed copy of one layer at a time.  A tied weight (lm_head sharing the embedding)
-is perturbed once, by the first of its owners to run, and keeps its copy until the block ends: its
-other owners read the same values (u depends on the name and seed only), and every forward in the block
-after the first reuses it.  The copy costs no extra peak: the lm_head, which runs last, needs it anyway.
+is perturbed once per forward, by the first of its owners to run, and keeps its copy until the last of its
+owners has run: the others read the same values (u depends on the name and seed only).  The copy is gone
+before the loss is computed, where a forward's peak usually is; kept to the block's end it had raised the
+OPT-1.3B probe's peak by 4% (benchmarks/results/gpu-2026-12-01/zo-step-run25).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class _Swap:
     param: nn.Parameter
     original: Tensor | None = None
     depth: int = 0
-    shared: bool = False  # owned by several hooked modules (a tied weight): kept perturbed to the block's end
+    owners: int = 1  # hooked modules that read it (2: a tied weight); its copy is kept until all have run
+    left: int = 0  # owners that have run since its copy was made
 
 
 def _anchors(model: nn.Module) -> set[str]:
@@ -128,8 +130,10 @@ class _Hooks:
     def leave(swaps: list[_Swap]) -> None:
         for s in swaps:
             s.depth -= 1
-            if s.depth == 0 and s.original is not None and not s.shared:
-                s.param.data, s.original = s.original, None
+            if s.depth == 0:
+                s.left += 1
+                if s.original is not None and s.left >= s.owners:
+                    s.param.data, s.original, s.left = s.original, None, 0
 
 
 @contextmanager
@@ -159,7 +163,7 @@ def perturbed(
         owners = _owners(model, swaps)
         uses = Counter(id(s) for _, owned in owners for s in owned)
         for s in swaps.values():
-            s.shared = uses[id(s)] > 1
+            s.owners = uses[id(s)]
         for module, owned in owners:
             handles.append(module.register_forward_pre_hook(lambda m, a, o=owned: hooks.enter(o)))
             handles.append(
@@ -171,7 +175,7 @@ def perturbed(
             h.remove()
         for s in swaps.values():
             if s.original is not None:
-                s.param.data, s.original, s.depth = s.original, None, 0
+                s.param.data, s.original, s.depth, s.left = s.original, None, 0, 0
     if strict and len(probe.touched) < len(swaps):
         unused = sorted(set(params) - probe.touched)
         raise RuntimeError(f"perturbed: parameters never perturbed during the block: {unused[:5]}")
