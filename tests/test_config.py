@@ -55,6 +55,21 @@ def test_an_error_in_a_value_from_the_file_names_the_file_and_line(tmp_path):
     assert load_config(path, ["train.steps=7"]).train.steps == 7
 
 
+def test_an_inconsistent_or_unknown_option_in_the_file_names_the_file_and_line(tmp_path):
+    """Options checked against each other or against a fixed set (`api.check_options`) are checked on loading."""
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  method: mezo\noptim:\n  lr: 1e-6\n  direction: uniform\n")
+    with pytest.raises(ZofoError, match=r"run.yaml:5: unknown optim.direction 'uniform' \(use one of: gaussian"):
+        load_config(path)
+    path.write_text("train:\n  method: mezo\npeft:\n  kind: lora\n")
+    with pytest.raises(ZofoError, match=r"run.yaml:4: --peft lora does not apply to method mezo"):
+        load_config(path)
+    path.write_text("train:\n  method: bilevel-zofo\nbilevel:\n  lam: -2\n")
+    with pytest.raises(ZofoError, match=r"^bilevel.lam must be >= 0"):  # the override's value, not the file's
+        load_config(path, ["bilevel.lam=-1"])
+    assert load_config(path, ["bilevel.lam=10"]).bilevel.lam == 10
+
+
 def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(None, ["optim.lr=3e-6", "data.task=rte", "train.output_dir=somewhere"])
     save_config(cfg, tmp_path / "config.yaml")

@@ -110,8 +110,10 @@ class RunConfig:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Defaults, then the YAML file, then `section.key=value` overrides; validated at each layer. An error in a
-    value that came from the file names the file and the key's line."""
+    """Defaults, then the YAML file, then `section.key=value` overrides; validated at each layer, then checked for
+    consistency (`zofo.api.check_options`). An error in a value that came from the file names the file and the
+    key's line."""
+    from zofo.api import check_options
     raw: dict[str, Any] = {}
     lines: dict[str, int] = {}
     if path is not None:
@@ -119,7 +121,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for item in overrides or []:
         lines.pop(_apply_override(raw, item), None)
     try:
-        return build(RunConfig, raw, "")
+        cfg = build(RunConfig, raw, "")
+        check_options(cfg)
+        return cfg
     except ZofoError as err:
         if err.key in lines:
             raise ZofoError(f"{path}:{lines[err.key]}: {err.what}", err.fix, err.key) from err
