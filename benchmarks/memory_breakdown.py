@@ -7,7 +7,8 @@ Each method runs in its own process (torch counts memory per process), built as 
 batch 16, LoRA, CUDA graphs, the core study's learning rates), with the allocator's history recorded. After
 start-up and after `--steps` steps it writes the memory allocated and the steps' peak, then groups the blocks
 still allocated by the first frame of zofo code in their allocation stack (else the first frame) and by memory
-pool (the default pool or a CUDA graph's private pool). Why Bilevel ZOFO's peak is above FO-LoRA's on batches of
+pool (the default pool or a CUDA graph's private pool); and, replaying the allocator's trace, the blocks
+allocated at the moment of the largest total, by the same code. Why Bilevel ZOFO's peak is above FO-LoRA's on batches of
 one shape (benchmarks/results/gpu-2026-12-01/batch-shapes/) is what this is for. Writes memory_breakdown.json
 and memory_breakdown.md under --out. On a machine without CUDA it runs the steps and records nothing.
 """
@@ -65,10 +66,36 @@ def live_blocks() -> tuple[Counter, Counter]:
     return by_owner, by_pool
 
 
+def at_peak(trace: list[dict]) -> tuple[int, Counter]:
+    """Replay an allocator trace (``_snapshot()["device_traces"][device]``, oldest first): the most bytes allocated
+    at once, and those bytes by allocating code. Only what the trace saw counts (blocks allocated before the
+    recording began do not), so it matches ``max_memory_allocated`` only when the recording began first."""
+    total, peak, peak_at = 0, 0, -1
+    sizes: dict[int, int] = {}
+    for i, event in enumerate(trace):
+        if event["action"] == "alloc":
+            sizes[event["addr"]] = event["size"]
+            total += event["size"]
+            if total > peak:
+                peak, peak_at = total, i
+        elif event["action"] == "free_requested" and event["addr"] in sizes:
+            total -= sizes.pop(event["addr"])
+    live: dict[int, dict] = {}
+    for event in trace[:peak_at + 1]:
+        if event["action"] == "alloc":
+            live[event["addr"]] = event
+        elif event["action"] == "free_requested":
+            live.pop(event["addr"], None)
+    by_owner = Counter()
+    for event in live.values():
+        by_owner[owner(event.get("frames", []))] += event["size"]
+    return peak, by_owner
+
+
 def measure(args, method: str) -> dict:
     cuda = torch.cuda.is_available()
     if cuda:
-        torch.cuda.memory._record_memory_history(max_entries=200_000, stacks="python")
+        torch.cuda.memory._record_memory_history(max_entries=2_000_000, stacks="python")
     run = Run(run_config(args, method))
     trainer, _ = run.start()
     mib = 2**20
@@ -81,10 +108,14 @@ def measure(args, method: str) -> dict:
     if cuda:
         torch.cuda.synchronize()
         by_owner, by_pool = live_blocks()
+        snapshot = torch.cuda.memory._snapshot()
+        peak, at_peak_by_owner = at_peak(snapshot["device_traces"][torch.cuda.current_device()])
         row |= {"allocated_after_steps_mib": torch.cuda.memory_allocated() / mib,
                 "peak_of_steps_mib": torch.cuda.max_memory_allocated() / mib,
                 "live_by_code_mib": {k: v / mib for k, v in by_owner.most_common(15)},
-                "live_by_pool_mib": {k: v / mib for k, v in by_pool.most_common()}}
+                "live_by_pool_mib": {k: v / mib for k, v in by_pool.most_common()},
+                "peak_in_trace_mib": peak / mib,
+                "at_peak_by_code_mib": {k: v / mib for k, v in at_peak_by_owner.most_common(15)}}
     return row
 
 
@@ -100,6 +131,10 @@ def markdown(rows: list[dict]) -> str:
                   "| live after the steps, allocated by | MiB |", "|---|---|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in r["live_by_code_mib"].items()]
         lines += ["", "| pool | MiB |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in r["live_by_pool_mib"].items()]
+        if "peak_in_trace_mib" in r:
+            lines += ["", f"At the peak of the recorded trace ({r['peak_in_trace_mib']:.0f} MiB):", "",
+                      "| allocated at the peak, by | MiB |", "|---|---|"]
+            lines += [f"| {k} | {v:.1f} |" for k, v in r["at_peak_by_code_mib"].items()]
         lines.append("")
     return "\n".join(lines)
 
