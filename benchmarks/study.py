@@ -21,7 +21,8 @@ Grids and templates expand in the YAML: a method with ``grid: {optim.lr: [1.0e-5
   method (``--curves zo-lora`` included), per task that point;
 * prompts.md: per method and task, test accuracy per template and its spread (max - min);
 * speedup.md: per task and seed, the wall-clock each curve method needs to reach the reference method's
-  (``--reference``, default mezo) final dev accuracy, and the reference's time over it;
+  (``--reference``, default mezo) final dev accuracy, and the reference's time over it; beside the target, by
+  how many dev examples the reference's final accuracy beat its first evaluation (a gain of one says little);
 * pareto.png: wall-clock to that accuracy against peak train-step memory, one point per method.
 """
 

@@ -14,13 +14,15 @@ from zofo.config import load_config
 
 
 def fake_run(out: Path, task: str, method: str, seed: int, dev: list[tuple[float, float]], test: float,
-             peak: float = 500.0, config: dict | None = None, train_times: list[float] | None = None) -> None:
+             peak: float = 500.0, config: dict | None = None, train_times: list[float] | None = None,
+             dev_n: int | None = None) -> None:
     """A finished run folder: result.json and a log with the given (seconds, dev accuracy) evaluations
     (`train_times`: their seconds without evaluations, as runs log them now; else none, as older runs)."""
     folder = out / f"{task}__{method}__s{seed}"
     folder.mkdir(parents=True)
     log = [{"phase": "train", "step": s, "loss": 1.0 / s, "step_seconds": 0.1, "time": s / 10} for s in (1, 2, 3)]
-    log += [{"phase": "dev", "step": i, "time": t, "accuracy": a} for i, (t, a) in enumerate(dev)]
+    log += [{"phase": "dev", "step": i, "time": t, "accuracy": a} | ({"n": dev_n} if dev_n else {})
+            for i, (t, a) in enumerate(dev)]
     for entry, seconds in zip([e for e in log if e["phase"] == "dev"], train_times or [], strict=False):
         entry["train_time"] = seconds
     (folder / "log.jsonl").write_text("\n".join(json.dumps(e) for e in log))
@@ -109,7 +111,7 @@ def test_no_speedup_against_a_reference_that_learned_nothing(tmp_path):
     runs = tmp_path / "runs"
     fake_run(runs, "rte", "mezo", 0, [(1, 0.50), (100, 0.55), (200, 0.49)], test=0.5)
     fake_run(runs, "rte", "bilevel", 0, [(2, 0.50), (50, 0.60)], test=0.6)
-    fake_run(runs, "rte", "mezo", 1, [(1, 0.50), (100, 0.52), (200, 0.54)], test=0.5)
+    fake_run(runs, "rte", "mezo", 1, [(1, 0.50), (100, 0.52), (200, 0.54)], test=0.5, dev_n=50)
     fake_run(runs, "rte", "bilevel", 1, [(2, 0.50), (50, 0.60)], test=0.6)
     fake_run(runs, "rte", "mezo", 2, [(1, 0.50), (100, 0.45), (200, 0.50)], test=0.5)
     fake_run(runs, "rte", "bilevel", 2, [(2, 0.50), (50, 0.60)], test=0.6)
@@ -123,6 +125,8 @@ def test_no_speedup_against_a_reference_that_learned_nothing(tmp_path):
     # the label says the rule applied (final not above first), and whether mezo rose in between
     rose = "mezo's final dev not above its first evaluation, 0.500: it rose to 0.550 and fell back"
     assert rose in rows["0", "bilevel"]
+    assert "| rte | 1 | 0.540 (+2 of 50) | bilevel |" in rows["1", "bilevel"]  # 0.50 -> 0.54 of 50 examples
+    assert "| rte | 0 | 0.490 | bilevel |" in rows["0", "bilevel"]  # no gain to count
     assert "mezo's final dev not above its first evaluation: never above it" in rows["2", "bilevel"]
     assert "never rose" not in table and "rose to" not in rows["2", "bilevel"]
     assert "| rte | bilevel | 4.0x | 4.0x | 2 / 0 |" in table
