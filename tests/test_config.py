@@ -41,33 +41,30 @@ def test_bad_yaml_reports_file_and_line(tmp_path):
         load_config(path)
 
 
-def test_an_error_in_a_value_from_the_file_names_the_file_and_line(tmp_path):
+@pytest.mark.parametrize("text, overrides, error", [
+    ("optim:\n  lr: 1e-5\ntrain:\n  method: mezo\n  steps: ten\n", [],
+     r"run.yaml:5: config train.steps='ten' is not of type int"),
+    ("train:\n  method: mezo\n  stpes: 3\n", [], r"run.yaml:3: unknown config key 'train.stpes'"),
+    # checked against a fixed set or against each other (api.check_options), also on loading
+    ("train:\n  method: mezo\noptim:\n  lr: 1e-6\n  direction: uniform\n", [],
+     r"run.yaml:5: unknown optim.direction 'uniform' \(use one of: gaussian"),
+    ("train:\n  method: mezo\npeft:\n  kind: lora\n", [], r"run.yaml:4: --peft lora does not apply to method mezo"),
+    # the override's value is wrong, not the file's: no file and line
+    ("train:\n  steps: ten\n", ["train.steps=x"], r"^config train.steps='x'"),
+    ("train:\n  method: bilevel-zofo\nbilevel:\n  lam: -2\n", ["bilevel.lam=-1"], r"^bilevel.lam must be >= 0"),
+])
+def test_an_error_in_a_value_from_the_file_names_the_file_and_line(tmp_path, text, overrides, error):
     path = tmp_path / "run.yaml"
-    path.write_text("optim:\n  lr: 1e-5\ntrain:\n  method: mezo\n  steps: ten\n")
-    with pytest.raises(ZofoError, match=r"run.yaml:5: config train.steps='ten' is not of type int"):
-        load_config(path)
-    path.write_text("train:\n  method: mezo\n  stpes: 3\n")
-    with pytest.raises(ZofoError, match=r"run.yaml:3: unknown config key 'train.stpes'"):
-        load_config(path)
-    path.write_text("train:\n  steps: ten\n")
-    with pytest.raises(ZofoError, match=r"^config train.steps='x'"):  # the override's value is wrong, not the file's
-        load_config(path, ["train.steps=x"])
-    assert load_config(path, ["train.steps=7"]).train.steps == 7
+    path.write_text(text)
+    with pytest.raises(ZofoError, match=error):
+        load_config(path, overrides)
 
 
-def test_an_inconsistent_or_unknown_option_in_the_file_names_the_file_and_line(tmp_path):
-    """Options checked against each other or against a fixed set (`api.check_options`) are checked on loading."""
+def test_an_override_replaces_a_bad_value_of_the_file(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("train:\n  method: mezo\noptim:\n  lr: 1e-6\n  direction: uniform\n")
-    with pytest.raises(ZofoError, match=r"run.yaml:5: unknown optim.direction 'uniform' \(use one of: gaussian"):
-        load_config(path)
-    path.write_text("train:\n  method: mezo\npeft:\n  kind: lora\n")
-    with pytest.raises(ZofoError, match=r"run.yaml:4: --peft lora does not apply to method mezo"):
-        load_config(path)
-    path.write_text("train:\n  method: bilevel-zofo\nbilevel:\n  lam: -2\n")
-    with pytest.raises(ZofoError, match=r"^bilevel.lam must be >= 0"):  # the override's value, not the file's
-        load_config(path, ["bilevel.lam=-1"])
-    assert load_config(path, ["bilevel.lam=10"]).bilevel.lam == 10
+    path.write_text("train:\n  method: bilevel-zofo\n  steps: ten\nbilevel:\n  lam: -2\n")
+    cfg = load_config(path, ["train.steps=7", "bilevel.lam=10"])
+    assert (cfg.train.steps, cfg.bilevel.lam) == (7, 10)
 
 
 def test_resolved_config_round_trips(tmp_path):
