@@ -10,7 +10,8 @@ still allocated by the first frame of zofo code in their allocation stack (else 
 pool (the default pool or a CUDA graph's private pool); and, replaying the allocator's trace, the blocks
 allocated at the moment of the largest total, by the same code. Why Bilevel ZOFO's peak is above FO-LoRA's on batches of
 one shape (benchmarks/results/gpu-2026-12-01/batch-shapes/) is what this is for. Writes memory_breakdown.json
-and memory_breakdown.md under --out. On a machine without CUDA it runs the steps and records nothing.
+and memory_breakdown.md under --out (the runs' own folders go to the temporary directory, so --out holds only
+the results). On a machine without CUDA it runs the steps and records nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -39,7 +41,7 @@ def run_config(args, method: str):
     return load_config(None, [
         f"model.name={args.model}", "model.dtype=bfloat16", f"model.device={device}", f"data.task={args.task}",
         f"data.data={args.data_root / args.data}", "data.max_length=256", "train.batch_size=16", "peft.kind=lora",
-        f"train.output_dir={args.out / 'runs' / method}", *METHODS[method]])
+        f"train.output_dir={Path(tempfile.gettempdir()) / 'zofo-memory-breakdown' / method}", *METHODS[method]])
 
 
 def owner(frames: list[dict]) -> str:
