@@ -4,7 +4,8 @@
 
 bf16, batch 16 x 256 tokens, random init (same cost as real weights; `--smollm2 DIR` loads the real
 SmolLM2-135M for its row).  Variants, all in one run,
-CUDA events after warm-up, median of ``--iters``:
+CUDA events after warm-up, median of ``--iters``, for every direction kind (``zo.DIRECTIONS``: Gaussian,
+Gaussian16 -- eight normals per Philox call -- and Rademacher):
 * forward: one no-grad forward + LM loss;
 * reference: MeZO as published (torch.normal per tensor after reseeding the global RNG; four
   in-place passes +eps, -2 eps, +eps, update);
@@ -165,6 +166,7 @@ def deferred_steps(probes: zo.GraphedProbes, ids: torch.Tensor, params, directio
 TILES = {
     0: [(256, 4), (512, 4), (1024, 4), (512, 8), (1024, 8)],
     1: [(64, 4), (128, 4), (256, 4), (128, 8), (256, 8)],
+    2: [(128, 4), (256, 4), (512, 4), (256, 8), (512, 8)],
 }
 
 
@@ -188,6 +190,7 @@ def micro(n: int = 1_300_000_000 // 2, sweep: bool = True) -> dict[str, float]:
     for name, kind, fast in [
         ("gaussian_fast", 0, True),
         ("gaussian_exact", 0, False),
+        ("gaussian16_fast", 2, True),
         ("rademacher", 1, True),
     ]:
         tiles = TILES[kind] if sweep and name != "gaussian_exact" else [kernels.TILE[kind]]
@@ -258,8 +261,9 @@ def table(rows: list[dict]) -> str:
     lines = [
         "| model | forward ms | ref step / fwd | zofo gauss / fwd | zofo rad / fwd | graph gauss / fwd | "
         "graph rad / fwd | graph no sync gauss / fwd | graph no sync rad / fwd | deferred gauss / fwd | "
-        "deferred rad / fwd | ref / eager zofo (gauss, rad) | ref / best zofo | peak step / fwd (gauss) |",
-        "|" + "---|" * 14,
+        "deferred rad / fwd | graph no sync gauss16 / fwd | deferred gauss16 / fwd | "
+        "ref / eager zofo (gauss, rad) | ref / best zofo | peak step / fwd (gauss) |",
+        "|" + "---|" * 16,
     ]
     for r in rows:
         f = r["forward_ms"]
@@ -277,6 +281,7 @@ def table(rows: list[dict]) -> str:
             f"{ratio('zofo_rademacher_ms')} | {ratio('graph_gaussian_ms')} | "
             f"{ratio('graph_rademacher_ms')} | {ratio('async_gaussian_ms')} | {ratio('async_rademacher_ms')} | "
             f"{ratio('deferred_gaussian_ms')} | {ratio('deferred_rademacher_ms')} | "
+            f"{ratio('async_gaussian16_ms')} | {ratio('deferred_gaussian16_ms')} | "
             f"{speedup('zofo_gaussian_ms')}, {speedup('zofo_rademacher_ms')} | "
             f"{r.get('reference_ms', float('nan')) / best:.2f} | {mem:.3f} |"
         )

@@ -31,7 +31,7 @@ TRAIN_FLAGS = {
     "--lam": ("bilevel.lam", float, "penalty weight lambda (paper: 1e4)"),
     "--lower-steps": ("bilevel.lower_steps", int, "K: lower steps per upper step (paper: 10)"),
     "--eps": ("optim.eps", float, "ZO perturbation scale (paper: 1e-3)"),
-    "--direction": ("optim.direction", str, "ZO directions: gaussian | rademacher"),
+    "--direction": ("optim.direction", str, "ZO directions: gaussian | gaussian16 | rademacher"),
     "--theta-update": ("optim.theta_update", str, "ZO update rule for theta: sgd | momentum | adam"),
     "--schedule": ("optim.schedule", str, "learning-rate schedule: constant | linear | cosine"),
     "--shots": ("data.shots", int, "demonstrations for in-context learning"),

@@ -62,7 +62,7 @@ class OptimConfig:
     eps: float = 1e-3                   # ZO perturbation scale
     q: int = 1                          # ZO directions per step
     two_sided: bool = True
-    direction: str = "gaussian"         # gaussian | rademacher
+    direction: str = "gaussian"         # gaussian | gaussian16 | rademacher
     probed_direction: bool = True       # bf16/fp16 theta: update along the direction the probes realised
     update_every: int = 0               # ZO-SGD: apply theta's updates every k steps in one rounding pass;
                                         # 0: auto (16 for bf16/fp16 weights, else 1)

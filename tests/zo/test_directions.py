@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -54,14 +56,16 @@ def test_direction_depends_on_name_not_order():
 
 
 def test_moments():
-    g = zo.direction_slice(3, 11, 0, 200_000, "gaussian")
-    assert abs(g.mean()) < 0.01 and abs(g.var() - 1) < 0.02
+    for kind in ("gaussian", "gaussian16"):
+        g = zo.direction_slice(3, 11, 0, 200_000, kind)
+        assert abs(g.mean()) < 0.01 and abs(g.var() - 1) < 0.02, kind
+        assert abs((g**4).mean() - 3) < 0.1, kind  # a normal's fourth moment, so not merely unit variance
     r = zo.direction_slice(3, 11, 0, 200_000, "rademacher")
     assert set(r.unique().tolist()) == {-1.0, 1.0} and abs(r.mean()) < 0.01
 
 
 def test_unknown_direction_is_refused():
-    with pytest.raises(ValueError, match="valid: gaussian, rademacher"):
+    with pytest.raises(ValueError, match="valid: gaussian, gaussian16, rademacher"):
         zo.direction_slice(0, 0, 0, 4, "uniform")
 
 
@@ -74,8 +78,9 @@ def test_lane_layout(direction):
     e = torch.tensor([0, 1, b - 1, b, 3 * b + 5, lanes * b, lanes * b + 7 * b + 9])
     counter, lane = (e // (lanes * b)) * b + e % b, (e // b) % lanes
     whole = zo.direction_slice(2, 3, 0, int(e.max()) + 1, direction)
-    if direction == "gaussian":
-        want = torch.stack(px.randn4x(pseed, counter))[lane, torch.arange(len(e))]
+    if direction in ("gaussian", "gaussian16"):
+        normals = (px.randn4x if direction == "gaussian" else px.randn8x)(pseed, counter)
+        want = torch.stack(normals)[lane, torch.arange(len(e))]
     else:
         want = ((px.randint4x(pseed, counter)[0] >> lane) & 1).float() * 2 - 1
     assert torch.equal(whole[e], want)
@@ -102,3 +107,19 @@ def test_philox_against_python_integers(seed):
     assert got == [list(philox_python(seed, (int(a), int(b), 0, 0))) for a, b in zip(words, hi, strict=True)]
     keyed = torch.stack(px.philox(torch.full_like(words, seed), words, hi), dim=1).tolist()
     assert keyed == got
+
+
+def test_gaussian16_is_box_muller_on_the_halves_of_each_philox_word():
+    """Eight normals per counter, from exact-integer Philox and float64 Box-Muller: word j's low half is u1 and
+    its high half u2, each (h + 1/2) / 2**16; normals 2j, 2j+1 are r cos, r sin."""
+    seed, counters = zo.philox_seed(4, 21), [0, 1, 777, 2**31 + 5]
+    got = torch.stack(px.randn8x(seed, torch.tensor(counters)), dim=1)
+    for row, c in zip(got.tolist(), counters, strict=True):
+        want = []
+        for word in philox_python(seed, (c & 0xFFFFFFFF, c >> 32, 0, 0)):
+            u1, u2 = ((word & 0xFFFF) + 0.5) / 65536, ((word >> 16) + 0.5) / 65536
+            r = math.sqrt(-2 * math.log(u1))
+            want += [r * math.cos(2 * math.pi * u2), r * math.sin(2 * math.pi * u2)]
+        assert row == pytest.approx(want, abs=2e-6)
+    assert got.abs().max() < math.sqrt(-2 * math.log(0.5 / 65536)) + 1e-5  # the bound the docstring states
+

@@ -75,7 +75,7 @@ def test_full_and_partial_superblocks(direction, start):
     x = torch.randn(n, device=DEV)  # float32: the interpreter truncates to bf16 where CUDA rounds
     ref = ops.perturbed_copy(x, 5, 9, 0.5, direction, start, backend="torch")
     seed, scale = torch.tensor([9], device=DEV), torch.tensor([0.5], device=DEV)
-    kind = 0 if direction == "gaussian" else 1
+    kind = zo.directions.KINDS[direction]
     for tile in [(256, 4), (1024, 8)]:
         out = torch.full_like(x, float("nan"))
         kernels.perturb(x, out, 5, seed, scale, kind, start, fast=False, tile=tile)

@@ -10,6 +10,10 @@ values of one counter sit LANE_B apart and a kernel writes each lane as a contig
 
 * Gaussian (default, L = 4): normal ``lane`` of ``tl.randn4x`` at that counter (one Philox4x32-10 call
   gives four normals, two Box-Muller pairs, exactly as Triton's ``randn4x``).
+* Gaussian16 (L = 8): normal ``lane`` of ``philox.randn8x`` at that counter: Box-Muller on the 16-bit halves
+  of the four Philox words, so one call gives eight normals and a pass does half the Philox work of the
+  Gaussian kind (which is compute-bound on a GPU). The radius takes 2**16 values: |u| < 4.86 and
+  E[u u^T] = (1 - 5.3e-6) I, far below what bf16 weights resolve.
 * Rademacher (L = 32): bit ``lane`` of the first word of Philox at that counter (``tl.randint``);
   u = +1 where the bit is set, -1 otherwise. One Philox call per 32 elements: the kernel runs at the
   memory floor.
@@ -32,8 +36,10 @@ from torch import Tensor
 
 from . import philox as px
 
-Direction = Literal["gaussian", "rademacher"]
-DIRECTIONS: tuple[str, ...] = ("gaussian", "rademacher")
+Direction = Literal["gaussian", "gaussian16", "rademacher"]
+DIRECTIONS: tuple[str, ...] = ("gaussian", "gaussian16", "rademacher")
+KINDS = {"gaussian": 0, "rademacher": 1, "gaussian16": 2}  # the kernels' KIND of each direction
+LANES = {0: 4, 1: 32, 2: 8}  # values per Philox counter, by KIND
 LANE_B = 1024  # counters per super-block row: part of u's definition (see above)
 _CHUNK = 1 << 20  # Philox counters generated at once on the torch path (bounds temporary memory) ...
 _CPU_CHUNK = 1 << 18  # ... and on a CPU, where temporaries that stay in cache run 1.3x faster
@@ -81,8 +87,9 @@ def philox_seed(seed: int, key: int) -> int:
 
 
 def lanes(kind: int | str) -> int:
-    """Values per Philox counter: 4 normals (Gaussian, kind 0) or 32 sign bits (Rademacher, kind 1)."""
-    return 4 if kind in (0, "gaussian") else 32
+    """Values per Philox counter: 4 normals (Gaussian), 8 (Gaussian16) or 32 sign bits (Rademacher); ``kind`` is
+    the direction's name or its KIND."""
+    return LANES[KINDS[kind] if isinstance(kind, str) else kind]
 
 
 def _superblock_values(pseed: int | Tensor, counters: Tensor, direction: str) -> Tensor:
@@ -90,8 +97,8 @@ def _superblock_values(pseed: int | Tensor, counters: Tensor, direction: str) ->
     (n * LANE_B of them); pseed may be a per-counter int64 tensor.  Built in the (super-block, lane, counter)
     layout at once, so that no transposed copy is made."""
     blocks = counters.numel() // LANE_B
-    if direction == "gaussian":
-        normals = px.randn4x(pseed, counters)
+    if direction in ("gaussian", "gaussian16"):
+        normals = (px.randn4x if direction == "gaussian" else px.randn8x)(pseed, counters)
         return torch.stack([n.view(blocks, LANE_B) for n in normals], dim=1).view(-1)
     word = px.randint4x(pseed, counters)[0].to(torch.int32).view(blocks, 1, LANE_B)  # wraps: same low 32 bits
     shifts = torch.arange(32, dtype=torch.int32, device=counters.device).view(1, 32, 1)

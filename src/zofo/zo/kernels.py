@@ -8,8 +8,8 @@
 * ``multi.py`` launches the same tile code over a group of tensors (one launch per decoder layer).
 
 Layout (see ``directions``): elements come in super-blocks of L*LANE_B (L = 4 normals per Philox call,
-or 32 sign bits per word); lane j of counter i lives at j*LANE_B + i.  A program takes R consecutive
-counters of one super-block and writes each lane as a contiguous R-wide row, so loads and stores are
+8 for ``gaussian16``, or 32 sign bits per word); lane j of counter i lives at j*LANE_B + i.  A program takes
+R consecutive counters of one super-block and writes each lane as a contiguous R-wide row, so loads and stores are
 plain coalesced vectors with int32 offsets from one int64 scalar base, the normals need no select, and
 masks are evaluated only in super-blocks that cross the tensor's ends.  R (and the warps) are free:
 the bits do not depend on them.  With ``fast=True`` (CUDA only) Box-Muller uses ``__sinf/__cosf`` on
@@ -33,12 +33,12 @@ from triton.language.random import uint_to_uniform_float
 
 from .directions import LANE_B, lanes
 
-GAUSSIAN, RADEMACHER = 0, 1
+GAUSSIAN, RADEMACHER, GAUSSIAN16 = 0, 1, 2  # as directions.KINDS
 # The interpreter truncates float32 -> bf16 where CUDA rounds to nearest even: there it is written out.
 _RTNE_BY_HAND = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
 # Counters per program and warps per kind: fastest of the sweep on the H200 (benchmarks/zo_step.py,
 # 2026-11-29; Gaussian 1024x4 gives 16-byte loads, 8 elements a thread).
-TILE = {GAUSSIAN: (1024, 4), RADEMACHER: (256, 4)}
+TILE = {GAUSSIAN: (1024, 4), RADEMACHER: (256, 4), GAUSSIAN16: (512, 4)}  # GAUSSIAN16: not swept yet
 ROUND_BLOCK = 4096
 
 
@@ -77,6 +77,31 @@ def _normals(pseed, counter, FAST: tl.constexpr):
 
 
 @triton.jit
+def _pair(word, FAST: tl.constexpr):
+    """Box-Muller on the 16-bit halves of one Philox word (``philox.randn8x``)."""
+    u1 = ((word & 0xFFFF).to(tl.float32) + 0.5) * (1.0 / 65536.0)
+    u2 = ((word >> 16).to(tl.float32) + 0.5) * (1.0 / 65536.0)
+    r = tl.sqrt(-2.0 * tl.log(u1))
+    if FAST:
+        t = 6.283185307179586 * u2 - 3.141592653589793  # cos(t + pi) = -cos t, sin(t + pi) = -sin t
+        return -r * libdevice.fast_cosf(t), -r * libdevice.fast_sinf(t)
+    else:
+        t = 6.283185307179586 * u2
+        return r * tl.cos(t), r * tl.sin(t)
+
+
+@triton.jit
+def _normals8(pseed, counter, FAST: tl.constexpr):
+    """Eight normals per counter from one Philox call (the ``gaussian16`` kind)."""
+    i1, i2, i3, i4 = tl.randint4x(pseed, counter)
+    n1, n2 = _pair(i1, FAST)
+    n3, n4 = _pair(i2, FAST)
+    n5, n6 = _pair(i3, FAST)
+    n7, n8 = _pair(i4, FAST)
+    return n1, n2, n3, n4, n5, n6, n7, n8
+
+
+@triton.jit
 def _signs(pseed, counter):
     """(32, R) tile of +-1: row j = bit j of the Philox word of each counter."""
     word = tl.randint(pseed, counter)
@@ -89,7 +114,7 @@ def _place(lp, n, start, KIND: tl.constexpr, R: tl.constexpr, ALIGN: tl.constexp
     """Program ``lp`` of a tensor holding flat elements [start, start+n): its counters' first global
     element ``e0`` (int64), that element's offset from the tensor's first (``off``), and whether the
     whole super-block lies inside the tensor (``full``: no masks)."""
-    SBN: tl.constexpr = (4 if KIND == 0 else 32) * 1024
+    SBN: tl.constexpr = (4 if KIND == 0 else (32 if KIND == 1 else 8)) * 1024
     P: tl.constexpr = 1024 // R
     lp = lp.to(tl.int64)
     sb = start // SBN + lp // P
@@ -152,6 +177,16 @@ def perturb_tile(
         _emit(xb, ob, i + 1024, n2, scale, lo, hi, full, HAS_X)
         _emit(xb, ob, i + 2048, n3, scale, lo, hi, full, HAS_X)
         _emit(xb, ob, i + 3072, n4, scale, lo, hi, full, HAS_X)
+    elif KIND == 2:
+        n1, n2, n3, n4, n5, n6, n7, n8 = _normals8(pseed, counter, FAST)
+        _emit(xb, ob, i, n1, scale, lo, hi, full, HAS_X)
+        _emit(xb, ob, i + 1024, n2, scale, lo, hi, full, HAS_X)
+        _emit(xb, ob, i + 2048, n3, scale, lo, hi, full, HAS_X)
+        _emit(xb, ob, i + 3072, n4, scale, lo, hi, full, HAS_X)
+        _emit(xb, ob, i + 4096, n5, scale, lo, hi, full, HAS_X)
+        _emit(xb, ob, i + 5120, n6, scale, lo, hi, full, HAS_X)
+        _emit(xb, ob, i + 6144, n7, scale, lo, hi, full, HAS_X)
+        _emit(xb, ob, i + 7168, n8, scale, lo, hi, full, HAS_X)
     else:
         local = tl.arange(0, 32)[:, None] * 1024 + i[None, :]
         _emit(xb, ob, local, _signs(pseed, counter), scale, lo, hi, full, HAS_X)
@@ -273,6 +308,32 @@ def update_tile(
         _commit(xb, i + 1024, x2, a2, decay, e0, hkey, lo, hi, full, SR)
         _commit(xb, i + 2048, x3, a3, decay, e0, hkey, lo, hi, full, SR)
         _commit(xb, i + 3072, x4, a4, decay, e0, hkey, lo, hi, full, SR)
+    elif KIND == 2:
+        x1, x2 = _load(xb, i + 0, lo, hi, full), _load(xb, i + 1024, lo, hi, full)
+        x3, x4 = _load(xb, i + 2048, lo, hi, full), _load(xb, i + 3072, lo, hi, full)
+        x5, x6 = _load(xb, i + 4096, lo, hi, full), _load(xb, i + 5120, lo, hi, full)
+        x7, x8 = _load(xb, i + 6144, lo, hi, full), _load(xb, i + 7168, lo, hi, full)
+        a1 = tl.zeros((R,), dtype=tl.float32)
+        a2, a3, a4, a5, a6, a7, a8 = a1, a1, a1, a1, a1, a1, a1
+        for j in range(q):
+            c = tl.load(coefs_ptr + j)
+            n1, n2, n3, n4, n5, n6, n7, n8 = _normals8(tl.load(seeds_ptr + j) + key_hi, counter, FAST)
+            a1 += c * _as_probed(x1, n1, eps, PROBED, dtype)
+            a2 += c * _as_probed(x2, n2, eps, PROBED, dtype)
+            a3 += c * _as_probed(x3, n3, eps, PROBED, dtype)
+            a4 += c * _as_probed(x4, n4, eps, PROBED, dtype)
+            a5 += c * _as_probed(x5, n5, eps, PROBED, dtype)
+            a6 += c * _as_probed(x6, n6, eps, PROBED, dtype)
+            a7 += c * _as_probed(x7, n7, eps, PROBED, dtype)
+            a8 += c * _as_probed(x8, n8, eps, PROBED, dtype)
+        _commit(xb, i, x1, a1, decay, e0, hkey, lo, hi, full, SR)
+        _commit(xb, i + 1024, x2, a2, decay, e0, hkey, lo, hi, full, SR)
+        _commit(xb, i + 2048, x3, a3, decay, e0, hkey, lo, hi, full, SR)
+        _commit(xb, i + 3072, x4, a4, decay, e0, hkey, lo, hi, full, SR)
+        _commit(xb, i + 4096, x5, a5, decay, e0, hkey, lo, hi, full, SR)
+        _commit(xb, i + 5120, x6, a6, decay, e0, hkey, lo, hi, full, SR)
+        _commit(xb, i + 6144, x7, a7, decay, e0, hkey, lo, hi, full, SR)
+        _commit(xb, i + 7168, x8, a8, decay, e0, hkey, lo, hi, full, SR)
     else:
         local = tl.arange(0, 32)[:, None] * 1024 + i[None, :]
         x = _load(xb, local, lo, hi, full)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from zofo.transfer import upload
 
-from .directions import Direction, check_direction, direction_group, direction_like
+from .directions import KINDS, Direction, check_direction, direction_group, direction_like
 from .rounding import LOW_PRECISION, stochastic_round
 
 Backend = Literal["auto", "torch", "triton"]
@@ -65,7 +65,7 @@ def use_triton(t: Tensor, backend: Backend = "auto") -> bool:
 
 
 def _kind(direction: Direction) -> int:
-    return 0 if check_direction(direction) == "gaussian" else 1
+    return KINDS[check_direction(direction)]
 
 
 def device_scalar(value: int | float, dtype: torch.dtype, device: torch.device) -> Tensor:
