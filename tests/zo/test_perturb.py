@@ -67,6 +67,24 @@ def test_a_tied_weight_is_perturbed_once_per_forward_and_released_before_the_los
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
 
 
+def test_a_tied_weight_read_outside_its_owners_is_perturbed_in_every_forward(batch):
+    """A loss that applies the tied head by hand (the lm_head module never runs) reads the embedding's copy in
+    every forward of the block, not only in the first."""
+    from zofo.zo import perturb
+
+    def by_hand(model, ids):
+        hidden = model.model(input_ids=ids).last_hidden_state
+        return (hidden @ model.lm_head.weight.T).float().logsumexp(-1).mean()
+
+    model, explicit = tiny_llama(torch.bfloat16), tiny_llama(torch.bfloat16)
+    with torch.no_grad():
+        for n, p in explicit.named_parameters():
+            p.copy_(perturb.perturbed_copies([p.data], [zo.tensor_key(n)], 5, 0.1)[0])
+    with zo.perturbed(model, dict(model.named_parameters()), 5, 0.1):
+        first, second = by_hand(model, batch), by_hand(model, batch[:2])
+    assert torch.equal(first, by_hand(explicit, batch)) and torch.equal(second, by_hand(explicit, batch[:2]))
+
+
 def test_restores_on_error(batch):
     model = tiny_llama()
     params = dict(model.named_parameters())

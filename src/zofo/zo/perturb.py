@@ -7,8 +7,9 @@ forward pre-hook on that module swaps every ``param.data`` of the group for thet
 ONE launch into one flat buffer (``ops.perturbed_copies``: a probe of a 30-layer model is ~32 launches,
 not ~270), and a forward hook swaps the original storages back; theta changes only in the real update.
 Extra memory: the perturbed copy of one layer at a time.  A tied weight (lm_head sharing the embedding)
-is perturbed once per forward, by the first of its owners to run, and keeps its copy until the last of its
-owners has run: the others read the same values (u depends on the name and seed only).  The copy is gone
+is perturbed once per forward, by the first of its owners to run, and keeps its copy until every one of its
+owners has run: the others read the same values (u depends on the name and seed only); where an owner never
+runs (a loss that applies the tied head by hand), the copy stays to the block's end.  The copy is gone
 before the loss is computed, where a forward's peak usually is; kept to the block's end it had raised the
 OPT-1.3B probe's peak by 4% (benchmarks/results/gpu-2026-12-01/zo-step-run25).
 """
@@ -42,7 +43,7 @@ class _Swap:
     original: Tensor | None = None
     depth: int = 0
     owners: int = 1  # hooked modules that read it (2: a tied weight); its copy is kept until all have run
-    left: int = 0  # owners that have run since its copy was made
+    ran: set[int] = field(default_factory=set)  # ids of the owners that have run since its copy was made
 
 
 def _anchors(model: nn.Module) -> set[str]:
@@ -127,13 +128,17 @@ class _Hooks:
             self.probe.touched.add(s.name)
 
     @staticmethod
-    def leave(swaps: list[_Swap]) -> None:
+    def leave(swaps: list[_Swap], owner: nn.Module) -> None:
+        """``owner`` has run: restore the swaps whose every owner has run since their copy was made (an owner
+        that never runs, e.g. an lm_head whose weight the loss reads directly, keeps the copy to the block's
+        end, so every read in the block sees theta + s*u)."""
         for s in swaps:
             s.depth -= 1
             if s.depth == 0:
-                s.left += 1
-                if s.original is not None and s.left >= s.owners:
-                    s.param.data, s.original, s.left = s.original, None, 0
+                s.ran.add(id(owner))
+                if s.original is not None and len(s.ran) >= s.owners:
+                    s.param.data, s.original = s.original, None
+                    s.ran.clear()
 
 
 @contextmanager
@@ -167,7 +172,7 @@ def perturbed(
         for module, owned in owners:
             handles.append(module.register_forward_pre_hook(lambda m, a, o=owned: hooks.enter(o)))
             handles.append(
-                module.register_forward_hook(lambda m, a, out, o=owned: hooks.leave(o), always_call=True)
+                module.register_forward_hook(lambda m, a, out, o=owned: hooks.leave(o, m), always_call=True)
             )
         yield probe
     finally:
@@ -175,7 +180,7 @@ def perturbed(
             h.remove()
         for s in swaps.values():
             if s.original is not None:
-                s.param.data, s.original, s.depth, s.left = s.original, None, 0, 0
+                s.param.data, s.original, s.depth = s.original, None, 0
     if strict and len(probe.touched) < len(swaps):
         unused = sorted(set(params) - probe.touched)
         raise RuntimeError(f"perturbed: parameters never perturbed during the block: {unused[:5]}")
