@@ -123,3 +123,12 @@ def test_gaussian16_is_box_muller_on_the_halves_of_each_philox_word():
         assert row == pytest.approx(want, abs=2e-6)
     assert got.abs().max() < math.sqrt(-2 * math.log(0.5 / 65536)) + 1e-5  # the bound the docstring states
 
+
+
+def test_the_kernels_half_word_uniforms_equal_the_definition_for_every_half():
+    """The kernel forms (h + 1/2) / 2**16 as the float with h in its top mantissa bits, minus (1 - 2**-17),
+    to skip an int -> float conversion: exact for all 2**16 halves."""
+    h = torch.arange(65536, dtype=torch.int64)
+    trick = ((h << 7) | 0x3F800000).to(torch.int32).view(torch.float32) - torch.tensor(0.99999237060546875)
+    low, high = px.half_uniforms(h | (h << 16))
+    assert torch.equal(trick, low) and torch.equal(trick, high)

@@ -79,8 +79,10 @@ def _normals(pseed, counter, FAST: tl.constexpr):
 @triton.jit
 def _pair(word, FAST: tl.constexpr):
     """Box-Muller on the 16-bit halves of one Philox word (``philox.randn8x``)."""
-    u1 = ((word & 0xFFFF).to(tl.float32) + 0.5) * (1.0 / 65536.0)
-    u2 = ((word >> 16).to(tl.float32) + 0.5) * (1.0 / 65536.0)
+    # (h + 1/2) / 2**16 without an int -> float conversion: h as the top mantissa bits of a float in [1, 2),
+    # minus (1 - 2**-17); exact, as the subtraction's result has at most 17 significant bits
+    u1 = (((word & 0xFFFF) << 7) | 0x3F800000).to(tl.float32, bitcast=True) - 0.99999237060546875
+    u2 = (((word >> 16) << 7) | 0x3F800000).to(tl.float32, bitcast=True) - 0.99999237060546875
     r = tl.sqrt(-2.0 * tl.log(u1))
     if FAST:
         t = 6.283185307179586 * u2 - 3.141592653589793  # cos(t + pi) = -cos t, sin(t + pi) = -sin t
