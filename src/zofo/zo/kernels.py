@@ -268,6 +268,29 @@ def _commit(xb, local, x, acc, decay, e0, hkey, lo, hi, full, SR: tl.constexpr):
 
 
 @triton.jit
+def _load4(xb, base, lo, hi, full):
+    """Four lane rows (LANE_B apart) from ``base``, as float32."""
+    return (_load(xb, base, lo, hi, full), _load(xb, base + 1024, lo, hi, full),
+            _load(xb, base + 2048, lo, hi, full), _load(xb, base + 3072, lo, hi, full))
+
+
+@triton.jit
+def _accumulate4(a1, a2, a3, a4, x1, x2, x3, x4, n1, n2, n3, n4, c, eps, PROBED: tl.constexpr, dtype: tl.constexpr):
+    """a_k += c * (the direction of lane k): u, or the direction its probes realised."""
+    return (a1 + c * _as_probed(x1, n1, eps, PROBED, dtype), a2 + c * _as_probed(x2, n2, eps, PROBED, dtype),
+            a3 + c * _as_probed(x3, n3, eps, PROBED, dtype), a4 + c * _as_probed(x4, n4, eps, PROBED, dtype))
+
+
+@triton.jit
+def _commit4(xb, base, x1, x2, x3, x4, a1, a2, a3, a4, decay, e0, hkey, lo, hi, full, SR: tl.constexpr):
+    """``_commit`` of four lane rows (LANE_B apart) from ``base``."""
+    _commit(xb, base, x1, a1, decay, e0, hkey, lo, hi, full, SR)
+    _commit(xb, base + 1024, x2, a2, decay, e0, hkey, lo, hi, full, SR)
+    _commit(xb, base + 2048, x3, a3, decay, e0, hkey, lo, hi, full, SR)
+    _commit(xb, base + 3072, x4, a4, decay, e0, hkey, lo, hi, full, SR)
+
+
+@triton.jit
 def update_tile(
     x_ptr,
     lp,
@@ -295,47 +318,26 @@ def update_tile(
     hkey = _rounding_key(seeds_ptr, key)
     i = tl.arange(0, R)
     if KIND == 0:
-        x1, x2 = _load(xb, i, lo, hi, full), _load(xb, i + 1024, lo, hi, full)
-        x3, x4 = _load(xb, i + 2048, lo, hi, full), _load(xb, i + 3072, lo, hi, full)
+        x1, x2, x3, x4 = _load4(xb, i, lo, hi, full)
         a1 = tl.zeros((R,), dtype=tl.float32)
         a2, a3, a4 = a1, a1, a1
         for j in range(q):
             c = tl.load(coefs_ptr + j)
             n1, n2, n3, n4 = _normals(tl.load(seeds_ptr + j) + key_hi, counter, FAST)
-            a1 += c * _as_probed(x1, n1, eps, PROBED, dtype)
-            a2 += c * _as_probed(x2, n2, eps, PROBED, dtype)
-            a3 += c * _as_probed(x3, n3, eps, PROBED, dtype)
-            a4 += c * _as_probed(x4, n4, eps, PROBED, dtype)
-        _commit(xb, i, x1, a1, decay, e0, hkey, lo, hi, full, SR)
-        _commit(xb, i + 1024, x2, a2, decay, e0, hkey, lo, hi, full, SR)
-        _commit(xb, i + 2048, x3, a3, decay, e0, hkey, lo, hi, full, SR)
-        _commit(xb, i + 3072, x4, a4, decay, e0, hkey, lo, hi, full, SR)
+            a1, a2, a3, a4 = _accumulate4(a1, a2, a3, a4, x1, x2, x3, x4, n1, n2, n3, n4, c, eps, PROBED, dtype)
+        _commit4(xb, i, x1, x2, x3, x4, a1, a2, a3, a4, decay, e0, hkey, lo, hi, full, SR)
     elif KIND == 2:
-        x1, x2 = _load(xb, i + 0, lo, hi, full), _load(xb, i + 1024, lo, hi, full)
-        x3, x4 = _load(xb, i + 2048, lo, hi, full), _load(xb, i + 3072, lo, hi, full)
-        x5, x6 = _load(xb, i + 4096, lo, hi, full), _load(xb, i + 5120, lo, hi, full)
-        x7, x8 = _load(xb, i + 6144, lo, hi, full), _load(xb, i + 7168, lo, hi, full)
+        x1, x2, x3, x4 = _load4(xb, i, lo, hi, full)
+        x5, x6, x7, x8 = _load4(xb, i + 4096, lo, hi, full)
         a1 = tl.zeros((R,), dtype=tl.float32)
         a2, a3, a4, a5, a6, a7, a8 = a1, a1, a1, a1, a1, a1, a1
         for j in range(q):
             c = tl.load(coefs_ptr + j)
             n1, n2, n3, n4, n5, n6, n7, n8 = _normals8(tl.load(seeds_ptr + j) + key_hi, counter, FAST)
-            a1 += c * _as_probed(x1, n1, eps, PROBED, dtype)
-            a2 += c * _as_probed(x2, n2, eps, PROBED, dtype)
-            a3 += c * _as_probed(x3, n3, eps, PROBED, dtype)
-            a4 += c * _as_probed(x4, n4, eps, PROBED, dtype)
-            a5 += c * _as_probed(x5, n5, eps, PROBED, dtype)
-            a6 += c * _as_probed(x6, n6, eps, PROBED, dtype)
-            a7 += c * _as_probed(x7, n7, eps, PROBED, dtype)
-            a8 += c * _as_probed(x8, n8, eps, PROBED, dtype)
-        _commit(xb, i, x1, a1, decay, e0, hkey, lo, hi, full, SR)
-        _commit(xb, i + 1024, x2, a2, decay, e0, hkey, lo, hi, full, SR)
-        _commit(xb, i + 2048, x3, a3, decay, e0, hkey, lo, hi, full, SR)
-        _commit(xb, i + 3072, x4, a4, decay, e0, hkey, lo, hi, full, SR)
-        _commit(xb, i + 4096, x5, a5, decay, e0, hkey, lo, hi, full, SR)
-        _commit(xb, i + 5120, x6, a6, decay, e0, hkey, lo, hi, full, SR)
-        _commit(xb, i + 6144, x7, a7, decay, e0, hkey, lo, hi, full, SR)
-        _commit(xb, i + 7168, x8, a8, decay, e0, hkey, lo, hi, full, SR)
+            a1, a2, a3, a4 = _accumulate4(a1, a2, a3, a4, x1, x2, x3, x4, n1, n2, n3, n4, c, eps, PROBED, dtype)
+            a5, a6, a7, a8 = _accumulate4(a5, a6, a7, a8, x5, x6, x7, x8, n5, n6, n7, n8, c, eps, PROBED, dtype)
+        _commit4(xb, i, x1, x2, x3, x4, a1, a2, a3, a4, decay, e0, hkey, lo, hi, full, SR)
+        _commit4(xb, i + 4096, x5, x6, x7, x8, a5, a6, a7, a8, decay, e0, hkey, lo, hi, full, SR)
     else:
         local = tl.arange(0, 32)[:, None] * 1024 + i[None, :]
         x = _load(xb, local, lo, hi, full)
