@@ -31,9 +31,9 @@ from triton.compiler.errors import CompilationError
 from triton.language.extra import libdevice
 from triton.language.random import uint_to_uniform_float
 
-from .directions import LANE_B, lanes
+from .directions import KINDS, LANE_B, lanes
 
-GAUSSIAN, RADEMACHER, GAUSSIAN16 = 0, 1, 2  # as directions.KINDS
+GAUSSIAN, RADEMACHER, GAUSSIAN16 = KINDS["gaussian"], KINDS["rademacher"], KINDS["gaussian16"]
 # The interpreter truncates float32 -> bf16 where CUDA rounds to nearest even: there it is written out.
 _RTNE_BY_HAND = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
 # Counters per program and warps per kind: fastest of the sweep on the H200 (benchmarks/zo_step.py,
@@ -57,21 +57,24 @@ def _hash32(x):
 
 
 @triton.jit
+def _box_muller(u1, u2, FAST: tl.constexpr):
+    """(r cos 2 pi u2, r sin 2 pi u2), r = sqrt(-2 ln u1); with FAST, ``__cosf/__sinf`` on [-pi, pi)."""
+    r = tl.sqrt(tl.maximum(-2.0 * tl.log(u1), 0.0))
+    if FAST:
+        t = 6.283185307179586 * u2 - 3.141592653589793  # cos(t + pi) = -cos t, sin(t + pi) = -sin t
+        return -r * libdevice.fast_cosf(t), -r * libdevice.fast_sinf(t)
+    else:
+        t = 6.283185307179586 * u2
+        return r * tl.cos(t), r * tl.sin(t)
+
+
+@triton.jit
 def _normals(pseed, counter, FAST: tl.constexpr):
     if FAST:
         i1, i2, i3, i4 = tl.randint4x(pseed, counter)
-        u1 = tl.maximum(1.0e-7, uint_to_uniform_float(i1))
-        u3 = tl.maximum(1.0e-7, uint_to_uniform_float(i3))
-        t2 = 6.283185307179586 * uint_to_uniform_float(i2) - 3.141592653589793
-        t4 = 6.283185307179586 * uint_to_uniform_float(i4) - 3.141592653589793
-        r1 = -tl.sqrt(tl.maximum(-2.0 * tl.log(u1), 0.0))  # cos(t + pi) = -cos t, sin(t + pi) = -sin t
-        r3 = -tl.sqrt(tl.maximum(-2.0 * tl.log(u3), 0.0))
-        return (
-            r1 * libdevice.fast_cosf(t2),
-            r1 * libdevice.fast_sinf(t2),
-            r3 * libdevice.fast_cosf(t4),
-            r3 * libdevice.fast_sinf(t4),
-        )
+        n1, n2 = _box_muller(tl.maximum(1.0e-7, uint_to_uniform_float(i1)), uint_to_uniform_float(i2), True)
+        n3, n4 = _box_muller(tl.maximum(1.0e-7, uint_to_uniform_float(i3)), uint_to_uniform_float(i4), True)
+        return n1, n2, n3, n4
     else:
         return tl.randn4x(pseed, counter)
 
@@ -83,13 +86,7 @@ def _pair(word, FAST: tl.constexpr):
     # minus (1 - 2**-17); exact, as the subtraction's result has at most 17 significant bits
     u1 = (((word & 0xFFFF) << 7) | 0x3F800000).to(tl.float32, bitcast=True) - 0.99999237060546875
     u2 = (((word >> 16) << 7) | 0x3F800000).to(tl.float32, bitcast=True) - 0.99999237060546875
-    r = tl.sqrt(-2.0 * tl.log(u1))
-    if FAST:
-        t = 6.283185307179586 * u2 - 3.141592653589793  # cos(t + pi) = -cos t, sin(t + pi) = -sin t
-        return -r * libdevice.fast_cosf(t), -r * libdevice.fast_sinf(t)
-    else:
-        t = 6.283185307179586 * u2
-        return r * tl.cos(t), r * tl.sin(t)
+    return _box_muller(u1, u2, FAST)
 
 
 @triton.jit
