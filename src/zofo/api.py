@@ -24,8 +24,10 @@ def check_options(cfg: RunConfig) -> None:
     from zofo.registry import METHODS
 
     method, kind = cfg.train.method, cfg.peft.kind
-    if method not in METHODS:
-        raise ZofoError(f"unknown method {method!r}", f"choose one of: {', '.join(sorted(METHODS))}", "train.method")
+    try:
+        METHODS.get(method)
+    except ZofoError as err:  # the registry's message, with the key it is about
+        raise ZofoError(err.what, err.fix, "train.method") from err
     if method in FULL_METHODS | NO_TRAIN and kind not in (None, "none"):
         raise ZofoError(f"--peft {kind} does not apply to method {method} (it trains no PEFT module)",
                         "drop --peft, or choose fo-peft, zo-peft, bilevel-zofo or bilevel-fo", "peft.kind")
