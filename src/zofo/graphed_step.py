@@ -21,7 +21,9 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
+from zofo.sr_adam import SRAdam
 from zofo.zo.graphs import ShapeGraphs
+from zofo.zo.rounding import LOW_PRECISION
 
 Inputs = Mapping[str, Tensor]
 
@@ -29,11 +31,15 @@ Inputs = Mapping[str, Tensor]
 def make_adam(kind: type[torch.optim.Adam], params: list[nn.Parameter], lr: float, weight_decay: float = 0.0,
               graphed: bool = False) -> torch.optim.Adam:
     """Adam or AdamW; `graphed`: capturable (state and step counters on the device, learning rate a device
-    tensor), as a `GraphedStep` needs."""
+    tensor), as a `GraphedStep` needs. bf16 / fp16 parameters get `SRAdam` (float32 moments, stochastically
+    rounded updates): torch's Adam would lose every update below half an ulp of the weight."""
+    lr_arg = torch.tensor(lr, dtype=torch.float32, device=params[0].device) if graphed else lr
+    if any(p.dtype in LOW_PRECISION for p in params):
+        return SRAdam(params, lr=lr_arg, weight_decay=weight_decay, decoupled=kind is torch.optim.AdamW,
+                      capturable=graphed)
     if not graphed:
         return kind(params, lr=lr, weight_decay=weight_decay)
-    lr_tensor = torch.tensor(lr, dtype=torch.float32, device=params[0].device)
-    return kind(params, lr=lr_tensor, weight_decay=weight_decay, capturable=True, foreach=True)
+    return kind(params, lr=lr_arg, weight_decay=weight_decay, capturable=True, foreach=True)
 
 
 def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:

@@ -263,7 +263,7 @@ class BilevelFO(BilevelZOFO):
 
     def setup_theta(self) -> None:
         o = self.options
-        self.opt_theta = torch.optim.Adam(self.groups.backbone.values(), lr=o.lr, weight_decay=o.weight_decay)
+        self.opt_theta = make_adam(torch.optim.Adam, list(self.groups.backbone.values()), o.lr, o.weight_decay)
         self.lr_theta = make_schedule(o.schedule, o.lr, o.steps, o.warmup_steps)
         self.probes = None
 

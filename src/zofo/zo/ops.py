@@ -289,13 +289,17 @@ def sgd_update_many_(
 
 
 def round_to(
-    x: Tensor, dtype: torch.dtype, seed: int, key: int, start: int = 0, backend: Backend = "auto"
+    x: Tensor, dtype: torch.dtype, seed: int | Tensor, key: int, start: int = 0, backend: Backend = "auto"
 ) -> Tensor:
-    """Stochastically round float32 ``x`` to ``dtype`` with the stream of (seed, key)."""
+    """Stochastically round float32 ``x`` to ``dtype`` with the stream of (seed, key).
+
+    ``seed`` may be a one-element int64 device tensor (kernel path; CUDA-graph friendly).
+    """
     if dtype == torch.bfloat16 and use_triton(x, backend):
         from . import kernels
 
         x = x.float().contiguous()
         out = torch.empty(x.shape, dtype=dtype, device=x.device)
-        return kernels.round_(x, out, key, device_scalar(seed, torch.int64, x.device), start)
-    return stochastic_round(x, dtype, seed, key, start)
+        seed_t = seed if isinstance(seed, Tensor) else device_scalar(seed, torch.int64, x.device)
+        return kernels.round_(x, out, key, seed_t, start)
+    return stochastic_round(x, dtype, _as_int(seed), key, start)
