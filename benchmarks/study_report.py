@@ -117,7 +117,22 @@ def markdown(rows: list[dict]) -> str:
         late = f"{statistics.mean(tails):.4f}" if tails else "-"
         lines.append(f"| {method} | {seconds:.1f} | {max(peaks):.0f} | {min(steps)}-{max(steps)} | {median} | "
                      f"{late} | {passes(mine)} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + cut_short_note(rows)) + "\n"
+
+
+def step_budget(row: dict) -> int | None:
+    """The run's step budget (train.steps of the config it saved), if it saved one."""
+    return row["result"].get("config", {}).get("train", {}).get("steps")
+
+
+def cut_short_note(rows: list[dict]) -> list[str]:
+    """The runs that a time cap stopped before their step budget, as '(steps reached of budget)'."""
+    short = [(r, step_budget(r)) for r in rows if (step_budget(r) or 0) > r["result"]["steps"]]
+    if not short:
+        return []
+    names = [f"{r['task']}__{r['method']}__s{r['seed']} ({r['result']['steps']} of {budget})" for r, budget in short]
+    return ["", f"Stopped by a time cap before their step budget ({len(short)} of {len(rows)} runs): "
+            + ", ".join(names) + "."]
 
 
 def passes(rows: list[dict]) -> str:

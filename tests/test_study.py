@@ -326,3 +326,14 @@ def test_grid_points_can_be_chosen_on_some_seeds_only(tmp_path):
     on_seed0 = (tmp_path / "seed0" / "selected.md").read_text()
     assert "| cb | mezo | mezo@lr3e-05 | 2 | 0.700 | 0.600 ± 0.000 | 1 |" in on_seed0
     assert "best mean dev accuracy over seeds 0 (" in on_seed0
+
+
+def test_table_names_the_runs_a_time_cap_stopped_before_their_step_budget(tmp_path):
+    """fake runs take 3 steps: a budget of 3 is reached, a budget of 10 was cut short, no budget says nothing."""
+    runs = tmp_path / "runs"
+    fake_run(runs, "cb", "mezo", 0, [(0, 0.5), (9, 0.6)], 0.6, config={"train": {"steps": 3}})
+    fake_run(runs, "cb", "mezo", 1, [(0, 0.5), (9, 0.6)], 0.6, config={"train": {"steps": 10}})
+    fake_run(runs, "cb", "mezo", 2, [(0, 0.5), (9, 0.6)], 0.6)
+    study_report.aggregate(runs, tmp_path / "results", ["mezo"])
+    table = (tmp_path / "results" / "table.md").read_text()
+    assert "Stopped by a time cap before their step budget (1 of 3 runs): cb__mezo__s1 (3 of 10)." in table
