@@ -17,6 +17,18 @@ def test_stochastic_rounding_is_unbiased():
     assert abs(h.mean() - y.mean()) < 0.01 * 2**-10
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_stochastic_rounding_in_pieces_equals_one_piece(dtype):
+    """Rounded in cache-sized pieces, a tensor larger than a piece (at an offset) gets the bits of one piece."""
+    from zofo.zo.directions import chunk_size, rounding_bits
+    from zofo.zo.rounding import _sr_bf16, _sr_fp16, stochastic_round
+
+    n, start = chunk_size(torch.device("cpu")) + 1234, 77
+    x = torch.randn(n, generator=torch.Generator().manual_seed(0)) * 0.03
+    whole = (_sr_bf16 if dtype == torch.bfloat16 else _sr_fp16)(x, rounding_bits(9, 4, start, start + n))
+    assert torch.equal(stochastic_round(x.view(2, -1), dtype, 9, 4, start).view(-1), whole)  # 2-D, n even
+
+
 def test_sub_ulp_updates_survive_in_bf16():
     w = torch.nn.Parameter(torch.full((4096,), 0.03, dtype=torch.bfloat16))
     params = {"w": w}

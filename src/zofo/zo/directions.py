@@ -45,7 +45,8 @@ _CHUNK = 1 << 20  # Philox counters generated at once on the torch path (bounds 
 _CPU_CHUNK = 1 << 18  # ... and on a CPU, where temporaries that stay in cache run 1.3x faster
 
 
-def _chunk(device: torch.device) -> int:
+def chunk_size(device: torch.device) -> int:
+    """Elements the torch path generates at once on `device` (bounds temporaries; in cache on a CPU)."""
     return _CPU_CHUNK if device.type == "cpu" else _CHUNK
 _MASK64 = (1 << 64) - 1
 
@@ -113,7 +114,7 @@ def _slice(pseed: int, start: int, end: int, direction: str, device: torch.devic
     if s1 - s0 == 0:
         return torch.empty(0, device=device)
     out = torch.empty((s1 - s0) * sbn, dtype=torch.float32, device=device)
-    step = max(1, _chunk(device) // LANE_B)
+    step = max(1, chunk_size(device) // LANE_B)
     for a in range(s0, s1, step):
         b = min(a + step, s1)
         counters = torch.arange(a * LANE_B, b * LANE_B, dtype=torch.int64, device=device)
@@ -149,7 +150,7 @@ def direction_group(
     device, sbn = torch.device(device), lanes(direction) * LANE_B
     starts = starts or [0] * len(keys)
     spans = [(s // sbn, (s + n + sbn - 1) // sbn) for s, n in zip(starts, numels, strict=True)]
-    if sum(b - a for a, b in spans) * LANE_B > _chunk(device):  # large tensors: bounded memory, per tensor
+    if sum(b - a for a, b in spans) * LANE_B > chunk_size(device):  # large tensors: bounded memory, per tensor
         return [
             direction_slice(seed, k, s, s + n, direction, device)
             for k, s, n in zip(keys, starts, numels, strict=True)
