@@ -86,7 +86,7 @@ class SRAdam(torch.optim.Optimizer):
         (b1, b2), lr, wd = group["betas"], group["lr"], group["weight_decay"]
         step, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
         step += 1
-        x = p.to(m.dtype)
+        x = p.to(m.dtype, copy=True)  # the new weight, before rounding
         g = p.grad.to(m.dtype)
         if wd and not group["decoupled"]:
             g = g + wd * x
