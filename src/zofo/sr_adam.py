@@ -76,26 +76,46 @@ class SRAdam(torch.optim.Optimizer):
                 loss = closure()
         index = 0
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    self._update(p, self._state(p, group["capturable"]), group, self.rounding_key(index))
-                index += 1
+            chosen = [(p, self.rounding_key(index + i)) for i, p in enumerate(group["params"]) if p.grad is not None]
+            index += len(group["params"])
+            if chosen:
+                params, keys = zip(*chosen, strict=True)
+                self._update(group, list(params), list(keys))
         return loss
 
-    def _update(self, p: Tensor, state: dict, group: dict, key: int) -> None:
+    def _update(self, group: dict, params: list[Tensor], keys: list[int]) -> None:
+        """One step of every parameter of ``group`` that has a gradient: the math on whole lists (foreach ops, a
+        few kernel launches for all of them), then one rounding per parameter."""
         (b1, b2), lr, wd = group["betas"], group["lr"], group["weight_decay"]
-        step, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-        step += 1
-        x = p.to(m.dtype, copy=True)  # the new weight, before rounding
-        g = p.grad.to(m.dtype)
+        states = [self._state(p, group["capturable"]) for p in params]
+        steps, ms, vs = ([state[k] for state in states] for k in ("step", "exp_avg", "exp_avg_sq"))
+        torch._foreach_add_(steps, 1)
+        xs = [p.to(m.dtype, copy=True) for p, m in zip(params, ms, strict=True)]  # the new weights, before rounding
+        gs = [p.grad.to(m.dtype) for p, m in zip(params, ms, strict=True)]
         if wd and not group["decoupled"]:
-            g = g + wd * x
-        m.lerp_(g, 1 - b1)
-        v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        t = step.double()  # 1 - b2^t in float32 would lose four digits at t = 1
-        bias1, bias2 = 1 - torch.pow(b1, t), 1 - torch.pow(b2, t)
+            gs = torch._foreach_add(gs, xs, alpha=wd)
+        torch._foreach_lerp_(ms, gs, 1 - b1)
+        torch._foreach_mul_(vs, b2)
+        torch._foreach_addcmul_(vs, gs, gs, value=1 - b2)
         if wd and group["decoupled"]:
-            x.mul_(1 - lr * wd)
-        x.sub_((lr / bias1) * m / ((v.sqrt() / bias2.sqrt()) + group["eps"]))
-        seed = step.to(torch.int64).reshape(1) if step.device == p.device else int(step)
-        p.copy_(round_to(x, p.dtype, seed, key))
+            torch._foreach_mul_(xs, 1 - lr * wd)
+        # in float64 (1 - b2^t in float32 would lose four digits at t = 1), beside the weights (torch keeps a
+        # step counter that is not capturable on the CPU, and a foreach op takes one device)
+        ts = [t.to(device=p.device, dtype=torch.float64) for t, p in zip(steps, params, strict=True)]
+        step_sizes = torch._foreach_pow(b1, ts)  # -> -lr / (1 - b1^t)
+        torch._foreach_sub_(step_sizes, 1)
+        torch._foreach_div_(step_sizes, lr)
+        torch._foreach_reciprocal_(step_sizes)
+        roots = torch._foreach_pow(b2, ts)  # -> sqrt(1 - b2^t)
+        torch._foreach_neg_(roots)
+        torch._foreach_add_(roots, 1)
+        torch._foreach_sqrt_(roots)
+        denoms = torch._foreach_sqrt(vs)  # -> (sqrt(v / (1 - b2^t)) + eps) / step size
+        torch._foreach_div_(denoms, roots)
+        torch._foreach_add_(denoms, group["eps"])
+        torch._foreach_div_(denoms, step_sizes)
+        torch._foreach_addcdiv_(xs, ms, denoms)
+        seeds = torch.stack(steps).to(torch.int64)  # the rounding stream of step t
+        for i, (p, x, key) in enumerate(zip(params, xs, keys, strict=True)):
+            seed = seeds[i : i + 1] if seeds.device == p.device else int(seeds[i])
+            p.copy_(round_to(x, p.dtype, seed, key))
