@@ -52,17 +52,21 @@ def main() -> None:
     for d in zo.DIRECTIONS:
         rows[f"{d}, one SmolLM2 layer (direction_group)"] = ns_per_element(
             lambda s, d=d: direction_group(s, list(range(len(layer))), layer, d), sum(layer))
-    result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "threads": torch.get_num_threads(),
-              "elements": args.elements, "ns_per_element": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "directions_cpu.json").write_text(json.dumps(result, indent=1))
-    lines = ["# Drawing u on the CPU (torch path)", "",
-             f"`PYTHONPATH=src python benchmarks/directions_cpu.py {' '.join(os.sys.argv[1:])}`  ",
-             f"{result['date']}, {result['threads']} threads, {args.elements} elements", "",
-             "| draw | ns / element |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in rows.items()]
-    (args.out / "directions_cpu.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, "directions_cpu", "Drawing u on the CPU (torch path)", "draw", args.elements, rows)
 
+
+def write_results(out: Path, stem: str, title: str, column: str, elements: int, rows: dict[str, float]) -> None:
+    """``rows`` (ns per element) as out/stem.json and a markdown table out/stem.md headed by the command line."""
+    result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "threads": torch.get_num_threads(),
+              "elements": elements, "ns_per_element": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    lines = [f"# {title}", "",
+             f"`PYTHONPATH=src python benchmarks/{stem}.py {' '.join(os.sys.argv[1:])}`  ",
+             f"{result['date']}, {result['threads']} threads, {elements} elements", "",
+             f"| {column} | ns / element |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in rows.items()]
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 if __name__ == "__main__":
     main()

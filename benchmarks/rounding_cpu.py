@@ -13,13 +13,11 @@ Median of 9 after one warm-up (``directions_cpu.ns_per_element``). Writes roundi
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 from pathlib import Path
 
 import torch
-from directions_cpu import SMOLLM2_LAYER, ns_per_element  # benchmarks/ is on the path when run as a script
+from directions_cpu import SMOLLM2_LAYER, ns_per_element, write_results  # benchmarks/ is on the path
 
 from zofo.sr_adam import SRAdam
 from zofo.zo.directions import rounding_bits
@@ -61,17 +59,8 @@ def main() -> None:
         "SRAdam step, one SmolLM2 layer (bf16)": ns_per_element(optimizer_step(SRAdam), layer),
         "torch AdamW step, one SmolLM2 layer (bf16)": ns_per_element(optimizer_step(torch.optim.AdamW), layer),
     }
-    result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "threads": torch.get_num_threads(),
-              "elements": args.elements, "ns_per_element": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "rounding_cpu.json").write_text(json.dumps(result, indent=1))
-    lines = ["# Stochastic rounding and an SRAdam step on the CPU (torch path)", "",
-             f"`PYTHONPATH=src python benchmarks/rounding_cpu.py {' '.join(os.sys.argv[1:])}`  ",
-             f"{result['date']}, {result['threads']} threads, {args.elements} elements", "",
-             "| work | ns / element |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in rows.items()]
-    (args.out / "rounding_cpu.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-
+    write_results(args.out, "rounding_cpu", "Stochastic rounding and an SRAdam step on the CPU (torch path)", "work",
+                  args.elements, rows)
 
 if __name__ == "__main__":
     main()
