@@ -40,6 +40,7 @@ _RTNE_BY_HAND = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
 # 2026-11-29; Gaussian 1024x4 gives 16-byte loads, 8 elements a thread).
 TILE = {GAUSSIAN: (1024, 4), RADEMACHER: (256, 4), GAUSSIAN16: (512, 4)}  # GAUSSIAN16: not swept yet
 ROUND_BLOCK = 4096
+FAST_LOG = tl.constexpr(2)  # ``fast=2``: fast-math log as well (an experiment timed by zo_step.py --micro)
 
 
 def interpreting() -> bool:
@@ -58,8 +59,12 @@ def _hash32(x):
 
 @triton.jit
 def _box_muller(u1, u2, FAST: tl.constexpr):
-    """(r cos 2 pi u2, r sin 2 pi u2), r = sqrt(-2 ln u1); with FAST, ``__cosf/__sinf`` on [-pi, pi)."""
-    r = tl.sqrt(tl.maximum(-2.0 * tl.log(u1), 0.0))
+    """(r cos 2 pi u2, r sin 2 pi u2), r = sqrt(-2 ln u1); with FAST, ``__cosf/__sinf`` on [-pi, pi);
+    with FAST == FAST_LOG also ``__log2f`` (benchmarks only: its absolute error near u1 = 1 moves r there)."""
+    if FAST == FAST_LOG:
+        r = tl.sqrt(tl.maximum(-1.3862943611198906 * libdevice.fast_log2f(u1), 0.0))  # -2 ln 2 log2 u1
+    else:
+        r = tl.sqrt(tl.maximum(-2.0 * tl.log(u1), 0.0))
     if FAST:
         t = 6.283185307179586 * u2 - 3.141592653589793  # cos(t + pi) = -cos t, sin(t + pi) = -sin t
         return -r * libdevice.fast_cosf(t), -r * libdevice.fast_sinf(t)
@@ -72,8 +77,8 @@ def _box_muller(u1, u2, FAST: tl.constexpr):
 def _normals(pseed, counter, FAST: tl.constexpr):
     if FAST:
         i1, i2, i3, i4 = tl.randint4x(pseed, counter)
-        n1, n2 = _box_muller(tl.maximum(1.0e-7, uint_to_uniform_float(i1)), uint_to_uniform_float(i2), True)
-        n3, n4 = _box_muller(tl.maximum(1.0e-7, uint_to_uniform_float(i3)), uint_to_uniform_float(i4), True)
+        n1, n2 = _box_muller(tl.maximum(1.0e-7, uint_to_uniform_float(i1)), uint_to_uniform_float(i2), FAST)
+        n3, n4 = _box_muller(tl.maximum(1.0e-7, uint_to_uniform_float(i3)), uint_to_uniform_float(i4), FAST)
         return n1, n2, n3, n4
     else:
         return tl.randn4x(pseed, counter)
