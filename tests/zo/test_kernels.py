@@ -155,3 +155,19 @@ def test_probed_update_uses_the_probe_kernels_copies(direction):
     got = x.clone()
     ops.sgd_update_(got, key, [seed], [coef], 1.0, direction, backend="triton", probed=probed)
     assert torch.equal(got, want)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kind", ["gaussian", "gaussian16"])
+def test_fast_math_normals_match_exact_ones(kind):
+    # fast log (with its series near u1 = 1) and fast sin/cos against the exact kernel, over 4M normals,
+    # so that the tail u1 -> 1 (r -> 0), where a bare __log2f is off by ~1e-4, is well sampled
+    from zofo.zo import kernels
+    from zofo.zo.directions import KINDS
+
+    seed, one = torch.tensor([11], device="cuda"), torch.tensor([1.0], device="cuda")
+    fast, exact = (torch.empty(1 << 22, device="cuda") for _ in range(2))
+    kernels.perturb(None, fast, 5, seed, one, KINDS[kind], fast=True)
+    kernels.perturb(None, exact, 5, seed, one, KINDS[kind], fast=False)
+    torch.testing.assert_close(fast, exact, atol=2e-5, rtol=1e-5)

@@ -12,8 +12,8 @@ Layout (see ``directions``): elements come in super-blocks of L*LANE_B (L = 4 no
 R consecutive counters of one super-block and writes each lane as a contiguous R-wide row, so loads and stores are
 plain coalesced vectors with int32 offsets from one int64 scalar base, the normals need no select, and
 masks are evaluated only in super-blocks that cross the tensor's ends.  R (and the warps) are free:
-the bits do not depend on them.  With ``fast=True`` (CUDA only) Box-Muller uses ``__sinf/__cosf`` on
-[-pi, pi) (|error| < 2e-5; log stays exact): the Gaussian pass is compute-bound.
+the bits do not depend on them.  With ``fast=True`` (CUDA only) Box-Muller uses ``__log2f`` (with a series
+near u1 = 1) and ``__sinf/__cosf`` on [-pi, pi) (|error| < 2e-5): the Gaussian pass is compute-bound.
 
 Seeds and scales are read from device tensors, so a probe can be captured in a CUDA graph and
 replayed with new values written into them.  Imported lazily: ``zo`` needs triton only on CUDA.
@@ -40,7 +40,6 @@ _RTNE_BY_HAND = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
 # 2026-11-29; Gaussian 1024x4 gives 16-byte loads, 8 elements a thread).
 TILE = {GAUSSIAN: (1024, 4), RADEMACHER: (256, 4), GAUSSIAN16: (512, 4)}  # GAUSSIAN16: not swept yet
 ROUND_BLOCK = 4096
-FAST_LOG = tl.constexpr(2)  # ``fast=2``: fast-math log as well (an experiment timed by zo_step.py --micro)
 
 
 def interpreting() -> bool:
@@ -58,13 +57,21 @@ def _hash32(x):
 
 
 @triton.jit
-def _box_muller(u1, u2, FAST: tl.constexpr):
-    """(r cos 2 pi u2, r sin 2 pi u2), r = sqrt(-2 ln u1); with FAST, ``__cosf/__sinf`` on [-pi, pi);
-    with FAST == FAST_LOG also ``__log2f`` (benchmarks only: its absolute error near u1 = 1 moves r there)."""
-    if FAST == FAST_LOG:
-        r = tl.sqrt(tl.maximum(-1.3862943611198906 * libdevice.fast_log2f(u1), 0.0))  # -2 ln 2 log2 u1
+def _neg_log(u1, FAST: tl.constexpr):
+    """-ln u1 for u1 in (0, 1); with FAST from ``__log2f``, but from the series of -ln(1 - w) where w = 1 - u1
+    < 1/32, since there ``__log2f``'s absolute error (~2^-22) is not small beside the result."""
+    if FAST:
+        w = 1.0 - u1  # exact for u1 >= 1/2
+        tail = w * (1.0 + w * (0.5 + w * (0.3333333333333333 + w * (0.25 + w * 0.2))))  # error < w^6/6
+        return tl.where(w < 0.03125, tail, -0.6931471805599453 * libdevice.fast_log2f(u1))
     else:
-        r = tl.sqrt(tl.maximum(-2.0 * tl.log(u1), 0.0))
+        return -tl.log(u1)
+
+
+@triton.jit
+def _box_muller(u1, u2, FAST: tl.constexpr):
+    """(r cos 2 pi u2, r sin 2 pi u2), r = sqrt(-2 ln u1); with FAST, ``__cosf/__sinf`` on [-pi, pi)."""
+    r = tl.sqrt(tl.maximum(2.0 * _neg_log(u1, FAST), 0.0))
     if FAST:
         t = 6.283185307179586 * u2 - 3.141592653589793  # cos(t + pi) = -cos t, sin(t + pi) = -sin t
         return -r * libdevice.fast_cosf(t), -r * libdevice.fast_sinf(t)
