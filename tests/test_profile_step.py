@@ -29,4 +29,18 @@ def test_reads_kernels_and_step_ranges_from_a_chrome_trace(tmp_path):
         {"cat": "kernel", "name": "_multi_update_kernel", "ts": 120, "dur": 30},
         {"cat": "cpu_op", "name": "aten::copy_", "ts": 101, "dur": 2}]}
     (tmp_path / "trace.json").write_text(json.dumps(trace))
-    assert read_trace(tmp_path / "trace.json") == ([("_multi_update_kernel", 120, 150)], [(100, 150)])
+    assert read_trace(tmp_path / "trace.json") == ([("_multi_update_kernel", 120, 150)], {"zo_step": [(100, 150)]})
+
+
+def test_deferred_windows_are_divided_per_step_and_named_kernels_compared_with_forwards():
+    from benchmarks.profile_step import by_name, extended, name_table
+
+    kernels = [("perturb", 0, 1000), ("gemm", 1000, 3000), ("perturb", 3000, 4000), ("gemm", 4000, 6000),
+               ("gemm", 10_000, 12_000)]                                     # a forward
+    steps = extended([(0, 10)], 10_000)
+    assert steps == [(0, 10_000)]
+    assert step_breakdown(kernels, steps, per=2)[0]["perturb_ms"] == 1.0    # two steps in the window
+    step, fwd = by_name(kernels, steps, 2), by_name(kernels, [(10_000, 20_000)], 1)
+    assert step == {"perturb": [1.0, 1.0], "gemm": [2.0, 1.0]} and fwd == {"gemm": [2.0, 1.0]}
+    rows = name_table(step, fwd)
+    assert rows[2].startswith("| `gemm` | 2.000 | 4.000 | -2.000 | 1 / 2 |")   # largest difference first
