@@ -180,6 +180,8 @@ def micro(n: int = 1_300_000_000 // 2, sweep: bool = True) -> dict[str, float]:
     seed = torch.tensor([7], device="cuda")
     scale = torch.tensor([1e-3], device="cuda")
     coefs = torch.tensor([1e-7], device="cuda")
+    seeds16 = torch.arange(5, 5 + DEFERRED, device="cuda")  # one deferred pass: DEFERRED steps' updates at once
+    coefs16 = torch.full((DEFERRED,), 1e-7, device="cuda")
     it = [0]
 
     def x() -> torch.Tensor:
@@ -205,6 +207,10 @@ def micro(n: int = 1_300_000_000 // 2, sweep: bool = True) -> dict[str, float]:
             if t == kernels.TILE[kind]:  # the update along the probed direction (bf16 default, zo.Probed)
                 res[f"update_probed_{tag}"] = timed(
                     lambda k=kind, f=fast, t=t: kernels.update_(x(), 5, seed, coefs, 1.0, k, 0, f, t, 1e-3, 2), 20
+                )
+                res[f"update_probed{DEFERRED}_{tag}"] = timed(
+                    lambda k=kind, f=fast, t=t: kernels.update_(x(), 5, seeds16, coefs16, 1.0, k, 0, f, t, 1e-3, 2),
+                    5,
                 )
     res.update(fast_math_error(xs[0][: 1 << 24]))
     return res

@@ -77,3 +77,18 @@ def test_stateful_rules_use_the_probed_direction(rule):
     changed = moved != 0
     assert changed.any()
     assert (torch.sign(moved[changed]) == -torch.sign(est.projected_grads[0] * v[changed])).float().mean() > 0.99
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_rademacher_combination_is_the_sum_over_each_probed_direction(dtype):
+    """Two-sided Rademacher v_j are +-v(+1), so the update sums signed coefficients once (16 deferred steps);
+    it must equal sum_j c_j v_j taken direction by direction, in float64."""
+    w = Linear(dtype).w.detach()
+    key, probed = zo.tensor_key("w"), zo.Probed(1e-3, True)
+    seeds = list(range(40, 56))
+    coefs = torch.randn(16, generator=torch.Generator().manual_seed(1), dtype=torch.float64).mul(1e-4).tolist()
+    got = zo.ops.combination(w, key, seeds, coefs, "rademacher", backend="torch", probed=probed).double()
+    v = [zo.probed_direction(w, key, s, probed, "rademacher").double() for s in seeds]
+    want = sum(c * vj for c, vj in zip(coefs, v, strict=True))
+    assert got.abs().max() > 0
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-9)

@@ -113,11 +113,16 @@ def _normals8(pseed, counter, FAST: tl.constexpr):
 
 
 @triton.jit
-def _signs(pseed, counter):
-    """(32, R) tile of +-1: row j = bit j of the Philox word of each counter."""
+def _bits(pseed, counter):
+    """(32, R) tile of 0/1: row j = bit j of the Philox word of each counter (u = +1 where 1)."""
     word = tl.randint(pseed, counter)
-    bit = (word[None, :] >> tl.arange(0, 32)[:, None].to(tl.uint32)) & 1
-    return bit.to(tl.float32) * 2.0 - 1.0
+    return (word[None, :] >> tl.arange(0, 32)[:, None].to(tl.uint32)) & 1
+
+
+@triton.jit
+def _signs(pseed, counter):
+    """(32, R) tile of +-1 (``_bits`` mapped to -1 / +1)."""
+    return _bits(pseed, counter).to(tl.float32) * 2.0 - 1.0
 
 
 @triton.jit
@@ -351,9 +356,16 @@ def update_tile(
         local = tl.arange(0, 32)[:, None] * 1024 + i[None, :]
         x = _load(xb, local, lo, hi, full)
         acc = tl.zeros((32, R), dtype=tl.float32)
-        for j in range(q):
-            signs = _signs(tl.load(seeds_ptr + j) + key_hi, counter)
-            acc += tl.load(coefs_ptr + j) * _as_probed(x, signs, eps, PROBED, dtype)
+        if PROBED == 1:
+            for j in range(q):
+                signs = _signs(tl.load(seeds_ptr + j) + key_hi, counter)
+                acc += tl.load(coefs_ptr + j) * _as_probed(x, signs, eps, PROBED, dtype)
+        else:  # u_j = +-1 and two-sided v(-1) = -v(+1) exactly: sum_j c_j v_j = (sum_j +-c_j) v(+1)
+            for j in range(q):
+                c = tl.load(coefs_ptr + j)
+                acc += tl.where(_bits(tl.load(seeds_ptr + j) + key_hi, counter) != 0, c, -c)
+            if PROBED == 2:
+                acc = acc * _as_probed(x, 1.0, eps, PROBED, dtype)
         _commit(xb, local, x, acc, decay, e0, hkey, lo, hi, full, SR)
 
 

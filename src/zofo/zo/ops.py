@@ -169,6 +169,8 @@ def combination(
     """g = sum_j coefs[j] * u(seeds[j], key) as a float32 tensor shaped like ``like``; with ``probed``,
     ``like`` is theta and v (``probed_direction``) replaces u."""
     if probed is not None and probed.mode(like.dtype):
+        if direction == "rademacher" and probed.two_sided:
+            return _signed_sum(like, key, seeds, coefs, start) * _rademacher_probed(like, probed)
         g = torch.zeros(like.shape, dtype=torch.float32, device=like.device)
         for seed, coef in zip(seeds, coefs, strict=True):
             g.add_(probed_direction(like, key, seed, probed, direction, start, backend), alpha=coef)
@@ -181,6 +183,22 @@ def combination(
     for seed, coef in zip(seeds, coefs, strict=True):
         g.add_(direction_like(like, seed, key, direction, start), alpha=coef)
     return g
+
+
+def _signed_sum(like: Tensor, key: int, seeds: Sequence[int], coefs: Sequence[float], start: int) -> Tensor:
+    """sum_j (+c_j where u_j = +1 else -c_j) in float32, in the order the update kernel adds them."""
+    cs = torch.tensor(list(coefs), dtype=torch.float32, device=like.device)
+    s = torch.zeros(like.shape, dtype=torch.float32, device=like.device)
+    for j, seed in enumerate(seeds):
+        s += torch.where(direction_like(like, seed, key, "rademacher", start) > 0, cs[j], -cs[j])
+    return s
+
+
+def _rademacher_probed(theta: Tensor, probed: Probed) -> Tensor:
+    """Two-sided v of the direction u = +1 everywhere (``Probed``); u = -1 gives exactly -v."""
+    eps = torch.tensor(probed.eps, dtype=torch.float32, device=theta.device)
+    x = theta.float()
+    return ((x + eps).to(theta.dtype).float() - (x - eps).to(theta.dtype).float()) * (0.5 / eps)
 
 
 def probed_direction(
