@@ -69,3 +69,61 @@ def test_host_sizes_give_the_layout_the_device_sizes_give(tokenizer):
     unknown = dataclasses.replace(batch, longest_answer=None, most_candidates=None)
     a, b = to_static(batch).tensors(), to_static(unknown).tensors()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_static_forward_keeps_causal_attention_under_graph_capture(tokenizer, monkeypatch):
+    """Under CUDA-graph capture transformers cannot read a mask on the host, so any mask passed becomes a dense
+    one (SDPA twice as slow on an H200, docs/RESULTS.md section 11). The static batch passes none: every SDPA
+    call must stay mask-free and causal, while the variable-shape path (which passes its mask) gets a dense one."""
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, **kw):
+        calls.append((attn_mask is None, is_causal))
+        return sdpa(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    model = make_model(len(tokenizer))
+    model.set_attn_implementation("sdpa")
+    batch = encode_candidates(tokenizer, EXAMPLES)
+    with torch.no_grad():
+        static_scores(model, to_static(batch))
+        static_calls = list(calls)
+        calls.clear()
+        candidate_scores(model, batch)
+    assert static_calls and all(no_mask and causal for no_mask, causal in static_calls)
+    assert calls and not any(no_mask for no_mask, _ in calls)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_captured_static_forward_runs_causal_sdpa_without_a_mask(tokenizer, monkeypatch):
+    """The same on a real capture: the graph of a static forward holds no dense mask, and replays equal scores."""
+    masks = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kw):
+        masks.append(attn_mask)
+        return sdpa(q, k, v, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    model = make_model(len(tokenizer)).cuda()
+    model.set_attn_implementation("sdpa")
+    batch = to_static(encode_candidates(tokenizer, EXAMPLES))
+    batch = type(batch)(**{k: v.cuda() for k, v in batch.tensors().items()})
+    with torch.no_grad():
+        eager = static_scores(model, batch)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            static_scores(model, batch)  # warm-up off the default stream, as zo.graphs does
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        masks.clear()
+        with torch.cuda.graph(graph):
+            out = static_scores(model, batch)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert masks and all(m is None for m in masks)
+    torch.testing.assert_close(out, eager)

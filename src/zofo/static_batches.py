@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
+from zofo.causal_attention import unpacked_causal
 from zofo.evaluation.head import logits_at
 from zofo.evaluation.scoring import CandidateBatch
 from zofo.objectives import example_losses
@@ -84,10 +85,12 @@ def static_scores(model, batch: StaticBatch) -> Tensor:
     """[examples, candidates] mean log-likelihood of each candidate's tokens; -inf where none exists.
 
     Equal to `candidate_scores` of the same rows: rows are right-padded, so a causal model needs no
-    attention mask (no position ever attends to a later one). Fixed shapes and no host sync throughout.
+    attention mask (no position ever attends to a later one), and SDPA runs with ``is_causal`` even under
+    CUDA-graph capture (`causal_attention`). Fixed shapes and no host sync throughout.
     """
     rows = torch.arange(batch.input_ids.shape[0], device=batch.input_ids.device)[:, None]
-    with logits_at(model, rows.expand_as(batch.answer_cols), batch.answer_cols, batch.input_ids.shape[1]):
+    with logits_at(model, rows.expand_as(batch.answer_cols), batch.answer_cols, batch.input_ids.shape[1]), \
+            unpacked_causal():
         picked = model(input_ids=batch.input_ids, use_cache=False).logits       # [rows, answer, vocab]
     logprobs = picked.float().log_softmax(-1).gather(2, batch.answer_ids[..., None]).squeeze(2)
     means = (logprobs * batch.answer_mask).sum(1) / batch.answer_mask.sum(1).clamp(min=1)
