@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from zofo import zo
+from zofo.causal_attention import unpacked_causal
 
 KINDS = {"perturb": ("perturb",), "update": ("update",), "matmul": ("gemm", "cutlass", "nvjet", "matmul", "sm90")}
 
@@ -124,15 +125,18 @@ def main() -> None:
     model = build(args.model)
     params = dict(model.named_parameters())
     ids = torch.randint(0, model.config.vocab_size, (16, 256), device="cuda")
-    probes = zo.GraphedProbes(model, params, lambda inputs: model(input_ids=inputs["ids"], labels=inputs["ids"],
-                                                                  use_cache=False).loss, args.direction)
+    def lm_loss(ids: torch.Tensor) -> torch.Tensor:
+        with unpacked_causal():
+            return model(input_ids=ids, labels=ids, use_cache=False).loss
+
+    probes = zo.GraphedProbes(model, params, lambda inputs: lm_loss(inputs["ids"]), args.direction)
     counter = [0]
     step = deferred_steps if args.deferred else graphed_step
     per = DEFERRED if args.deferred else 1
 
     def forward() -> None:
         with torch.no_grad():
-            model(input_ids=ids, labels=ids, use_cache=False)
+            lm_loss(ids)
 
     for _ in range(2 if args.deferred else 5):
         step(probes, ids, params, args.direction, counter)

@@ -6,7 +6,8 @@ bf16, batch 16 x 256 tokens, random init (same cost as real weights; `--smollm2 
 SmolLM2-135M for its row).  Variants, all in one run,
 CUDA events after warm-up, median of ``--iters``, for every direction kind (``zo.DIRECTIONS``: Gaussian,
 Gaussian16 -- eight normals per Philox call -- and Rademacher):
-* forward: one no-grad forward + LM loss;
+* forward: one no-grad forward + LM loss (every loss inside ``causal_attention.unpacked_causal``, as zofo's own
+  forwards, so SDPA runs with ``is_causal`` in a CUDA graph as it does eagerly);
 * reference: MeZO as published (torch.normal per tensor after reseeding the global RNG; four
   in-place passes +eps, -2 eps, +eps, update);
 * zofo: ``zo.estimate`` (exact probing, one fused Philox launch per decoder layer) + ``zo.ZOSGD``
@@ -33,8 +34,10 @@ import statistics
 from collections.abc import Callable
 
 import torch
+import transformers
 
 from zofo import zo
+from zofo.causal_attention import unpacked_causal
 from zofo.methods.mezo import LOW_PRECISION_UPDATE_EVERY
 
 SHAPES = {
@@ -246,7 +249,8 @@ def bench_model(name: str, iters: int, graphs: bool, weights: str | None = None)
     ids = torch.randint(0, model.config.vocab_size, (16, 256), device="cuda")
 
     def lm_loss(ids: torch.Tensor) -> torch.Tensor:
-        return model(input_ids=ids, labels=ids, use_cache=False).loss
+        with unpacked_causal():  # as zofo's own forwards: SDPA keeps is_causal inside a CUDA graph too
+            return model(input_ids=ids, labels=ids, use_cache=False).loss
 
     def loss_fn() -> torch.Tensor:
         return lm_loss(ids)
@@ -329,6 +333,7 @@ def main() -> None:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(),
         "torch": torch.__version__,
+        "transformers": transformers.__version__,  # decides the attention masks inside CUDA graphs
         "batch": [16, 256],
         "dtype": "bfloat16",
         "eps": EPS,
@@ -348,7 +353,8 @@ def main() -> None:
         fh.write(
             "# ZO step benchmark\n\n"
             f"`PYTHONPATH=src python benchmarks/zo_step.py {' '.join(os.sys.argv[1:])}`"
-            f"  \n{result['date']}, {result['device']}, torch {result['torch']}\n\n{md}\n"
+            f"  \n{result['date']}, {result['device']}, torch {result['torch']}, transformers {result['transformers']}"
+            f"\n\n{md}\n"
         )
         if "micro_ms" in result:
             fh.write(
