@@ -127,3 +127,28 @@ def test_captured_static_forward_runs_causal_sdpa_without_a_mask(tokenizer, monk
     torch.cuda.synchronize()
     assert masks and all(m is None for m in masks)
     torch.testing.assert_close(out, eager)
+
+
+def test_causal_mask_shortcut_only_for_a_plain_prefill_inside_the_context():
+    """`causal_attention`'s mask function answers None only for a maskless, offset-free, square call inside
+    `unpacked_causal()` (both argument styles of transformers' mask functions); otherwise it is transformers'."""
+    from zofo import causal_attention as ca
+
+    ca._install()
+    plain = dict(q_length=8, kv_length=8, q_offset=0, kv_offset=0, attention_mask=None)
+    older = dict(cache_position=torch.arange(8), kv_length=8, kv_offset=0, attention_mask=None)
+    assert ca._plain_causal_prefill(plain) and ca._plain_causal_prefill(older)
+    for change in (dict(q_offset=3), dict(kv_length=11), dict(attention_mask=torch.ones(2, 8)),
+                   dict(local_attention_size=4)):
+        assert not ca._plain_causal_prefill({**plain, **change})
+    assert not ca._plain_causal_prefill({**older, "kv_length": 11})
+    calls = []
+    ca._ORIGINAL["sdpa"], original = (lambda *a, **k: calls.append(k) or "dense"), ca._ORIGINAL["sdpa"]
+    try:
+        assert ca._sdpa_mask(**plain) == "dense"            # outside the context: transformers decides
+        with ca.unpacked_causal():
+            assert ca._sdpa_mask(**plain) is None
+            assert ca._sdpa_mask(**{**plain, "q_offset": 3}) == "dense"
+        assert len(calls) == 2
+    finally:
+        ca._ORIGINAL["sdpa"] = original

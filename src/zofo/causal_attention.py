@@ -21,8 +21,12 @@ _ORIGINAL: dict[str, Callable] = {}
 
 def _plain_causal_prefill(kwargs: dict) -> bool:
     """No mask, no cache offset, queries = keys, no sliding window: causal alone is the whole mask."""
-    return (kwargs.get("attention_mask") is None and kwargs.get("q_offset") == 0 and kwargs.get("kv_offset") == 0
-            and kwargs.get("q_length") == kwargs.get("kv_length") and kwargs.get("local_attention_size") is None)
+    if "cache_position" in kwargs:  # transformers before q_offset: the queries' positions, 0.. within the context
+        queries = kwargs["cache_position"].shape[-1]
+    else:
+        queries = kwargs.get("q_length") if kwargs.get("q_offset") == 0 else None
+    return (kwargs.get("attention_mask") is None and kwargs.get("kv_offset", 0) == 0 and queries is not None
+            and queries == kwargs.get("kv_length") and kwargs.get("local_attention_size") is None)
 
 
 def _sdpa_mask(*args, **kwargs):
