@@ -133,14 +133,15 @@ def test_probed_update_matches_torch_path(direction, two_sided):
     assert not torch.equal(plain, b)  # v is not u: the flag reached the kernel
 
 
-def test_probed_grouped_update_equals_per_tensor():
-    xs = [(0.1 + 0.2 * torch.rand(n)).to(torch.bfloat16).to(DEV) for n in (300, 4096 + 7, 64)]
-    keys, probed = [4, 5, 6], zo.Probed(1e-3, True)
+@pytest.mark.parametrize("direction", ["gaussian", "rademacher"])
+def test_probed_grouped_update_equals_per_tensor(direction):
+    xs = [(0.1 + 0.2 * torch.rand(n)).to(torch.bfloat16).to(DEV) for n in (300, 4096 + 7, 64, 32 * 1024 + 5)]
+    keys, probed = [4, 5, 6, 7], zo.Probed(1e-3, True)
     grouped = [x.clone() for x in xs]
-    ops.sgd_update_many_(grouped, keys, [9, 10], [1e-3, 2e-3], 1.0, "gaussian", backend="triton", probed=probed)
+    ops.sgd_update_many_(grouped, keys, [9, 10], [1e-3, 2e-3], 1.0, direction, backend="triton", probed=probed)
     for x, k, g in zip(xs, keys, grouped, strict=True):
         one = x.clone()
-        ops.sgd_update_(one, k, [9, 10], [1e-3, 2e-3], 1.0, "gaussian", backend="torch", probed=probed)
+        ops.sgd_update_(one, k, [9, 10], [1e-3, 2e-3], 1.0, direction, backend="torch", probed=probed)
         torch.testing.assert_close(g.float(), one.float(), atol=0, rtol=0)
 
 
