@@ -1,0 +1,51 @@
+"""Compile every fused kernel variant for an H100/H200 (sm_90) without a GPU; prints one line per variant.
+
+Run as a script with TRITON_INTERPRET unset (the interpreter replaces @triton.jit functions at import).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from zofo.zo import kernels as K
+from zofo.zo import multi as M
+
+HOPPER = GPUTarget("cuda", 90, 32)
+PERTURB = {"x_ptr": "*bf16", "out_ptr": "*bf16", "n": "i64", "start": "i64", "key_hi": "i64", "seed_ptr": "*i64",
+           "scale_ptr": "*fp32"}
+UPDATE = {"x_ptr": "*bf16", "n": "i64", "start": "i64", "key": "i64", "seeds_ptr": "*i64", "coefs_ptr": "*fp32",
+          "q": "i32", "decay": "fp32", "eps": "fp32"}
+MULTI_PERTURB = {"x_ptr": "*bf16", "out_ptr": "*bf16", "meta_ptr": "*i64", "seed_ptr": "*i64", "scale_ptr": "*fp32"}
+MULTI_UPDATE = {"x_ptr": "*bf16", "meta_ptr": "*i64", "seeds_ptr": "*i64", "coefs_ptr": "*fp32", "q": "i32",
+                "decay": "fp32", "eps": "fp32"}
+
+
+def variants():
+    for kind, fast in itertools.product(K.TILE, (True, False)):
+        r, warps = K.TILE[kind]
+        yield "perturb", K._perturb_kernel, PERTURB, dict(KIND=kind, HAS_X=True, FAST=fast, R=r, ALIGN=16), warps
+        yield "multi_perturb", M._multi_perturb_kernel, MULTI_PERTURB, dict(NT=16, KIND=kind, FAST=fast, R=r,
+                                                                             ALIGN=16), warps
+    for kind, probed in itertools.product(K.TILE, (0, 1, 2)):
+        r, warps = K.TILE[kind]
+        flags = dict(KIND=kind, FAST=True, SR=True, PROBED=probed, R=r, ALIGN=16)
+        yield "update", K._update_kernel, UPDATE, flags, warps
+        yield "multi_update", M._multi_update_kernel, MULTI_UPDATE, dict(NT=16, **flags), warps
+
+
+def main() -> int:
+    for name, fn, args, constexprs, warps in variants():
+        signature = {**args, **{k: "constexpr" for k in constexprs}}
+        compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs), target=HOPPER,
+                                  options={"num_warps": warps})
+        print(name, constexprs, "cubin bytes", len(compiled.asm["cubin"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
