@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 
 from zofo import zo
-from zofo.causal_attention import unpacked_causal
 
 KINDS = {"perturb": ("perturb",), "update": ("update",), "matmul": ("gemm", "cutlass", "nvjet", "matmul", "sm90")}
 
@@ -120,23 +119,19 @@ def main() -> None:
     ap.add_argument("--deferred", action="store_true", help="profile the deferred step (zofo train's bf16 default)")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     args = ap.parse_args()
-    from zo_step import DEFERRED, EPS, build, deferred_steps, graphed_step  # benchmarks/ is on the path
+    from zo_step import DEFERRED, EPS, build, deferred_steps, graphed_step, lm_loss  # benchmarks/ on the path
 
     model = build(args.model)
     params = dict(model.named_parameters())
     ids = torch.randint(0, model.config.vocab_size, (16, 256), device="cuda")
-    def lm_loss(ids: torch.Tensor) -> torch.Tensor:
-        with unpacked_causal():
-            return model(input_ids=ids, labels=ids, use_cache=False).loss
-
-    probes = zo.GraphedProbes(model, params, lambda inputs: lm_loss(inputs["ids"]), args.direction)
+    probes = zo.GraphedProbes(model, params, lambda inputs: lm_loss(model, inputs["ids"]), args.direction)
     counter = [0]
     step = deferred_steps if args.deferred else graphed_step
     per = DEFERRED if args.deferred else 1
 
     def forward() -> None:
         with torch.no_grad():
-            lm_loss(ids)
+            lm_loss(model, ids)
 
     for _ in range(2 if args.deferred else 5):
         step(probes, ids, params, args.direction, counter)

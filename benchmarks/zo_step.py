@@ -88,6 +88,12 @@ def build(name: str, weights: str | None = None) -> torch.nn.Module:
     return model.eval()
 
 
+def lm_loss(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """The LM loss of ``ids``, as zofo's own forwards run it: SDPA keeps ``is_causal`` inside a CUDA graph too."""
+    with unpacked_causal():
+        return model(input_ids=ids, labels=ids, use_cache=False).loss
+
+
 def timed(fn: Callable[[], object], iters: int, warmup: int = 3) -> float:
     """Median milliseconds of ``fn`` over ``iters`` runs (CUDA events)."""
     for _ in range(warmup):
@@ -248,12 +254,8 @@ def bench_model(name: str, iters: int, graphs: bool, weights: str | None = None)
     params = dict(model.named_parameters())
     ids = torch.randint(0, model.config.vocab_size, (16, 256), device="cuda")
 
-    def lm_loss(ids: torch.Tensor) -> torch.Tensor:
-        with unpacked_causal():  # as zofo's own forwards: SDPA keeps is_causal inside a CUDA graph too
-            return model(input_ids=ids, labels=ids, use_cache=False).loss
-
     def loss_fn() -> torch.Tensor:
-        return lm_loss(ids)
+        return lm_loss(model, ids)
 
     step = [0]
     row: dict = {"model": name, "weights": weights or "random init",
@@ -267,7 +269,7 @@ def bench_model(name: str, iters: int, graphs: bool, weights: str | None = None)
             row, f"zofo_{direction}", lambda d=direction: zofo_step(model, params, loss_fn, d, step), iters
         )
         if graphs:
-            probes = zo.GraphedProbes(model, params, lambda inputs: lm_loss(inputs["ids"]), direction)
+            probes = zo.GraphedProbes(model, params, lambda inputs: lm_loss(model, inputs["ids"]), direction)
             attempt(row, f"graph_{direction}",
                     lambda p=probes, d=direction: graphed_step(p, ids, params, d, step), iters)
             attempt(row, f"async_{direction}",

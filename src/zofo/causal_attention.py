@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from collections.abc import Callable, Iterator
 
 _UNPACKED = contextvars.ContextVar("zofo_unpacked_causal", default=False)
@@ -35,20 +36,17 @@ def _sdpa_mask(*args, **kwargs):
     return _ORIGINAL["sdpa"](*args, **kwargs)
 
 
-def _install() -> bool:
-    """Put `_sdpa_mask` in front of transformers' SDPA mask function, once; False where there is none."""
-    if _ORIGINAL:
-        return True
+@functools.cache
+def _install() -> None:
+    """Put `_sdpa_mask` in front of transformers' SDPA mask function, once (nothing where there is none)."""
     try:
         from transformers.masking_utils import AttentionMaskInterface
     except ImportError:  # transformers without masking_utils: nothing to do
-        return False
+        return
     mapping = AttentionMaskInterface._global_mapping
-    if "sdpa" not in mapping:
-        return False
-    _ORIGINAL["sdpa"] = mapping["sdpa"]
-    AttentionMaskInterface.register("sdpa", _sdpa_mask)
-    return True
+    if "sdpa" in mapping:
+        _ORIGINAL["sdpa"] = mapping["sdpa"]
+        AttentionMaskInterface.register("sdpa", _sdpa_mask)
 
 
 @contextlib.contextmanager
