@@ -222,6 +222,32 @@ def micro(n: int = 1_300_000_000 // 2, sweep: bool = True) -> dict[str, float]:
                     5,
                 )
     res.update(fast_math_error(xs[0][: 1 << 24]))
+    res.update(grouped_probe())
+    return res
+
+
+def opt_layer_shapes(d: int = 2048, ffn: int = 8192) -> list[tuple[int, ...]]:
+    """Parameter shapes of one OPT decoder layer (OPT-1.3B by default), in module order."""
+    attention = [(d, d), (d,)] * 4  # k, v, q, out projections
+    return [*attention, (d,), (d,), (ffn, d), (ffn,), (d, ffn), (d,), (d,), (d,)]
+
+
+def grouped_probe(layers: int = 24) -> dict[str, float]:
+    """ms of one probe's perturbation as the step makes it (one grouped launch per OPT-1.3B decoder layer,
+    each tensor its own allocation) against one flat pass over as many elements."""
+    from zofo.zo import kernels, multi
+
+    groups = [[torch.randn(s, device="cuda", dtype=torch.bfloat16) for s in opt_layer_shapes()] for _ in range(layers)]
+    keys = [list(range(i * 100, i * 100 + len(g))) for i, g in enumerate(groups)]
+    n = sum(t.numel() for g in groups for t in g)
+    flat, out = torch.randn(n, device="cuda", dtype=torch.bfloat16), torch.empty(n, device="cuda", dtype=torch.bfloat16)
+    seed, scale = torch.tensor([7], device="cuda"), torch.tensor([1e-3], device="cuda")
+    res = {"probe_elements": n}
+    for name, kind in [("gaussian", 0), ("gaussian16", 2), ("rademacher", 1)]:
+        res[f"probe_grouped_{name}"] = timed(
+            lambda k=kind: [multi.perturb_group(g, ks, seed, scale, k) for g, ks in zip(groups, keys, strict=True)], 20
+        )
+        res[f"probe_flat_{name}"] = timed(lambda k=kind: kernels.perturb(flat, out, 5, seed, scale, k, 0, True), 20)
     return res
 
 
@@ -359,13 +385,15 @@ def main() -> None:
             f"\n\n{md}\n"
         )
         if "micro_ms" in result:
-            fh.write(
-                "\nSingle passes over %d bf16 elements (ms): %s\n"  # noqa: UP031
-                % (
-                    result["micro_ms"]["elements"],
-                    ", ".join(f"{k} {v:.2f}" for k, v in result["micro_ms"].items() if k != "elements"),
+            m = result["micro_ms"]
+            passes = ", ".join(f"{k} {v:.2f}" for k, v in m.items() if k != "elements" and not k.startswith("probe"))
+            probes = ", ".join(f"{k} {v:.2f}" for k, v in m.items() if k.startswith("probe_") and k != "probe_elements")
+            fh.write(f"\nSingle passes over {m['elements']} bf16 elements (ms): {passes}\n")
+            if probes:
+                fh.write(
+                    f"\nOne probe's perturbation over {m['probe_elements']} elements, 24 grouped launches (one per "
+                    f"OPT-1.3B decoder layer) against one flat pass (ms): {probes}\n"
                 )
-            )
     print(json.dumps(result.get("micro_ms", {}), indent=0))
     print(md)
 
