@@ -222,7 +222,7 @@ def micro(n: int = 1_300_000_000 // 2, sweep: bool = True) -> dict[str, float]:
                     5,
                 )
     res.update(fast_math_error(xs[0][: 1 << 24]))
-    res.update(grouped_probe())
+    res.update(grouped_probe(sweep=sweep))
     return res
 
 
@@ -232,9 +232,9 @@ def opt_layer_shapes(d: int = 2048, ffn: int = 8192) -> list[tuple[int, ...]]:
     return [*attention, (d,), (d,), (ffn, d), (ffn,), (d, ffn), (d,), (d,), (d,)]
 
 
-def grouped_probe(layers: int = 24) -> dict[str, float]:
+def grouped_probe(layers: int = 24, sweep: bool = False) -> dict[str, float]:
     """ms of one probe's perturbation as the step makes it (one grouped launch per OPT-1.3B decoder layer,
-    each tensor its own allocation) against one flat pass over as many elements."""
+    each tensor its own allocation) against one flat pass over as many elements; ``sweep``: per tile."""
     from zofo.zo import kernels, multi
 
     groups = [[torch.randn(s, device="cuda", dtype=torch.bfloat16) for s in opt_layer_shapes()] for _ in range(layers)]
@@ -244,10 +244,17 @@ def grouped_probe(layers: int = 24) -> dict[str, float]:
     seed, scale = torch.tensor([7], device="cuda"), torch.tensor([1e-3], device="cuda")
     res = {"probe_elements": n}
     for name, kind in [("gaussian", 0), ("gaussian16", 2), ("rademacher", 1)]:
-        res[f"probe_grouped_{name}"] = timed(
-            lambda k=kind: [multi.perturb_group(g, ks, seed, scale, k) for g, ks in zip(groups, keys, strict=True)], 20
-        )
-        res[f"probe_flat_{name}"] = timed(lambda k=kind: kernels.perturb(flat, out, 5, seed, scale, k, 0, True), 20)
+        for t in TILES[kind] if sweep else [kernels.TILE[kind]]:
+            tag = name if t == kernels.TILE[kind] else f"{name}_r{t[0]}w{t[1]}"
+            res[f"probe_grouped_{tag}"] = timed(
+                lambda k=kind, t=t: [
+                    multi.perturb_group(g, ks, seed, scale, k, tile=t) for g, ks in zip(groups, keys, strict=True)
+                ],
+                20,
+            )
+            res[f"probe_flat_{tag}"] = timed(
+                lambda k=kind, t=t: kernels.perturb(flat, out, 5, seed, scale, k, 0, None, t), 20
+            )
     return res
 
 
