@@ -8,6 +8,7 @@ name substrings.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -55,7 +56,9 @@ def attach_adapters(model: nn.Module, config, names: tuple[str, ...]) -> tuple[n
 
     own = backbone_params(model)
     name_of = {id(p): n for n, p in own.items()}
-    wrapped = get_peft_model(model, config, adapter_name=names[0])
+    with warnings.catch_warnings():  # peft reads transformers' deprecated alias; nothing the user can act on
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        wrapped = get_peft_model(model, config, adapter_name=names[0])
     for name in names[1:]:
         wrapped.add_adapter(name, config)
     groups = ParamGroups(backbone=own, adapters={name: {} for name in names})

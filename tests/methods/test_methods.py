@@ -119,3 +119,18 @@ def test_fixed_shape_probes_follow_the_eager_trajectory(method, peft):
         a, b = eager.step(step), fixed.step(step)
         assert float(b["loss"]) == pytest.approx(a["loss"], abs=1e-4)
     assert deployed_loss(fixed, encode) == pytest.approx(deployed_loss(eager, encode), abs=1e-3)
+
+
+@pytest.mark.parametrize("peft", ["lora", "prompt"])
+def test_attaching_adapters_raises_no_deprecation_noise(peft):
+    """peft reads transformers' deprecated `is_gradient_checkpointing`; a user would see that warning every run."""
+    import warnings
+
+    from tests.tiny import tiny_model
+    from zofo.adapters import attach_adapters, peft_config
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        wrapped, groups = attach_adapters(tiny_model(), peft_config(peft, num_virtual_tokens=2), ("z", "p"))
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
+    assert groups.adapter("z") and groups.adapter("p")
