@@ -256,14 +256,16 @@ def grouped_probe(layers: int = 24, sweep: bool = False) -> dict[str, float]:
     flat, out = torch.randn(n, device="cuda", dtype=torch.bfloat16), torch.empty(n, device="cuda", dtype=torch.bfloat16)
     seed, scale = torch.tensor([7], device="cuda"), torch.tensor([1e-3], device="cuda")
     res = {"probe_elements": n}
-    for name, kind in [("gaussian", 0), ("gaussian16", 2), ("rademacher", 1)]:
-        for t in TILES[kind] if sweep else [kernels.TILE[kind]]:
-            tag = name if t == kernels.TILE[kind] else f"{name}_r{t[0]}w{t[1]}"
-            def probe(k=kind, t=t) -> None:
-                for g, ks in zip(groups, keys, strict=True):
-                    multi.perturb_group(g, ks, seed, scale, k, tile=t)
 
-            res[f"probe_grouped_{tag}"] = timed(graphed(probe), 20)  # as the step replays it: no host in between
+    def probe(kind: int, tile: tuple[int, int] | None) -> None:
+        for g, ks in zip(groups, keys, strict=True):
+            multi.perturb_group(g, ks, seed, scale, kind, tile=tile)
+
+    for name, kind in [("gaussian", 0), ("gaussian16", 2), ("rademacher", 1)]:
+        # default tiles untagged (the grouped launch's own, kernels.GROUP_TILE); in a sweep every tile tagged
+        for t in TILES[kind] if sweep else [None]:
+            tag = name if t is None else f"{name}_r{t[0]}w{t[1]}"
+            res[f"probe_grouped_{tag}"] = timed(graphed(lambda k=kind, t=t: probe(k, t)), 20)  # as the step replays
             res[f"probe_flat_{tag}"] = timed(
                 lambda k=kind, t=t: kernels.perturb(flat, out, 5, seed, scale, k, 0, None, t), 20
             )

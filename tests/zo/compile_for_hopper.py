@@ -29,6 +29,7 @@ def variants():
     for kind, fast in itertools.product(K.TILE, (True, False)):
         r, warps = K.TILE[kind]
         yield "perturb", K._perturb_kernel, PERTURB, dict(KIND=kind, HAS_X=True, FAST=fast, R=r, ALIGN=16), warps
+        r, warps = K.GROUP_TILE[kind]
         yield "multi_perturb", M._multi_perturb_kernel, MULTI_PERTURB, dict(NT=16, KIND=kind, FAST=fast, R=r,
                                                                              ALIGN=16), warps
     for kind, probed in itertools.product(K.TILE, (0, 1, 2)):

@@ -39,6 +39,9 @@ _RTNE_BY_HAND = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
 # Counters per program and warps per kind: fastest of the sweep on the H200 (benchmarks/zo_step.py,
 # 2026-11-29; Gaussian 1024x4 gives 16-byte loads, 8 elements a thread).
 TILE = {GAUSSIAN: (1024, 4), RADEMACHER: (256, 4), GAUSSIAN16: (512, 4)}  # GAUSSIAN16: not swept yet
+# A probe's grouped launches (`multi.perturb_group`, one decoder layer each) favour shorter Gaussian programs:
+# OPT-1.3B's 24 layers in a CUDA graph, 2.08 ms at 512x4 against 2.35 at 1024x4 (run 52, 2026-12-03).
+GROUP_TILE = {**TILE, GAUSSIAN: (512, 4)}
 ROUND_BLOCK = 4096
 
 

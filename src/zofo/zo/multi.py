@@ -146,7 +146,7 @@ def perturb_group(
 
     ``xs`` must be ``groupable``; ``seed``/``scale`` one-element device tensors (int64 / float32).
     """
-    r, warps = tile or K.TILE[kind]
+    r, warps = tile or K.GROUP_TILE[kind]
     starts = list(starts) if starts is not None else [0] * len(xs)
     meta, progs, hint = _table(xs, keys, starts, kind, r)
     offs, total = out_offsets(xs)
