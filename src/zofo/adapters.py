@@ -56,11 +56,16 @@ def attach_adapters(model: nn.Module, config, names: tuple[str, ...]) -> tuple[n
 
     own = backbone_params(model)
     name_of = {id(p): n for n, p in own.items()}
-    with warnings.catch_warnings():  # peft reads transformers' deprecated alias; nothing the user can act on
+    with warnings.catch_warnings():
+        # peft reads transformers' deprecated alias: nothing the user can act on.
         warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        # 'p' is a substring of peft's 'prompt_tuning_' / 'prefix_tuning_': peft warns that loading such a named
+        # adapter back may reinitialise it. zofo saves one adapter at a time in peft's format, which loads back
+        # under the name 'default' with every value (tests/methods/test_methods.py).
+        warnings.filterwarnings("ignore", "Adapter name '.*' should not be contained in the prefix", UserWarning)
         wrapped = get_peft_model(model, config, adapter_name=names[0])
-    for name in names[1:]:
-        wrapped.add_adapter(name, config)
+        for name in names[1:]:
+            wrapped.add_adapter(name, config)
     groups = ParamGroups(backbone=own, adapters={name: {} for name in names})
     for full_name, param in wrapped.named_parameters():
         if id(param) in name_of:
