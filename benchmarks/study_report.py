@@ -486,7 +486,10 @@ def plot_curves(rows: list[dict], target: Path, methods: list[str]) -> None:
         axis.set_title(task)
         axis.set_xlabel(CLOCKS[clock])
         axis.set_ylabel("dev accuracy")
-        axis.legend(fontsize=8)
+        if axis.lines:
+            axis.legend(fontsize=8)
+        else:  # the curves are seed 0's; a task run with other seeds only has none to draw
+            axis.text(0.5, 0.5, "no seed-0 run", ha="center", va="center", transform=axis.transAxes)
     fig.tight_layout()
     fig.savefig(target, dpi=110)
     plt.close(fig)
