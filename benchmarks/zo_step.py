@@ -247,7 +247,8 @@ def graphed(fn: Callable[[], object]) -> Callable[[], object]:
 
 def grouped_probe(layers: int = 24, sweep: bool = False) -> dict[str, float]:
     """ms of one probe's perturbation as the step makes it (one grouped launch per OPT-1.3B decoder layer,
-    each tensor its own allocation) against one flat pass over as many elements; ``sweep``: per tile."""
+    each tensor its own allocation) against one flat pass over as many elements, and against one flat launch per
+    layer's worth of elements (``split``); ``sweep``: per tile."""
     from zofo.zo import kernels, multi
 
     groups = [[torch.randn(s, device="cuda", dtype=torch.bfloat16) for s in opt_layer_shapes()] for _ in range(layers)]
@@ -261,6 +262,10 @@ def grouped_probe(layers: int = 24, sweep: bool = False) -> dict[str, float]:
         for g, ks in zip(groups, keys, strict=True):
             multi.perturb_group(g, ks, seed, scale, kind, tile=tile)
 
+    def split(kind: int, tile: tuple[int, int] | None) -> None:
+        for x, o in zip(flat.chunk(layers), out.chunk(layers), strict=True):
+            kernels.perturb(x, o, 5, seed, scale, kind, 0, None, tile)
+
     for name, kind in [("gaussian", 0), ("gaussian16", 2), ("rademacher", 1)]:
         # default tiles untagged (the grouped launch's own, kernels.GROUP_TILE); in a sweep every tile tagged
         for t in TILES[kind] if sweep else [None]:
@@ -269,6 +274,8 @@ def grouped_probe(layers: int = 24, sweep: bool = False) -> dict[str, float]:
             res[f"probe_flat_{tag}"] = timed(
                 lambda k=kind, t=t: kernels.perturb(flat, out, 5, seed, scale, k, 0, None, t), 20
             )
+            # as many launches as layers, each one flat pass over a layer's worth: what launches alone cost
+            res[f"probe_split_{tag}"] = timed(graphed(lambda k=kind, t=t: split(k, t)), 20)
     return res
 
 
