@@ -317,6 +317,13 @@ def bench_model(name: str, iters: int, graphs: bool, weights: str | None = None)
     with torch.no_grad():
         row["forward_ms"] = timed(loss_fn, iters)
         row["forward_peak_gib"] = peak(loss_fn)
+        if graphs:  # the denominator stays the plain forward; this one runs as the step's forwards do
+            try:
+                replay = graphed(loss_fn)
+            except Exception as e:  # recorded, as `attempt` does
+                row["graphed_forward_error"] = repr(e)[:300]
+            else:
+                attempt(row, "graphed_forward", replay, iters)
     attempt(row, "reference", lambda: reference_step(model, loss_fn, advance(step)), iters)
     for direction in zo.DIRECTIONS:
         attempt(
@@ -340,11 +347,11 @@ def bench_model(name: str, iters: int, graphs: bool, weights: str | None = None)
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| model | forward ms | ref step / fwd | zofo gauss / fwd | zofo rad / fwd | graph gauss / fwd | "
-        "graph rad / fwd | graph no sync gauss / fwd | graph no sync rad / fwd | deferred gauss / fwd | "
-        "deferred rad / fwd | graph no sync gauss16 / fwd | deferred gauss16 / fwd | "
+        "| model | forward ms | graphed forward ms | ref step / fwd | zofo gauss / fwd | zofo rad / fwd | "
+        "graph gauss / fwd | graph rad / fwd | graph no sync gauss / fwd | graph no sync rad / fwd | "
+        "deferred gauss / fwd | deferred rad / fwd | graph no sync gauss16 / fwd | deferred gauss16 / fwd | "
         "ref / eager zofo (gauss, rad) | ref / best zofo | peak step / fwd (gauss) |",
-        "|" + "---|" * 16,
+        "|" + "---|" * 17,
     ]
     for r in rows:
         f = r["forward_ms"]
@@ -357,8 +364,10 @@ def table(rows: list[dict]) -> str:
         ratio = lambda k, r=r, f=f: f"{r[k] / f:.2f}" if k in r else "-"  # noqa: E731
         speedup = lambda k, r=r: f"{r['reference_ms'] / r[k]:.2f}" if k in r and "reference_ms" in r else "-"  # noqa: E731
         mem = r.get("zofo_gaussian_peak_gib", float("nan")) / r["forward_peak_gib"]
+        graphed_fwd = f"{r['graphed_forward_ms']:.1f}" if "graphed_forward_ms" in r else "-"
         lines.append(
-            f"| {r['model']} | {f:.1f} | {ratio('reference_ms')} | {ratio('zofo_gaussian_ms')} | "
+            f"| {r['model']} | {f:.1f} | {graphed_fwd} | {ratio('reference_ms')} | "
+            f"{ratio('zofo_gaussian_ms')} | "
             f"{ratio('zofo_rademacher_ms')} | {ratio('graph_gaussian_ms')} | "
             f"{ratio('graph_rademacher_ms')} | {ratio('async_gaussian_ms')} | {ratio('async_rademacher_ms')} | "
             f"{ratio('deferred_gaussian_ms')} | {ratio('deferred_rademacher_ms')} | "
