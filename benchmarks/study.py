@@ -9,7 +9,8 @@
 
 A study file (YAML) names the shared settings, the tasks (with their data folders), the methods (each with
 its own overrides, e.g. learning rates picked on dev) and the seeds. Every run writes its own folder with
-config.yaml, log.jsonl and result.json, and placement.json (written here: the `--devices` entry it was given);
+config.yaml, log.jsonl and result.json, and placement.json (written here: the `--devices` entry it was given, and
+when it started and ended, from which the aggregate counts the runs that shared its GPU);
 `--aggregate` reads them all and writes one JSON per run, the accuracy table (mean +- population std over
 seeds), dev-accuracy-against-wall-clock curves and the memory table (`study_report.py`).
 
@@ -88,12 +89,11 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None) -> di
     for key, value in run_overrides(run, out).items():
         args += ["--set", f"{key}={value}"]
     env = run_env(device)
-    record_placement(run_dir, device, env)
-    start = time.time()
+    start = record_placement(run_dir, device, env)
     with open(log_dir / f"{run['name']}.log", "w") as log:
         code = subprocess.call(args, stdout=log, stderr=subprocess.STDOUT, env=env)
     return {"name": run["name"], "status": "ok" if code == 0 else f"exit {code}",
-            "seconds": round(time.time() - start, 1)}
+            "seconds": round(record_end(run_dir) - start, 1)}
 
 
 def run_overrides(run: dict, out: Path) -> dict:
@@ -109,15 +109,13 @@ def launch_together(runs: list[dict], out: Path, log_dir: Path, device: str | No
         return statuses
     env = run_env(device)
     job = [{"name": r["name"], "overrides": run_overrides(r, out)} for r in todo]
-    for r in todo:
-        record_placement(out / r["name"], device, env)
+    start = min(record_placement(out / r["name"], device, env) for r in todo)
     job_file = log_dir / f"together__{todo[0]['name']}.json"
     job_file.write_text(json.dumps(job, indent=1, default=str))  # values become `--set key=value` text
-    start = time.time()
     with open(job_file.with_suffix(".log"), "w") as log:
         code = subprocess.call([sys.executable, str(Path(__file__).with_name("study_worker.py")), str(job_file)],
                                stdout=log, stderr=subprocess.STDOUT, env=env)
-    seconds = round(time.time() - start, 1)
+    seconds = round(max(record_end(out / r["name"]) for r in todo) - start, 1)
     return statuses + [{"name": r["name"], "seconds": seconds, "together": len(todo),
                         "status": "ok" if (out / r["name"] / "result.json").exists() else f"failed (exit {code})"}
                        for r in todo]
@@ -137,12 +135,22 @@ def run_env(device: str | None) -> dict[str, str]:
     return {**os.environ, "CUDA_VISIBLE_DEVICES": device} if device is not None else {**os.environ}
 
 
-def record_placement(run_dir: Path, device: str | None, env: dict[str, str]) -> None:
-    """placement.json in the run folder: the `--devices` entry the run was given (None: not set) and the
-    CUDA_VISIBLE_DEVICES it started with."""
+def record_placement(run_dir: Path, device: str | None, env: dict[str, str]) -> float:
+    """placement.json in the run folder: the `--devices` entry the run was given (None: not set), the
+    CUDA_VISIBLE_DEVICES it started with and when it started (seconds since the epoch); returns that time."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    placement = {"device": device, "cuda_visible_devices": env.get("CUDA_VISIBLE_DEVICES")}
+    started = time.time()
+    placement = {"device": device, "cuda_visible_devices": env.get("CUDA_VISIBLE_DEVICES"), "started": started}
     (run_dir / "placement.json").write_text(json.dumps(placement) + "\n")
+    return started
+
+
+def record_end(run_dir: Path) -> float:
+    """Add when the run ended to its placement.json (with the start: which runs shared its GPU); returns it."""
+    placement_file = run_dir / "placement.json"
+    placement = {**json.loads(placement_file.read_text()), "ended": time.time()}
+    placement_file.write_text(json.dumps(placement) + "\n")
+    return placement["ended"]
 
 
 def selected(runs: list[dict], only: list[str] | None) -> list[dict]:

@@ -495,15 +495,36 @@ def plot_curves(rows: list[dict], target: Path, methods: list[str]) -> None:
     plt.close(fig)
 
 
-def step_speed(out: Path) -> str:
-    """Steps reached and median seconds per step of every run folder, finished or not (from log.jsonl)."""
-    lines = ["| run | finished | steps logged | median seconds / step |", "|---|---|---|---|"]
+def gpu_sharing(outs: list[Path]) -> dict[str, float]:
+    """Per run folder: the mean number of runs on its GPU while it ran, itself included (time-weighted), from the
+    start and end study.py records in placement.json, over every run folder of `outs` (runs of several studies
+    that ran at once count too); runs without both times are left out."""
+    spans = {}
+    for placement_file in (p for out in outs for p in out.glob("*/placement.json")):
+        placement = json.loads(placement_file.read_text())
+        if placement.get("ended", 0) > placement.get("started", float("inf")):
+            spans[placement_file.parent.name] = (placement["device"], placement["started"], placement["ended"])
+
+    def overlap(a: tuple, b: tuple) -> float:
+        return max(0.0, min(a[2], b[2]) - max(a[1], b[1])) if a[0] == b[0] else 0.0
+
+    return {name: sum(overlap(span, other) for other in spans.values()) / (span[2] - span[1])
+            for name, span in spans.items()}
+
+
+def step_speed(out: Path, sharing: dict[str, float] | None = None) -> str:
+    """Steps reached and median seconds per step of every run folder, finished or not (from log.jsonl), and the
+    runs that shared its GPU (`gpu_sharing`), where known."""
+    sharing = sharing or {}
+    lines = ["| run | finished | steps logged | median seconds / step | runs on its GPU (mean) |",
+             "|---|---|---|---|---|"]
     for log in sorted(out.glob("*/log.jsonl")):
         train = [e for e in map(json.loads, log.read_text().splitlines()) if "step_seconds" in e]
         median = f"{statistics.median(e['step_seconds'] for e in train):.3f}" if train else "-"
         done = (log.parent / "result.json").exists()
+        shared = f"{sharing[log.parent.name]:.1f}" if log.parent.name in sharing else "-"
         lines.append(f"| {log.parent.name} | {'yes' if done else 'no'} | {train[-1]['step'] if train else 0} | "
-                     f"{median} |")
+                     f"{median} | {shared} |")
     return "\n".join(lines) + "\n"
 
 
@@ -521,7 +542,8 @@ def aggregate(out: Path | list[Path], results: Path, curve_methods: list[str], r
     for row in rows:
         row["selects"] = select_seeds is None or row["seed"] in select_seeds
     results.mkdir(parents=True, exist_ok=True)
-    speed = "".join(step_speed(o) for o in outs)
+    sharing = gpu_sharing(outs)
+    speed = "".join(step_speed(o, sharing) for o in outs)
     (results / "speed.md").write_text(speed)
     if not rows:
         print(speed)

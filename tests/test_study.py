@@ -261,9 +261,24 @@ def test_each_run_folder_records_the_device_it_was_given(tmp_path, monkeypatch):
         status = study.launch({"name": name, "overrides": {}}, tmp_path / "out", tmp_path / "logs", device)
         assert status["status"] == "ok"
     placed = json.loads((tmp_path / "out" / "cb__mezo__s0" / "placement.json").read_text())
+    assert placed.pop("started") <= placed.pop("ended")
     assert placed == {"device": "1", "cuda_visible_devices": "1"} and envs[0]["CUDA_VISIBLE_DEVICES"] == "1"
     unplaced = json.loads((tmp_path / "out" / "cb__mezo__s1" / "placement.json").read_text())
-    assert unplaced == {"device": None, "cuda_visible_devices": None}
+    assert unplaced["device"] is None and unplaced["cuda_visible_devices"] is None
+
+
+def test_gpu_sharing_is_the_time_weighted_count_of_runs_on_the_same_device(tmp_path):
+    """Closed form: a runs 0-100 s; b 50-150 s beside it (half of a's time); c 0-100 s on another GPU; d, in
+    another study folder, 0-10 s beside a; e without an end (still running, or older): left out."""
+    spans = {"a": ("0", 0, 100), "b": ("0", 50, 150), "c": ("1", 0, 100), "d": ("0", 0, 10), "e": ("0", 0, None)}
+    for name, (device, start, end) in spans.items():
+        folder = tmp_path / ("other" if name == "d" else "study") / f"cb__{name}__s0"
+        folder.mkdir(parents=True)
+        placement = {"device": device, "started": 1e9 + start} | ({"ended": 1e9 + end} if end is not None else {})
+        (folder / "placement.json").write_text(json.dumps(placement))
+    sharing = study_report.gpu_sharing([tmp_path / "study", tmp_path / "other"])
+    assert sharing == pytest.approx({"cb__a__s0": 1 + 0.5 + 0.1, "cb__b__s0": 1.5, "cb__c__s0": 1.0,
+                                     "cb__d__s0": 2.0})
 
 
 def test_paired_comparison_by_task_and_seed(tmp_path):
