@@ -3,8 +3,9 @@
 Reads every run folder's result.json and log.jsonl and writes one JSON per run, table.md (test accuracy mean
 +- std over seeds; time, memory, late train loss and work per method), speed.md, dev_curves.png, and where the
 study has them selected.md (grid points chosen on dev), prompts.md (spread over templates), speedup.md and
-pareto.png (wall-clock to the reference method's final dev accuracy, against peak memory); paired.md when
-asked (one method against every other, paired by task and seed).
+pareto.png (wall-clock to the reference method's final dev accuracy, against peak memory), speedup_work.md
+(the same on training work, which does not depend on how many runs shared the GPU); paired.md when asked (one
+method against every other, paired by task and seed).
 
 A method with grid points (`name@lr0.0001`, ...) is one family, `name`; a plain `name` run beside them (in any
 task) is one more point of it. table.md, the curves, speedup.md and pareto.png show a family as one method,
@@ -22,6 +23,9 @@ from pathlib import Path
 from zofo.logs import CLOCKS, shared_clock
 from zofo.tasks import default_template
 
+WORK = "work"  # a clock of our own: training sequences processed (`add_work_clock`)
+CLOCK_NAMES = {**CLOCKS, WORK: "thousands of training sequences processed, forward plus backward"}
+
 
 def load_runs(*outs: Path) -> list[dict]:
     """Every finished run in the run folders under `outs` (studies of several sessions can be pooled; a run
@@ -35,8 +39,24 @@ def load_runs(*outs: Path) -> list[dict]:
         data = json.loads(result.read_text())
         task, method, seed = result.parent.name.split("__")
         log = [json.loads(line) for line in (result.parent / "log.jsonl").read_text().splitlines()]
-        rows.append({"task": task, "method": method, "seed": int(seed[1:]), "result": data, "log": log})
+        rows.append(add_work_clock({"task": task, "method": method, "seed": int(seed[1:]), "result": data,
+                                    "log": log}))
     return rows
+
+
+def add_work_clock(row: dict) -> dict:
+    """Give every dev evaluation of a run a `work` reading: thousands of training sequences through the model by
+    then, a backward pass counted as one forward (a PEFT backward computes activation gradients only, about a
+    forward's matrix products; the ZO methods have none). Each method's work per step is constant, so it is the
+    step times the run's total over its steps. Unlike seconds, it does not depend on what else ran on the GPU.
+    Runs from before `work` was recorded get none."""
+    work, steps = row["result"].get("work"), row["result"].get("steps")
+    if work and steps:
+        per_step = (work["forward_rows"] + work["backward_rows"]) / steps / 1000
+        for entry in row["log"]:
+            if entry.get("phase") == "dev":
+                entry[WORK] = entry["step"] * per_step
+    return row
 
 
 def metric_of(result: dict) -> float:
@@ -326,9 +346,13 @@ def clock_of(rows: list[dict]) -> str:
     return shared_clock(e for r in rows for e in r["log"] if e.get("phase") == "dev")
 
 
+def dev_entries(row: dict) -> list[dict]:
+    return [e for e in row["log"] if e.get("phase") == "dev"]
+
+
 def dev_curve(row: dict, clock: str = "time") -> list[tuple[float, float]]:
-    """(seconds on `clock`, dev accuracy) of every evaluation of a run."""
-    return [(e[clock], e.get("accuracy", e.get("f1"))) for e in row["log"] if e.get("phase") == "dev"]
+    """(reading of `clock`, dev accuracy) of every evaluation of a run."""
+    return [(e[clock], e.get("accuracy", e.get("f1"))) for e in dev_entries(row)]
 
 
 def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
@@ -336,18 +360,23 @@ def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
     return next((t for t, acc in curve if acc >= target - 1e-12), None)
 
 
-def speedups(rows: list[dict], reference: str, methods: list[str], target_kind: str = "final") -> list[dict]:
+def speedups(rows: list[dict], reference: str, methods: list[str], target_kind: str = "final",
+             clock: str | None = None) -> list[dict]:
     """Per (task, seed, method): seconds to the reference's final dev accuracy (``target_kind`` "best": its
     best) and the reference's own time to it (the first evaluation at or above that value) divided by that.
     Names resolve as in `curve_rows` (a grid family: its dev-selected point per task; "point" is the run used).
     No speed-up is defined where the target is not above the reference's first evaluation (any method
     "reaches" it at once); `reference_improved` says which, `reference_peak` whether it rose above the first
-    and fell back."""
+    and fell back. ``clock``: compare on it (e.g. `WORK`) where every run of a group has it; default: the
+    clock the group shares (`clock_of`)."""
     found, runs = [], curve_rows(rows, methods)
     for _, ref in curve_rows(rows, [reference]):
         mine = [(name, row) for name, row in runs if (row["task"], row["seed"]) == (ref["task"], ref["seed"])]
-        clock = clock_of([ref, *(row for _, row in mine)])
-        curve = dev_curve(ref, clock)
+        group = [ref, *(row for _, row in mine)]
+        if clock is not None and not all(e.get(clock) is not None for r in group for e in dev_entries(r)):
+            continue
+        clock_used = clock or clock_of(group)
+        curve = dev_curve(ref, clock_used)
         if not curve:
             continue
         first, peak = curve[0][1], max(acc for _, acc in curve)
@@ -356,9 +385,9 @@ def speedups(rows: list[dict], reference: str, methods: list[str], target_kind: 
         improved = target > first + 1e-12
         n_dev = next((e.get("n") for e in reversed(ref["log"]) if e.get("phase") == "dev"), None)
         for name, row in mine:
-            t = time_to(dev_curve(row, clock), target)
+            t = time_to(dev_curve(row, clock_used), target)
             found.append({"task": row["task"], "seed": row["seed"], "method": name, "point": row["method"],
-                          "target": target, "seconds": t, "clock": clock, "reference_point": ref["method"],
+                          "target": target, "seconds": t, "clock": clock_used, "reference_point": ref["method"],
                           "reference_seconds": t_ref, "reference_first": first, "reference_peak": peak,
                           "reference_improved": improved, "reference_dev_n": n_dev, "target_kind": target_kind,
                           "speedup": t_ref / t if t and t_ref and improved else None})
@@ -391,20 +420,22 @@ def target_cell(f: dict) -> str:
 
 def speedup_table(found: list[dict], reference: str) -> str:
     groups = {(f["task"], f["seed"]): f.get("clock", "time") for f in found}
-    used = [c for c in CLOCKS if c in groups.values()]
+    used = [c for c in CLOCK_NAMES if c in groups.values()]
     kind = found[0].get("target_kind", "final") if found else "final"
-    lines = ["Seconds are " + "; ".join(f"{CLOCKS[c]} for {sum(v == c for v in groups.values())} of the "
-                                         f"{len(groups)} task-seed groups" for c in used) + ".", "",
+    unit, digits = ("work", 1) if WORK in used else ("seconds", 0)
+    readings = "; ".join(f"{CLOCK_NAMES[c]} for {sum(v == c for v in groups.values())} of the {len(groups)} "
+                         "task-seed groups" for c in used)
+    lines = [f"{'Work readings' if unit == 'work' else 'Seconds'} are {readings}.", "",
              f"| task | seed | {reference}'s {kind} dev (gain over its first, in dev examples) | method | "
-             f"seconds to it | {reference}'s seconds | speed-up |",
+             f"{unit} to it | {reference}'s {unit} | speed-up |",
              "|---|---|---|---|---|---|---|"]
     for f in found:
-        secs = f"{f['seconds']:.0f}" if f["seconds"] is not None else "not reached"
+        reached = f"{f['seconds']:.{digits}f}" if f["seconds"] is not None else "not reached"
         gain = f"{f['speedup']:.2f}x" if f["speedup"] else "-"
         if not f.get("reference_improved", True):
             gain = undefined_reason(f, reference)
-        lines.append(f"| {f['task']} | {f['seed']} | {target_cell(f)} | {shown_method(f)} | {secs} | "
-                     f"{f['reference_seconds']:.0f} | {gain} |")
+        lines.append(f"| {f['task']} | {f['seed']} | {target_cell(f)} | {shown_method(f)} | {reached} | "
+                     f"{f['reference_seconds']:.{digits}f} | {gain} |")
     return "\n".join(lines) + "\n" + speedup_summary(found, reference)
 
 
@@ -484,7 +515,7 @@ def plot_curves(rows: list[dict], target: Path, methods: list[str]) -> None:
                 axis.plot([t for t, _ in curve], [acc for _, acc in curve], marker=".", label=label,
                           color=colors[name])
         axis.set_title(task)
-        axis.set_xlabel(CLOCKS[clock])
+        axis.set_xlabel(CLOCK_NAMES[clock])
         axis.set_ylabel("dev accuracy")
         if axis.lines:
             axis.legend(fontsize=8)
@@ -528,6 +559,10 @@ def step_speed(out: Path, sharing: dict[str, float] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+WORK_NOTE = ("The speed-up on training work instead of seconds: thousands of training sequences through the model "
+             "before each dev evaluation, a backward counted as one forward (`add_work_clock`). Seconds depend on "
+             "how many runs shared the GPU, which differed between the calls that ran a group's runs; work does "
+             "not. It does not see that one method's sequences cost more than another's (graphs, kernels).\n\n")
 BEST_NOTE = ("Secondary view: the time to the reference's *best* dev accuracy, which is defined wherever the reference "
              "rose above its first evaluation at all. The target is the reference's final dev accuracy "
              "(speedup.md).\n\n")
@@ -567,4 +602,7 @@ def aggregate(out: Path | list[Path], results: Path, curve_methods: list[str], r
         plot_pareto(rows, found, results / "pareto.png")
         best = speedups(rows, reference, curve_methods, "best")  # a secondary view: to the reference's best
         (results / "speedup_best.md").write_text(BEST_NOTE + speedup_table(best, reference))
+        on_work = speedups(rows, reference, curve_methods, clock=WORK)  # the same, free of the GPU's sharing
+        if on_work:
+            (results / "speedup_work.md").write_text(WORK_NOTE + speedup_table(on_work, reference))
     print(markdown(rows))

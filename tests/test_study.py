@@ -352,3 +352,27 @@ def test_table_names_the_runs_a_time_cap_stopped_before_their_step_budget(tmp_pa
     study_report.aggregate(runs, tmp_path / "results", ["mezo"])
     table = (tmp_path / "results" / "table.md").read_text()
     assert "Stopped by a time cap before their step budget (1 of 3 runs): cb__mezo__s1 (3 of 10)." in table
+
+
+def test_speedup_on_work_counts_sequences_not_seconds(tmp_path):
+    """Closed form. MeZO: 3000 sequences over its 3 steps (1 thousand a step), final dev 0.70 first reached at
+    step 2: work 2.0. Bilevel: 300 forward + 300 backward rows over 3 steps (0.2 thousand a step), 0.70 at step 1:
+    work 0.2, so 10x on work; on seconds it needed as long as MeZO (100 s against 100 s: 1x)."""
+    runs = tmp_path / "runs"
+    fake_run(runs, "sst2", "mezo", 0, [(0, 0.5), (50, 0.6), (100, 0.7)], test=0.7)
+    fake_run(runs, "sst2", "bilevel", 0, [(0, 0.5), (100, 0.7), (200, 0.8)], test=0.8)
+    result_file = runs / "sst2__bilevel__s0" / "result.json"
+    result = json.loads(result_file.read_text())
+    result_file.write_text(json.dumps({**result, "work": {"forward_rows": 300, "backward_rows": 300}}))
+    rows = study_report.load_runs(runs)
+    assert [e["work"] for e in study_report.dev_entries(rows[0])] == pytest.approx([0.0, 0.2, 0.4])  # bilevel
+    on_work = {f["method"]: f for f in study_report.speedups(rows, "mezo", ["bilevel"], clock=study_report.WORK)}
+    on_time = {f["method"]: f for f in study_report.speedups(rows, "mezo", ["bilevel"])}
+    assert on_work["bilevel"]["speedup"] == pytest.approx(10.0) and on_time["bilevel"]["speedup"] == 1.0
+    study_report.aggregate(runs, tmp_path / "res", ["mezo", "bilevel"])
+    table = (tmp_path / "res" / "speedup_work.md").read_text()
+    assert table.startswith("The speed-up on training work") and "| sst2 | bilevel | 10.0x | 10.0x | 0 / 0 |" in table
+    # a group with a run from before work was recorded has no work reading, and no row on it
+    del result["work"]
+    result_file.write_text(json.dumps(result))
+    assert study_report.speedups(study_report.load_runs(runs), "mezo", ["bilevel"], clock=study_report.WORK) == []
