@@ -386,9 +386,14 @@ def main() -> None:
     ap.add_argument("--smollm2", help="folder of the real SmolLM2-135M (zofo convert); default: its shape, random")
     ap.add_argument("--micro", action="store_true", help="also time single kernel passes")
     ap.add_argument("--micro-only", action="store_true", help="only the kernel passes (tile sweep)")
+    ap.add_argument("--evict-first", action="store_true",
+                    help="perturbed copies stream through L2 evict-first (kernels.EVICT_FIRST), to compare")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
+    from zofo.zo import kernels
+
+    kernels.EVICT_FIRST = args.evict_first
     rows = []
     for m in [] if args.micro_only else args.models.split(","):
         weights = args.smollm2 if m == "smollm2-135m" else None
@@ -399,6 +404,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,  # decides the attention masks inside CUDA graphs
+        "evict_first": kernels.EVICT_FIRST,
         "batch": [16, 256],
         "dtype": "bfloat16",
         "eps": EPS,
@@ -418,7 +424,8 @@ def main() -> None:
         fh.write(
             "# ZO step benchmark\n\n"
             f"`PYTHONPATH=src python benchmarks/zo_step.py {' '.join(os.sys.argv[1:])}`"
-            f"  \n{result['date']}, {result['device']}, torch {result['torch']}, transformers {result['transformers']}"
+            f"  \n{result['date']}, {result['device']}, torch {result['torch']}, "
+            f"transformers {result['transformers']}, perturbed copies evict-first in L2: {result['evict_first']}"
             f"\n\n{md}\n"
         )
         if "micro_ms" in result:

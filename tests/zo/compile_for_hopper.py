@@ -26,12 +26,13 @@ MULTI_UPDATE = {"x_ptr": "*bf16", "meta_ptr": "*i64", "seeds_ptr": "*i64", "coef
 
 
 def variants():
-    for kind, fast in itertools.product(K.TILE, (True, False)):
+    for kind, fast, evict in itertools.product(K.TILE, (True, False), (False, True)):
         r, warps = K.TILE[kind]
-        yield "perturb", K._perturb_kernel, PERTURB, dict(KIND=kind, HAS_X=True, FAST=fast, R=r, ALIGN=16), warps
+        yield "perturb", K._perturb_kernel, PERTURB, dict(KIND=kind, HAS_X=True, FAST=fast, R=r, ALIGN=16,
+                                                          EVICT=evict), warps
         r, warps = K.GROUP_TILE[kind]
         yield "multi_perturb", M._multi_perturb_kernel, MULTI_PERTURB, dict(NT=16, KIND=kind, FAST=fast, R=r,
-                                                                             ALIGN=16), warps
+                                                                             ALIGN=16, EVICT=evict), warps
     for kind, probed in itertools.product(K.TILE, (0, 1, 2)):
         r, warps = K.TILE[kind]
         flags = dict(KIND=kind, FAST=True, SR=True, PROBED=probed, R=r, ALIGN=16)
@@ -39,12 +40,25 @@ def variants():
         yield "multi_update", M._multi_update_kernel, MULTI_UPDATE, dict(NT=16, **flags), warps
 
 
+def aligned(args: dict[str, str]) -> dict[tuple[int], list]:
+    """The bf16 tensors marked 16-byte aligned, as Triton specializes them at launch for torch's allocations."""
+    return {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(args.values()) if kind == "*bf16"}
+
+
+def global_accesses(ptx: str) -> dict[str, int]:
+    """Counts of the PTX global loads / stores by kind: scalar 16-bit, vectors, evict-first hinted."""
+    ops = [line.split()[0] for line in map(str.strip, ptx.splitlines()) if line.startswith(("ld.global", "st.global"))]
+    return {"scalar16": sum(op.endswith(".b16") for op in ops), "vector": sum(".v" in op for op in ops),
+            "evict_first": sum("evict_first" in op for op in ops)}
+
+
 def main() -> int:
     for name, fn, args, constexprs, warps in variants():
         signature = {**args, **{k: "constexpr" for k in constexprs}}
-        compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs), target=HOPPER,
-                                  options={"num_warps": warps})
-        print(name, constexprs, "cubin bytes", len(compiled.asm["cubin"]))
+        source = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=aligned(args))
+        compiled = triton.compile(source, target=HOPPER, options={"num_warps": warps})
+        accesses = " ".join(f"{k} {v}" for k, v in global_accesses(compiled.asm["ptx"]).items())
+        print(name, constexprs, accesses, "cubin bytes", len(compiled.asm["cubin"]))
     return 0
 
 

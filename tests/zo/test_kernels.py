@@ -172,3 +172,19 @@ def test_fast_math_normals_match_exact_ones(kind):
     kernels.perturb(None, fast, 5, seed, one, KINDS[kind], fast=True)
     kernels.perturb(None, exact, 5, seed, one, KINDS[kind], fast=False)
     torch.testing.assert_close(fast, exact, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("direction", zo.DIRECTIONS)
+def test_evict_first_copies_hold_the_same_values(direction, monkeypatch):
+    """`kernels.EVICT_FIRST` only changes cache hints: its branch of the kernels writes the same copies."""
+    from zofo.zo import kernels
+
+    xs = [torch.randn(s, device=DEV).bfloat16() for s in [(37, 3), (70000,), (33, 33)]]
+    keys = [zo.tensor_key(f"t{i}") for i in range(len(xs))]
+    copies = {}
+    for evict in (False, True):
+        monkeypatch.setattr(kernels, "EVICT_FIRST", evict)
+        grouped = ops.perturbed_copies(xs, keys, 123, 0.25, direction, backend="triton")
+        single = ops.perturbed_copy(xs[1], keys[1], 123, 0.25, direction, backend="triton")
+        copies[evict] = [*grouped, single]
+    assert all(torch.equal(a, b) for a, b in zip(copies[False], copies[True], strict=True))

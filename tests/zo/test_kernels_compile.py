@@ -2,8 +2,10 @@
 
 The CPU runs the kernels in Triton's interpreter, which accepts code the compiler may not; and a fast-math
 variant that fails to compile would silently fall back to the slower exact one (`kernels.launch`). So each
-variant (perturb / update, per-tensor and grouped, every direction kind, fast and exact, every probed mode) is
-compiled for sm_90 with the ptxas that ships with Triton, in a subprocess without the interpreter.
+variant (perturb / update, per-tensor and grouped, every direction kind, fast and exact, every probed mode, with
+and without evict-first copies) is compiled for sm_90 with the ptxas that ships with Triton, in a subprocess
+without the interpreter, its bf16 tensors marked 16-byte aligned as at launch; the PTX is then checked for
+vector accesses and cache hints.
 """
 
 import os
@@ -33,5 +35,12 @@ def test_every_kernel_variant_compiles_for_sm90():
     done = subprocess.run([sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     compiled = [line for line in done.stdout.splitlines() if "cubin bytes" in line]
-    assert len(compiled) == 30, done.stdout
+    assert len(compiled) == 42, done.stdout
     assert all(int(line.rsplit(" ", 1)[1]) > 0 for line in compiled)
+    # every bf16 stream is read and written in vectors (aligned tensors, as at launch), never element by element
+    assert all(" scalar16 0 " in line and " vector 0 " not in line for line in compiled), done.stdout
+    # a perturbation marks its streams evict-first exactly when asked (kernels.EVICT_FIRST); updates never do
+    perturbs = [line for line in compiled if "perturb" in line]
+    assert len(perturbs) == 24 and all((" evict_first 0 " not in line) == ("'EVICT': True" in line)
+                                       for line in perturbs), done.stdout
+    assert all(" evict_first 0 " in line for line in compiled if "update" in line)

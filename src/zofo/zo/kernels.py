@@ -42,6 +42,12 @@ TILE = {GAUSSIAN: (1024, 4), RADEMACHER: (256, 4), GAUSSIAN16: (512, 4)}  # GAUS
 # A probe's grouped launches (`multi.perturb_group`, one decoder layer each) favour shorter Gaussian programs:
 # OPT-1.3B's 24 layers in a CUDA graph, 2.08 ms at 512x4 against 2.35 at 1024x4 (run 52, 2026-12-03).
 GROUP_TILE = {**TILE, GAUSSIAN: (512, 4)}
+# Whether perturbed copies stream through L2 marked evict-first, on load (theta) and store (the copy). A probe
+# writes a layer's copy (~100 MB for OPT-1.3B, more than the H200's L2) just before that layer's matrix products,
+# which ran 6% slower in the ZO step than in a plain forward (run 42); the hint would keep the copy from pushing
+# their activations out of L2. Off until measured (`benchmarks/zo_step.py --evict-first`); values are the same
+# either way. Read at each launch.
+EVICT_FIRST = False
 ROUND_BLOCK = 4096
 
 
@@ -155,19 +161,33 @@ def _cast(y, dtype: tl.constexpr):
 
 
 @triton.jit
-def _emit(xb, ob, local, u, scale, lo, hi, full, HAS_X: tl.constexpr):
-    """ob[local] = xb[local] + scale*u; masked to lo <= local < hi unless ``full``."""
+def _emit(xb, ob, local, u, scale, lo, hi, full, HAS_X: tl.constexpr, EVICT: tl.constexpr):
+    """ob[local] = xb[local] + scale*u; masked to lo <= local < hi unless ``full``; ``EVICT``: both streams
+    evict-first in L2 (`EVICT_FIRST`)."""
+    y = scale * u
     if full:
-        y = scale * u
         if HAS_X:
-            y += tl.load(xb + local).to(tl.float32)
-        tl.store(ob + local, _cast(y, ob.dtype.element_ty))
+            if EVICT:
+                x = tl.load(xb + local, eviction_policy="evict_first")
+            else:
+                x = tl.load(xb + local)
+            y += x.to(tl.float32)
+        if EVICT:
+            tl.store(ob + local, _cast(y, ob.dtype.element_ty), eviction_policy="evict_first")
+        else:
+            tl.store(ob + local, _cast(y, ob.dtype.element_ty))
     else:
         m = (local >= lo) & (local < hi)
-        y = scale * u
         if HAS_X:
-            y += tl.load(xb + local, mask=m, other=0.0).to(tl.float32)
-        tl.store(ob + local, _cast(y, ob.dtype.element_ty), mask=m)
+            if EVICT:
+                x = tl.load(xb + local, mask=m, other=0.0, eviction_policy="evict_first")
+            else:
+                x = tl.load(xb + local, mask=m, other=0.0)
+            y += x.to(tl.float32)
+        if EVICT:
+            tl.store(ob + local, _cast(y, ob.dtype.element_ty), mask=m, eviction_policy="evict_first")
+        else:
+            tl.store(ob + local, _cast(y, ob.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -184,6 +204,7 @@ def perturb_tile(
     FAST: tl.constexpr,
     R: tl.constexpr,
     ALIGN: tl.constexpr,
+    EVICT: tl.constexpr,
 ):
     """out = x + scale*u over program ``lp``'s tile (x_ptr/out_ptr point at the tensor's first element)."""
     e0, off, full, counter = _place(lp, n, start, KIND, R, ALIGN)
@@ -192,23 +213,23 @@ def perturb_tile(
     i = tl.arange(0, R)
     if KIND == 0:
         n1, n2, n3, n4 = _normals(pseed, counter, FAST)
-        _emit(xb, ob, i, n1, scale, lo, hi, full, HAS_X)
-        _emit(xb, ob, i + 1024, n2, scale, lo, hi, full, HAS_X)
-        _emit(xb, ob, i + 2048, n3, scale, lo, hi, full, HAS_X)
-        _emit(xb, ob, i + 3072, n4, scale, lo, hi, full, HAS_X)
+        _emit(xb, ob, i, n1, scale, lo, hi, full, HAS_X, EVICT)
+        _emit(xb, ob, i + 1024, n2, scale, lo, hi, full, HAS_X, EVICT)
+        _emit(xb, ob, i + 2048, n3, scale, lo, hi, full, HAS_X, EVICT)
+        _emit(xb, ob, i + 3072, n4, scale, lo, hi, full, HAS_X, EVICT)
     elif KIND == 2:
         n1, n2, n3, n4, n5, n6, n7, n8 = _normals8(pseed, counter, FAST)
-        _emit(xb, ob, i, n1, scale, lo, hi, full, HAS_X)
-        _emit(xb, ob, i + 1024, n2, scale, lo, hi, full, HAS_X)
-        _emit(xb, ob, i + 2048, n3, scale, lo, hi, full, HAS_X)
-        _emit(xb, ob, i + 3072, n4, scale, lo, hi, full, HAS_X)
-        _emit(xb, ob, i + 4096, n5, scale, lo, hi, full, HAS_X)
-        _emit(xb, ob, i + 5120, n6, scale, lo, hi, full, HAS_X)
-        _emit(xb, ob, i + 6144, n7, scale, lo, hi, full, HAS_X)
-        _emit(xb, ob, i + 7168, n8, scale, lo, hi, full, HAS_X)
+        _emit(xb, ob, i, n1, scale, lo, hi, full, HAS_X, EVICT)
+        _emit(xb, ob, i + 1024, n2, scale, lo, hi, full, HAS_X, EVICT)
+        _emit(xb, ob, i + 2048, n3, scale, lo, hi, full, HAS_X, EVICT)
+        _emit(xb, ob, i + 3072, n4, scale, lo, hi, full, HAS_X, EVICT)
+        _emit(xb, ob, i + 4096, n5, scale, lo, hi, full, HAS_X, EVICT)
+        _emit(xb, ob, i + 5120, n6, scale, lo, hi, full, HAS_X, EVICT)
+        _emit(xb, ob, i + 6144, n7, scale, lo, hi, full, HAS_X, EVICT)
+        _emit(xb, ob, i + 7168, n8, scale, lo, hi, full, HAS_X, EVICT)
     else:
         local = tl.arange(0, 32)[:, None] * 1024 + i[None, :]
-        _emit(xb, ob, local, _signs(pseed, counter), scale, lo, hi, full, HAS_X)
+        _emit(xb, ob, local, _signs(pseed, counter), scale, lo, hi, full, HAS_X, EVICT)
 
 
 @triton.jit
@@ -225,10 +246,11 @@ def _perturb_kernel(
     FAST: tl.constexpr,
     R: tl.constexpr,
     ALIGN: tl.constexpr,
+    EVICT: tl.constexpr,
 ):
     pseed = tl.load(seed_ptr) + key_hi
     perturb_tile(
-        x_ptr, out_ptr, tl.program_id(0), n, start, pseed, tl.load(scale_ptr), KIND, HAS_X, FAST, R, ALIGN
+        x_ptr, out_ptr, tl.program_id(0), n, start, pseed, tl.load(scale_ptr), KIND, HAS_X, FAST, R, ALIGN, EVICT
     )
 
 
@@ -476,6 +498,7 @@ def perturb(
         FAST=fast_default(out, fast),
         R=r,
         ALIGN=align(out.element_size(), start),
+        EVICT=EVICT_FIRST,
         num_warps=warps,
     )
     return out
