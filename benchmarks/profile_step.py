@@ -117,9 +117,14 @@ def main() -> None:
     ap.add_argument("--direction", default="gaussian")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--deferred", action="store_true", help="profile the deferred step (zofo train's bf16 default)")
+    ap.add_argument("--evict-first", action="store_true", help="perturbed copies evict-first in L2 (kernels)")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     args = ap.parse_args()
     from zo_step import DEFERRED, EPS, build, deferred_steps, graphed_step, lm_loss  # benchmarks/ on the path
+
+    from zofo.zo import kernels
+
+    kernels.EVICT_FIRST = args.evict_first
 
     model = build(args.model)
     params = dict(model.named_parameters())
@@ -148,7 +153,7 @@ def main() -> None:
                 forward()
             torch.cuda.synchronize()
     args.out.mkdir(parents=True, exist_ok=True)
-    tag = f"{args.direction}{'-deferred' if args.deferred else ''}"
+    tag = f"{args.direction}{'-deferred' if args.deferred else ''}{'-evict' if args.evict_first else ''}"
     trace = args.out / f"trace-{tag}.json"
     prof.export_chrome_trace(str(trace))
     kernels, windows = read_trace(trace)
