@@ -5,6 +5,7 @@
 # BASELINES=SECONDS also runs benchmarks/eval_baselines.py (BASELINE_TASKS: its --tasks; default all);
 # BASELINE_BATCH: its --batch-size (default 8). BENCH=1 first runs the speed benchmarks (train_step.py,
 # zo_step.py) alone; PROFILE=1 first profiles the graphed OPT-1.3B ZO step (profile_step.py, both directions);
+# ENGINE=1 first runs the ZO engine's tests and zo_step.py with and without evict-first copies;
 # MEMORY=1 first runs memory_breakdown.py (FO-LoRA and Bilevel ZOFO on COPA, live memory by code and pool). PARALLEL: training processes per study at once (default 12). Sharing adds no throughput
 # once one run fills the GPU (fp32 on long rows: docs/RESULTS.md section 4); it only equalises wall-clock.
 # DEVICES="0 1": spread the runs over these GPUs (study.py --devices); TOGETHER=K: K runs per process, side by
@@ -19,6 +20,16 @@ if [ -n "${BENCH:-}" ]; then  # speed first, alone on the GPU; results travel ba
     > runs/bench/train_step.log 2>&1
   python3 benchmarks/zo_step.py --iters 15 --smollm2 /root/smol --out runs/bench > runs/bench/zo_step.log 2>&1
   tail -n 12 runs/bench/*.md
+fi
+if [ -n "${ENGINE:-}" ]; then  # the ZO engine: its kernel tests on the GPU, then the step with and without
+  # evict-first copies (kernels.EVICT_FIRST), alone on the GPU
+  python3 -m pytest -q -p no:cacheprovider tests/zo > runs/bench/engine-tests.log 2>&1
+  tail -n 3 runs/bench/engine-tests.log
+  for evict in "" --evict-first; do
+    python3 benchmarks/zo_step.py --iters 15 --micro --smollm2 /root/smol $evict --out "runs/bench/zo-step$evict" \
+      > "runs/bench/zo-step$evict.log" 2>&1
+    tail -n 8 "runs/bench/zo-step$evict/zo_step.md"
+  done
 fi
 if [ -n "${PROFILE:-}" ]; then  # where the graphed step's time goes, alone on the GPU
   for d in gaussian rademacher; do
