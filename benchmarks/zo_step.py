@@ -324,6 +324,8 @@ def bench_model(name: str, iters: int, graphs: bool, weights: str | None = None)
                 row["graphed_forward_error"] = repr(e)[:300]
             else:
                 attempt(row, "graphed_forward", replay, iters)
+                del replay  # the graph and its memory pool, before any step's peak is measured
+                torch.cuda.empty_cache()
     attempt(row, "reference", lambda: reference_step(model, loss_fn, advance(step)), iters)
     for direction in zo.DIRECTIONS:
         attempt(
