@@ -26,13 +26,13 @@ MULTI_UPDATE = {"x_ptr": "*bf16", "meta_ptr": "*i64", "seeds_ptr": "*i64", "coef
 
 
 def variants():
-    for kind, fast, evict in itertools.product(K.TILE, (True, False), (False, True)):
+    for kind, fast, eviction in itertools.product(K.TILE, (True, False), ("", "evict_first")):
         r, warps = K.TILE[kind]
         yield "perturb", K._perturb_kernel, PERTURB, dict(KIND=kind, HAS_X=True, FAST=fast, R=r, ALIGN=16,
-                                                          EVICT=evict), warps
+                                                          EVICTION=eviction), warps
         r, warps = K.GROUP_TILE[kind]
         yield "multi_perturb", M._multi_perturb_kernel, MULTI_PERTURB, dict(NT=16, KIND=kind, FAST=fast, R=r,
-                                                                             ALIGN=16, EVICT=evict), warps
+                                                                             ALIGN=16, EVICTION=eviction), warps
     for kind, probed in itertools.product(K.TILE, (0, 1, 2)):
         r, warps = K.TILE[kind]
         flags = dict(KIND=kind, FAST=True, SR=True, PROBED=probed, R=r, ALIGN=16)

@@ -41,6 +41,6 @@ def test_every_kernel_variant_compiles_for_sm90():
     assert all(" scalar16 0 " in line and " vector 0 " not in line for line in compiled), done.stdout
     # a perturbation marks its streams evict-first exactly when asked (kernels.EVICT_FIRST); updates never do
     perturbs = [line for line in compiled if "perturb" in line]
-    assert len(perturbs) == 24 and all((" evict_first 0 " not in line) == ("'EVICT': True" in line)
+    assert len(perturbs) == 24 and all((" evict_first 0 " not in line) == ("'EVICTION': 'evict_first'" in line)
                                        for line in perturbs), done.stdout
     assert all(" evict_first 0 " in line for line in compiled if "update" in line)

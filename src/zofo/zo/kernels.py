@@ -51,6 +51,11 @@ EVICT_FIRST = False
 ROUND_BLOCK = 4096
 
 
+def eviction_policy() -> str:
+    """The L2 eviction policy a perturbation launch gives its streams now (`EVICT_FIRST`)."""
+    return "evict_first" if EVICT_FIRST else ""
+
+
 def interpreting() -> bool:
     """True when Triton runs kernels on the CPU (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -161,33 +166,20 @@ def _cast(y, dtype: tl.constexpr):
 
 
 @triton.jit
-def _emit(xb, ob, local, u, scale, lo, hi, full, HAS_X: tl.constexpr, EVICT: tl.constexpr):
-    """ob[local] = xb[local] + scale*u; masked to lo <= local < hi unless ``full``; ``EVICT``: both streams
-    evict-first in L2 (`EVICT_FIRST`)."""
-    y = scale * u
+def _emit(xb, ob, local, u, scale, lo, hi, full, HAS_X: tl.constexpr, EVICTION: tl.constexpr):
+    """ob[local] = xb[local] + scale*u; masked to lo <= local < hi unless ``full``; ``EVICTION``: the L2 eviction
+    policy of both streams ("" or "evict_first": `eviction_policy`)."""
     if full:
+        y = scale * u
         if HAS_X:
-            if EVICT:
-                x = tl.load(xb + local, eviction_policy="evict_first")
-            else:
-                x = tl.load(xb + local)
-            y += x.to(tl.float32)
-        if EVICT:
-            tl.store(ob + local, _cast(y, ob.dtype.element_ty), eviction_policy="evict_first")
-        else:
-            tl.store(ob + local, _cast(y, ob.dtype.element_ty))
+            y += tl.load(xb + local, eviction_policy=EVICTION).to(tl.float32)
+        tl.store(ob + local, _cast(y, ob.dtype.element_ty), eviction_policy=EVICTION)
     else:
         m = (local >= lo) & (local < hi)
+        y = scale * u
         if HAS_X:
-            if EVICT:
-                x = tl.load(xb + local, mask=m, other=0.0, eviction_policy="evict_first")
-            else:
-                x = tl.load(xb + local, mask=m, other=0.0)
-            y += x.to(tl.float32)
-        if EVICT:
-            tl.store(ob + local, _cast(y, ob.dtype.element_ty), mask=m, eviction_policy="evict_first")
-        else:
-            tl.store(ob + local, _cast(y, ob.dtype.element_ty), mask=m)
+            y += tl.load(xb + local, mask=m, other=0.0, eviction_policy=EVICTION).to(tl.float32)
+        tl.store(ob + local, _cast(y, ob.dtype.element_ty), mask=m, eviction_policy=EVICTION)
 
 
 @triton.jit
@@ -204,7 +196,7 @@ def perturb_tile(
     FAST: tl.constexpr,
     R: tl.constexpr,
     ALIGN: tl.constexpr,
-    EVICT: tl.constexpr,
+    EVICTION: tl.constexpr,
 ):
     """out = x + scale*u over program ``lp``'s tile (x_ptr/out_ptr point at the tensor's first element)."""
     e0, off, full, counter = _place(lp, n, start, KIND, R, ALIGN)
@@ -213,23 +205,23 @@ def perturb_tile(
     i = tl.arange(0, R)
     if KIND == 0:
         n1, n2, n3, n4 = _normals(pseed, counter, FAST)
-        _emit(xb, ob, i, n1, scale, lo, hi, full, HAS_X, EVICT)
-        _emit(xb, ob, i + 1024, n2, scale, lo, hi, full, HAS_X, EVICT)
-        _emit(xb, ob, i + 2048, n3, scale, lo, hi, full, HAS_X, EVICT)
-        _emit(xb, ob, i + 3072, n4, scale, lo, hi, full, HAS_X, EVICT)
+        _emit(xb, ob, i, n1, scale, lo, hi, full, HAS_X, EVICTION)
+        _emit(xb, ob, i + 1024, n2, scale, lo, hi, full, HAS_X, EVICTION)
+        _emit(xb, ob, i + 2048, n3, scale, lo, hi, full, HAS_X, EVICTION)
+        _emit(xb, ob, i + 3072, n4, scale, lo, hi, full, HAS_X, EVICTION)
     elif KIND == 2:
         n1, n2, n3, n4, n5, n6, n7, n8 = _normals8(pseed, counter, FAST)
-        _emit(xb, ob, i, n1, scale, lo, hi, full, HAS_X, EVICT)
-        _emit(xb, ob, i + 1024, n2, scale, lo, hi, full, HAS_X, EVICT)
-        _emit(xb, ob, i + 2048, n3, scale, lo, hi, full, HAS_X, EVICT)
-        _emit(xb, ob, i + 3072, n4, scale, lo, hi, full, HAS_X, EVICT)
-        _emit(xb, ob, i + 4096, n5, scale, lo, hi, full, HAS_X, EVICT)
-        _emit(xb, ob, i + 5120, n6, scale, lo, hi, full, HAS_X, EVICT)
-        _emit(xb, ob, i + 6144, n7, scale, lo, hi, full, HAS_X, EVICT)
-        _emit(xb, ob, i + 7168, n8, scale, lo, hi, full, HAS_X, EVICT)
+        _emit(xb, ob, i, n1, scale, lo, hi, full, HAS_X, EVICTION)
+        _emit(xb, ob, i + 1024, n2, scale, lo, hi, full, HAS_X, EVICTION)
+        _emit(xb, ob, i + 2048, n3, scale, lo, hi, full, HAS_X, EVICTION)
+        _emit(xb, ob, i + 3072, n4, scale, lo, hi, full, HAS_X, EVICTION)
+        _emit(xb, ob, i + 4096, n5, scale, lo, hi, full, HAS_X, EVICTION)
+        _emit(xb, ob, i + 5120, n6, scale, lo, hi, full, HAS_X, EVICTION)
+        _emit(xb, ob, i + 6144, n7, scale, lo, hi, full, HAS_X, EVICTION)
+        _emit(xb, ob, i + 7168, n8, scale, lo, hi, full, HAS_X, EVICTION)
     else:
         local = tl.arange(0, 32)[:, None] * 1024 + i[None, :]
-        _emit(xb, ob, local, _signs(pseed, counter), scale, lo, hi, full, HAS_X, EVICT)
+        _emit(xb, ob, local, _signs(pseed, counter), scale, lo, hi, full, HAS_X, EVICTION)
 
 
 @triton.jit
@@ -246,11 +238,11 @@ def _perturb_kernel(
     FAST: tl.constexpr,
     R: tl.constexpr,
     ALIGN: tl.constexpr,
-    EVICT: tl.constexpr,
+    EVICTION: tl.constexpr,
 ):
     pseed = tl.load(seed_ptr) + key_hi
     perturb_tile(
-        x_ptr, out_ptr, tl.program_id(0), n, start, pseed, tl.load(scale_ptr), KIND, HAS_X, FAST, R, ALIGN, EVICT
+        x_ptr, out_ptr, tl.program_id(0), n, start, pseed, tl.load(scale_ptr), KIND, HAS_X, FAST, R, ALIGN, EVICTION
     )
 
 
@@ -498,7 +490,7 @@ def perturb(
         FAST=fast_default(out, fast),
         R=r,
         ALIGN=align(out.element_size(), start),
-        EVICT=EVICT_FIRST,
+        EVICTION=eviction_policy(),
         num_warps=warps,
     )
     return out

@@ -53,12 +53,12 @@ def _multi_perturb_kernel(
     FAST: tl.constexpr,
     R: tl.constexpr,
     ALIGN: tl.constexpr,
-    EVICT: tl.constexpr,
+    EVICTION: tl.constexpr,
 ):
     in_d, out_d, n, start, key, lp = _row(meta_ptr, NT, ALIGN)
     pseed = tl.load(seed_ptr) + (key << 32)
     K.perturb_tile(
-        x_ptr + in_d, out_ptr + out_d, lp, n, start, pseed, tl.load(scale_ptr), KIND, True, FAST, R, ALIGN, EVICT
+        x_ptr + in_d, out_ptr + out_d, lp, n, start, pseed, tl.load(scale_ptr), KIND, True, FAST, R, ALIGN, EVICTION
     )
 
 
@@ -165,7 +165,7 @@ def perturb_group(
         FAST=K.fast_default(buf, fast),
         R=r,
         ALIGN=hint,
-        EVICT=K.EVICT_FIRST,
+        EVICTION=K.eviction_policy(),
         num_warps=warps,
     )
     return [buf[o : o + x.numel()].view(x.shape) for x, o in zip(xs, offs, strict=True)]
