@@ -39,6 +39,7 @@ import transformers
 from zofo import zo
 from zofo.causal_attention import unpacked_causal
 from zofo.methods.mezo import LOW_PRECISION_UPDATE_EVERY
+from zofo.zo.graphs import warm_up_stream
 
 SHAPES = {
     "opt-1.3b": (
@@ -233,8 +234,9 @@ def opt_layer_shapes(d: int = 2048, ffn: int = 8192) -> list[tuple[int, ...]]:
 
 
 def graphed(fn: Callable[[], object]) -> Callable[[], object]:
-    """``fn`` captured in a CUDA graph (after a warm-up run on a side stream); returns the replay."""
-    side = torch.cuda.Stream()
+    """``fn`` captured in a CUDA graph (after a warm-up run on zofo's one warm-up stream, which the probes' captures
+    use too: a new stream would keep a cuBLAS workspace of its own through later peaks); returns the replay."""
+    side = warm_up_stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         fn()
