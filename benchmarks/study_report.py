@@ -53,9 +53,8 @@ def add_work_clock(row: dict) -> dict:
     work, steps = row["result"].get("work"), row["result"].get("steps")
     if work and steps:
         per_step = (work["forward_rows"] + work["backward_rows"]) / steps / 1000
-        for entry in row["log"]:
-            if entry.get("phase") == "dev":
-                entry[WORK] = entry["step"] * per_step
+        for entry in dev_entries(row):
+            entry[WORK] = entry["step"] * per_step
     return row
 
 
@@ -343,10 +342,11 @@ def _signs(values: list[float]) -> str:
 
 def clock_of(rows: list[dict]) -> str:
     """The clock that runs are compared on: the one every dev evaluation of every one of them carries."""
-    return shared_clock(e for r in rows for e in r["log"] if e.get("phase") == "dev")
+    return shared_clock(e for r in rows for e in dev_entries(r))
 
 
 def dev_entries(row: dict) -> list[dict]:
+    """A run's dev evaluations from its log, in order."""
     return [e for e in row["log"] if e.get("phase") == "dev"]
 
 
@@ -383,7 +383,7 @@ def speedups(rows: list[dict], reference: str, methods: list[str], target_kind: 
         target = peak if target_kind == "best" else curve[-1][1]
         t_ref = time_to(curve, target)
         improved = target > first + 1e-12
-        n_dev = next((e.get("n") for e in reversed(ref["log"]) if e.get("phase") == "dev"), None)
+        n_dev = next((e.get("n") for e in reversed(dev_entries(ref))), None)
         for name, row in mine:
             t = time_to(dev_curve(row, clock_used), target)
             found.append({"task": row["task"], "seed": row["seed"], "method": name, "point": row["method"],
