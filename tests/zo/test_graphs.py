@@ -83,3 +83,7 @@ def test_a_probe_that_cannot_be_captured_falls_back_to_eager_with_a_warning():
     assert not graphed.capture and graphed.captured == 0
     assert torch.equal(first, eager({"ids": ids}, 3, 1e-2))
     assert torch.equal(graphed({"ids": ids}, 9, -1e-2), eager({"ids": ids}, 9, -1e-2))
+    # the failed capture leaves the device's random numbers and later captures working
+    torch.randn(8, device="cuda")
+    fresh = zo.GraphedProbes(model, params, lm_loss(model), "gaussian")
+    assert torch.equal(fresh({"ids": ids}, 3, 1e-2), first) and fresh.captured == 1

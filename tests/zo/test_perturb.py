@@ -126,7 +126,8 @@ def test_grouped_probe_sees_per_tensor_perturbation(batch):
     pytest.importorskip("triton", reason="the kernel path needs triton")
     from zofo.zo import ops
 
-    model = tiny_llama(torch.bfloat16)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: triton's interpreter (conftest)
+    model, batch = tiny_llama(torch.bfloat16).to(device), batch.to(device)
     params = dict(model.named_parameters())
     seen = {}
     with zo.perturbed(model, params, 21, 0.1, backend="triton"):

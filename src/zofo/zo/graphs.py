@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,25 @@ def warm_up_stream() -> torch.cuda.Stream:
     if device not in _WARM_UP_STREAMS:
         _WARM_UP_STREAMS[device] = torch.cuda.Stream(device)
     return _WARM_UP_STREAMS[device]
+
+
+@contextmanager
+def rng_restored_on_failure() -> Iterator[None]:
+    """Give the device's default generator a clean copy of its state if the capture inside fails.
+
+    torch's ``capture_end`` raises before it tells the generator that the capture is over, so after a failed
+    capture the generator still believes one is under way and every later random op on the device raises
+    "Offset increment outside graph capture encountered unexpectedly" (torch 2.11): one model that cannot be
+    captured would break dropout, ``torch.randn`` and every later capture in the process. Graphs captured
+    before keep the old state object; zofo's graphs draw no torch random numbers.
+    """
+    generator = torch.cuda.default_generators[torch.cuda.current_device()]
+    clean = generator.clone_state()
+    try:
+        yield
+    except BaseException:
+        generator.graphsafe_set_state(clean)
+        raise
 
 
 @dataclass
@@ -109,8 +129,9 @@ class ShapeGraphs:
                 warm_up(static)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):  # other runs' threads
-            output = record(static)
+        with rng_restored_on_failure():
+            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):  # other runs' threads
+                output = record(static)
         self._pool = graph.pool()
         return _Captured(graph, static, output)
 
