@@ -52,11 +52,6 @@ if [ -n "${BASELINES:-}" ]; then
     --data-root .gpu-carry/data --batch-size "${BASELINE_BATCH:-8}" --out "$out" ${BASELINE_TASKS:+--tasks $BASELINE_TASKS} > "$out/baselines.log" 2>&1 &
 fi
 wait
-if [ -n "${MEMORY:-}" ]; then  # where each method's step memory goes, alone on the GPU
-  python3 benchmarks/memory_breakdown.py --model /root/smol --data-root .gpu-carry/data --task copa \
-    --out runs/bench/memory > runs/bench/memory.log 2>&1
-  cat runs/bench/memory/memory_breakdown.md
-fi
 for study in "$@"; do
   name=$(basename "$study" .yaml)
   python3 benchmarks/study.py --aggregate "runs/$name" --results "runs/agg-$name" >> "$out/$name.log" 2>&1
