@@ -45,8 +45,9 @@ GROUP_TILE = {**TILE, GAUSSIAN: (512, 4)}
 # Whether perturbed copies stream through L2 marked evict-first, on load (theta) and store (the copy). A probe
 # writes a layer's copy (~100 MB for OPT-1.3B, more than the H200's L2) just before that layer's matrix products,
 # which ran 6% slower in the ZO step than in a plain forward (run 42); the hint would keep the copy from pushing
-# their activations out of L2. Off until measured (`benchmarks/zo_step.py --evict-first`); values are the same
-# either way. Read at each launch.
+# their activations out of L2. Off: measured on OPT-1.3B it moved the step by -0.38 to +0.12 ms, inside the
+# spread between runs (runs 53 and 55, `benchmarks/zo_step.py --evict-first`); values are the same either way.
+# Read at each launch.
 EVICT_FIRST = False
 ROUND_BLOCK = 4096
 
