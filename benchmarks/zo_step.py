@@ -39,7 +39,7 @@ import transformers
 from zofo import zo
 from zofo.causal_attention import unpacked_causal
 from zofo.methods.mezo import LOW_PRECISION_UPDATE_EVERY
-from zofo.zo.graphs import warm_up_stream
+from zofo.zo.graphs import rng_restored_on_failure, warm_up_stream
 
 SHAPES = {
     "opt-1.3b": (
@@ -242,7 +242,7 @@ def graphed(fn: Callable[[], object]) -> Callable[[], object]:
         fn()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with rng_restored_on_failure(), torch.cuda.graph(graph):  # a failed capture leaves later random inits working
         fn()
     return graph.replay
 
