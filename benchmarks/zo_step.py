@@ -250,7 +250,8 @@ def graphed(fn: Callable[[], object]) -> Callable[[], object]:
 def grouped_probe(layers: int = 24, sweep: bool = False) -> dict[str, float]:
     """ms of one probe's perturbation as the step makes it (one grouped launch per OPT-1.3B decoder layer,
     each tensor its own allocation) against one flat pass over as many elements, and against one flat launch per
-    layer's worth of elements (``split``); ``sweep``: per tile."""
+    layer's worth of elements (``split``), and against the grouped kernel on one tensor per layer (``grouped1``:
+    the row lookup without many tensors); ``sweep``: per tile."""
     from zofo.zo import kernels, multi
 
     groups = [[torch.randn(s, device="cuda", dtype=torch.bfloat16) for s in opt_layer_shapes()] for _ in range(layers)]
@@ -263,6 +264,10 @@ def grouped_probe(layers: int = 24, sweep: bool = False) -> dict[str, float]:
     def probe(kind: int, tile: tuple[int, int] | None) -> None:
         for g, ks in zip(groups, keys, strict=True):
             multi.perturb_group(g, ks, seed, scale, kind, tile=tile)
+
+    def grouped_whole(kind: int, tile: tuple[int, int] | None) -> None:
+        for i, x in enumerate(flat.chunk(layers)):
+            multi.perturb_group([x], [i], seed, scale, kind, tile=tile)
 
     def split(kind: int, tile: tuple[int, int] | None) -> None:
         for x, o in zip(flat.chunk(layers), out.chunk(layers), strict=True):
@@ -278,6 +283,8 @@ def grouped_probe(layers: int = 24, sweep: bool = False) -> dict[str, float]:
             )
             # as many launches as layers, each one flat pass over a layer's worth: what launches alone cost
             res[f"probe_split_{tag}"] = timed(graphed(lambda k=kind, t=t: split(k, t)), 20)
+            # the grouped kernel on one tensor per layer: its row lookup without many tensors' tails
+            res[f"probe_grouped1_{tag}"] = timed(graphed(lambda k=kind, t=t: grouped_whole(k, t)), 20)
     return res
 
 
