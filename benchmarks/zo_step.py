@@ -39,7 +39,7 @@ import transformers
 from zofo import zo
 from zofo.causal_attention import unpacked_causal
 from zofo.methods.mezo import LOW_PRECISION_UPDATE_EVERY
-from zofo.zo.graphs import rng_restored_on_failure, warm_up_stream
+from zofo.zo.graphs import capture
 
 SHAPES = {
     "opt-1.3b": (
@@ -234,16 +234,9 @@ def opt_layer_shapes(d: int = 2048, ffn: int = 8192) -> list[tuple[int, ...]]:
 
 
 def graphed(fn: Callable[[], object]) -> Callable[[], object]:
-    """``fn`` captured in a CUDA graph (after a warm-up run on zofo's one warm-up stream, which the probes' captures
-    use too: a new stream would keep a cuBLAS workspace of its own through later peaks); returns the replay."""
-    side = warm_up_stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with rng_restored_on_failure(), torch.cuda.graph(graph):  # a failed capture leaves later random inits working
-        fn()
+    """``fn`` captured in a CUDA graph as zofo captures its probes (warm-ups on the same stream: a new stream
+    would keep a cuBLAS workspace of its own through later peaks); returns the replay."""
+    graph, _ = capture(fn, fn)
     return graph.replay
 
 

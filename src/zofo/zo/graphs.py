@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +26,7 @@ from .directions import Direction
 from .perturb import perturbed, perturbed_loss
 
 Inputs = Mapping[str, Tensor]
+T = TypeVar("T")
 
 # One capture at a time in a process: entering `torch.cuda.graph` synchronizes the whole device, which CUDA
 # refuses while another thread's stream is capturing (runs trained together, `zofo.concurrent`).
@@ -59,6 +61,23 @@ def rng_restored_on_failure() -> Iterator[None]:
     except BaseException:
         generator.graphsafe_set_state(clean)
         raise
+
+
+def capture(record: Callable[[], T], warm_up: Callable[[], object],
+            pool: tuple | None = None) -> tuple[torch.cuda.CUDAGraph, T]:
+    """``record`` captured in a new CUDA graph, after ``warm_up`` ran twice on `warm_up_stream` (lazy
+    initialisations; not counted as work); returns the graph and what ``record`` returned. Where other threads
+    capture, hold `_CAPTURING`. A failed capture raises with the device's generator restored."""
+    side = warm_up_stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), uncounted():
+        for _ in range(2):
+            warm_up()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with rng_restored_on_failure(), torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+        output = record()  # thread_local: other runs' threads may launch meanwhile
+    return graph, output
 
 
 @dataclass
@@ -122,16 +141,7 @@ class ShapeGraphs:
     def _capture(self, inputs: Inputs, record: Callable[[Inputs], Tensor],
                  warm_up: Callable[[Inputs], object]) -> _Captured:
         static = {name: t.clone() for name, t in inputs.items()}
-        side = warm_up_stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side), uncounted():
-            for _ in range(2):
-                warm_up(static)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with rng_restored_on_failure():
-            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):  # other runs' threads
-                output = record(static)
+        graph, output = capture(lambda: record(static), lambda: warm_up(static), self._pool)
         self._pool = graph.pool()
         return _Captured(graph, static, output)
 
