@@ -175,7 +175,7 @@ def deferred_steps(probes: zo.GraphedProbes, ids: torch.Tensor, params, directio
 
 TILES = {
     0: [(256, 4), (512, 4), (1024, 4), (512, 8), (1024, 8)],
-    1: [(64, 4), (128, 4), (256, 4), (128, 8), (256, 8)],
+    1: [(64, 4), (128, 4), (256, 4), (128, 8), (256, 8), (512, 4), (512, 8), (1024, 8)],
     2: [(128, 4), (256, 4), (512, 4), (256, 8), (512, 8)],
 }
 
@@ -270,14 +270,17 @@ def grouped_probe(layers: int = 24, sweep: bool = False) -> dict[str, float]:
         # default tiles untagged (the grouped launch's own, kernels.GROUP_TILE); in a sweep every tile tagged
         for t in TILES[kind] if sweep else [None]:
             tag = name if t is None else f"{name}_r{t[0]}w{t[1]}"
-            res[f"probe_grouped_{tag}"] = timed(graphed(lambda k=kind, t=t: probe(k, t)), 20)  # as the step replays
-            res[f"probe_flat_{tag}"] = timed(
-                lambda k=kind, t=t: kernels.perturb(flat, out, 5, seed, scale, k, 0, None, t), 20
-            )
-            # as many launches as layers, each one flat pass over a layer's worth: what launches alone cost
-            res[f"probe_split_{tag}"] = timed(graphed(lambda k=kind, t=t: split(k, t)), 20)
-            # the grouped kernel on one tensor per layer: its row lookup without many tensors' tails
-            res[f"probe_grouped1_{tag}"] = timed(graphed(lambda k=kind, t=t: grouped_whole(k, t)), 20)
+            try:
+                res[f"probe_grouped_{tag}"] = timed(graphed(lambda k=kind, t=t: probe(k, t)), 20)  # as the step
+                res[f"probe_flat_{tag}"] = timed(
+                    lambda k=kind, t=t: kernels.perturb(flat, out, 5, seed, scale, k, 0, None, t), 20
+                )
+                # as many launches as layers, each one flat pass over a layer's worth: what launches alone cost
+                res[f"probe_split_{tag}"] = timed(graphed(lambda k=kind, t=t: split(k, t)), 20)
+                # the grouped kernel on one tensor per layer: its row lookup without many tensors' tails
+                res[f"probe_grouped1_{tag}"] = timed(graphed(lambda k=kind, t=t: grouped_whole(k, t)), 20)
+            except Exception as e:  # a tile that does not compile (registers) is recorded, not fatal
+                res[f"probe_error_{tag}"] = repr(e)[:200]
     return res
 
 
@@ -382,6 +385,21 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def group_tile(spec: str) -> tuple[int, int]:
+    """``KIND=R,W`` -> (R, W), checked: R a power of two from 64 to 1024 (counters per program), W warps."""
+    from zofo.zo import kernels
+
+    kind, _, tile = spec.partition("=")
+    try:
+        r, w = (int(v) for v in tile.split(","))
+    except ValueError:
+        raise SystemExit(f"--group-tile {spec!r}: expected KIND=R,W, e.g. rademacher=512,8") from None
+    if kind not in kernels.KINDS or r not in (64, 128, 256, 512, 1024) or w not in (1, 2, 4, 8, 16):
+        raise SystemExit(f"--group-tile {spec!r}: KIND one of {sorted(kernels.KINDS)}, R in 64..1024 (a power of "
+                         "two), W in 1..16 (a power of two)")
+    return r, w
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="opt-1.3b,smollm2-135m")
@@ -392,12 +410,17 @@ def main() -> None:
     ap.add_argument("--micro-only", action="store_true", help="only the kernel passes (tile sweep)")
     ap.add_argument("--evict-first", action="store_true",
                     help="perturbed copies stream through L2 evict-first (kernels.EVICT_FIRST), to compare")
+    ap.add_argument("--group-tile", action="append", default=[], metavar="KIND=R,W",
+                    help="grouped launches of KIND (gaussian, rademacher, gaussian16) use R counters per program and "
+                    "W warps (kernels.GROUP_TILE), to compare; repeatable")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     from zofo.zo import kernels
 
     kernels.EVICT_FIRST = args.evict_first
+    for spec in args.group_tile:
+        kernels.GROUP_TILE[kernels.KINDS[spec.split("=")[0]]] = group_tile(spec)
     rows = []
     for m in [] if args.micro_only else args.models.split(","):
         weights = args.smollm2 if m == "smollm2-135m" else None
@@ -409,6 +432,7 @@ def main() -> None:
         "torch": torch.__version__,
         "transformers": transformers.__version__,  # decides the attention masks inside CUDA graphs
         "evict_first": kernels.EVICT_FIRST,
+        "group_tile": {name: kernels.GROUP_TILE[k] for name, k in kernels.KINDS.items()},
         "batch": [16, 256],
         "dtype": "bfloat16",
         "eps": EPS,
@@ -429,13 +453,16 @@ def main() -> None:
             "# ZO step benchmark\n\n"
             f"`PYTHONPATH=src python benchmarks/zo_step.py {' '.join(os.sys.argv[1:])}`"
             f"  \n{result['date']}, {result['device']}, torch {result['torch']}, "
-            f"transformers {result['transformers']}, perturbed copies evict-first in L2: {result['evict_first']}"
+            f"transformers {result['transformers']}, perturbed copies evict-first in L2: {result['evict_first']}, "
+            f"grouped launches' tiles (counters, warps): {result['group_tile']}"
             f"\n\n{md}\n"
         )
         if "micro_ms" in result:
             m = result["micro_ms"]
             passes = ", ".join(f"{k} {v:.2f}" for k, v in m.items() if k != "elements" and not k.startswith("probe"))
-            probes = ", ".join(f"{k} {v:.2f}" for k, v in m.items() if k.startswith("probe_") and k != "probe_elements")
+            probes = ", ".join(
+                f"{k} {v:.2f}" for k, v in m.items() if k.startswith("probe_") and isinstance(v, float)
+            )
             fh.write(f"\nSingle passes over {m['elements']} bf16 elements (ms): {passes}\n")
             if probes:
                 fh.write(
