@@ -385,8 +385,8 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def group_tile(spec: str) -> tuple[int, int]:
-    """``KIND=R,W`` -> (R, W), checked: R a power of two from 64 to 1024 (counters per program), W warps."""
+def group_tile(spec: str) -> tuple[int, tuple[int, int]]:
+    """``KIND=R,W`` -> (kind, (R, W)), checked: R a power of two from 64 to 1024 (counters per program), W warps."""
     from zofo.zo import kernels
 
     kind, _, tile = spec.partition("=")
@@ -397,7 +397,7 @@ def group_tile(spec: str) -> tuple[int, int]:
     if kind not in kernels.KINDS or r not in (64, 128, 256, 512, 1024) or w not in (1, 2, 4, 8, 16):
         raise SystemExit(f"--group-tile {spec!r}: KIND one of {sorted(kernels.KINDS)}, R in 64..1024 (a power of "
                          "two), W in 1..16 (a power of two)")
-    return r, w
+    return kernels.KINDS[kind], (r, w)
 
 
 def main() -> None:
@@ -420,7 +420,8 @@ def main() -> None:
 
     kernels.EVICT_FIRST = args.evict_first
     for spec in args.group_tile:
-        kernels.GROUP_TILE[kernels.KINDS[spec.split("=")[0]]] = group_tile(spec)
+        kind, tile = group_tile(spec)
+        kernels.GROUP_TILE[kind] = tile
     rows = []
     for m in [] if args.micro_only else args.models.split(","):
         weights = args.smollm2 if m == "smollm2-135m" else None
