@@ -1,12 +1,18 @@
 """Compile every fused kernel variant for an H100/H200 (sm_90) without a GPU; prints one line per variant.
 
 Run as a script with TRITON_INTERPRET unset (the interpreter replaces @triton.jit functions at import).
+``--tiles KIND=R,W ...`` compiles only the perturbation kernels (per-tensor and grouped) of those kinds at those
+tiles instead, to compare their registers and spills (docs/ZO_ENGINE.md, "What one launch per layer costs").
 """
 
 from __future__ import annotations
 
 import itertools
+import re
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import triton
 from triton.backends.compiler import GPUTarget
@@ -45,22 +51,46 @@ def aligned(args: dict[str, str]) -> dict[tuple[int], list]:
     return {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(args.values()) if kind == "*bf16"}
 
 
+def tile_variants(specs: list[str]):
+    """The perturbation kernels, per-tensor and grouped, of each ``KIND=R,W`` in ``specs`` (fast math, no hint)."""
+    for spec in specs:
+        kind, tile = spec.split("=")
+        r, warps = (int(v) for v in tile.split(","))
+        flags = dict(KIND=K.KINDS[kind], FAST=True, R=r, ALIGN=8, EVICTION="")  # ALIGN: bf16's hint at launch
+        yield "perturb", K._perturb_kernel, PERTURB, dict(HAS_X=True, **flags), warps
+        yield "multi_perturb", M._multi_perturb_kernel, MULTI_PERTURB, dict(NT=16, **flags), warps
+
+
+def resources(cubin: bytes) -> dict[str, int]:
+    """Registers a thread and stack bytes (spills) of a compiled kernel, from the cuobjdump that ships with Triton."""
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as fh:
+        fh.write(cubin)
+        fh.flush()
+        out = subprocess.run([str(tool), "--dump-resource-usage", fh.name], capture_output=True, text=True).stdout
+    found = re.search(r"REG:(\d+) STACK:(\d+)", out)
+    return {"registers": int(found[1]), "stack": int(found[2])} if found else {}
+
+
 def global_accesses(ptx: str) -> dict[str, int]:
-    """Counts of the PTX global loads / stores by kind: scalar 16-bit, vectors, evict-first hinted."""
+    """Counts of the PTX global loads / stores outside predication (the unmasked path, which whole super-blocks
+    take) by kind: scalar 16-bit, vectors, evict-first hinted."""
     ops = [line.split()[0] for line in map(str.strip, ptx.splitlines()) if line.startswith(("ld.global", "st.global"))]
     return {"scalar16": sum(op.endswith(".b16") for op in ops), "vector": sum(".v" in op for op in ops),
             "evict_first": sum("evict_first" in op for op in ops)}
 
 
-def main() -> int:
-    for name, fn, args, constexprs, warps in variants():
+def main(argv: list[str]) -> int:
+    chosen = tile_variants(argv[argv.index("--tiles") + 1 :]) if "--tiles" in argv else variants()
+    for name, fn, args, constexprs, warps in chosen:
         signature = {**args, **{k: "constexpr" for k in constexprs}}
         source = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=aligned(args))
         compiled = triton.compile(source, target=HOPPER, options={"num_warps": warps})
         accesses = " ".join(f"{k} {v}" for k, v in global_accesses(compiled.asm["ptx"]).items())
-        print(name, constexprs, accesses, "cubin bytes", len(compiled.asm["cubin"]))
+        used = " ".join(f"{k} {v}" for k, v in resources(compiled.asm["cubin"]).items())
+        print(name, constexprs, "warps", warps, accesses, used, "cubin bytes", len(compiled.asm["cubin"]))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -37,6 +37,7 @@ def test_every_kernel_variant_compiles_for_sm90():
     compiled = [line for line in done.stdout.splitlines() if "cubin bytes" in line]
     assert len(compiled) == 42, done.stdout
     assert all(int(line.rsplit(" ", 1)[1]) > 0 for line in compiled)
+    assert all(0 < int(line.split(" registers ")[1].split()[0]) <= 255 for line in compiled), done.stdout
     # every bf16 stream is read and written in vectors (aligned tensors, as at launch), never element by element
     assert all(" scalar16 0 " in line and " vector 0 " not in line for line in compiled), done.stdout
     # a perturbation marks its streams evict-first exactly when asked (kernels.EVICT_FIRST); updates never do
