@@ -22,6 +22,7 @@ from zofo.zo import kernels as K
 from zofo.zo import multi as M
 
 HOPPER = GPUTarget("cuda", 90, 32)
+BF16_ALIGN = K.align(2, 0)  # the alignment hint (elements) a launch on aligned bf16 tensors gets: 16 bytes
 PERTURB = {"x_ptr": "*bf16", "out_ptr": "*bf16", "n": "i64", "start": "i64", "key_hi": "i64", "seed_ptr": "*i64",
            "scale_ptr": "*fp32"}
 UPDATE = {"x_ptr": "*bf16", "n": "i64", "start": "i64", "key": "i64", "seeds_ptr": "*i64", "coefs_ptr": "*fp32",
@@ -34,14 +35,14 @@ MULTI_UPDATE = {"x_ptr": "*bf16", "meta_ptr": "*i64", "seeds_ptr": "*i64", "coef
 def variants():
     for kind, fast, eviction in itertools.product(K.TILE, (True, False), ("", "evict_first")):
         r, warps = K.TILE[kind]
-        yield "perturb", K._perturb_kernel, PERTURB, dict(KIND=kind, HAS_X=True, FAST=fast, R=r, ALIGN=16,
+        yield "perturb", K._perturb_kernel, PERTURB, dict(KIND=kind, HAS_X=True, FAST=fast, R=r, ALIGN=BF16_ALIGN,
                                                           EVICTION=eviction), warps
         r, warps = K.GROUP_TILE[kind]
         yield "multi_perturb", M._multi_perturb_kernel, MULTI_PERTURB, dict(NT=16, KIND=kind, FAST=fast, R=r,
-                                                                             ALIGN=16, EVICTION=eviction), warps
+                                                                             ALIGN=BF16_ALIGN, EVICTION=eviction), warps
     for kind, probed in itertools.product(K.TILE, (0, 1, 2)):
         r, warps = K.TILE[kind]
-        flags = dict(KIND=kind, FAST=True, SR=True, PROBED=probed, R=r, ALIGN=16)
+        flags = dict(KIND=kind, FAST=True, SR=True, PROBED=probed, R=r, ALIGN=BF16_ALIGN)
         yield "update", K._update_kernel, UPDATE, flags, warps
         yield "multi_update", M._multi_update_kernel, MULTI_UPDATE, dict(NT=16, **flags), warps
 
@@ -56,7 +57,7 @@ def tile_variants(specs: list[str]):
     for spec in specs:
         kind, tile = spec.split("=")
         r, warps = (int(v) for v in tile.split(","))
-        flags = dict(KIND=K.KINDS[kind], FAST=True, R=r, ALIGN=8, EVICTION="")  # ALIGN: bf16's hint at launch
+        flags = dict(KIND=K.KINDS[kind], FAST=True, R=r, ALIGN=BF16_ALIGN, EVICTION="")
         yield "perturb", K._perturb_kernel, PERTURB, dict(HAS_X=True, **flags), warps
         yield "multi_perturb", M._multi_perturb_kernel, MULTI_PERTURB, dict(NT=16, **flags), warps
 
