@@ -196,8 +196,9 @@ def main() -> None:
     parser.add_argument("--aggregate", type=Path, nargs="+", default=None,
                         help="aggregate the runs in these folders (several: pooled, e.g. studies of several sessions)")
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/study"))
-    parser.add_argument("--curves", default="mezo,zo-lora,bilevel-zofo-lora",
-                        help="methods drawn in the dev-against-wall-clock plot (and timed in speedup.md)")
+    parser.add_argument("--curves", default="mezo,zo-lora,bilevel-zofo-lora,fo-lora",
+                        help="methods drawn in the dev-against-wall-clock plot, timed in speedup.md and placed in "
+                        "pareto.png (those a study did not run are left out)")
     parser.add_argument("--reference", default="mezo", help="the method whose final dev accuracy is the target")
     parser.add_argument("--select-seeds", type=int, nargs="+", default=None,
                         help="choose grid points on the dev accuracy of these seeds only (default: every seed)")
