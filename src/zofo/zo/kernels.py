@@ -43,7 +43,8 @@ TILE = {GAUSSIAN: (1024, 4), RADEMACHER: (256, 4), GAUSSIAN16: (512, 4)}  # GAUS
 # favours shorter programs: OPT-1.3B's 24 layers in a CUDA graph, 2.08 ms at 512x4 against 2.35 at 1024x4 (run 52).
 # Rademacher favours longer ones: 1.43 ms at 512x4 against 1.66 at 256x4 (run 57, 2026-12-03), the reverse of the
 # flat pass (1.75 against 1.37). Why is not known: compiled, the two differ only by the grouped kernel's row lookup
-# (same registers, same spills), and many tensors in one launch cost nothing extra. docs/ZO_ENGINE.md: the sweep.
+# (same registers, same spills), and at these tiles many tensors in one launch cost no more than one (within 0.08
+# ms). docs/ZO_ENGINE.md has the sweep.
 GROUP_TILE = {**TILE, GAUSSIAN: (512, 4), RADEMACHER: (512, 4)}
 # Whether perturbed copies stream through L2 marked evict-first, on load (theta) and store (the copy). A probe
 # writes a layer's copy (~100 MB for OPT-1.3B, more than the H200's L2) just before that layer's matrix products,
