@@ -53,7 +53,7 @@ def aligned(args: dict[str, str]) -> dict[tuple[int], list]:
 
 
 def tile_variants(specs: list[str]):
-    """The perturbation kernels, per-tensor and grouped, of each ``KIND=R,W`` in ``specs`` (fast math, no eviction hint)."""
+    """The perturbation kernels, per-tensor and grouped, of each ``KIND=R,W`` in ``specs`` (fast math, no L2 hint)."""
     for spec in specs:
         kind, tile = spec.split("=")
         r, warps = (int(v) for v in tile.split(","))
