@@ -75,10 +75,12 @@ def resources(cubin: bytes) -> dict[str, int]:
 
 def global_accesses(ptx: str) -> dict[str, int]:
     """Counts of the PTX global loads / stores outside predication (the unmasked path, which whole super-blocks
-    take) by kind: scalar 16-bit, vectors, evict-first hinted."""
-    ops = [line.split()[0] for line in map(str.strip, ptx.splitlines()) if line.startswith(("ld.global", "st.global"))]
+    take) by kind: scalar 16-bit, vectors, evict-first hinted; and every global load, predicated or not."""
+    lines = [line.strip() for line in ptx.splitlines()]
+    ops = [line.split()[0] for line in lines if line.startswith(("ld.global", "st.global"))]
     return {"scalar16": sum(op.endswith(".b16") for op in ops), "vector": sum(".v" in op for op in ops),
-            "evict_first": sum("evict_first" in op for op in ops)}
+            "evict_first": sum("evict_first" in op for op in ops),
+            "loads": sum("ld.global" in line.split("//")[0] for line in lines)}
 
 
 def main(argv: list[str]) -> int:
