@@ -11,6 +11,9 @@ A study file (YAML) names the shared settings, the tasks (with their data folder
 its own overrides, e.g. learning rates picked on dev) and the seeds. Every run writes its own folder with
 config.yaml, log.jsonl and result.json, and placement.json (written here: the `--devices` entry it was given, and
 when it started and ended, from which the aggregate counts the runs that shared its GPU);
+a run that fails for want of GPU memory waits for another run on its device to end and starts again
+(``--oom-retries``, default 2), its failed attempt kept beside it as ``NAME.attempt1``; a folder left by an earlier
+unfinished attempt is set aside the same way before a run starts, so no log is ever appended to another's;
 `--aggregate` reads them all and writes one JSON per run, the accuracy table (mean +- population std over
 seeds), dev-accuracy-against-wall-clock curves and the memory table (`study_report.py`).
 
@@ -34,7 +37,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -80,20 +85,94 @@ def expand(study: dict, data_root: str) -> list[dict]:
     return runs
 
 
-def launch(run: dict, out: Path, log_dir: Path, device: str | None = None) -> dict:
-    """Run one `zofo train` process to completion (on CUDA device ``device`` if given); returns its status."""
+OUT_OF_MEMORY = ("CUDA out of memory", "OutOfMemoryError")
+
+
+class DeviceTurns:
+    """The runs on each device now; a run that ran out of memory waits here for another to end before retrying,
+    one waiting run released per run that ends (so those that failed together do not all retry at once)."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.active: Counter = Counter()
+        self.ended: Counter = Counter()
+        self.waiting: Counter = Counter()
+
+    def start(self, device: str | None) -> None:
+        with self.changed:
+            self.active[device] += 1
+
+    def end(self, device: str | None) -> None:
+        with self.changed:
+            self.active[device] -= 1
+            self.ended[device] += 1
+            self.changed.notify_all()
+
+    def wait_for_memory(self, device: str | None) -> bool:
+        """Block until another run on ``device`` ends (True), or return False at once if none is running."""
+        with self.changed:
+            if self.active[device] == 0:
+                return False
+            ticket = self.ended[device] + self.waiting[device] + 1
+            self.waiting[device] += 1
+            self.changed.wait_for(lambda: self.ended[device] >= ticket or self.active[device] == 0)
+            self.waiting[device] -= 1
+            return True
+
+
+def launch(run: dict, out: Path, log_dir: Path, device: str | None = None, turns: DeviceTurns | None = None,
+           oom_retries: int = 2) -> dict:
+    """Run one `zofo train` process to completion (on CUDA device ``device`` if given); returns its status. A run
+    that runs out of GPU memory while others share its device starts again once one of them has ended, at most
+    ``oom_retries`` times."""
     run_dir = out / run["name"]
     if (run_dir / "result.json").exists():
         return {"name": run["name"], "status": "done before"}
+    turns = turns or DeviceTurns()
+    for attempt in range(1, oom_retries + 2):
+        set_aside(run_dir, log_dir)
+        env = run_env(device)
+        start = record_placement(run_dir, device, env)
+        turns.start(device)
+        try:
+            with open(log_dir / f"{run['name']}.log", "w") as log:
+                code = subprocess.call(train_command(run, out), stdout=log, stderr=subprocess.STDOUT, env=env)
+        finally:
+            turns.end(device)
+        status = {"name": run["name"], "status": "ok" if code == 0 else f"exit {code}",
+                  "seconds": round(record_end(run_dir) - start, 1), "attempts": attempt}
+        if code == 0 or attempt > oom_retries or not ran_out_of_memory(log_dir / f"{run['name']}.log"):
+            return status
+        print(json.dumps({**status, "status": "out of GPU memory: waiting for another run to end"}), flush=True)
+        if not turns.wait_for_memory(device):
+            return {**status, "status": f"exit {code} (out of GPU memory with no other run on its device)"}
+    return status
+
+
+def train_command(run: dict, out: Path) -> list[str]:
+    """The `zofo train` command line of one run."""
     args = [sys.executable, "-m", "zofo.cli", "train"]
     for key, value in run_overrides(run, out).items():
         args += ["--set", f"{key}={value}"]
-    env = run_env(device)
-    start = record_placement(run_dir, device, env)
-    with open(log_dir / f"{run['name']}.log", "w") as log:
-        code = subprocess.call(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-    return {"name": run["name"], "status": "ok" if code == 0 else f"exit {code}",
-            "seconds": round(record_end(run_dir) - start, 1)}
+    return args
+
+
+def ran_out_of_memory(log_file: Path) -> bool:
+    """Whether a run's output ends in a CUDA out-of-memory error."""
+    tail = log_file.read_text(errors="replace")[-4000:] if log_file.exists() else ""
+    return any(marker in tail for marker in OUT_OF_MEMORY)
+
+
+def set_aside(run_dir: Path, log_dir: Path) -> None:
+    """Move an earlier unfinished attempt's folder and log to NAME.attemptK (the first K free), so a new
+    attempt starts clean instead of appending to its log."""
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return
+    k = next(k for k in range(1, 10_000) if not run_dir.with_name(f"{run_dir.name}.attempt{k}").exists())
+    run_dir.rename(run_dir.with_name(f"{run_dir.name}.attempt{k}"))
+    log = log_dir / f"{run_dir.name}.log"
+    if log.exists():
+        log.rename(log_dir / f"{run_dir.name}.attempt{k}.log")
 
 
 def run_overrides(run: dict, out: Path) -> dict:
@@ -159,7 +238,8 @@ def selected(runs: list[dict], only: list[str] | None) -> list[dict]:
 
 
 def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: list[str] | None,
-              seeds: list[int] | None = None, devices: list[str] | None = None, together: int = 1) -> None:
+              seeds: list[int] | None = None, devices: list[str] | None = None, together: int = 1,
+              oom_retries: int = 2) -> None:
     study = yaml.safe_load(study_file.read_text())
     if seeds is not None:
         study["seeds"] = seeds
@@ -176,7 +256,8 @@ def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: 
                 for status in statuses:
                     print(json.dumps(status), flush=True)
             return
-        for status in pool.map(lambda r, d: launch(r, out, out / "logs", d), runs, placed):
+        turns = DeviceTurns()
+        for status in pool.map(lambda r, d: launch(r, out, out / "logs", d, turns, oom_retries), runs, placed):
             print(json.dumps(status), flush=True)
 
 
@@ -193,6 +274,9 @@ def main() -> None:
                         help="runs per process, trained side by side on their own CUDA streams (zofo.concurrent); "
                              "--parallel then counts processes. Peak memory is not recorded for them")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="replace the study's seeds")
+    parser.add_argument("--oom-retries", type=int, default=2,
+                        help="times a run that ran out of GPU memory starts again, each after another run on its "
+                             "device has ended (0: never)")
     parser.add_argument("--aggregate", type=Path, nargs="+", default=None,
                         help="aggregate the runs in these folders (several: pooled, e.g. studies of several sessions)")
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/study"))
@@ -213,7 +297,7 @@ def main() -> None:
                   args.select_seeds)
     else:
         run_study(args.study, args.out, args.parallel, args.data_root, args.only, args.seeds, args.devices,
-                  args.together)
+                  args.together, args.oom_retries)
 
 
 if __name__ == "__main__":

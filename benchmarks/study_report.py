@@ -544,19 +544,28 @@ def gpu_sharing(outs: list[Path]) -> dict[str, float]:
 
 
 def step_speed(out: Path, sharing: dict[str, float] | None = None) -> str:
-    """Steps reached and median seconds per step of every run folder, finished or not (from log.jsonl), and the
-    runs that shared its GPU (`gpu_sharing`), where known."""
+    """Steps reached and median seconds per step of every run folder, finished or not (from log.jsonl), the
+    runs that shared its GPU (`gpu_sharing`), where known, and why an unfinished one stopped (`failure_of`)."""
     sharing = sharing or {}
-    lines = ["| run | finished | steps logged | median seconds / step | runs on its GPU (mean) |",
-             "|---|---|---|---|---|"]
+    lines = ["| run | finished | steps logged | median seconds / step | runs on its GPU (mean) | why it stopped |",
+             "|---|---|---|---|---|---|"]
     for log in sorted(out.glob("*/log.jsonl")):
         train = [e for e in map(json.loads, log.read_text().splitlines()) if "step_seconds" in e]
         median = f"{statistics.median(e['step_seconds'] for e in train):.3f}" if train else "-"
         done = (log.parent / "result.json").exists()
         shared = f"{sharing[log.parent.name]:.1f}" if log.parent.name in sharing else "-"
+        why = "" if done else failure_of(log.parent)
         lines.append(f"| {log.parent.name} | {'yes' if done else 'no'} | {train[-1]['step'] if train else 0} | "
-                     f"{median} | {shared} |")
+                     f"{median} | {shared} | {why} |")
     return "\n".join(lines) + "\n"
+
+
+def failure_of(run_dir: Path) -> str:
+    """The last error line of an unfinished run's output (the study's logs/NAME.log beside its folder)."""
+    log = run_dir.parent / "logs" / f"{run_dir.name}.log"
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    errors = [line for line in lines if re.match(r"[\w.]+(Error|Exception|Interrupt)\b", line)]
+    return errors[-1][:120].replace("|", "/") if errors else "no error in its output"
 
 
 WORK_NOTE = ("The speed-up on training work instead of seconds: thousands of training sequences through the model "

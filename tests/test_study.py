@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -37,7 +40,7 @@ def test_runs_are_spread_over_the_devices_and_selected_by_name(tmp_path, monkeyp
     study_file.write_text("tasks: [{name: cb, task: cb, data: CB}, {name: copa, task: copa, data: COPA},"
                           " {name: wic, task: wic, data: WiC}]\nmethods: [{name: mezo, set: {}}]\nseeds: [0, 1]\n")
     seen = []
-    monkeypatch.setattr(study, "launch", lambda run, out, logs, device: seen.append((run["name"], device)) or {})
+    monkeypatch.setattr(study, "launch", lambda run, out, logs, device, *rest: seen.append((run["name"], device)) or {})
     study.run_study(study_file, tmp_path / "out", 4, "DATA", ["cb__", "copa__"], devices=["0", "1"])
     assert sorted(n for n, _ in seen) == ["cb__mezo__s0", "cb__mezo__s1", "copa__mezo__s0", "copa__mezo__s1"]
     assert sorted(d for _, d in seen) == ["0", "0", "1", "1"]
@@ -376,3 +379,69 @@ def test_speedup_on_work_counts_sequences_not_seconds(tmp_path):
     del result["work"]
     result_file.write_text(json.dumps(result))
     assert study_report.speedups(study_report.load_runs(runs), "mezo", ["bilevel"], clock=study_report.WORK) == []
+
+
+def scripted_run(tmp_path: Path, monkeypatch, script: str) -> None:
+    """Make every launched run execute ``script`` (python; RUN_DIR is its folder) instead of `zofo train`."""
+    monkeypatch.setattr(study, "train_command", lambda run, out: [
+        sys.executable, "-c", f"import pathlib, sys, time; RUN_DIR = pathlib.Path({str(out / run['name'])!r})\n"
+        + script])
+
+
+OOM_ONCE = """
+(RUN_DIR / "log.jsonl").open("a").write('{"attempt": 1}\\n')
+tried = RUN_DIR.parent / (RUN_DIR.name + ".attempt1")
+if RUN_DIR.name.startswith("big") and not tried.exists():
+    print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 28.00 MiB.")
+    sys.exit(1)
+time.sleep(0.5 if RUN_DIR.name.startswith("small") else 0)
+(RUN_DIR / "result.json").write_text("{}")
+"""
+
+
+def test_a_run_out_of_gpu_memory_starts_again_once_another_run_has_ended(tmp_path, monkeypatch):
+    scripted_run(tmp_path, monkeypatch, OOM_ONCE)
+    out, logs = tmp_path / "out", tmp_path / "out" / "logs"
+    logs.mkdir(parents=True)
+    turns = study.DeviceTurns()
+    with ThreadPoolExecutor(2) as pool:
+        small = pool.submit(study.launch, {"name": "small__s0", "overrides": {}}, out, logs, "0", turns)
+        time.sleep(0.2)  # the small run holds the device when the big one fails
+        big = pool.submit(study.launch, {"name": "big__s0", "overrides": {}}, out, logs, "0", turns)
+        statuses = small.result(), big.result()
+    assert [s["status"] for s in statuses] == ["ok", "ok"] and statuses[1]["attempts"] == 2
+    # the big run retried only after the small one ended, and in a clean folder: its failed attempt is kept apart
+    assert json.loads((out / "big__s0" / "placement.json").read_text())["started"] >= json.loads(
+        (out / "small__s0" / "placement.json").read_text())["ended"]
+    assert (out / "big__s0" / "log.jsonl").read_text() == '{"attempt": 1}\n'
+    assert (out / "big__s0.attempt1" / "log.jsonl").read_text() == '{"attempt": 1}\n'
+    assert "CUDA out of memory" in (logs / "big__s0.attempt1.log").read_text()
+    assert not (out / "big__s0.attempt1" / "result.json").exists()
+
+
+def test_a_run_out_of_gpu_memory_alone_on_its_device_is_not_retried(tmp_path, monkeypatch):
+    scripted_run(tmp_path, monkeypatch, OOM_ONCE)
+    (tmp_path / "logs").mkdir()
+    status = study.launch({"name": "big__s0", "overrides": {}}, tmp_path / "out", tmp_path / "logs", "0")
+    assert status["status"] == "exit 1 (out of GPU memory with no other run on its device)"
+    assert status["attempts"] == 1 and not (tmp_path / "out" / "big__s0.attempt1").exists()
+    # nor is any run whose failure is not memory, nor one out of retries
+    scripted_run(tmp_path, monkeypatch, "print('ValueError: bad'); sys.exit(3)")
+    assert study.launch({"name": "x__s0", "overrides": {}}, tmp_path / "out", tmp_path / "logs")["status"] == "exit 3"
+
+
+def test_a_new_attempt_never_appends_to_an_unfinished_runs_log(tmp_path, monkeypatch):
+    scripted_run(tmp_path, monkeypatch, OOM_ONCE)
+    out, logs = tmp_path / "out", tmp_path / "out" / "logs"
+    for k in (1, 2):  # two earlier attempts already set aside; a third, killed, left its folder in place
+        (out / f"small__s0.attempt{k}").mkdir(parents=True)
+    (out / "small__s0").mkdir()
+    (out / "small__s0" / "log.jsonl").write_text('{"killed": 1}\n')
+    logs.mkdir()
+    (logs / "small__s0.log").write_text("Traceback ...\nKeyboardInterrupt\n")
+    assert study.launch({"name": "small__s0", "overrides": {}}, out, logs)["status"] == "ok"
+    assert (out / "small__s0" / "log.jsonl").read_text() == '{"attempt": 1}\n'
+    assert (out / "small__s0.attempt3" / "log.jsonl").read_text() == '{"killed": 1}\n'
+    speed = study_report.step_speed(out)  # the aggregate lists the unfinished attempt and why it stopped
+    assert "| small__s0.attempt3 | no | 0 | - | - | KeyboardInterrupt |" in speed
+    assert "| small__s0 | yes |" in speed
