@@ -28,6 +28,8 @@ Grids and templates expand in the YAML: a method with ``grid: {optim.lr: [1.0e-5
   (``--reference``, default mezo) final dev accuracy, and the reference's time over it; beside the target, by
   how many dev examples the reference's final accuracy beat its first evaluation (a gain of one says little);
 * pareto.png: wall-clock to that accuracy against peak train-step memory, one point per method.
+* speedup_across_seeds.md, where a method ran on other seeds than the reference (an ablation on one seed):
+  each of its runs timed against the reference's final dev accuracy of every seed, as a threshold.
 """
 
 from __future__ import annotations

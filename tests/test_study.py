@@ -445,3 +445,27 @@ def test_a_new_attempt_never_appends_to_an_unfinished_runs_log(tmp_path, monkeyp
     speed = study_report.step_speed(out)  # the aggregate lists the unfinished attempt and why it stopped
     assert "| small__s0.attempt3 | no | 0 | - | - | KeyboardInterrupt |" in speed
     assert "| small__s0 | yes |" in speed
+
+
+def test_a_method_run_on_fewer_seeds_is_timed_against_every_seed_of_the_reference(tmp_path):
+    runs = tmp_path / "runs"
+    fake_run(runs, "wic", "mezo", 0, [(0, 0.50), (100, 0.60), (200, 0.60)], test=0.5, train_times=[0, 100, 200])
+    fake_run(runs, "wic", "mezo", 1, [(0, 0.50), (300, 0.70)], test=0.5, train_times=[0, 300])
+    fake_run(runs, "wic", "ablation", 0, [(0, 0.50), (20, 0.60), (60, 0.70)], test=0.6, train_times=[0, 20, 60])
+    rows = study_report.load_runs(runs)
+    assert study_report.seeds_unpaired(rows, "mezo", ["ablation"])
+    assert not study_report.seeds_unpaired(rows, "mezo", ["mezo"])
+    same = study_report.speedups(rows, "mezo", ["mezo", "ablation"])
+    assert sorted((f["method"], f["seed"]) for f in same) == [("ablation", 0), ("mezo", 0), ("mezo", 1)]
+    across = study_report.speedups(rows, "mezo", ["mezo", "ablation"], across_seeds=True)
+    pairs = {(f["method"], f["seed"], f["reference_seed"]): f["speedup"] for f in across}
+    # the reference is still paired with itself only; the ablation's seed 0 meets both of mezo's targets
+    assert pairs == {("mezo", 0, 0): 1.0, ("ablation", 0, 0): 100 / 20, ("mezo", 1, 1): 1.0,
+                     ("ablation", 0, 1): 300 / 60}
+    assert "| wic | 0 vs 1 | 0.700 | ablation | 60 | 300 | 5.00x |" in study_report.speedup_table(across, "mezo")
+    study_report.aggregate(runs, tmp_path / "res", ["mezo", "ablation"])
+    across_md = (tmp_path / "res" / "speedup_across_seeds.md").read_text()
+    assert "| wic | ablation | 5.0x, 5.0x | 5.0x | 0 / 0 |" in across_md and "## On training work" in across_md
+    fake_run(runs, "wic", "ablation", 1, [(0, 0.50), (60, 0.70)], test=0.6)
+    study_report.aggregate(runs, tmp_path / "res2", ["mezo", "ablation"])
+    assert not (tmp_path / "res2" / "speedup_across_seeds.md").exists()  # every seed paired: nothing to add
