@@ -477,15 +477,16 @@ def plot_pareto(rows: list[dict], found: list[dict], target: Path) -> None:
 
     tasks = sorted({f["task"] for f in found if f["speedup"]}) or sorted({f["task"] for f in found})
     methods = sorted({f["method"] for f in found})
+    colors = method_colors(plt, methods)
     fig, axes = task_panels(plt, len(tasks))
     for axis, task in zip(axes, tasks, strict=True):
-        for color, method in enumerate(methods):
+        for method in methods:
             mine = [f for f in found if (f["task"], f["method"]) == (task, method)]
             times = [f["seconds"] for f in mine if f["seconds"] is not None and f.get("reference_improved", True)]
             points = {f.get("point", method) for f in mine}
             peaks = [_peak(r) for r in rows if r["task"] == task and r["method"] in points]
             if times and peaks:
-                axis.scatter(statistics.mean(times), max(peaks), color=f"C{color}")
+                axis.scatter(statistics.mean(times), max(peaks), color=colors[method])
                 axis.annotate(shown_method(mine[0]), (statistics.mean(times), max(peaks)), fontsize=8)
         axis.set_title(task)
         axis.set_xlabel("seconds to the reference's final dev accuracy (mean)")
@@ -493,6 +494,13 @@ def plot_pareto(rows: list[dict], found: list[dict], target: Path) -> None:
     fig.tight_layout()
     fig.savefig(target, dpi=110)
     plt.close(fig)
+
+
+def method_colors(plt, methods: list[str]) -> dict[str, tuple]:
+    """One distinct colour per method: matplotlib's ten-colour cycle, or tab20 past ten methods (the cycle would
+    repeat, e.g. eleven ablation variants)."""
+    palette = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    return {method: palette(i % palette.N) for i, method in enumerate(methods)}
 
 
 def task_panels(plt, n: int, columns: int = 3):
@@ -516,7 +524,7 @@ def plot_curves(rows: list[dict], target: Path, methods: list[str]) -> None:
 
     tasks = sorted({r["task"] for r in rows})
     drawn = [(name, row) for name, row in curve_rows(rows, methods) if row["seed"] == 0]
-    colors = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(name for name, _ in drawn))}
+    colors = method_colors(plt, list(dict.fromkeys(name for name, _ in drawn)))
     fig, axes = task_panels(plt, len(tasks))
     for axis, task in zip(axes, tasks, strict=True):
         clock = clock_of([r for _, r in drawn if r["task"] == task])

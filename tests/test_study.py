@@ -469,3 +469,14 @@ def test_a_method_run_on_fewer_seeds_is_timed_against_every_seed_of_the_referenc
     fake_run(runs, "wic", "ablation", 1, [(0, 0.50), (60, 0.70)], test=0.6)
     study_report.aggregate(runs, tmp_path / "res2", ["mezo", "ablation"])
     assert not (tmp_path / "res2" / "speedup_across_seeds.md").exists()  # every seed paired: nothing to add
+
+
+def test_every_method_drawn_gets_its_own_colour_past_ten_methods():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for n in (3, 11, 20):
+        colors = study_report.method_colors(plt, [f"m{i}" for i in range(n)])
+        assert len(set(colors.values())) == n
