@@ -188,6 +188,8 @@ def launch_together(runs: list[dict], out: Path, log_dir: Path, device: str | No
     statuses = [{"name": r["name"], "status": "done before"} for r in runs if r not in todo]
     if not todo:
         return statuses
+    for r in todo:
+        set_aside(out / r["name"], log_dir)
     env = run_env(device)
     job = [{"name": r["name"], "overrides": run_overrides(r, out)} for r in todo]
     start = min(record_placement(out / r["name"], device, env) for r in todo)

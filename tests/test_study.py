@@ -62,8 +62,12 @@ def test_runs_launched_together_finish_in_one_process(tmp_path, tiny_model_dir, 
               "train.batch_size": 4, "train.steps": 2, "train.eval_every": 2, "optim.lr": 1e-3}
     runs = [{"name": f"sst2__{m}__s0", "overrides": {**common, "train.method": m}} for m in ("mezo", "fo-peft")]
     (tmp_path / "logs").mkdir()
+    (tmp_path / runs[0]["name"]).mkdir()  # an earlier attempt, killed: set aside, not appended to
+    (tmp_path / runs[0]["name"] / "log.jsonl").write_text('{"killed": 1}\n')
     statuses = study.launch_together(runs, tmp_path, tmp_path / "logs")
     assert [s["status"] for s in statuses] == ["ok", "ok"] and statuses[0]["together"] == 2
+    assert (tmp_path / f"{runs[0]['name']}.attempt1" / "log.jsonl").read_text() == '{"killed": 1}\n'
+    assert "killed" not in (tmp_path / runs[0]["name"] / "log.jsonl").read_text()
     for run in runs:
         result = json.loads((tmp_path / run["name"] / "result.json").read_text())
         assert result["shared_process"] and result["steps"] == 2
