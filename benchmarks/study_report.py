@@ -122,9 +122,9 @@ def selection_note(rows: list[dict]) -> list[str]:
 def markdown(rows: list[dict]) -> str:
     lines = accuracy_lines(*selected_table(rows)) + selection_note(rows)
     lines += ["", "Per run name (each grid point apart):", "",
-              "| method | train seconds (mean) | peak train-step memory MiB (max) | steps (min-max) | "
-              "median seconds / step | train loss, last sixth of the steps (mean over seeds) | "
-              "sequences forward / backward, thousands (mean) |", "|---|---|---|---|---|---|---|"]
+              "| method | train seconds (mean) | peak train-step memory MiB (max) | reserved by the process, MiB "
+              "(max) | steps (min-max) | median seconds / step | train loss, last sixth of the steps (mean over "
+              "seeds) | sequences forward / backward, thousands (mean) |", "|---|---|---|---|---|---|---|---|"]
     for method in accuracy_table(rows)[0]:
         mine = [r for r in rows if r["method"] == method]
         seconds = statistics.mean(r["result"]["train_seconds"] for r in mine)
@@ -134,8 +134,10 @@ def markdown(rows: list[dict]) -> str:
         median = f"{statistics.median(step_seconds):.3f}" if step_seconds else "-"
         tails = [v for v in (late_train_loss(r) for r in mine) if v is not None]
         late = f"{statistics.mean(tails):.4f}" if tails else "-"
-        lines.append(f"| {method} | {seconds:.1f} | {max(peaks):.0f} | {min(steps)}-{max(steps)} | {median} | "
-                     f"{late} | {passes(mine)} |")
+        reserved = [r["result"].get("peak_memory_reserved_mib", {}).get("train_step") for r in mine]
+        held = f"{max(v for v in reserved if v):.0f}" if any(reserved) else "-"  # runs before it was recorded: -
+        lines.append(f"| {method} | {seconds:.1f} | {max(peaks):.0f} | {held} | {min(steps)}-{max(steps)} | "
+                     f"{median} | {late} | {passes(mine)} |")
     return "\n".join(lines + cut_short_note(rows)) + "\n"
 
 

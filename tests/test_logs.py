@@ -93,3 +93,23 @@ def test_time_budgets_stop_training_on_their_clock(tmp_path, monkeypatch, budget
     state = train_loop(StubMethod(clock), evaluate_dev, tmp_path, settings, logs.RunLogger(tmp_path, tensorboard=False),
                        logs.PeakMemory(torch.device("cpu")), LoopState())
     assert state.step == steps
+
+
+def test_peak_memory_keeps_the_largest_allocated_and_reserved_figure_of_each_phase(monkeypatch):
+    """Per phase the maximum over its occurrences, of both counters, each reset as a phase begins (CUDA's
+    counters stood in for: the CPU suite has none)."""
+    readings = iter([(100, 300), (250, 260), (40, 900)])  # (allocated, reserved) peaks, MiB, per phase ended
+    current = {}
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: current.update(now=next(readings)))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: current["now"][0] * 2**20)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda: current["now"][1] * 2**20)
+    memory = logs.PeakMemory(torch.device("cuda"))
+    for name in ("train_step", "train_step", "eval"):
+        with memory.phase(name):
+            pass
+    assert memory.peaks == {"train_step": 250, "eval": 40}
+    assert memory.reserved == {"train_step": 300, "eval": 900}
+    shared = logs.PeakMemory(torch.device("cuda"), alone=False)  # runs sharing a process: no per-run figure
+    with shared.phase("train_step"):
+        pass
+    assert shared.peaks == {} and shared.reserved == {}

@@ -18,7 +18,7 @@ from zofo.config import load_config
 
 def fake_run(out: Path, task: str, method: str, seed: int, dev: list[tuple[float, float]], test: float,
              peak: float = 500.0, config: dict | None = None, train_times: list[float] | None = None,
-             dev_n: int | None = None) -> None:
+             dev_n: int | None = None, reserved: float | None = None) -> None:
     """A finished run folder: result.json and a log with the given (seconds, dev accuracy) evaluations
     (`train_times`: their seconds without evaluations, as runs log them now; else none, as older runs)."""
     folder = out / f"{task}__{method}__s{seed}"
@@ -32,7 +32,8 @@ def fake_run(out: Path, task: str, method: str, seed: int, dev: list[tuple[float
     (folder / "result.json").write_text(json.dumps({
         "test": {"accuracy": test, "n": 100}, "best_dev": max(a for _, a in dev), "steps": 3,
         "train_seconds": dev[-1][0], "peak_memory_mib": {"train_step": peak}, "config": config or {},
-        "work": {"forward_rows": 3000 * (seed + 1), "backward_rows": 0}}))
+        "work": {"forward_rows": 3000 * (seed + 1), "backward_rows": 0}}
+        | ({"peak_memory_reserved_mib": {"train_step": reserved}} if reserved else {})))
 
 
 def test_runs_are_spread_over_the_devices_and_selected_by_name(tmp_path, monkeypatch):
@@ -484,3 +485,13 @@ def test_every_method_drawn_gets_its_own_colour_past_ten_methods():
     for n in (3, 11, 20):
         colors = study_report.method_colors(plt, [f"m{i}" for i in range(n)])
         assert len(set(colors.values())) == n
+
+
+def test_the_table_shows_the_memory_a_process_reserved_where_runs_recorded_it(tmp_path):
+    runs = tmp_path / "runs"
+    fake_run(runs, "cb", "bilevel", 0, [(0, 0.5), (10, 0.6)], test=0.6, peak=800, reserved=1300)
+    fake_run(runs, "cb", "bilevel", 1, [(0, 0.5), (10, 0.6)], test=0.6, peak=900)  # an older run: not recorded
+    fake_run(runs, "cb", "mezo", 0, [(0, 0.5), (10, 0.6)], test=0.6, peak=500)
+    table = study_report.markdown(study_report.load_runs(runs))
+    assert "| bilevel | 10.0 | 900 | 1300 | 3-3 |" in table
+    assert "| mezo | 10.0 | 500 | - | 3-3 |" in table

@@ -86,12 +86,15 @@ def read_log(run_dir: Path) -> list[dict]:
 
 
 class PeakMemory:
-    """Peak allocated device memory (MiB) per phase name; CUDA only (None elsewhere), and only for a run that has
+    """Peak device memory (MiB) per phase name: allocated by tensors (`peaks`) and reserved by torch's caching
+    allocator (`reserved`: cached blocks and CUDA graphs' private pools too, what the process holds besides its CUDA
+    context, so what decides how many runs fit on one GPU). CUDA only (empty elsewhere), and only for a run that has
     its process to itself (``alone``): torch counts the peak per process."""
 
     def __init__(self, device: torch.device, alone: bool = True):
         self.cuda = device.type == "cuda" and alone
         self.peaks: dict[str, float] = {}
+        self.reserved: dict[str, float] = {}
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -101,3 +104,5 @@ class PeakMemory:
         if self.cuda:
             peak = torch.cuda.max_memory_allocated() / 2**20
             self.peaks[name] = max(self.peaks.get(name, 0.0), peak)
+            reserved = torch.cuda.max_memory_reserved() / 2**20
+            self.reserved[name] = max(self.reserved.get(name, 0.0), reserved)

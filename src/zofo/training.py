@@ -130,6 +130,7 @@ class Run:
                   "best_step": state.best_step, "steps": state.step, "train_seconds": round(seconds, 2),
                   "train_seconds_without_evaluation": round(training_seconds, 2),
                   "skipped_steps": state.skipped_steps, "peak_memory_mib": memory.peaks,
+                  "peak_memory_reserved_mib": memory.reserved,
                   "shared_process": self.startup is not None,
                   "work": {"forward_rows": state.forward_rows, "backward_rows": state.backward_rows},
                   "run_dir": str(self.run_dir), "config": asdict(self.cfg)}
