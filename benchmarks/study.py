@@ -4,6 +4,8 @@
     python benchmarks/study.py STUDY.yaml --out runs/x --parallel 20 --devices 0 1 --only cb__ copa__   (two GPUs)
     python benchmarks/study.py STUDY.yaml --out runs/x --parallel 2 --together 10 --devices 0 1   (one process
         per GPU, its 10 runs on their own CUDA streams: kernels overlap instead of taking turns; no memory figures)
+    python benchmarks/study.py STUDY.yaml --out runs/x --only cb__ --seeds 1 2 --list   (what would run; an --only
+        string that matches no run is an error)
     python benchmarks/study.py --aggregate runs/study --results benchmarks/results/study
     python benchmarks/study.py --aggregate runs/a runs/b --results OUT      (studies of several sessions, pooled)
 
@@ -237,17 +239,28 @@ def record_end(run_dir: Path) -> float:
 
 
 def selected(runs: list[dict], only: list[str] | None) -> list[dict]:
-    """The runs whose name contains one of ``only`` (all if None)."""
+    """The runs whose name contains one of ``only`` (all if None); a string that matches no run is an error (a
+    typo would otherwise run nothing, or less than meant, in silence)."""
+    unmatched = [o for o in only or [] if not any(o in r["name"] for r in runs)]
+    if unmatched:
+        raise SystemExit(f"--only {' '.join(unmatched)}: matches no run of the study; its names look like "
+                         f"{runs[0]['name'] if runs else '(none: the study has no runs)'} (task__method__sSEED)")
     return [r for r in runs if only is None or any(o in r["name"] for o in only)]
 
 
 def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: list[str] | None,
               seeds: list[int] | None = None, devices: list[str] | None = None, together: int = 1,
-              oom_retries: int = 2) -> None:
+              oom_retries: int = 2, listing: bool = False) -> None:
     study = yaml.safe_load(study_file.read_text())
     if seeds is not None:
         study["seeds"] = seeds
     runs = selected(expand(study, data_root), only)
+    if listing:  # what would run, and what is there already
+        for run in runs:
+            done = (out / run["name"] / "result.json").exists()
+            print(f"{run['name']}{'  (done before)' if done else ''}")
+        print(f"{len(runs)} runs")
+        return
     out.mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
     (out / "study.yaml").write_text(study_file.read_text())
@@ -278,6 +291,8 @@ def main() -> None:
                         help="runs per process, trained side by side on their own CUDA streams (zofo.concurrent); "
                              "--parallel then counts processes. Peak memory is not recorded for them")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="replace the study's seeds")
+    parser.add_argument("--list", action="store_true",
+                        help="print the runs that would be launched (after --only and --seeds) and exit")
     parser.add_argument("--oom-retries", type=int, default=2,
                         help="times a run that ran out of GPU memory starts again, each after another run on its "
                              "device has ended (0: never)")
@@ -301,7 +316,7 @@ def main() -> None:
                   args.select_seeds)
     else:
         run_study(args.study, args.out, args.parallel, args.data_root, args.only, args.seeds, args.devices,
-                  args.together, args.oom_retries)
+                  args.together, args.oom_retries, args.list)
 
 
 if __name__ == "__main__":

@@ -495,3 +495,18 @@ def test_the_table_shows_the_memory_a_process_reserved_where_runs_recorded_it(tm
     table = study_report.markdown(study_report.load_runs(runs))
     assert "| bilevel | 10.0 | 900 | 1300 | 3-3 |" in table
     assert "| mezo | 10.0 | 500 | - | 3-3 |" in table
+
+
+def test_list_shows_the_runs_selected_and_only_refuses_a_string_that_matches_none(tmp_path, capsys):
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text("tasks: [{name: cb, task: cb}, {name: wic, task: wic}]\n"
+                          "methods: [{name: mezo, set: {}}, {name: fo-lora, set: {}}]\nseeds: [0, 1]\n")
+    out = tmp_path / "out"
+    (out / "cb__mezo__s1").mkdir(parents=True)
+    (out / "cb__mezo__s1" / "result.json").write_text("{}")
+    study.run_study(study_file, out, 2, "DATA", ["cb__mezo"], listing=True)
+    assert capsys.readouterr().out.splitlines() == ["cb__mezo__s0", "cb__mezo__s1  (done before)", "2 runs"]
+    assert not (out / "logs").exists()  # listing launches and writes nothing
+    with pytest.raises(SystemExit, match="--only cb__meso: matches no run of the study; its names look like "
+                                         "cb__mezo__s0"):
+        study.run_study(study_file, out, 2, "DATA", ["cb__mezo", "cb__meso"], listing=True)
