@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_convert(sub)
     _add_plot(sub)
+    _add_replay(sub)
     _add_config(sub)
     return parser
 
@@ -161,6 +162,24 @@ def _run_plot(args: argparse.Namespace) -> int:
     from zofo.plotting import plot_runs
 
     print(f"wrote {plot_runs(args.run_dirs, args.out)}")
+    return 0
+
+
+def _add_replay(sub) -> None:
+    p = sub.add_parser("replay", help="rebuild a ZO run's backbone from its base model and seed trajectory",
+                       description="Re-apply every update in RUN/final/trajectory.json to the base model, as the "
+                                   "run loaded it, save the backbone, and compare it with the run's own.")
+    p.add_argument("run_dir", help="a finished mezo or bilevel-zofo run folder")
+    p.add_argument("--out", default=None, help="safetensors file (default RUN/final/backbone.replayed.safetensors)")
+    p.add_argument("--device", default=None, help="device to replay on (default the run's; replay on the kind of "
+                                                   "device the run trained on for bit-identical weights)")
+    p.set_defaults(run=_run_replay)
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    from zofo.replay import replay_run
+
+    print(replay_run(args.run_dir, args.out, args.device).summary())
     return 0
 
 

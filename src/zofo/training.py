@@ -146,6 +146,9 @@ class Run:
             save_adapter(method.model, method.deploy_adapter, str(final / "adapter"))
         if method.trains_backbone:
             save_weights(method.groups.backbone, final / "backbone.safetensors")
+        trajectory = method.seed_trajectory()
+        if trajectory is not None:  # the backbone again, in kilobytes: `zofo replay RUN` rebuilds it
+            trajectory.save(final / "trajectory.json")
 
 
 class Evaluator:

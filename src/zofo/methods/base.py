@@ -18,6 +18,7 @@ from zofo.batches import Batches
 from zofo.errors import ZofoError
 from zofo.objectives import example_losses
 from zofo.zo.schedules import Schedule, constant, cosine, linear
+from zofo.zo.trajectory import Trajectory
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,10 @@ class Method(ABC):
 
     def flush(self) -> None:
         """Apply any update still pending (deferred ZO updates); no-op for most methods."""
+        return None
+
+    def seed_trajectory(self) -> Trajectory | None:
+        """The ZO updates applied to the backbone so far (`zofo.zo.Trajectory`), for methods that make them."""
         return None
 
     @contextlib.contextmanager

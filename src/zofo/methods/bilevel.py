@@ -234,6 +234,9 @@ class BilevelZOFO(Method):
     def flush(self) -> None:
         self.zo.flush()
 
+    def seed_trajectory(self) -> zo.Trajectory | None:
+        return self.zo.trajectory
+
     def clear_backbone_grads(self) -> None:
         for param in self.groups.backbone.values():
             param.grad = None
@@ -291,6 +294,10 @@ class BilevelFO(BilevelZOFO):
 
     def flush(self) -> None:
         """Adam applies theta's update at once: nothing is ever pending."""
+        return None
+
+    def seed_trajectory(self) -> None:
+        """theta moves by backprop gradients here: no seeds describe it."""
         return None
 
     def theta_state(self) -> dict:

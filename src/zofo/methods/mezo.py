@@ -52,6 +52,8 @@ class ZOTrainer:
         self.every = resolve_update_every(options.update_every, options.theta_update, dtype)
         self.pending: list[tuple[zo.AnyEstimate, float]] = []  # deferred (estimate, lr), oldest first
         self.on_device = self.rule.takes_device_estimates  # queue_at keeps estimates on the device
+        self.trajectory = zo.Trajectory(list(params), options.direction, options.eps, options.two_sided,
+                                        rule_settings(options))
 
     def seeds(self, step: int) -> list[int]:
         return [zo.step_seed(self.options.seed, step, i) for i in range(self.options.q)]
@@ -74,7 +76,7 @@ class ZOTrainer:
         if isinstance(estimate, zo.ZOEstimate) and estimate.skipped:
             return {"skipped": 1}
         if self.every == 1:
-            self.state = self.rule.apply(self.params, estimate, self.lr(step), self.state)
+            self.update(estimate, self.lr(step))
         else:
             self.pending.append((estimate, self.lr(step)))
             if len(self.pending) == self.every:
@@ -89,23 +91,43 @@ class ZOTrainer:
         """Apply the deferred updates in one pass (one stochastic rounding for all of them)."""
         if self.pending:
             chained, lr = zo.chain([e for e, _ in self.pending], [lr for _, lr in self.pending])
-            self.state = self.rule.apply(self.params, chained, lr, self.state)
+            self.update(chained, lr)
             self.pending = []
+
+    def update(self, estimate: zo.AnyEstimate, lr: float) -> None:
+        """theta <- rule(theta, estimate, lr), and the update joins the seed trajectory."""
+        self.state = self.rule.apply(self.params, estimate, lr, self.state)
+        self.trajectory.record(estimate, lr)
 
     def state_dict(self) -> dict:
         resolved = [(e.resolve() if isinstance(e, zo.DeviceEstimate) else e, lr) for e, lr in self.pending]
         pending = [{"seeds": e.seeds, "projected_grads": e.projected_grads, "lr": lr} for e, lr in resolved]
-        return {**self.state.state_dict(), "pending": pending}
+        return {**self.state.state_dict(), "pending": pending, "trajectory": self.trajectory.records()}
 
     def load_state_dict(self, state: dict) -> None:
         state = dict(state)
         pending = state.pop("pending", [])
         self.pending = [(self._estimate(p["seeds"], p["projected_grads"]), p["lr"]) for p in pending]
+        if "trajectory" in state:
+            self.trajectory.updates = list(state.pop("trajectory"))
+        else:  # a checkpoint from before trajectories: what follows does not start at the base weights
+            self.trajectory.updates, self.trajectory.complete = [], False
         self.state.load_state_dict(state)
 
     def _estimate(self, seeds: list[int], grads: list[float]) -> zo.ZOEstimate:
         o = self.options
         return zo.ZOEstimate(list(seeds), list(grads), [], o.direction, eps=o.eps, two_sided=o.two_sided)
+
+
+def rule_settings(options: MethodOptions) -> dict:
+    """The update rule's settings as `update_rule` takes them (kept in the seed trajectory)."""
+    return {"name": options.theta_update, "momentum": options.momentum, "weight_decay": options.weight_decay,
+            "probed": options.probed_direction}
+
+
+def rule_of(settings: dict) -> zo.ZOUpdate:
+    """The update rule that `rule_settings` describes."""
+    return update_rule(settings["name"], settings["momentum"], settings["weight_decay"], settings["probed"])
 
 
 #: `update_every` chosen for bf16/fp16 weights: closes MeZO's bf16-vs-fp32 gap on SmolLM2 / SST-2 to 1 point
@@ -164,6 +186,9 @@ class ZerothOrder(Method):
 
     def flush(self) -> None:
         self.zo.flush()
+
+    def seed_trajectory(self) -> zo.Trajectory | None:
+        return self.zo.trajectory if self.trains_backbone else None
 
     def state_dict(self) -> dict:
         return {"zo": self.zo.state_dict()}

@@ -56,6 +56,7 @@ from .ops import (
 from .perturb import Probe, perturbed, perturbed_loss
 from .rounding import stochastic_round
 from .schedules import Schedule, constant, cosine, linear
+from .trajectory import Trajectory, replay
 from .updates import ZOSGD, UpdateState, ZOAdam, ZOMomentum, ZOUpdate
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "Probe",
     "Probed",
     "Schedule",
+    "Trajectory",
     "UpdateState",
     "ZOAdam",
     "AnyEstimate",
@@ -89,6 +91,7 @@ __all__ = [
     "philox_seed",
     "probe_estimate",
     "queue_probes",
+    "replay",
     "probed_direction",
     "round_to",
     "rounding_bits",

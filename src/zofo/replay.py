@@ -1,0 +1,94 @@
+"""`zofo replay RUN`: rebuild a ZO run's backbone from its base model and seed trajectory.
+
+    theta <- the base model, loaded and wrapped as the run did (same dtype, same PEFT attachment, so same names)
+    theta <- zo.replay(theta, RUN/final/trajectory.json)          (every update the run applied, in order)
+    compare with RUN/final/backbone.safetensors where the run saved it
+
+The PEFT modules (Bilevel ZOFO's p and z) are trained by backprop and are not part of the trajectory: they are in
+RUN/final/adapter, a few MB at most.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from zofo import zo
+from zofo.checkpoint import save_weights
+from zofo.config import RunConfig, load_config
+from zofo.errors import ZofoError
+
+
+@dataclass
+class ReplayReport:
+    """What a replay wrote, and how it compares with the weights the run saved (None where it saved none)."""
+
+    out: Path
+    updates: int
+    tensors: int
+    identical: int | None = None        # tensors bit-identical to the run's own
+    max_abs_diff: float | None = None   # largest elementwise difference over all tensors
+
+    def summary(self) -> str:
+        lines = [f"replayed {self.updates} updates onto {self.tensors} tensors -> {self.out}"]
+        if self.identical is not None:
+            lines.append(f"against the run's final/backbone.safetensors: {self.identical} of {self.tensors} tensors "
+                         f"bit-identical, largest difference {self.max_abs_diff:.3g}")
+        return "\n".join(lines)
+
+
+def replay_run(run_dir: Path, out: Path | None = None, device: str | None = None) -> ReplayReport:
+    """Rebuild the backbone of the run in ``run_dir`` (on ``device``, default the run's) and save it to ``out``."""
+    run_dir = Path(run_dir)
+    trajectory_file = run_dir / "final" / "trajectory.json"
+    if not trajectory_file.exists():
+        raise ZofoError(f"{trajectory_file} does not exist",
+                        "replay a finished run of a method that updates the backbone by ZO (mezo, bilevel-zofo)")
+    trajectory = zo.Trajectory.load(trajectory_file)
+    cfg = load_config(run_dir / "config.yaml")
+    params = base_backbone(cfg, device)
+    try:
+        zo.replay(params, trajectory, _rule(trajectory))
+    except ValueError as error:
+        raise ZofoError(f"cannot replay {trajectory_file}: {error}", "replay a run recorded from its start") from error
+    out = Path(out) if out else run_dir / "final" / "backbone.replayed.safetensors"
+    save_weights(params, out)
+    report = ReplayReport(out, len(trajectory.updates), len(params))
+    saved = run_dir / "final" / "backbone.safetensors"
+    if saved.exists():
+        report.identical, report.max_abs_diff = compare(params, load_file(str(saved)))
+    return report
+
+
+def base_backbone(cfg: RunConfig, device: str | None) -> dict[str, torch.nn.Parameter]:
+    """The base model's backbone parameters, loaded and named exactly as the run loaded them."""
+    from zofo.models import load_model
+    from zofo.training import Run
+
+    if device is not None:
+        cfg = replace(cfg, model=replace(cfg.model, device=device))
+    run = Run(cfg)
+    model, _ = load_model(cfg.model.name, dtype=cfg.model.dtype, device=str(run.device),
+                          trust_remote_code=cfg.model.trust_remote_code)
+    torch.manual_seed(cfg.train.seed)  # as the run did before attaching its PEFT modules
+    _, groups = run.attach(model)
+    return groups.backbone
+
+
+def compare(params: dict[str, torch.nn.Parameter], saved: dict[str, torch.Tensor]) -> tuple[int, float]:
+    """(tensors bit-identical to ``saved``, the largest absolute difference over all of them)."""
+    identical, worst = 0, 0.0
+    for name, param in params.items():
+        mine, theirs = param.detach().cpu(), saved[name]
+        identical += int(torch.equal(mine, theirs))
+        worst = max(worst, (mine.double() - theirs.double()).abs().max().item())
+    return identical, worst
+
+
+def _rule(trajectory: zo.Trajectory) -> zo.ZOUpdate:
+    from zofo.methods.mezo import rule_of
+
+    return rule_of(trajectory.rule)
