@@ -65,20 +65,27 @@ def test_a_device_estimate_is_recorded_with_the_coefficients_the_update_used():
     assert second["projected_grads"] == chained.projected_grads.tolist()
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA")])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("every", [1, 3])
-def test_updates_from_device_estimates_replay_bit_for_bit(every):
-    """The GPU path: probes queued (`DeviceEstimate`, chained on the device when deferred) and applied without a
-    host read; their records, read back as float64, replay through the host path to the same weights."""
+def test_updates_from_device_estimates_replay_bit_for_bit(every, device):
+    """The GPU path: probes queued (`DeviceEstimate`, chained on the device when deferred; on CUDA each probe a
+    graph replay) and applied without a host read; their records, read back as float64, replay through the host
+    path on the same device to the same weights."""
     from tests.tiny import tiny_model
 
     def fresh():
-        model = tiny_model("llama", vocab_size=128).to(torch.bfloat16)
+        model = tiny_model("llama", vocab_size=128).to(device, torch.bfloat16)
         return model, dict(model.named_parameters())
 
-    ids = torch.randint(0, 128, (3, 12), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, 128, (3, 12), generator=torch.Generator().manual_seed(0)).to(device)
     model, params = fresh()
     probes = zo.GraphedProbes(model, params, lambda inputs: model(input_ids=inputs["ids"], labels=inputs["ids"],
-                                                                   use_cache=False).loss, "gaussian", capture=False)
+                                                                   use_cache=False).loss, "gaussian",
+                              capture=device == "cuda")
     rule, trajectory, pending = zo.ZOSGD(), zo.Trajectory(list(params), "gaussian", 1e-3, True, {"name": "sgd"}), []
     for step in range(6):
         queued = zo.queue_probes(lambda s, x: probes({"ids": ids}, s, x), [zo.step_seed(1, step)], 1e-3, True,
