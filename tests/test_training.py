@@ -155,3 +155,15 @@ def test_replay_says_what_is_missing(tmp_path, tiny_model_dir, shared_data):
 
     with pytest.raises(ZofoError, match="trajectory.json does not exist"):
         replay_run(tmp_path / "run")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_replaying_a_gpu_run_without_a_gpu_says_how(tmp_path, tiny_model_dir, shared_data):
+    from zofo.replay import replay_run
+
+    api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=mezo", "train.steps=2"))
+    config = tmp_path / "run" / "config.yaml"
+    config.write_text(config.read_text().replace("device: auto", "device: cuda"))
+    with pytest.raises(ZofoError, match="this machine has no CUDA device.*--device cpu"):
+        replay_run(tmp_path / "run")
+    assert replay_run(tmp_path / "run", device="cpu").max_abs_diff == 0.0

@@ -71,6 +71,10 @@ def base_backbone(cfg: RunConfig, device: str | None) -> dict[str, torch.nn.Para
     if device is not None:
         cfg = replace(cfg, model=replace(cfg.model, device=device))
     run = Run(cfg)
+    if run.device.type == "cuda" and not torch.cuda.is_available():
+        raise ZofoError(f"the run trained on {cfg.model.device!r}, and this machine has no CUDA device",
+                        "replay it on a GPU machine, or pass --device cpu (bit-identical only for directions that "
+                        "the CPU draws exactly as CUDA does, e.g. rademacher)")
     model, _ = load_model(cfg.model.name, dtype=cfg.model.dtype, device=str(run.device),
                           trust_remote_code=cfg.model.trust_remote_code)
     torch.manual_seed(cfg.train.seed)  # as the run did before attaching its PEFT modules
