@@ -65,7 +65,6 @@ def replay_run(run_dir: Path, out: Path | None = None, device: str | None = None
 
 def base_backbone(cfg: RunConfig, device: str | None) -> dict[str, torch.nn.Parameter]:
     """The base model's backbone parameters, loaded and named exactly as the run loaded them."""
-    from zofo.models import load_model
     from zofo.training import Run
 
     if device is not None:
@@ -75,11 +74,7 @@ def base_backbone(cfg: RunConfig, device: str | None) -> dict[str, torch.nn.Para
         raise ZofoError(f"the run trained on {cfg.model.device!r}, and this machine has no CUDA device",
                         "replay it on a GPU machine, or pass --device cpu (bit-identical only for directions that "
                         "the CPU draws exactly as CUDA does, e.g. rademacher)")
-    model, _ = load_model(cfg.model.name, dtype=cfg.model.dtype, device=str(run.device),
-                          trust_remote_code=cfg.model.trust_remote_code)
-    torch.manual_seed(cfg.train.seed)  # as the run did before attaching its PEFT modules
-    _, groups = run.attach(model)
-    return groups.backbone
+    return run.build_model()[2].backbone
 
 
 def compare(params: dict[str, torch.nn.Parameter], saved: dict[str, torch.Tensor]) -> tuple[int, float]:

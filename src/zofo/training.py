@@ -65,15 +65,21 @@ class Run:
         """Data, model, adapters, batches, the method and the evaluator; writes config.yaml."""
         resolve_source(self.cfg.model.name)  # a wrong model path fails before any data is read
         splits, task = self.load_data()
-        model, tokenizer = load_model(self.cfg.model.name, dtype=self.cfg.model.dtype, device=str(self.device),
-                                      trust_remote_code=self.cfg.model.trust_remote_code)
-        torch.manual_seed(self.cfg.train.seed)  # start-up only: the PEFT modules' initial values
-        model, groups = self.attach(model)
+        model, tokenizer, groups = self.build_model()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.cfg, self.run_dir / "config.yaml")
         batches = self.batches(splits, tokenizer)
         method = self.method_cls(model, groups, batches, method_options(self.cfg))
         return method, Evaluator(model, tokenizer, task, splits, self.cfg)
+
+    def build_model(self) -> tuple[torch.nn.Module, object, ParamGroups]:
+        """The model and tokenizer as configured, with the method's PEFT modules attached (their initial values
+        drawn from the run's seed): what training starts from, and what `zofo replay` rebuilds."""
+        model, tokenizer = load_model(self.cfg.model.name, dtype=self.cfg.model.dtype, device=str(self.device),
+                                      trust_remote_code=self.cfg.model.trust_remote_code)
+        torch.manual_seed(self.cfg.train.seed)  # start-up only: the PEFT modules' initial values
+        model, groups = self.attach(model)
+        return model, tokenizer, groups
 
     def load_data(self):
         from zofo.tasks import load_task, sample_splits
