@@ -390,18 +390,13 @@ def table(rows: list[dict]) -> str:
 
 
 def group_tile(spec: str) -> tuple[int, tuple[int, int]]:
-    """``KIND=R,W`` -> (kind, (R, W)), checked: R a power of two from 64 to 1024 (counters per program), W warps."""
+    """``--group-tile KIND=R,W`` -> (kind, (R, W)) (`kernels.tile_spec`); a malformed one exits saying why."""
     from zofo.zo import kernels
 
-    kind, _, tile = spec.partition("=")
     try:
-        r, w = (int(v) for v in tile.split(","))
-    except ValueError:
-        raise SystemExit(f"--group-tile {spec!r}: expected KIND=R,W, e.g. rademacher=512,8") from None
-    if kind not in kernels.KINDS or r not in (64, 128, 256, 512, 1024) or w not in (1, 2, 4, 8, 16):
-        raise SystemExit(f"--group-tile {spec!r}: KIND one of {sorted(kernels.KINDS)}, R in 64..1024 (a power of "
-                         "two), W in 1..16 (a power of two)")
-    return kernels.KINDS[kind], (r, w)
+        return kernels.tile_spec(spec)
+    except ValueError as error:
+        raise SystemExit(f"--group-tile {spec!r}: {error}") from None
 
 
 def main() -> None:

@@ -55,9 +55,8 @@ def aligned(args: dict[str, str]) -> dict[tuple[int], list]:
 def tile_variants(specs: list[str]):
     """The perturbation kernels, per-tensor and grouped, of each ``KIND=R,W`` in ``specs`` (fast math, no L2 hint)."""
     for spec in specs:
-        kind, tile = spec.split("=")
-        r, warps = (int(v) for v in tile.split(","))
-        flags = dict(KIND=K.KINDS[kind], FAST=True, R=r, ALIGN=BF16_ALIGN, EVICTION="")
+        kind, (r, warps) = K.tile_spec(spec)
+        flags = dict(KIND=kind, FAST=True, R=r, ALIGN=BF16_ALIGN, EVICTION="")
         yield "perturb", K._perturb_kernel, PERTURB, dict(HAS_X=True, **flags), warps
         yield "multi_perturb", M._multi_perturb_kernel, MULTI_PERTURB, dict(NT=16, **flags), warps
 

@@ -56,6 +56,19 @@ EVICT_FIRST = False
 ROUND_BLOCK = 4096
 
 
+def tile_spec(spec: str) -> tuple[int, tuple[int, int]]:
+    """``KIND=R,W`` (e.g. ``rademacher=512,4``) -> (kind, (R counters per program, W warps)), checked: R a power of
+    two from 64 to 1024, W one from 1 to 16; a `ValueError` says what is expected."""
+    kind, _, tile = spec.partition("=")
+    try:
+        r, w = (int(v) for v in tile.split(","))
+    except ValueError:
+        raise ValueError("expected KIND=R,W, e.g. rademacher=512,8") from None
+    if kind not in KINDS or r not in (64, 128, 256, 512, 1024) or w not in (1, 2, 4, 8, 16):
+        raise ValueError(f"KIND one of {sorted(KINDS)}, R in 64..1024 (a power of two), W in 1..16 (a power of two)")
+    return KINDS[kind], (r, w)
+
+
 def eviction_policy() -> str:
     """The L2 eviction policy a perturbation launch gives its streams now (`EVICT_FIRST`)."""
     return "evict_first" if EVICT_FIRST else ""
