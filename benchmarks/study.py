@@ -251,6 +251,8 @@ def selected(runs: list[dict], only: list[str] | None) -> list[dict]:
 def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: list[str] | None,
               seeds: list[int] | None = None, devices: list[str] | None = None, together: int = 1,
               oom_retries: int = 2, listing: bool = False) -> None:
+    if oom_retries < 0:
+        raise SystemExit(f"--oom-retries {oom_retries}: give 0 (never retry) or more")
     study = yaml.safe_load(study_file.read_text())
     if seeds is not None:
         study["seeds"] = seeds

@@ -510,3 +510,10 @@ def test_list_shows_the_runs_selected_and_only_refuses_a_string_that_matches_non
     with pytest.raises(SystemExit, match="--only cb__meso: matches no run of the study; its names look like "
                                          "cb__mezo__s0"):
         study.run_study(study_file, out, 2, "DATA", ["cb__mezo", "cb__meso"], listing=True)
+
+
+def test_a_negative_oom_retry_count_is_refused(tmp_path):
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text("tasks: [{name: cb, task: cb}]\nmethods: [{name: mezo, set: {}}]\n")
+    with pytest.raises(SystemExit, match="--oom-retries -1: give 0 \\(never retry\\) or more"):
+        study.run_study(study_file, tmp_path / "out", 1, "DATA", None, oom_retries=-1)

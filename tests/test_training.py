@@ -155,6 +155,9 @@ def test_replay_says_what_is_missing(tmp_path, tiny_model_dir, shared_data):
 
     with pytest.raises(ZofoError, match="trajectory.json does not exist"):
         replay_run(tmp_path / "run")
+    (tmp_path / "run" / "final" / "trajectory.json").write_text('{"format": 1, "params": []')  # cut short
+    with pytest.raises(ZofoError, match="trajectory.json is not a zofo seed trajectory"):
+        replay_run(tmp_path / "run")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")

@@ -47,7 +47,11 @@ def replay_run(run_dir: Path, out: Path | None = None, device: str | None = None
     if not trajectory_file.exists():
         raise ZofoError(f"{trajectory_file} does not exist",
                         "replay a finished run of a method that updates the backbone by ZO (mezo, bilevel-zofo)")
-    trajectory = zo.Trajectory.load(trajectory_file)
+    try:
+        trajectory = zo.Trajectory.load(trajectory_file)
+    except (ValueError, KeyError, TypeError) as error:  # json's errors are ValueErrors
+        raise ZofoError(f"{trajectory_file} is not a zofo seed trajectory ({error!r})",
+                        "pass the folder of a run that zofo train wrote, unchanged") from error
     cfg = load_config(run_dir / "config.yaml")
     params = base_backbone(cfg, device)
     try:
