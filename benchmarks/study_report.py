@@ -9,8 +9,9 @@ method against every other, paired by task and seed).
 
 A method with grid points (`name@lr0.0001`, ...) is one family, `name`; a plain `name` run beside them (in any
 task) is one more point of it. table.md, the curves, speedup.md and pareto.png show a family as one method,
-per task its point with the best mean dev accuracy over seeds; ties go to the point with the smaller grid
-values (`point_order`). selected.md says which point that was per task and has every point's test accuracy.
+per task its point with the best mean dev accuracy over seeds; a tie goes to the study's starting point (the
+run name without a grid suffix), then to the smaller grid values (`point_order`). selected.md says which point
+that was per task and has every point's test accuracy.
 """
 
 from __future__ import annotations
@@ -114,8 +115,8 @@ def selection_note(rows: list[dict]) -> list[str]:
         lines += [f"  Only one point run, nothing chosen: {p} on {', '.join(ts)}." for p, ts in single.items()]
     if lines:
         lines = ["", "Grid methods are one row each, per task the point selected on dev (selected.md has every "
-                 "point); a tie on mean dev accuracy goes to the point with the smaller grid values (e.g. the "
-                 "smaller learning rate):", *lines]
+                 "point); a tie on mean dev accuracy goes to the study's starting point (the name without a grid "
+                 "suffix), then to the smaller grid values (e.g. the smaller learning rate):", *lines]
     return lines
 
 
@@ -224,8 +225,8 @@ def selected_on_dev(rows: list[dict]) -> str:
     families = grid_families(rows)
     picked_on = sorted({r["seed"] for r in rows if r.get("selects", True)})
     lines = ["Per task and method with grid points: the point with the best mean dev accuracy over seeds "
-             f"{', '.join(map(str, picked_on))} (a tie goes to the smaller grid values, e.g. the smaller learning "
-             "rate); test over every seed run.", "",
+             f"{', '.join(map(str, picked_on))} (a tie goes to the starting point, without a grid suffix, then to "
+             "the smaller grid values, e.g. the smaller learning rate); test over every seed run.", "",
              "| task | method | chosen on dev | points in the grid | dev (mean) | test (mean ± std) | seeds | "
              "dev per point (mean) |", "|---|---|---|---|---|---|---|---|"]
     for (task, family), c in sorted(selection(rows).items()):

@@ -221,6 +221,14 @@ def grid_study(runs: Path) -> None:
         fake_run(runs, task, "mezo", 0, [(0, 0.5), (60, 0.55), (120, 0.55)], test=0.55)
 
 
+def test_a_dev_tie_goes_to_the_starting_point_before_a_smaller_learning_rate(tmp_path):
+    fake_run(tmp_path, "wic", "zo-lora", 0, [(0, 0.5), (100, 0.60)], test=0.61)
+    fake_run(tmp_path, "wic", "zo-lora@lr1e-06", 0, [(0, 0.5), (100, 0.60)], test=0.51)
+    fake_run(tmp_path, "wic", "zo-lora@lr0.001", 0, [(0, 0.5), (100, 0.60)], test=0.41)
+    chosen = study_report.selection(study_report.load_runs(tmp_path))[("wic", "zo-lora")]
+    assert chosen["point"] == "zo-lora" and chosen["tied"] == ["zo-lora", "zo-lora@lr1e-06", "zo-lora@lr0.001"]
+
+
 def test_table_shows_a_grid_method_as_one_row_of_its_dev_selected_points(tmp_path):
     grid_study(tmp_path / "runs")
     study_report.aggregate(tmp_path / "runs", tmp_path / "res", ["mezo"])
@@ -230,7 +238,7 @@ def test_table_shows_a_grid_method_as_one_row_of_its_dev_selected_points(tmp_pat
     assert "zo-lora@" not in accuracy and "| mezo | 0.550 | 0.550 | 0.550 | 0.550 |" in accuracy
     assert "cb zo-lora@lr0.0003 (of 2); copa zo-lora@lr1e-05 (of 2, tie on dev)" in table
     assert "Only one point run, nothing chosen: zo-lora on boolq." in table
-    assert "smaller grid values" in table
+    assert "goes to the study's starting point (the name without a grid suffix), then to the smaller grid" in table
     assert "| zo-lora@lr0.0003 | 30.0 | 700 |" in table  # time and memory stay per grid point
     selected = (tmp_path / "res" / "selected.md").read_text()
     assert "| boolq | zo-lora | - (only one point run: zo-lora) | 1 | 0.620 |" in selected
