@@ -80,6 +80,30 @@ def test_pending_updates_survive_a_checkpoint(method, peft):
     assert all(torch.equal(a[n], b[n]) for n in a)
 
 
+def test_pending_device_estimates_are_checkpointed_as_the_update_uses_them():
+    """A queued estimate whose probes have several loss terms: the checkpoint keeps the c_i the deferred update
+    chains (the device's sum of the terms), not a host re-summation of them, so the resumed run applies the same
+    update as the uninterrupted one."""
+    def queued(step):  # terms whose plain sum (0.0) and exact sum (1.0) differ
+        values = torch.tensor([[1e16, 1.0, -1e16], [0.25, 0.0, 0.0]], dtype=torch.float64) * (step + 1)
+        return zo.DeviceEstimate([zo.step_seed(0, step)], values, "gaussian", eps=1e-3, two_sided=True)
+
+    straight, first = build("mezo", **OPTIONS)[0], build("mezo", **OPTIONS)[0]
+    for step in range(4):
+        straight.zo.apply(queued(step), step)
+    for step in range(2):
+        first.zo.apply(queued(step), step)
+    state = first.zo.state_dict()
+    assert state["pending"][0]["projected_grads"] == queued(0).projected_grads.tolist() == [-125.0]
+    second = build("mezo", **OPTIONS)[0]  # the weights have not moved yet: every=4 defers the first four
+    second.zo.load_state_dict(state)
+    for step in range(2, 4):
+        second.zo.apply(queued(step), step)
+    a, b = snapshot(straight.zo.params), snapshot(second.zo.params)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert straight.zo.trajectory.records() == second.zo.trajectory.records()
+
+
 def test_bf16_training_with_deferred_updates_lowers_the_loss():
     trainer, encode = build("mezo", dtype=torch.bfloat16, lr=1e-2, update_every=4)
     before = deployed_loss(trainer, encode)

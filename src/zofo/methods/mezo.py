@@ -100,8 +100,9 @@ class ZOTrainer:
         self.trajectory.record(estimate, lr)
 
     def state_dict(self) -> dict:
-        resolved = [(e.resolve() if isinstance(e, zo.DeviceEstimate) else e, lr) for e, lr in self.pending]
-        pending = [{"seeds": e.seeds, "projected_grads": e.projected_grads, "lr": lr} for e, lr in resolved]
+        """The rule's state, the deferred updates and the trajectory, both as trajectory records: a resumed run
+        chains the pending c_i the uninterrupted run would have chained."""
+        pending = [zo.as_record(e, lr) for e, lr in self.pending]
         return {**self.state.state_dict(), "pending": pending, "trajectory": self.trajectory.records()}
 
     def load_state_dict(self, state: dict) -> None:

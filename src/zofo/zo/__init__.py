@@ -56,7 +56,7 @@ from .ops import (
 from .perturb import Probe, perturbed, perturbed_loss
 from .rounding import stochastic_round
 from .schedules import Schedule, constant, cosine, linear
-from .trajectory import Trajectory, replay
+from .trajectory import Trajectory, as_record, replay
 from .updates import ZOSGD, UpdateState, ZOAdam, ZOMomentum, ZOUpdate
 
 __all__ = [
@@ -77,6 +77,7 @@ __all__ = [
     "ZOSGD",
     "ZOUpdate",
     "accumulate",
+    "as_record",
     "chain",
     "combination",
     "constant",

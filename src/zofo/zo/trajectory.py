@@ -6,8 +6,8 @@
 
 u is a pure function of (seed, tensor key, element) and stochastic rounding's bits of (seeds[0], tensor key,
 element), so replaying the records through the same update rule, from the same base weights, on the same kind of
-device, rebuilds the trained weights bit for bit (tested on the CPU, queued device estimates included; on CUDA the
-update gets the same float32 coefficients and kernels, not yet measured there). One direction per step is about
+device, rebuilds the trained weights bit for bit (tested on the CPU, queued device estimates included, and on an
+H200 for the GPU path: graphed probes, estimates queued and chained on the device). One direction per step is about
 80 bytes of JSON: a 20k-step full fine-tune of any size is under two megabytes, where its weights are gigabytes.
 """
 
@@ -51,7 +51,7 @@ class Trajectory:
 
     def records(self) -> list[dict]:
         """Every update as {"seeds", "projected_grads", "lr"} (device estimates read back here, once)."""
-        self.updates = [u if isinstance(u, dict) else _as_record(*u) for u in self.updates]
+        self.updates = [u if isinstance(u, dict) else as_record(*u) for u in self.updates]
         return list(self.updates)
 
     def to_dict(self) -> dict:
@@ -79,8 +79,9 @@ class Trajectory:
                             eps=self.eps, two_sided=self.two_sided), float(r["lr"])) for r in self.records()]
 
 
-def _as_record(estimate: AnyEstimate, lr: float) -> dict:
-    """The c_i as the update used them: a device estimate's float64 values (zeros where it was skipped)."""
+def as_record(estimate: AnyEstimate, lr: float) -> dict:
+    """{"seeds", "projected_grads", "lr"} with the c_i as the update uses them: a device estimate's values as the
+    device computed them (its sum of the loss terms; zeros where it was skipped), not a host re-summation."""
     grads = estimate.projected_grads
     values = grads.cpu().tolist() if isinstance(estimate, DeviceEstimate) else list(grads)
     return {"seeds": [int(s) for s in estimate.seeds], "projected_grads": [float(c) for c in values], "lr": float(lr)}
