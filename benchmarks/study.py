@@ -15,7 +15,10 @@ config.yaml, log.jsonl and result.json, and placement.json (written here: the `-
 when it started and ended, from which the aggregate counts the runs that shared its GPU);
 a run that fails for want of GPU memory waits for another run on its device to end and starts again
 (``--oom-retries``, default 2), its failed attempt kept beside it as ``NAME.attempt1``; a folder left by an earlier
-unfinished attempt is set aside the same way before a run starts, so no log is ever appended to another's;
+unfinished attempt is set aside the same way before a run starts, so no log is ever appended to another's,
+unless it left a checkpoint with the same settings: then the run continues from it (`train.resume`). SIGINT
+(Ctrl-C) or SIGTERM stops the study: no run starts any more, and each running one saves a checkpoint and stops
+(`zofo.interrupt`), so running the study again continues them; a second signal ends them at once;
 `--aggregate` reads them all and writes one JSON per run, the accuracy table (mean +- population std over
 seeds), dev-accuracy-against-wall-clock curves and the memory table (`study_report.py`).
 
@@ -39,12 +42,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -124,33 +130,101 @@ class DeviceTurns:
             return True
 
 
+class StudyStop:
+    """The study's runs, and whether the study was asked to stop (SIGINT or SIGTERM): then no run starts any more
+    and each running one is sent SIGTERM, on which `zofo train` saves a checkpoint and stops."""
+
+    def __init__(self) -> None:
+        self.requested, self.signal = False, None
+        self.lock = threading.Lock()
+        self.running: set[subprocess.Popen] = set()
+
+    def run(self, args: list[str], log, env: dict[str, str]) -> int | None:
+        """Run ``args`` to its end, its output into ``log``; its exit code, or None if the study was stopped
+        first. Its own session: a Ctrl-C at the terminal reaches the study, which passes it on once."""
+        with self.lock:
+            if self.requested:
+                return None
+            child = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self.running.add(child)
+        try:
+            return child.wait()
+        finally:
+            with self.lock:
+                self.running.discard(child)
+
+    def ask(self, signum: int, frame) -> None:
+        """The signal handler: stop starting runs, and pass SIGTERM to the running ones (a second signal: again,
+        which ends them at once)."""
+        with self.lock:
+            self.requested, self.signal = True, signum
+            children = list(self.running)
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+
+
 def launch(run: dict, out: Path, log_dir: Path, device: str | None = None, turns: DeviceTurns | None = None,
-           oom_retries: int = 2) -> dict:
+           oom_retries: int = 2, stop: StudyStop | None = None) -> dict:
     """Run one `zofo train` process to completion (on CUDA device ``device`` if given); returns its status. A run
     that runs out of GPU memory while others share its device starts again once one of them has ended, at most
-    ``oom_retries`` times."""
+    ``oom_retries`` times. A run that left a checkpoint with the same settings continues from it."""
     run_dir = out / run["name"]
     if (run_dir / "result.json").exists():
         return {"name": run["name"], "status": "done before"}
-    turns = turns or DeviceTurns()
+    turns, stop = turns or DeviceTurns(), stop or StudyStop()
     for attempt in range(1, oom_retries + 2):
-        set_aside(run_dir, log_dir)
+        if stop.requested:  # before its folder is touched
+            return {"name": run["name"], "status": "not started: the study was stopped"}
+        checkpoint = resumable(run, run_dir, out)
+        resumed_from = checkpoint_step(checkpoint) if checkpoint else None
+        if checkpoint is None:
+            set_aside(run_dir, log_dir)
         env = run_env(device)
-        start = record_placement(run_dir, device, env)
+        start = record_placement(run_dir, device, env, run_overrides(run, out))
         turns.start(device)
         try:
-            with open(log_dir / f"{run['name']}.log", "w") as log:
-                code = subprocess.call(train_command(run, out), stdout=log, stderr=subprocess.STDOUT, env=env)
+            with open(log_dir / f"{run['name']}.log", "a" if checkpoint else "w") as log:
+                command = train_command(resumed(run, checkpoint) if checkpoint else run, out)
+                code = stop.run(command, log, env)
         finally:
             turns.end(device)
+        if code is None:
+            return {"name": run["name"], "status": "not started: the study was stopped"}
         status = {"name": run["name"], "status": "ok" if code == 0 else f"exit {code}",
                   "seconds": round(record_end(run_dir) - start, 1), "attempts": attempt}
+        if resumed_from is not None:
+            status["resumed_from_step"] = resumed_from
+        if code != 0 and stop.requested:
+            saved = run_dir / "checkpoint"
+            step = checkpoint_step(saved) if (saved / "loop.json").exists() else None
+            return {**status, "status": f"stopped (exit {code}): "
+                    + (f"checkpoint at step {step}, run the study again to continue" if step is not None
+                       else "no checkpoint")}
         if code == 0 or attempt > oom_retries or not ran_out_of_memory(log_dir / f"{run['name']}.log"):
             return status
         print(json.dumps({**status, "status": "out of GPU memory: waiting for another run to end"}), flush=True)
         if not turns.wait_for_memory(device):
             return {**status, "status": f"exit {code} (out of GPU memory with no other run on its device)"}
     return status
+
+
+def resumable(run: dict, run_dir: Path, out: Path) -> Path | None:
+    """The checkpoint an earlier unfinished attempt of this run left, if it ran with the same settings."""
+    checkpoint, placement = run_dir / "checkpoint", run_dir / "placement.json"
+    if not (checkpoint / "loop.json").exists() or not placement.exists():
+        return None
+    before = json.loads(placement.read_text()).get("overrides")
+    same = before == json.loads(json.dumps(run_overrides(run, out), default=str))
+    return checkpoint if same else None
+
+
+def resumed(run: dict, checkpoint: Path) -> dict:
+    """The run, continued from ``checkpoint``."""
+    return {**run, "overrides": {**run["overrides"], "train.resume": str(checkpoint)}}
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(json.loads((checkpoint / "loop.json").read_text())["step"])
 
 
 def train_command(run: dict, out: Path) -> list[str]:
@@ -184,8 +258,10 @@ def run_overrides(run: dict, out: Path) -> dict:
     return {"train.output_dir": str(out / run["name"]), "train.progress": "false", **run["overrides"]}
 
 
-def launch_together(runs: list[dict], out: Path, log_dir: Path, device: str | None = None) -> list[dict]:
-    """Run ``runs`` in one process, each on its own CUDA stream (`study_worker.py`); their statuses."""
+def launch_together(runs: list[dict], out: Path, log_dir: Path, device: str | None = None,
+                    stop: StudyStop | None = None) -> list[dict]:
+    """Run ``runs`` in one process, each on its own CUDA stream (`study_worker.py`); their statuses. A stop ends
+    the process (its runs train in threads, which signals do not reach: they keep no checkpoint)."""
     todo = [r for r in runs if not (out / r["name"] / "result.json").exists()]
     statuses = [{"name": r["name"], "status": "done before"} for r in runs if r not in todo]
     if not todo:
@@ -198,8 +274,8 @@ def launch_together(runs: list[dict], out: Path, log_dir: Path, device: str | No
     job_file = log_dir / f"together__{todo[0]['name']}.json"
     job_file.write_text(json.dumps(job, indent=1, default=str))  # values become `--set key=value` text
     with open(job_file.with_suffix(".log"), "w") as log:
-        code = subprocess.call([sys.executable, str(Path(__file__).with_name("study_worker.py")), str(job_file)],
-                               stdout=log, stderr=subprocess.STDOUT, env=env)
+        code = (stop or StudyStop()).run([sys.executable, str(Path(__file__).with_name("study_worker.py")),
+                                          str(job_file)], log, env)
     seconds = round(max(record_end(out / r["name"]) for r in todo) - start, 1)
     return statuses + [{"name": r["name"], "seconds": seconds, "together": len(todo),
                         "status": "ok" if (out / r["name"] / "result.json").exists() else f"failed (exit {code})"}
@@ -220,13 +296,17 @@ def run_env(device: str | None) -> dict[str, str]:
     return {**os.environ, "CUDA_VISIBLE_DEVICES": device} if device is not None else {**os.environ}
 
 
-def record_placement(run_dir: Path, device: str | None, env: dict[str, str]) -> float:
+def record_placement(run_dir: Path, device: str | None, env: dict[str, str],
+                     overrides: dict | None = None) -> float:
     """placement.json in the run folder: the `--devices` entry the run was given (None: not set), the
-    CUDA_VISIBLE_DEVICES it started with and when it started (seconds since the epoch); returns that time."""
+    CUDA_VISIBLE_DEVICES it started with, when it started (seconds since the epoch) and its settings (what a
+    later attempt compares before it resumes from a checkpoint); returns the start."""
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     placement = {"device": device, "cuda_visible_devices": env.get("CUDA_VISIBLE_DEVICES"), "started": started}
-    (run_dir / "placement.json").write_text(json.dumps(placement) + "\n")
+    if overrides is not None:
+        placement["overrides"] = overrides
+    (run_dir / "placement.json").write_text(json.dumps(placement, default=str) + "\n")
     return started
 
 
@@ -250,7 +330,8 @@ def selected(runs: list[dict], only: list[str] | None) -> list[dict]:
 
 def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: list[str] | None,
               seeds: list[int] | None = None, devices: list[str] | None = None, together: int = 1,
-              oom_retries: int = 2, listing: bool = False) -> None:
+              oom_retries: int = 2, listing: bool = False) -> int | None:
+    """Launch the study's runs; returns the signal that stopped it, if one did."""
     if oom_retries < 0:
         raise SystemExit(f"--oom-retries {oom_retries}: give 0 (never retry) or more")
     study = yaml.safe_load(study_file.read_text())
@@ -262,22 +343,40 @@ def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: 
             done = (out / run["name"] / "result.json").exists()
             print(f"{run['name']}{'  (done before)' if done else ''}")
         print(f"{len(runs)} runs")
-        return
+        return None
     out.mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
     (out / "study.yaml").write_text(study_file.read_text())
     print(f"{len(runs)} runs, {parallel} at a time on devices {devices or 'as found'} -> {out}", flush=True)
     placed = [devices[i % len(devices)] if devices else None for i in range(len(runs))]  # round robin
-    with ThreadPoolExecutor(parallel) as pool:
+    with stopped_by_signals() as stop, ThreadPoolExecutor(parallel) as pool:
         if together > 1:  # `parallel` processes at once, each training `together` runs side by side
-            for statuses in pool.map(lambda g: launch_together(g[0], out, out / "logs", g[1]),
+            for statuses in pool.map(lambda g: launch_together(g[0], out, out / "logs", g[1], stop),
                                      together_groups(runs, placed, together)):
                 for status in statuses:
                     print(json.dumps(status), flush=True)
-            return
-        turns = DeviceTurns()
-        for status in pool.map(lambda r, d: launch(r, out, out / "logs", d, turns, oom_retries), runs, placed):
-            print(json.dumps(status), flush=True)
+        else:
+            turns = DeviceTurns()
+            for status in pool.map(lambda r, d: launch(r, out, out / "logs", d, turns, oom_retries, stop), runs,
+                                   placed):
+                print(json.dumps(status), flush=True)
+    return stop.signal
+
+
+@contextmanager
+def stopped_by_signals() -> Iterator[StudyStop]:
+    """A `StudyStop` that SIGINT and SIGTERM trigger while the study runs (the previous handlers come back after;
+    signals reach the main thread only, so elsewhere nothing triggers it)."""
+    stop = StudyStop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {signum: signal.signal(signum, stop.ask) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def main() -> None:
@@ -317,8 +416,10 @@ def main() -> None:
         aggregate(args.aggregate, args.results, args.curves.split(","), args.reference, args.paired,
                   args.select_seeds)
     else:
-        run_study(args.study, args.out, args.parallel, args.data_root, args.only, args.seeds, args.devices,
-                  args.together, args.oom_retries, args.list)
+        stopped_by = run_study(args.study, args.out, args.parallel, args.data_root, args.only, args.seeds,
+                               args.devices, args.together, args.oom_retries, args.list)
+        if stopped_by is not None:  # as a process ended by that signal would
+            raise SystemExit(128 + stopped_by)
 
 
 if __name__ == "__main__":

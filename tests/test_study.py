@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import statistics
 import sys
 import time
@@ -270,7 +271,7 @@ def test_a_curve_base_name_stands_for_the_dev_selected_point_per_task(tmp_path):
 
 def test_each_run_folder_records_the_device_it_was_given(tmp_path, monkeypatch):
     envs = []
-    monkeypatch.setattr(study.subprocess, "call", lambda args, stdout, stderr, env: envs.append(env) or 0)
+    monkeypatch.setattr(study.StudyStop, "run", lambda self, args, log, env: envs.append(env) or 0)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     (tmp_path / "logs").mkdir()
     for name, device in (("cb__mezo__s0", "1"), ("cb__mezo__s1", None)):
@@ -278,6 +279,7 @@ def test_each_run_folder_records_the_device_it_was_given(tmp_path, monkeypatch):
         assert status["status"] == "ok"
     placed = json.loads((tmp_path / "out" / "cb__mezo__s0" / "placement.json").read_text())
     assert placed.pop("started") <= placed.pop("ended")
+    assert placed.pop("overrides")["train.output_dir"] == str(tmp_path / "out" / "cb__mezo__s0")
     assert placed == {"device": "1", "cuda_visible_devices": "1"} and envs[0]["CUDA_VISIBLE_DEVICES"] == "1"
     unplaced = json.loads((tmp_path / "out" / "cb__mezo__s1" / "placement.json").read_text())
     assert unplaced["device"] is None and unplaced["cuda_visible_devices"] is None
@@ -525,3 +527,72 @@ def test_a_negative_oom_retry_count_is_refused(tmp_path):
     study_file.write_text("tasks: [{name: cb, task: cb}]\nmethods: [{name: mezo, set: {}}]\n")
     with pytest.raises(SystemExit, match="--oom-retries -1: give 0 \\(never retry\\) or more"):
         study.run_study(study_file, tmp_path / "out", 1, "DATA", None, oom_retries=-1)
+
+
+STOPPABLE = """
+import json, pathlib, signal, sys, time
+overrides = json.loads(sys.argv[1])
+run_dir = pathlib.Path(overrides["train.output_dir"])
+log = (run_dir / "log.jsonl").open("a")
+if "train.resume" in overrides:
+    log.write(json.dumps({"resumed from": overrides["train.resume"]}) + "\\n")
+    (run_dir / "checkpoint" / "loop.json").write_text('{"step": 6}')  # the final checkpoint replaces it
+    (run_dir / "result.json").write_text("{}")
+    sys.exit(0)
+
+
+def checkpoint_and_stop(signum, frame):  # what zofo train does on its first SIGTERM
+    (run_dir / "checkpoint").mkdir()
+    (run_dir / "checkpoint" / "loop.json").write_text('{"step": 3}')
+    sys.exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, checkpoint_and_stop)
+log.write('{"first": 1}\\n')
+log.close()
+(run_dir / "started").write_text("")
+time.sleep(60)
+"""
+
+
+def test_a_stopped_study_checkpoints_its_runs_and_a_rerun_continues_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "train_command", lambda run, out: [
+        sys.executable, "-c", STOPPABLE, json.dumps(study.run_overrides(run, out))])
+    out, logs = tmp_path / "out", tmp_path / "out" / "logs"
+    logs.mkdir(parents=True)
+    run, later = {"name": "cb__mezo__s0", "overrides": {"optim.lr": 1e-4}}, {"name": "cb__mezo__s1", "overrides": {}}
+    stop = study.StudyStop()
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(study.launch, run, out, logs, None, None, 2, stop)
+        deadline = time.time() + 30
+        while not (out / run["name"] / "started").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        stop.ask(signal.SIGTERM, None)
+        assert pool.submit(study.launch, later, out, logs, None, None, 2, stop).result(timeout=30) == {
+            "name": "cb__mezo__s1", "status": "not started: the study was stopped"}
+        status = first.result(timeout=30)
+    assert status["status"] == "stopped (exit 143): checkpoint at step 3, run the study again to continue"
+    again = study.launch(run, out, logs)
+    assert again["status"] == "ok" and again["resumed_from_step"] == 3
+    assert not (out / later["name"]).exists()  # a run never started leaves no folder
+    checkpoint = out / run["name"] / "checkpoint"
+    assert (out / run["name"] / "log.jsonl").read_text() == (
+        '{"first": 1}\n' + json.dumps({"resumed from": str(checkpoint)}) + "\n")  # continued, not set aside
+    assert not (out / "cb__mezo__s0.attempt1").exists()
+
+
+def test_a_checkpoint_left_with_other_settings_is_set_aside_not_resumed(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "train_command", lambda run, out: [
+        sys.executable, "-c", STOPPABLE.replace("time.sleep(60)", "(run_dir / 'result.json').write_text('{}')"),
+        json.dumps(study.run_overrides(run, out))])
+    out, logs = tmp_path / "out", tmp_path / "out" / "logs"
+    logs.mkdir(parents=True)
+    run_dir = out / "cb__mezo__s0"
+    (run_dir / "checkpoint").mkdir(parents=True)
+    (run_dir / "checkpoint" / "loop.json").write_text('{"step": 3}')
+    study.record_placement(run_dir, None, {}, study.run_overrides({"name": "cb__mezo__s0",
+                                                                    "overrides": {"optim.lr": 1e-3}}, out))
+    status = study.launch({"name": "cb__mezo__s0", "overrides": {"optim.lr": 1e-4}}, out, logs)
+    assert status["status"] == "ok" and "resumed_from_step" not in status
+    assert (out / "cb__mezo__s0.attempt1" / "checkpoint" / "loop.json").exists()
+    assert (run_dir / "log.jsonl").read_text() == '{"first": 1}\n'

@@ -121,7 +121,9 @@ def run_dir_for(cfg: RunConfig) -> Path:
 
 
 def train(cfg: RunConfig) -> dict:
-    """Fine-tune (or only evaluate, for zero-shot / ICL) as `cfg` says; returns the run's results."""
+    """Fine-tune (or only evaluate, for zero-shot / ICL) as `cfg` says; returns the run's results. A SIGINT or
+    SIGTERM stops it after the current step with a checkpoint (`zofo.interrupt.TrainingInterrupted` says where;
+    `train.resume` continues from it)."""
     from zofo.training import Run
 
     check_options(cfg)

@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from zofo.errors import ZofoError
+from zofo.interrupt import TrainingInterrupted
 
 #: flag -> (config key path, type, help)
 TRAIN_FLAGS = {
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except ZofoError as err:
         print(f"zofo: error: {err}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as stop:
+        print(f"zofo: {stop}", file=sys.stderr)
+        return stop.exit_code
     except KeyboardInterrupt:
         print("zofo: interrupted", file=sys.stderr)
         return 130

@@ -1,5 +1,8 @@
 """THE training loop: step, log, evaluate on dev, keep the best, checkpoint. Same for every method.
 
+A stop asked for by a signal (`zofo.interrupt`) ends it after the current step, with a checkpoint that a resumed
+run continues from exactly (`TrainingInterrupted`).
+
 A step's metrics may be device scalars (a ZO step on CUDA reads nothing back, so the host runs ahead of the
 device); they are read only at logging steps, and `step_seconds` is the mean wall-clock per step since the
 previous log (after that read, so it counts the device's time too), evaluations and checkpoints left out.
@@ -17,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from zofo.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from zofo.interrupt import StopRequest, TrainingInterrupted
 from zofo.logs import PeakMemory, RunLogger
 from zofo.methods.base import Method
 from zofo.work import WorkCounter
@@ -57,8 +61,9 @@ class LoopState:
 
 
 def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, settings: LoopSettings,
-               logger: RunLogger, memory: PeakMemory, state: LoopState) -> LoopState:
-    """Run `method.step` from `state.step` to `settings.steps`; returns the final state."""
+               logger: RunLogger, memory: PeakMemory, state: LoopState, stop: StopRequest | None = None) -> LoopState:
+    """Run `method.step` from `state.step` to `settings.steps`; returns the final state. If ``stop`` is requested,
+    saves a checkpoint after the current step and raises `TrainingInterrupted`."""
     if state.step == 0:
         _evaluate(method, evaluate_dev, run_dir, settings, logger, memory, state)
     bar = tqdm(total=settings.steps, initial=state.step, disable=not settings.progress, desc="train",
@@ -84,7 +89,9 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
         out_of_time = _past(settings.max_seconds, logger.elapsed()) or _past(settings.max_train_seconds,
                                                                             logger.train_elapsed())
         last = settings.steps if not out_of_time else state.step
-        evaluate, save = _due(state.step, settings.eval_every, last), _due(state.step, settings.save_every, last)
+        interrupted = stop is not None and stop.requested
+        evaluate = _due(state.step, settings.eval_every, last)  # a due evaluation still runs: the resumed run
+        save = _due(state.step, settings.save_every, last) or interrupted  # will not evaluate this step again
         if evaluate:
             _evaluate(method, evaluate_dev, run_dir, settings, logger, memory, state)
         if save:
@@ -96,6 +103,10 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
                                 | {"batches": method.batches.state_dict()})
         if evaluate or save:  # step_seconds leaves them out
             window_start, window_steps = time.perf_counter(), 0
+        if interrupted:
+            bar.close()
+            counter.close()
+            raise TrainingInterrupted(state.step, run_dir / "checkpoint", stop.signal)
         if out_of_time:
             break
     bar.close()

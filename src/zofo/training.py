@@ -14,6 +14,7 @@ from zofo.adapters import ParamGroups, attach_adapters, backbone_params, peft_co
 from zofo.batches import Batches, ExampleStream
 from zofo.checkpoint import load_weights, save_weights
 from zofo.config import RunConfig, save_config
+from zofo.interrupt import TrainingInterrupted, stop_on_signal
 from zofo.logs import PeakMemory, RunLogger
 from zofo.loop import LoopSettings, LoopState, resume, train_loop
 from zofo.methods import METHODS, Method, MethodOptions
@@ -54,7 +55,11 @@ class Run:
         with self.startup or nullcontext():
             method, evaluator = self.start()
         logger, memory = RunLogger(self.run_dir), PeakMemory(self.device, alone=self.startup is None)
-        state = self.train(method, evaluator, logger, memory) if method.trains else LoopState()
+        try:
+            state = self.train(method, evaluator, logger, memory) if method.trains else LoopState()
+        except TrainingInterrupted:
+            logger.close()
+            raise
         with logger.off_the_clock():  # a resumed run's clocks include the time before the interruption
             result = self.finish(method, evaluator, state, memory, logger.elapsed(), logger.train_elapsed())
             logger.log(state.step, "test", **{k: v for k, v in result["test"].items()})
@@ -118,7 +123,8 @@ class Run:
                                 save_every=t.save_every, metric=evaluator.metric, progress=t.progress,
                                 max_seconds=t.max_seconds, max_train_seconds=t.max_train_seconds)
         state = resume(method, Path(t.resume), logger) if t.resume else LoopState()
-        return train_loop(method, evaluator.dev, self.run_dir, settings, logger, memory, state)
+        with stop_on_signal() as stop:
+            return train_loop(method, evaluator.dev, self.run_dir, settings, logger, memory, state, stop)
 
     def finish(self, method: Method, evaluator: Evaluator, state: LoopState, memory: PeakMemory,
                seconds: float, training_seconds: float) -> dict:

@@ -1,0 +1,67 @@
+"""A graceful stop: the first SIGINT (Ctrl-C) or SIGTERM asks the training loop to finish its current step, save a
+checkpoint and stop (`TrainingInterrupted`); a second one acts as it would have without us (Ctrl-C raises
+KeyboardInterrupt, SIGTERM ends the process).
+
+    with stop_on_signal() as stop:
+        train_loop(..., stop=stop)      # checks stop.requested after every step
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequest:
+    """Set by a signal handler; read by the training loop between steps."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal after step ``step``; its checkpoint is ``checkpoint``."""
+
+    def __init__(self, step: int, checkpoint: Path, signum: int):
+        self.step, self.checkpoint, self.signum = step, Path(checkpoint), signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name} after step {step}; the checkpoint "
+                         f"{self.checkpoint} holds everything so far (run the same command again with "
+                         f"--resume {self.checkpoint} to continue it)")
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process ended by a signal: 128 + its number."""
+        return 128 + self.signum
+
+
+@contextmanager
+def stop_on_signal() -> Iterator[StopRequest]:
+    """A `StopRequest` that the first SIGINT or SIGTERM sets, for the duration of the block. Signal handlers
+    belong to the main thread; elsewhere (runs trained side by side in threads) the request is never set."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+    previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
+
+    def ask_to_stop(signum: int, frame) -> None:
+        request.signal = signum
+        for other, handler in previous.items():  # a second signal is not ours to soften
+            signal.signal(other, handler)
+
+    for signum in SIGNALS:
+        signal.signal(signum, ask_to_stop)
+    try:
+        yield request
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
