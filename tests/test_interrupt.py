@@ -76,4 +76,4 @@ def test_zofo_train_says_where_the_checkpoint_is_and_exits_as_a_signalled_proces
     err = capsys.readouterr().err
     assert code == 130  # 128 + SIGINT
     assert f"interrupted by SIGINT after step 1; the checkpoint {tmp_path / 'run' / 'checkpoint'}" in err
-    assert f"--resume {tmp_path / 'run' / 'checkpoint'}" in err
+    assert f"continue with `zofo train --resume {tmp_path / 'run' / 'checkpoint'}`" in err

@@ -42,6 +42,30 @@ def test_resume_is_bit_identical(tmp_path, tiny_model_dir, shared_data, method):
     assert loop["step"] == 6
 
 
+def test_resume_alone_reads_the_runs_settings_and_ends_where_the_straight_run_does(tmp_path, tiny_model_dir,
+                                                                                    shared_data):
+    straight = api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "straight", "train.method=mezo",
+                                  "train.steps=6"))
+    api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=mezo", "train.steps=3"))
+    checkpoint = tmp_path / "run" / "checkpoint"
+    resumed = api.train(load_config(None, [f"train.resume={checkpoint}", "train.steps=6", "train.progress=false"]))
+    assert resumed["config"]["optim"]["lr"] == 1e-3 and resumed["config"]["model"]["name"] == str(tiny_model_dir)
+    assert resumed["steps"] == 6 and resumed["work"] == straight["work"]
+    a = load_file(str(tmp_path / "straight" / "checkpoint" / "weights.safetensors"))
+    b = load_file(str(checkpoint / "weights.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_setting_that_differs_from_the_runs(tmp_path, tiny_model_dir, shared_data):
+    api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=mezo", "train.steps=2"))
+    checkpoint = tmp_path / "run" / "checkpoint"
+    with pytest.raises(ZofoError, match=r"optim\.lr is 0\.005 here, 0\.001 in the run .*config\.yaml\) \(resume "
+                                        r"with the run's settings"):
+        api.train(load_config(None, [f"train.resume={checkpoint}", "optim.lr=5e-3"]))
+    with pytest.raises(ZofoError, match="no checkpoint with its run's config.yaml there"):
+        api.train(load_config(None, [f"train.resume={tmp_path / 'run'}"]))  # the run folder, not its checkpoint
+
+
 def test_run_folder_has_config_logs_result_and_plot(tmp_path, tiny_model_dir, shared_data):
     result = api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=bilevel-zofo",
                                 "train.steps=4", "peft.kind=prefix", "peft.num_virtual_tokens=3"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from zofo.config import RunConfig
+from zofo.config import RunConfig, resumed_config
 from zofo.errors import ZofoError
 from zofo.models import load_model
 
@@ -126,6 +126,7 @@ def train(cfg: RunConfig) -> dict:
     `train.resume` continues from it)."""
     from zofo.training import Run
 
+    cfg = resumed_config(cfg) if cfg.train.resume else cfg
     check_options(cfg)
     return Run(cfg).execute()
 
@@ -135,6 +136,7 @@ def train_together(cfgs: list[RunConfig]) -> list[dict | Exception]:
     of a small model overlap instead of taking turns. Per run, its result or the exception it raised."""
     from zofo.concurrent import train_together as together
 
+    cfgs = [resumed_config(cfg) if cfg.train.resume else cfg for cfg in cfgs]
     for cfg in cfgs:
         check_options(cfg)
     return together(cfgs)

@@ -45,7 +45,7 @@ TRAIN_FLAGS = {
     "--dtype": ("model.dtype", str, "float32 | bfloat16 | float16"),
     "--device": ("model.device", str, "auto | cpu | cuda | cuda:N"),
     "--output-dir": ("train.output_dir", str, "run folder (default runs/<method>-<task>-<time>)"),
-    "--resume": ("train.resume", str, "checkpoint folder of an interrupted run to continue"),
+    "--resume": ("train.resume", str, "RUN/checkpoint of a run to continue, with the run's own settings"),
 }
 
 

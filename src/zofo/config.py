@@ -254,3 +254,40 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
 def save_config(cfg: RunConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (loadable again with `load_config`)."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+#: what a resumed run may set anew: how long it trains, how often it logs and saves, whether it shows progress
+RESUME_MAY_CHANGE = frozenset({"train.steps", "train.max_seconds", "train.max_train_seconds", "train.log_every",
+                               "train.save_every", "train.progress", "train.resume"})
+
+
+def resumed_config(cfg: RunConfig) -> RunConfig:
+    """The config a run resumed from ``cfg.train.resume`` (RUN/checkpoint) trains with: the run's own
+    (RUN/config.yaml), with the `RESUME_MAY_CHANGE` keys that ``cfg`` sets. Any other setting that ``cfg`` gives
+    differently from both the run's and the default is refused: the checkpoint was made under the run's."""
+    checkpoint = Path(cfg.train.resume)
+    run_file = checkpoint.parent / "config.yaml"
+    if not (checkpoint / "loop.json").exists() or not run_file.exists():
+        raise ZofoError(f"train.resume {checkpoint}: no checkpoint with its run's config.yaml there",
+                        "give the checkpoint folder inside a run folder, RUN/checkpoint", "train.resume")
+    given, run, default = _flat(cfg), _flat(load_config(run_file)), _flat(RunConfig())
+    conflicts = [k for k in given if k not in RESUME_MAY_CHANGE and given[k] not in (run[k], default[k])]
+    if conflicts:
+        shown = "; ".join(f"{k} is {given[k]!r} here, {run[k]!r} in the run" for k in conflicts)
+        raise ZofoError(f"train.resume {checkpoint}: {shown} ({run_file})",
+                        "resume with the run's settings: give --resume alone (with --steps etc. to extend it)",
+                        conflicts[0])
+    merged = {k: given[k] if k in RESUME_MAY_CHANGE and given[k] != default[k] else run[k] for k in run}
+    return build(RunConfig, _nested(merged), "")
+
+
+def _flat(cfg: RunConfig) -> dict[str, Any]:
+    return {f"{section}.{key}": value for section, values in to_dict(cfg).items() for key, value in values.items()}
+
+
+def _nested(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        section, name = key.split(".", 1)
+        nested.setdefault(section, {})[name] = value
+    return nested

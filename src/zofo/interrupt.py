@@ -34,8 +34,8 @@ class TrainingInterrupted(Exception):
     def __init__(self, step: int, checkpoint: Path, signum: int):
         self.step, self.checkpoint, self.signum = step, Path(checkpoint), signum
         super().__init__(f"interrupted by {signal.Signals(signum).name} after step {step}; the checkpoint "
-                         f"{self.checkpoint} holds everything so far (run the same command again with "
-                         f"--resume {self.checkpoint} to continue it)")
+                         f"{self.checkpoint} holds everything so far (continue with `zofo train --resume "
+                         f"{self.checkpoint}`, which reads the run's settings)")
 
     @property
     def exit_code(self) -> int:
