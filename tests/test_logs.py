@@ -46,10 +46,20 @@ def test_a_resumed_logger_continues_both_clocks(tmp_path, monkeypatch):
     clock = FakeClock(50.0)
     monkeypatch.setattr(logs, "time", clock)
     logger = logs.RunLogger(tmp_path, tensorboard=False)
-    logger.resume_from(elapsed=10.0, off_clock=4.0)
+    logger.resume_from(step=2, elapsed=10.0, off_clock=4.0)
     clock.now = 52.0
     logger.log(3, "train")
     assert (records(tmp_path)[-1]["time"], records(tmp_path)[-1]["train_time"]) == (12.0, 8.0)
+
+
+def test_resuming_drops_the_records_of_steps_after_the_checkpoint(tmp_path):
+    """A run killed at step 5 after its checkpoint at step 3 logged steps 4-5 that the resumed run does again."""
+    logger = logs.RunLogger(tmp_path, tensorboard=False)
+    for step, phase in ((0, "dev"), (2, "train"), (3, "train"), (3, "dev"), (4, "train"), (5, "train")):
+        logger.log(step, phase)
+    logs.RunLogger(tmp_path, tensorboard=False).resume_from(step=3, elapsed=1.0)
+    assert [(r["step"], r["phase"]) for r in records(tmp_path)] == [(0, "dev"), (2, "train"), (3, "train"),
+                                                                     (3, "dev")]
 
 
 class StubMethod:

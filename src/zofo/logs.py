@@ -48,9 +48,16 @@ class RunLogger:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     self.writer.add_scalar(f"{phase}/{key}", value, step)
 
-    def resume_from(self, elapsed: float, off_clock: float = 0.0) -> None:
-        """Continue the clocks of an interrupted run."""
+    def resume_from(self, step: int, elapsed: float, off_clock: float = 0.0) -> None:
+        """Continue an interrupted run from its checkpoint at ``step``: its clocks go on from there, and records
+        of later steps (a run killed after its last checkpoint: work that is now done again) leave log.jsonl."""
         self.offset, self.off_clock = elapsed, off_clock
+        if not self.path.exists():
+            return
+        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        kept = [line for line in lines if json.loads(line)["step"] <= step]
+        if len(kept) < len(lines):
+            self.path.write_text("".join(line + "\n" for line in kept))
 
     def elapsed(self) -> float:
         """Wall-clock seconds of the run."""

@@ -158,5 +158,5 @@ def resume(method: Method, checkpoint: Path, logger: RunLogger) -> LoopState:
     method.load_state_dict(method_state)
     method.batches.load_state_dict(loop_state.pop("batches"))
     state = LoopState(**loop_state)
-    logger.resume_from(state.elapsed, state.off_clock)
+    logger.resume_from(state.step, state.elapsed, state.off_clock)
     return state
