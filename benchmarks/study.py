@@ -6,6 +6,8 @@
         per GPU, its 10 runs on their own CUDA streams: kernels overlap instead of taking turns; no memory figures)
     python benchmarks/study.py STUDY.yaml --out runs/x --only cb__ --seeds 1 2 --list   (what would run; an --only
         string that matches no run is an error)
+    timeout -s TERM 500 python benchmarks/study.py STUDY.yaml --out runs/x --parallel 12   (at 500 s its runs save
+        a checkpoint and stop; the same command later continues them)
     python benchmarks/study.py --aggregate runs/study --results benchmarks/results/study
     python benchmarks/study.py --aggregate runs/a runs/b --results OUT      (studies of several sessions, pooled)
 
@@ -218,6 +220,14 @@ def resumable(run: dict, run_dir: Path, out: Path) -> Path | None:
     return checkpoint if same else None
 
 
+def listed_state(run: dict, out: Path) -> str:
+    """What `--list` says beside a run: done before, to continue from a checkpoint, or nothing (to start)."""
+    if (out / run["name"] / "result.json").exists():
+        return "  (done before)"
+    checkpoint = resumable(run, out / run["name"], out)
+    return f"  (continues from step {checkpoint_step(checkpoint)})" if checkpoint else ""
+
+
 def resumed(run: dict, checkpoint: Path) -> dict:
     """The run, continued from ``checkpoint``."""
     return {**run, "overrides": {**run["overrides"], "train.resume": str(checkpoint)}}
@@ -340,8 +350,7 @@ def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: 
     runs = selected(expand(study, data_root), only)
     if listing:  # what would run, and what is there already
         for run in runs:
-            done = (out / run["name"] / "result.json").exists()
-            print(f"{run['name']}{'  (done before)' if done else ''}")
+            print(run["name"] + listed_state(run, out))
         print(f"{len(runs)} runs")
         return None
     out.mkdir(parents=True, exist_ok=True)

@@ -555,12 +555,15 @@ time.sleep(60)
 """
 
 
-def test_a_stopped_study_checkpoints_its_runs_and_a_rerun_continues_them(tmp_path, monkeypatch):
+def test_a_stopped_study_checkpoints_its_runs_and_a_rerun_continues_them(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(study, "train_command", lambda run, out: [
         sys.executable, "-c", STOPPABLE, json.dumps(study.run_overrides(run, out))])
     out, logs = tmp_path / "out", tmp_path / "out" / "logs"
     logs.mkdir(parents=True)
-    run, later = {"name": "cb__mezo__s0", "overrides": {"optim.lr": 1e-4}}, {"name": "cb__mezo__s1", "overrides": {}}
+    listed = tmp_path / "study.yaml"
+    listed.write_text(yaml.safe_dump({"tasks": [{"name": "cb", "task": "cb"}], "seeds": [0, 1],
+                                      "methods": [{"name": "mezo", "set": {"optim.lr": 1e-4}}]}))
+    run, later = study.expand(yaml.safe_load(listed.read_text()), "DATA")
     stop = study.StudyStop()
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(study.launch, run, out, logs, None, None, 2, stop)
@@ -572,6 +575,8 @@ def test_a_stopped_study_checkpoints_its_runs_and_a_rerun_continues_them(tmp_pat
             "name": "cb__mezo__s1", "status": "not started: the study was stopped"}
         status = first.result(timeout=30)
     assert status["status"] == "stopped (exit 143): checkpoint at step 3, run the study again to continue"
+    study.run_study(listed, out, 1, "DATA", None, listing=True)
+    assert capsys.readouterr().out.splitlines() == ["cb__mezo__s0  (continues from step 3)", "cb__mezo__s1", "2 runs"]
     again = study.launch(run, out, logs)
     assert again["status"] == "ok" and again["resumed_from_step"] == 3
     assert not (out / later["name"]).exists()  # a run never started leaves no folder
