@@ -472,7 +472,8 @@ def speedup_summary(found: list[dict], reference: str) -> str:
 
 def plot_pareto(rows: list[dict], found: list[dict], target: Path) -> None:
     """Per task: mean seconds to the reference's final dev accuracy against peak train-step memory (of the run
-    name a method resolved to there), one point per method (seeds whose reference never improved left out)."""
+    name a method resolved to there), one point per method (seeds whose reference never improved left out); one
+    legend for the figure (which grid point each method is on a task: speedup_best.md)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -489,12 +490,14 @@ def plot_pareto(rows: list[dict], found: list[dict], target: Path) -> None:
             points = {f.get("point", method) for f in mine}
             peaks = [_peak(r) for r in rows if r["task"] == task and r["method"] in points]
             if times and peaks:
-                axis.scatter(statistics.mean(times), max(peaks), color=colors[method])
-                axis.annotate(shown_method(mine[0]), (statistics.mean(times), max(peaks)), fontsize=8)
+                axis.scatter(statistics.mean(times), max(peaks), color=colors[method], label=method)
         axis.set_title(task)
         axis.set_xlabel("seconds to the reference's final dev accuracy (mean)")
         axis.set_ylabel("peak train-step memory (MiB)")
-    fig.tight_layout()
+    handles = {label: handle for axis in axes for handle, label in zip(*axis.get_legend_handles_labels(),
+                                                                       strict=True)}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 4) or 1, fontsize=9)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(target, dpi=110)
     plt.close(fig)
 
