@@ -240,10 +240,29 @@ def selected_on_dev(rows: list[dict]) -> str:
         std = statistics.pstdev(t) if len(t) > 1 else 0.0
         lines.append(f"| {task} | {family} | {shown} | {len(c['points'])} | {c['dev'][point]:.3f} | "
                      f"{statistics.mean(t):.3f} ± {std:.3f} | {len(t)} | {per} |")
+    unequal = unequal_progress(rows, families)
+    if unequal:
+        lines += ["", "Grid points that trained unequally far (the share of its step budget each reached, mean over "
+                  "the seeds that choose): a time cap stops a run sooner when more runs share its GPU, so a point "
+                  "may lose on dev for that alone.", "", *unequal]
     methods, tasks, stats = accuracy_table(rows)
     lines += ["", "Test accuracy of every grid point:", "",
               *accuracy_lines([m for m in methods if base(m) in families], tasks, stats)]
     return "\n".join(lines) + "\n"
+
+
+def unequal_progress(rows: list[dict], families: list[str], spread: float = 1.2) -> list[str]:
+    """One line per (task, grid family) whose points reached shares of their step budgets more than ``spread``
+    times apart (runs without a recorded budget left out)."""
+    budgeted = [r for r in rows if r.get("selects", True) and r["result"].get("config", {}).get("train", {}).get(
+        "steps") and r["result"].get("steps") is not None]
+    share = _seed_values(budgeted, lambda r: r["result"]["steps"] / r["result"]["config"]["train"]["steps"])
+    lines = []
+    for (task, family), c in sorted(selection(rows).items()):
+        shares = {p: statistics.mean(share[(task, p)]) for p in c["points"] if (task, p) in share}
+        if family in families and len(shares) > 1 and max(shares.values()) > spread * min(shares.values()):
+            lines.append(f"- {task} {family}: " + ", ".join(f"{p} {100 * v:.0f}%" for p, v in shares.items()))
+    return lines
 
 
 def curve_rows(rows: list[dict], names: list[str]) -> list[tuple[str, dict]]:

@@ -601,3 +601,18 @@ def test_a_checkpoint_left_with_other_settings_is_set_aside_not_resumed(tmp_path
     assert status["status"] == "ok" and "resumed_from_step" not in status
     assert (out / "cb__mezo__s0.attempt1" / "checkpoint" / "loop.json").exists()
     assert (run_dir / "log.jsonl").read_text() == '{"first": 1}\n'
+
+
+def test_selected_md_names_grid_points_that_trained_unequally_far(tmp_path):
+    """The starting point ran its 100 steps; a grid point, capped by time on a busier GPU, ran 40 of 100; another
+    task's two points both ran theirs."""
+    runs = tmp_path / "runs"
+    for task, method, steps in (("cb", "mezo", 100), ("cb", "mezo@lr0.001", 40), ("copa", "mezo", 100),
+                                ("copa", "mezo@lr0.001", 95)):
+        fake_run(runs, task, method, 0, [(0, 0.5), (10, 0.6)], test=0.5, config={"train": {"steps": 100}})
+        result_file = runs / f"{task}__{method}__s0" / "result.json"
+        result_file.write_text(json.dumps({**json.loads(result_file.read_text()), "steps": steps}))
+    study_report.aggregate(runs, tmp_path / "res", ["mezo"])
+    selected = (tmp_path / "res" / "selected.md").read_text()
+    assert "Grid points that trained unequally far" in selected
+    assert "- cb mezo: mezo 100%, mezo@lr0.001 40%" in selected and "- copa mezo" not in selected
