@@ -17,6 +17,7 @@ that was per task and has every point's test accuracy.
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 from pathlib import Path
@@ -251,17 +252,34 @@ def selected_on_dev(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def best_dev_until(row: dict, step: int) -> float:
+    """A run's best dev metric over its evaluations up to ``step`` (nan if none)."""
+    return max((e.get("accuracy", e.get("f1")) for e in dev_entries(row) if e["step"] <= step), default=math.nan)
+
+
 def unequal_progress(rows: list[dict], families: list[str], spread: float = 1.2) -> list[str]:
     """One line per (task, grid family) whose points reached shares of their step budgets more than ``spread``
-    times apart (runs without a recorded budget left out)."""
-    budgeted = [r for r in rows if r.get("selects", True) and r["result"].get("config", {}).get("train", {}).get(
-        "steps") and r["result"].get("steps") is not None]
+    times apart (runs without a recorded budget left out), with the choice made again on the dev evaluations up
+    to the last step every point's runs reached: the same choice says the unequal budgets did not decide it."""
+    choosing = [r for r in rows if r.get("selects", True)]
+    budgeted = [r for r in choosing if r["result"].get("config", {}).get("train", {}).get("steps")
+                and r["result"].get("steps") is not None]
     share = _seed_values(budgeted, lambda r: r["result"]["steps"] / r["result"]["config"]["train"]["steps"])
     lines = []
     for (task, family), c in sorted(selection(rows).items()):
         shares = {p: statistics.mean(share[(task, p)]) for p in c["points"] if (task, p) in share}
-        if family in families and len(shares) > 1 and max(shares.values()) > spread * min(shares.values()):
-            lines.append(f"- {task} {family}: " + ", ".join(f"{p} {100 * v:.0f}%" for p, v in shares.items()))
+        if family not in families or len(shares) < 2 or max(shares.values()) <= spread * min(shares.values()):
+            continue
+        mine = [r for r in choosing if r["task"] == task and r["method"] in c["points"]]
+        common = min(r["result"]["steps"] for r in mine)
+        early = _seed_values(mine, lambda r, last=common: best_dev_until(r, last))
+        dev = {p: statistics.mean(early[(task, p)]) for p in c["points"]}
+        best = max(dev.values())
+        again = next(p for p in c["points"] if dev[p] >= best - 1e-9)  # `points` is in the tie order
+        verdict = "the same choice" if again == c["point"] else f"{again}, not {c['point']}"
+        lines.append(f"- {task} {family}: " + ", ".join(f"{p} {100 * v:.0f}%" for p, v in shares.items())
+                     + f"; best dev up to step {common}: " + ", ".join(f"{p} {v:.3f}" for p, v in dev.items())
+                     + f" -> {verdict}")
     return lines
 
 

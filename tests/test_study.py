@@ -607,12 +607,22 @@ def test_selected_md_names_grid_points_that_trained_unequally_far(tmp_path):
     """The starting point ran its 100 steps; a grid point, capped by time on a busier GPU, ran 40 of 100; another
     task's two points both ran theirs."""
     runs = tmp_path / "runs"
-    for task, method, steps in (("cb", "mezo", 100), ("cb", "mezo@lr0.001", 40), ("copa", "mezo", 100),
-                                ("copa", "mezo@lr0.001", 95)):
-        fake_run(runs, task, method, 0, [(0, 0.5), (10, 0.6)], test=0.5, config={"train": {"steps": 100}})
+    for task, method, steps, dev in (("cb", "mezo", 100, [(0, 0.5), (1, 0.55), (2, 0.7)]),
+                                     ("cb", "mezo@lr0.001", 40, [(0, 0.5), (1, 0.6)]),
+                                     ("copa", "mezo", 100, [(0, 0.5), (1, 0.6)]),
+                                     ("copa", "mezo@lr0.001", 95, [(0, 0.5), (1, 0.6)])):
+        fake_run(runs, task, method, 0, dev, test=0.5, config={"train": {"steps": 100}})
         result_file = runs / f"{task}__{method}__s0" / "result.json"
         result_file.write_text(json.dumps({**json.loads(result_file.read_text()), "steps": steps}))
+        log_file = runs / f"{task}__{method}__s0" / "log.jsonl"  # evaluations at steps 0, 30, 80
+        log = [json.loads(line) for line in log_file.read_text().splitlines()]
+        dev_steps = iter((0, 30, 80))
+        log_file.write_text("\n".join(json.dumps(e | ({"step": next(dev_steps)} if e["phase"] == "dev" else {}))
+                                      for e in log))
     study_report.aggregate(runs, tmp_path / "res", ["mezo"])
     selected = (tmp_path / "res" / "selected.md").read_text()
-    assert "Grid points that trained unequally far" in selected
-    assert "- cb mezo: mezo 100%, mezo@lr0.001 40%" in selected and "- copa mezo" not in selected
+    assert "Grid points that trained unequally far" in selected and "- copa mezo" not in selected
+    # on the whole runs the starting point wins (0.7 at step 80); up to step 40, the last the grid point reached,
+    # the grid point does (0.6 against 0.55 at step 30)
+    assert ("- cb mezo: mezo 100%, mezo@lr0.001 40%; best dev up to step 40: mezo 0.550, mezo@lr0.001 0.600 "
+            "-> mezo@lr0.001, not mezo") in selected
