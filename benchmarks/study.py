@@ -186,7 +186,7 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None, turns
         turns.start(device)
         try:
             with open(log_dir / f"{run['name']}.log", "a" if checkpoint else "w") as log:
-                command = train_command(resumed(run, checkpoint) if checkpoint else run, out)
+                command = train_command(continued(run, checkpoint), out)
                 code = stop.run(command, log, env)
         finally:
             turns.end(device)
@@ -197,11 +197,7 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None, turns
         if resumed_from is not None:
             status["resumed_from_step"] = resumed_from
         if code != 0 and stop.requested:
-            saved = run_dir / "checkpoint"
-            step = checkpoint_step(saved) if (saved / "loop.json").exists() else None
-            return {**status, "status": f"stopped (exit {code}): "
-                    + (f"checkpoint at step {step}, run the study again to continue" if step is not None
-                       else "no checkpoint")}
+            return {**status, "status": ended(run_dir, code, stop)}
         if code == 0 or attempt > oom_retries or not ran_out_of_memory(log_dir / f"{run['name']}.log"):
             return status
         print(json.dumps({**status, "status": "out of GPU memory: waiting for another run to end"}), flush=True)
@@ -228,8 +224,10 @@ def listed_state(run: dict, out: Path) -> str:
     return f"  (continues from step {checkpoint_step(checkpoint)})" if checkpoint else ""
 
 
-def resumed(run: dict, checkpoint: Path) -> dict:
-    """The run, continued from ``checkpoint``."""
+def continued(run: dict, checkpoint: Path | None) -> dict:
+    """The run, continued from ``checkpoint`` if there is one."""
+    if checkpoint is None:
+        return run
     return {**run, "overrides": {**run["overrides"], "train.resume": str(checkpoint)}}
 
 
@@ -270,26 +268,42 @@ def run_overrides(run: dict, out: Path) -> dict:
 
 def launch_together(runs: list[dict], out: Path, log_dir: Path, device: str | None = None,
                     stop: StudyStop | None = None) -> list[dict]:
-    """Run ``runs`` in one process, each on its own CUDA stream (`study_worker.py`); their statuses. A stop ends
-    the process (its runs train in threads, which signals do not reach: they keep no checkpoint)."""
+    """Run ``runs`` in one process, each on its own CUDA stream (`study_worker.py`); their statuses. As in
+    `launch`, a run continues from the checkpoint an earlier attempt left with the same settings, and a stop
+    makes each run save a checkpoint and stop."""
     todo = [r for r in runs if not (out / r["name"] / "result.json").exists()]
     statuses = [{"name": r["name"], "status": "done before"} for r in runs if r not in todo]
     if not todo:
         return statuses
+    checkpoints = {r["name"]: resumable(r, out / r["name"], out) for r in todo}
     for r in todo:
-        set_aside(out / r["name"], log_dir)
+        if checkpoints[r["name"]] is None:
+            set_aside(out / r["name"], log_dir)
     env = run_env(device)
-    job = [{"name": r["name"], "overrides": run_overrides(r, out)} for r in todo]
-    start = min(record_placement(out / r["name"], device, env) for r in todo)
+    job = [{"name": r["name"], "overrides": run_overrides(continued(r, checkpoints[r["name"]]), out)} for r in todo]
+    start = min(record_placement(out / r["name"], device, env, run_overrides(r, out)) for r in todo)
     job_file = log_dir / f"together__{todo[0]['name']}.json"
     job_file.write_text(json.dumps(job, indent=1, default=str))  # values become `--set key=value` text
-    with open(job_file.with_suffix(".log"), "w") as log:
-        code = (stop or StudyStop()).run([sys.executable, str(Path(__file__).with_name("study_worker.py")),
-                                          str(job_file)], log, env)
+    stop = stop or StudyStop()
+    with open(job_file.with_suffix(".log"), "a") as log:
+        code = stop.run([sys.executable, str(Path(__file__).with_name("study_worker.py")), str(job_file)], log, env)
+    if code is None:
+        return statuses + [{"name": r["name"], "status": "not started: the study was stopped"} for r in todo]
     seconds = round(max(record_end(out / r["name"]) for r in todo) - start, 1)
     return statuses + [{"name": r["name"], "seconds": seconds, "together": len(todo),
-                        "status": "ok" if (out / r["name"] / "result.json").exists() else f"failed (exit {code})"}
-                       for r in todo]
+                        "status": ended(out / r["name"], code, stop)} for r in todo]
+
+
+def ended(run_dir: Path, code: int, stop: StudyStop) -> str:
+    """A run's status once its process has exited with ``code``."""
+    if (run_dir / "result.json").exists():
+        return "ok"
+    if not stop.requested:
+        return f"failed (exit {code})"
+    saved = run_dir / "checkpoint"
+    step = checkpoint_step(saved) if (saved / "loop.json").exists() else None
+    return f"stopped (exit {code}): " + (f"checkpoint at step {step}, run the study again to continue"
+                                         if step is not None else "no checkpoint")
 
 
 def together_groups(runs: list[dict], placed: list[str | None], size: int) -> list[tuple[list[dict], str | None]]:

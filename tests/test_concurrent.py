@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -69,3 +71,39 @@ def test_graphed_runs_trained_together_on_cuda_equal_runs_trained_alone(tmp_path
         assert _losses(tmp_path / "alone" / method) == _losses(tmp_path / "together" / method), method
         wa, wb = _weights(tmp_path / "alone" / method), _weights(tmp_path / "together" / method)
         assert all(torch.equal(wa[k], wb[k]) for k in wa), method
+
+
+def test_a_signal_stops_runs_trained_together_with_checkpoints_that_resume_exactly(tmp_path, tiny_model_dir,
+                                                                                  shared_data, monkeypatch):
+    """The handler is the main thread's; the runs, in their threads, share its request."""
+    from zofo.interrupt import TrainingInterrupted
+    from zofo.logs import RunLogger
+
+    methods = {"mezo": [], "bilevel-zofo": ["peft.kind=lora"]}
+
+    def configs(where: str, *extra: str) -> list:
+        return [tiny_run(tiny_model_dir, shared_data, tmp_path / where / m, f"train.method={m}", "train.steps=6",
+                         "train.log_every=1", *more, *extra) for m, more in methods.items()]
+
+    alone = [api.train(cfg) for cfg in configs("alone")]
+    log, sent = RunLogger.log, []
+
+    def log_then_signal(self, step, phase, **values):  # the first run to log step 2 stops the process
+        log(self, step, phase, **values)
+        if phase == "train" and step == 2 and not sent:
+            sent.append(step)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RunLogger, "log", log_then_signal)
+        stopped = api.train_together(configs("together"))
+    interrupted = [m for m, r in zip(methods, stopped, strict=True) if isinstance(r, TrainingInterrupted)]
+    assert interrupted and all(isinstance(r, (dict, TrainingInterrupted)) for r in stopped), stopped
+    resumed = api.train_together([tiny_run(tiny_model_dir, shared_data, tmp_path / "together" / m,
+                                           f"train.resume={tmp_path / 'together' / m / 'checkpoint'}")
+                                  for m in interrupted])
+    assert all(isinstance(r, dict) for r in resumed), resumed
+    for method, a in zip(methods, alone, strict=True):
+        wa, wb = _weights(tmp_path / "alone" / method), _weights(tmp_path / "together" / method)
+        assert wa and all(torch.equal(wa[k], wb[k]) for k in wa), method
+        assert json.loads((tmp_path / "together" / method / "result.json").read_text())["work"] == a["work"]

@@ -77,6 +77,32 @@ def test_runs_launched_together_finish_in_one_process(tmp_path, tiny_model_dir, 
     assert study.launch_together(runs, tmp_path, tmp_path / "logs")[0]["status"] == "done before"
 
 
+def test_runs_launched_together_continue_from_their_checkpoints_and_report_a_stop(tmp_path, monkeypatch):
+    runs = [{"name": f"sst2__mezo__s{seed}", "overrides": {"train.seed": seed}} for seed in (0, 1)]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    left = tmp_path / runs[0]["name"]  # seed 0 was stopped at step 3 with these settings; seed 1 never ran
+    (left / "checkpoint").mkdir(parents=True)
+    (left / "checkpoint" / "loop.json").write_text('{"step": 3}')
+    study.record_placement(left, None, {}, study.run_overrides(runs[0], tmp_path))
+    jobs, stop = [], study.StudyStop()
+
+    def worker_stopped(self, args, log, env):  # the process got the stop: seed 1 too saves a checkpoint
+        jobs.append(json.loads(Path(args[-1]).read_text()))
+        (tmp_path / runs[1]["name"] / "checkpoint").mkdir(parents=True)
+        (tmp_path / runs[1]["name"] / "checkpoint" / "loop.json").write_text('{"step": 1}')
+        self.requested = True
+        return 1
+
+    monkeypatch.setattr(study.StudyStop, "run", worker_stopped)
+    statuses = study.launch_together(runs, tmp_path, logs, stop=stop)
+    assert [job["overrides"].get("train.resume") for job in jobs[0]] == [str(left / "checkpoint"), None]
+    assert not (tmp_path / f"{runs[0]['name']}.attempt1").exists()  # continued, not set aside
+    assert [s["status"] for s in statuses] == [
+        "stopped (exit 1): checkpoint at step 3, run the study again to continue",
+        "stopped (exit 1): checkpoint at step 1, run the study again to continue"]
+
+
 def test_grids_and_templates_expand_into_named_runs():
     spec = {"tasks": [{"name": "rte", "task": "rte", "data": "RTE", "templates": ["mezo", "gpt3"]}],
             "methods": [{"name": "mezo", "set": {"train.method": "mezo"},

@@ -7,7 +7,9 @@ either: eight graphed MeZO runs of SmolLM2-135M took as long together as in eigh
 (benchmarks/results/gpu-2026-12-01/together-run26/). What one process saves is CUDA contexts and start-ups.
 Each run starts up alone, under a lock (loading; torch's global RNG is seeded per run for the
 PEFT modules' initial values), then all train at once; CUDA graphs are captured per thread. A run computes
-what it would compute alone. Peak memory is not recorded (torch counts it per process).
+what it would compute alone. Peak memory is not recorded (torch counts it per process). A SIGINT or SIGTERM to
+the process stops every run after its current step, each with its checkpoint (`zofo.interrupt`: the handler is
+the main thread's, the request shared).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from contextlib import nullcontext
 import torch
 
 from zofo.config import RunConfig
+from zofo.interrupt import StopRequest, stop_on_signal
 
 _STARTUP = threading.Lock()
 
@@ -29,15 +32,15 @@ def train_together(cfgs: Sequence[RunConfig]) -> list[dict | Exception]:
     """Train every run of ``cfgs`` at once; per run, its result, or the exception it raised (the others go on)."""
     if not cfgs:
         return []
-    with ThreadPoolExecutor(max_workers=len(cfgs), thread_name_prefix="zofo-run") as pool:
-        return list(pool.map(_train_on_own_stream, cfgs))
+    with stop_on_signal() as stop, ThreadPoolExecutor(max_workers=len(cfgs), thread_name_prefix="zofo-run") as pool:
+        return list(pool.map(lambda cfg: _train_on_own_stream(cfg, stop), cfgs))
 
 
-def _train_on_own_stream(cfg: RunConfig) -> dict | Exception:
+def _train_on_own_stream(cfg: RunConfig, stop: StopRequest) -> dict | Exception:
     from zofo.training import Run
 
     try:
-        run = Run(cfg, startup=_STARTUP)
+        run = Run(cfg, startup=_STARTUP, stop=stop)
         cuda = run.device.type == "cuda"
         with torch.cuda.stream(torch.cuda.Stream(run.device)) if cuda else nullcontext():
             return run.execute()

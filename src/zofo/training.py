@@ -14,7 +14,7 @@ from zofo.adapters import ParamGroups, attach_adapters, backbone_params, peft_co
 from zofo.batches import Batches, ExampleStream
 from zofo.checkpoint import load_weights, save_weights
 from zofo.config import RunConfig, save_config
-from zofo.interrupt import TrainingInterrupted, stop_on_signal
+from zofo.interrupt import StopRequest, TrainingInterrupted, stop_on_signal
 from zofo.logs import PeakMemory, RunLogger
 from zofo.loop import LoopSettings, LoopState, resume, train_loop
 from zofo.methods import METHODS, Method, MethodOptions
@@ -39,13 +39,15 @@ class Run:
 
     ``startup``: a lock held while the run starts (loading, seeding the PEFT modules' initial values), given
     when several runs share the process (`zofo.concurrent`); such runs record no peak memory, which torch
-    counts per process.
+    counts per process. ``stop``: the stop request the runs of such a process share (else the run installs its
+    own signal handlers while it trains).
     """
 
-    def __init__(self, cfg: RunConfig, startup: AbstractContextManager | None = None):
+    def __init__(self, cfg: RunConfig, startup: AbstractContextManager | None = None,
+                 stop: StopRequest | None = None):
         from zofo.api import peft_kind, resolve_device, run_dir_for
 
-        self.cfg, self.startup = cfg, startup
+        self.cfg, self.startup, self.stop = cfg, startup, stop
         self.device = torch.device(resolve_device(cfg.model.device))
         self.method_cls: type[Method] = METHODS.get(cfg.train.method)
         self.peft_kind = peft_kind(cfg)
@@ -123,7 +125,7 @@ class Run:
                                 save_every=t.save_every, metric=evaluator.metric, progress=t.progress,
                                 max_seconds=t.max_seconds, max_train_seconds=t.max_train_seconds)
         state = resume(method, Path(t.resume), logger) if t.resume else LoopState()
-        with stop_on_signal() as stop:
+        with nullcontext(self.stop) if self.stop else stop_on_signal() as stop:
             return train_loop(method, evaluator.dev, self.run_dir, settings, logger, memory, state, stop)
 
     def finish(self, method: Method, evaluator: Evaluator, state: LoopState, memory: PeakMemory,
