@@ -394,7 +394,7 @@ def stopped_by_signals() -> Iterator[StudyStop]:
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
-    previous = {signum: signal.signal(signum, stop.ask) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {signum: signal.signal(signum, stop.ask) or signal.SIG_DFL for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield stop
     finally:

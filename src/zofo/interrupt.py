@@ -51,7 +51,7 @@ def stop_on_signal() -> Iterator[StopRequest]:
     if threading.current_thread() is not threading.main_thread():
         yield request
         return
-    previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    previous = {signum: signal.getsignal(signum) or signal.SIG_DFL for signum in SIGNALS}  # None: set outside Python
 
     def ask_to_stop(signum: int, frame) -> None:
         request.signal = signum
