@@ -230,7 +230,8 @@ def selected_on_dev(rows: list[dict]) -> str:
              "the smaller grid values, e.g. the smaller learning rate); test over every seed run.", "",
              "| task | method | chosen on dev | points in the grid | dev (mean) | test (mean ± std) | seeds | "
              "dev per point (mean) |", "|---|---|---|---|---|---|---|---|"]
-    for (task, family), c in sorted(selection(rows).items()):
+    chosen = selection(rows)
+    for (task, family), c in sorted(chosen.items()):
         if family not in families:
             continue
         point, t = c["point"], test[(task, c["point"])]
@@ -241,7 +242,7 @@ def selected_on_dev(rows: list[dict]) -> str:
         std = statistics.pstdev(t) if len(t) > 1 else 0.0
         lines.append(f"| {task} | {family} | {shown} | {len(c['points'])} | {c['dev'][point]:.3f} | "
                      f"{statistics.mean(t):.3f} ± {std:.3f} | {len(t)} | {per} |")
-    unequal = unequal_progress(rows, families)
+    unequal = unequal_progress(rows, chosen, families)
     if unequal:
         lines += ["", "Grid points that trained unequally far (the share of its step budget each reached, mean over "
                   "the seeds that choose): a time cap stops a run sooner when more runs share its GPU, so a point "
@@ -257,16 +258,18 @@ def best_dev_until(row: dict, step: int) -> float:
     return max((e.get("accuracy", e.get("f1")) for e in dev_entries(row) if e["step"] <= step), default=math.nan)
 
 
-def unequal_progress(rows: list[dict], families: list[str], spread: float = 1.2) -> list[str]:
-    """One line per (task, grid family) whose points reached shares of their step budgets more than ``spread``
-    times apart (runs without a recorded budget left out), with the choice made again on the dev evaluations up
-    to the last step every point's runs reached: the same choice says the unequal budgets did not decide it."""
+def unequal_progress(rows: list[dict], chosen: dict[tuple[str, str], dict], families: list[str],
+                     spread: float = 1.2) -> list[str]:
+    """One line per (task, grid family) of ``chosen`` (`selection`) whose points reached shares of their step
+    budgets more than ``spread`` times apart (runs without a recorded budget left out), with the choice made again
+    on the dev evaluations up to the last step every point's runs reached: the same choice says the unequal budgets
+    did not decide it."""
     choosing = [r for r in rows if r.get("selects", True)]
     budgeted = [r for r in choosing if r["result"].get("config", {}).get("train", {}).get("steps")
                 and r["result"].get("steps") is not None]
     share = _seed_values(budgeted, lambda r: r["result"]["steps"] / r["result"]["config"]["train"]["steps"])
     lines = []
-    for (task, family), c in sorted(selection(rows).items()):
+    for (task, family), c in sorted(chosen.items()):
         shares = {p: statistics.mean(share[(task, p)]) for p in c["points"] if (task, p) in share}
         if family not in families or len(shares) < 2 or max(shares.values()) <= spread * min(shares.values()):
             continue

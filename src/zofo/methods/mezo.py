@@ -108,16 +108,13 @@ class ZOTrainer:
     def load_state_dict(self, state: dict) -> None:
         state = dict(state)
         pending = state.pop("pending", [])
-        self.pending = [(self._estimate(p["seeds"], p["projected_grads"]), p["lr"]) for p in pending]
+        o = self.options
+        self.pending = [zo.from_record(p, o.direction, o.eps, o.two_sided) for p in pending]
         if "trajectory" in state:
             self.trajectory.updates = list(state.pop("trajectory"))
         else:  # a checkpoint from before trajectories: what follows does not start at the base weights
             self.trajectory.updates, self.trajectory.complete = [], False
         self.state.load_state_dict(state)
-
-    def _estimate(self, seeds: list[int], grads: list[float]) -> zo.ZOEstimate:
-        o = self.options
-        return zo.ZOEstimate(list(seeds), list(grads), [], o.direction, eps=o.eps, two_sided=o.two_sided)
 
 
 def rule_settings(options: MethodOptions) -> dict:

@@ -56,7 +56,7 @@ from .ops import (
 from .perturb import Probe, perturbed, perturbed_loss
 from .rounding import stochastic_round
 from .schedules import Schedule, constant, cosine, linear
-from .trajectory import Trajectory, as_record, replay
+from .trajectory import Trajectory, as_record, from_record, replay
 from .updates import ZOSGD, UpdateState, ZOAdam, ZOMomentum, ZOUpdate
 
 __all__ = [
@@ -85,6 +85,7 @@ __all__ = [
     "direction_like",
     "direction_slice",
     "estimate",
+    "from_record",
     "linear",
     "perturbed",
     "perturbed_loss",

@@ -75,8 +75,7 @@ class Trajectory:
 
     def estimates(self) -> list[tuple[ZOEstimate, float]]:
         """The records as (estimate, lr) pairs an update rule applies."""
-        return [(ZOEstimate(list(r["seeds"]), [float(c) for c in r["projected_grads"]], [], self.direction,
-                            eps=self.eps, two_sided=self.two_sided), float(r["lr"])) for r in self.records()]
+        return [from_record(r, self.direction, self.eps, self.two_sided) for r in self.records()]
 
 
 def as_record(estimate: AnyEstimate, lr: float) -> dict:
@@ -85,6 +84,12 @@ def as_record(estimate: AnyEstimate, lr: float) -> dict:
     grads = estimate.projected_grads
     values = grads.cpu().tolist() if isinstance(estimate, DeviceEstimate) else list(grads)
     return {"seeds": [int(s) for s in estimate.seeds], "projected_grads": [float(c) for c in values], "lr": float(lr)}
+
+
+def from_record(record: dict, direction: str, eps: float, two_sided: bool) -> tuple[ZOEstimate, float]:
+    """`as_record` undone: the (estimate, lr) an update rule applies, probed as ``direction``, ``eps``, sidedness."""
+    grads = [float(c) for c in record["projected_grads"]]
+    return ZOEstimate(list(record["seeds"]), grads, [], direction, eps=eps, two_sided=two_sided), float(record["lr"])
 
 
 def replay(params: Params, trajectory: Trajectory, rule: ZOUpdate) -> UpdateState:
