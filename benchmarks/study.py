@@ -177,10 +177,8 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None, turns
     for attempt in range(1, oom_retries + 2):
         if stop.requested:  # before its folder is touched
             return {"name": run["name"], "status": "not started: the study was stopped"}
-        checkpoint = resumable(run, run_dir, out)
+        checkpoint = prepared(run, out, log_dir)
         resumed_from = checkpoint_step(checkpoint) if checkpoint else None
-        if checkpoint is None:
-            set_aside(run_dir, log_dir)
         env = run_env(device)
         start = record_placement(run_dir, device, env, run_overrides(run, out))
         turns.start(device)
@@ -204,6 +202,15 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None, turns
         if not turns.wait_for_memory(device):
             return {**status, "status": f"exit {code} (out of GPU memory with no other run on its device)"}
     return status
+
+
+def prepared(run: dict, out: Path, log_dir: Path) -> Path | None:
+    """Ready a run's folder for an attempt: the checkpoint it continues from (`resumable`), or None after setting an
+    earlier unfinished attempt aside (`set_aside`) for a clean start."""
+    checkpoint = resumable(run, out / run["name"], out)
+    if checkpoint is None:
+        set_aside(out / run["name"], log_dir)
+    return checkpoint
 
 
 def resumable(run: dict, run_dir: Path, out: Path) -> Path | None:
@@ -275,10 +282,7 @@ def launch_together(runs: list[dict], out: Path, log_dir: Path, device: str | No
     statuses = [{"name": r["name"], "status": "done before"} for r in runs if r not in todo]
     if not todo:
         return statuses
-    checkpoints = {r["name"]: resumable(r, out / r["name"], out) for r in todo}
-    for r in todo:
-        if checkpoints[r["name"]] is None:
-            set_aside(out / r["name"], log_dir)
+    checkpoints = {r["name"]: prepared(r, out, log_dir) for r in todo}
     env = run_env(device)
     job = [{"name": r["name"], "overrides": run_overrides(continued(r, checkpoints[r["name"]]), out)} for r in todo]
     start = min(record_placement(out / r["name"], device, env, run_overrides(r, out)) for r in todo)
