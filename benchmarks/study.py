@@ -426,6 +426,9 @@ def main() -> None:
                              "device has ended (0: never)")
     parser.add_argument("--aggregate", type=Path, nargs="+", default=None,
                         help="aggregate the runs in these folders (several: pooled, e.g. studies of several sessions)")
+    parser.add_argument("--reruns", action="store_true",
+                        help="with --aggregate: a run found in two folders is taken from the later one (a run made "
+                             "again) instead of being refused")
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/study"))
     parser.add_argument("--curves", default="mezo,zo-lora,bilevel-zofo-lora,fo-lora",
                         help="methods drawn in the dev-against-wall-clock plot, timed in speedup.md and placed in "
@@ -441,7 +444,7 @@ def main() -> None:
         from study_report import aggregate  # benchmarks/ is on the path when run as a script
 
         aggregate(args.aggregate, args.results, args.curves.split(","), args.reference, args.paired,
-                  args.select_seeds)
+                  args.select_seeds, args.reruns)
     else:
         stopped_by = run_study(args.study, args.out, args.parallel, args.data_root, args.only, args.seeds,
                                args.devices, args.together, args.oom_retries, args.list)

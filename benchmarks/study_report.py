@@ -29,21 +29,28 @@ WORK = "work"  # a clock of our own: training sequences processed (`add_work_clo
 CLOCK_NAMES = {**CLOCKS, WORK: "thousands of training sequences processed, forward plus backward"}
 
 
-def load_runs(*outs: Path) -> list[dict]:
-    """Every finished run in the run folders under `outs` (studies of several sessions can be pooled; a run
-    name found twice is an error, not a silent overwrite)."""
-    rows, seen = [], {}
-    for result in sorted(r for out in outs for r in out.glob("*/result.json")):
+def load_runs(*outs: Path, reruns: bool = False) -> list[dict]:
+    """Every finished run in the run folders under `outs` (studies of several sessions can be pooled). A run name
+    found twice is an error, not a silent overwrite, unless `reruns`: then the later folder's run (a run made again,
+    e.g. under fairer conditions) replaces the earlier one, and each replacement is printed."""
+    found: dict[str, Path] = {}
+    for result in (r for out in outs for r in sorted(out.glob("*/result.json"))):
         name, folder = result.parent.name, result.parent.parent
-        if name in seen:
-            raise ValueError(f"run {name} is in both {seen[name]} and {folder}: pool studies whose runs differ")
-        seen[name] = folder
-        data = json.loads(result.read_text())
-        task, method, seed = result.parent.name.split("__")
-        log = [json.loads(line) for line in (result.parent / "log.jsonl").read_text().splitlines()]
-        rows.append(add_work_clock({"task": task, "method": method, "seed": int(seed[1:]), "result": data,
-                                    "log": log}))
-    return rows
+        if name in found and not reruns:
+            raise ValueError(f"run {name} is in both {found[name].parent} and {folder}: pool studies whose runs "
+                             "differ, or pass --reruns to let the later folder's run replace the earlier one")
+        if name in found:
+            print(f"{name}: the run in {folder} replaces the one in {found[name].parent}")
+        found[name] = result
+    return [load_run(result) for result in sorted(found.values())]
+
+
+def load_run(result: Path) -> dict:
+    """One run's row: task, method and seed from its folder name, its result.json and its log."""
+    task, method, seed = result.parent.name.split("__")
+    log = [json.loads(line) for line in (result.parent / "log.jsonl").read_text().splitlines()]
+    return add_work_clock({"task": task, "method": method, "seed": int(seed[1:]),
+                           "result": json.loads(result.read_text()), "log": log})
 
 
 def add_work_clock(row: dict) -> dict:
@@ -647,11 +654,12 @@ BEST_NOTE = ("Secondary view: the time to the reference's *best* dev accuracy, w
 
 
 def aggregate(out: Path | list[Path], results: Path, curve_methods: list[str], reference: str = "mezo",
-              paired: str | None = None, select_seeds: list[int] | None = None) -> None:
+              paired: str | None = None, select_seeds: list[int] | None = None, reruns: bool = False) -> None:
     """Every table and plot of the runs under `out`; `select_seeds`: grid points are chosen on the dev accuracy
-    of these seeds only (e.g. [0] when a grid ran on seed 0 and its first choice on three seeds)."""
+    of these seeds only (e.g. [0] when a grid ran on seed 0 and its first choice on three seeds); `reruns`: see
+    `load_runs`."""
     outs = out if isinstance(out, list) else [out]
-    rows = load_runs(*outs)
+    rows = load_runs(*outs, reruns=reruns)
     for row in rows:
         row["selects"] = select_seeds is None or row["seed"] in select_seeds
     results.mkdir(parents=True, exist_ok=True)

@@ -236,6 +236,17 @@ def test_studies_of_several_folders_pool_and_refuse_a_run_found_twice(tmp_path):
         study_report.load_runs(tmp_path / "b", tmp_path / "c")
 
 
+def test_a_rerun_in_a_later_folder_replaces_the_earlier_run_only_when_asked(tmp_path, capsys):
+    fake_run(tmp_path / "a", "sst2", "mezo", 0, [(1, 0.5), (100, 0.6)], test=0.6)
+    fake_run(tmp_path / "a", "sst2", "mezo", 1, [(1, 0.5), (100, 0.7)], test=0.7)
+    fake_run(tmp_path / "b", "sst2", "mezo", 1, [(1, 0.5), (100, 0.8)], test=0.8)
+    rows = study_report.load_runs(tmp_path / "a", tmp_path / "b", reruns=True)
+    assert sorted((r["seed"], r["result"]["test"]["accuracy"]) for r in rows) == [(0, 0.6), (1, 0.8)]
+    assert "sst2__mezo__s1: the run in " + str(tmp_path / "b") in capsys.readouterr().out
+    rows = study_report.load_runs(tmp_path / "b", tmp_path / "a", reruns=True)  # the order of the folders decides
+    assert sorted(r["result"]["test"]["accuracy"] for r in rows) == [0.6, 0.7]
+
+
 def grid_study(runs: Path) -> None:
     """Three tasks: a plain zo-lora only (boolq), a two-point grid with a clear dev winner (cb), a dev tie (copa)."""
     fake_run(runs, "boolq", "zo-lora", 0, [(0, 0.5), (100, 0.62)], test=0.58)
