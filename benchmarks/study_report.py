@@ -37,10 +37,10 @@ def load_runs(*outs: Path, reruns: bool = False) -> list[dict]:
     for result in (r for out in outs for r in sorted(out.glob("*/result.json"))):
         name, folder = result.parent.name, result.parent.parent
         if name in found and not reruns:
-            raise ValueError(f"run {name} is in both {found[name].parent} and {folder}: pool studies whose runs "
+            raise ValueError(f"run {name} is in both {found[name].parent.parent} and {folder}: pool studies whose runs "
                              "differ, or pass --reruns to let the later folder's run replace the earlier one")
         if name in found:
-            print(f"{name}: the run in {folder} replaces the one in {found[name].parent}")
+            print(f"{name}: the run in {folder} replaces the one in {found[name].parent.parent}")
         found[name] = result
     return [load_run(result) for result in sorted(found.values())]
 
