@@ -242,7 +242,8 @@ def test_a_rerun_in_a_later_folder_replaces_the_earlier_run_only_when_asked(tmp_
     fake_run(tmp_path / "b", "sst2", "mezo", 1, [(1, 0.5), (100, 0.8)], test=0.8)
     rows = study_report.load_runs(tmp_path / "a", tmp_path / "b", reruns=True)
     assert sorted((r["seed"], r["result"]["test"]["accuracy"]) for r in rows) == [(0, 0.6), (1, 0.8)]
-    assert "sst2__mezo__s1: the run in " + str(tmp_path / "b") in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"sst2__mezo__s1: the run in {tmp_path / 'b'} replaces the one in {tmp_path / 'a'}\n" in printed
     rows = study_report.load_runs(tmp_path / "b", tmp_path / "a", reruns=True)  # the order of the folders decides
     assert sorted(r["result"]["test"]["accuracy"] for r in rows) == [0.6, 0.7]
 
