@@ -10,6 +10,8 @@
         a checkpoint and stop; the same command later continues them)
     python benchmarks/study.py --aggregate runs/study --results benchmarks/results/study
     python benchmarks/study.py --aggregate runs/a runs/b --results OUT      (studies of several sessions, pooled)
+    python benchmarks/study.py --aggregate runs/a runs/redo --reruns --results OUT   (a run in runs/redo takes
+        the place of the one of that name in runs/a; without --reruns a name found twice is an error)
 
 A study file (YAML) names the shared settings, the tasks (with their data folders), the methods (each with
 its own overrides, e.g. learning rates picked on dev) and the seeds. Every run writes its own folder with
