@@ -112,7 +112,7 @@ class Run:
         from zofo.tasks import split_bilevel
 
         t, seed = self.cfg.train, self.cfg.train.seed
-        upper, lower = split_bilevel(splits.train, seed=seed)
+        upper, lower = split_bilevel(splits.train, self.cfg.bilevel.upper_fraction, seed=seed)
         pools = {"train": splits.train, "upper": upper, "lower": lower}
         streams = {name: ExampleStream(pools[name], t.batch_size, seed=zlib.crc32(f"{seed}:{name}".encode()))
                    for name in self.method_cls.stream_names}

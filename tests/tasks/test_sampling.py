@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import pytest
 
 from zofo.errors import ZofoError
@@ -52,5 +54,34 @@ def test_split_bilevel_one_to_two():
     assert (len(upper), len(lower)) == (333, 667)
     assert not _ids(upper) & _ids(lower) and _ids(upper) | _ids(lower) == _ids(POOL[:1000])
     assert split_bilevel(POOL[:1000], seed=0) == (upper, lower)
-    with pytest.raises(ZofoError):
-        split_bilevel(POOL, ratio=(0, 2))
+
+
+@pytest.mark.parametrize("n, fraction, n_upper", [(48, 1 / 3, 16), (67, 1 / 3, 22), (137, 1 / 3, 45), (48, 0.5, 24),
+                                                  (48, 0.2, 9), (1000, 0.2, 200)])
+def test_split_bilevel_cuts_at_the_floor_of_the_fraction(n, fraction, n_upper):
+    upper, lower = split_bilevel(POOL[:n], fraction, seed=1)
+    assert (len(upper), len(lower)) == (n_upper, n - n_upper)
+    assert n_upper == int(Fraction(n) * Fraction(fraction).limit_denominator(10))  # exact arithmetic agrees
+    assert not _ids(upper) & _ids(lower) and _ids(upper) | _ids(lower) == _ids(POOL[:n])
+
+
+def test_split_bilevel_refuses_an_empty_level():
+    with pytest.raises(ZofoError, match="leaves 0 of the 48 training examples") as error:
+        split_bilevel(POOL[:48], 0.01)
+    assert error.value.key == "bilevel.upper_fraction"
+    with pytest.raises(ZofoError, match="leaves 48 of the 48"):
+        split_bilevel(POOL[:48], 1.0)
+
+
+def test_a_run_splits_its_training_set_by_the_configured_fraction(tmp_path):
+    """`bilevel.upper_fraction` reaches the upper and lower example streams of a bilevel run."""
+    from zofo.config import RunConfig
+    from zofo.training import Run
+
+    cfg = RunConfig()
+    cfg.train.method, cfg.train.output_dir, cfg.model.device = "bilevel-zofo", str(tmp_path), "cpu"
+    splits = sample_splits(POOL, n_train=90, n_dev=10, n_test=10, seed=0)
+    for fraction, n_upper in [(1 / 3, 30), (0.5, 45), (0.2, 18)]:
+        cfg.bilevel.upper_fraction = fraction
+        streams = Run(cfg).batches(splits, tokenizer=None).streams
+        assert (len(streams["upper"].examples), len(streams["lower"].examples)) == (n_upper, 90 - n_upper)

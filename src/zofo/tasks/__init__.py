@@ -2,7 +2,7 @@
 
     task = load_task("rte", data="/data/superglue/RTE")      # or a hub id when data is None
     splits = sample_splits(task, n_train=1000, n_dev=500, n_test=1000, seed=0)
-    upper, lower = split_bilevel(splits.train)                # 1:2
+    upper, lower = split_bilevel(splits.train)                # 1:2 (upper_fraction 1/3)
 
 Names: the registered tasks (`TASKS.names()`), `bigbench` with `data=` a task folder or task.json,
 `bigbench:<task>` (from `data=` a BIG-bench collection root, else from the PyPI sdist), and

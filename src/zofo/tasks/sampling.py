@@ -15,6 +15,7 @@ The splits never share an example.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -84,13 +85,15 @@ def sample_splits(source: Task | Sequence[Example], n_train: int = 1000, n_dev: 
     return _pooled(everything, n_train, n_dev, n_test, seed)
 
 
-def split_bilevel(train: list[Example], ratio: tuple[int, int] = (1, 2),
+def split_bilevel(train: list[Example], upper_fraction: float = 1 / 3,
                   seed: int = 0) -> tuple[list[Example], list[Example]]:
-    """(upper D_f, lower D_g): a seeded shuffle cut upper:lower = ratio; 1000 -> 333 / 667."""
-    upper_share, lower_share = ratio
-    if upper_share <= 0 or lower_share <= 0:
-        raise ZofoError(f"bilevel ratio {ratio} must be two positive integers", "use e.g. (1, 2)")
+    """(upper D_f, lower D_g): a seeded shuffle cut at floor(len * upper_fraction); 1000 -> 333 / 667 at 1/3."""
+    n_upper = math.floor(len(train) * upper_fraction + 1e-9)  # the margin keeps 48 / 3 at 16, not 15.999...
+    if not 0 < n_upper < len(train):
+        raise ZofoError(f"bilevel.upper_fraction {upper_fraction} leaves {n_upper} of the {len(train)} training "
+                        "examples for the upper level D_f: each level needs at least one",
+                        "use a fraction between 1/len(train) and 1 - 1/len(train), e.g. the paper's 1/3",
+                        "bilevel.upper_fraction")
     order = list(range(len(train)))
     random.Random(seed).shuffle(order)
-    n_upper = len(train) * upper_share // (upper_share + lower_share)
     return [train[i] for i in order[:n_upper]], [train[i] for i in order[n_upper:]]
