@@ -65,6 +65,11 @@ def test_split_bilevel_cuts_at_the_floor_of_the_fraction(n, fraction, n_upper):
     assert not _ids(upper) & _ids(lower) and _ids(upper) | _ids(lower) == _ids(POOL[:n])
 
 
+def test_split_bilevel_at_one_third_is_the_integer_one_to_two_split():
+    """The default cut equals n * 1 // 3, the integer 1:2 split of every earlier run, for every size up to 3000."""
+    assert all(len(split_bilevel(POOL[:n])[0]) == n // 3 for n in range(3, 3001))
+
+
 def test_split_bilevel_refuses_an_empty_level():
     with pytest.raises(ZofoError, match="leaves 0 of the 48 training examples") as error:
         split_bilevel(POOL[:48], 0.01)
