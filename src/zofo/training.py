@@ -112,8 +112,9 @@ class Run:
         from zofo.tasks import split_bilevel
 
         t, seed = self.cfg.train, self.cfg.train.seed
-        upper, lower = split_bilevel(splits.train, self.cfg.bilevel.upper_fraction, seed=seed)
-        pools = {"train": splits.train, "upper": upper, "lower": lower}
+        pools = {"train": splits.train}
+        if "upper" in self.method_cls.stream_names:  # the bilevel methods' D_f / D_g split
+            pools["upper"], pools["lower"] = split_bilevel(splits.train, self.cfg.bilevel.upper_fraction, seed=seed)
         streams = {name: ExampleStream(pools[name], t.batch_size, seed=zlib.crc32(f"{seed}:{name}".encode()))
                    for name in self.method_cls.stream_names}
         max_length, device = self.cfg.data.max_length, self.device

@@ -90,3 +90,6 @@ def test_a_run_splits_its_training_set_by_the_configured_fraction(tmp_path):
         cfg.bilevel.upper_fraction = fraction
         streams = Run(cfg).batches(splits, tokenizer=None).streams
         assert (len(streams["upper"].examples), len(streams["lower"].examples)) == (n_upper, 90 - n_upper)
+    cfg.train.method = "mezo"  # one stream of every example; no split, so two examples are enough
+    streams = Run(cfg).batches(sample_splits(POOL, n_train=2, n_dev=1, n_test=1, seed=0), tokenizer=None).streams
+    assert list(streams) == ["train"] and len(streams["train"].examples) == 2
