@@ -249,6 +249,10 @@ def selected_on_dev(rows: list[dict]) -> str:
         std = statistics.pstdev(t) if len(t) > 1 else 0.0
         lines.append(f"| {task} | {family} | {shown} | {len(c['points'])} | {c['dev'][point]:.3f} | "
                      f"{statistics.mean(t):.3f} ± {std:.3f} | {len(t)} | {per} |")
+    edges = grid_edges(rows, chosen, families)
+    if edges:
+        lines += ["", "Choices at an edge of their grid (every neighbour along one grid key, the other keys equal, "
+                  "lies on one side): one step further along that key may do better on dev.", "", *edges]
     unequal = unequal_progress(rows, chosen, families)
     if unequal:
         lines += ["", "Grid points that trained unequally far (the share of its step budget each reached, mean over "
@@ -258,6 +262,60 @@ def selected_on_dev(rows: list[dict]) -> str:
     lines += ["", "Test accuracy of every grid point:", "",
               *accuracy_lines([m for m in methods if base(m) in families], tasks, stats)]
     return "\n".join(lines) + "\n"
+
+
+GRID_KEY = re.compile(r"([a-z_]+?)(\d[\d.]*(?:e[-+]?\d+)?)(?:-|$)")
+
+
+def grid_keys(points: list[str]) -> list[str]:
+    """The config fields a family's grid varies, from its points' suffixes ("@lr_upper0.003-lr_lower0.01")."""
+    return list(dict.fromkeys(k for p in points if "@" in p for k, _ in GRID_KEY.findall(p.split("@", 1)[1])))
+
+
+def config_value(config: dict, key: str) -> object:
+    """The value of field ``key`` in whichever section of a run's config has it (None if none does)."""
+    return next((section[key] for section in config.values() if isinstance(section, dict) and key in section), None)
+
+
+def grid_axis(point: dict, other: dict) -> tuple[tuple[str, ...], int] | None:
+    """The axis through ``point`` on which ``other`` lies, and the side it lies on (+1: larger values): the grid keys it
+    differs in, when it differs in one, or in several by one common ratio (tied keys, e.g. lr_upper = lr_lower);
+    None when it lies off every axis (several keys, moved by different ratios)."""
+    keys = tuple(k for k in point if other[k] != point[k])
+    if len(keys) == 1:
+        return keys, (1 if other[keys[0]] > point[keys[0]] else -1)
+    if not all(isinstance(other[k], (int, float)) and point[k] > 0 and other[k] > 0 for k in keys):
+        return None
+    ratios = [math.log(other[k] / point[k]) for k in keys]
+    return (keys, (1 if ratios[0] > 0 else -1)) if max(ratios) - min(ratios) < 1e-6 else None
+
+
+def grid_edges(rows: list[dict], chosen: dict[tuple[str, str], dict], families: list[str]) -> list[str]:
+    """One line per grid axis (`grid_axis`) on which a chosen point (`selection`) has neighbours on one side only:
+    the grid does not bracket the choice in that direction."""
+    config = {(r["task"], r["method"]): r["result"].get("config", {}) for r in rows}
+    lines = []
+    for (task, family), c in sorted(chosen.items()):
+        keys = grid_keys(c["points"])
+        if family not in families or not keys:
+            continue
+        values = {p: {k: config_value(config[(task, p)], k) for k in keys} for p in c["points"]}
+        mine = values[c["point"]]
+        if None in mine.values():
+            continue
+        axes: dict[tuple[str, ...], list[tuple[int, object]]] = {}
+        for p in c["points"]:
+            found = grid_axis(mine, values[p]) if p != c["point"] and None not in values[p].values() else None
+            if found:
+                axes.setdefault(found[0], []).append((found[1], values[p][found[0][0]]))
+        for axis, others in axes.items():
+            sides = {side for side, _ in others}
+            if len(sides) == 1:
+                label = "=".join(axis)
+                lines.append(f"- {task} {family}: {c['point']} has the {'smallest' if 1 in sides else 'largest'} "
+                             f"{label} of its grid, {mine[axis[0]]:g} (the others along it: "
+                             f"{', '.join(f'{v:g}' for v in sorted(v for _, v in others))})")
+    return lines
 
 
 def best_dev_until(row: dict, step: int) -> float:

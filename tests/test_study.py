@@ -268,6 +268,38 @@ def test_a_dev_tie_goes_to_the_starting_point_before_a_smaller_learning_rate(tmp
     assert chosen["point"] == "zo-lora" and chosen["tied"] == ["zo-lora", "zo-lora@lr1e-06", "zo-lora@lr0.001"]
 
 
+def test_grid_edges_name_the_choices_the_grid_does_not_bracket(tmp_path):
+    """An axis through a choice: one grid key changed, or tied keys changed by one ratio (lr_upper = lr_lower). A
+    choice with neighbours on one side of an axis only is at an edge; a point off every axis says nothing."""
+    def point(task, name, dev, **optim):
+        fake_run(tmp_path, task, name, 0, [(0, 0.5), (100, dev)], test=0.5, config={"optim": optim})
+
+    point("cb", "fo", 0.60, lr=1e-5)                    # the starting point: its value is in its config only
+    point("cb", "fo@lr3e-06", 0.55, lr=3e-6)
+    point("cb", "fo@lr3e-05", 0.70, lr=3e-5)            # chosen, the largest lr: an edge
+    point("rte", "fo", 0.60, lr=1e-5)
+    point("rte", "fo@lr3e-06", 0.65, lr=3e-6)           # chosen, the smallest
+    point("rte", "fo@lr3e-05", 0.55, lr=3e-5)
+    point("wic", "fo", 0.70, lr=1e-5)                   # chosen, inside
+    point("wic", "fo@lr3e-06", 0.55, lr=3e-6)
+    point("wic", "fo@lr3e-05", 0.55, lr=3e-5)
+    for task, devs in [("copa", (0.60, 0.55, 0.72, 0.65)), ("sst2", (0.70, 0.60, 0.60, 0.65))]:
+        point(task, "bi", devs[0], lr_upper=1e-4, lr_lower=1e-4)
+        point(task, "bi@lr_upper3e-05", devs[1], lr_upper=3e-5, lr_lower=3e-5)  # the tied diagonal
+        point(task, "bi@lr_upper0.0003", devs[2], lr_upper=3e-4, lr_lower=3e-4)
+        point(task, "bi@lr_lower0.001", devs[3], lr_upper=1e-4, lr_lower=1e-3)  # off the diagonal's top point
+    rows = study_report.load_runs(tmp_path)
+    edges = study_report.grid_edges(rows, study_report.selection(rows), ["fo", "bi"])
+    assert edges == [
+        "- cb fo: fo@lr3e-05 has the largest lr of its grid, 3e-05 (the others along it: 3e-06, 1e-05)",
+        "- copa bi: bi@lr_upper0.0003 has the largest lr_upper=lr_lower of its grid, 0.0003 (the others along it: "
+        "3e-05, 0.0001)",
+        "- rte fo: fo@lr3e-06 has the smallest lr of its grid, 3e-06 (the others along it: 1e-05, 3e-05)",
+        "- sst2 bi: bi has the smallest lr_lower of its grid, 0.0001 (the others along it: 0.001)"]
+    study_report.aggregate(tmp_path, tmp_path / "res", ["fo"])
+    assert edges[0] in (tmp_path / "res" / "selected.md").read_text()
+
+
 def test_table_shows_a_grid_method_as_one_row_of_its_dev_selected_points(tmp_path):
     grid_study(tmp_path / "runs")
     study_report.aggregate(tmp_path / "runs", tmp_path / "res", ["mezo"])
