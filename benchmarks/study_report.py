@@ -282,12 +282,15 @@ def grid_axis(point: dict, other: dict) -> tuple[tuple[str, ...], int] | None:
     differs in, when it differs in one, or in several by one common ratio (tied keys, e.g. lr_upper = lr_lower);
     None when it lies off every axis (several keys, moved by different ratios)."""
     keys = tuple(k for k in point if other[k] != point[k])
+    if not keys or not all(isinstance(v[k], (int, float)) for v in (point, other) for k in keys):
+        return None  # the same point, or a grid over names (no larger or smaller)
+    side = 1 if other[keys[0]] > point[keys[0]] else -1
     if len(keys) == 1:
-        return keys, (1 if other[keys[0]] > point[keys[0]] else -1)
-    if not all(isinstance(other[k], (int, float)) and point[k] > 0 and other[k] > 0 for k in keys):
+        return keys, side
+    if not all(v[k] > 0 for v in (point, other) for k in keys):
         return None
     ratios = [math.log(other[k] / point[k]) for k in keys]
-    return (keys, (1 if ratios[0] > 0 else -1)) if max(ratios) - min(ratios) < 1e-6 else None
+    return (keys, side) if max(ratios) - min(ratios) < 1e-6 else None
 
 
 def grid_edges(rows: list[dict], chosen: dict[tuple[str, str], dict], families: list[str]) -> list[str]:

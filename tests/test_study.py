@@ -300,6 +300,13 @@ def test_grid_edges_name_the_choices_the_grid_does_not_bracket(tmp_path):
     assert edges[0] in (tmp_path / "res" / "selected.md").read_text()
 
 
+def test_grid_axis_of_names_or_of_one_point_is_none():
+    assert study_report.grid_axis({"direction": "gaussian"}, {"direction": "rademacher"}) is None
+    assert study_report.grid_axis({"lr": 1e-4}, {"lr": 1e-4}) is None
+    assert study_report.grid_axis({"lr": 1e-4, "lam": 1e4}, {"lr": 3e-4, "lam": 1e2}) is None  # ratios 3 and 1/100
+    assert study_report.grid_axis({"a": 1e-4, "b": 1e-4}, {"a": 3e-5, "b": 3e-5}) == (("a", "b"), -1)
+
+
 def test_table_shows_a_grid_method_as_one_row_of_its_dev_selected_points(tmp_path):
     grid_study(tmp_path / "runs")
     study_report.aggregate(tmp_path / "runs", tmp_path / "res", ["mezo"])
