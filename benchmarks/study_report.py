@@ -258,6 +258,10 @@ def selected_on_dev(rows: list[dict]) -> str:
         lines += ["", "Grid points that trained unequally far (the share of its step budget each reached, mean over "
                   "the seeds that choose): a time cap stops a run sooner when more runs share its GPU, so a point "
                   "may lose on dev for that alone.", "", *unequal]
+    uneven_seeds = seeds_unequal(rows, chosen, families)
+    if uneven_seeds:
+        lines += ["", "Chosen points whose seeds trained unequally far (the share of its step budget each seed "
+                  "reached, and its test accuracy): their test mean mixes budgets.", "", *uneven_seeds]
     methods, tasks, stats = accuracy_table(rows)
     lines += ["", "Test accuracy of every grid point:", "",
               *accuracy_lines([m for m in methods if base(m) in families], tasks, stats)]
@@ -326,6 +330,27 @@ def best_dev_until(row: dict, step: int) -> float:
     return max((e.get("accuracy", e.get("f1")) for e in dev_entries(row) if e["step"] <= step), default=math.nan)
 
 
+def budget_share(row: dict) -> float | None:
+    """The share of its step budget a run reached (None for a run without a recorded budget)."""
+    steps, budget = row["result"].get("steps"), row["result"].get("config", {}).get("train", {}).get("steps")
+    return steps / budget if steps is not None and budget else None
+
+
+def seeds_unequal(rows: list[dict], chosen: dict[tuple[str, str], dict], families: list[str],
+                  spread: float = 1.2) -> list[str]:
+    """One line per chosen point (`selection`) whose seeds reached shares of their step budgets more than
+    ``spread`` times apart: its test mean mixes runs that trained unequally far."""
+    lines = []
+    for (task, family), c in sorted(chosen.items()):
+        runs = sorted((r for r in rows if r["task"] == task and r["method"] == c["point"]), key=lambda r: r["seed"])
+        shares = [(r, budget_share(r)) for r in runs if budget_share(r) is not None]
+        if family not in families or len(shares) < 2 or max(v for _, v in shares) <= spread * min(v for _, v in shares):
+            continue
+        lines.append(f"- {task} {c['point']}: " + ", ".join(
+            f"seed {r['seed']} {100 * v:.0f}% (test {metric_of(r['result']):.3f})" for r, v in shares))
+    return lines
+
+
 def unequal_progress(rows: list[dict], chosen: dict[tuple[str, str], dict], families: list[str],
                      spread: float = 1.2) -> list[str]:
     """One line per (task, grid family) of ``chosen`` (`selection`) whose points reached shares of their step
@@ -333,9 +358,7 @@ def unequal_progress(rows: list[dict], chosen: dict[tuple[str, str], dict], fami
     on the dev evaluations up to the last step every point's runs reached: the same choice says the unequal budgets
     did not decide it."""
     choosing = [r for r in rows if r.get("selects", True)]
-    budgeted = [r for r in choosing if r["result"].get("config", {}).get("train", {}).get("steps")
-                and r["result"].get("steps") is not None]
-    share = _seed_values(budgeted, lambda r: r["result"]["steps"] / r["result"]["config"]["train"]["steps"])
+    share = _seed_values([r for r in choosing if budget_share(r) is not None], budget_share)
     lines = []
     for (task, family), c in sorted(chosen.items()):
         shares = {p: statistics.mean(share[(task, p)]) for p in c["points"] if (task, p) in share}

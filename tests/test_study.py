@@ -300,6 +300,20 @@ def test_grid_edges_name_the_choices_the_grid_does_not_bracket(tmp_path):
     assert edges[0] in (tmp_path / "res" / "selected.md").read_text()
 
 
+def test_seeds_that_trained_unequally_far_are_listed(tmp_path):
+    """Each run logged 3 steps; seed 2's budget was 6, so it reached half of it where seeds 0 and 1 reached all."""
+    for seed, budget, test in [(0, 3, 0.6), (1, 3, 0.7), (2, 6, 0.5)]:
+        fake_run(tmp_path, "cb", "fo@lr1e-05", seed, [(0, 0.5), (100, 0.8)], test=test,
+                 config={"optim": {"lr": 1e-5}, "train": {"steps": budget}})
+        fake_run(tmp_path, "cb", "fo@lr3e-05", seed, [(0, 0.5), (100, 0.7)], test=0.5,
+                 config={"optim": {"lr": 3e-5}, "train": {"steps": 6}})  # all at half: even, not listed
+    rows = study_report.load_runs(tmp_path)
+    lines = study_report.seeds_unequal(rows, study_report.selection(rows), ["fo"])
+    assert lines == ["- cb fo@lr1e-05: seed 0 100% (test 0.600), seed 1 100% (test 0.700), seed 2 50% (test 0.500)"]
+    study_report.aggregate(tmp_path, tmp_path / "res", ["fo"])
+    assert lines[0] in (tmp_path / "res" / "selected.md").read_text()
+
+
 def test_grid_axis_of_names_or_of_one_point_is_none():
     assert study_report.grid_axis({"direction": "gaussian"}, {"direction": "rademacher"}) is None
     assert study_report.grid_axis({"lr": 1e-4}, {"lr": 1e-4}) is None
