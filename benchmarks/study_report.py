@@ -202,11 +202,19 @@ def grid_families(rows: list[dict]) -> list[str]:
     return list(dict.fromkeys(base(r["method"]) for r in rows if "@" in r["method"]))
 
 
+GRID_KEY = re.compile(r"([a-z_]+?)(\d[\d.]*(?:e[-+]?\d+)?)(?:-|$)")  # one "<key><value>" of a grid suffix
+
+
+def grid_suffix(method: str) -> list[tuple[str, str]]:
+    """A grid point's (key, value) pairs in grid-key order, from its name ("bilevel@lr_upper0.003-lr_lower0.01");
+    none for a plain name."""
+    return GRID_KEY.findall(method.split("@", 1)[1]) if "@" in method else []
+
+
 def point_order(method: str) -> tuple:
     """Sort key of a grid point: the numbers in its grid suffix, in grid-key order (smaller first), then its name;
     a plain name (no suffix) sorts first."""
-    suffix = method.split("@", 1)[1] if "@" in method else ""
-    return tuple(float(v) for v in re.findall(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?", suffix)), method
+    return tuple(float(v) for _, v in grid_suffix(method)), method
 
 
 def selection(rows: list[dict]) -> dict[tuple[str, str], dict]:
@@ -268,12 +276,9 @@ def selected_on_dev(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-GRID_KEY = re.compile(r"([a-z_]+?)(\d[\d.]*(?:e[-+]?\d+)?)(?:-|$)")
-
-
 def grid_keys(points: list[str]) -> list[str]:
     """The config fields a family's grid varies, from its points' suffixes ("@lr_upper0.003-lr_lower0.01")."""
-    return list(dict.fromkeys(k for p in points if "@" in p for k, _ in GRID_KEY.findall(p.split("@", 1)[1])))
+    return list(dict.fromkeys(k for p in points for k, _ in grid_suffix(p)))
 
 
 def config_value(config: dict, key: str) -> object:
