@@ -190,12 +190,13 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None, turns
             with open(log_dir / f"{run['name']}.log", "a" if checkpoint else "w") as log:
                 command = train_command(continued(run, checkpoint), out)
                 code = stop.run(command, log, env)
+            end_time = record_end(run_dir) if code is not None else None  # before a run waiting for the device starts
         finally:
             turns.end(device)
         if code is None:
             return {"name": run["name"], "status": "not started: the study was stopped"}
         status = {"name": run["name"], "status": "ok" if code == 0 else f"exit {code}",
-                  "seconds": round(record_end(run_dir) - start, 1), "attempts": attempt}
+                  "seconds": round(end_time - start, 1), "attempts": attempt}
         if resumed_from is not None:
             status["resumed_from_step"] = resumed_from
         if code != 0 and stop.requested:
