@@ -6,6 +6,7 @@ import json
 import signal
 import statistics
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -500,9 +501,22 @@ tried = RUN_DIR.parent / (RUN_DIR.name + ".attempt1")
 if RUN_DIR.name.startswith("big") and not tried.exists():
     print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 28.00 MiB.")
     sys.exit(1)
-time.sleep(0.5 if RUN_DIR.name.startswith("small") else 0)
+if RUN_DIR.name.startswith("small") and (RUN_DIR.parent / "hold").exists():
+    deadline = time.time() + 30  # held on its device until the test lets it end
+    while not (RUN_DIR.parent / "go").exists() and time.time() < deadline:
+        time.sleep(0.01)
 (RUN_DIR / "result.json").write_text("{}")
 """
+
+
+def when(condition, action) -> None:
+    """Do ``action`` in a background thread once ``condition()`` holds (polled; gives up after 30 s)."""
+    def wait() -> None:
+        deadline = time.time() + 30
+        while not condition() and time.time() < deadline:
+            time.sleep(0.01)
+        action()
+    threading.Thread(target=wait, daemon=True).start()
 
 
 def test_a_run_out_of_gpu_memory_starts_again_once_another_run_has_ended(tmp_path, monkeypatch):
@@ -511,10 +525,13 @@ def test_a_run_out_of_gpu_memory_starts_again_once_another_run_has_ended(tmp_pat
     monkeypatch.setattr(study, "record_end", lambda run_dir: (time.sleep(0.1), record_end(run_dir))[1])
     out, logs = tmp_path / "out", tmp_path / "out" / "logs"
     logs.mkdir(parents=True)
+    (out / "hold").touch()  # the small run stays on the device until the big one waits for memory
     turns = study.DeviceTurns()
+    when(lambda: turns.waiting["0"] > 0, lambda: (out / "go").touch())
     with ThreadPoolExecutor(2) as pool:
         small = pool.submit(study.launch, {"name": "small__s0", "overrides": {}}, out, logs, "0", turns)
-        time.sleep(0.2)  # the small run holds the device when the big one fails
+        while turns.active["0"] == 0:  # the small run holds the device when the big one fails
+            time.sleep(0.01)
         big = pool.submit(study.launch, {"name": "big__s0", "overrides": {}}, out, logs, "0", turns)
         statuses = small.result(), big.result()
     assert [s["status"] for s in statuses] == ["ok", "ok"] and statuses[1]["attempts"] == 2
