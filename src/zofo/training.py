@@ -72,10 +72,11 @@ class Run:
         """Data, model, adapters, batches, the method and the evaluator; writes config.yaml."""
         resolve_source(self.cfg.model.name)  # a wrong model path fails before any data is read
         splits, task = self.load_data()
+        pools = self.example_pools(splits)  # a split that leaves a level empty fails before the model loads
         model, tokenizer, groups = self.build_model()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.cfg, self.run_dir / "config.yaml")
-        batches = self.batches(splits, tokenizer)
+        batches = self.batches(pools, tokenizer)
         method = self.method_cls(model, groups, batches, method_options(self.cfg))
         return method, Evaluator(model, tokenizer, task, splits, self.cfg)
 
@@ -107,14 +108,20 @@ class Run:
         model.to(self.device)
         return model, groups
 
-    def batches(self, splits, tokenizer) -> Batches:
-        from zofo.evaluation.scoring import encode_candidates
+    def example_pools(self, splits) -> dict[str, list]:
+        """The training examples each of the method's streams draws from: all of them ("train"), or the bilevel
+        methods' D_f / D_g split ("upper", "lower") at `bilevel.upper_fraction`."""
+        if "upper" not in self.method_cls.stream_names:
+            return {"train": splits.train}
         from zofo.tasks import split_bilevel
 
+        upper, lower = split_bilevel(splits.train, self.cfg.bilevel.upper_fraction, seed=self.cfg.train.seed)
+        return {"upper": upper, "lower": lower}
+
+    def batches(self, pools: dict[str, list], tokenizer) -> Batches:
+        from zofo.evaluation.scoring import encode_candidates
+
         t, seed = self.cfg.train, self.cfg.train.seed
-        pools = {"train": splits.train}
-        if "upper" in self.method_cls.stream_names:  # the bilevel methods' D_f / D_g split
-            pools["upper"], pools["lower"] = split_bilevel(splits.train, self.cfg.bilevel.upper_fraction, seed=seed)
         streams = {name: ExampleStream(pools[name], t.batch_size, seed=zlib.crc32(f"{seed}:{name}".encode()))
                    for name in self.method_cls.stream_names}
         max_length, device = self.cfg.data.max_length, self.device

@@ -88,8 +88,25 @@ def test_a_run_splits_its_training_set_by_the_configured_fraction(tmp_path):
     splits = sample_splits(POOL, n_train=90, n_dev=10, n_test=10, seed=0)
     for fraction, n_upper in [(1 / 3, 30), (0.5, 45), (0.2, 18)]:
         cfg.bilevel.upper_fraction = fraction
-        streams = Run(cfg).batches(splits, tokenizer=None).streams
+        run = Run(cfg)
+        streams = run.batches(run.example_pools(splits), tokenizer=None).streams
         assert (len(streams["upper"].examples), len(streams["lower"].examples)) == (n_upper, 90 - n_upper)
     cfg.train.method = "mezo"  # one stream of every example; no split, so two examples are enough
-    streams = Run(cfg).batches(sample_splits(POOL, n_train=2, n_dev=1, n_test=1, seed=0), tokenizer=None).streams
-    assert list(streams) == ["train"] and len(streams["train"].examples) == 2
+    pools = Run(cfg).example_pools(sample_splits(POOL, n_train=2, n_dev=1, n_test=1, seed=0))
+    assert list(pools) == ["train"] and len(pools["train"]) == 2
+
+
+def test_a_split_that_leaves_a_level_empty_fails_before_the_model_loads(tmp_path, monkeypatch):
+    from zofo import training
+    from zofo.config import RunConfig
+
+    cfg = RunConfig()
+    cfg.train.method, cfg.train.output_dir, cfg.model.device = "bilevel-zofo", str(tmp_path / "run"), "cpu"
+    cfg.bilevel.upper_fraction = 0.01
+    monkeypatch.setattr(training, "resolve_source", lambda name: None)
+    monkeypatch.setattr(training.Run, "load_data",
+                        lambda self: (sample_splits(POOL, n_train=48, n_dev=8, n_test=8, seed=0), None))
+    monkeypatch.setattr(training.Run, "build_model", lambda self: pytest.fail("the model was loaded first"))
+    with pytest.raises(ZofoError, match="leaves 0 of the 48 training examples"):
+        training.Run(cfg).start()
+    assert not (tmp_path / "run").exists()  # no run folder left behind
