@@ -61,6 +61,8 @@ from pathlib import Path
 
 import yaml
 
+from zofo.interrupt import handling_signals
+
 
 def grid_points(method: dict) -> list[dict]:
     """A method entry with ``grid`` -> one entry per combination, named name@<key><value>...; a grid key
@@ -400,15 +402,8 @@ def stopped_by_signals() -> Iterator[StudyStop]:
     """A `StudyStop` that SIGINT and SIGTERM trigger while the study runs (the previous handlers come back after;
     signals reach the main thread only, so elsewhere nothing triggers it)."""
     stop = StudyStop()
-    if threading.current_thread() is not threading.main_thread():
+    with handling_signals(stop.ask):
         yield stop
-        return
-    previous = {signum: signal.signal(signum, stop.ask) or signal.SIG_DFL for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def main() -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -48,20 +49,28 @@ def stop_on_signal() -> Iterator[StopRequest]:
     """A `StopRequest` that the first SIGINT or SIGTERM sets, for the duration of the block. Signal handlers
     belong to the main thread; elsewhere (runs trained side by side in threads) the request is never set."""
     request = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield request
-        return
-    previous = {signum: signal.getsignal(signum) or signal.SIG_DFL for signum in SIGNALS}  # None: set outside Python
 
     def ask_to_stop(signum: int, frame) -> None:
         request.signal = signum
         for other, handler in previous.items():  # a second signal is not ours to soften
             signal.signal(other, handler)
 
-    for signum in SIGNALS:
-        signal.signal(signum, ask_to_stop)
-    try:
+    with handling_signals(ask_to_stop) as previous:
         yield request
+
+
+@contextmanager
+def handling_signals(handler: Callable[[int, Any], None]) -> Iterator[dict[int, Any]]:
+    """``handler`` for SIGINT and SIGTERM for the duration of the block, then the previous handlers again; yields
+    those. Only the main thread may set handlers (and only it receives signals): elsewhere nothing is set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield {}
+        return
+    previous = {signum: signal.getsignal(signum) or signal.SIG_DFL for signum in SIGNALS}  # None: set outside Python
+    for signum in SIGNALS:
+        signal.signal(signum, handler)
+    try:
+        yield previous
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for signum, handler_before in previous.items():
+            signal.signal(signum, handler_before)
