@@ -270,24 +270,20 @@ def resumed_config(cfg: RunConfig) -> RunConfig:
     if not (checkpoint / "loop.json").exists() or not run_file.exists():
         raise ZofoError(f"train.resume {checkpoint}: no checkpoint with its run's config.yaml there",
                         "give the checkpoint folder inside a run folder, RUN/checkpoint", "train.resume")
-    given, run, default = _flat(cfg), _flat(load_config(run_file)), _flat(RunConfig())
+    resumed = load_config(run_file)
+    given, run, default = _flat(cfg), _flat(resumed), _flat(RunConfig())
     conflicts = [k for k in given if k not in RESUME_MAY_CHANGE and given[k] not in (run[k], default[k])]
     if conflicts:
         shown = "; ".join(f"{k} is {given[k]!r} here, {run[k]!r} in the run" for k in conflicts)
         raise ZofoError(f"train.resume {checkpoint}: {shown} ({run_file})",
                         "resume with the run's settings: give --resume alone (with --steps etc. to extend it)",
                         conflicts[0])
-    merged = {k: given[k] if k in RESUME_MAY_CHANGE and given[k] != default[k] else run[k] for k in run}
-    return build(RunConfig, _nested(merged), "")
+    for key in RESUME_MAY_CHANGE:
+        if given[key] != default[key]:
+            section, name = key.split(".", 1)
+            setattr(getattr(resumed, section), name, given[key])
+    return resumed
 
 
 def _flat(cfg: RunConfig) -> dict[str, Any]:
     return {f"{section}.{key}": value for section, values in to_dict(cfg).items() for key, value in values.items()}
-
-
-def _nested(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    nested: dict[str, dict[str, Any]] = {}
-    for key, value in flat.items():
-        section, name = key.split(".", 1)
-        nested.setdefault(section, {})[name] = value
-    return nested
