@@ -260,7 +260,8 @@ def selected_on_dev(rows: list[dict]) -> str:
     edges = grid_edges(rows, chosen, families)
     if edges:
         lines += ["", "Choices at an edge of their grid (every neighbour along one grid key, the other keys equal, "
-                  "lies on one side): one step further along that key may do better on dev.", "", *edges]
+                  "or along tied keys moved together, lies on one side): one step further along it may do better "
+                  "on dev.", "", *edges]
     unequal = unequal_progress(rows, chosen, families)
     if unequal:
         lines += ["", "Grid points that trained unequally far (the share of its step budget each reached, mean over "
@@ -341,6 +342,11 @@ def budget_share(row: dict) -> float | None:
     return steps / budget if steps is not None and budget else None
 
 
+def apart(shares: list[float], spread: float) -> bool:
+    """Whether budget shares differ by more than ``spread`` times (at least two of them)."""
+    return len(shares) > 1 and max(shares) > spread * min(shares)
+
+
 def seeds_unequal(rows: list[dict], chosen: dict[tuple[str, str], dict], families: list[str],
                   spread: float = 1.2) -> list[str]:
     """One line per chosen point (`selection`) whose seeds reached shares of their step budgets more than
@@ -348,8 +354,8 @@ def seeds_unequal(rows: list[dict], chosen: dict[tuple[str, str], dict], familie
     lines = []
     for (task, family), c in sorted(chosen.items()):
         runs = sorted((r for r in rows if r["task"] == task and r["method"] == c["point"]), key=lambda r: r["seed"])
-        shares = [(r, budget_share(r)) for r in runs if budget_share(r) is not None]
-        if family not in families or len(shares) < 2 or max(v for _, v in shares) <= spread * min(v for _, v in shares):
+        shares = [(r, share) for r in runs if (share := budget_share(r)) is not None]
+        if family not in families or not apart([v for _, v in shares], spread):
             continue
         lines.append(f"- {task} {c['point']}: " + ", ".join(
             f"seed {r['seed']} {100 * v:.0f}% (test {metric_of(r['result']):.3f})" for r, v in shares))
@@ -367,7 +373,7 @@ def unequal_progress(rows: list[dict], chosen: dict[tuple[str, str], dict], fami
     lines = []
     for (task, family), c in sorted(chosen.items()):
         shares = {p: statistics.mean(share[(task, p)]) for p in c["points"] if (task, p) in share}
-        if family not in families or len(shares) < 2 or max(shares.values()) <= spread * min(shares.values()):
+        if family not in families or not apart(list(shares.values()), spread):
             continue
         mine = [r for r in choosing if r["task"] == task and r["method"] in c["points"]]
         common = min(r["result"]["steps"] for r in mine)
