@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 
 import pytest
 import torch
@@ -76,8 +74,8 @@ def test_graphed_runs_trained_together_on_cuda_equal_runs_trained_alone(tmp_path
 def test_a_signal_stops_runs_trained_together_with_checkpoints_that_resume_exactly(tmp_path, tiny_model_dir,
                                                                                   shared_data, monkeypatch):
     """The handler is the main thread's; the runs, in their threads, share its request."""
+    from tests.test_interrupt import signal_at
     from zofo.interrupt import TrainingInterrupted
-    from zofo.logs import RunLogger
 
     methods = {"mezo": [], "bilevel-zofo": ["peft.kind=lora"]}
 
@@ -86,16 +84,8 @@ def test_a_signal_stops_runs_trained_together_with_checkpoints_that_resume_exact
                          "train.log_every=1", *more, *extra) for m, more in methods.items()]
 
     alone = [api.train(cfg) for cfg in configs("alone")]
-    log, sent = RunLogger.log, []
-
-    def log_then_signal(self, step, phase, **values):  # the first run to log step 2 stops the process
-        log(self, step, phase, **values)
-        if phase == "train" and step == 2 and not sent:
-            sent.append(step)
-            os.kill(os.getpid(), signal.SIGTERM)
-
     with monkeypatch.context() as patch:
-        patch.setattr(RunLogger, "log", log_then_signal)
+        signal_at(patch, 2)  # the first run to log step 2 stops the process
         stopped = api.train_together(configs("together"))
     interrupted = [m for m, r in zip(methods, stopped, strict=True) if isinstance(r, TrainingInterrupted)]
     assert interrupted and all(isinstance(r, (dict, TrainingInterrupted)) for r in stopped), stopped

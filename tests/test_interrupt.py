@@ -34,12 +34,14 @@ def test_the_first_signal_asks_to_stop_and_the_second_acts_as_before():
 
 
 def signal_at(monkeypatch, step: int, signum: int = signal.SIGTERM) -> None:
-    """Send ``signum`` to this process when the run logs training step ``step``, as a user or a scheduler would."""
-    log = RunLogger.log
+    """Send ``signum`` to this process, once, when a run first logs training step ``step``, as a user or a
+    scheduler would (once: of runs trained together, the first to get there)."""
+    log, sent = RunLogger.log, []
 
     def log_then_signal(self, at, phase, **values):
         log(self, at, phase, **values)
-        if phase == "train" and at == step:
+        if phase == "train" and at == step and not sent:
+            sent.append(at)
             os.kill(os.getpid(), signum)
 
     monkeypatch.setattr(RunLogger, "log", log_then_signal)
