@@ -509,14 +509,17 @@ if RUN_DIR.name.startswith("small") and (RUN_DIR.parent / "hold").exists():
 """
 
 
+def wait_until(condition, timeout: float = 30.0) -> bool:
+    """Poll ``condition()`` until it holds or ``timeout`` seconds pass; whether it holds."""
+    deadline = time.time() + timeout
+    while not condition() and time.time() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
 def when(condition, action) -> None:
-    """Do ``action`` in a background thread once ``condition()`` holds (polled; gives up after 30 s)."""
-    def wait() -> None:
-        deadline = time.time() + 30
-        while not condition() and time.time() < deadline:
-            time.sleep(0.01)
-        action()
-    threading.Thread(target=wait, daemon=True).start()
+    """Do ``action`` in a background thread once ``condition()`` holds (`wait_until`)."""
+    threading.Thread(target=lambda: (wait_until(condition), action()), daemon=True).start()
 
 
 def test_a_run_out_of_gpu_memory_starts_again_once_another_run_has_ended(tmp_path, monkeypatch):
@@ -530,8 +533,7 @@ def test_a_run_out_of_gpu_memory_starts_again_once_another_run_has_ended(tmp_pat
     when(lambda: turns.waiting["0"] > 0, lambda: (out / "go").touch())
     with ThreadPoolExecutor(2) as pool:
         small = pool.submit(study.launch, {"name": "small__s0", "overrides": {}}, out, logs, "0", turns)
-        while turns.active["0"] == 0:  # the small run holds the device when the big one fails
-            time.sleep(0.01)
+        assert wait_until(lambda: turns.active["0"] > 0)  # the small run holds the device when the big one fails
         big = pool.submit(study.launch, {"name": "big__s0", "overrides": {}}, out, logs, "0", turns)
         statuses = small.result(), big.result()
     assert [s["status"] for s in statuses] == ["ok", "ok"] and statuses[1]["attempts"] == 2
@@ -677,9 +679,7 @@ def test_a_stopped_study_checkpoints_its_runs_and_a_rerun_continues_them(tmp_pat
     stop = study.StudyStop()
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(study.launch, run, out, logs, None, None, 2, stop)
-        deadline = time.time() + 30
-        while not (out / run["name"] / "started").exists() and time.time() < deadline:
-            time.sleep(0.05)
+        assert wait_until((out / run["name"] / "started").exists)
         stop.ask(signal.SIGTERM, None)
         assert pool.submit(study.launch, later, out, logs, None, None, 2, stop).result(timeout=30) == {
             "name": "cb__mezo__s1", "status": "not started: the study was stopped"}
