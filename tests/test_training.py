@@ -155,7 +155,9 @@ def test_zofo_replay_rebuilds_the_backbone_bit_for_bit(tmp_path, tiny_model_dir,
     saved = load_file(str(final / "backbone.safetensors"))
     replayed = load_file(str(final / "backbone.replayed.safetensors"))
     assert saved.keys() == replayed.keys() and all(torch.equal(saved[k], replayed[k]) for k in saved)
-    assert f"{len(saved)} of {len(saved)} tensors bit-identical, largest difference 0" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"{len(saved)} of {len(saved)} tensors bit-identical, largest difference 0" in out
+    assert ("replayed 6 steps (2 updates, merged" if method == "mezo" else "replayed 6 steps (6 updates)") in out
     from zofo.replay import base_backbone
 
     base = base_backbone(load_config(tmp_path / "run" / "config.yaml"), None)  # what training started from
@@ -170,7 +172,7 @@ def test_a_resumed_run_keeps_its_trajectory_and_replays_to_its_weights(tmp_path,
     from zofo.replay import replay_run
 
     report = replay_run(tmp_path / "run")
-    assert report.updates == 6 and report.identical == report.tensors and report.max_abs_diff == 0.0
+    assert report.steps == report.updates == 6 and report.identical == report.tensors and report.max_abs_diff == 0.0
 
 
 def test_replay_says_what_is_missing(tmp_path, tiny_model_dir, shared_data):

@@ -27,13 +27,16 @@ class ReplayReport:
     """What a replay wrote, and how it compares with the weights the run saved (None where it saved none)."""
 
     out: Path
-    updates: int
+    steps: int      # ZO steps whose estimates were applied
+    updates: int    # updates as the run applied them (a deferred one merges several steps)
     tensors: int
     identical: int | None = None        # tensors bit-identical to the run's own
     max_abs_diff: float | None = None   # largest elementwise difference over all tensors
 
     def summary(self) -> str:
-        lines = [f"replayed {self.updates} updates onto {self.tensors} tensors -> {self.out}"]
+        merged = "" if self.updates == self.steps else ", merged into the run's deferred updates"
+        lines = [f"replayed {self.steps} steps ({self.updates} updates{merged}) onto {self.tensors} tensors -> "
+                 f"{self.out}"]
         if self.identical is not None:
             lines.append(f"against the run's final/backbone.safetensors: {self.identical} of {self.tensors} tensors "
                          f"bit-identical, largest difference {self.max_abs_diff:.3g}")
@@ -60,7 +63,8 @@ def replay_run(run_dir: Path, out: Path | None = None, device: str | None = None
         raise ZofoError(f"cannot replay {trajectory_file}: {error}", "replay a run recorded from its start") from error
     out = Path(out) if out else run_dir / "final" / "backbone.replayed.safetensors"
     save_weights(params, out)
-    report = ReplayReport(out, len(trajectory.updates), len(params))
+    steps = sum(len(record["seeds"]) for record in trajectory.records()) // cfg.optim.q
+    report = ReplayReport(out, steps, len(trajectory.updates), len(params))
     saved = run_dir / "final" / "backbone.safetensors"
     if saved.exists():
         report.identical, report.max_abs_diff = compare(params, load_file(str(saved)))
