@@ -262,6 +262,11 @@ def selected_on_dev(rows: list[dict]) -> str:
         lines += ["", "Choices at an edge of their grid (every neighbour along one grid key, the other keys equal, "
                   "or along tied keys moved together, lies on one side): one step further along it may do better "
                   "on dev.", "", *edges]
+    missing = seeds_missing(rows, chosen, families)
+    if missing:
+        lines += ["", "Chosen points with fewer seeds than the method's other choices: their test mean rests on "
+                  "those alone. `study.py --seeds ... --only NAMES` with the study file that has the point runs "
+                  "the rest.", "", *missing]
     unequal = unequal_progress(rows, chosen, families)
     if unequal:
         lines += ["", "Grid points that trained unequally far (the share of its step budget each reached, mean over "
@@ -329,6 +334,25 @@ def grid_edges(rows: list[dict], chosen: dict[tuple[str, str], dict], families: 
                              f"{label} of its grid, {mine[axis[0]]:g} (the others along it: "
                              f"{', '.join(f'{v:g}' for v in sorted(v for _, v in others))})")
     return lines
+
+
+def seeds_missing(rows: list[dict], chosen: dict[tuple[str, str], dict], families: list[str]) -> list[str]:
+    """One line per chosen point (`selection`) run on fewer seeds than its family's chosen points are elsewhere
+    (the union of their seeds), with the run names that would complete it, ready for `study.py --only`; then one
+    line with all of them."""
+    seeds = {(r["task"], r["method"], r["seed"]) for r in rows}
+    wanted: dict[str, set[int]] = {}
+    for (task, family), c in chosen.items():
+        wanted.setdefault(family, set()).update(s for t, m, s in seeds if (t, m) == (task, c["point"]))
+    lines, names = [], []
+    for (task, family), c in sorted(chosen.items()):
+        have = sorted(s for t, m, s in seeds if (t, m) == (task, c["point"]))
+        missing = [f"{task}__{c['point']}__s{s}" for s in sorted(wanted[family] - set(have))]
+        if family in families and missing:
+            lines.append(f"- {task} {c['point']}: seed{'s' * (len(have) > 1)} {', '.join(map(str, have))}; "
+                         f"to run: {' '.join(missing)}")
+            names += missing
+    return lines + ([f"- all of them: `--only {' '.join(names)}`"] if len(lines) > 1 else [])
 
 
 def best_dev_until(row: dict, step: int) -> float:

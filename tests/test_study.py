@@ -315,6 +315,27 @@ def test_seeds_that_trained_unequally_far_are_listed(tmp_path):
     assert lines[0] in (tmp_path / "res" / "selected.md").read_text()
 
 
+def test_chosen_points_with_fewer_seeds_are_listed_with_the_runs_that_complete_them(tmp_path):
+    """fo's choice on cb has seeds 0-2, on rte (a point that moved) seed 0 only; zo was only ever run on seed 0."""
+    for seed in (0, 1, 2):
+        fake_run(tmp_path, "cb", "fo@lr1e-05", seed, [(0, 0.5), (100, 0.8)], test=0.6)
+        fake_run(tmp_path, "rte", "fo@lr1e-05", seed, [(0, 0.5), (100, 0.6)], test=0.6)
+    fake_run(tmp_path, "cb", "fo@lr3e-05", 0, [(0, 0.5), (100, 0.7)], test=0.5)
+    fake_run(tmp_path, "rte", "fo@lr3e-06", 0, [(0, 0.5), (100, 0.7)], test=0.5)  # chosen on seed 0's dev
+    fake_run(tmp_path, "wic", "fo@lr3e-06", 1, [(0, 0.5), (100, 0.7)], test=0.5)  # seed 1 only
+    for task in ("cb", "rte"):
+        fake_run(tmp_path, task, "zo@lr1e-05", 0, [(0, 0.5), (100, 0.7)], test=0.5)
+        fake_run(tmp_path, task, "zo@lr3e-05", 0, [(0, 0.5), (100, 0.6)], test=0.5)
+    rows = study_report.load_runs(tmp_path)
+    lines = study_report.seeds_missing(rows, study_report.selection(rows), ["fo", "zo"])
+    assert lines == ["- rte fo@lr3e-06: seed 0; to run: rte__fo@lr3e-06__s1 rte__fo@lr3e-06__s2",
+                     "- wic fo@lr3e-06: seed 1; to run: wic__fo@lr3e-06__s0 wic__fo@lr3e-06__s2",
+                     "- all of them: `--only rte__fo@lr3e-06__s1 rte__fo@lr3e-06__s2 wic__fo@lr3e-06__s0 "
+                     "wic__fo@lr3e-06__s2`"]
+    study_report.aggregate(tmp_path, tmp_path / "res", ["fo"])
+    assert lines[0] in (tmp_path / "res" / "selected.md").read_text()
+
+
 def test_grid_axis_of_names_or_of_one_point_is_none():
     assert study_report.grid_axis({"direction": "gaussian"}, {"direction": "rademacher"}) is None
     assert study_report.grid_axis({"lr": 1e-4}, {"lr": 1e-4}) is None
