@@ -19,18 +19,23 @@ from zofo.logs import RunLogger, read_log
 
 
 def test_the_first_signal_asks_to_stop_and_the_second_acts_as_before():
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    with stop_on_signal() as stop:
-        assert not stop.requested
-        os.kill(os.getpid(), signal.SIGTERM)
-        deadline = time.monotonic() + 5  # the handler runs in the main thread once the interpreter checks for it
-        while not stop.requested and time.monotonic() < deadline:
-            time.sleep(0.001)
-        assert stop.requested and stop.signal == signal.SIGTERM
-        with pytest.raises(KeyboardInterrupt):  # the second: Python's own Ctrl-C
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(5)
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # both handed back
+    # Python's own Ctrl-C as the handler before, whatever started the tests (a shell's background job ignores SIGINT)
+    started_with = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        with stop_on_signal() as stop:
+            assert not stop.requested
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.monotonic() + 5  # the handler runs in the main thread once the interpreter checks for it
+            while not stop.requested and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert stop.requested and stop.signal == signal.SIGTERM
+            with pytest.raises(KeyboardInterrupt):  # the second: the handler before, Python's own Ctrl-C
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # both handed back
+    finally:
+        signal.signal(signal.SIGINT, started_with)
 
 
 def signal_at(monkeypatch, step: int, signum: int = signal.SIGTERM) -> None:
