@@ -257,25 +257,10 @@ def selected_on_dev(rows: list[dict]) -> str:
         std = statistics.pstdev(t) if len(t) > 1 else 0.0
         lines.append(f"| {task} | {family} | {shown} | {len(c['points'])} | {c['dev'][point]:.3f} | "
                      f"{statistics.mean(t):.3f} ± {std:.3f} | {len(t)} | {per} |")
-    edges = grid_edges(rows, chosen, families)
-    if edges:
-        lines += ["", "Choices at an edge of their grid (every neighbour along one grid key, the other keys equal, "
-                  "or along tied keys moved together, lies on one side): one step further along it may do better "
-                  "on dev.", "", *edges]
-    missing = seeds_missing(rows, chosen, families)
-    if missing:
-        lines += ["", "Chosen points with fewer seeds than the method's other choices: their test mean rests on "
-                  "those alone. `study.py --seeds ... --only NAMES` with the study file that has the point runs "
-                  "the rest.", "", *missing]
-    unequal = unequal_progress(rows, chosen, families)
-    if unequal:
-        lines += ["", "Grid points that trained unequally far (the share of its step budget each reached, mean over "
-                  "the seeds that choose): a time cap stops a run sooner when more runs share its GPU, so a point "
-                  "may lose on dev for that alone.", "", *unequal]
-    uneven_seeds = seeds_unequal(rows, chosen, families)
-    if uneven_seeds:
-        lines += ["", "Chosen points whose seeds trained unequally far (the share of its step budget each seed "
-                  "reached, and its test accuracy): their test mean mixes budgets.", "", *uneven_seeds]
+    for heading, check in GRID_CHECKS:
+        found = check(rows, chosen, families)
+        if found:
+            lines += ["", heading, "", *found]
     methods, tasks, stats = accuracy_table(rows)
     lines += ["", "Test accuracy of every grid point:", "",
               *accuracy_lines([m for m in methods if base(m) in families], tasks, stats)]
@@ -340,19 +325,24 @@ def seeds_missing(rows: list[dict], chosen: dict[tuple[str, str], dict], familie
     """One line per chosen point (`selection`) run on fewer seeds than its family's chosen points are elsewhere
     (the union of their seeds), with the run names that would complete it, ready for `study.py --only`; then one
     line with all of them."""
-    seeds = {(r["task"], r["method"], r["seed"]) for r in rows}
+    have = {cell: [r["seed"] for r in point_runs(rows, cell[0], c["point"])] for cell, c in chosen.items()}
     wanted: dict[str, set[int]] = {}
-    for (task, family), c in chosen.items():
-        wanted.setdefault(family, set()).update(s for t, m, s in seeds if (t, m) == (task, c["point"]))
+    for (_, family), seeds in have.items():
+        wanted.setdefault(family, set()).update(seeds)
     lines, names = [], []
     for (task, family), c in sorted(chosen.items()):
-        have = sorted(s for t, m, s in seeds if (t, m) == (task, c["point"]))
-        missing = [f"{task}__{c['point']}__s{s}" for s in sorted(wanted[family] - set(have))]
+        seeds = have[(task, family)]
+        missing = [f"{task}__{c['point']}__s{s}" for s in sorted(wanted[family] - set(seeds))]
         if family in families and missing:
-            lines.append(f"- {task} {c['point']}: seed{'s' * (len(have) > 1)} {', '.join(map(str, have))}; "
+            lines.append(f"- {task} {c['point']}: seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}; "
                          f"to run: {' '.join(missing)}")
             names += missing
     return lines + ([f"- all of them: `--only {' '.join(names)}`"] if len(lines) > 1 else [])
+
+
+def point_runs(rows: list[dict], task: str, point: str) -> list[dict]:
+    """The runs of grid point ``point`` on ``task``, by seed."""
+    return sorted((r for r in rows if r["task"] == task and r["method"] == point), key=lambda r: r["seed"])
 
 
 def best_dev_until(row: dict, step: int) -> float:
@@ -377,8 +367,7 @@ def seeds_unequal(rows: list[dict], chosen: dict[tuple[str, str], dict], familie
     ``spread`` times apart: its test mean mixes runs that trained unequally far."""
     lines = []
     for (task, family), c in sorted(chosen.items()):
-        runs = sorted((r for r in rows if r["task"] == task and r["method"] == c["point"]), key=lambda r: r["seed"])
-        shares = [(r, share) for r in runs if (share := budget_share(r)) is not None]
+        shares = [(r, share) for r in point_runs(rows, task, c["point"]) if (share := budget_share(r)) is not None]
         if family not in families or not apart([v for _, v in shares], spread):
             continue
         lines.append(f"- {task} {c['point']}: " + ", ".join(
@@ -410,6 +399,19 @@ def unequal_progress(rows: list[dict], chosen: dict[tuple[str, str], dict], fami
                      + f"; best dev up to step {common}: " + ", ".join(f"{p} {v:.3f}" for p, v in dev.items())
                      + f" -> {verdict}")
     return lines
+
+
+GRID_CHECKS = [  # (heading, check(rows, chosen, families) -> lines): what selected.md lists after its table
+    ("Choices at an edge of their grid (every neighbour along one grid key, the other keys equal, or along tied keys "
+     "moved together, lies on one side): one step further along it may do better on dev.", grid_edges),
+    ("Chosen points with fewer seeds than the method's other choices: their test mean rests on those alone. "
+     "`study.py --seeds ... --only NAMES` with the study file that has the point runs the rest.", seeds_missing),
+    ("Grid points that trained unequally far (the share of its step budget each reached, mean over the seeds that "
+     "choose): a time cap stops a run sooner when more runs share its GPU, so a point may lose on dev for that "
+     "alone.", unequal_progress),
+    ("Chosen points whose seeds trained unequally far (the share of its step budget each seed reached, and its test "
+     "accuracy): their test mean mixes budgets.", seeds_unequal),
+]
 
 
 def curve_rows(rows: list[dict], names: list[str]) -> list[tuple[str, dict]]:
