@@ -306,18 +306,21 @@ def grid_edges(rows: list[dict], chosen: dict[tuple[str, str], dict], families: 
         mine = values[c["point"]]
         if None in mine.values():
             continue
-        axes: dict[tuple[str, ...], list[tuple[int, object]]] = {}
+        axes: dict[tuple[str, ...], list[tuple[int, object, str]]] = {}
         for p in c["points"]:
             found = grid_axis(mine, values[p]) if p != c["point"] and None not in values[p].values() else None
             if found:
-                axes.setdefault(found[0], []).append((found[1], values[p][found[0][0]]))
+                axes.setdefault(found[0], []).append((found[1], values[p][found[0][0]], p))
         for axis, others in axes.items():
-            sides = {side for side, _ in others}
+            sides = {side for side, _, _ in others}
             if len(sides) == 1:
                 label = "=".join(axis)
+                tied = [p for _, _, p in others if p in c["tied"]]
                 lines.append(f"- {task} {family}: {c['point']} has the {'smallest' if 1 in sides else 'largest'} "
                              f"{label} of its grid, {mine[axis[0]]:g} (the others along it: "
-                             f"{', '.join(f'{v:g}' for v in sorted(v for _, v in others))})")
+                             f"{', '.join(f'{v:g}' for v in sorted(v for _, v, _ in others))})"
+                             + (f"; it ties on dev with {', '.join(tied)} along it, so the tie rule, not dev, puts "
+                                "it at the edge" if tied else ""))
     return lines
 
 
@@ -338,6 +341,20 @@ def seeds_missing(rows: list[dict], chosen: dict[tuple[str, str], dict], familie
                          f"to run: {' '.join(missing)}")
             names += missing
     return lines + ([f"- all of them: `--only {' '.join(names)}`"] if len(lines) > 1 else [])
+
+
+def untrained_choices(rows: list[dict], chosen: dict[tuple[str, str], dict], families: list[str]) -> list[str]:
+    """One line per chosen point (`selection`) with seeds whose best dev came at step 0, the evaluation before the
+    first step: those seeds deploy the model they started from, so their test accuracy owes nothing to training."""
+    lines = []
+    for (task, family), c in sorted(chosen.items()):
+        runs = point_runs(rows, task, c["point"])
+        start = [r for r in runs if r["result"].get("best_step") == 0]
+        if family in families and start:
+            seeds = ", ".join(str(r["seed"]) for r in start)
+            tests = ", ".join(f"{metric_of(r['result']):.3f}" for r in start)
+            lines.append(f"- {task} {c['point']}: seed{'s' * (len(start) > 1)} {seeds} of {len(runs)} (test {tests})")
+    return lines
 
 
 def point_runs(rows: list[dict], task: str, point: str) -> list[dict]:
@@ -409,6 +426,8 @@ GRID_CHECKS = [  # (heading, check(rows, chosen, families) -> lines): what selec
     ("Grid points that trained unequally far (the share of its step budget each reached, mean over the seeds that "
      "choose): a time cap stops a run sooner when more runs share its GPU, so a point may lose on dev for that "
      "alone.", unequal_progress),
+    ("Chosen points with seeds that deploy the untrained start (their best dev came at step 0, before the first "
+     "step): those seeds' test accuracy is the starting model's, whatever the method.", untrained_choices),
     ("Chosen points whose seeds trained unequally far (the share of its step budget each seed reached, and its test "
      "accuracy): their test mean mixes budgets.", seeds_unequal),
 ]

@@ -32,7 +32,8 @@ def fake_run(out: Path, task: str, method: str, seed: int, dev: list[tuple[float
         entry["train_time"] = seconds
     (folder / "log.jsonl").write_text("\n".join(json.dumps(e) for e in log))
     (folder / "result.json").write_text(json.dumps({
-        "test": {"accuracy": test, "n": 100}, "best_dev": max(a for _, a in dev), "steps": 3,
+        "test": {"accuracy": test, "n": 100}, "best_dev": max(a for _, a in dev),
+        "best_step": [a for _, a in dev].index(max(a for _, a in dev)), "steps": 3,
         "train_seconds": dev[-1][0], "peak_memory_mib": {"train_step": peak}, "config": config or {},
         "work": {"forward_rows": 3000 * (seed + 1), "backward_rows": 0}}
         | ({"peak_memory_reserved_mib": {"train_step": reserved}} if reserved else {})))
@@ -284,6 +285,9 @@ def test_grid_edges_name_the_choices_the_grid_does_not_bracket(tmp_path):
     point("wic", "fo", 0.70, lr=1e-5)                   # chosen, inside
     point("wic", "fo@lr3e-06", 0.55, lr=3e-6)
     point("wic", "fo@lr3e-05", 0.55, lr=3e-5)
+    point("wsc", "fo", 0.55, lr=1e-5)
+    point("wsc", "fo@lr3e-06", 0.60, lr=3e-6)           # chosen by the tie rule (the smaller lr): an edge by a tie
+    point("wsc", "fo@lr3e-05", 0.60, lr=3e-5)
     for task, devs in [("copa", (0.60, 0.55, 0.72, 0.65)), ("sst2", (0.70, 0.60, 0.60, 0.65))]:
         point(task, "bi", devs[0], lr_upper=1e-4, lr_lower=1e-4)
         point(task, "bi@lr_upper3e-05", devs[1], lr_upper=3e-5, lr_lower=3e-5)  # the tied diagonal
@@ -296,7 +300,9 @@ def test_grid_edges_name_the_choices_the_grid_does_not_bracket(tmp_path):
         "- copa bi: bi@lr_upper0.0003 has the largest lr_upper=lr_lower of its grid, 0.0003 (the others along it: "
         "3e-05, 0.0001)",
         "- rte fo: fo@lr3e-06 has the smallest lr of its grid, 3e-06 (the others along it: 1e-05, 3e-05)",
-        "- sst2 bi: bi has the smallest lr_lower of its grid, 0.0001 (the others along it: 0.001)"]
+        "- sst2 bi: bi has the smallest lr_lower of its grid, 0.0001 (the others along it: 0.001)",
+        "- wsc fo: fo@lr3e-06 has the smallest lr of its grid, 3e-06 (the others along it: 1e-05, 3e-05); it ties on "
+        "dev with fo@lr3e-05 along it, so the tie rule, not dev, puts it at the edge"]
     study_report.aggregate(tmp_path, tmp_path / "res", ["fo"])
     assert edges[0] in (tmp_path / "res" / "selected.md").read_text()
 
@@ -332,6 +338,21 @@ def test_chosen_points_with_fewer_seeds_are_listed_with_the_runs_that_complete_t
                      "- wic fo@lr3e-06: seed 1; to run: wic__fo@lr3e-06__s0 wic__fo@lr3e-06__s2",
                      "- all of them: `--only rte__fo@lr3e-06__s1 rte__fo@lr3e-06__s2 wic__fo@lr3e-06__s0 "
                      "wic__fo@lr3e-06__s2`"]
+    study_report.aggregate(tmp_path, tmp_path / "res", ["fo"])
+    assert lines[0] in (tmp_path / "res" / "selected.md").read_text()
+
+
+def test_chosen_points_that_deploy_the_untrained_start_are_listed(tmp_path):
+    """A run whose best dev is its first evaluation (step 0, before training) deploys the model it started from."""
+    fake_run(tmp_path, "wsc", "fo@lr1e-05", 0, [(0, 0.6), (100, 0.6)], test=0.55)  # a later tie: step 0 stays best
+    fake_run(tmp_path, "wsc", "fo@lr1e-05", 1, [(0, 0.5), (100, 0.7)], test=0.65)
+    fake_run(tmp_path, "wsc", "fo@lr1e-05", 2, [(0, 0.7), (100, 0.6)], test=0.52)
+    fake_run(tmp_path, "wsc", "fo@lr3e-05", 0, [(0, 0.6), (100, 0.5)], test=0.55)  # not chosen: not listed
+    fake_run(tmp_path, "cb", "fo@lr1e-05", 0, [(0, 0.5), (100, 0.8)], test=0.6)    # trained: not listed
+    fake_run(tmp_path, "cb", "fo@lr3e-05", 0, [(0, 0.5), (100, 0.7)], test=0.6)
+    rows = study_report.load_runs(tmp_path)
+    lines = study_report.untrained_choices(rows, study_report.selection(rows), ["fo"])
+    assert lines == ["- wsc fo@lr1e-05: seeds 0, 2 of 3 (test 0.550, 0.520)"]
     study_report.aggregate(tmp_path, tmp_path / "res", ["fo"])
     assert lines[0] in (tmp_path / "res" / "selected.md").read_text()
 
