@@ -32,8 +32,9 @@ Grids and templates expand in the YAML: a method with ``grid: {optim.lr: [1.0e-5
 * selected.md: per task and method, the grid point with the best mean dev accuracy, and its test accuracy
   (hyper-parameters chosen on dev only); table.md, the curves and speedup.md show a grid method as one
   method (``--curves zo-lora`` included), per task that point. It then lists the choices at an edge of their
-  grid (one step further may do better), the chosen points with fewer seeds than the method's other choices
-  (with the ``--only`` names that complete them), the grid points and the chosen points' seeds that trained
+  grid (one step further may do better, unless a tie on dev put it there), the chosen points with fewer seeds
+  than the method's other choices (with the ``--only`` names that complete them), the chosen points' seeds that
+  deploy their untrained start (best dev at step 0), the grid points and the chosen points' seeds that trained
   unequally far (a time cap under varying GPU sharing), and each such choice made again at equal steps;
 * prompts.md: per method and task, test accuracy per template and its spread (max - min);
 * speedup.md: per task and seed, the wall-clock each curve method needs to reach the reference method's
