@@ -196,3 +196,23 @@ def test_replaying_a_gpu_run_without_a_gpu_says_how(tmp_path, tiny_model_dir, sh
     with pytest.raises(ZofoError, match="this machine has no CUDA device.*--device cpu"):
         replay_run(tmp_path / "run")
     assert replay_run(tmp_path / "run", device="cpu").max_abs_diff == 0.0
+
+
+@pytest.mark.parametrize("kind", ["prompt", "lora"])
+def test_a_seeds_untrained_start_is_the_same_for_fo_peft_and_bilevel_zofo(tmp_path, tiny_model_dir, shared_data,
+                                                                          kind):
+    """Bilevel ZOFO's deployed adapter (z) is drawn first from the run's seed, as FO-PEFT's only one is: on a seed,
+    the two deploy the same untrained model, so their step-0 evaluations agree (docs/RESULTS.md section 19)."""
+    from zofo.training import Run
+
+    def start(method: str, seed: int) -> list[torch.Tensor]:
+        cfg = tiny_run(tiny_model_dir, shared_data, tmp_path / method, f"train.method={method}",
+                       f"peft.kind={kind}", f"train.seed={seed}")
+        _, _, groups = Run(cfg).build_model()
+        name = "z" if method == "bilevel-zofo" else "default"
+        return {key.replace(f".{name}.", "."): p.detach().clone() for key, p in groups.adapters[name].items()}
+
+    fo, bilevel, other_seed = start("fo-peft", 3), start("bilevel-zofo", 3), start("fo-peft", 4)
+    assert fo and fo.keys() == bilevel.keys() == other_seed.keys()
+    assert all(torch.equal(fo[key], bilevel[key]) for key in fo)
+    assert not all(torch.equal(fo[key], other_seed[key]) for key in fo)  # the seed draws it
