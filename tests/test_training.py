@@ -201,8 +201,9 @@ def test_replaying_a_gpu_run_without_a_gpu_says_how(tmp_path, tiny_model_dir, sh
 @pytest.mark.parametrize("kind", ["prompt", "lora"])
 def test_a_seeds_untrained_start_is_the_same_for_fo_peft_and_bilevel_zofo(tmp_path, tiny_model_dir, shared_data,
                                                                           kind):
-    """Bilevel ZOFO's deployed adapter (z) is drawn first from the run's seed, as FO-PEFT's only one is: on a seed,
-    the two deploy the same untrained model, so their step-0 evaluations agree (docs/RESULTS.md section 19)."""
+    """Bilevel ZOFO's lower copy z is drawn first from the run's seed, as FO-PEFT's only adapter is: on a seed, a
+    run deploying z (`bilevel.deploy: z`, as every study run does) starts from FO-PEFT's untrained model, so their
+    step-0 evaluations agree (docs/RESULTS.md section 19)."""
     from zofo.training import Run
 
     def start(method: str, seed: int) -> list[torch.Tensor]:
