@@ -270,6 +270,16 @@ def test_a_dev_tie_goes_to_the_starting_point_before_a_smaller_learning_rate(tmp
     assert chosen["point"] == "zo-lora" and chosen["tied"] == ["zo-lora", "zo-lora@lr1e-06", "zo-lora@lr0.001"]
 
 
+def grid_check_lines(out: Path, check, families: list[str]) -> list[str]:
+    """What ``check`` (one of `study_report.GRID_CHECKS`) lists for the fake runs in ``out``; its first line must
+    also be in the aggregate's selected.md."""
+    rows = study_report.load_runs(out)
+    lines = check(rows, study_report.selection(rows), families)
+    study_report.aggregate(out, out / "res", ["fo"])
+    assert lines and lines[0] in (out / "res" / "selected.md").read_text()
+    return lines
+
+
 def test_grid_edges_name_the_choices_the_grid_does_not_bracket(tmp_path):
     """An axis through a choice: one grid key changed, or tied keys changed by one ratio (lr_upper = lr_lower). A
     choice with neighbours on one side of an axis only is at an edge; a point off every axis says nothing."""
@@ -293,9 +303,7 @@ def test_grid_edges_name_the_choices_the_grid_does_not_bracket(tmp_path):
         point(task, "bi@lr_upper3e-05", devs[1], lr_upper=3e-5, lr_lower=3e-5)  # the tied diagonal
         point(task, "bi@lr_upper0.0003", devs[2], lr_upper=3e-4, lr_lower=3e-4)
         point(task, "bi@lr_lower0.001", devs[3], lr_upper=1e-4, lr_lower=1e-3)  # off the diagonal's top point
-    rows = study_report.load_runs(tmp_path)
-    edges = study_report.grid_edges(rows, study_report.selection(rows), ["fo", "bi"])
-    assert edges == [
+    assert grid_check_lines(tmp_path, study_report.grid_edges, ["fo", "bi"]) == [
         "- cb fo: fo@lr3e-05 has the largest lr of its grid, 3e-05 (the others along it: 3e-06, 1e-05)",
         "- copa bi: bi@lr_upper0.0003 has the largest lr_upper=lr_lower of its grid, 0.0003 (the others along it: "
         "3e-05, 0.0001)",
@@ -303,8 +311,6 @@ def test_grid_edges_name_the_choices_the_grid_does_not_bracket(tmp_path):
         "- sst2 bi: bi has the smallest lr_lower of its grid, 0.0001 (the others along it: 0.001)",
         "- wsc fo: fo@lr3e-06 has the smallest lr of its grid, 3e-06 (the others along it: 1e-05, 3e-05); it ties on "
         "dev with fo@lr3e-05 along it, so the tie rule, not dev, puts it at the edge"]
-    study_report.aggregate(tmp_path, tmp_path / "res", ["fo"])
-    assert edges[0] in (tmp_path / "res" / "selected.md").read_text()
 
 
 def test_seeds_that_trained_unequally_far_are_listed(tmp_path):
@@ -314,11 +320,8 @@ def test_seeds_that_trained_unequally_far_are_listed(tmp_path):
                  config={"optim": {"lr": 1e-5}, "train": {"steps": budget}})
         fake_run(tmp_path, "cb", "fo@lr3e-05", seed, [(0, 0.5), (100, 0.7)], test=0.5,
                  config={"optim": {"lr": 3e-5}, "train": {"steps": 6}})  # all at half: even, not listed
-    rows = study_report.load_runs(tmp_path)
-    lines = study_report.seeds_unequal(rows, study_report.selection(rows), ["fo"])
-    assert lines == ["- cb fo@lr1e-05: seed 0 100% (test 0.600), seed 1 100% (test 0.700), seed 2 50% (test 0.500)"]
-    study_report.aggregate(tmp_path, tmp_path / "res", ["fo"])
-    assert lines[0] in (tmp_path / "res" / "selected.md").read_text()
+    assert grid_check_lines(tmp_path, study_report.seeds_unequal, ["fo"]) == [
+        "- cb fo@lr1e-05: seed 0 100% (test 0.600), seed 1 100% (test 0.700), seed 2 50% (test 0.500)"]
 
 
 def test_chosen_points_with_fewer_seeds_are_listed_with_the_runs_that_complete_them(tmp_path):
@@ -332,14 +335,11 @@ def test_chosen_points_with_fewer_seeds_are_listed_with_the_runs_that_complete_t
     for task in ("cb", "rte"):
         fake_run(tmp_path, task, "zo@lr1e-05", 0, [(0, 0.5), (100, 0.7)], test=0.5)
         fake_run(tmp_path, task, "zo@lr3e-05", 0, [(0, 0.5), (100, 0.6)], test=0.5)
-    rows = study_report.load_runs(tmp_path)
-    lines = study_report.seeds_missing(rows, study_report.selection(rows), ["fo", "zo"])
-    assert lines == ["- rte fo@lr3e-06: seed 0; to run: rte__fo@lr3e-06__s1 rte__fo@lr3e-06__s2",
-                     "- wic fo@lr3e-06: seed 1; to run: wic__fo@lr3e-06__s0 wic__fo@lr3e-06__s2",
-                     "- all of them: `--only rte__fo@lr3e-06__s1 rte__fo@lr3e-06__s2 wic__fo@lr3e-06__s0 "
-                     "wic__fo@lr3e-06__s2`"]
-    study_report.aggregate(tmp_path, tmp_path / "res", ["fo"])
-    assert lines[0] in (tmp_path / "res" / "selected.md").read_text()
+    assert grid_check_lines(tmp_path, study_report.seeds_missing, ["fo", "zo"]) == [
+        "- rte fo@lr3e-06: seed 0; to run: rte__fo@lr3e-06__s1 rte__fo@lr3e-06__s2",
+        "- wic fo@lr3e-06: seed 1; to run: wic__fo@lr3e-06__s0 wic__fo@lr3e-06__s2",
+        "- all of them: `--only rte__fo@lr3e-06__s1 rte__fo@lr3e-06__s2 wic__fo@lr3e-06__s0 "
+        "wic__fo@lr3e-06__s2`"]
 
 
 def test_chosen_points_that_deploy_the_untrained_start_are_listed(tmp_path):
@@ -350,11 +350,8 @@ def test_chosen_points_that_deploy_the_untrained_start_are_listed(tmp_path):
     fake_run(tmp_path, "wsc", "fo@lr3e-05", 0, [(0, 0.6), (100, 0.5)], test=0.55)  # not chosen: not listed
     fake_run(tmp_path, "cb", "fo@lr1e-05", 0, [(0, 0.5), (100, 0.8)], test=0.6)    # trained: not listed
     fake_run(tmp_path, "cb", "fo@lr3e-05", 0, [(0, 0.5), (100, 0.7)], test=0.6)
-    rows = study_report.load_runs(tmp_path)
-    lines = study_report.untrained_choices(rows, study_report.selection(rows), ["fo"])
-    assert lines == ["- wsc fo@lr1e-05: seeds 0, 2 of 3 (test 0.550, 0.520)"]
-    study_report.aggregate(tmp_path, tmp_path / "res", ["fo"])
-    assert lines[0] in (tmp_path / "res" / "selected.md").read_text()
+    assert grid_check_lines(tmp_path, study_report.untrained_choices, ["fo"]) == [
+        "- wsc fo@lr1e-05: seeds 0, 2 of 3 (test 0.550, 0.520)"]
 
 
 def test_grid_axis_of_names_or_of_one_point_is_none():

@@ -206,7 +206,7 @@ def test_a_seeds_untrained_start_is_the_same_for_fo_peft_and_bilevel_zofo(tmp_pa
     step-0 evaluations agree (docs/RESULTS.md section 19)."""
     from zofo.training import Run
 
-    def start(method: str, seed: int) -> list[torch.Tensor]:
+    def start(method: str, seed: int) -> dict[str, torch.Tensor]:
         cfg = tiny_run(tiny_model_dir, shared_data, tmp_path / method, f"train.method={method}",
                        f"peft.kind={kind}", f"train.seed={seed}")
         _, _, groups = Run(cfg).build_model()
