@@ -347,19 +347,25 @@ def untrained_choices(rows: list[dict], chosen: dict[tuple[str, str], dict], fam
     """One line per chosen point (`selection`) with seeds whose best dev came at step 0, the evaluation before the
     first step: those seeds deploy the model they started from, so their test accuracy owes nothing to training."""
     lines = []
-    for (task, family), c in sorted(chosen.items()):
-        runs = point_runs(rows, task, c["point"])
+    for task, point, runs in chosen_runs(rows, chosen, families):
         start = [r for r in runs if r["result"].get("best_step") == 0]
-        if family in families and start:
+        if start:
             seeds = ", ".join(str(r["seed"]) for r in start)
             tests = ", ".join(f"{metric_of(r['result']):.3f}" for r in start)
-            lines.append(f"- {task} {c['point']}: seed{'s' * (len(start) > 1)} {seeds} of {len(runs)} (test {tests})")
+            lines.append(f"- {task} {point}: seed{'s' * (len(start) > 1)} {seeds} of {len(runs)} (test {tests})")
     return lines
 
 
 def point_runs(rows: list[dict], task: str, point: str) -> list[dict]:
     """The runs of grid point ``point`` on ``task``, by seed."""
     return sorted((r for r in rows if r["task"] == task and r["method"] == point), key=lambda r: r["seed"])
+
+
+def chosen_runs(rows: list[dict], chosen: dict[tuple[str, str], dict], families: list[str]):
+    """(task, chosen point, its runs by seed) for every choice (`selection`) of a grid family, in task order."""
+    for (task, family), c in sorted(chosen.items()):
+        if family in families:
+            yield task, c["point"], point_runs(rows, task, c["point"])
 
 
 def best_dev_until(row: dict, step: int) -> float:
@@ -383,11 +389,11 @@ def seeds_unequal(rows: list[dict], chosen: dict[tuple[str, str], dict], familie
     """One line per chosen point (`selection`) whose seeds reached shares of their step budgets more than
     ``spread`` times apart: its test mean mixes runs that trained unequally far."""
     lines = []
-    for (task, family), c in sorted(chosen.items()):
-        shares = [(r, share) for r in point_runs(rows, task, c["point"]) if (share := budget_share(r)) is not None]
-        if family not in families or not apart([v for _, v in shares], spread):
+    for task, point, runs in chosen_runs(rows, chosen, families):
+        shares = [(r, share) for r in runs if (share := budget_share(r)) is not None]
+        if not apart([v for _, v in shares], spread):
             continue
-        lines.append(f"- {task} {c['point']}: " + ", ".join(
+        lines.append(f"- {task} {point}: " + ", ".join(
             f"seed {r['seed']} {100 * v:.0f}% (test {metric_of(r['result']):.3f})" for r, v in shares))
     return lines
 
