@@ -63,7 +63,11 @@ from pathlib import Path
 
 import yaml
 
-from zofo.interrupt import handling_signals
+if __package__ in (None, ""):  # run as a script: the repository root makes `experiments` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from experiments.report.aggregate import aggregate  # noqa: E402
+from zofo.interrupt import handling_signals  # noqa: E402
 
 
 def grid_points(method: dict) -> list[dict]:
@@ -299,7 +303,7 @@ def launch_together(runs: list[dict], out: Path, log_dir: Path, device: str | No
     job_file.write_text(json.dumps(job, indent=1, default=str))  # values become `--set key=value` text
     stop = stop or StudyStop()
     with open(job_file.with_suffix(".log"), "a") as log:
-        code = stop.run([sys.executable, str(Path(__file__).with_name("study_worker.py")), str(job_file)], log, env)
+        code = stop.run([sys.executable, str(Path(__file__).with_name("worker.py")), str(job_file)], log, env)
     if code is None:
         return statuses + [{"name": r["name"], "status": "not started: the study was stopped"} for r in todo]
     seconds = round(max(record_end(out / r["name"]) for r in todo) - start, 1)
@@ -431,7 +435,7 @@ def main() -> None:
     parser.add_argument("--reruns", action="store_true",
                         help="with --aggregate: a run found in two folders is taken from the later one (a run made "
                              "again) instead of being refused")
-    parser.add_argument("--results", type=Path, default=Path("benchmarks/results/study"))
+    parser.add_argument("--results", type=Path, default=Path("runs/study-results"))
     parser.add_argument("--curves", default="mezo,zo-lora,bilevel-zofo-lora,fo-lora",
                         help="methods drawn in the dev-against-wall-clock plot, timed in speedup.md and placed in "
                         "pareto.png (those a study did not run are left out)")
@@ -443,8 +447,6 @@ def main() -> None:
                              "(test accuracy differences, peak memory ratios)")
     args = parser.parse_args()
     if args.aggregate:
-        from study_report import aggregate  # benchmarks/ is on the path when run as a script
-
         aggregate(args.aggregate, args.results, args.curves.split(","), args.reference, args.paired,
                   args.select_seeds, args.reruns)
     else:

@@ -1,4 +1,4 @@
-"""benchmarks/study.py and study_report.py: grids, templates, dev-only selection, prompt spread, time-to-target."""
+"""experiments/study.py and its report: grids, templates, dev-only selection, prompt spread, time-to-target."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks import study, study_report
+from experiments import records, study
+from experiments.report import aggregate, checks, plots, selection, speedup, tables
+from experiments.report import runs as run_rows
+from experiments.report.runs import read_sources
 from zofo.config import load_config
 
 
@@ -128,7 +131,7 @@ def test_aggregate_selects_on_dev_and_times_the_reference(tmp_path):
     fake_run(runs, "sst2", "mezo", 0, [(0, 0.5), (100, 0.66), (200, 0.69), (300, 0.69)], test=0.70, peak=600)
     fake_run(runs, "sst2", "bilevel", 0, [(0, 0.5), (50, 0.72), (400, 0.80)], test=0.80, peak=900)
     fake_run(runs, "sst2", "zo-lora", 0, [(0, 0.5), (300, 0.60)], test=0.60, peak=400)
-    study_report.aggregate(runs, tmp_path / "res", ["mezo", "bilevel", "zo-lora"])
+    aggregate.aggregate(runs, tmp_path / "res", ["mezo", "bilevel", "zo-lora"])
     selected = (tmp_path / "res" / "selected.md").read_text()
     assert "| sst2 | mezo | mezo@lr1e-05 | 3 | 0.700 | 0.600 ± 0.000 | 1 |" in selected
     found = {f["method"]: f for f in json.loads((tmp_path / "res" / "speedup.json").read_text())}
@@ -154,12 +157,12 @@ def test_no_speedup_against_a_reference_that_learned_nothing(tmp_path):
     fake_run(runs, "rte", "bilevel", 1, [(2, 0.50), (50, 0.60)], test=0.6)
     fake_run(runs, "rte", "mezo", 2, [(1, 0.50), (100, 0.45), (200, 0.50)], test=0.5)
     fake_run(runs, "rte", "bilevel", 2, [(2, 0.50), (50, 0.60)], test=0.6)
-    found = study_report.speedups(study_report.load_runs(runs), "mezo", ["mezo", "bilevel"])
+    found = speedup.speedups(run_rows.load_runs(runs), "mezo", ["mezo", "bilevel"])
     flat = next(f for f in found if f["seed"] == 0 and f["method"] == "bilevel")
     assert flat["reference_improved"] is False and flat["speedup"] is None and flat["seconds"] == 2
     real = next(f for f in found if f["seed"] == 1 and f["method"] == "bilevel")
     assert real["speedup"] == 4.0
-    table = study_report.speedup_table(found, "mezo")
+    table = speedup.speedup_table(found, "mezo")
     rows = {(line.split(" | ")[1], line.split(" | ")[3]): line for line in table.splitlines() if "| rte | " in line}
     # the label says the rule applied (final not above first), and whether mezo rose in between
     rose = "mezo's final dev not above its first evaluation, 0.500: it rose to 0.550 and fell back"
@@ -167,11 +170,11 @@ def test_no_speedup_against_a_reference_that_learned_nothing(tmp_path):
     assert "| rte | 1 | 0.540 (+2 of 50) | bilevel |" in rows["1", "bilevel"]  # 0.50 -> 0.54 of 50 examples
     assert "| rte | 0 | 0.490 | bilevel |" in rows["0", "bilevel"]  # no gain to count
     # the secondary view, to mezo's best dev accuracy: defined where mezo rose at all, even if it fell back
-    best = {f["seed"]: f for f in study_report.speedups(study_report.load_runs(runs), "mezo", ["bilevel"], "best")}
+    best = {f["seed"]: f for f in speedup.speedups(run_rows.load_runs(runs), "mezo", ["bilevel"], "best")}
     assert (best[0]["target"], best[0]["reference_seconds"], best[0]["seconds"]) == (0.55, 100, 50)
     assert best[0]["speedup"] == 2.0 and best[1]["speedup"] == 4.0  # seed 1's best is its final value
     assert best[2]["speedup"] is None  # mezo never rose above its first evaluation
-    assert "mezo's best dev not above its first evaluation: never above it" in study_report.speedup_table(
+    assert "mezo's best dev not above its first evaluation: never above it" in speedup.speedup_table(
         list(best.values()), "mezo")
     assert "mezo's final dev not above its first evaluation: never above it" in rows["2", "bilevel"]
     assert "never rose" not in table and "rose to" not in rows["2", "bilevel"]
@@ -183,7 +186,7 @@ def test_prompt_spread_over_templates(tmp_path):
     for seed, (a, b) in enumerate([(0.70, 0.60), (0.74, 0.58)]):
         fake_run(runs, "rte@mezo", "mezo", seed, [(0, 0.5), (10, 0.6)], test=a)
         fake_run(runs, "rte@gpt3", "mezo", seed, [(0, 0.5), (10, 0.6)], test=b)
-    study_report.aggregate(runs, tmp_path / "res", ["mezo"])
+    aggregate.aggregate(runs, tmp_path / "res", ["mezo"])
     spread = (tmp_path / "res" / "prompts.md").read_text()
     assert "| mezo | rte | 0, 1 | gpt3 0.590, mezo 0.720 | 0.130 |" in spread
     assert "| mezo | 1 | 0.130 | 0.130 |" in spread
@@ -197,7 +200,7 @@ def test_prompt_spread_compares_templates_on_the_seeds_they_share(tmp_path):
     fake_run(runs, "cb@gpt3", "mezo", 0, [(0, 0.5), (10, 0.6)], test=0.60)
     fake_run(runs, "rte@mezo", "mezo", 1, [(0, 0.5), (10, 0.6)], test=0.60)
     fake_run(runs, "rte@gpt3", "mezo", 0, [(0, 0.5), (10, 0.6)], test=0.60)  # no seed in common
-    study_report.aggregate(runs, tmp_path / "res", ["mezo"])
+    aggregate.aggregate(runs, tmp_path / "res", ["mezo"])
     spread = (tmp_path / "res" / "prompts.md").read_text()
     assert "| mezo | cb | 0 | gpt3 0.600, mezo 0.700 | 0.100 |" in spread
     assert "| rte |" not in spread and "| mezo | 1 | 0.100 | 0.100 |" in spread
@@ -213,7 +216,7 @@ def test_runs_without_templates_count_under_their_task_default_template(tmp_path
                  config={"data": {"task": "rte", "template": None}})
         fake_run(other, "cb@gpt3", "mezo", seed, [(0, 0.5), (10, 0.6)], test=0.60 + 0.02 * seed,
                  config={"data": {"task": "cb", "template": "gpt3"}})
-    study_report.aggregate([core, other], tmp_path / "res", ["mezo"])
+    aggregate.aggregate([core, other], tmp_path / "res", ["mezo"])
     spread = (tmp_path / "res" / "prompts.md").read_text()
     assert "| mezo | cb | 0, 1 | gpt3 0.610, mezo 0.700 | 0.090 |" in spread
     assert "| rte |" not in spread  # one template only: no spread
@@ -230,23 +233,23 @@ def test_default_template_is_the_first_of_the_task():
 def test_studies_of_several_folders_pool_and_refuse_a_run_found_twice(tmp_path):
     fake_run(tmp_path / "a", "sst2", "mezo", 0, [(1, 0.5), (100, 0.6)], test=0.6)
     fake_run(tmp_path / "b", "sst2", "mezo", 1, [(1, 0.5), (100, 0.7)], test=0.7)
-    study_report.aggregate([tmp_path / "a", tmp_path / "b"], tmp_path / "res", ["mezo"])
+    aggregate.aggregate([tmp_path / "a", tmp_path / "b"], tmp_path / "res", ["mezo"])
     assert "0.650 ± 0.050" in (tmp_path / "res" / "table.md").read_text()  # population std, as numpy's
     assert (tmp_path / "res" / "sst2__mezo__s1.json").exists()
     fake_run(tmp_path / "c", "sst2", "mezo", 1, [(1, 0.5), (100, 0.8)], test=0.8)
     with pytest.raises(ValueError, match="sst2__mezo__s1 is in both"):
-        study_report.load_runs(tmp_path / "b", tmp_path / "c")
+        run_rows.load_runs(tmp_path / "b", tmp_path / "c")
 
 
 def test_a_rerun_in_a_later_folder_replaces_the_earlier_run_only_when_asked(tmp_path, capsys):
     fake_run(tmp_path / "a", "sst2", "mezo", 0, [(1, 0.5), (100, 0.6)], test=0.6)
     fake_run(tmp_path / "a", "sst2", "mezo", 1, [(1, 0.5), (100, 0.7)], test=0.7)
     fake_run(tmp_path / "b", "sst2", "mezo", 1, [(1, 0.5), (100, 0.8)], test=0.8)
-    rows = study_report.load_runs(tmp_path / "a", tmp_path / "b", reruns=True)
+    rows = run_rows.load_runs(tmp_path / "a", tmp_path / "b", reruns=True)
     assert sorted((r["seed"], r["result"]["test"]["accuracy"]) for r in rows) == [(0, 0.6), (1, 0.8)]
     printed = capsys.readouterr().out
     assert f"sst2__mezo__s1: the run in {tmp_path / 'b'} replaces the one in {tmp_path / 'a'}\n" in printed
-    rows = study_report.load_runs(tmp_path / "b", tmp_path / "a", reruns=True)  # the order of the folders decides
+    rows = run_rows.load_runs(tmp_path / "b", tmp_path / "a", reruns=True)  # the order of the folders decides
     assert sorted(r["result"]["test"]["accuracy"] for r in rows) == [0.6, 0.7]
 
 
@@ -266,16 +269,16 @@ def test_a_dev_tie_goes_to_the_starting_point_before_a_smaller_learning_rate(tmp
     fake_run(tmp_path, "wic", "zo-lora", 0, [(0, 0.5), (100, 0.60)], test=0.61)
     fake_run(tmp_path, "wic", "zo-lora@lr1e-06", 0, [(0, 0.5), (100, 0.60)], test=0.51)
     fake_run(tmp_path, "wic", "zo-lora@lr0.001", 0, [(0, 0.5), (100, 0.60)], test=0.41)
-    chosen = study_report.selection(study_report.load_runs(tmp_path))[("wic", "zo-lora")]
+    chosen = selection.selection(run_rows.load_runs(tmp_path))[("wic", "zo-lora")]
     assert chosen["point"] == "zo-lora" and chosen["tied"] == ["zo-lora", "zo-lora@lr1e-06", "zo-lora@lr0.001"]
 
 
 def grid_check_lines(out: Path, check, families: list[str]) -> list[str]:
-    """What ``check`` (one of `study_report.GRID_CHECKS`) lists for the fake runs in ``out``; its first line must
+    """What ``check`` (one of `checks.GRID_CHECKS`) lists for the fake runs in ``out``; its first line must
     also be in the aggregate's selected.md."""
-    rows = study_report.load_runs(out)
-    lines = check(rows, study_report.selection(rows), families)
-    study_report.aggregate(out, out / "res", ["fo"])
+    rows = run_rows.load_runs(out)
+    lines = check(rows, selection.selection(rows), families)
+    aggregate.aggregate(out, out / "res", ["fo"])
     assert lines and lines[0] in (out / "res" / "selected.md").read_text()
     return lines
 
@@ -303,7 +306,7 @@ def test_grid_edges_name_the_choices_the_grid_does_not_bracket(tmp_path):
         point(task, "bi@lr_upper3e-05", devs[1], lr_upper=3e-5, lr_lower=3e-5)  # the tied diagonal
         point(task, "bi@lr_upper0.0003", devs[2], lr_upper=3e-4, lr_lower=3e-4)
         point(task, "bi@lr_lower0.001", devs[3], lr_upper=1e-4, lr_lower=1e-3)  # off the diagonal's top point
-    assert grid_check_lines(tmp_path, study_report.grid_edges, ["fo", "bi"]) == [
+    assert grid_check_lines(tmp_path, checks.grid_edges, ["fo", "bi"]) == [
         "- cb fo: fo@lr3e-05 has the largest lr of its grid, 3e-05 (the others along it: 3e-06, 1e-05)",
         "- copa bi: bi@lr_upper0.0003 has the largest lr_upper=lr_lower of its grid, 0.0003 (the others along it: "
         "3e-05, 0.0001)",
@@ -320,7 +323,7 @@ def test_seeds_that_trained_unequally_far_are_listed(tmp_path):
                  config={"optim": {"lr": 1e-5}, "train": {"steps": budget}})
         fake_run(tmp_path, "cb", "fo@lr3e-05", seed, [(0, 0.5), (100, 0.7)], test=0.5,
                  config={"optim": {"lr": 3e-5}, "train": {"steps": 6}})  # all at half: even, not listed
-    assert grid_check_lines(tmp_path, study_report.seeds_unequal, ["fo"]) == [
+    assert grid_check_lines(tmp_path, checks.seeds_unequal, ["fo"]) == [
         "- cb fo@lr1e-05: seed 0 100% (test 0.600), seed 1 100% (test 0.700), seed 2 50% (test 0.500)"]
 
 
@@ -335,7 +338,7 @@ def test_chosen_points_with_fewer_seeds_are_listed_with_the_runs_that_complete_t
     for task in ("cb", "rte"):
         fake_run(tmp_path, task, "zo@lr1e-05", 0, [(0, 0.5), (100, 0.7)], test=0.5)
         fake_run(tmp_path, task, "zo@lr3e-05", 0, [(0, 0.5), (100, 0.6)], test=0.5)
-    assert grid_check_lines(tmp_path, study_report.seeds_missing, ["fo", "zo"]) == [
+    assert grid_check_lines(tmp_path, checks.seeds_missing, ["fo", "zo"]) == [
         "- rte fo@lr3e-06: seed 0; to run: rte__fo@lr3e-06__s1 rte__fo@lr3e-06__s2",
         "- wic fo@lr3e-06: seed 1; to run: wic__fo@lr3e-06__s0 wic__fo@lr3e-06__s2",
         "- all of them: `--only rte__fo@lr3e-06__s1 rte__fo@lr3e-06__s2 wic__fo@lr3e-06__s0 "
@@ -350,20 +353,20 @@ def test_chosen_points_that_deploy_the_untrained_start_are_listed(tmp_path):
     fake_run(tmp_path, "wsc", "fo@lr3e-05", 0, [(0, 0.6), (100, 0.5)], test=0.55)  # not chosen: not listed
     fake_run(tmp_path, "cb", "fo@lr1e-05", 0, [(0, 0.5), (100, 0.8)], test=0.6)    # trained: not listed
     fake_run(tmp_path, "cb", "fo@lr3e-05", 0, [(0, 0.5), (100, 0.7)], test=0.6)
-    assert grid_check_lines(tmp_path, study_report.untrained_choices, ["fo"]) == [
+    assert grid_check_lines(tmp_path, checks.untrained_choices, ["fo"]) == [
         "- wsc fo@lr1e-05: seeds 0, 2 of 3 (test 0.550, 0.520)"]
 
 
 def test_grid_axis_of_names_or_of_one_point_is_none():
-    assert study_report.grid_axis({"direction": "gaussian"}, {"direction": "rademacher"}) is None
-    assert study_report.grid_axis({"lr": 1e-4}, {"lr": 1e-4}) is None
-    assert study_report.grid_axis({"lr": 1e-4, "lam": 1e4}, {"lr": 3e-4, "lam": 1e2}) is None  # ratios 3 and 1/100
-    assert study_report.grid_axis({"a": 1e-4, "b": 1e-4}, {"a": 3e-5, "b": 3e-5}) == (("a", "b"), -1)
+    assert selection.grid_axis({"direction": "gaussian"}, {"direction": "rademacher"}) is None
+    assert selection.grid_axis({"lr": 1e-4}, {"lr": 1e-4}) is None
+    assert selection.grid_axis({"lr": 1e-4, "lam": 1e4}, {"lr": 3e-4, "lam": 1e2}) is None  # ratios 3 and 1/100
+    assert selection.grid_axis({"a": 1e-4, "b": 1e-4}, {"a": 3e-5, "b": 3e-5}) == (("a", "b"), -1)
 
 
 def test_table_shows_a_grid_method_as_one_row_of_its_dev_selected_points(tmp_path):
     grid_study(tmp_path / "runs")
-    study_report.aggregate(tmp_path / "runs", tmp_path / "res", ["mezo"])
+    aggregate.aggregate(tmp_path / "runs", tmp_path / "res", ["mezo"])
     table = (tmp_path / "res" / "table.md").read_text()
     accuracy = table.split("\n\n")[0]
     assert "| zo-lora | 0.580 | 0.500 | 0.640 | 0.573 |" in accuracy  # lr 3e-4 on cb, lr 1e-5 on copa, plain on boolq
@@ -384,13 +387,13 @@ def test_table_shows_a_grid_method_as_one_row_of_its_dev_selected_points(tmp_pat
 
 def test_a_curve_base_name_stands_for_the_dev_selected_point_per_task(tmp_path):
     grid_study(tmp_path / "runs")
-    rows = study_report.load_runs(tmp_path / "runs")
-    drawn = {(row["task"], name): row["method"] for name, row in study_report.curve_rows(rows, ["zo-lora"])}
+    rows = run_rows.load_runs(tmp_path / "runs")
+    drawn = {(row["task"], name): row["method"] for name, row in selection.curve_rows(rows, ["zo-lora"])}
     assert drawn == {("boolq", "zo-lora"): "zo-lora", ("cb", "zo-lora"): "zo-lora@lr0.0003",
                      ("copa", "zo-lora"): "zo-lora@lr1e-05"}
-    named = study_report.curve_rows(rows, ["zo-lora@lr0.0001"])  # a point named in full is itself, in every task
+    named = selection.curve_rows(rows, ["zo-lora@lr0.0001"])  # a point named in full is itself, in every task
     assert sorted((r["task"], n) for n, r in named) == [("cb", "zo-lora@lr0.0001"), ("copa", "zo-lora@lr0.0001")]
-    study_report.aggregate(tmp_path / "runs", tmp_path / "res", ["mezo", "zo-lora"])
+    aggregate.aggregate(tmp_path / "runs", tmp_path / "res", ["mezo", "zo-lora"])
     found = {(f["task"], f["method"]): f for f in json.loads((tmp_path / "res" / "speedup.json").read_text())}
     cb = found["cb", "zo-lora"]
     assert cb["point"] == "zo-lora@lr0.0003" and cb["seconds"] == 30 and cb["speedup"] == 2.0
@@ -425,7 +428,7 @@ def test_gpu_sharing_is_the_time_weighted_count_of_runs_on_the_same_device(tmp_p
         folder.mkdir(parents=True)
         placement = {"device": device, "started": 1e9 + start} | ({"ended": 1e9 + end} if end is not None else {})
         (folder / "placement.json").write_text(json.dumps(placement))
-    sharing = study_report.gpu_sharing([tmp_path / "study", tmp_path / "other"])
+    sharing = aggregate.gpu_sharing(read_sources(tmp_path / "study", tmp_path / "other"))
     assert sharing == pytest.approx({"cb__a__s0": 1 + 0.5 + 0.1, "cb__b__s0": 1.5, "cb__c__s0": 1.0,
                                      "cb__d__s0": 2.0})
 
@@ -440,7 +443,7 @@ def test_paired_comparison_by_task_and_seed(tmp_path):
     fake_run(runs, "rte", "fo", 1, [(0, 0.5), (10, 0.6)], test=0.40)       # no seed in common with bilevel
     fake_run(runs, "rte", "zo@lr0.1", 0, [(0, 0.5), (10, 0.9)], test=0.30)  # selected on dev
     fake_run(runs, "rte", "zo@lr0.2", 0, [(0, 0.5), (10, 0.7)], test=0.90)
-    study_report.aggregate(runs, tmp_path / "res", ["bilevel"], paired="bilevel")
+    aggregate.aggregate(runs, tmp_path / "res", ["bilevel"], paired="bilevel")
     paired = (tmp_path / "res" / "paired.md").read_text()
     diffs = [0.10, -0.10, 0.0]
     se = statistics.stdev(diffs) / 3 ** 0.5
@@ -458,16 +461,16 @@ def test_speedups_use_training_seconds_where_every_run_of_the_group_logged_them(
     fake_run(runs, "rte", "bilevel", 0, [(10, 0.5), (40, 0.6)], test=0.6, train_times=[2, 10])
     fake_run(runs, "rte", "mezo", 1, [(10, 0.5), (100, 0.6)], test=0.5, train_times=[5, 50])
     fake_run(runs, "rte", "bilevel", 1, [(10, 0.5), (40, 0.6)], test=0.6)  # an older run: no train_time
-    found = study_report.speedups(study_report.load_runs(runs), "mezo", ["mezo", "bilevel"])
+    found = speedup.speedups(run_rows.load_runs(runs), "mezo", ["mezo", "bilevel"])
     by_seed = {f["seed"]: f for f in found if f["method"] == "bilevel"}
     assert (by_seed[0]["clock"], by_seed[0]["speedup"]) == ("train_time", 5.0)
     assert (by_seed[1]["clock"], by_seed[1]["speedup"]) == ("time", 2.5)
-    assert study_report.speedup_table(found, "mezo").startswith(
+    assert speedup.speedup_table(found, "mezo").startswith(
         "Seconds are training seconds (evaluations left out) for 1 of the 2 task-seed groups; wall-clock "
         "seconds for 1 of the 2 task-seed groups.")
 
 
-@pytest.mark.parametrize("study_file", sorted((Path(__file__).parents[1] / "benchmarks" / "study").glob("*.yaml")),
+@pytest.mark.parametrize("study_file", sorted((Path(__file__).parents[1] / "studies").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_every_study_file_expands_into_valid_run_configs(study_file):
     """A mistyped key or value in a study file fails here, not on the GPU machine."""
@@ -484,8 +487,8 @@ def test_grid_points_can_be_chosen_on_some_seeds_only(tmp_path):
     for seed, dev in [(0, 0.60), (1, 0.90), (2, 0.90)]:
         fake_run(runs, "cb", "mezo", seed, [(0, 0.5), (10, dev)], test=0.5)
     fake_run(runs, "cb", "mezo@lr3e-05", 0, [(0, 0.5), (10, 0.70)], test=0.6)
-    study_report.aggregate(runs, tmp_path / "all", ["mezo"])
-    study_report.aggregate(runs, tmp_path / "seed0", ["mezo"], select_seeds=[0])
+    aggregate.aggregate(runs, tmp_path / "all", ["mezo"])
+    aggregate.aggregate(runs, tmp_path / "seed0", ["mezo"], select_seeds=[0])
     assert "| cb | mezo | mezo | 2 | 0.800 |" in (tmp_path / "all" / "selected.md").read_text()
     on_seed0 = (tmp_path / "seed0" / "selected.md").read_text()
     assert "| cb | mezo | mezo@lr3e-05 | 2 | 0.700 | 0.600 ± 0.000 | 1 |" in on_seed0
@@ -498,7 +501,7 @@ def test_table_names_the_runs_a_time_cap_stopped_before_their_step_budget(tmp_pa
     fake_run(runs, "cb", "mezo", 0, [(0, 0.5), (9, 0.6)], 0.6, config={"train": {"steps": 3}})
     fake_run(runs, "cb", "mezo", 1, [(0, 0.5), (9, 0.6)], 0.6, config={"train": {"steps": 10}})
     fake_run(runs, "cb", "mezo", 2, [(0, 0.5), (9, 0.6)], 0.6)
-    study_report.aggregate(runs, tmp_path / "results", ["mezo"])
+    aggregate.aggregate(runs, tmp_path / "results", ["mezo"])
     table = (tmp_path / "results" / "table.md").read_text()
     assert "Stopped by a time cap before their step budget (1 of 3 runs): cb__mezo__s1 (3 of 10)." in table
 
@@ -513,18 +516,18 @@ def test_speedup_on_work_counts_sequences_not_seconds(tmp_path):
     result_file = runs / "sst2__bilevel__s0" / "result.json"
     result = json.loads(result_file.read_text())
     result_file.write_text(json.dumps({**result, "work": {"forward_rows": 300, "backward_rows": 300}}))
-    rows = study_report.load_runs(runs)
-    assert [e["work"] for e in study_report.dev_entries(rows[0])] == pytest.approx([0.0, 0.2, 0.4])  # bilevel
-    on_work = {f["method"]: f for f in study_report.speedups(rows, "mezo", ["bilevel"], clock=study_report.WORK)}
-    on_time = {f["method"]: f for f in study_report.speedups(rows, "mezo", ["bilevel"])}
+    rows = run_rows.load_runs(runs)
+    assert [e["work"] for e in run_rows.dev_entries(rows[0])] == pytest.approx([0.0, 0.2, 0.4])  # bilevel
+    on_work = {f["method"]: f for f in speedup.speedups(rows, "mezo", ["bilevel"], clock=run_rows.WORK)}
+    on_time = {f["method"]: f for f in speedup.speedups(rows, "mezo", ["bilevel"])}
     assert on_work["bilevel"]["speedup"] == pytest.approx(10.0) and on_time["bilevel"]["speedup"] == 1.0
-    study_report.aggregate(runs, tmp_path / "res", ["mezo", "bilevel"])
+    aggregate.aggregate(runs, tmp_path / "res", ["mezo", "bilevel"])
     table = (tmp_path / "res" / "speedup_work.md").read_text()
     assert table.startswith("The speed-up on training work") and "| sst2 | bilevel | 10.0x | 10.0x | 0 / 0 |" in table
     # a group with a run from before work was recorded has no work reading, and no row on it
     del result["work"]
     result_file.write_text(json.dumps(result))
-    assert study_report.speedups(study_report.load_runs(runs), "mezo", ["bilevel"], clock=study_report.WORK) == []
+    assert speedup.speedups(run_rows.load_runs(runs), "mezo", ["bilevel"], clock=run_rows.WORK) == []
 
 
 def scripted_run(tmp_path: Path, monkeypatch, script: str) -> None:
@@ -608,7 +611,7 @@ def test_a_new_attempt_never_appends_to_an_unfinished_runs_log(tmp_path, monkeyp
     assert study.launch({"name": "small__s0", "overrides": {}}, out, logs)["status"] == "ok"
     assert (out / "small__s0" / "log.jsonl").read_text() == '{"attempt": 1}\n'
     assert (out / "small__s0.attempt3" / "log.jsonl").read_text() == '{"killed": 1}\n'
-    speed = study_report.step_speed(out)  # the aggregate lists the unfinished attempt and why it stopped
+    speed = aggregate.step_speed(records.read(out))  # the aggregate lists the unfinished attempt and why it stopped
     assert "| small__s0.attempt3 | no | 0 | - | - | KeyboardInterrupt |" in speed
     assert "| small__s0 | yes |" in speed
 
@@ -618,22 +621,22 @@ def test_a_method_run_on_fewer_seeds_is_timed_against_every_seed_of_the_referenc
     fake_run(runs, "wic", "mezo", 0, [(0, 0.50), (100, 0.60), (200, 0.60)], test=0.5, train_times=[0, 100, 200])
     fake_run(runs, "wic", "mezo", 1, [(0, 0.50), (300, 0.70)], test=0.5, train_times=[0, 300])
     fake_run(runs, "wic", "ablation", 0, [(0, 0.50), (20, 0.60), (60, 0.70)], test=0.6, train_times=[0, 20, 60])
-    rows = study_report.load_runs(runs)
-    assert study_report.seeds_unpaired(rows, "mezo", ["ablation"])
-    assert not study_report.seeds_unpaired(rows, "mezo", ["mezo"])
-    same = study_report.speedups(rows, "mezo", ["mezo", "ablation"])
+    rows = run_rows.load_runs(runs)
+    assert speedup.seeds_unpaired(rows, "mezo", ["ablation"])
+    assert not speedup.seeds_unpaired(rows, "mezo", ["mezo"])
+    same = speedup.speedups(rows, "mezo", ["mezo", "ablation"])
     assert sorted((f["method"], f["seed"]) for f in same) == [("ablation", 0), ("mezo", 0), ("mezo", 1)]
-    across = study_report.speedups(rows, "mezo", ["mezo", "ablation"], across_seeds=True)
+    across = speedup.speedups(rows, "mezo", ["mezo", "ablation"], across_seeds=True)
     pairs = {(f["method"], f["seed"], f["reference_seed"]): f["speedup"] for f in across}
     # the reference is still paired with itself only; the ablation's seed 0 meets both of mezo's targets
     assert pairs == {("mezo", 0, 0): 1.0, ("ablation", 0, 0): 100 / 20, ("mezo", 1, 1): 1.0,
                      ("ablation", 0, 1): 300 / 60}
-    assert "| wic | 0 vs 1 | 0.700 | ablation | 60 | 300 | 5.00x |" in study_report.speedup_table(across, "mezo")
-    study_report.aggregate(runs, tmp_path / "res", ["mezo", "ablation"])
+    assert "| wic | 0 vs 1 | 0.700 | ablation | 60 | 300 | 5.00x |" in speedup.speedup_table(across, "mezo")
+    aggregate.aggregate(runs, tmp_path / "res", ["mezo", "ablation"])
     across_md = (tmp_path / "res" / "speedup_across_seeds.md").read_text()
     assert "| wic | ablation | 5.0x, 5.0x | 5.0x | 0 / 0 |" in across_md and "## On training work" in across_md
     fake_run(runs, "wic", "ablation", 1, [(0, 0.50), (60, 0.70)], test=0.6)
-    study_report.aggregate(runs, tmp_path / "res2", ["mezo", "ablation"])
+    aggregate.aggregate(runs, tmp_path / "res2", ["mezo", "ablation"])
     assert not (tmp_path / "res2" / "speedup_across_seeds.md").exists()  # every seed paired: nothing to add
 
 
@@ -644,7 +647,7 @@ def test_every_method_drawn_gets_its_own_colour_past_ten_methods():
     import matplotlib.pyplot as plt
 
     for n in (3, 11, 20):
-        colors = study_report.method_colors(plt, [f"m{i}" for i in range(n)])
+        colors = plots.method_colors(plt, [f"m{i}" for i in range(n)])
         assert len(set(colors.values())) == n
 
 
@@ -653,7 +656,7 @@ def test_the_table_shows_the_memory_a_process_reserved_where_runs_recorded_it(tm
     fake_run(runs, "cb", "bilevel", 0, [(0, 0.5), (10, 0.6)], test=0.6, peak=800, reserved=1300)
     fake_run(runs, "cb", "bilevel", 1, [(0, 0.5), (10, 0.6)], test=0.6, peak=900)  # an older run: not recorded
     fake_run(runs, "cb", "mezo", 0, [(0, 0.5), (10, 0.6)], test=0.6, peak=500)
-    table = study_report.markdown(study_report.load_runs(runs))
+    table = tables.markdown(run_rows.load_runs(runs))
     assert "| bilevel | 10.0 | 900 | 1300 | 3-3 |" in table
     assert "| mezo | 10.0 | 500 | - | 3-3 |" in table
 
@@ -768,7 +771,7 @@ def test_selected_md_names_grid_points_that_trained_unequally_far(tmp_path):
         dev_steps = iter((0, 30, 80))
         log_file.write_text("\n".join(json.dumps(e | ({"step": next(dev_steps)} if e["phase"] == "dev" else {}))
                                       for e in log))
-    study_report.aggregate(runs, tmp_path / "res", ["mezo"])
+    aggregate.aggregate(runs, tmp_path / "res", ["mezo"])
     selected = (tmp_path / "res" / "selected.md").read_text()
     assert "Grid points that trained unequally far" in selected and "- copa mezo" not in selected
     # on the whole runs the starting point wins (0.7 at step 80); up to step 40, the last the grid point reached,
