@@ -13,6 +13,7 @@ and one line per other small file of the folder, {"file": NAME, "text": ...} (e.
 ``X/runs`` that is gone but has ``X/runs.jsonl.gz`` reads the latter, so commands written before compaction run.
 
     python experiments/records.py compact RUNS_DIR        (writes RUNS_DIR.jsonl.gz, checks it reads back equal)
+    python experiments/records.py compact-results DIR     (DIR/run-results.jsonl.gz from DIR's per-run NAME.json)
 """
 
 from __future__ import annotations
@@ -103,12 +104,26 @@ def compact(source: Path) -> Path:
     return target
 
 
+def compact_results(folder: Path) -> Path:
+    """Write ``folder``/run-results.jsonl.gz from the per-run JSONs an aggregate wrote there (NAME.json: the run's
+    result.json), for studies whose run folders were not kept; checks it reads back equal and returns it."""
+    files = sorted(folder.glob("*__s[0-9]*.json"))
+    lines = [{"name": f.stem, "result": json.loads(f.read_text())} for f in files]
+    target = folder / "run-results.jsonl.gz"
+    write(lines, target)
+    if json.dumps(read_lines(target)) != json.dumps(lines):
+        raise RuntimeError(f"{target} does not read back as the JSONs of {folder}")
+    return target
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["compact"])
-    parser.add_argument("folders", type=Path, nargs="+", help="folders of run folders (a study's --out)")
-    for folder in parser.parse_args().folders:
-        print(compact(folder))
+    parser.add_argument("command", choices=["compact", "compact-results"],
+                        help="compact: a folder of run folders; compact-results: a folder of per-run result JSONs")
+    parser.add_argument("folders", type=Path, nargs="+")
+    args = parser.parse_args()
+    for folder in args.folders:
+        print(compact(folder) if args.command == "compact" else compact_results(folder))
 
 
 if __name__ == "__main__":
