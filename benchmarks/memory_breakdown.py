@@ -29,7 +29,7 @@ import torch
 from zofo.config import load_config
 from zofo.training import Run
 
-METHODS = {  # the core study's settings (benchmarks/study/core.yaml)
+METHODS = {  # the core study's settings (experiments/studies/core.yaml)
     "fo-peft": ["train.method=fo-peft", "optim.lr_upper=1e-4"],
     "bilevel-zofo": ["train.method=bilevel-zofo", "optim.lr=1e-5", "optim.lr_upper=1e-4", "optim.lr_lower=1e-4",
                      "bilevel.lower_steps=10", "bilevel.deploy=z"],

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU study session (see ../shared/GPU.md for getting the model there in two carries):
-#   bash benchmarks/gpu_study.sh OUT_DIR STUDY.yaml [STUDY.yaml ...]
+#   bash experiments/gpu_study.sh OUT_DIR STUDY.yaml [STUDY.yaml ...]
 # Converts the GGUF once to /root/smol, then runs the studies and the no-training baselines side by side.
 # BASELINES=SECONDS also runs benchmarks/eval_baselines.py (BASELINE_TASKS: its --tasks; default all);
 # BASELINE_BATCH: its --batch-size (default 8). BENCH=1 first runs the speed benchmarks (train_step.py,
@@ -44,7 +44,7 @@ if [ -n "${MEMORY:-}" ]; then  # where each method's step memory goes, alone on 
 fi
 for study in "$@"; do
   name=$(basename "$study" .yaml)
-  python3 benchmarks/study.py "$study" --out "runs/$name" --parallel "${PARALLEL:-12}" --data-root .gpu-carry/data \
+  python3 experiments/study.py "$study" --out "runs/$name" --parallel "${PARALLEL:-12}" --data-root .gpu-carry/data \
     ${DEVICES:+--devices $DEVICES} ${TOGETHER:+--together $TOGETHER} > "$out/$name.log" 2>&1 &
 done
 if [ -n "${BASELINES:-}" ]; then
@@ -54,7 +54,7 @@ fi
 wait
 for study in "$@"; do
   name=$(basename "$study" .yaml)
-  python3 benchmarks/study.py --aggregate "runs/$name" --results "runs/agg-$name" >> "$out/$name.log" 2>&1
+  python3 experiments/study.py --aggregate "runs/$name" --results "runs/agg-$name" >> "$out/$name.log" 2>&1
 done
 # weights stay behind: only configs, logs and results travel back
 tar czf "$out/runs.tar.gz" --exclude='*.safetensors' --exclude=tensorboard --exclude=final --exclude=best \

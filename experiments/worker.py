@@ -1,6 +1,6 @@
 """Several runs of a study in one process, each on its own CUDA stream (`zofo.api.train_together`).
 
-    python benchmarks/study_worker.py JOB.json      (written by `study.py --together K`)
+    python experiments/worker.py JOB.json      (written by `study.py --together K`)
 
 JOB.json is a list of {"name": ..., "overrides": {key: value}}; prints one status line per run and exits 1 if
 any run failed.

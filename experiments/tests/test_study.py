@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from experiments import records, study
+from experiments import launch, records, study
 from experiments.report import aggregate, checks, plots, selection, speedup, tables
 from experiments.report import runs as run_rows
 from experiments.report.runs import read_sources
@@ -51,14 +51,14 @@ def test_runs_are_spread_over_the_devices_and_selected_by_name(tmp_path, monkeyp
     study.run_study(study_file, tmp_path / "out", 4, "DATA", ["cb__", "copa__"], devices=["0", "1"])
     assert sorted(n for n, _ in seen) == ["cb__mezo__s0", "cb__mezo__s1", "copa__mezo__s0", "copa__mezo__s1"]
     assert sorted(d for _, d in seen) == ["0", "0", "1", "1"]
-    assert study.run_env("1")["CUDA_VISIBLE_DEVICES"] == "1"
+    assert launch.run_env("1")["CUDA_VISIBLE_DEVICES"] == "1"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert "CUDA_VISIBLE_DEVICES" not in study.run_env(None)
+    assert "CUDA_VISIBLE_DEVICES" not in launch.run_env(None)
 
 
 def test_runs_together_are_grouped_per_device_in_study_order():
     runs = [{"name": f"r{i}"} for i in range(5)]
-    groups = study.together_groups(runs, ["0", "1", "0", "1", "0"], 2)
+    groups = launch.together_groups(runs, ["0", "1", "0", "1", "0"], 2)
     assert [([r["name"] for r in g], d) for g, d in groups] == [(["r0", "r2"], "0"), (["r4"], "0"),
                                                                 (["r1", "r3"], "1")]
 
@@ -71,7 +71,7 @@ def test_runs_launched_together_finish_in_one_process(tmp_path, tiny_model_dir, 
     (tmp_path / "logs").mkdir()
     (tmp_path / runs[0]["name"]).mkdir()  # an earlier attempt, killed: set aside, not appended to
     (tmp_path / runs[0]["name"] / "log.jsonl").write_text('{"killed": 1}\n')
-    statuses = study.launch_together(runs, tmp_path, tmp_path / "logs")
+    statuses = launch.launch_together(runs, tmp_path, tmp_path / "logs")
     assert [s["status"] for s in statuses] == ["ok", "ok"] and statuses[0]["together"] == 2
     assert (tmp_path / f"{runs[0]['name']}.attempt1" / "log.jsonl").read_text() == '{"killed": 1}\n'
     assert "killed" not in (tmp_path / runs[0]["name"] / "log.jsonl").read_text()
@@ -79,7 +79,7 @@ def test_runs_launched_together_finish_in_one_process(tmp_path, tiny_model_dir, 
         result = json.loads((tmp_path / run["name"] / "result.json").read_text())
         assert result["shared_process"] and result["steps"] == 2
         assert json.loads((tmp_path / run["name"] / "placement.json").read_text())["device"] is None
-    assert study.launch_together(runs, tmp_path, tmp_path / "logs")[0]["status"] == "done before"
+    assert launch.launch_together(runs, tmp_path, tmp_path / "logs")[0]["status"] == "done before"
 
 
 def test_runs_launched_together_continue_from_their_checkpoints_and_report_a_stop(tmp_path, monkeypatch):
@@ -89,8 +89,8 @@ def test_runs_launched_together_continue_from_their_checkpoints_and_report_a_sto
     left = tmp_path / runs[0]["name"]  # seed 0 was stopped at step 3 with these settings; seed 1 never ran
     (left / "checkpoint").mkdir(parents=True)
     (left / "checkpoint" / "loop.json").write_text('{"step": 3}')
-    study.record_placement(left, None, {}, study.run_overrides(runs[0], tmp_path))
-    jobs, stop = [], study.StudyStop()
+    launch.record_placement(left, None, {}, launch.run_overrides(runs[0], tmp_path))
+    jobs, stop = [], launch.StudyStop()
 
     def worker_stopped(self, args, log, env):  # the process got the stop: seed 1 too saves a checkpoint
         jobs.append(json.loads(Path(args[-1]).read_text()))
@@ -99,8 +99,8 @@ def test_runs_launched_together_continue_from_their_checkpoints_and_report_a_sto
         self.requested = True
         return 1
 
-    monkeypatch.setattr(study.StudyStop, "run", worker_stopped)
-    statuses = study.launch_together(runs, tmp_path, logs, stop=stop)
+    monkeypatch.setattr(launch.StudyStop, "run", worker_stopped)
+    statuses = launch.launch_together(runs, tmp_path, logs, stop=stop)
     assert [job["overrides"].get("train.resume") for job in jobs[0]] == [str(left / "checkpoint"), None]
     assert not (tmp_path / f"{runs[0]['name']}.attempt1").exists()  # continued, not set aside
     assert [s["status"] for s in statuses] == [
@@ -405,11 +405,11 @@ def test_a_curve_base_name_stands_for_the_dev_selected_point_per_task(tmp_path):
 
 def test_each_run_folder_records_the_device_it_was_given(tmp_path, monkeypatch):
     envs = []
-    monkeypatch.setattr(study.StudyStop, "run", lambda self, args, log, env: envs.append(env) or 0)
+    monkeypatch.setattr(launch.StudyStop, "run", lambda self, args, log, env: envs.append(env) or 0)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     (tmp_path / "logs").mkdir()
     for name, device in (("cb__mezo__s0", "1"), ("cb__mezo__s1", None)):
-        status = study.launch({"name": name, "overrides": {}}, tmp_path / "out", tmp_path / "logs", device)
+        status = launch.launch({"name": name, "overrides": {}}, tmp_path / "out", tmp_path / "logs", device)
         assert status["status"] == "ok"
     placed = json.loads((tmp_path / "out" / "cb__mezo__s0" / "placement.json").read_text())
     assert placed.pop("started") <= placed.pop("ended")
@@ -477,7 +477,7 @@ def test_every_study_file_expands_into_valid_run_configs(study_file):
     runs = study.expand(yaml.safe_load(study_file.read_text()), "DATA")
     assert runs and len({r["name"] for r in runs}) == len(runs)
     for run in runs:
-        load_config(None, [f"{k}={v}" for k, v in study.run_overrides(run, Path("out")).items()])
+        load_config(None, [f"{k}={v}" for k, v in launch.run_overrides(run, Path("out")).items()])
 
 
 def test_grid_points_can_be_chosen_on_some_seeds_only(tmp_path):
@@ -532,7 +532,7 @@ def test_speedup_on_work_counts_sequences_not_seconds(tmp_path):
 
 def scripted_run(tmp_path: Path, monkeypatch, script: str) -> None:
     """Make every launched run execute ``script`` (python; RUN_DIR is its folder) instead of `zofo train`."""
-    monkeypatch.setattr(study, "train_command", lambda run, out: [
+    monkeypatch.setattr(launch, "train_command", lambda run, out: [
         sys.executable, "-c", f"import pathlib, sys, time; RUN_DIR = pathlib.Path({str(out / run['name'])!r})\n"
         + script])
 
@@ -566,17 +566,17 @@ def when(condition, action) -> None:
 
 def test_a_run_out_of_gpu_memory_starts_again_once_another_run_has_ended(tmp_path, monkeypatch):
     scripted_run(tmp_path, monkeypatch, OOM_ONCE)
-    record_end = study.record_end  # slowed, so a retry let in before the end is recorded would start before it
-    monkeypatch.setattr(study, "record_end", lambda run_dir: (time.sleep(0.1), record_end(run_dir))[1])
+    record_end = launch.record_end  # slowed, so a retry let in before the end is recorded would start before it
+    monkeypatch.setattr(launch, "record_end", lambda run_dir: (time.sleep(0.1), record_end(run_dir))[1])
     out, logs = tmp_path / "out", tmp_path / "out" / "logs"
     logs.mkdir(parents=True)
     (out / "hold").touch()  # the small run stays on the device until the big one waits for memory
-    turns = study.DeviceTurns()
+    turns = launch.DeviceTurns()
     when(lambda: turns.waiting["0"] > 0, lambda: (out / "go").touch())
     with ThreadPoolExecutor(2) as pool:
-        small = pool.submit(study.launch, {"name": "small__s0", "overrides": {}}, out, logs, "0", turns)
+        small = pool.submit(launch.launch, {"name": "small__s0", "overrides": {}}, out, logs, "0", turns)
         assert wait_until(lambda: turns.active["0"] > 0)  # the small run holds the device when the big one fails
-        big = pool.submit(study.launch, {"name": "big__s0", "overrides": {}}, out, logs, "0", turns)
+        big = pool.submit(launch.launch, {"name": "big__s0", "overrides": {}}, out, logs, "0", turns)
         statuses = small.result(), big.result()
     assert [s["status"] for s in statuses] == ["ok", "ok"] and statuses[1]["attempts"] == 2
     # the big run retried only after the small one ended, and in a clean folder: its failed attempt is kept apart
@@ -591,12 +591,12 @@ def test_a_run_out_of_gpu_memory_starts_again_once_another_run_has_ended(tmp_pat
 def test_a_run_out_of_gpu_memory_alone_on_its_device_is_not_retried(tmp_path, monkeypatch):
     scripted_run(tmp_path, monkeypatch, OOM_ONCE)
     (tmp_path / "logs").mkdir()
-    status = study.launch({"name": "big__s0", "overrides": {}}, tmp_path / "out", tmp_path / "logs", "0")
+    status = launch.launch({"name": "big__s0", "overrides": {}}, tmp_path / "out", tmp_path / "logs", "0")
     assert status["status"] == "exit 1 (out of GPU memory with no other run on its device)"
     assert status["attempts"] == 1 and not (tmp_path / "out" / "big__s0.attempt1").exists()
     # nor is any run whose failure is not memory, nor one out of retries
     scripted_run(tmp_path, monkeypatch, "print('ValueError: bad'); sys.exit(3)")
-    assert study.launch({"name": "x__s0", "overrides": {}}, tmp_path / "out", tmp_path / "logs")["status"] == "exit 3"
+    assert launch.launch({"name": "x__s0", "overrides": {}}, tmp_path / "out", tmp_path / "logs")["status"] == "exit 3"
 
 
 def test_a_new_attempt_never_appends_to_an_unfinished_runs_log(tmp_path, monkeypatch):
@@ -608,7 +608,7 @@ def test_a_new_attempt_never_appends_to_an_unfinished_runs_log(tmp_path, monkeyp
     (out / "small__s0" / "log.jsonl").write_text('{"killed": 1}\n')
     logs.mkdir()
     (logs / "small__s0.log").write_text("Traceback ...\nKeyboardInterrupt\n")
-    assert study.launch({"name": "small__s0", "overrides": {}}, out, logs)["status"] == "ok"
+    assert launch.launch({"name": "small__s0", "overrides": {}}, out, logs)["status"] == "ok"
     assert (out / "small__s0" / "log.jsonl").read_text() == '{"attempt": 1}\n'
     assert (out / "small__s0.attempt3" / "log.jsonl").read_text() == '{"killed": 1}\n'
     speed = aggregate.step_speed(records.read(out))  # the aggregate lists the unfinished attempt and why it stopped
@@ -710,26 +710,26 @@ time.sleep(60)
 
 
 def test_a_stopped_study_checkpoints_its_runs_and_a_rerun_continues_them(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(study, "train_command", lambda run, out: [
-        sys.executable, "-c", STOPPABLE, json.dumps(study.run_overrides(run, out))])
+    monkeypatch.setattr(launch, "train_command", lambda run, out: [
+        sys.executable, "-c", STOPPABLE, json.dumps(launch.run_overrides(run, out))])
     out, logs = tmp_path / "out", tmp_path / "out" / "logs"
     logs.mkdir(parents=True)
     listed = tmp_path / "study.yaml"
     listed.write_text(yaml.safe_dump({"tasks": [{"name": "cb", "task": "cb"}], "seeds": [0, 1],
                                       "methods": [{"name": "mezo", "set": {"optim.lr": 1e-4}}]}))
     run, later = study.expand(yaml.safe_load(listed.read_text()), "DATA")
-    stop = study.StudyStop()
+    stop = launch.StudyStop()
     with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(study.launch, run, out, logs, None, None, 2, stop)
+        first = pool.submit(launch.launch, run, out, logs, None, None, 2, stop)
         assert wait_until((out / run["name"] / "started").exists)
         stop.ask(signal.SIGTERM, None)
-        assert pool.submit(study.launch, later, out, logs, None, None, 2, stop).result(timeout=30) == {
+        assert pool.submit(launch.launch, later, out, logs, None, None, 2, stop).result(timeout=30) == {
             "name": "cb__mezo__s1", "status": "not started: the study was stopped"}
         status = first.result(timeout=30)
     assert status["status"] == "stopped (exit 143): checkpoint at step 3, run the study again to continue"
     study.run_study(listed, out, 1, "DATA", None, listing=True)
     assert capsys.readouterr().out.splitlines() == ["cb__mezo__s0  (continues from step 3)", "cb__mezo__s1", "2 runs"]
-    again = study.launch(run, out, logs)
+    again = launch.launch(run, out, logs)
     assert again["status"] == "ok" and again["resumed_from_step"] == 3
     assert not (out / later["name"]).exists()  # a run never started leaves no folder
     checkpoint = out / run["name"] / "checkpoint"
@@ -739,17 +739,17 @@ def test_a_stopped_study_checkpoints_its_runs_and_a_rerun_continues_them(tmp_pat
 
 
 def test_a_checkpoint_left_with_other_settings_is_set_aside_not_resumed(tmp_path, monkeypatch):
-    monkeypatch.setattr(study, "train_command", lambda run, out: [
+    monkeypatch.setattr(launch, "train_command", lambda run, out: [
         sys.executable, "-c", STOPPABLE.replace("time.sleep(60)", "(run_dir / 'result.json').write_text('{}')"),
-        json.dumps(study.run_overrides(run, out))])
+        json.dumps(launch.run_overrides(run, out))])
     out, logs = tmp_path / "out", tmp_path / "out" / "logs"
     logs.mkdir(parents=True)
     run_dir = out / "cb__mezo__s0"
     (run_dir / "checkpoint").mkdir(parents=True)
     (run_dir / "checkpoint" / "loop.json").write_text('{"step": 3}')
-    study.record_placement(run_dir, None, {}, study.run_overrides({"name": "cb__mezo__s0",
+    launch.record_placement(run_dir, None, {}, launch.run_overrides({"name": "cb__mezo__s0",
                                                                     "overrides": {"optim.lr": 1e-3}}, out))
-    status = study.launch({"name": "cb__mezo__s0", "overrides": {"optim.lr": 1e-4}}, out, logs)
+    status = launch.launch({"name": "cb__mezo__s0", "overrides": {"optim.lr": 1e-4}}, out, logs)
     assert status["status"] == "ok" and "resumed_from_step" not in status
     assert (out / "cb__mezo__s0.attempt1" / "checkpoint" / "loop.json").exists()
     assert (run_dir / "log.jsonl").read_text() == '{"first": 1}\n'
