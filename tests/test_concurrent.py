@@ -75,7 +75,7 @@ def test_a_signal_stops_runs_trained_together_with_checkpoints_that_resume_exact
                                                                                   shared_data, monkeypatch):
     """The handler is the main thread's; the runs, in their threads, share its request."""
     from tests.test_interrupt import signal_at
-    from zofo.interrupt import TrainingInterrupted
+    from zofo.run.interrupt import TrainingInterrupted
 
     methods = {"mezo": [], "bilevel-zofo": ["peft.kind=lora"]}
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.methods.common import EXAMPLES, build
-from zofo.graphed_step import (
+from zofo.fo.graphed import (
     GraphedStep,
     init_optimizer_state,
     load_optimizer_state,
@@ -16,8 +16,8 @@ from zofo.graphed_step import (
     set_lr,
 )
 from zofo.methods.base import batch_loss
-from zofo.static_batches import to_static
-from zofo.work import WorkCounter, uncounted
+from zofo.evaluation.static import to_static
+from zofo.models.work import WorkCounter, uncounted
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

@@ -13,9 +13,9 @@ from safetensors.torch import load_file
 
 from tests.test_training import tiny_run
 from zofo import api
-from zofo.cli import main
-from zofo.interrupt import TrainingInterrupted, stop_on_signal
-from zofo.logs import RunLogger, read_log
+from zofo.cli.main import main
+from zofo.run.interrupt import TrainingInterrupted, stop_on_signal
+from zofo.run.logs import RunLogger, read_log
 
 
 def test_the_first_signal_asks_to_stop_and_the_second_acts_as_before():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from zofo import logs
-from zofo.loop import LoopSettings, LoopState, train_loop
+from zofo.run.loop import LoopSettings, LoopState, train_loop
 
 
 class FakeClock:

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from tests.tiny import build_tiny_tokenizer, tiny_model
-from zofo.cli import main
+from zofo.cli.main import main
 from zofo.errors import ZofoError
-from zofo.models import load_model
-from zofo.pypi import cache_dir, wheel_member
+from zofo.models.load import load_model
+from zofo.models.pypi import cache_dir, wheel_member
 
 
 @pytest.mark.parametrize("family", ["llama", "opt", "qwen2", "gpt2"])

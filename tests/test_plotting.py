@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from zofo.logs import shared_clock
-from zofo.plotting import plot_runs
+from zofo.run.logs import shared_clock
+from zofo.run.plotting import plot_runs
 
 
 def write_log(run_dir, with_train_time: bool) -> None:

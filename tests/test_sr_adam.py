@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zofo.graphed_step import GraphedStep, init_optimizer_state, load_optimizer_state, make_adam, plain_state_dict
-from zofo.sr_adam import SRAdam
+from zofo.fo.graphed import GraphedStep, init_optimizer_state, load_optimizer_state, make_adam, plain_state_dict
+from zofo.fo.sr_adam import SRAdam
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

@@ -9,7 +9,7 @@ from peft import LoraConfig, PromptTuningConfig, get_peft_model
 from tests.evaluation.conftest import make_model, make_tokenizer
 from tests.evaluation.test_scoring import EXAMPLES
 from zofo.evaluation.scoring import candidate_scores, encode_candidates
-from zofo.static_batches import static_scores, to_static
+from zofo.evaluation.static import static_scores, to_static
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from zofo import api
-from zofo.cli import main
-from zofo.config import load_config
+from zofo.cli.main import main
+from zofo.api import load_config
 from zofo.errors import ZofoError
 
 
@@ -126,7 +126,7 @@ def test_options_check_runs_before_any_model_is_loaded():
 def test_real_smollm2_bilevel_zofo_on_sst2_saves_an_adapter_that_loads_back(tmp_path, shared_data):
     from peft import PeftModel
 
-    from zofo.models import load_model
+    from zofo.models.load import load_model
 
     cfg = load_config(None, [
         "model.name=smollm2-135m", "train.method=bilevel-zofo", "data.task=sst2",
@@ -158,7 +158,7 @@ def test_zofo_replay_rebuilds_the_backbone_bit_for_bit(tmp_path, tiny_model_dir,
     out = capsys.readouterr().out
     assert f"{len(saved)} of {len(saved)} tensors bit-identical, largest difference 0" in out
     assert ("replayed 6 steps (2 updates, merged" if method == "mezo" else "replayed 6 steps (6 updates)") in out
-    from zofo.replay import base_backbone
+    from zofo.run.replay import base_backbone
 
     base = base_backbone(load_config(tmp_path / "run" / "config.yaml"), None)  # what training started from
     assert sum(not torch.equal(saved[k], base[k].detach()) for k in saved) >= len(saved) // 2
@@ -169,7 +169,7 @@ def test_a_resumed_run_keeps_its_trajectory_and_replays_to_its_weights(tmp_path,
     api.train(first)
     api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=mezo", "train.steps=6",
                        f"train.resume={tmp_path / 'run' / 'checkpoint'}"))
-    from zofo.replay import replay_run
+    from zofo.run.replay import replay_run
 
     report = replay_run(tmp_path / "run")
     assert report.steps == report.updates == 6 and report.identical == report.tensors and report.max_abs_diff == 0.0
@@ -177,7 +177,7 @@ def test_a_resumed_run_keeps_its_trajectory_and_replays_to_its_weights(tmp_path,
 
 def test_replay_says_what_is_missing(tmp_path, tiny_model_dir, shared_data):
     api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=fo-peft", "train.steps=2"))
-    from zofo.replay import replay_run
+    from zofo.run.replay import replay_run
 
     with pytest.raises(ZofoError, match="trajectory.json does not exist"):
         replay_run(tmp_path / "run")
@@ -188,7 +188,7 @@ def test_replay_says_what_is_missing(tmp_path, tiny_model_dir, shared_data):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
 def test_replaying_a_gpu_run_without_a_gpu_says_how(tmp_path, tiny_model_dir, shared_data):
-    from zofo.replay import replay_run
+    from zofo.run.replay import replay_run
 
     api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=mezo", "train.steps=2"))
     config = tmp_path / "run" / "config.yaml"
@@ -204,7 +204,7 @@ def test_a_seeds_untrained_start_is_the_same_for_fo_peft_and_bilevel_zofo(tmp_pa
     """Bilevel ZOFO's lower copy z is drawn first from the run's seed, as FO-PEFT's only adapter is: on a seed, a
     run deploying z (`bilevel.deploy: z`, as every study run does) starts from FO-PEFT's untrained model, so their
     step-0 evaluations agree (docs/RESULTS.md section 19)."""
-    from zofo.training import Run
+    from zofo.run.recipe import Run
 
     def start(method: str, seed: int) -> dict[str, torch.Tensor]:
         cfg = tiny_run(tiny_model_dir, shared_data, tmp_path / method, f"train.method={method}",

@@ -1,4 +1,4 @@
-"""zofo.work: sequences through the model per training step, the same count for every method."""
+"""zofo.models.work: sequences through the model per training step, the same count for every method."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.methods.common import EXAMPLES, build
-from zofo.work import WorkCounter
+from zofo.models.work import WorkCounter
 
 ROWS = 2 * len(EXAMPLES)  # every tiny example has two candidates: one row each
 

@@ -8,7 +8,7 @@ from benchmarks.zo_step import group_tile  # noqa: E402
 
 
 def test_a_group_tile_names_a_kind_and_a_tile():
-    from zofo.zo import kernels
+    from zofo.zo.kernels import triton as kernels
 
     assert group_tile("rademacher=512,4") == (kernels.RADEMACHER, (512, 4))
     assert group_tile("gaussian=1024,8") == (kernels.GAUSSIAN, (1024, 8))

@@ -23,8 +23,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from zofo.zo.ops import round_to
-from zofo.zo.philox import M32, hash32_int
+from zofo.zo.kernels.ops import round_to
+from zofo.zo.kernels.philox import M32, hash32_int
 
 
 def working_dtype(p: Tensor) -> torch.dtype:

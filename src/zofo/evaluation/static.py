@@ -14,10 +14,10 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from zofo.causal_attention import unpacked_causal
 from zofo.evaluation.head import logits_at
+from zofo.evaluation.objectives import example_losses
 from zofo.evaluation.scoring import CandidateBatch
-from zofo.objectives import example_losses
+from zofo.models.attention import unpacked_causal
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from zofo.errors import ZofoError
-from zofo.logs import CLOCKS, read_log, shared_clock
+from zofo.run.logs import CLOCKS, read_log, shared_clock
 
 
 def plot_runs(run_dirs: list[str], out: str | None = None) -> Path:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-_state = threading.local()  # runs that share a process (zofo.concurrent) each pause their own counting
+_state = threading.local()  # runs that share a process (zofo.run.concurrent) each pause their own counting
 
 
 def _paused() -> int:

@@ -1,6 +1,6 @@
 """THE training loop: step, log, evaluate on dev, keep the best, checkpoint. Same for every method.
 
-A stop asked for by a signal (`zofo.interrupt`) ends it after the current step, with a checkpoint that a resumed
+A stop asked for by a signal (`zofo.run.interrupt`) ends it after the current step, with a checkpoint that a resumed
 run continues from exactly (`TrainingInterrupted`).
 
 A step's metrics may be device scalars (a ZO step on CUDA reads nothing back, so the host runs ahead of the
@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from zofo.checkpoint import load_checkpoint, save_checkpoint, save_weights
-from zofo.interrupt import StopRequest, TrainingInterrupted
-from zofo.logs import PeakMemory, RunLogger
 from zofo.methods.base import Method
-from zofo.work import WorkCounter
+from zofo.models.work import WorkCounter
+from zofo.run.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from zofo.run.interrupt import StopRequest, TrainingInterrupted
+from zofo.run.logs import PeakMemory, RunLogger
 
 
 def _read(metrics: dict) -> dict:
@@ -56,7 +56,7 @@ class LoopState:
     elapsed: float = 0.0
     off_clock: float = 0.0     # of `elapsed`, seconds in evaluations and checkpoints (not in `train_time`)
     skipped_steps: int = 0
-    forward_rows: int = 0      # sequences through the model in training steps (zofo.work)
+    forward_rows: int = 0      # sequences through the model in training steps (zofo.models.work)
     backward_rows: int = 0     # ... of them back-propagated
 
 

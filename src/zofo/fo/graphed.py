@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from zofo.sr_adam import SRAdam
+from zofo.fo.sr_adam import SRAdam
 from zofo.zo.graphs import ShapeGraphs
 from zofo.zo.rounding import LOW_PRECISION
 

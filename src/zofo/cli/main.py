@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from zofo.errors import ZofoError
-from zofo.interrupt import TrainingInterrupted
+from zofo.run.interrupt import TrainingInterrupted
 
 #: flag -> (config key path, type, help)
 TRAIN_FLAGS = {
@@ -92,7 +92,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
 
 def config_from_args(args: argparse.Namespace, flags: dict):
     """YAML file, then flags, then --set overrides (last wins)."""
-    from zofo.config import load_config
+    from zofo.run.options import load_config
 
     overrides = []
     for flag, (key, _, _) in flags.items():
@@ -124,7 +124,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _add_eval(sub) -> None:
-    from zofo.evaluation.cli import add_eval_arguments
+    from zofo.cli.eval import add_eval_arguments
 
     p = sub.add_parser("eval", help="evaluate a model on a task (zero-shot or in-context)",
                        description="Score a model on a task's test split: accuracy, or F1 / exact match.")
@@ -133,7 +133,7 @@ def _add_eval(sub) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from zofo.evaluation.cli import run_eval
+    from zofo.cli.eval import run_eval
 
     return run_eval(args) or 0
 
@@ -148,7 +148,7 @@ def _add_convert(sub) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from zofo.models import convert
+    from zofo.models.load import convert
 
     print(f"saved {convert(args.source, args.out_dir, dtype=args.dtype)}")
     return 0
@@ -163,7 +163,7 @@ def _add_plot(sub) -> None:
 
 
 def _run_plot(args: argparse.Namespace) -> int:
-    from zofo.plotting import plot_runs
+    from zofo.run.plotting import plot_runs
 
     print(f"wrote {plot_runs(args.run_dirs, args.out)}")
     return 0
@@ -181,7 +181,7 @@ def _add_replay(sub) -> None:
 
 
 def _run_replay(args: argparse.Namespace) -> int:
-    from zofo.replay import replay_run
+    from zofo.run.replay import replay_run
 
     print(replay_run(args.run_dir, args.out, args.device).summary())
     return 0

@@ -17,9 +17,12 @@ import torch
 from safetensors.torch import load_file
 
 from zofo import zo
-from zofo.checkpoint import save_weights
-from zofo.config import RunConfig, load_config
+from zofo.config import RunConfig
 from zofo.errors import ZofoError
+from zofo.methods.mezo import rule_of
+from zofo.run.checkpoint import save_weights
+from zofo.run.options import load_config
+from zofo.run.recipe import Run
 
 
 @dataclass
@@ -73,8 +76,6 @@ def replay_run(run_dir: Path, out: Path | None = None, device: str | None = None
 
 def base_backbone(cfg: RunConfig, device: str | None) -> dict[str, torch.nn.Parameter]:
     """The base model's backbone parameters, loaded and named exactly as the run loaded them."""
-    from zofo.training import Run
-
     if device is not None:
         cfg = replace(cfg, model=replace(cfg.model, device=device))
     run = Run(cfg)
@@ -96,6 +97,4 @@ def compare(params: dict[str, torch.nn.Parameter], saved: dict[str, torch.Tensor
 
 
 def _rule(trajectory: zo.Trajectory) -> zo.ZOUpdate:
-    from zofo.methods.mezo import rule_of
-
     return rule_of(trajectory.rule)

@@ -10,15 +10,20 @@ from pathlib import Path
 
 import torch
 
-from zofo.adapters import ParamGroups, attach_adapters, backbone_params, peft_config, save_adapter
-from zofo.batches import Batches, ExampleStream
-from zofo.checkpoint import load_weights, save_weights
 from zofo.config import RunConfig, save_config
-from zofo.interrupt import StopRequest, TrainingInterrupted, stop_on_signal
-from zofo.logs import PeakMemory, RunLogger
-from zofo.loop import LoopSettings, LoopState, resume, train_loop
+from zofo.evaluation import evaluate, icl_demonstrations
+from zofo.evaluation.scoring import encode_candidates
 from zofo.methods import METHODS, Method, MethodOptions
-from zofo.models import load_model, resolve_source
+from zofo.models.adapters import ParamGroups, attach_adapters, backbone_params, peft_config, save_adapter
+from zofo.models.device import resolve_device
+from zofo.models.load import load_model, resolve_source
+from zofo.run.checkpoint import load_weights, save_weights
+from zofo.run.interrupt import StopRequest, TrainingInterrupted, stop_on_signal
+from zofo.run.logs import PeakMemory, RunLogger
+from zofo.run.loop import LoopSettings, LoopState, resume, train_loop
+from zofo.run.options import peft_kind, run_dir_for
+from zofo.tasks import load_task, sample_splits, split_bilevel
+from zofo.tasks.streams import Batches, ExampleStream
 
 
 def method_options(cfg: RunConfig) -> MethodOptions:
@@ -38,15 +43,13 @@ class Run:
     """Everything one `zofo train` does, in the order it does it.
 
     ``startup``: a lock held while the run starts (loading, seeding the PEFT modules' initial values), given
-    when several runs share the process (`zofo.concurrent`); such runs record no peak memory, which torch
+    when several runs share the process (`zofo.run.concurrent`); such runs record no peak memory, which torch
     counts per process. ``stop``: the stop request the runs of such a process share (else the run installs its
     own signal handlers while it trains).
     """
 
     def __init__(self, cfg: RunConfig, startup: AbstractContextManager | None = None,
                  stop: StopRequest | None = None):
-        from zofo.api import peft_kind, resolve_device, run_dir_for
-
         self.cfg, self.startup, self.stop = cfg, startup, stop
         self.device = torch.device(resolve_device(cfg.model.device))
         self.method_cls: type[Method] = METHODS.get(cfg.train.method)
@@ -90,8 +93,6 @@ class Run:
         return model, tokenizer, groups
 
     def load_data(self):
-        from zofo.tasks import load_task, sample_splits
-
         d = self.cfg.data
         task = load_task(d.task, data=d.data, template=d.template)
         splits = sample_splits(task, n_train=d.n_train, n_dev=d.n_dev, n_test=d.n_test, seed=d.seed)
@@ -113,14 +114,10 @@ class Run:
         methods' D_f / D_g split ("upper", "lower") at `bilevel.upper_fraction`."""
         if "upper" not in self.method_cls.stream_names:
             return {"train": splits.train}
-        from zofo.tasks import split_bilevel
-
         upper, lower = split_bilevel(splits.train, self.cfg.bilevel.upper_fraction, seed=self.cfg.train.seed)
         return {"upper": upper, "lower": lower}
 
     def batches(self, pools: dict[str, list], tokenizer) -> Batches:
-        from zofo.evaluation.scoring import encode_candidates
-
         t, seed = self.cfg.train, self.cfg.train.seed
         streams = {name: ExampleStream(pools[name], t.batch_size, seed=zlib.crc32(f"{seed}:{name}".encode()))
                    for name in self.method_cls.stream_names}
@@ -177,16 +174,12 @@ class Evaluator:
     """Dev and test evaluation of the deployed model (with demonstrations for in-context learning)."""
 
     def __init__(self, model, tokenizer, task, splits, cfg: RunConfig):
-        from zofo.evaluation import icl_demonstrations
-
         self.model, self.tokenizer, self.task, self.splits, self.cfg = model, tokenizer, task, splits, cfg
         self.metric = "f1" if task.generative else "accuracy"
         shots = cfg.data.shots if cfg.train.method == "icl" else 0
         self.demos = icl_demonstrations(splits.train, shots, cfg.data.seed) if shots else None
 
     def _run(self, examples) -> dict:
-        from zofo.evaluation import evaluate
-
         return evaluate(self.model, self.tokenizer, self.task, examples,
                         batch_size=self.cfg.train.eval_batch_size, demonstrations=self.demos,
                         progress=self.cfg.train.progress)

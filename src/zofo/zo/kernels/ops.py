@@ -15,10 +15,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from zofo.transfer import upload
+from zofo.models.device import upload
 
-from .directions import KINDS, Direction, check_direction, direction_group, direction_like
-from .rounding import LOW_PRECISION, stochastic_round
+from ..directions import KINDS, Direction, check_direction, direction_group, direction_like
+from ..rounding import LOW_PRECISION, stochastic_round
 
 Backend = Literal["auto", "torch", "triton"]
 
@@ -51,7 +51,7 @@ def _kernel_probed(probed: Probed | None, dtype: torch.dtype) -> dict[str, float
 def triton_available() -> bool:
     """Whether the Triton kernels import (triton installed)."""
     try:
-        from . import kernels  # noqa: F401
+        from . import triton  # noqa: F401
     except ImportError:
         return False
     return True
@@ -88,7 +88,7 @@ def perturbed_copy(
     ``seed`` / ``scale`` may be one-element device tensors (kernel path; CUDA-graph friendly).
     """
     if use_triton(theta, backend):
-        from . import kernels
+        from . import triton as kernels
 
         seed_t = seed if isinstance(seed, Tensor) else device_scalar(seed, torch.int64, theta.device)
         scale_t = scale if isinstance(scale, Tensor) else device_scalar(scale, torch.float32, theta.device)
@@ -116,7 +116,7 @@ def perturbed_copies(
     for idx in _clusters(thetas, lambda t: use_triton(t, backend) and t.is_contiguous()):
         ts, ks = [thetas[i] for i in idx], [keys[i] for i in idx]
         if use_triton(ts[0], backend) and ts[0].is_contiguous():
-            from . import multi
+            from .. import multi
 
             seed_t = seed if isinstance(seed, Tensor) else device_scalar(seed, torch.int64, ts[0].device)
             scale_t = (
@@ -230,7 +230,7 @@ def _update_kernel_call(
     start: int,
     probed: Probed | None = None,
 ) -> Tensor:
-    from . import kernels
+    from . import triton as kernels
 
     seeds_t = _on(seeds, torch.int64, x.device)
     coefs_t = _on(coefs, torch.float32, x.device)
@@ -295,7 +295,7 @@ def sgd_update_many_(
     for idx in _clusters(thetas, kernel_ok):
         ts, ks = [thetas[i] for i in idx], [keys[i] for i in idx]
         if kernel_ok(ts[0]):
-            from . import multi
+            from .. import multi
 
             dev = ts[0].device
             seeds_t, coefs_t = _on(seeds, torch.int64, dev), _on(coefs, torch.float32, dev)
@@ -314,7 +314,7 @@ def round_to(
     ``seed`` may be a one-element int64 device tensor (kernel path; CUDA-graph friendly).
     """
     if dtype == torch.bfloat16 and use_triton(x, backend):
-        from . import kernels
+        from . import triton as kernels
 
         x = x.float().contiguous()
         out = torch.empty(x.shape, dtype=dtype, device=x.device)

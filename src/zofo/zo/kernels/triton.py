@@ -31,7 +31,7 @@ from triton.compiler.errors import CompilationError
 from triton.language.extra import libdevice
 from triton.language.random import uint_to_uniform_float
 
-from .directions import KINDS, LANE_B, lanes
+from ..directions import KINDS, LANE_B, lanes
 
 GAUSSIAN, RADEMACHER, GAUSSIAN16 = KINDS["gaussian"], KINDS["rademacher"], KINDS["gaussian16"]
 # The interpreter truncates float32 -> bf16 where CUDA rounds to nearest even: there it is written out.
