@@ -97,7 +97,7 @@ def test_a_run_splits_its_training_set_by_the_configured_fraction(tmp_path):
 
 
 def test_a_split_that_leaves_a_level_empty_fails_before_the_model_loads(tmp_path, monkeypatch):
-    from zofo import training
+    from zofo.run import recipe as training
     from zofo.config import RunConfig
 
     cfg = RunConfig()

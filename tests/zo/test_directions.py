@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from zofo import zo
-from zofo.zo import philox as px
+from zofo.zo.kernels import philox as px
 
 
 def test_philox_matches_triton_randint4x():

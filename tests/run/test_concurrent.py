@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.test_training import tiny_run
+from tests.run.test_recipe import tiny_run
 from zofo import api
 
 
@@ -74,7 +74,7 @@ def test_graphed_runs_trained_together_on_cuda_equal_runs_trained_alone(tmp_path
 def test_a_signal_stops_runs_trained_together_with_checkpoints_that_resume_exactly(tmp_path, tiny_model_dir,
                                                                                   shared_data, monkeypatch):
     """The handler is the main thread's; the runs, in their threads, share its request."""
-    from tests.test_interrupt import signal_at
+    from tests.run.test_interrupt import signal_at
     from zofo.run.interrupt import TrainingInterrupted
 
     methods = {"mezo": [], "bilevel-zofo": ["peft.kind=lora"]}

@@ -132,7 +132,7 @@ def test_captured_static_forward_runs_causal_sdpa_without_a_mask(tokenizer, monk
 def test_causal_mask_shortcut_only_for_a_plain_prefill_inside_the_context():
     """`causal_attention`'s mask function answers None only for a maskless, offset-free, square call inside
     `unpacked_causal()` (both argument styles of transformers' mask functions); otherwise it is transformers'."""
-    from zofo import causal_attention as ca
+    from zofo.models import attention as ca
 
     ca._install()
     plain = dict(q_length=8, kv_length=8, q_offset=0, kv_offset=0, attention_mask=None)

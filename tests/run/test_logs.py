@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from zofo import logs
+from zofo.run import logs
 from zofo.run.loop import LoopSettings, LoopState, train_loop
 
 

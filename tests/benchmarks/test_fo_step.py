@@ -11,7 +11,7 @@ from tests.methods.common import build, snapshot
 
 
 def test_part_times_time_the_methods_own_calls_and_change_nothing(monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[2] / "benchmarks"))
     fo_step = importlib.import_module("fo_step")
     options = dict(lr=1e-3, lr_upper=3e-2, lr_lower=3e-2, lower_steps=2)
     timed, _ = build("bilevel-zofo", "lora", **options)

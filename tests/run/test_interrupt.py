@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.test_training import tiny_run
+from tests.run.test_recipe import tiny_run
 from zofo import api
 from zofo.cli.main import main
 from zofo.run.interrupt import TrainingInterrupted, stop_on_signal
