@@ -19,10 +19,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from zofo.config import load_config
-from zofo.models import load_model
-from zofo.static_batches import to_static
-from zofo.training import Run
+from zofo.api import load_config
+from zofo.models.load import load_model
+from zofo.evaluation.static import to_static
+from zofo.run.recipe import Run
 
 
 def draws(method: str, steps: int, lower_steps: int) -> dict[str, int]:

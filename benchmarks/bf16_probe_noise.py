@@ -27,7 +27,7 @@ import torch
 from zofo import zo
 from zofo.evaluation.scoring import encode_candidates
 from zofo.methods.base import batch_loss
-from zofo.models import load_model
+from zofo.models.load import load_model
 from zofo.tasks import load_task, sample_splits
 
 ROUNDED: dict[str, Callable[[torch.Tensor], bool]] = {

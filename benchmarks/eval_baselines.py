@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from zofo.evaluation import evaluate, icl_demonstrations
-from zofo.models import load_model
+from zofo.models.load import load_model
 from zofo.tasks import load_task, sample_splits
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 from train_step import timed_steps  # benchmarks/ is on the path when run as a script
 
-from zofo.adapters import ParamGroups, attach_adapters, backbone_params, peft_config
-from zofo.batches import Batches, ExampleStream
+from zofo.models.adapters import ParamGroups, attach_adapters, backbone_params, peft_config
+from zofo.tasks.streams import Batches, ExampleStream
 from zofo.evaluation.scoring import encode_candidates
 from zofo.methods import METHODS, MethodOptions
 from zofo.methods.base import batch_loss
-from zofo.models import load_model
+from zofo.models.load import load_model
 from zofo.tasks import load_task, sample_splits
 
 VARIANTS = {  # name: (method, options)

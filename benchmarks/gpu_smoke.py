@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.tiny import build_tiny_tokenizer, tiny_model  # noqa: E402
 from zofo import api  # noqa: E402
-from zofo.config import load_config  # noqa: E402
+from zofo.api import load_config  # noqa: E402
 
 RUNS = [("fo-full", None), ("fo-peft", "lora"), ("fo-peft", "prompt"), ("mezo", None), ("zo-peft", "lora"),
         ("bilevel-zofo", "lora"), ("bilevel-zofo", "prefix"), ("bilevel-zofo", "prompt"), ("bilevel-fo", "lora")]

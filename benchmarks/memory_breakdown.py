@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from zofo.config import load_config
-from zofo.training import Run
+from zofo.api import load_config
+from zofo.run.recipe import Run
 
 METHODS = {  # the core study's settings (experiments/studies/core.yaml)
     "fo-peft": ["train.method=fo-peft", "optim.lr_upper=1e-4"],

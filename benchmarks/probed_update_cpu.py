@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from zofo import zo
-from zofo.zo import ops
+from zofo.zo.kernels import ops
 
 
 def seconds(fn, repeats: int = 3) -> float:

@@ -122,7 +122,7 @@ def main() -> None:
     args = ap.parse_args()
     from zo_step import DEFERRED, EPS, build, deferred_steps, graphed_step, lm_loss  # benchmarks/ on the path
 
-    from zofo.zo import kernels
+    from zofo.zo.kernels import triton as kernels
 
     kernels.EVICT_FIRST = args.evict_first
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from zofo.config import load_config
-from zofo.training import Run
+from zofo.api import load_config
+from zofo.run.recipe import Run
 
 TRACKED = {"perturbed_copies": "perturbed_copies", "update_directions": "direction_like"}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from directions_cpu import SMOLLM2_LAYER, ns_per_element, write_results  # benchmarks/ is on the path
 
-from zofo.sr_adam import SRAdam
+from zofo.fo.sr_adam import SRAdam
 from zofo.zo.directions import rounding_bits
 from zofo.zo.rounding import _sr_bf16, stochastic_round
 

@@ -25,13 +25,13 @@ from pathlib import Path
 import torch
 from zo_step import EPS, LR, reference_step  # benchmarks/ is on the path when run as a script
 
-from zofo.adapters import ParamGroups, backbone_params
-from zofo.batches import Batches, ExampleStream
+from zofo.models.adapters import ParamGroups, backbone_params
+from zofo.tasks.streams import Batches, ExampleStream
 from zofo.evaluation.scoring import encode_candidates
 from zofo.methods import MethodOptions
 from zofo.methods.base import batch_loss
 from zofo.methods.mezo import MeZO
-from zofo.models import load_model
+from zofo.models.load import load_model
 from zofo.tasks import load_task, sample_splits
 
 

@@ -37,7 +37,7 @@ import torch
 import transformers
 
 from zofo import zo
-from zofo.causal_attention import unpacked_causal
+from zofo.models.attention import unpacked_causal
 from zofo.methods.mezo import LOW_PRECISION_UPDATE_EVERY
 from zofo.zo.graphs import capture
 
@@ -76,7 +76,7 @@ def build(name: str, weights: str | None = None) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
 
     if weights:
-        from zofo.models import load_model
+        from zofo.models.load import load_model
 
         return load_model(weights, dtype="bfloat16", device="cuda")[0].eval()
 
@@ -183,7 +183,7 @@ TILES = {
 def micro(n: int = 1_300_000_000 // 2, sweep: bool = True) -> dict[str, float]:
     """ms of one pass out = x + s*u (and of the in-place SR update) over n bf16 elements, per tile
     (counters per program, warps); x is random (never zeros), rotated between two buffers."""
-    from zofo.zo import kernels
+    from zofo.zo.kernels import triton as kernels
 
     xs = [torch.randn(n, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
     out = torch.empty_like(xs[0])
@@ -245,7 +245,8 @@ def grouped_probe(layers: int = 24, sweep: bool = False) -> dict[str, float]:
     each tensor its own allocation) against one flat pass over as many elements, and against one flat launch per
     layer's worth of elements (``split``), and against the grouped kernel on one tensor per layer (``grouped1``:
     the row lookup without many tensors); ``sweep``: per tile."""
-    from zofo.zo import kernels, multi
+    from zofo.zo import multi
+    from zofo.zo.kernels import triton as kernels
 
     groups = [[torch.randn(s, device="cuda", dtype=torch.bfloat16) for s in opt_layer_shapes()] for _ in range(layers)]
     keys = [list(range(i * 100, i * 100 + len(g))) for i, g in enumerate(groups)]
@@ -286,7 +287,7 @@ def grouped_probe(layers: int = 24, sweep: bool = False) -> dict[str, float]:
 
 def fast_math_error(like: torch.Tensor) -> dict[str, float]:
     """Largest |u_fast - u_exact| per Gaussian kind over ``like``'s elements (float32 u, scale 1)."""
-    from zofo.zo import kernels
+    from zofo.zo.kernels import triton as kernels
 
     seed, one = torch.tensor([7], device="cuda"), torch.tensor([1.0], device="cuda")
     u = [torch.empty_like(like, dtype=torch.float32) for _ in range(2)]
@@ -391,7 +392,7 @@ def table(rows: list[dict]) -> str:
 
 def group_tile(spec: str) -> tuple[int, tuple[int, int]]:
     """``--group-tile KIND=R,W`` -> (kind, (R, W)) (`kernels.tile_spec`); a malformed one exits saying why."""
-    from zofo.zo import kernels
+    from zofo.zo.kernels import triton as kernels
 
     try:
         return kernels.tile_spec(spec)
@@ -415,7 +416,7 @@ def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
-    from zofo.zo import kernels
+    from zofo.zo.kernels import triton as kernels
 
     kernels.EVICT_FIRST = args.evict_first
     for spec in args.group_tile:

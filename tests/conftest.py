@@ -10,7 +10,7 @@ import torch
 
 if not torch.cuda.is_available():
     # Triton kernels run on CPU tensors in its interpreter; the switch must precede triton's first import,
-    # which any test that reaches zofo.zo.ops may cause, so it is set here, before every test module.
+    # which any test that reaches zofo.zo.kernels.ops may cause, so it is set here, before every test module.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from tests.tiny import SHARED_DATA, build_tiny_tokenizer, tiny_model

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from zofo.config import load_config, save_config
+from zofo.api import load_config
+from zofo.config import save_config
 from zofo.errors import ZofoError
 
 

@@ -1,6 +1,6 @@
 """Typed run configuration: dataclass sections, a YAML file, dotted overrides, validation (no torch here).
 
-    cfg = load_config("configs/sst2.yaml", ["optim.lr=1e-6", "train.steps=500"])
+    cfg, lines = read_config("configs/quickstart.yaml", ["optim.lr=1e-6", "train.steps=500"])
 
 Every key is checked when the config is built: an unknown key or a value of the wrong type is an error
 that names the key's dotted path. The resolved config is saved with every run (`save_config`).
@@ -109,11 +109,10 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Defaults, then the YAML file, then `section.key=value` overrides; validated at each layer, then checked for
-    consistency (`zofo.api.check_options`). An error in a value that came from the file names the file and the
-    key's line."""
-    from zofo.api import check_options
+def read_config(path: str | Path | None = None, overrides: list[str] | None = None) -> tuple[RunConfig, dict[str, int]]:
+    """Defaults, then the YAML file, then `section.key=value` overrides, each key and value type checked; returns
+    the config and the line (1-based) of every key that came from the file, so that a later check can point at it
+    (`located`). The checks that need the registries are `zofo.run.options.load_config`'s."""
     raw: dict[str, Any] = {}
     lines: dict[str, int] = {}
     if path is not None:
@@ -121,13 +120,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for item in overrides or []:
         lines.pop(_apply_override(raw, item), None)
     try:
-        cfg = build(RunConfig, raw, "")
-        check_options(cfg)
-        return cfg
+        return build(RunConfig, raw, ""), lines
     except ZofoError as err:
-        if err.key in lines:
-            raise ZofoError(f"{path}:{lines[err.key]}: {err.what}", err.fix, err.key) from err
-        raise
+        if err.key not in lines:
+            raise
+        raise located(err, path, lines) from err
+
+
+def located(err: ZofoError, path: str | Path | None, lines: dict[str, int]) -> ZofoError:
+    """`err` with the file and line of the key it is about, when that key came from the file."""
+    if err.key in lines:
+        return ZofoError(f"{path}:{lines[err.key]}: {err.what}", err.fix, err.key)
+    return err
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
@@ -261,29 +265,5 @@ RESUME_MAY_CHANGE = frozenset({"train.steps", "train.max_seconds", "train.max_tr
                                "train.save_every", "train.progress", "train.resume"})
 
 
-def resumed_config(cfg: RunConfig) -> RunConfig:
-    """The config a run resumed from ``cfg.train.resume`` (RUN/checkpoint) trains with: the run's own
-    (RUN/config.yaml), with the `RESUME_MAY_CHANGE` keys that ``cfg`` sets. Any other setting that ``cfg`` gives
-    differently from both the run's and the default is refused: the checkpoint was made under the run's."""
-    checkpoint = Path(cfg.train.resume)
-    run_file = checkpoint.parent / "config.yaml"
-    if not (checkpoint / "loop.json").exists() or not run_file.exists():
-        raise ZofoError(f"train.resume {checkpoint}: no checkpoint with its run's config.yaml there",
-                        "give the checkpoint folder inside a run folder, RUN/checkpoint", "train.resume")
-    resumed = load_config(run_file)
-    given, run, default = _flat(cfg), _flat(resumed), _flat(RunConfig())
-    conflicts = [k for k in given if k not in RESUME_MAY_CHANGE and given[k] not in (run[k], default[k])]
-    if conflicts:
-        shown = "; ".join(f"{k} is {given[k]!r} here, {run[k]!r} in the run" for k in conflicts)
-        raise ZofoError(f"train.resume {checkpoint}: {shown} ({run_file})",
-                        "resume with the run's settings: give --resume alone (with --steps etc. to extend it)",
-                        conflicts[0])
-    for key in RESUME_MAY_CHANGE:
-        if given[key] != default[key]:
-            section, name = key.split(".", 1)
-            setattr(getattr(resumed, section), name, given[key])
-    return resumed
-
-
-def _flat(cfg: RunConfig) -> dict[str, Any]:
+def flat(cfg: RunConfig) -> dict[str, Any]:
     return {f"{section}.{key}": value for section, values in to_dict(cfg).items() for key, value in values.items()}

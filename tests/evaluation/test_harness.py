@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-import zofo.models
+import zofo.models.load
 from zofo.evaluation import evaluate, icl_demonstrations, with_demonstrations
-from zofo.evaluation.cli import add_eval_arguments, run_eval
+from zofo.cli.eval import add_eval_arguments, run_eval
 from zofo.evaluation.generation import generate_answers
 from zofo.evaluation.harness import demonstration_text
 from zofo.tasks.example import Example
@@ -57,7 +57,7 @@ def test_run_eval_prints_and_writes_json(model, tokenizer, monkeypatch, tmp_path
     rows = "".join(f"it was fine {i} .\t{i % 2}\n" for i in range(40))
     for split in ("train", "test"):
         (data / f"{split}.tsv").write_text("sentence\tlabel\n" + rows)
-    monkeypatch.setattr(zofo.models, "load_model", lambda name, dtype, device: (model, tokenizer))
+    monkeypatch.setattr(zofo.models.load, "load_model", lambda name, dtype, device: (model, tokenizer))
     out = tmp_path / "result.json"
     args = add_eval_arguments(argparse.ArgumentParser()).parse_args(
         ["--task", "sst2", "--data", str(data), "--n-test", "10", "--n-train", "8", "--n-dev", "4",

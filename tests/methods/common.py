@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from tests.tiny import build_tiny_tokenizer, tiny_model
-from zofo.adapters import ParamGroups, attach_adapters, backbone_params, peft_config
-from zofo.batches import Batches, ExampleStream
+from zofo.models.adapters import ParamGroups, attach_adapters, backbone_params, peft_config
+from zofo.tasks.streams import Batches, ExampleStream
 from zofo.evaluation.scoring import encode_candidates
 from zofo.methods import METHODS, MethodOptions
 from zofo.methods.base import batch_loss

@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from zofo.adapters import ParamGroups
-from zofo.batches import Batches, ExampleStream
+from zofo.models.adapters import ParamGroups
+from zofo.tasks.streams import Batches, ExampleStream
 from zofo.methods import METHODS, MethodOptions
 from zofo.tasks.example import Example
 

@@ -166,8 +166,8 @@ def test_queued_pending_updates_survive_a_checkpoint():
 def test_a_queued_non_finite_step_changes_nothing_and_is_counted(tmp_path):
     """A probe loss that is not finite gives zero coefficients on the device (theta untouched, also through a
     deferred chain) and the loop counts the step as skipped when it reads the flags."""
-    from zofo.logs import PeakMemory, RunLogger
-    from zofo.loop import LoopSettings, LoopState, train_loop
+    from zofo.run.logs import PeakMemory, RunLogger
+    from zofo.run.loop import LoopSettings, LoopState, train_loop
 
     trainer, _ = queued(lr=1e-2, update_every=2)
     probes = trainer.probes

@@ -58,7 +58,7 @@ def test_lambda_zero_reduces_to_mezo_and_fo_peft():
     """With lam = 0, bilevel-zofo's theta step is a MeZO step on f(theta, p) with the same seed, and its
     p step is an FO-PEFT (Adam) step on f (float64, so the only differences are rounding)."""
     from zofo import zo
-    from zofo.adapters import activate
+    from zofo.models.adapters import activate
     from zofo.methods.base import batch_loss
 
     options = dict(lr=1e-2, lr_upper=1e-2, lr_lower=1e-2, lam=0.0, lower_steps=1, seed=3)
@@ -128,7 +128,7 @@ def test_attaching_adapters_raises_no_warning_noise(peft):
     import warnings
 
     from tests.tiny import tiny_model
-    from zofo.adapters import attach_adapters, peft_config
+    from zofo.models.adapters import attach_adapters, peft_config
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -145,7 +145,7 @@ def test_a_saved_upper_adapter_loads_back_with_its_values(peft, tmp_path):
     from peft import PeftModel
 
     from tests.tiny import tiny_model
-    from zofo.adapters import attach_adapters, peft_config, save_adapter
+    from zofo.models.adapters import attach_adapters, peft_config, save_adapter
 
     wrapped, groups = attach_adapters(tiny_model(), peft_config(peft, num_virtual_tokens=2), ("z", "p"))
     torch.manual_seed(1)

@@ -81,7 +81,7 @@ def test_split_bilevel_refuses_an_empty_level():
 def test_a_run_splits_its_training_set_by_the_configured_fraction(tmp_path):
     """`bilevel.upper_fraction` reaches the upper and lower example streams of a bilevel run."""
     from zofo.config import RunConfig
-    from zofo.training import Run
+    from zofo.run.recipe import Run
 
     cfg = RunConfig()
     cfg.train.method, cfg.train.output_dir, cfg.model.device = "bilevel-zofo", str(tmp_path), "cpu"
@@ -97,7 +97,7 @@ def test_a_run_splits_its_training_set_by_the_configured_fraction(tmp_path):
 
 
 def test_a_split_that_leaves_a_level_empty_fails_before_the_model_loads(tmp_path, monkeypatch):
-    from zofo import training
+    from zofo.run import recipe as training
     from zofo.config import RunConfig
 
     cfg = RunConfig()

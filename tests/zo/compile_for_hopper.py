@@ -18,7 +18,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from zofo.zo import kernels as K
+from zofo.zo.kernels import triton as K
 from zofo.zo import multi as M
 
 HOPPER = GPUTarget("cuda", 90, 32)

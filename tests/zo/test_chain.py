@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from zofo import zo
-from zofo.zo import ops
+from zofo.zo.kernels import ops
 
 
 class Quadratic(torch.nn.Module):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from zofo import zo
-from zofo.zo import philox as px
+from zofo.zo.kernels import philox as px
 
 
 def test_philox_matches_triton_randint4x():
@@ -12,7 +12,7 @@ def test_philox_matches_triton_randint4x():
     import triton
     import triton.language as tl
 
-    from zofo.zo import kernels  # noqa: F401  (interpreter set up by conftest)
+    from zofo.zo.kernels import triton  # noqa: F401  (interpreter set up by conftest)
 
     @triton.jit
     def k(out_ptr, seed, N: tl.constexpr):

@@ -6,7 +6,7 @@ import torch
 pytest.importorskip("triton", reason="the kernel tests need triton (its CPU interpreter where there is no GPU)")
 
 from zofo import zo  # noqa: E402
-from zofo.zo import ops  # noqa: E402
+from zofo.zo.kernels import ops  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -69,7 +69,7 @@ def test_compiled_kernel_matches_cpu(direction):
 @pytest.mark.parametrize("start", [0, 8, 5])
 def test_full_and_partial_superblocks(direction, start):
     """Sizes spanning whole super-blocks (unmasked path) and ragged ends; several tile widths."""
-    from zofo.zo import kernels
+    from zofo.zo.kernels import triton as kernels
 
     n = 2 * 32768 + 100
     x = torch.randn(n, device=DEV)  # float32: the interpreter truncates to bf16 where CUDA rounds
@@ -164,7 +164,7 @@ def test_probed_update_uses_the_probe_kernels_copies(direction):
 def test_fast_math_normals_match_exact_ones(kind):
     # fast log (with its series near u1 = 1) and fast sin/cos against the exact kernel, over 4M normals,
     # so that the tail u1 -> 1 (r -> 0), where a bare __log2f is off by ~1e-4, is well sampled
-    from zofo.zo import kernels
+    from zofo.zo.kernels import triton as kernels
     from zofo.zo.directions import KINDS
 
     seed, one = torch.tensor([11], device="cuda"), torch.tensor([1.0], device="cuda")
@@ -177,7 +177,7 @@ def test_fast_math_normals_match_exact_ones(kind):
 @pytest.mark.parametrize("direction", zo.DIRECTIONS)
 def test_evict_first_copies_hold_the_same_values(direction, monkeypatch):
     """`kernels.EVICT_FIRST` only changes cache hints: its branch of the kernels writes the same copies."""
-    from zofo.zo import kernels
+    from zofo.zo.kernels import triton as kernels
 
     xs = [torch.randn(s, device=DEV).bfloat16() for s in [(37, 3), (70000,), (33, 33)]]
     keys = [zo.tensor_key(f"t{i}") for i in range(len(xs))]

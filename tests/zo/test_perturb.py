@@ -124,7 +124,7 @@ def test_unknown_parameter_is_refused():
 def test_grouped_probe_sees_per_tensor_perturbation(batch):
     """Per-layer launches give every parameter exactly its per-tensor perturbed copy (kernel path)."""
     pytest.importorskip("triton", reason="the kernel path needs triton")
-    from zofo.zo import ops
+    from zofo.zo.kernels import ops
 
     device = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: triton's interpreter (conftest)
     model, batch = tiny_llama(torch.bfloat16).to(device), batch.to(device)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from zofo import zo
+from zofo.zo.kernels import ops
 
 
 class Linear(torch.nn.Module):
@@ -87,7 +88,7 @@ def test_rademacher_combination_is_the_sum_over_each_probed_direction(dtype):
     key, probed = zo.tensor_key("w"), zo.Probed(1e-3, True)
     seeds = list(range(40, 56))
     coefs = torch.randn(16, generator=torch.Generator().manual_seed(1), dtype=torch.float64).mul(1e-4).tolist()
-    got = zo.ops.combination(w, key, seeds, coefs, "rademacher", backend="torch", probed=probed).double()
+    got = ops.combination(w, key, seeds, coefs, "rademacher", backend="torch", probed=probed).double()
     v = [zo.probed_direction(w, key, s, probed, "rademacher").double() for s in seeds]
     want = sum(c * vj for c, vj in zip(coefs, v, strict=True))
     assert got.abs().max() > 0

@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 
 from zofo.errors import ZofoError
 from zofo.evaluation.head import logits_at
+from zofo.models.device import upload
 from zofo.tasks.example import Example, join_answer
-from zofo.transfer import upload
 
 
 @dataclass

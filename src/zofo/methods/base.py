@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from zofo.adapters import ParamGroups, activate
-from zofo.batches import Batches
 from zofo.errors import ZofoError
-from zofo.objectives import example_losses
+from zofo.evaluation.objectives import example_losses
+from zofo.evaluation.scoring import candidate_scores
+from zofo.models.adapters import ParamGroups, activate
+from zofo.tasks.streams import Batches
 from zofo.zo.schedules import Schedule, constant, cosine, linear
 from zofo.zo.trajectory import Trajectory
 
@@ -111,14 +112,12 @@ class Method(ABC):
 
 def batch_loss(model: nn.Module, batch, objective: str) -> torch.Tensor:
     """Mean training loss of one encoded batch."""
-    from zofo.evaluation.scoring import candidate_scores
 
     return example_losses(candidate_scores(model, batch), batch.labels, objective).mean()
 
 
 def split_losses(model: nn.Module, batch, sizes: list[int], objective: str) -> list[torch.Tensor]:
     """One forward over a batch made of consecutive parts of `sizes` examples: each part's mean loss."""
-    from zofo.evaluation.scoring import candidate_scores
 
     losses = example_losses(candidate_scores(model, batch), batch.labels, objective)
     return [part.mean() for part in torch.split(losses, sizes)]

@@ -38,12 +38,12 @@ from dataclasses import dataclass
 import torch
 
 from zofo import zo
-from zofo.adapters import activate, supports_mixed_batches
-from zofo.graphed_step import GraphedStep, load_optimizer_state, make_adam, plain_state_dict
+from zofo.evaluation.static import StaticBatch, static_losses, to_static
+from zofo.fo.graphed import GraphedStep, load_optimizer_state, make_adam, plain_state_dict
 from zofo.methods.base import Method, make_schedule, split_losses
 from zofo.methods.mezo import ZOTrainer, mean_loss
+from zofo.models.adapters import activate, supports_mixed_batches
 from zofo.registry import METHODS
-from zofo.static_batches import StaticBatch, static_losses, to_static
 
 
 class LMTerms:
@@ -133,7 +133,7 @@ class BilevelZOFO(Method):
                             if self.graphed else None)
         self.upper_graph = (GraphedStep(p, self.opt_p, self.static_upper_backward, pool=self.pool)
                             if self.graphed else None)
-        self.replayed = [0, 0]  # forward and backward rows replayed in this step (zofo.work)
+        self.replayed = [0, 0]  # forward and backward rows replayed in this step (zofo.models.work)
         self.setup_theta()
 
     def setup_theta(self) -> None:

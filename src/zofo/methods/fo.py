@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from zofo.graphed_step import GraphedStep, load_optimizer_state, make_adam, plain_state_dict, set_lr
+from zofo.evaluation.static import StaticBatch, static_losses, to_static
+from zofo.fo.graphed import GraphedStep, load_optimizer_state, make_adam, plain_state_dict, set_lr
 from zofo.methods.base import Method, batch_loss, make_schedule
 from zofo.registry import METHODS
-from zofo.static_batches import StaticBatch, static_losses, to_static
 
 
 class FirstOrder(Method):

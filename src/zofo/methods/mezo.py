@@ -20,9 +20,9 @@ import torch
 
 from zofo import zo
 from zofo.errors import ZofoError
+from zofo.evaluation.static import StaticBatch, static_losses, to_static
 from zofo.methods.base import Method, MethodOptions, batch_loss, make_schedule
 from zofo.registry import METHODS
-from zofo.static_batches import StaticBatch, static_losses, to_static
 from zofo.zo.rounding import LOW_PRECISION
 
 UPDATE_RULES = {"sgd": zo.ZOSGD, "momentum": zo.ZOMomentum, "adam": zo.ZOAdam}

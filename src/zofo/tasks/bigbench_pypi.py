@@ -1,7 +1,7 @@
 """BIG-bench tasks without a local copy: taken from the `bigbench==1.0.0` source distribution on PyPI.
 
 The sdist (~360 MB, Apache-2.0) is downloaded once with pip into `$ZOFO_CACHE/pypi` (default
-`~/.cache/zofo`; see `zofo.pypi._older_pip` for why an older pip may do it). Only the asked-for
+`~/.cache/zofo`; see `zofo.models.pypi._older_pip` for why an older pip may do it). Only the asked-for
 `bigbench/benchmark_tasks/<task>/task.json` is then extracted, to `$ZOFO_CACHE/bigbench/<task>/task.json`,
 and later loads read that file directly.
 """
@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 
 from zofo.errors import ZofoError
-from zofo.pypi import cache_dir, download
+from zofo.models.pypi import cache_dir, download
 
 REQUIREMENT = "bigbench==1.0.0"
 TASKS_DIR = "bigbench-1.0.0/bigbench/benchmark_tasks"

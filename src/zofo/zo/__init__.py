@@ -43,7 +43,7 @@ from .estimators import (
     queue_probes,
 )
 from .graphs import GraphedProbes
-from .ops import (
+from .kernels.ops import (
     Backend,
     Probed,
     combination,

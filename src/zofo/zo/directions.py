@@ -34,7 +34,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from . import philox as px
+from .kernels import philox as px
 
 Direction = Literal["gaussian", "gaussian16", "rademacher"]
 DIRECTIONS: tuple[str, ...] = ("gaussian", "gaussian16", "rademacher")

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .directions import Direction
-from .ops import Backend, Probed
+from .kernels.ops import Backend, Probed
 from .perturb import perturbed_loss
 
 

@@ -20,7 +20,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor, nn
 
-from zofo.work import uncounted
+from zofo.models.work import uncounted
 
 from .directions import Direction
 from .perturb import perturbed, perturbed_loss
@@ -29,7 +29,7 @@ Inputs = Mapping[str, Tensor]
 T = TypeVar("T")
 
 # One capture at a time in a process: entering `torch.cuda.graph` synchronizes the whole device, which CUDA
-# refuses while another thread's stream is capturing (runs trained together, `zofo.concurrent`).
+# refuses while another thread's stream is capturing (runs trained together, `zofo.run.concurrent`).
 _CAPTURING = threading.Lock()
 _WARM_UP_STREAMS: dict[int, torch.cuda.Stream] = {}
 

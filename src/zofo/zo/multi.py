@@ -19,9 +19,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from zofo.transfer import upload
+from zofo.models.device import upload
 
-from . import kernels as K
+from .kernels import triton as K
 
 _COLS = 6  # in_delta, out_offset, n, start, key, first program
 _PAD = 64  # output offsets rounded up to this many elements (keeps 16-byte alignment)

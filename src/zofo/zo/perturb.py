@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .directions import Direction, check_direction, tensor_key
-from .ops import Backend, device_scalar, perturbed_copies, use_triton
+from .kernels.ops import Backend, device_scalar, perturbed_copies, use_triton
 
 
 @dataclass

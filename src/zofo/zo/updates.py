@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from .directions import tensor_key
 from .estimators import DeviceEstimate, ZOEstimate
-from .ops import Backend, Probed, combination, round_to, sgd_update_many_
+from .kernels.ops import Backend, Probed, combination, round_to, sgd_update_many_
 
 
 def _probed(est: ZOEstimate | DeviceEstimate, on: bool) -> Probed | None:

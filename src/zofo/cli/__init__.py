@@ -1,0 +1,1 @@
+"""The `zofo` command: argv -> config -> `zofo.api`. Nothing in the package imports it."""

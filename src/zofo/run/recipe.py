@@ -1,0 +1,192 @@
+"""One training run assembled from a config: data, model, method, loop, final test evaluation, saving."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from zofo.config import RunConfig, save_config
+from zofo.evaluation import evaluate, icl_demonstrations
+from zofo.evaluation.scoring import encode_candidates
+from zofo.methods import METHODS, Method, MethodOptions
+from zofo.models.adapters import ParamGroups, attach_adapters, backbone_params, peft_config, save_adapter
+from zofo.models.device import resolve_device
+from zofo.models.load import load_model, resolve_source
+from zofo.run.checkpoint import load_weights, save_weights
+from zofo.run.interrupt import StopRequest, TrainingInterrupted, stop_on_signal
+from zofo.run.logs import PeakMemory, RunLogger
+from zofo.run.loop import LoopSettings, LoopState, resume, train_loop
+from zofo.run.options import peft_kind, run_dir_for
+from zofo.tasks import load_task, sample_splits, split_bilevel
+from zofo.tasks.streams import Batches, ExampleStream
+
+
+def method_options(cfg: RunConfig) -> MethodOptions:
+    """The config's plain values that methods read (methods never see the config object)."""
+    o, b = cfg.optim, cfg.bilevel
+    return MethodOptions(
+        objective=cfg.data.objective, steps=cfg.train.steps, seed=cfg.train.seed, lr=o.lr,
+        lr_upper=o.lr_upper, lr_lower=o.lr_lower, schedule=o.schedule, warmup_steps=o.warmup_steps,
+        weight_decay=o.weight_decay, theta_update=o.theta_update, momentum=o.momentum, eps=o.eps, q=o.q,
+        two_sided=o.two_sided, direction=o.direction, probed_direction=o.probed_direction,
+        update_every=o.update_every, lam=b.lam,
+        lower_steps=b.lower_steps, normalize=b.normalize, deploy=b.deploy, shots=cfg.data.shots,
+        cuda_graphs=cfg.train.cuda_graphs)
+
+
+class Run:
+    """Everything one `zofo train` does, in the order it does it.
+
+    ``startup``: a lock held while the run starts (loading, seeding the PEFT modules' initial values), given
+    when several runs share the process (`zofo.run.concurrent`); such runs record no peak memory, which torch
+    counts per process. ``stop``: the stop request the runs of such a process share (else the run installs its
+    own signal handlers while it trains).
+    """
+
+    def __init__(self, cfg: RunConfig, startup: AbstractContextManager | None = None,
+                 stop: StopRequest | None = None):
+        self.cfg, self.startup, self.stop = cfg, startup, stop
+        self.device = torch.device(resolve_device(cfg.model.device))
+        self.method_cls: type[Method] = METHODS.get(cfg.train.method)
+        self.peft_kind = peft_kind(cfg)
+        self.run_dir = Path(cfg.train.resume).parent if cfg.train.resume else run_dir_for(cfg)
+
+    def execute(self) -> dict:
+        with self.startup or nullcontext():
+            method, evaluator = self.start()
+        logger, memory = RunLogger(self.run_dir), PeakMemory(self.device, alone=self.startup is None)
+        try:
+            state = self.train(method, evaluator, logger, memory) if method.trains else LoopState()
+        except TrainingInterrupted:
+            logger.close()
+            raise
+        with logger.off_the_clock():  # a resumed run's clocks include the time before the interruption
+            result = self.finish(method, evaluator, state, memory, logger.elapsed(), logger.train_elapsed())
+            logger.log(state.step, "test", **{k: v for k, v in result["test"].items()})
+        logger.close()
+        return result
+
+    def start(self) -> tuple[Method, Evaluator]:
+        """Data, model, adapters, batches, the method and the evaluator; writes config.yaml."""
+        resolve_source(self.cfg.model.name)  # a wrong model path fails before any data is read
+        splits, task = self.load_data()
+        pools = self.example_pools(splits)  # a split that leaves a level empty fails before the model loads
+        model, tokenizer, groups = self.build_model()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.run_dir / "config.yaml")
+        batches = self.batches(pools, tokenizer)
+        method = self.method_cls(model, groups, batches, method_options(self.cfg))
+        return method, Evaluator(model, tokenizer, task, splits, self.cfg)
+
+    def build_model(self) -> tuple[torch.nn.Module, object, ParamGroups]:
+        """The model and tokenizer as configured, with the method's PEFT modules attached (their initial values
+        drawn from the run's seed): what training starts from, and what `zofo replay` rebuilds."""
+        model, tokenizer = load_model(self.cfg.model.name, dtype=self.cfg.model.dtype, device=str(self.device),
+                                      trust_remote_code=self.cfg.model.trust_remote_code)
+        torch.manual_seed(self.cfg.train.seed)  # start-up only: the PEFT modules' initial values
+        model, groups = self.attach(model)
+        return model, tokenizer, groups
+
+    def load_data(self):
+        d = self.cfg.data
+        task = load_task(d.task, data=d.data, template=d.template)
+        splits = sample_splits(task, n_train=d.n_train, n_dev=d.n_dev, n_test=d.n_test, seed=d.seed)
+        return splits, task
+
+    def attach(self, model) -> tuple[torch.nn.Module, ParamGroups]:
+        names = self.method_cls.adapter_names
+        if not names:
+            return model, ParamGroups(backbone=backbone_params(model))
+        p = self.cfg.peft
+        config = peft_config(self.peft_kind, r=p.r, alpha=p.alpha, dropout=p.dropout,
+                             target_modules=p.target_modules, num_virtual_tokens=p.num_virtual_tokens)
+        model, groups = attach_adapters(model, config, names)
+        model.to(self.device)
+        return model, groups
+
+    def example_pools(self, splits) -> dict[str, list]:
+        """The training examples each of the method's streams draws from: all of them ("train"), or the bilevel
+        methods' D_f / D_g split ("upper", "lower") at `bilevel.upper_fraction`."""
+        if "upper" not in self.method_cls.stream_names:
+            return {"train": splits.train}
+        upper, lower = split_bilevel(splits.train, self.cfg.bilevel.upper_fraction, seed=self.cfg.train.seed)
+        return {"upper": upper, "lower": lower}
+
+    def batches(self, pools: dict[str, list], tokenizer) -> Batches:
+        t, seed = self.cfg.train, self.cfg.train.seed
+        streams = {name: ExampleStream(pools[name], t.batch_size, seed=zlib.crc32(f"{seed}:{name}".encode()))
+                   for name in self.method_cls.stream_names}
+        max_length, device = self.cfg.data.max_length, self.device
+        return Batches(streams, lambda examples: encode_candidates(tokenizer, examples, max_length).to(device))
+
+    def train(self, method: Method, evaluator: Evaluator, logger: RunLogger, memory: PeakMemory) -> LoopState:
+        t = self.cfg.train
+        settings = LoopSettings(steps=t.steps, eval_every=t.eval_every, log_every=t.log_every,
+                                save_every=t.save_every, metric=evaluator.metric, progress=t.progress,
+                                max_seconds=t.max_seconds, max_train_seconds=t.max_train_seconds)
+        state = resume(method, Path(t.resume), logger) if t.resume else LoopState()
+        with nullcontext(self.stop) if self.stop else stop_on_signal() as stop:
+            return train_loop(method, evaluator.dev, self.run_dir, settings, logger, memory, state, stop)
+
+    def finish(self, method: Method, evaluator: Evaluator, state: LoopState, memory: PeakMemory,
+               seconds: float, training_seconds: float) -> dict:
+        """Save the final weights, reload the best-on-dev ones, evaluate them on test, write result.json.
+        `seconds`: the training loop's wall-clock; `training_seconds`: the same without evaluations and
+        checkpoints."""
+        self.save_final(method)
+        best = self.run_dir / "best" / "weights.safetensors"
+        if method.trains and best.exists():
+            load_weights(method.trainable(), best)
+        with method.deployed():
+            test = evaluator.test()
+        result = {"method": self.cfg.train.method, "task": self.cfg.data.task, "peft": self.peft_kind,
+                  "test": test, "best_dev": state.best_metric if method.trains else None,
+                  "best_step": state.best_step, "steps": state.step, "train_seconds": round(seconds, 2),
+                  "train_seconds_without_evaluation": round(training_seconds, 2),
+                  "skipped_steps": state.skipped_steps, "peak_memory_mib": memory.peaks,
+                  "peak_memory_reserved_mib": memory.reserved,
+                  "shared_process": self.startup is not None,
+                  "work": {"forward_rows": state.forward_rows, "backward_rows": state.backward_rows},
+                  "run_dir": str(self.run_dir), "config": asdict(self.cfg)}
+        (self.run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
+        return result
+
+    def save_final(self, method: Method) -> None:
+        if not method.trains:
+            return
+        final = self.run_dir / "final"
+        final.mkdir(exist_ok=True)
+        if method.deploy_adapter is not None:
+            save_adapter(method.model, method.deploy_adapter, str(final / "adapter"))
+        if method.trains_backbone:
+            save_weights(method.groups.backbone, final / "backbone.safetensors")
+        trajectory = method.seed_trajectory()
+        if trajectory is not None:  # the backbone again, in kilobytes: `zofo replay RUN` rebuilds it
+            trajectory.save(final / "trajectory.json")
+
+
+class Evaluator:
+    """Dev and test evaluation of the deployed model (with demonstrations for in-context learning)."""
+
+    def __init__(self, model, tokenizer, task, splits, cfg: RunConfig):
+        self.model, self.tokenizer, self.task, self.splits, self.cfg = model, tokenizer, task, splits, cfg
+        self.metric = "f1" if task.generative else "accuracy"
+        shots = cfg.data.shots if cfg.train.method == "icl" else 0
+        self.demos = icl_demonstrations(splits.train, shots, cfg.data.seed) if shots else None
+
+    def _run(self, examples) -> dict:
+        return evaluate(self.model, self.tokenizer, self.task, examples,
+                        batch_size=self.cfg.train.eval_batch_size, demonstrations=self.demos,
+                        progress=self.cfg.train.progress)
+
+    def dev(self) -> dict:
+        n = self.cfg.train.n_eval_dev
+        return self._run(self.splits.dev[:n] if n else self.splits.dev)
+
+    def test(self) -> dict:
+        return self._run(self.splits.test)
