@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from zofo.interrupt import handling_signals
+from zofo.run.interrupt import handling_signals
 
 OUT_OF_MEMORY = ("CUDA out of memory", "OutOfMemoryError")
 

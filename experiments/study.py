@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--devices", nargs="+", default=None,
                         help="CUDA devices to spread the runs over, round robin (e.g. 0 1)")
     parser.add_argument("--together", type=int, default=1,
-                        help="runs per process, trained side by side on their own CUDA streams (zofo.concurrent); "
+                        help="runs per process, trained side by side on their own CUDA streams (zofo.run.concurrent); "
                              "--parallel then counts processes. Peak memory is not recorded for them")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="replace the study's seeds")
     parser.add_argument("--list", action="store_true",

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from zofo import api
-from zofo.config import load_config
+from zofo.api import load_config
 
 
 def main(job_file: str) -> int:

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from experiments import records
-from zofo.logs import CLOCKS, shared_clock
+from zofo.run.logs import CLOCKS, shared_clock
 
 WORK = "work"  # a clock of our own: training sequences processed (`add_work_clock`)
 

@@ -18,7 +18,7 @@ from experiments import launch, records, study
 from experiments.report import aggregate, checks, plots, selection, speedup, tables
 from experiments.report import runs as run_rows
 from experiments.report.runs import read_sources
-from zofo.config import load_config
+from zofo.api import load_config
 
 
 def fake_run(out: Path, task: str, method: str, seed: int, dev: list[tuple[float, float]], test: float,
