@@ -197,3 +197,94 @@ def test_a_graphed_mezo_step_never_waits_for_the_host(every):
         torch.cuda.set_sync_debug_mode("default")
     assert trainer.probes.capture
     assert all(float(m["skipped"]) == 0 for m in logs)
+
+
+ZO_ROWS = [("mezo", None), ("zo-peft", "lora"), ("bilevel-zofo", "lora")]
+BILEVEL = dict(lr_upper=3e-2, lr_lower=3e-2, lower_steps=1)
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """The raw bits (torch.equal calls -0.0 and 0.0 equal)."""
+    return t.view({4: torch.int32, 2: torch.int16}[t.element_size()])
+
+
+def fixed_shape_probes(trainer) -> None:
+    """Put a ZO method on its CUDA path, probed eagerly on CPU: fixed-shape probes, estimates kept queued."""
+    if hasattr(trainer, "static_penalty"):  # Bilevel ZOFO: F's three forwards over fixed-shape B_f, B_g
+        trainer.graphed = True  # upper_batches lays out the fixed-shape batches; the FO steps stay eager
+        trainer.probes = zo.GraphedProbes(trainer.model, trainer.groups.backbone, trainer.static_penalty,
+                                          trainer.options.direction, capture=False)
+    else:
+        trainer.probes = trainer.graphed_probes(trainer.zo.params, capture=False)
+    trainer.zo.on_device = True
+
+
+@pytest.mark.parametrize("method, peft", ZO_ROWS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("on_device", [False, True])
+def test_zero_lr_deferred_updates_leave_theta_bit_identical_and_replay_as_no_ops(method, peft, dtype, on_device):
+    """lr 0 with `update_every` 4: a full block (step 3) and a partial one (flushed by the evaluation) chain lrs
+    that sum to 0; theta keeps every bit, and the trajectory records both updates at lr 0, which replay as
+    no-ops. on_device: the CUDA path's queued estimates, chained on the device (probed eagerly here)."""
+    from zofo.methods.mezo import rule_of
+
+    make = lambda: build(method, peft or "lora", dtype=dtype, lr=0.0, update_every=4,  # noqa: E731
+                         **(BILEVEL if method == "bilevel-zofo" else {}))
+    trainer, encode = make()
+    if on_device:
+        fixed_shape_probes(trainer)
+    start = snapshot(trainer.zo.params)
+    for step in range(6):
+        trainer.step(step)
+    assert all(isinstance(e, zo.DeviceEstimate) == on_device for e, _ in trainer.zo.pending)
+    deployed_loss(trainer, encode)  # flushes the two pending steps
+    assert trainer.zo.pending == []
+    assert all(torch.equal(bits(v), bits(start[n])) for n, v in snapshot(trainer.zo.params).items())
+    records = trainer.zo.trajectory.records()
+    assert [r["lr"] for r in records] == [0.0, 0.0] and [len(r["seeds"]) for r in records] == [4, 2]
+    base = make()[0].zo.params
+    zo.replay(base, trainer.zo.trajectory, rule_of(trainer.zo.trajectory.rule))
+    assert all(torch.equal(base[n], v) for n, v in start.items())
+
+
+@pytest.mark.parametrize("rule, every", [("sgd", 4), ("momentum", 1), ("adam", 1)])
+def test_a_schedule_reaching_zero_stops_theta_and_replays_bit_for_bit(rule, every):
+    """A linear schedule over 4 steps, run for 8: steps 4-7 have lr 0 (a deferred block of zeros for ZO-SGD); theta
+    moves in steps 0-3 only, and replaying the trajectory rebuilds it bit for bit."""
+    from zofo.methods.mezo import rule_of
+
+    make = lambda: build("mezo", dtype=torch.bfloat16, lr=1e-2, schedule="linear", steps=4,  # noqa: E731
+                         theta_update=rule, update_every=every)
+    trainer, encode = make()
+    start = snapshot(trainer.zo.params)
+    logs = [trainer.step(step) for step in range(4)]
+    deployed_loss(trainer, encode)
+    moved = snapshot(trainer.zo.params)
+    assert any(not torch.equal(moved[n], v) for n, v in start.items())
+    logs += [trainer.step(step) for step in range(4, 8)]
+    deployed_loss(trainer, encode)
+    assert [log["lr"] for log in logs[4:]] == [0.0] * 4 and all(log["lr"] > 0 for log in logs[:4])
+    assert all(torch.equal(moved[n], v) for n, v in snapshot(trainer.zo.params).items())
+    records = trainer.zo.trajectory.records()
+    assert [r["lr"] for r in records][-(4 // every):] == [0.0] * (4 // every)
+    base = make()[0].zo.params
+    zo.replay(base, trainer.zo.trajectory, rule_of(trainer.zo.trajectory.rule))
+    assert all(torch.equal(base[n], v) for n, v in moved.items())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("method, peft", ZO_ROWS)
+@pytest.mark.parametrize("rule, every", [("sgd", 4), ("sgd", 0), ("momentum", 1), ("adam", 1)])
+def test_zero_lr_on_cuda_leaves_theta_bit_identical(method, peft, rule, every):
+    """The issue's crash: bf16 on CUDA, graphed probes, estimates chained on the device (`update_every` 4, or the
+    default 16 with a partial block flushed by the evaluation), at lr 0; and the stateful rules."""
+    trainer, encode = build(method, peft or "lora", dtype=torch.bfloat16, device="cuda", lr=0.0,
+                            theta_update=rule, update_every=every, **(BILEVEL if method == "bilevel-zofo" else {}))
+    assert trainer.probes is not None
+    start = snapshot(trainer.zo.params)
+    for step in range(6):
+        trainer.step(step)
+    deployed_loss(trainer, encode)
+    assert all(torch.equal(bits(v), bits(start[n])) for n, v in snapshot(trainer.zo.params).items())
+    assert {r["lr"] for r in trainer.zo.trajectory.records()} == {0.0}

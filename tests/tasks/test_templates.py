@@ -102,9 +102,10 @@ def test_every_classification_task_has_an_alternative_template():
 def test_bigbench_templates():
     fmt = dict(FORMAT_DEFAULTS, task_prefix="Answer.\n", example_output_prefix="\nThe answer is ")
     record = Record({"input": "Is water wet?", "options": ["Yes", "No"], "label": 0, "format": fmt})
+    # the choices in their seeded per-example order (`choice_order`: here No, Yes), the candidates in the same
     assert BIGBENCH["bigbench"](record) == Example(
-        "Answer.\n\nQ: Is water wet?\n  choice: Yes\n  choice: No\nThe answer is", (" Yes", " No"), 0)
-    assert BIGBENCH["plain"](record) == Example("Is water wet?", (" Yes", " No"), 0)
+        "Answer.\n\nQ: Is water wet?\n  choice: No\n  choice: Yes\nThe answer is", (" No", " Yes"), 1)
+    assert BIGBENCH["plain"](record) == Example("Is water wet?", (" No", " Yes"), 1)
     record = Record({"input": "x", "options": ["a", "b"], "label": 1,
                      "format": dict(FORMAT_DEFAULTS, append_choices_to_input=False, example_output_prefix="\n")})
     assert BIGBENCH["bigbench"](record) == Example("Q: x\n", ("a", "b"), 1)

@@ -57,3 +57,53 @@ def test_chain_refuses_estimates_probed_differently():
                   zo.estimate(model, model, params, [2], eps=1e-3, direction="rademacher")):
         with pytest.raises(ValueError, match="share direction, eps and sidedness"):
             zo.chain([a, other], [1e-3, 1e-3])
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """The tensor's raw bits (torch.equal alone calls -0.0 and 0.0 equal)."""
+    return t.view({8: torch.int64, 4: torch.int32, 2: torch.int16}[t.element_size()])
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_chain_of_zero_lrs_keeps_the_probed_c_and_its_update_moves_nothing(on_device):
+    """Every pending lr 0 (lr 0, or a schedule that has reached 0): no division by the zero sum, the c are weighted
+    as under a constant lr (kept as probed), and the chained update at lr 0 leaves every bit of theta."""
+    model = Quadratic(torch.bfloat16)
+    with torch.no_grad():
+        model.w[:8] = -0.0  # signed zeros: an update that adds lr * c * u = -0.0 or +0.0 may flip them
+    params = dict(model.named_parameters())
+    ests = [zo.estimate(model, model, params, [s, s + 100], eps=1e-2) for s in range(3)]
+    if on_device:
+        ests = [zo.DeviceEstimate(e.seeds, torch.tensor(e.losses, dtype=torch.float64).reshape(-1, 1), e.direction,
+                                  e.eps, e.two_sided) for e in ests]
+    chained, lr = zo.chain(ests, [0.0, 0.0, 0.0])
+    constant, _ = zo.chain(ests, [1e-3, 1e-3, 1e-3])
+    grads = [torch.as_tensor(c.projected_grads).tolist() for c in (chained, constant)]
+    assert lr == 0.0 and grads[0] == grads[1] and any(g != 0 for g in grads[0])
+    before = bits(model.w.detach()).clone()
+    zo.ZOSGD().apply(params, chained, lr, zo.UpdateState())
+    assert torch.equal(bits(model.w.detach()), before)
+
+
+def test_chain_with_some_zero_lrs_weights_the_others_by_their_lr():
+    """A schedule reaching 0 inside a deferred block: the zero-lr steps add nothing, the others their lr_e * c."""
+    model = Quadratic(torch.float64)
+    params = dict(model.named_parameters())
+    ests = [zo.estimate(model, model, params, [s], eps=1e-4) for s in range(3)]
+    chained, lr = zo.chain(ests, [2e-3, 0.0, 0.0])
+    assert lr == 2e-3 and chained.projected_grads == [3 * ests[0].projected_grads[0], 0.0, 0.0]
+
+
+@pytest.mark.parametrize("rule", [zo.ZOSGD(weight_decay=0.1), zo.ZOMomentum(weight_decay=0.1), zo.ZOAdam()])
+def test_every_rule_at_lr_zero_keeps_every_bit_of_theta(rule):
+    """Momentum and Adam still move their state at lr 0 (a warm-up from 0 starts their averages); theta keeps
+    every bit, signed zeros included."""
+    model = Quadratic(torch.bfloat16)
+    with torch.no_grad():
+        model.w[:8] = -0.0
+    params = dict(model.named_parameters())
+    before, state = bits(model.w.detach()).clone(), rule.init(params)
+    for seed in range(3):
+        state = rule.apply(params, zo.estimate(model, model, params, [seed], eps=1e-2), 0.0, state)
+    assert torch.equal(bits(model.w.detach()), before) and state.step == 3
+    assert all(b.abs().sum() > 0 for b in state.buffers.get("w", {}).values())

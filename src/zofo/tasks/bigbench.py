@@ -1,16 +1,27 @@
 """BIG-bench multiple-choice tasks from their `task.json` (plain or .gz): no template needed.
 
-`examples: [{input, target_scores: {option: score}}]`: the options are the candidates (in file order)
-and the gold is the highest-scoring option. BIG-bench has no official splits: all examples form one
-"train" pool, which `sample_splits` cuts into train/dev/test with the seed.
+`examples: [{input, target_scores: {option: score}}]`: the options are the candidates and the gold is the
+highest-scoring option (of several, the first in sorted order). BIG-bench has no official splits: all examples
+form one "train" pool, which `sample_splits` cuts into train/dev/test with the seed.
 
 Templates: "bigbench" (default) formats the prompt with the task's own metadata (task_prefix,
 example_input_prefix, choices appended when append_choices_to_input, example_output_prefix; BIG-bench's
 defaults where absent); "plain" is MeZO's: the input, then " option".
+
+Both templates show and score the options in a seeded per-example permutation (`choice_order`), never in
+file order: in many task.json files the gold sits in one place (last in 12 arithmetic sub-tasks, first in
+temporal_sequences and physics), and a model trained on choices in that order learns the place, not the
+task. The candidates follow the same order as the listed choices, so a tie between candidate scores (the
+first wins) does not side with the file's gold either. As BIG-bench's own formatting does, but with the
+order a function of the example's content and the seed alone (SHA-256), not of a generator's state: the
+same example gets the same prompt in every split, under every data seed, on every machine.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +60,8 @@ def norm_example(obj: dict[str, Any], where: str, fmt: dict[str, Any]) -> Record
     values = list(scores.values())
     if not all(isinstance(v, (int, float)) for v in values) or max(values) <= 0:
         raise ZofoError(f"{where}: target_scores need numbers and one positive score", "mark the gold with 1")
-    label = values.index(max(values))
+    gold = min(o for o, v in scores.items() if v == max(values))  # of several golds, not the file's first
+    label = list(scores).index(gold)
     return Record({"input": need(obj, "input", where, str), "options": list(scores), "label": label,
                    "format": fmt}, where)
 
@@ -66,18 +78,40 @@ def read_bigbench(path: Path) -> tuple[str, Pools]:
     return str(doc.get("name") or file.parent.name), {"train": records}
 
 
+#: seed of `choice_order`; part of every BIG-bench prompt (another value reorders the choices of every example)
+CHOICE_SEED = 0
+
+
+def choice_order(text: str, options: Sequence[str], seed: int = CHOICE_SEED) -> list[int]:
+    """Indices of `options` in the order they are shown and scored: a uniformly random permutation, fixed by
+    the seed and the example's content (its input and its set of options), whatever order `options` come in.
+
+    Each option is ranked by SHA-256 of (seed, input, the sorted options, the option): independent keys of
+    distinct options, so every order is equally likely and none depends on the file's order.
+    """
+    content = [seed, text, sorted(options)]
+    keys = [hashlib.sha256(json.dumps([*content, o]).encode()).digest() for o in options]
+    return sorted(range(len(options)), key=keys.__getitem__)
+
+
+def shuffled(r: Record) -> tuple[list[str], int]:
+    """(the record's options in `choice_order`, the gold's index among them)."""
+    order = choice_order(r["input"], r["options"])
+    return [r["options"][i] for i in order], order.index(r["label"])
+
+
 def bigbench_format(r: Record) -> Example:
-    fmt = r["format"]
-    choices = "".join(fmt["choice_prefix"] + o for o in r["options"])
+    fmt, (options, label) = r["format"], shuffled(r)
+    choices = "".join(fmt["choice_prefix"] + o for o in options)
     query = r["input"] + (choices if fmt["append_choices_to_input"] else "")
     prompt = fmt["task_prefix"] + fmt["example_input_prefix"] + query + fmt["example_output_prefix"]
     prompt = prompt.lstrip().rstrip(" ")
-    return Example(prompt, tuple(join_answer(prompt, o) for o in r["options"]), r["label"])
+    return Example(prompt, tuple(join_answer(prompt, o) for o in options), label)
 
 
 def bigbench_plain(r: Record) -> Example:
-    prompt = r["input"].strip()
-    return Example(prompt, tuple(join_answer(prompt, o) for o in r["options"]), r["label"])
+    prompt, (options, label) = r["input"].strip(), shuffled(r)
+    return Example(prompt, tuple(join_answer(prompt, o) for o in options), label)
 
 
 TEMPLATES = {"bigbench": bigbench_format, "plain": bigbench_plain}

@@ -187,11 +187,14 @@ def chain(estimates: Sequence[AnyEstimate], lrs: Sequence[float]) -> tuple[AnyEs
 
     For deferred updates (all probed at the same theta): seeds are concatenated and each c rescaled so that
     lr * c' / q' = lr_e * c / q_e, with lr = sum of lrs (so weight decay is applied to first order too).
-    Under a constant lr the c are unchanged.  Skipped host estimates must be left out by the caller (a skipped
-    `DeviceEstimate`'s c are zeros already).  If any estimate is a `DeviceEstimate`, so is the result, with
-    the same float64 operations done on the device (no host sync).
+    Under a constant lr the c are unchanged.  When every lr is 0 (lr 0, or a schedule that has reached 0) the
+    c are weighted as under a constant lr, so they are kept as probed, and lr = 0 makes the update a no-op
+    (the shares lr_e / lr are undefined there).  Skipped host estimates must be left out by the caller (a
+    skipped `DeviceEstimate`'s c are zeros already).  If any estimate is a `DeviceEstimate`, so is the result,
+    with the same float64 operations done on the device (no host sync).
     """
     total, q = math.fsum(lrs), sum(e.q for e in estimates)
+    shares = [lr / total for lr in lrs] if total else [1 / len(lrs)] * len(lrs)
     first = estimates[0]
     if any(e.direction != first.direction or e.probed != first.probed for e in estimates):
         raise ValueError("chain: all estimates must share direction, eps and sidedness")
@@ -199,12 +202,12 @@ def chain(estimates: Sequence[AnyEstimate], lrs: Sequence[float]) -> tuple[AnyEs
     on_device = [e for e in estimates if isinstance(e, DeviceEstimate)]
     if on_device:
         device = on_device[0].values.device
-        parts = [torch.as_tensor(e.projected_grads, dtype=torch.float64, device=device) * (lr / total) * (q / e.q)
-                 for e, lr in zip(estimates, lrs, strict=True)]
+        parts = [torch.as_tensor(e.projected_grads, dtype=torch.float64, device=device) * share * (q / e.q)
+                 for e, share in zip(estimates, shares, strict=True)]
         values = torch.cat([torch.as_tensor(e.losses, dtype=torch.float64, device=device).reshape(-1, 1)
                             for e in estimates])
         return DeviceEstimate(seeds, values, first.direction, first.eps, first.two_sided, torch.cat(parts)), total
-    grads = [c * (lr / total) * (q / e.q) for e, lr in zip(estimates, lrs, strict=True) for c in e.projected_grads]
+    grads = [c * share * (q / e.q) for e, share in zip(estimates, shares, strict=True) for c in e.projected_grads]
     losses = [v for e in estimates for v in e.losses]
     return replace(first, seeds=seeds, projected_grads=grads, losses=losses, terms=[]), total
 

@@ -100,11 +100,14 @@ class ZOSGD:
         return not self.weight_decay
 
     def apply(self, params: Params, est: ZOEstimate | DeviceEstimate, lr: float, state: UpdateState) -> UpdateState:
-        """A `DeviceEstimate` is applied without a host sync where `takes_device_estimates`, else resolved first."""
+        """A `DeviceEstimate` is applied without a host sync where `takes_device_estimates`, else resolved first.
+        lr 0 launches nothing: theta keeps every bit (signed zeros too) whatever the kernel's arithmetic."""
         if isinstance(est, DeviceEstimate) and not self.takes_device_estimates:
             est = est.resolve()
         if isinstance(est, ZOEstimate) and est.skipped:
             return state
+        if lr == 0:
+            return UpdateState(state.step + 1, state.buffers)
         if isinstance(est, DeviceEstimate):
             coefs = (lr * est.projected_grads / est.q).float()
         else:
@@ -158,8 +161,9 @@ class ZOMomentum:
             for name, p in params.items():
                 m = state.buffers[name]["m"]
                 m.mul_(self.beta).add_(_gradient(name, p, est, self.backend, self.probed))
-                y = p.data.float().mul_(1.0 - lr * self.weight_decay).sub_(m, alpha=lr)
-                _write(p.data, y, name, est, self.backend)
+                if lr:  # lr 0 moves the state only, and theta keeps every bit
+                    y = p.data.float().mul_(1.0 - lr * self.weight_decay).sub_(m, alpha=lr)
+                    _write(p.data, y, name, est, self.backend)
         return UpdateState(state.step + 1, state.buffers)
 
 
@@ -191,7 +195,8 @@ class ZOAdam:
                 b, g = state.buffers[name], _gradient(name, p, est, self.backend, self.probed)
                 b["m"].mul_(self.beta1).add_(g, alpha=1.0 - self.beta1)
                 b["v"].mul_(self.beta2).addcmul_(g, g, value=1.0 - self.beta2)
-                step = (b["m"] / c1).div_((b["v"] / c2).sqrt_().add_(self.eps))
-                y = p.data.float().mul_(1.0 - lr * self.weight_decay).sub_(step, alpha=lr)
-                _write(p.data, y, name, est, self.backend)
+                if lr:  # lr 0 moves the moments only, and theta keeps every bit
+                    step = (b["m"] / c1).div_((b["v"] / c2).sqrt_().add_(self.eps))
+                    y = p.data.float().mul_(1.0 - lr * self.weight_decay).sub_(step, alpha=lr)
+                    _write(p.data, y, name, est, self.backend)
         return UpdateState(t, state.buffers)
