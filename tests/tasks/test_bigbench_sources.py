@@ -24,6 +24,9 @@ def test_every_form_of_data_is_accepted(data):
     for given in (root, root / "strategyqa", root / "strategyqa" / "task.json.gz"):
         task = load_task("bigbench:strategyqa", given)
         assert task.name == "bigbench:strategyqa" and len(task.records("train")) == 2290, given
+    nested = "fact_checker/covid19_scientific"
+    for given in (root, root / "fact_checker", root / nested, root / nested / "task.json"):
+        assert load_task(f"bigbench:{nested}", given).name == f"bigbench:{nested}", given
 
 
 def test_a_bigbench_checkout_is_accepted(tmp_path):

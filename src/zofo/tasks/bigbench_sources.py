@@ -56,28 +56,29 @@ def known_roots() -> list[Path]:
     return roots + ([shared] if shared else []) + [bigbench_pypi.cache_dir() / "bigbench"]
 
 
-def _ends_with(folder: Path, name: str) -> bool:
-    parts = Path(name).parts
-    return folder.resolve().parts[-len(parts):] == parts
+def _ends_with(folder: Path, parts: tuple[str, ...]) -> bool:
+    return not parts or folder.resolve().parts[-len(parts):] == parts
 
 
 def in_given(data: Path, name: str) -> tuple[Path | None, str]:
-    """(task.json, "") from the folder or file the user named, else (None, the paths looked at)."""
+    """(task.json, "") from the folder or file the user named, else (None, the paths looked at).
+
+    A folder may be a collection root or checkout (NAME below it), the task's own folder, or, for a nested
+    NAME such as `fact_checker/fever`, the group folder (`fact_checker`).
+    """
+    parts = Path(name).parts
     if data.is_file():
-        if _ends_with(data.parent, name):
+        if _ends_with(data.parent, parts):
             return data, ""
         return None, f"{data} (the task.json of {data.parent.name!r}, not of {name!r})"
     if not data.exists():
         return None, f"{data} (does not exist)"
-    tried = []
-    for root in collection_roots(data):
-        found = has_task(root / name)
-        if found:
-            return found, ""
-        tried.append(str(root / name))
-    if has_task(data) and _ends_with(data, name):
-        return has_task(data), ""
-    return None, " and ".join(tried) + " (no task.json)"
+    candidates = [root / name for root in collection_roots(data)]
+    candidates += [data.joinpath(*parts[k:]) for k in range(1, len(parts) + 1) if _ends_with(data, parts[:k])]
+    for folder in candidates:
+        if has_task(folder):
+            return has_task(folder), ""
+    return None, " and ".join(str(c) for c in candidates) + " (no task.json)"
 
 
 def in_local_roots(name: str) -> tuple[Path | None, list[str]]:
