@@ -54,6 +54,8 @@ def test_order_env_checkout_then_project_data_then_cache(tmp_path, monkeypatch, 
     _write_task(tmp_path / "checkout" / "bigbench" / "benchmark_tasks" / "toy")
     monkeypatch.setenv("ZOFO_BIGBENCH", str(tmp_path / "checkout"))
     assert len(load_task("bigbench:toy").records("train")) == 6  # $ZOFO_BIGBENCH first
+    inside = tmp_path / "checkout" / "bigbench" / "benchmark_tasks" / "toy"
+    assert load_task("bigbench", inside).name == "bigbench:toy"  # named from the checkout's task folder
 
 
 def test_project_data_defaults_to_shared_beside_the_checkout(monkeypatch, data):

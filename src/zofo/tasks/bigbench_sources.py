@@ -156,7 +156,7 @@ def task_name(given: Path, file: Path) -> str:
     a sub-folder of the folder given is `<given>/<sub-folder>`; otherwise the task's folder name.
     """
     folder = file.parent.resolve()
-    for root in known_roots():
+    for root in sorted(known_roots(), key=lambda r: -len(r.resolve().parts)):  # the innermost root that holds it
         if root.is_dir() and folder.is_relative_to(root.resolve()) and folder != root.resolve():
             return folder.relative_to(root.resolve()).as_posix()
     if given.is_dir() and folder.parent == given.resolve():
