@@ -8,8 +8,8 @@ import json
 import pytest
 
 import zofo.models.load
-from zofo.evaluation import evaluate, icl_demonstrations, with_demonstrations
 from zofo.cli.eval import add_eval_arguments, run_eval
+from zofo.evaluation import evaluate, icl_demonstrations, with_demonstrations
 from zofo.evaluation.generation import generate_answers
 from zofo.evaluation.harness import demonstration_text
 from zofo.tasks.example import Example
@@ -67,3 +67,44 @@ def test_run_eval_prints_and_writes_json(model, tokenizer, monkeypatch, tmp_path
     assert f"accuracy: {result['metrics']['accuracy']:.3f}" in printed
     assert json.loads(out.read_text())["metrics"]["n"] == 10
     assert result["sizes"] == {"train": 8, "dev": 4, "test": 10} and result["shots"] == 2
+
+
+def _social_support_like(folder):
+    """A BIG-bench task.json that, as social_support does, asks for macro_f1 as its preferred score."""
+    labels = ("supportive", "neutral", "unsupportive")
+    examples = [{"input": f"It was great {i}.", "target_scores": {c: int(c == labels[i % 3]) for c in labels}}
+                for i in range(30)]
+    folder.mkdir()
+    (folder / "task.json").write_text(json.dumps({"name": "social_support", "metrics": ["macro_f1"],
+                                                  "preferred_score": "macro_f1", "examples": examples}))
+    return folder
+
+
+def test_a_task_asking_for_macro_f1_reports_it(model, tokenizer, tmp_path):
+    from zofo.evaluation.metrics import argmax, macro_f1
+    from zofo.evaluation.scoring import score_examples
+    from zofo.tasks import load_task
+
+    task = load_task("bigbench", _social_support_like(tmp_path / "social_support"))
+    assert task.metrics == ("macro_f1",) and task.metric == "macro_f1"
+    examples = task.examples("train")
+    result = evaluate(model, tokenizer, task, examples, batch_size=8, progress=False)
+    scores = score_examples(model, tokenizer, examples, progress=False)
+    options = [r["options"] for r in task.records("train")]
+    golds = [o[r["label"]] for o, r in zip(options, task.records("train"), strict=True)]
+    predicted = [o[argmax(s)] for o, s in zip(options, scores, strict=True)]
+    assert result["macro_f1"] == pytest.approx(macro_f1(golds, predicted)) and result["n"] == 30
+    assert set(result) == {"accuracy", "macro_f1", "n"}
+    assert "macro_f1" not in evaluate(model, tokenizer, None, CLASSIFY, progress=False)
+
+
+def test_zofo_eval_prints_and_writes_macro_f1(model, tokenizer, monkeypatch, tmp_path, capsys):
+    data = _social_support_like(tmp_path / "social_support")
+    monkeypatch.setattr(zofo.models.load, "load_model", lambda name, dtype, device: (model, tokenizer))
+    out = tmp_path / "result.json"
+    args = add_eval_arguments(argparse.ArgumentParser()).parse_args(
+        ["--task", "bigbench", "--data", str(data), "--n-test", "10", "--n-train", "8", "--n-dev", "4",
+         "--output", str(out), "--device", "cpu", "--no-progress"])
+    result = run_eval(args)
+    assert f"macro_f1: {result['metrics']['macro_f1']:.3f}" in capsys.readouterr().out
+    assert json.loads(out.read_text())["metrics"]["macro_f1"] == result["metrics"]["macro_f1"]

@@ -1,10 +1,12 @@
-"""SQuAD-normalised F1 / exact match against hand-computed values; accuracy helpers."""
+"""SQuAD-normalised F1 / exact match against hand-computed values; accuracy helpers; macro-F1 against a
+confusion-matrix computation."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from zofo.evaluation.metrics import argmax, exact_match, f1_score, is_correct, normalize_answer
+from zofo.evaluation.metrics import argmax, exact_match, f1_score, is_correct, macro_f1, normalize_answer
 from zofo.tasks.example import Example
 
 
@@ -37,3 +39,37 @@ def test_argmax_and_correct():
     assert is_correct(Example("p", (" a", " b"), 1), 1)
     cloze = Example("p", (" Paris", " France", " Paris "), 0, (" Paris", " Paris "))
     assert is_correct(cloze, 2) and not is_correct(cloze, 1)
+
+
+def _macro_f1_from_confusion(golds, predictions) -> float:
+    """Per class precision TP/(TP+FP) and recall TP/(TP+FN) from a confusion matrix (0 where undefined), their
+    harmonic mean, averaged over every class seen as a gold or a prediction (scikit-learn's `average="macro"`)."""
+    classes = sorted(set(golds) | set(predictions))
+    index = {c: i for i, c in enumerate(classes)}
+    confusion = np.zeros((len(classes), len(classes)))
+    for gold, prediction in zip(golds, predictions, strict=True):
+        confusion[index[gold], index[prediction]] += 1
+    tp = np.diag(confusion)
+    precision = np.divide(tp, confusion.sum(0), out=np.zeros_like(tp), where=confusion.sum(0) > 0)
+    recall = np.divide(tp, confusion.sum(1), out=np.zeros_like(tp), where=confusion.sum(1) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=precision + recall > 0)
+    return float(f1.mean())
+
+
+def test_macro_f1_by_hand():
+    # supportive: TP 1, FP 1, FN 1 -> 1/2; neutral: TP 1, FP 0, FN 1 -> 2/3; unsupportive: TP 1, FP 1, FN 0 -> 2/3
+    golds = ["supportive", "supportive", "neutral", "neutral", "unsupportive"]
+    predictions = ["supportive", "unsupportive", "neutral", "supportive", "unsupportive"]
+    assert macro_f1(golds, predictions) == pytest.approx((1 / 2 + 2 / 3 + 2 / 3) / 3)
+    assert macro_f1(["a", "a"], ["a", "b"]) == pytest.approx((2 / 3 + 0) / 2)  # predicted-only class b scores 0
+    with pytest.raises(ValueError, match="one prediction per gold"):
+        macro_f1(["a"], [])
+
+
+def test_macro_f1_matches_a_confusion_matrix_computation():
+    rng = np.random.default_rng(0)
+    for trial in range(50):
+        k, n = int(rng.integers(2, 6)), int(rng.integers(1, 40))
+        golds = [f"c{i}" for i in rng.integers(0, k, n)]
+        predictions = [f"c{i}" for i in rng.integers(0, k, n)]
+        assert macro_f1(golds, predictions) == pytest.approx(_macro_f1_from_confusion(golds, predictions)), trial

@@ -8,8 +8,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from zofo.errors import ZofoError
-from zofo.evaluation.scoring import candidate_scores, encode_candidates, split_tokens
 from zofo.evaluation.objectives import OBJECTIVES, answer_lm_loss, candidate_cross_entropy
+from zofo.evaluation.scoring import candidate_scores, encode_candidates, split_tokens
 from zofo.tasks.example import Example
 
 WORDS = ["<pad>", "<s>", "</s>", "it", "was", "great", "terrible", "so", "very", "the", "film", "yes", "no",

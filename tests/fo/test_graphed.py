@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.methods.common import EXAMPLES, build
+from zofo.evaluation.static import to_static
 from zofo.fo.graphed import (
     GraphedStep,
     init_optimizer_state,
@@ -16,7 +17,6 @@ from zofo.fo.graphed import (
     set_lr,
 )
 from zofo.methods.base import batch_loss
-from zofo.evaluation.static import to_static
 from zofo.models.work import WorkCounter, uncounted
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 
 from tests.tiny import build_tiny_tokenizer, tiny_model
-from zofo.models.adapters import ParamGroups, attach_adapters, backbone_params, peft_config
-from zofo.tasks.streams import Batches, ExampleStream
 from zofo.evaluation.scoring import encode_candidates
 from zofo.methods import METHODS, MethodOptions
 from zofo.methods.base import batch_loss
+from zofo.models.adapters import ParamGroups, attach_adapters, backbone_params, peft_config
 from zofo.tasks.example import Example
+from zofo.tasks.streams import Batches, ExampleStream
 
 CANDIDATES = (" great", " terrible")
 #: every answer is " great": a signal strong enough for a ZO method on a random tiny model in a few steps

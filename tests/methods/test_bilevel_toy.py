@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch import nn
 
-from zofo.models.adapters import ParamGroups
-from zofo.tasks.streams import Batches, ExampleStream
 from zofo.methods import METHODS, MethodOptions
+from zofo.models.adapters import ParamGroups
 from zofo.tasks.example import Example
+from zofo.tasks.streams import Batches, ExampleStream
 
 A = torch.tensor([[1.0, 0.5, 0.0], [0.0, 1.0, -0.5], [0.3, 0.0, 1.0], [0.2, -0.4, 0.6]], dtype=torch.float64)
 B = torch.tensor([1.0, -2.0, 0.5, 1.5], dtype=torch.float64)

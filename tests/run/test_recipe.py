@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from zofo import api
-from zofo.cli.main import main
 from zofo.api import load_config
+from zofo.cli.main import main
 from zofo.errors import ZofoError
 
 

@@ -97,8 +97,8 @@ def test_a_run_splits_its_training_set_by_the_configured_fraction(tmp_path):
 
 
 def test_a_split_that_leaves_a_level_empty_fails_before_the_model_loads(tmp_path, monkeypatch):
-    from zofo.run import recipe as training
     from zofo.config import RunConfig
+    from zofo.run import recipe as training
 
     cfg = RunConfig()
     cfg.train.method, cfg.train.output_dir, cfg.model.device = "bilevel-zofo", str(tmp_path / "run"), "cpu"

@@ -18,8 +18,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from zofo.zo.kernels import triton as K
 from zofo.zo import multi as M
+from zofo.zo.kernels import triton as K
 
 HOPPER = GPUTarget("cuda", 90, 32)
 BF16_ALIGN = K.align(2, 0)  # the alignment hint (elements) a launch on aligned bf16 tensors gets: 16 bytes

@@ -164,8 +164,8 @@ def test_probed_update_uses_the_probe_kernels_copies(direction):
 def test_fast_math_normals_match_exact_ones(kind):
     # fast log (with its series near u1 = 1) and fast sin/cos against the exact kernel, over 4M normals,
     # so that the tail u1 -> 1 (r -> 0), where a bare __log2f is off by ~1e-4, is well sampled
-    from zofo.zo.kernels import triton as kernels
     from zofo.zo.directions import KINDS
+    from zofo.zo.kernels import triton as kernels
 
     seed, one = torch.tensor([11], device="cuda"), torch.tensor([1.0], device="cuda")
     fast, exact = (torch.empty(1 << 22, device="cuda") for _ in range(2))

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from zofo.errors import ZofoError
 from zofo.evaluation.generation import generate_answers
-from zofo.evaluation.metrics import argmax, exact_match, f1_score, is_correct
+from zofo.evaluation.metrics import argmax, chosen_answer, exact_match, f1_score, is_correct, macro_f1
 from zofo.evaluation.scoring import example_candidates, score_examples
 from zofo.tasks.example import Example
 
@@ -38,10 +38,15 @@ def with_demonstrations(examples: Sequence[Example],
 
 
 def _classify(model, tokenizer, examples: list[Example], batch_size: int, max_length: int,
-              progress: bool) -> dict:
+              progress: bool, extra: tuple[str, ...] = ()) -> dict:
     scores = score_examples(model, tokenizer, examples, batch_size, max_length, progress)
-    correct = [is_correct(example, argmax(row)) for example, row in zip(examples, scores, strict=True)]
-    return {"accuracy": sum(correct) / len(correct), "n": len(correct)}
+    predicted = [argmax(row) for row in scores]
+    correct = [is_correct(example, p) for example, p in zip(examples, predicted, strict=True)]
+    result = {"accuracy": sum(correct) / len(correct)}
+    if "macro_f1" in extra:
+        result["macro_f1"] = macro_f1([chosen_answer(e, e.label) for e in examples],
+                                      [chosen_answer(e, p) for e, p in zip(examples, predicted, strict=True)])
+    return result | {"n": len(correct)}
 
 
 def _generate(model, tokenizer, examples: list[Example], batch_size: int, max_length: int,
@@ -56,7 +61,8 @@ def _generate(model, tokenizer, examples: list[Example], batch_size: int, max_le
 def evaluate(model, tokenizer, task, examples: Sequence[Example], *, batch_size: int = 32,
              demonstrations: Sequence[Example] | None = None, progress: bool = True,
              max_length: int = 2048) -> dict:
-    """Metrics of `model` on `examples`: {"accuracy", "n"} or {"f1", "exact_match", "n"}.
+    """Metrics of `model` on `examples`: {"accuracy", "n"} or {"f1", "exact_match", "n"}, plus the metrics the
+    task asks for besides (`task.metrics`: macro_f1 for some BIG-bench tasks).
 
     Classification scores every candidate by its mean token log-likelihood and predicts the argmax;
     generative tasks (task.generative, or examples without candidates when task is None) decode
@@ -66,5 +72,7 @@ def evaluate(model, tokenizer, task, examples: Sequence[Example], *, batch_size:
         raise ZofoError("no examples to evaluate", "check the task data and --n-test")
     generative = task.generative if task is not None else not examples[0].candidates
     prompted = with_demonstrations(examples, demonstrations)
-    run = _generate if generative else _classify
-    return run(model, tokenizer, prompted, batch_size, max_length, progress)
+    if generative:
+        return _generate(model, tokenizer, prompted, batch_size, max_length, progress)
+    extra = tuple(getattr(task, "metrics", ()))
+    return _classify(model, tokenizer, prompted, batch_size, max_length, progress, extra)

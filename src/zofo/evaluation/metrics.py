@@ -1,4 +1,4 @@
-"""Metrics: accuracy over candidates, and SQuAD-normalised token F1 / exact match (max over golds)."""
+"""Metrics: accuracy and macro-F1 over candidates, and SQuAD-normalised token F1 / exact match (max over golds)."""
 
 from __future__ import annotations
 
@@ -50,3 +50,25 @@ def is_correct(example: Example, prediction: int) -> bool:
 def argmax(scores: Sequence[float]) -> int:
     """Index of the highest score (the first on ties)."""
     return max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+
+def macro_f1(golds: Sequence[str], predictions: Sequence[str]) -> float:
+    """BIG-bench's macro_f1 for multiple choice: the unweighted mean over classes of 2TP / (2TP + FP + FN).
+
+    A class is an answer string (the gold option, or the predicted one); every class that is a gold or a
+    prediction counts, so a class predicted but never gold scores 0 (as scikit-learn's `average="macro"`).
+    """
+    if len(golds) != len(predictions) or not golds:
+        raise ValueError(f"macro_f1 needs one prediction per gold, at least one ({len(predictions)}, {len(golds)})")
+    pairs = list(zip(golds, predictions, strict=True))
+    scores = []
+    for cls in sorted(set(golds) | set(predictions)):
+        tp = sum(g == cls and p == cls for g, p in pairs)
+        wrong = sum((g == cls) != (p == cls) for g, p in pairs)  # false positives + false negatives
+        scores.append(2 * tp / (2 * tp + wrong))
+    return sum(scores) / len(scores)
+
+
+def chosen_answer(example: Example, index: int) -> str:
+    """The answer string of candidate `index` (its class for macro_f1), without the joining space."""
+    return example.candidates[index].strip()

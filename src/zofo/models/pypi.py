@@ -1,11 +1,14 @@
-"""Files shipped inside PyPI distributions, fetched once into a cache (pip download, never imported)."""
+"""Distributions fetched once into zofo's cache with `pip download` (never installed or imported).
+
+Used for the BIG-bench sdist only, and only when no local copy of a task is found (zofo.tasks.bigbench_sources);
+the default model comes from an installed package instead (zofo.models.load).
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 from zofo.errors import ZofoError
@@ -39,16 +42,16 @@ def download(requirement: str, cache: Path, source: bool = False) -> Path:
     """`pip download --no-deps` one distribution into `cache` (once) and return its file."""
     name = requirement.split("==")[0].replace("-", "_").lower()
     version = requirement.split("==")[1] if "==" in requirement else ""
-    found = _cached(cache, name, version, source)
+    found = cached(cache, name, version, source)
     if found is not None:
         return found
     cache.mkdir(parents=True, exist_ok=True)
     kind = ["--no-binary", ":all:"] if source else ["--only-binary", ":all:"]
     args = ["download", "--no-deps", "-q", *kind, "-d", str(cache), requirement]
     result = _pip([sys.executable, "-m", "pip"], args)
-    if _cached(cache, name, version, source) is None and "direct URL" in result.stderr:
+    if cached(cache, name, version, source) is None and "direct URL" in result.stderr:
         result = _pip(_older_pip(cache / "pip-tool"), args)
-    found = _cached(cache, name, version, source)
+    found = cached(cache, name, version, source)
     if result.returncode != 0 or found is None:
         tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise ZofoError(f"could not download {requirement} from PyPI: {tail}",
@@ -56,27 +59,8 @@ def download(requirement: str, cache: Path, source: bool = False) -> Path:
     return found
 
 
-def _cached(cache: Path, name: str, version: str, source: bool) -> Path | None:
+def cached(cache: Path, name: str, version: str, source: bool) -> Path | None:
+    """The distribution's file in `cache` (an sdist `.tar.gz` or a wheel), or None."""
     pattern = f"{name}-{version}*" + (".tar.gz" if source else ".whl")
     matches = sorted(p for p in cache.glob(pattern) if p.name.lower().startswith(name)) if cache.exists() else []
     return matches[0] if matches else None
-
-
-def wheel_member(requirement: str, member: str, cache: Path) -> Path:
-    """Extract one file of a wheel (e.g. model weights) into the cache and return its path."""
-    target = cache / "extracted" / requirement.replace("==", "-") / member
-    if target.exists():
-        return target
-    wheel = download(requirement, cache)
-    with zipfile.ZipFile(wheel) as archive:
-        if member not in archive.namelist():
-            raise ZofoError(f"{wheel.name} has no file {member}", "the package changed; pin the version")
-        _write_atomically(target, archive.read(member))
-    return target
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    partial.write_bytes(data)
-    partial.replace(target)

@@ -175,7 +175,7 @@ class Evaluator:
 
     def __init__(self, model, tokenizer, task, splits, cfg: RunConfig):
         self.model, self.tokenizer, self.task, self.splits, self.cfg = model, tokenizer, task, splits, cfg
-        self.metric = "f1" if task.generative else "accuracy"
+        self.metric = task.metric  # accuracy, f1, or the task's preferred score (macro_f1)
         shots = cfg.data.shots if cfg.train.method == "icl" else 0
         self.demos = icl_demonstrations(splits.train, shots, cfg.data.seed) if shots else None
 

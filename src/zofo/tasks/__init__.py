@@ -5,7 +5,7 @@
     upper, lower = split_bilevel(splits.train)                # 1:2 (upper_fraction 1/3)
 
 Names: the registered tasks (`TASKS.names()`), `bigbench` with `data=` a task folder or task.json,
-`bigbench:<task>` (from `data=` a BIG-bench collection root, else from the PyPI sdist), and
+`bigbench:<task>` (from `data=`, else the places in zofo.tasks.bigbench_sources, offline first), and
 `metaicl:<task>` with `data=` a MetaICL folder. See docs/TASKS.md for the split protocol.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from zofo.errors import ZofoError
 from zofo.tasks import glue, record, squad, superglue, winogrande  # noqa: F401  (they register tasks)
 from zofo.tasks.base import TASKS, Task, TaskSpec, build_task
-from zofo.tasks.bigbench import bigbench_spec, read_bigbench
+from zofo.tasks.bigbench import bigbench_spec, find_task_json, read_bigbench
 from zofo.tasks.example import Example, Record
 from zofo.tasks.metaicl import metaicl_spec
 from zofo.tasks.sampling import Splits, sample_splits, split_bilevel
@@ -45,16 +45,16 @@ def default_template(name: str) -> str:
 
 
 def _bigbench(sub: str, path: Path | None, template: str | None) -> Task:
+    """`bigbench` with a task folder or task.json as data, or `bigbench:NAME` from the places
+    zofo.tasks.bigbench_sources lists (data, $ZOFO_BIGBENCH, the project's data folder, the cache, the index)."""
+    from zofo.tasks.bigbench_sources import locate, task_name
+
     if path is None and not sub:
         raise ZofoError("task 'bigbench' needs data", "give --data <task folder> or use bigbench:<task>")
-    if path is None:
-        from zofo.tasks.bigbench_pypi import fetch_task_json
-
-        path = fetch_task_json(sub)
-    elif sub:
-        path = path / sub
-    name, pools = read_bigbench(path)
-    return build_task(bigbench_spec(f"bigbench:{sub or name}"), pools, template)
+    file = locate(sub, path) if sub else find_task_json(path)
+    _, pools, (metrics, preferred) = read_bigbench(file)
+    spec = bigbench_spec(f"bigbench:{sub or task_name(path, file)}", metrics, preferred)
+    return build_task(spec, pools, template)
 
 
 def _metaicl(sub: str, path: Path | None, template: str | None) -> Task:

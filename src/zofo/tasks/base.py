@@ -29,6 +29,8 @@ class TaskSpec:
     generative: bool = False
     hub: Callable[[], Pools] | None = None
     protocol: str = ""
+    metrics: tuple[str, ...] = ()  # reported besides the default ones (accuracy; f1 / exact_match), e.g. macro_f1
+    metric: str = ""               # the dev metric that picks the best checkpoint ("": accuracy, or f1)
 
 
 TASKS: Registry[TaskSpec] = Registry("task")
@@ -45,6 +47,13 @@ class Task:
     pools: Pools
     protocol: str = ""
     templates: tuple[str, ...] = field(default=())
+    metrics: tuple[str, ...] = ()
+    preferred: str = ""
+
+    @property
+    def metric(self) -> str:
+        """The dev metric that picks the best checkpoint: the task's preferred one, else f1 or accuracy."""
+        return self.preferred or ("f1" if self.generative else "accuracy")
 
     @property
     def splits(self) -> list[str]:
@@ -69,4 +78,4 @@ def build_task(spec: TaskSpec, pools: Pools, template: str | None = None) -> Tas
         raise ZofoError(f"task {spec.name!r} has no template {name!r}",
                         f"choose one of: {', '.join(spec.templates)}")
     return Task(spec.name, spec.generative, name, spec.templates[name], pools, spec.protocol,
-                tuple(spec.templates))
+                tuple(spec.templates), spec.metrics, spec.metric)

@@ -66,8 +66,20 @@ def norm_example(obj: dict[str, Any], where: str, fmt: dict[str, Any]) -> Record
                    "format": fmt}, where)
 
 
-def read_bigbench(path: Path) -> tuple[str, Pools]:
-    """(task name, pools) of one BIG-bench task.json."""
+Scoring = tuple[tuple[str, ...], str]
+"""(metrics reported besides accuracy, the metric that chooses on dev)."""
+
+
+def task_scoring(doc: dict[str, Any]) -> Scoring:
+    """What a task.json asks to be scored by, of what zofo computes: macro_f1 (besides accuracy, which
+    BIG-bench calls multiple_choice_grade), and whether it is the task's preferred score."""
+    asked = doc.get("metrics") or []
+    extra = ("macro_f1",) if "macro_f1" in asked else ()
+    return extra, "macro_f1" if doc.get("preferred_score") == "macro_f1" else "accuracy"
+
+
+def read_bigbench(path: Path) -> tuple[str, Pools, Scoring]:
+    """(task name, pools, scoring) of one BIG-bench task.json."""
     file = find_task_json(path)
     doc = read_json(file)
     examples = need(doc, "examples", str(file), list)
@@ -75,7 +87,7 @@ def read_bigbench(path: Path) -> tuple[str, Pools]:
     records = [norm_example(obj, f"{file}: examples[{i}]", fmt) for i, obj in enumerate(examples)]
     if not records:
         raise ZofoError(f"{file}: no examples", "a task.json needs a non-empty examples list")
-    return str(doc.get("name") or file.parent.name), {"train": records}
+    return str(doc.get("name") or file.parent.name), {"train": records}, task_scoring(doc)
 
 
 #: seed of `choice_order`; part of every BIG-bench prompt (another value reorders the choices of every example)
@@ -117,7 +129,8 @@ def bigbench_plain(r: Record) -> Example:
 TEMPLATES = {"bigbench": bigbench_format, "plain": bigbench_plain}
 
 
-def bigbench_spec(name: str) -> TaskSpec:
+def bigbench_spec(name: str, metrics: tuple[str, ...] = (), metric: str = "accuracy") -> TaskSpec:
     """A TaskSpec for one BIG-bench task (made when loaded: every task.json is its own task)."""
     return TaskSpec(name=name, templates=TEMPLATES, read=lambda p: read_bigbench(p)[1],
-                    protocol="BIG-bench task.json: all examples form one pool, split with the seed")
+                    protocol="BIG-bench task.json: all examples form one pool, split with the seed",
+                    metrics=metrics, metric=metric)
