@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from zofo.config import RunConfig, resumed_config
+from zofo.config import CHECKPOINT_WEIGHTS, RunConfig, resumed_config
 from zofo.errors import ZofoError
 from zofo.models import load_model
 
@@ -67,7 +67,8 @@ def _check_choices(cfg: RunConfig) -> None:
     for key, value, choices in [("model.dtype", cfg.model.dtype, DTYPES),
                                 ("peft.kind", cfg.peft.kind, (None, "none", *PEFT_KINDS)),
                                 ("optim.direction", cfg.optim.direction, DIRECTIONS),
-                                ("optim.theta_update", cfg.optim.theta_update, UPDATE_RULES)]:
+                                ("optim.theta_update", cfg.optim.theta_update, UPDATE_RULES),
+                                ("train.checkpoint_weights", cfg.train.checkpoint_weights, CHECKPOINT_WEIGHTS)]:
         if value not in choices:
             named = ", ".join(c for c in choices if c not in (None, "none"))
             raise ZofoError(f"unknown {key} {value!r}", f"use one of: {named}", key)
