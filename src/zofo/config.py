@@ -97,6 +97,12 @@ class TrainConfig:
     max_seconds: float | None = None    # stop after this much wall-clock, evaluations included (then test)
     max_train_seconds: float | None = None  # stop after this much training time (evaluations left out)
     cuda_graphs: bool = True            # on CUDA: ZO probes and FO steps replay CUDA graphs (fixed-shape batches)
+    checkpoint_weights: str = "trajectory"  # checkpoint/ and best/: a ZO backbone as its seed trajectory (kilobytes;
+                                        # methods that train it by gradients keep weights) | full: weights always
+
+
+#: the values of train.checkpoint_weights
+CHECKPOINT_WEIGHTS = ("trajectory", "full")
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.run.test_recipe import tiny_run
+from tests.run.test_recipe import final_weights, tiny_run
 from zofo import api
 from zofo.cli.main import main
 from zofo.run.interrupt import TrainingInterrupted, stop_on_signal
@@ -71,6 +71,8 @@ def test_an_interrupted_run_resumes_to_the_straight_runs_weights_and_dev_curve(t
     a = load_file(str(tmp_path / "straight" / "checkpoint" / "weights.safetensors"))
     b = load_file(str(checkpoint / "weights.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "run")
+    assert a and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
     def dev(run):
         return [(r["step"], r["accuracy"]) for r in read_log(tmp_path / run) if r["phase"] == "dev"]

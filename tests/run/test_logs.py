@@ -84,6 +84,9 @@ class StubMethod:
     def trainable(self) -> dict:
         return {"w": self.weight}
 
+    def seed_trajectory(self) -> None:
+        return None
+
     def state_dict(self) -> dict:
         return {}
 

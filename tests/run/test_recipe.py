@@ -22,6 +22,13 @@ def tiny_run(model_dir, shared_data, out, *extra):
         "optim.lr_lower=1e-2", "bilevel.lower_steps=2", *extra])
 
 
+def final_weights(run) -> dict[str, torch.Tensor]:
+    """The final backbone and every saved adapter, by file and name (checkpoint/ keeps a ZO backbone as a trajectory,
+    so a ZO run's weights are compared here)."""
+    files = [run / "final" / "backbone.safetensors", *sorted((run / "final").glob("adapter/**/*.safetensors"))]
+    return {f"{f.relative_to(run)}:{k}": v for f in files if f.exists() for k, v in load_file(str(f)).items()}
+
+
 @pytest.mark.parametrize("method", ["bilevel-zofo", "fo-peft", "mezo"])
 def test_resume_is_bit_identical(tmp_path, tiny_model_dir, shared_data, method):
     straight = tiny_run(tiny_model_dir, shared_data, tmp_path / "straight", f"train.method={method}",
@@ -38,6 +45,8 @@ def test_resume_is_bit_identical(tmp_path, tiny_model_dir, shared_data, method):
     b = load_file(str(tmp_path / "resumed" / "checkpoint" / "weights.safetensors"))
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
+    assert a and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     loop = json.loads((tmp_path / "resumed" / "checkpoint" / "loop.json").read_text())
     assert loop["step"] == 6
 
@@ -54,6 +63,8 @@ def test_resume_alone_reads_the_runs_settings_and_ends_where_the_straight_run_do
     a = load_file(str(tmp_path / "straight" / "checkpoint" / "weights.safetensors"))
     b = load_file(str(checkpoint / "weights.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "run")
+    assert a and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_refuses_a_setting_that_differs_from_the_runs(tmp_path, tiny_model_dir, shared_data):

@@ -10,6 +10,7 @@ previous log (after that read, so it counts the device's time too), evaluations 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -21,8 +22,9 @@ from tqdm.auto import tqdm
 
 from zofo.methods.base import Method
 from zofo.models.work import WorkCounter
-from zofo.run.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from zofo.run.checkpoint import load_checkpoint, save_checkpoint
 from zofo.run.interrupt import StopRequest, TrainingInterrupted
+from zofo.run.kept_weights import BACKBONE_KEY, checkpoint_form, kept_params, replay_onto, save_best
 from zofo.run.logs import PeakMemory, RunLogger
 
 
@@ -46,6 +48,7 @@ class LoopSettings:
     progress: bool = True
     max_seconds: float | None = None  # wall-clock budget: training stops at the first step past it
     max_train_seconds: float | None = None  # the same on `train_time` (evaluations and checkpoints left out)
+    weights: str = "trajectory"  # what checkpoint/ and best/ keep of a ZO backbone: its trajectory, or full weights
 
 
 @dataclass
@@ -99,8 +102,7 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
             with logger.off_the_clock():
                 state.skipped_steps, skipped = state.skipped_steps + _count(skipped), []
                 state.elapsed, state.off_clock = logger.elapsed(), logger.off_clock
-                save_checkpoint(run_dir / "checkpoint", method.trainable(), method.state_dict(), asdict(state)
-                                | {"batches": method.batches.state_dict()})
+                _save_checkpoint(method, run_dir / "checkpoint", settings.weights, state)
         if evaluate or save:  # step_seconds leaves them out
             window_start, window_steps = time.perf_counter(), 0
         if interrupted:
@@ -114,6 +116,14 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
     state.skipped_steps += _count(skipped)
     method.flush()  # the weights a run ends with include every update it made
     return state
+
+
+def _save_checkpoint(method: Method, folder: Path, form: str, state: LoopState) -> None:
+    """The trained weights (the backbone as its seed trajectory, which the method's state holds, where ``form``
+    allows), the method's state, the data streams and the loop counters."""
+    backbone = checkpoint_form(method, form)
+    save_checkpoint(folder, kept_params(method, backbone == "trajectory"), method.state_dict(),
+                    asdict(state) | {"batches": method.batches.state_dict(), BACKBONE_KEY: backbone})
 
 
 def _settle(model) -> None:
@@ -145,18 +155,28 @@ def _evaluate(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, s
         value = result[settings.metric]
         if value > state.best_metric:
             state.best_metric, state.best_step = value, state.step
-            (run_dir / "best").mkdir(exist_ok=True)
-            save_weights(method.trainable(), run_dir / "best" / "weights.safetensors")
+            save_best(method, run_dir / "best", settings.weights)
     if settings.progress:
         tqdm.write(f"step {state.step}: dev {settings.metric} {value:.4f} (best {state.best_metric:.4f} "
                    f"at step {state.best_step})")
 
 
 def resume(method: Method, checkpoint: Path, logger: RunLogger) -> LoopState:
-    """Restore weights, method state, data streams and loop counters from a checkpoint."""
-    method_state, loop_state = load_checkpoint(checkpoint, method.trainable())
+    """Restore weights, method state, data streams and loop counters from a checkpoint. A backbone kept as its
+    seed trajectory is rebuilt by replaying it onto the base weights, which the method's freshly loaded model holds."""
+    as_trajectory = checkpoint_backbone(checkpoint) == "trajectory"
+    method_state, loop_state = load_checkpoint(checkpoint, kept_params(method, as_trajectory))
     method.load_state_dict(method_state)
+    if as_trajectory:
+        replay_onto(method.groups.backbone, method.seed_trajectory())
     method.batches.load_state_dict(loop_state.pop("batches"))
+    loop_state.pop(BACKBONE_KEY, None)
     state = LoopState(**loop_state)
     logger.resume_from(state.step, state.elapsed, state.off_clock)
     return state
+
+
+def checkpoint_backbone(checkpoint: Path) -> str:
+    """How a checkpoint keeps the backbone: "trajectory" or "weights" (checkpoints written before the key: weights)."""
+    loop_file = checkpoint / "loop.json"
+    return json.loads(loop_file.read_text()).get(BACKBONE_KEY, "weights") if loop_file.exists() else "weights"

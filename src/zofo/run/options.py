@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from zofo.config import RESUME_MAY_CHANGE, RunConfig, flat, located, read_config
+from zofo.config import CHECKPOINT_WEIGHTS, RESUME_MAY_CHANGE, RunConfig, flat, located, read_config
 from zofo.errors import ZofoError
 from zofo.methods import METHODS
 from zofo.methods.mezo import UPDATE_RULES
@@ -66,7 +66,8 @@ def _check_choices(cfg: RunConfig) -> None:
     for key, value, choices in [("model.dtype", cfg.model.dtype, DTYPES),
                                 ("peft.kind", cfg.peft.kind, (None, "none", *PEFT_KINDS)),
                                 ("optim.direction", cfg.optim.direction, DIRECTIONS),
-                                ("optim.theta_update", cfg.optim.theta_update, UPDATE_RULES)]:
+                                ("optim.theta_update", cfg.optim.theta_update, UPDATE_RULES),
+                                ("train.checkpoint_weights", cfg.train.checkpoint_weights, CHECKPOINT_WEIGHTS)]:
         if value not in choices:
             named = ", ".join(c for c in choices if c not in (None, "none"))
             raise ZofoError(f"unknown {key} {value!r}", f"use one of: {named}", key)

@@ -17,8 +17,9 @@ from zofo.methods import METHODS, Method, MethodOptions
 from zofo.models.adapters import ParamGroups, attach_adapters, backbone_params, peft_config, save_adapter
 from zofo.models.device import resolve_device
 from zofo.models.load import load_model, resolve_source
-from zofo.run.checkpoint import load_weights, save_weights
+from zofo.run.checkpoint import save_weights
 from zofo.run.interrupt import StopRequest, TrainingInterrupted, stop_on_signal
+from zofo.run.kept_weights import load_best
 from zofo.run.logs import PeakMemory, RunLogger
 from zofo.run.loop import LoopSettings, LoopState, resume, train_loop
 from zofo.run.options import peft_kind, run_dir_for
@@ -92,6 +93,13 @@ class Run:
         model, groups = self.attach(model)
         return model, tokenizer, groups
 
+    def base_backbone(self) -> dict[str, torch.Tensor]:
+        """The base model's backbone weights, loaded as the run loads them but on the CPU (no second copy on the
+        device), by the names of the run's backbone (best/ keeps a ZO backbone as a trajectory from them)."""
+        model, _ = load_model(self.cfg.model.name, dtype=self.cfg.model.dtype, device="cpu",
+                              trust_remote_code=self.cfg.model.trust_remote_code)
+        return {name: param.detach() for name, param in backbone_params(model).items()}
+
     def load_data(self):
         d = self.cfg.data
         task = load_task(d.task, data=d.data, template=d.template)
@@ -128,7 +136,8 @@ class Run:
         t = self.cfg.train
         settings = LoopSettings(steps=t.steps, eval_every=t.eval_every, log_every=t.log_every,
                                 save_every=t.save_every, metric=evaluator.metric, progress=t.progress,
-                                max_seconds=t.max_seconds, max_train_seconds=t.max_train_seconds)
+                                max_seconds=t.max_seconds, max_train_seconds=t.max_train_seconds,
+                                weights=t.checkpoint_weights)
         state = resume(method, Path(t.resume), logger) if t.resume else LoopState()
         with nullcontext(self.stop) if self.stop else stop_on_signal() as stop:
             return train_loop(method, evaluator.dev, self.run_dir, settings, logger, memory, state, stop)
@@ -139,9 +148,8 @@ class Run:
         `seconds`: the training loop's wall-clock; `training_seconds`: the same without evaluations and
         checkpoints."""
         self.save_final(method)
-        best = self.run_dir / "best" / "weights.safetensors"
-        if method.trains and best.exists():
-            load_weights(method.trainable(), best)
+        if method.trains and (self.run_dir / "best" / "weights.safetensors").exists():
+            load_best(method, self.run_dir / "best", self.base_backbone)
         with method.deployed():
             test = evaluator.test()
         result = {"method": self.cfg.train.method, "task": self.cfg.data.task, "peft": self.peft_kind,
