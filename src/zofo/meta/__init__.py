@@ -9,7 +9,8 @@ meta-testing of a backbone on held-out tasks. Above `run/` (it runs ordinary run
 docs/META.md states the default split's rule and the meta-test protocol.
 """
 
+from zofo.meta.blocks import TaskBlocks
 from zofo.meta.pool import TaskRef, bigbench_root, resolve
 from zofo.meta.split import Split, TaskData, meta_train_data, read_split
 
-__all__ = ["Split", "TaskData", "TaskRef", "bigbench_root", "meta_train_data", "read_split", "resolve"]
+__all__ = ["Split", "TaskBlocks", "TaskData", "TaskRef", "bigbench_root", "meta_train_data", "read_split", "resolve"]
