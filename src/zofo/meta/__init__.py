@@ -10,7 +10,10 @@ docs/META.md states the default split's rule and the meta-test protocol.
 """
 
 from zofo.meta.blocks import TaskBlocks
+from zofo.meta.metatest import MetaTestInterrupted, meta_test
 from zofo.meta.pool import TaskRef, bigbench_root, resolve
+from zofo.meta.protocol import MetaTestProtocol
 from zofo.meta.split import Split, TaskData, meta_train_data, read_split
 
-__all__ = ["Split", "TaskBlocks", "TaskData", "TaskRef", "bigbench_root", "meta_train_data", "read_split", "resolve"]
+__all__ = ["MetaTestInterrupted", "MetaTestProtocol", "Split", "TaskBlocks", "TaskData", "TaskRef", "bigbench_root",
+           "meta_test", "meta_train_data", "read_split", "resolve"]
