@@ -1,7 +1,7 @@
 """The package's layers import downward only, and its modules import each other without a cycle.
 
 Layers, bottom to top (ARCHITECTURE.md): errors/registry/config -> models, tasks -> evaluation -> zo -> fo ->
-methods -> run -> api -> cli and the package's own __init__. Every import, at module level or inside a
+methods -> run -> meta -> api -> cli and the package's own __init__. Every import, at module level or inside a
 function, may name its own layer or one below; the module-level imports form a graph without cycles.
 """
 
@@ -21,6 +21,7 @@ LAYERS = [
     {"zofo.fo"},
     {"zofo.methods"},
     {"zofo.run"},
+    {"zofo.meta"},
     {"zofo.api"},
     {"zofo.cli", "zofo"},
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from zofo.config import RunConfig
 from zofo.evaluation import evaluate
+from zofo.meta import MetaTestProtocol, meta_test
 from zofo.models import load_model
 from zofo.run.concurrent import train_together as together
 from zofo.run.options import check_options, load_config, resumed_config
@@ -28,4 +29,5 @@ def train_together(cfgs: list[RunConfig]) -> list[dict | Exception]:
     return together(cfgs)
 
 
-__all__ = ["RunConfig", "check_options", "evaluate", "load_config", "load_model", "train", "train_together"]
+__all__ = ["MetaTestProtocol", "RunConfig", "check_options", "evaluate", "load_config", "load_model", "meta_test",
+           "train", "train_together"]

@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plot(sub)
     _add_replay(sub)
     _add_config(sub)
+    from zofo.cli.meta_test import add_meta_test  # meta-learning: zofo/cli/meta_test.py
+    add_meta_test(sub)
     return parser
 
 

@@ -1,0 +1,175 @@
+"""Meta-testing: every held-out task on one backbone, zero-shot, with k demonstrations, and with a fresh k-shot
+LoRA, over several seeds of the k-shot sample (`zofo.meta.protocol` states the protocol).
+
+    report = meta_test(refs, "smollm2-135m", MetaTestProtocol(), Path("runs/meta-test"))
+
+Nothing new trains here: the evaluations are `zofo.evaluation.evaluate` and the k-shot LoRA is an ordinary
+`fo-peft` run (`zofo.run.recipe.Run`, what `zofo.api.train` runs), one per task and seed, in OUT/runs/.
+Each finished (task, seed) is written to OUT/units/ at once, so that a run stopped by Ctrl-C or SIGTERM (after
+its current evaluation or training step, as `zofo train` stops) continues when the same command runs again;
+the output folder records the protocol and the backbone, and refuses results of another.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from zofo.errors import ZofoError
+from zofo.evaluation import evaluate, icl_demonstrations
+from zofo.meta.backbone import resolve_backbone
+from zofo.meta.pool import TaskRef, load_checked
+from zofo.meta.protocol import MetaTestProtocol
+from zofo.meta.report import summarise, write_report
+from zofo.models.device import resolve_device
+from zofo.models.load import load_model
+from zofo.run.interrupt import StopRequest, TrainingInterrupted, stop_on_signal
+from zofo.run.options import load_config
+from zofo.run.recipe import Run
+from zofo.tasks import Task, sample_splits
+
+
+class MetaTestInterrupted(TrainingInterrupted):
+    """A meta-test stopped on a signal; its finished evaluations are kept and a rerun continues from them."""
+
+    def __init__(self, done: int, total: int, out_dir: Path, signum: int):
+        self.step, self.checkpoint, self.signum = done, Path(out_dir), signum
+        Exception.__init__(self, f"interrupted by {signal.Signals(signum).name} after {done} of {total} task-seed "
+                                 f"evaluations; they are kept in {Path(out_dir) / 'units'} (run the same command "
+                                 "again to continue)")
+
+
+def meta_test(refs: list[TaskRef], model: str, protocol: MetaTestProtocol, out_dir: Path, *,
+              device: str = "auto", dtype: str = "float32", progress: bool = True) -> dict:
+    """Meta-test every task of `refs` on the backbone `model` (a name, folder or run folder); returns the report
+    (also written as OUT/meta_test.json and OUT/meta_test.md). Every task is loaded and sized before any runs."""
+    protocol.check()
+    _refuse_repeats(refs)
+    tasks = {ref: load_checked(ref) for ref in refs}
+    n_test = {ref: test_size(tasks[ref], ref, protocol) for ref in refs}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    backbone, described = resolve_backbone(model, out_dir)
+    header = {"protocol": protocol.to_dict(), "backbone": described, "dtype": dtype}
+    _claim(out_dir, header)
+    units = [(ref, seed) for ref in refs for seed in protocol.seeds]
+    runner = _Runner(backbone, protocol, out_dir, resolve_device(device), dtype)
+    with stop_on_signal() as stop:
+        _run_units(units, tasks, n_test, runner, stop, progress)
+    results = [json.loads(unit_file(out_dir, ref, seed).read_text()) for ref, seed in units]
+    report = summarise(results, [ref.name for ref in refs], header)
+    write_report(report, out_dir)
+    return report
+
+
+def _run_units(units: list[tuple[TaskRef, int]], tasks: dict[TaskRef, Task], n_test: dict[TaskRef, int],
+               runner: _Runner, stop: StopRequest, progress: bool) -> None:
+    """Every (task, seed) not finished yet, each written to OUT/units/ when done; a signal stops the work after
+    the current evaluation or training step (`MetaTestInterrupted`)."""
+    out_dir = runner.out_dir
+    bar = tqdm(total=len(units), disable=not progress, desc="meta-test", dynamic_ncols=True)
+    for done, (ref, seed) in enumerate(units):
+        file = unit_file(out_dir, ref, seed)
+        if not _finished(file, ref):
+            bar.set_postfix_str(f"{ref.name} seed {seed}")
+            try:
+                result = runner.unit(ref, tasks[ref], seed, n_test[ref], stop)
+            except TrainingInterrupted as err:  # inside the k-shot run: its partial run is dropped
+                bar.close()
+                raise MetaTestInterrupted(done, len(units), out_dir, err.signum) from err
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_text(json.dumps(result, indent=1) + "\n")
+        bar.update(1)
+        if stop.requested and done + 1 < len(units):
+            bar.close()
+            raise MetaTestInterrupted(done + 1, len(units), out_dir, stop.signal)
+    bar.close()
+
+
+def test_size(task: Task, ref: TaskRef, protocol: MetaTestProtocol) -> int:
+    """Test examples per seed: n_test, or what the task has left after the k-shot sample and dev."""
+    total = sum(len(task.records(split)) for split in ("train", "dev", "test"))
+    left = total - protocol.shots - protocol.n_dev
+    if left < 1:
+        raise ZofoError(f"{ref.where}: task {ref.name} has {total} examples, too few for {protocol.shots} shots, "
+                        f"{protocol.n_dev} dev and a test set", "give more data, or fewer --shots / --n-dev")
+    return min(protocol.n_test, left)
+
+
+def _refuse_repeats(refs: list[TaskRef]) -> None:
+    seen: dict[str, TaskRef] = {}
+    for ref in refs:
+        first = seen.setdefault(ref.name, ref)
+        if first is not ref:
+            what = "is named twice" if first.key == ref.key else "names two different tasks"
+            raise ZofoError(f"{ref.where}: task {ref.name} {what} (first at {first.where})",
+                            "give each task once, under a distinct folder name")
+
+
+def unit_file(out_dir: Path, ref: TaskRef, seed: int) -> Path:
+    return out_dir / "units" / slug(ref.name) / f"seed{seed}.json"
+
+
+def slug(name: str) -> str:
+    """A task name as one folder name: logical_deduction/three_objects -> logical_deduction__three_objects."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.replace("/", "__"))
+
+
+def _finished(file: Path, ref: TaskRef) -> bool:
+    """Whether this (task, seed) was evaluated already, on the same task data."""
+    return file.is_file() and json.loads(file.read_text()).get("data") == ref.data
+
+
+def _claim(out_dir: Path, header: dict) -> None:
+    """Record the protocol and backbone in OUT/protocol.json; refuse a folder that holds another's results."""
+    file = out_dir / "protocol.json"
+    if file.is_file():
+        before = json.loads(file.read_text())
+        if before != json.loads(json.dumps(header)):
+            changed = sorted(k for k in header if before.get(k) != json.loads(json.dumps(header[k])))
+            raise ZofoError(f"{out_dir} holds meta-test results of another {' and '.join(changed)} ({file})",
+                            "give another --out, or the same settings to continue those results")
+    file.write_text(json.dumps(header, indent=1) + "\n")
+
+
+class _Runner:
+    """The three settings of one (task, seed): the evaluation model is loaded once, the k-shot runs each load
+    their own."""
+
+    def __init__(self, backbone: str, protocol: MetaTestProtocol, out_dir: Path, device: str, dtype: str):
+        self.backbone, self.protocol, self.out_dir, self.device, self.dtype = backbone, protocol, out_dir, device, dtype
+        self.loaded = None
+
+    def unit(self, ref: TaskRef, task: Task, seed: int, n_test: int, stop: StopRequest) -> dict:
+        p = self.protocol
+        splits = sample_splits(task, n_train=p.shots, n_dev=p.n_dev, n_test=n_test, seed=seed)
+        if self.loaded is None:
+            self.loaded = load_model(self.backbone, dtype=self.dtype, device=self.device)
+        model, tokenizer = self.loaded
+        demos = icl_demonstrations(splits.train, p.shots, seed)
+        zero = evaluate(model, tokenizer, task, splits.test, batch_size=p.eval_batch_size, progress=False)
+        icl = evaluate(model, tokenizer, task, splits.test, batch_size=p.eval_batch_size, demonstrations=demos,
+                       progress=False)
+        peft = self.kshot_peft(ref, seed, n_test, stop)
+        return {"task": ref.name, "data": ref.data, "seed": seed, "protocol": splits.protocol,
+                "sizes": {"train": len(splits.train), "dev": len(splits.dev), "test": len(splits.test)},
+                "zero_shot": zero, "icl": icl, "peft": peft["test"],
+                "peft_run": {"best_dev": peft["best_dev"], "best_step": peft["best_step"],
+                             "steps": peft["steps"], "train_seconds": peft["train_seconds"],
+                             "run_dir": peft["run_dir"]}}
+
+    def kshot_peft(self, ref: TaskRef, seed: int, n_test: int, stop: StopRequest) -> dict:
+        """A fresh LoRA on the k-shot sample: the ordinary fo-peft run with the protocol's settings."""
+        run_dir = self.out_dir / "runs" / slug(ref.name) / f"seed{seed}"
+        shutil.rmtree(run_dir, ignore_errors=True)  # a run cut short by a signal starts again from its beginning
+        overrides = [f"model.name={self.backbone}", f"model.dtype={self.dtype}", f"model.device={self.device}",
+                     f"data.task={ref.task}", f"data.n_test={n_test}", f"data.seed={seed}", f"train.seed={seed}",
+                     f"train.output_dir={run_dir}", *self.protocol.run_overrides()]
+        overrides += [f"data.data={ref.data}"] if ref.data is not None else []
+        overrides += [f"data.template={ref.template}"] if ref.template is not None else []
+        return Run(load_config(None, overrides), stop=stop).execute()

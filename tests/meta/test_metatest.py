@@ -1,0 +1,133 @@
+"""`zofo meta-test` end to end on the CPU: a tiny model, two tiny BIG-bench task folders never in any split file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import zofo.meta.metatest as metatest
+from tests.meta.test_split import write_task
+from zofo.config import RunConfig, save_config
+from zofo.errors import ZofoError
+from zofo.meta import MetaTestInterrupted, MetaTestProtocol, meta_test, resolve
+from zofo.meta.backbone import resolve_backbone
+from zofo.models.load import load_model
+from zofo.run.checkpoint import save_weights
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+SMALL = MetaTestProtocol(shots=4, seeds=(0, 1), n_dev=2, n_test=6, steps=2, eval_every=1, batch_size=2,
+                         max_length=48, eval_batch_size=8)
+FLAGS = ["--shots", "4", "--seeds", "0", "1", "--n-dev", "2", "--n-test", "6", "--steps", "2", "--eval-every", "1",
+         "--batch-size", "2", "--max-length", "48", "--no-progress"]
+
+
+@pytest.fixture
+def tasks(tmp_path) -> Path:
+    """A folder of two tasks, with words the tiny tokenizer knows."""
+    write_task(tmp_path / "tasks" / "films", 20, "the film was")
+    write_task(tmp_path / "tasks" / "premises", 10, "premise is true")
+    return tmp_path / "tasks"
+
+
+def test_meta_test_reports_every_setting_per_task_and_seed(tmp_path, tasks, tiny_model_dir):
+    refs = resolve(str(tasks), tmp_path, "argument 1")  # a folder of tasks that no split file names
+    out = tmp_path / "out"
+    report = meta_test(refs, str(tiny_model_dir), SMALL, out, device="cpu", progress=False)
+    assert [t["task"] for t in report["tasks"]] == ["tasks/films", "tasks/premises"]
+    films, premises = report["tasks"]
+    assert films["n_test"] == 6 and premises["n_test"] == 10 - 4 - 2  # what is left after shots and dev
+    for row in report["tasks"]:
+        for setting in ("zero_shot", "icl", "peft"):
+            assert len(row[setting]["seeds"]) == 2 and 0.0 <= row[setting]["mean"] <= 1.0
+    unit = json.loads((out / "units" / "tasks__films" / "seed1.json").read_text())
+    assert unit["sizes"] == {"train": 4, "dev": 2, "test": 6}
+    assert unit["peft_run"]["steps"] == 2 and unit["peft_run"]["best_step"] in (0, 1, 2)
+    run = json.loads((Path(unit["peft_run"]["run_dir"]) / "result.json").read_text())
+    assert run["config"]["peft"]["r"] == 16 and run["config"]["optim"]["lr_upper"] == 2e-4
+    assert run["config"]["data"]["n_train"] == 4 and run["config"]["data"]["seed"] == 1
+    assert "| mean (2 tasks) |" in (out / "meta_test.md").read_text()
+    assert json.loads((out / "meta_test.json").read_text())["mean"] == report["mean"]
+
+
+def test_an_interrupted_meta_test_continues_where_it_stopped(tmp_path, tasks, tiny_model_dir, monkeypatch):
+    refs = resolve(str(tasks / "films"), tasks, "argument 1")
+    calls = []
+    evaluate = metatest.evaluate
+
+    def interrupting(*args, **kwargs):  # Ctrl-C in seed 1's zero-shot evaluation: its k-shot run stops at once
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(metatest, "evaluate", interrupting)
+    out = tmp_path / "out"
+    with pytest.raises(MetaTestInterrupted, match=r"after 1 of 2 task-seed evaluations.*run the same command") as e:
+        meta_test(refs, str(tiny_model_dir), SMALL, out, device="cpu", progress=False)
+    assert e.value.exit_code == 130 and (out / "units" / "films" / "seed0.json").is_file()
+    assert not (out / "units" / "films" / "seed1.json").exists()
+    first = (out / "units" / "films" / "seed0.json").read_text()
+    report = meta_test(refs, str(tiny_model_dir), SMALL, out, device="cpu", progress=False)
+    assert (out / "units" / "films" / "seed0.json").read_text() == first  # kept, not redone
+    assert len(report["tasks"][0]["peft"]["seeds"]) == 2
+    with pytest.raises(ZofoError, match=r"holds meta-test results of another protocol"):
+        meta_test(refs, str(tiny_model_dir), MetaTestProtocol(**{**SMALL.__dict__, "steps": 3}), out,
+                  device="cpu", progress=False)
+
+
+def test_a_task_too_small_and_a_repeated_task_are_refused_before_anything_runs(tmp_path, tasks, tiny_model_dir):
+    write_task(tmp_path / "small", 6)
+    small = resolve(str(tmp_path / "small"), tmp_path, "argument 1")
+    with pytest.raises(ZofoError, match=r"argument 1: task small has 6 examples, too few for 4 shots, 2 dev"):
+        meta_test(small, str(tiny_model_dir), SMALL, tmp_path / "out", device="cpu", progress=False)
+    twice = resolve(str(tasks / "films"), tasks, "argument 1") + resolve(str(tasks / "films"), tasks, "arg 2")
+    with pytest.raises(ZofoError, match=r"arg 2: task films is named twice \(first at argument 1\)"):
+        meta_test(twice, str(tiny_model_dir), SMALL, tmp_path / "out", device="cpu", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_folders_backbone_is_what_the_meta_test_loads(tmp_path, tiny_model_dir):
+    model, _ = load_model(str(tiny_model_dir))
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # a backbone unlike the base model
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    cfg = RunConfig()
+    cfg.model.name, cfg.train.method = str(tiny_model_dir), "mezo"
+    save_config(cfg, run / "config.yaml")
+    save_weights(dict(model.named_parameters()), run / "final" / "backbone.safetensors")
+    folder, described = resolve_backbone(str(run), tmp_path / "out")
+    loaded, _ = load_model(folder)
+    saved = load_file(str(run / "final" / "backbone.safetensors"))
+    assert all(torch.equal(p, saved[n]) for n, p in loaded.named_parameters())
+    assert described["method"] == "mezo" and described["base"] == str(tiny_model_dir)
+    (run / "final" / "backbone.safetensors").unlink()
+    with pytest.raises(ZofoError, match=r"left its backbone unchanged.*\(meta-test its base model instead"):
+        resolve_backbone(str(run), tmp_path / "out2")
+
+
+def zofo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.run([sys.executable, "-m", "zofo.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_the_command_prints_the_table_and_exits_0_or_2(tmp_path, tasks, tiny_model_dir):
+    done = zofo("meta-test", str(tasks / "films"), str(tasks / "premises"), "--model", str(tiny_model_dir),
+                "--out", str(tmp_path / "out"), "--device", "cpu", *FLAGS, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["task", "metric", "n_test", "zero-shot", "ICL", "k=4", "LoRA", "k=4"]
+    assert [line.split()[0] for line in lines[1:4]] == ["films", "premises", "mean"]
+    assert "wrote" in lines[-1] and (tmp_path / "out" / "meta_test.md").is_file()
+    bad = zofo("meta-test", str(tmp_path / "nowhere"), "--model", str(tiny_model_dir), *FLAGS, cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("zofo: error: argument 1 (") and "neither a task name" in bad.stderr
