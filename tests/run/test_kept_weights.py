@@ -10,9 +10,10 @@ from safetensors.torch import load_file
 
 from tests.run.test_interrupt import signal_at
 from tests.run.test_recipe import final_weights, tiny_run
-from zofo import api, training
-from zofo.config import load_config
+from zofo import api
+from zofo.api import load_config
 from zofo.errors import ZofoError
+from zofo.run import recipe as training
 from zofo.run.interrupt import TrainingInterrupted
 
 # update_every=2: the interrupted run's checkpoint holds applied updates and a pending one
