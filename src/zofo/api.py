@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from zofo.config import RunConfig, resumed_config
+from zofo.config import RunConfig, check_ranges, resumed_config
 from zofo.errors import ZofoError
 from zofo.models import load_model
 
@@ -23,6 +23,7 @@ def check_options(cfg: RunConfig) -> None:
     import zofo.methods  # noqa: F401  (registers the methods)
     from zofo.registry import METHODS
 
+    check_ranges(cfg)
     method, kind = cfg.train.method, cfg.peft.kind
     try:
         METHODS.get(method)
@@ -39,21 +40,12 @@ def check_options(cfg: RunConfig) -> None:
         raise ZofoError("method icl needs --shots K with K >= 1", "e.g. --shots 16", "data.shots")
     _check_choices(cfg)
     _check_objective(cfg)
-    _check_positive(cfg)
+    _check_steps(cfg)
 
 
 def _check_bilevel(cfg: RunConfig) -> None:
-    b = cfg.bilevel
-    if b.lower_steps < 1:
-        raise ZofoError(f"bilevel.lower_steps (K) must be >= 1, got {b.lower_steps}", "set K >= 1",
-                        "bilevel.lower_steps")
-    if b.lam < 0:
-        raise ZofoError(f"bilevel.lam must be >= 0, got {b.lam}", "use lambda >= 0", "bilevel.lam")
-    if not 0 < b.upper_fraction < 1:
-        raise ZofoError("bilevel.upper_fraction must lie in (0, 1)", "the paper's split is 1/3 (1:2)",
-                        "bilevel.upper_fraction")
-    if b.deploy not in ("p", "z"):
-        raise ZofoError(f"bilevel.deploy must be p or z, got {b.deploy!r}", "p is the formulation's",
+    if cfg.bilevel.deploy not in ("p", "z"):
+        raise ZofoError(f"bilevel.deploy must be p or z, got {cfg.bilevel.deploy!r}", "p is the formulation's",
                         "bilevel.deploy")
 
 
@@ -86,18 +78,12 @@ def _check_objective(cfg: RunConfig) -> None:
                         "cannot train on it", "use --set data.objective=lm", "data.objective")
 
 
-def _check_positive(cfg: RunConfig) -> None:
-    for key, value in [("train.steps", cfg.train.steps), ("train.batch_size", cfg.train.batch_size),
-                       ("optim.q", cfg.optim.q), ("data.max_length", cfg.data.max_length)]:
-        if value < (0 if key == "train.steps" else 1):
-            raise ZofoError(f"{key} must be positive, got {value}", "fix the value", key)
-    if cfg.optim.eps <= 0:
-        raise ZofoError(f"optim.eps must be > 0, got {cfg.optim.eps}", "the paper uses 1e-3", "optim.eps")
-    for key in ("max_seconds", "max_train_seconds"):
-        budget = getattr(cfg.train, key)
-        if budget is not None and budget <= 0:
-            raise ZofoError(f"train.{key} must be > 0 seconds, got {budget}", "leave it unset for no time budget",
-                            f"train.{key}")
+def _check_steps(cfg: RunConfig) -> None:
+    """A method that trains needs a step to train; evaluating without training is what zero-shot and icl do."""
+    if cfg.train.method not in NO_TRAIN and cfg.train.steps < 1:
+        raise ZofoError(f"train.steps is {cfg.train.steps}: method {cfg.train.method} would train for no step",
+                        "give --steps N >= 1; to only evaluate, use --method zero-shot (or icl), or `zofo eval`",
+                        "train.steps")
 
 
 def resolve_device(device: str) -> str:
@@ -120,14 +106,32 @@ def run_dir_for(cfg: RunConfig) -> Path:
     return Path("runs") / f"{cfg.train.method}-{cfg.data.task.replace(':', '-')}-{stamp}"
 
 
-def train(cfg: RunConfig) -> dict:
-    """Fine-tune (or only evaluate, for zero-shot / ICL) as `cfg` says; returns the run's results. A SIGINT or
-    SIGTERM stops it after the current step with a checkpoint (`zofo.interrupt.TrainingInterrupted` says where;
-    `train.resume` continues from it)."""
-    from zofo.training import Run
+def prepared(cfg: RunConfig, overwrite: bool = False) -> RunConfig:
+    """The config a run trains with (a resumed run's own, `resumed_config`), once its options and its run folder
+    are checked (`zofo.run_folder`): everything that can be refused before anything loads."""
+    from zofo.run_folder import check_run_folder
 
+    if cfg.train.resume and overwrite:
+        raise ZofoError("--overwrite and --resume contradict each other (a resumed run continues its folder)",
+                        "give one of them", "train.resume")
     cfg = resumed_config(cfg) if cfg.train.resume else cfg
     check_options(cfg)
+    if not cfg.train.resume:
+        check_run_folder(run_dir_for(cfg), overwrite)
+    return cfg
+
+
+def train(cfg: RunConfig, overwrite: bool = False) -> dict:
+    """Fine-tune (or only evaluate, for zero-shot / ICL) as `cfg` says; returns the run's results. A SIGINT or
+    SIGTERM stops it after the current step with a checkpoint (`zofo.interrupt.TrainingInterrupted` says where;
+    `train.resume` continues from it). A run folder that holds a run is refused, unless ``overwrite``: then that
+    run is deleted first."""
+    from zofo.run_folder import clear_run_folder
+    from zofo.training import Run
+
+    cfg = prepared(cfg, overwrite)
+    if overwrite:
+        clear_run_folder(run_dir_for(cfg))
     return Run(cfg).execute()
 
 
@@ -136,10 +140,7 @@ def train_together(cfgs: list[RunConfig]) -> list[dict | Exception]:
     of a small model overlap instead of taking turns. Per run, its result or the exception it raised."""
     from zofo.concurrent import train_together as together
 
-    cfgs = [resumed_config(cfg) if cfg.train.resume else cfg for cfg in cfgs]
-    for cfg in cfgs:
-        check_options(cfg)
-    return together(cfgs)
+    return together([prepared(cfg) for cfg in cfgs])
 
 
-__all__ = ["load_model", "train", "train_together", "check_options", "RunConfig"]
+__all__ = ["load_model", "train", "train_together", "check_options", "prepared", "RunConfig"]
