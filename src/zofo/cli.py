@@ -71,11 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     except ZofoError as err:
         print(f"zofo: error: {_one_line(err)}", file=sys.stderr)
         return 1
-    except TrainingInterrupted as stop:
-        print(f"zofo: {stop}", file=sys.stderr)
+    except TrainingInterrupted as stop:  # a new line: the signal may have come in the middle of a progress bar
+        print(f"\nzofo: {stop}", file=sys.stderr)
         return stop.exit_code
     except KeyboardInterrupt:
-        print("zofo: interrupted", file=sys.stderr)
+        print("\nzofo: interrupted", file=sys.stderr)
         return 130
 
 
