@@ -65,12 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "run"):
             parser.error("choose a command: " + ", ".join(COMMANDS))
         return args.run(args)
-    except UsageError as err:
-        print(f"zofo: error: {_one_line(err)}", file=sys.stderr)
-        return 2
     except ZofoError as err:
         print(f"zofo: error: {_one_line(err)}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(err, UsageError) else 1
     except TrainingInterrupted as stop:  # a new line: the signal may have come in the middle of a progress bar
         print(f"\nzofo: {stop}", file=sys.stderr)
         return stop.exit_code
