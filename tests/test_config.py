@@ -72,3 +72,41 @@ def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(None, ["optim.lr=3e-6", "data.task=rte", "train.output_dir=somewhere"])
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
+
+
+@pytest.mark.parametrize("override, error", [
+    ("optim.lr=-1", r"^optim.lr must be >= 0, got -1.0 \(0 leaves those weights unchanged"),
+    ("optim.lr_upper=-1e-4", r"^optim.lr_upper must be >= 0, got -0.0001"),
+    ("optim.lr_lower=-1e-4", r"^optim.lr_lower must be >= 0, got -0.0001"),
+    ("optim.eps=0", r"^optim.eps must be > 0, got 0.0 \(the paper uses 1e-3\)"),
+    ("optim.momentum=1", r"^optim.momentum must be in \[0, 1\), got 1.0"),
+    ("bilevel.upper_fraction=1", r"^bilevel.upper_fraction must be in \(0, 1\), got 1.0"),
+    ("bilevel.lower_steps=0", r"^bilevel.lower_steps must be >= 1, got 0 \(K, lower steps per upper step"),
+    ("peft.dropout=1.5", r"^peft.dropout must be in \[0, 1\), got 1.5"),
+    ("train.log_every=0", r"^train.log_every must be >= 1, got 0"),
+    ("train.n_eval_dev=0", r"^train.n_eval_dev must be >= 1, got 0 \(unset: every dev example\)"),
+    ("data.n_test=0", r"^data.n_test must be >= 1, got 0"),
+])
+def test_a_value_out_of_its_range_is_refused_naming_the_key(override, error):
+    with pytest.raises(ZofoError, match=error):
+        load_config(None, [override])
+
+
+def test_a_zero_learning_rate_and_an_unset_budget_are_fine():
+    cfg = load_config(None, ["optim.lr=0", "optim.lr_upper=0", "train.max_seconds=null"])
+    assert (cfg.optim.lr, cfg.optim.lr_upper, cfg.train.max_seconds) == (0.0, 0.0, None)
+
+
+def test_an_out_of_range_value_in_a_file_names_its_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  method: mezo\noptim:\n  lr: 1.0e-6\n  lr_lower: -1.0e-4\n")
+    with pytest.raises(ZofoError, match=rf"^{path}:5: optim.lr_lower must be >= 0, got -0.0001"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("method", ["mezo", "bilevel-zofo", "fo-peft"])
+def test_zero_steps_are_refused_for_a_method_that_trains(method):
+    with pytest.raises(ZofoError, match=rf"^train.steps is 0: method {method} would train for no step \(give "
+                                        r"--steps N >= 1; to only evaluate, use --method zero-shot"):
+        load_config(None, [f"train.method={method}", "train.steps=0"])
+    assert load_config(None, ["train.method=zero-shot", "train.steps=0"]).train.steps == 0

@@ -14,7 +14,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = [
-    {"zofo.errors", "zofo.registry", "zofo.config"},
+    {"zofo.errors", "zofo.registry", "zofo.config", "zofo.stop"},
     {"zofo.models", "zofo.tasks"},
     {"zofo.evaluation"},
     {"zofo.zo"},

@@ -56,3 +56,20 @@ def tiny_model(family: str = "llama", seed: int = 0, vocab_size: int = 64):
     return model.eval()
 
 
+def small_gguf(path: Path) -> Path:
+    """A small but valid GGUF file written with the gguf package: scalar, string and string-array metadata, an
+    alignment of 64 and two tensors (float32, float16)."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(1)
+    writer.add_custom_alignment(64)
+    writer.add_token_list(["[PAD]", "the", "a"])
+    writer.add_tensor("token_embd.weight", np.ones((64, 32), dtype=np.float32))
+    writer.add_tensor("output_norm.weight", np.ones(33, dtype=np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

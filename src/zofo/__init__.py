@@ -10,11 +10,12 @@ def load_model(name_or_path: str, dtype="float32", device: str = "cpu", trust_re
     return _load(name_or_path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
 
 
-def train(cfg) -> dict:
-    """Run one training (or zero-shot / ICL evaluation) as the RunConfig says; returns its results."""
+def train(cfg, overwrite: bool = False) -> dict:
+    """Run one training (or zero-shot / ICL evaluation) as the RunConfig says; returns its results. A run folder
+    that holds a run is refused, unless ``overwrite`` (then that run is deleted first)."""
     from zofo.api import train as _train
 
-    return _train(cfg)
+    return _train(cfg, overwrite)
 
 
 def train_together(cfgs: list) -> list:

@@ -5,28 +5,28 @@ from __future__ import annotations
 from zofo.config import RunConfig
 from zofo.evaluation import evaluate
 from zofo.meta import MetaTestProtocol, meta_test
-from zofo.models import load_model
+from zofo.models.load import load_model
 from zofo.run.concurrent import train_together as together
-from zofo.run.options import check_options, load_config, resumed_config
+from zofo.run.folder import clear_run_folder
+from zofo.run.options import check_options, load_config, prepared, run_dir_for
 from zofo.run.recipe import Run
 
 
-def train(cfg: RunConfig) -> dict:
+def train(cfg: RunConfig, overwrite: bool = False) -> dict:
     """Fine-tune (or only evaluate, for zero-shot / ICL) as `cfg` says; returns the run's results. A SIGINT or
     SIGTERM stops it after the current step with a checkpoint (`zofo.run.interrupt.TrainingInterrupted` says where;
-    `train.resume` continues from it)."""
-    cfg = resumed_config(cfg) if cfg.train.resume else cfg
-    check_options(cfg)
+    `train.resume` continues from it). A run folder that holds a run is refused, unless ``overwrite``: then that
+    run is deleted first."""
+    cfg = prepared(cfg, overwrite)
+    if overwrite:
+        clear_run_folder(run_dir_for(cfg))
     return Run(cfg).execute()
 
 
 def train_together(cfgs: list[RunConfig]) -> list[dict | Exception]:
     """Several runs at once in this process, each on its own CUDA stream (`zofo.run.concurrent`): on one GPU, runs
     of a small model overlap instead of taking turns. Per run, its result or the exception it raised."""
-    cfgs = [resumed_config(cfg) if cfg.train.resume else cfg for cfg in cfgs]
-    for cfg in cfgs:
-        check_options(cfg)
-    return together(cfgs)
+    return together([prepared(cfg) for cfg in cfgs])
 
 
 __all__ = ["MetaTestProtocol", "RunConfig", "check_options", "evaluate", "load_config", "load_model", "meta_test",

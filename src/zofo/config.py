@@ -115,6 +115,59 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key may take: from ``low`` (``low`` itself refused if ``strict``) up to below
+    ``below`` (None: no upper end); ``hint`` says what to give instead."""
+
+    low: float
+    strict: bool = False
+    below: float | None = None
+    hint: str = "fix the value"
+
+    def allows(self, value: float) -> bool:
+        above = value > self.low if self.strict else value >= self.low
+        return above and (self.below is None or value < self.below)
+
+    def __str__(self) -> str:
+        if self.below is None:
+            return f"{'>' if self.strict else '>='} {self.low:g}"
+        return f"in {'(' if self.strict else '['}{self.low:g}, {self.below:g})"
+
+
+_LR = "0 leaves those weights unchanged; the paper uses 1e-6 to 1e-2"
+_BUDGET = "leave it unset for no time budget"
+#: every numeric key's range, checked when a config is built (None, where a key allows it, is always fine)
+RANGES = {
+    "data.n_train": Range(0), "data.n_dev": Range(0), "data.n_test": Range(1), "data.max_length": Range(1),
+    "data.shots": Range(0, hint="0: zero-shot"),
+    "peft.r": Range(1), "peft.alpha": Range(0, strict=True), "peft.dropout": Range(0, below=1),
+    "peft.num_virtual_tokens": Range(1),
+    "optim.lr": Range(0, hint=_LR), "optim.lr_upper": Range(0, hint=_LR), "optim.lr_lower": Range(0, hint=_LR),
+    "optim.momentum": Range(0, below=1), "optim.eps": Range(0, strict=True, hint="the paper uses 1e-3"),
+    "optim.q": Range(1), "optim.update_every": Range(0, hint="0: automatic"), "optim.warmup_steps": Range(0),
+    "optim.weight_decay": Range(0),
+    "bilevel.lam": Range(0, hint="lambda; the paper uses 1e4"),
+    "bilevel.lower_steps": Range(1, hint="K, lower steps per upper step; the paper uses 10"),
+    "bilevel.upper_fraction": Range(0, strict=True, below=1, hint="the paper's 1:2 split is 1/3"),
+    "train.steps": Range(0), "train.batch_size": Range(1), "train.eval_batch_size": Range(1),
+    "train.eval_every": Range(0, hint="0: only before and after training"),
+    "train.n_eval_dev": Range(1, hint="unset: every dev example"), "train.log_every": Range(1),
+    "train.save_every": Range(0, hint="0: only at the end"),
+    "train.max_seconds": Range(0, strict=True, hint=_BUDGET),
+    "train.max_train_seconds": Range(0, strict=True, hint=_BUDGET),
+}
+
+
+def check_ranges(cfg: RunConfig) -> None:
+    """Refuse a numeric value outside its key's `RANGES` entry (a negative learning rate, a zero batch size), naming
+    the key, before anything is loaded."""
+    for key, value in flat(cfg).items():
+        allowed = RANGES.get(key)
+        if allowed is not None and value is not None and not allowed.allows(value):
+            raise ZofoError(f"{key} must be {allowed}, got {value!r}", allowed.hint, key)
+
+
 def read_config(path: str | Path | None = None, overrides: list[str] | None = None) -> tuple[RunConfig, dict[str, int]]:
     """Defaults, then the YAML file, then `section.key=value` overrides, each key and value type checked; returns
     the config and the line (1-based) of every key that came from the file, so that a later check can point at it

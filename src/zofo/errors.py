@@ -11,3 +11,8 @@ class ZofoError(Exception):
         self.fix = fix
         self.key = key  # the config key (dotted path) the error is about, if any
         super().__init__(what if fix is None else f"{what} ({fix})")
+
+
+class UsageError(ZofoError):
+    """A command refused before it ran anything: a bad flag or config value, a run folder it would overwrite.
+    The CLI exits 2 on it, as argparse does on a bad flag, against 1 for an error met while running."""

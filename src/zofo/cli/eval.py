@@ -14,6 +14,7 @@ import re
 import time
 from pathlib import Path
 
+from zofo.errors import ZofoError
 from zofo.evaluation.harness import evaluate, icl_demonstrations
 from zofo.tasks import load_task, sample_splits
 
@@ -38,6 +39,22 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     return parser
 
 
+#: option -> the least value it takes
+LEAST = {"n_test": 1, "n_train": 0, "n_dev": 0, "shots": 0, "batch_size": 1, "max_length": 1}
+
+
+def check_eval_arguments(args: argparse.Namespace) -> None:
+    """Refuse an option out of its range before anything loads."""
+    from zofo.models.load import DTYPES
+
+    for name, least in LEAST.items():
+        if getattr(args, name) < least:
+            flag = "--" + name.replace("_", "-")
+            raise ZofoError(f"{flag} must be >= {least}, got {getattr(args, name)}", f"give {flag} {least} or more")
+    if args.dtype not in DTYPES:
+        raise ZofoError(f"unknown --dtype {args.dtype!r}", f"use one of: {', '.join(DTYPES)}")
+
+
 def default_device() -> str:
     import torch
 
@@ -55,6 +72,10 @@ def run_eval(args: argparse.Namespace) -> dict:
     """Evaluate as the arguments say; print `metric: value` lines; write and return the result."""
     from zofo.models.load import load_model
 
+    if args.no_progress:  # transformers' own bars too (loading weights)
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()
     task = load_task(args.task, args.data, args.template)
     splits = sample_splits(task, n_train=args.n_train, n_dev=args.n_dev, n_test=args.n_test, seed=args.seed)
     demos = icl_demonstrations(splits.train, args.shots, args.seed) if args.shots else None

@@ -5,21 +5,29 @@
     zofo convert MODEL.gguf OUT_DIR
     zofo plot RUN_DIR
     zofo config [--config FILE] [--set a.b=c ...]     (print the resolved config)
+    zofo replay RUN_DIR
+
+Exit status: 0 done; 1 an error while running (a file that cannot be read, ...), printed as one line; 2 a usage
+error, refused before anything ran (a bad flag or config value, a run folder that holds a run); 130 stopped by
+Ctrl-C (143 by SIGTERM), a training run after saving its checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from zofo.errors import ZofoError
+from zofo.errors import UsageError, ZofoError
 from zofo.run.interrupt import TrainingInterrupted
 
 #: flag -> (config key path, type, help)
 TRAIN_FLAGS = {
     "--method": ("train.method", str, "bilevel-zofo | bilevel-fo | fo-full | fo-peft | mezo | zo-peft | "
                                       "zero-shot | icl"),
-    "--peft": ("peft.kind", str, "lora | prefix | prompt (methods with a PEFT module; default lora)"),
+    "--peft": ("peft.kind", str, "lora | prefix | prompt, for the methods that train a PEFT module (unset, "
+                                 "null in `zofo config`: lora)"),
     "--model": ("model.name", str, "alias (smollm2-135m), model folder, .gguf file or hub id"),
     "--task": ("data.task", str, "task name, e.g. sst2, rte, bigbench:strategyqa, bigbench"),
     "--data": ("data.data", str, "folder or file of the task's data in its official format"),
@@ -50,22 +58,41 @@ TRAIN_FLAGS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (see the module's docstring)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "run"):
-        parser.print_help()
-        return 2
     try:
-        return args.run(args) or 0
+        args = parser.parse_args(argv)
+        if not hasattr(args, "run"):
+            parser.error("choose a command: " + ", ".join(COMMANDS))
+        return args.run(args)
     except ZofoError as err:
-        print(f"zofo: error: {err}", file=sys.stderr)
-        return 2
-    except TrainingInterrupted as stop:
-        print(f"zofo: {stop}", file=sys.stderr)
+        print(f"zofo: error: {_one_line(err)}", file=sys.stderr)
+        return 2 if isinstance(err, UsageError) else 1
+    except TrainingInterrupted as stop:  # a new line: the signal may have come in the middle of a progress bar
+        print(f"\nzofo: {stop}", file=sys.stderr)
         return stop.exit_code
     except KeyboardInterrupt:
-        print("zofo: interrupted", file=sys.stderr)
+        print("\nzofo: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(err: Exception) -> str:
+    """The message on one line (a wrapped library error may span several)."""
+    return " ".join(str(err).split())
+
+
+@contextmanager
+def usage_errors() -> Iterator[None]:
+    """Errors in the command as given (flags, config values, the run folder) are usage errors: exit status 2."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except ZofoError as err:
+        raise UsageError(err.what, err.fix, err.key) from err
+
+
+COMMANDS = ("train", "eval", "convert", "plot", "replay", "config")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,14 +135,18 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="fine-tune a model with one method and evaluate it",
                        description="Fine-tune with any method; dev picks the checkpoint, test is reported.")
     _add_config_flags(p, TRAIN_FLAGS)
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete what an earlier run left in the run folder and start afresh (without it, a folder "
+                        "that holds a run is refused; a folder that holds anything else always is)")
     p.set_defaults(run=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from zofo import api
 
-    cfg = config_from_args(args, TRAIN_FLAGS)
-    result = api.train(cfg)
+    with usage_errors():
+        cfg = api.prepared(config_from_args(args, TRAIN_FLAGS), args.overwrite)
+    result = api.train(cfg, args.overwrite)
     for key, value in result["test"].items():
         print(f"test {key}: {value:.4f}" if isinstance(value, float) else f"test {key}: {value}")
     if result["steps"]:
@@ -135,9 +166,12 @@ def _add_eval(sub) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from zofo.cli.eval import run_eval
+    from zofo.cli.eval import check_eval_arguments, run_eval
 
-    return run_eval(args) or 0
+    with usage_errors():
+        check_eval_arguments(args)
+    run_eval(args)
+    return 0
 
 
 def _add_convert(sub) -> None:
@@ -201,7 +235,9 @@ def _run_config(args: argparse.Namespace) -> int:
 
     from zofo.config import to_dict
 
-    print(yaml.safe_dump(to_dict(config_from_args(args, TRAIN_FLAGS)), sort_keys=False), end="")
+    with usage_errors():
+        cfg = config_from_args(args, TRAIN_FLAGS)
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
     return 0
 
 

@@ -8,6 +8,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from zofo.stop import StopRequest, check_stop
+
 
 class StopAtNewline(StoppingCriteria):
     """Per row: done once the text generated after the prompt contains a newline."""
@@ -38,8 +40,9 @@ def _generate_batch(model, tokenizer, prompts: list[str], max_new_tokens: int, m
 
 
 def generate_answers(model, tokenizer, prompts: Sequence[str], batch_size: int = 16, max_new_tokens: int = 50,
-                     max_length: int = 2048, progress: bool = True) -> list[str]:
-    """Greedy completions of each prompt up to the first newline (stripped), in order."""
+                     max_length: int = 2048, progress: bool = True, stop: StopRequest | None = None) -> list[str]:
+    """Greedy completions of each prompt up to the first newline (stripped), in order. A requested ``stop``
+    raises `EvaluationStopped` between batches."""
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.truncation_side = "left"
@@ -49,6 +52,7 @@ def generate_answers(model, tokenizer, prompts: Sequence[str], batch_size: int =
     try:
         with torch.no_grad():
             for start in tqdm(range(0, len(prompts), batch_size), disable=not progress, desc="generating"):
+                check_stop(stop)
                 batch = list(prompts[start: start + batch_size])
                 answers.extend(_generate_batch(model, tokenizer, batch, max_new_tokens, max_length))
     finally:

@@ -10,6 +10,7 @@ from zofo.errors import ZofoError
 from zofo.evaluation.generation import generate_answers
 from zofo.evaluation.metrics import argmax, chosen_answer, exact_match, f1_score, is_correct, macro_f1
 from zofo.evaluation.scoring import example_candidates, score_examples
+from zofo.stop import StopRequest
 from zofo.tasks.example import Example
 
 DEMO_SEPARATOR = "\n\n"
@@ -38,8 +39,8 @@ def with_demonstrations(examples: Sequence[Example],
 
 
 def _classify(model, tokenizer, examples: list[Example], batch_size: int, max_length: int,
-              progress: bool, extra: tuple[str, ...] = ()) -> dict:
-    scores = score_examples(model, tokenizer, examples, batch_size, max_length, progress)
+              progress: bool, stop: StopRequest | None, extra: tuple[str, ...] = ()) -> dict:
+    scores = score_examples(model, tokenizer, examples, batch_size, max_length, progress, stop)
     predicted = [argmax(row) for row in scores]
     correct = [is_correct(example, p) for example, p in zip(examples, predicted, strict=True)]
     result = {"accuracy": sum(correct) / len(correct)}
@@ -50,9 +51,9 @@ def _classify(model, tokenizer, examples: list[Example], batch_size: int, max_le
 
 
 def _generate(model, tokenizer, examples: list[Example], batch_size: int, max_length: int,
-              progress: bool) -> dict:
+              progress: bool, stop: StopRequest | None) -> dict:
     predictions = generate_answers(model, tokenizer, [e.prompt for e in examples], batch_size,
-                                   max_length=max_length, progress=progress)
+                                   max_length=max_length, progress=progress, stop=stop)
     f1 = [f1_score(p, e.answers) for p, e in zip(predictions, examples, strict=True)]
     em = [exact_match(p, e.answers) for p, e in zip(predictions, examples, strict=True)]
     return {"f1": sum(f1) / len(f1), "exact_match": sum(em) / len(em), "n": len(f1)}
@@ -60,19 +61,21 @@ def _generate(model, tokenizer, examples: list[Example], batch_size: int, max_le
 
 def evaluate(model, tokenizer, task, examples: Sequence[Example], *, batch_size: int = 32,
              demonstrations: Sequence[Example] | None = None, progress: bool = True,
-             max_length: int = 2048) -> dict:
+             max_length: int = 2048, stop: StopRequest | None = None) -> dict:
     """Metrics of `model` on `examples`: {"accuracy", "n"} or {"f1", "exact_match", "n"}, plus the metrics the
     task asks for besides (`task.metrics`: macro_f1 for some BIG-bench tasks).
 
     Classification scores every candidate by its mean token log-likelihood and predicts the argmax;
     generative tasks (task.generative, or examples without candidates when task is None) decode
-    greedily to the first newline. `demonstrations` (ICL) are prepended to every prompt.
+    greedily to the first newline. `demonstrations` (ICL) are prepended to every prompt. A requested ``stop``
+    ends the evaluation between two batches (`zofo.stop.EvaluationStopped`), so that a signal does not wait
+    for a long evaluation to end.
     """
     if not examples:
         raise ZofoError("no examples to evaluate", "check the task data and --n-test")
     generative = task.generative if task is not None else not examples[0].candidates
     prompted = with_demonstrations(examples, demonstrations)
     if generative:
-        return _generate(model, tokenizer, prompted, batch_size, max_length, progress)
+        return _generate(model, tokenizer, prompted, batch_size, max_length, progress, stop)
     extra = tuple(getattr(task, "metrics", ()))
-    return _classify(model, tokenizer, prompted, batch_size, max_length, progress, extra)
+    return _classify(model, tokenizer, prompted, batch_size, max_length, progress, stop, extra)

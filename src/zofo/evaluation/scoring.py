@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from zofo.errors import ZofoError
 from zofo.evaluation.head import logits_at
 from zofo.models.device import upload
+from zofo.stop import StopRequest, check_stop
 from zofo.tasks.example import Example, join_answer
 
 
@@ -139,9 +140,11 @@ def candidate_scores(model, batch: CandidateBatch) -> Tensor:
 
 
 def score_examples(model, tokenizer, examples: Sequence[Example], batch_size: int = 32,
-                   max_length: int = 512, progress: bool = True) -> list[list[float]]:
+                   max_length: int = 512, progress: bool = True,
+                   stop: StopRequest | None = None) -> list[list[float]]:
     """Candidate scores of every example, in order: no_grad, eval mode, batches of `batch_size` examples
-    (all their candidates in one forward), examples sorted by length to keep padding small."""
+    (all their candidates in one forward), examples sorted by length to keep padding small. A requested ``stop``
+    raises `EvaluationStopped` between batches."""
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].prompt))
     device = next(model.parameters()).device
     scores: list[list[float]] = [[] for _ in examples]
@@ -150,6 +153,7 @@ def score_examples(model, tokenizer, examples: Sequence[Example], batch_size: in
     try:
         with torch.no_grad():
             for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="scoring"):
+                check_stop(stop)
                 chunk = order[start: start + batch_size]
                 batch = encode_candidates(tokenizer, [examples[i] for i in chunk], max_length).to(device)
                 for i, row in zip(chunk, candidate_scores(model, batch).cpu().tolist(), strict=True):

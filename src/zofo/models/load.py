@@ -148,6 +148,9 @@ def _load_gguf(path: Path):
     """Dequantise a GGUF file and re-wrap it as an ordinary, trainable model of its architecture."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from zofo.models.gguf_file import check_gguf
+
+    check_gguf(path)  # a truncated or damaged file: one clear error, not the reader's struct.error
     start = time.perf_counter()
     try:
         with contextlib.redirect_stdout(io.StringIO()):

@@ -1,32 +1,25 @@
-"""A graceful stop: the first SIGINT (Ctrl-C) or SIGTERM asks the training loop to finish its current step, save a
-checkpoint and stop (`TrainingInterrupted`); a second one acts as it would have without us (Ctrl-C raises
-KeyboardInterrupt, SIGTERM ends the process).
+"""A graceful stop: the first SIGINT (Ctrl-C) or SIGTERM asks the training loop to finish its current step (or
+the current batch of a dev evaluation), save a checkpoint and stop (`TrainingInterrupted`), and says so at once; a
+second one acts as it would have without us (Ctrl-C raises KeyboardInterrupt, SIGTERM ends the process).
 
     with stop_on_signal() as stop:
-        train_loop(..., stop=stop)      # checks stop.requested after every step
+        train_loop(..., stop=stop)      # checks stop.requested after every step and every evaluation batch
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from zofo.stop import StopRequest
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class StopRequest:
-    """Set by a signal handler; read by the training loop between steps."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-
-    @property
-    def requested(self) -> bool:
-        return self.signal is not None
 
 
 class TrainingInterrupted(Exception):
@@ -54,9 +47,23 @@ def stop_on_signal() -> Iterator[StopRequest]:
         request.signal = signum
         for other, handler in previous.items():  # a second signal is not ours to soften
             signal.signal(other, handler)
+        say_stopping(signum)
 
     with handling_signals(ask_to_stop) as previous:
         yield request
+
+
+def say_stopping(signum: int) -> None:
+    """Tell the user at once that the stop is under way: a step or an evaluation batch can take minutes. Written
+    with os.write: the handler may run while the main thread is inside a write to sys.stderr (a progress bar),
+    and a buffered stream refuses a reentrant write."""
+    again = "Ctrl-C again" if signum == signal.SIGINT else f"a second {signal.Signals(signum).name}"
+    text = (f"\nzofo: {signal.Signals(signum).name} received: stopping after the current step or evaluation "
+            f"batch, with a checkpoint ({again} stops at once, without one)\n")
+    try:
+        os.write(sys.stderr.fileno(), text.encode())
+    except (OSError, ValueError, AttributeError):  # no usable stderr (closed, or replaced by an object without fd)
+        pass
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """THE training loop: step, log, evaluate on dev, keep the best, checkpoint. Same for every method.
 
 A stop asked for by a signal (`zofo.run.interrupt`) ends it after the current step, with a checkpoint that a resumed
-run continues from exactly (`TrainingInterrupted`).
+run continues from exactly (`TrainingInterrupted`); a dev evaluation under way ends at its next batch, and the
+resumed run evaluates that step again before it trains on.
 
 A step's metrics may be device scalars (a ZO step on CUDA reads nothing back, so the host runs ahead of the
 device); they are read only at logging steps, and `step_seconds` is the mean wall-clock per step since the
@@ -23,9 +24,10 @@ from tqdm.auto import tqdm
 from zofo.methods.base import Method
 from zofo.models.work import WorkCounter
 from zofo.run.checkpoint import load_checkpoint, save_checkpoint
-from zofo.run.interrupt import StopRequest, TrainingInterrupted
+from zofo.run.interrupt import TrainingInterrupted
 from zofo.run.kept_weights import BACKBONE_KEY, checkpoint_form, kept_params, replay_onto, save_best
 from zofo.run.logs import PeakMemory, RunLogger
+from zofo.stop import EvaluationStopped, StopRequest
 
 
 def _read(metrics: dict) -> dict:
@@ -61,14 +63,18 @@ class LoopState:
     skipped_steps: int = 0
     forward_rows: int = 0      # sequences through the model in training steps (zofo.models.work)
     backward_rows: int = 0     # ... of them back-propagated
+    eval_pending: bool = False  # the dev evaluation of `step` was stopped by a signal: the resumed run does it
 
 
 def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, settings: LoopSettings,
                logger: RunLogger, memory: PeakMemory, state: LoopState, stop: StopRequest | None = None) -> LoopState:
     """Run `method.step` from `state.step` to `settings.steps`; returns the final state. If ``stop`` is requested,
     saves a checkpoint after the current step and raises `TrainingInterrupted`."""
-    if state.step == 0:
-        _evaluate(method, evaluate_dev, run_dir, settings, logger, memory, state)
+    if state.step == 0 or state.eval_pending:
+        state.eval_pending = not _evaluate(method, evaluate_dev, run_dir, settings, logger, memory, state)
+        if state.eval_pending:  # stopped before the first step (or again, once resumed)
+            _save_checkpoint(method, run_dir, logger, settings.weights, state)
+            raise TrainingInterrupted(state.step, run_dir / "checkpoint", stop.signal)
     bar = tqdm(total=settings.steps, initial=state.step, disable=not settings.progress, desc="train",
                dynamic_ncols=True)
     counter = WorkCounter(method.model)
@@ -92,17 +98,14 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
         out_of_time = _past(settings.max_seconds, logger.elapsed()) or _past(settings.max_train_seconds,
                                                                             logger.train_elapsed())
         last = settings.steps if not out_of_time else state.step
+        evaluate = _due(state.step, settings.eval_every, last)
+        if evaluate:  # a signal stops it at its next batch; the checkpoint then says to evaluate this step again
+            state.eval_pending = not _evaluate(method, evaluate_dev, run_dir, settings, logger, memory, state)
         interrupted = stop is not None and stop.requested
-        evaluate = _due(state.step, settings.eval_every, last)  # a due evaluation still runs: the resumed run
-        save = _due(state.step, settings.save_every, last) or interrupted  # will not evaluate this step again
-        if evaluate:
-            _evaluate(method, evaluate_dev, run_dir, settings, logger, memory, state)
+        save = _due(state.step, settings.save_every, last) or interrupted
         if save:
-            _settle(method.model)
-            with logger.off_the_clock():
-                state.skipped_steps, skipped = state.skipped_steps + _count(skipped), []
-                state.elapsed, state.off_clock = logger.elapsed(), logger.off_clock
-                _save_checkpoint(method, run_dir / "checkpoint", settings.weights, state)
+            state.skipped_steps, skipped = state.skipped_steps + _count(skipped), []
+            _save_checkpoint(method, run_dir, logger, settings.weights, state)
         if evaluate or save:  # step_seconds leaves them out
             window_start, window_steps = time.perf_counter(), 0
         if interrupted:
@@ -118,12 +121,16 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
     return state
 
 
-def _save_checkpoint(method: Method, folder: Path, form: str, state: LoopState) -> None:
-    """The trained weights (the backbone as its seed trajectory, which the method's state holds, where ``form``
-    allows), the method's state, the data streams and the loop counters."""
-    backbone = checkpoint_form(method, form)
-    save_checkpoint(folder, kept_params(method, backbone == "trajectory"), method.state_dict(),
-                    asdict(state) | {"batches": method.batches.state_dict(), BACKBONE_KEY: backbone})
+def _save_checkpoint(method: Method, run_dir: Path, logger: RunLogger, form: str, state: LoopState) -> None:
+    """run_dir/checkpoint, saved off the training clock: the trained weights (the backbone as its seed trajectory,
+    which the method's state holds, where ``form`` allows), the method's state, the data streams and the loop
+    counters; what a resumed run continues from."""
+    _settle(method.model)
+    with logger.off_the_clock():
+        state.elapsed, state.off_clock = logger.elapsed(), logger.off_clock
+        backbone = checkpoint_form(method, form)
+        save_checkpoint(run_dir / "checkpoint", kept_params(method, backbone == "trajectory"), method.state_dict(),
+                        asdict(state) | {"batches": method.batches.state_dict(), BACKBONE_KEY: backbone})
 
 
 def _settle(model) -> None:
@@ -144,13 +151,16 @@ def _due(step: int, every: int, last: int) -> bool:
 
 
 def _evaluate(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, settings: LoopSettings,
-              logger: RunLogger, memory: PeakMemory, state: LoopState) -> None:
+              logger: RunLogger, memory: PeakMemory, state: LoopState) -> bool:
     """Dev evaluation, off the training clock; the best-scoring weights so far are kept in run_dir/best (dev
-    only, never test)."""
+    only, never test). False if a signal stopped it (`EvaluationStopped`): nothing is logged or kept."""
     _settle(method.model)
     with logger.off_the_clock():
-        with memory.phase("eval"), method.deployed():
-            result = evaluate_dev()
+        try:
+            with memory.phase("eval"), method.deployed():
+                result = evaluate_dev()
+        except EvaluationStopped:
+            return False
         logger.log(state.step, "dev", **{k: v for k, v in result.items() if isinstance(v, (int, float))})
         value = result[settings.metric]
         if value > state.best_metric:
@@ -159,6 +169,7 @@ def _evaluate(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, s
     if settings.progress:
         tqdm.write(f"step {state.step}: dev {settings.metric} {value:.4f} (best {state.best_metric:.4f} "
                    f"at step {state.best_step})")
+    return True
 
 
 def resume(method: Method, checkpoint: Path, logger: RunLogger) -> LoopState:

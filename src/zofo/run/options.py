@@ -9,12 +9,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from zofo.config import CHECKPOINT_WEIGHTS, RESUME_MAY_CHANGE, RunConfig, flat, located, read_config
+from zofo.config import CHECKPOINT_WEIGHTS, RESUME_MAY_CHANGE, RunConfig, check_ranges, flat, located, read_config
 from zofo.errors import ZofoError
 from zofo.methods import METHODS
 from zofo.methods.mezo import UPDATE_RULES
 from zofo.models.adapters import PEFT_KINDS
 from zofo.models.load import DTYPES
+from zofo.run.folder import check_run_folder
 from zofo.tasks import TASKS
 from zofo.zo.directions import DIRECTIONS
 
@@ -27,6 +28,7 @@ NO_TRAIN = {"zero-shot", "icl"}
 def check_options(cfg: RunConfig) -> None:
     """Refuse inconsistent options before any model or data is loaded. Each error names its config key, so that
     `load_config`, which runs this, can point at the key's line in a config file."""
+    check_ranges(cfg)
     method, kind = cfg.train.method, cfg.peft.kind
     try:
         METHODS.get(method)
@@ -43,21 +45,12 @@ def check_options(cfg: RunConfig) -> None:
         raise ZofoError("method icl needs --shots K with K >= 1", "e.g. --shots 16", "data.shots")
     _check_choices(cfg)
     _check_objective(cfg)
-    _check_positive(cfg)
+    _check_steps(cfg)
 
 
 def _check_bilevel(cfg: RunConfig) -> None:
-    b = cfg.bilevel
-    if b.lower_steps < 1:
-        raise ZofoError(f"bilevel.lower_steps (K) must be >= 1, got {b.lower_steps}", "set K >= 1",
-                        "bilevel.lower_steps")
-    if b.lam < 0:
-        raise ZofoError(f"bilevel.lam must be >= 0, got {b.lam}", "use lambda >= 0", "bilevel.lam")
-    if not 0 < b.upper_fraction < 1:
-        raise ZofoError("bilevel.upper_fraction must lie in (0, 1)", "the paper's split is 1/3 (1:2)",
-                        "bilevel.upper_fraction")
-    if b.deploy not in ("p", "z"):
-        raise ZofoError(f"bilevel.deploy must be p or z, got {b.deploy!r}", "p is the formulation's",
+    if cfg.bilevel.deploy not in ("p", "z"):
+        raise ZofoError(f"bilevel.deploy must be p or z, got {cfg.bilevel.deploy!r}", "p is the formulation's",
                         "bilevel.deploy")
 
 
@@ -84,18 +77,12 @@ def _check_objective(cfg: RunConfig) -> None:
                         "cannot train on it", "use --set data.objective=lm", "data.objective")
 
 
-def _check_positive(cfg: RunConfig) -> None:
-    for key, value in [("train.steps", cfg.train.steps), ("train.batch_size", cfg.train.batch_size),
-                       ("optim.q", cfg.optim.q), ("data.max_length", cfg.data.max_length)]:
-        if value < (0 if key == "train.steps" else 1):
-            raise ZofoError(f"{key} must be positive, got {value}", "fix the value", key)
-    if cfg.optim.eps <= 0:
-        raise ZofoError(f"optim.eps must be > 0, got {cfg.optim.eps}", "the paper uses 1e-3", "optim.eps")
-    for key in ("max_seconds", "max_train_seconds"):
-        budget = getattr(cfg.train, key)
-        if budget is not None and budget <= 0:
-            raise ZofoError(f"train.{key} must be > 0 seconds, got {budget}", "leave it unset for no time budget",
-                            f"train.{key}")
+def _check_steps(cfg: RunConfig) -> None:
+    """A method that trains needs a step to train; evaluating without training is what zero-shot and icl do."""
+    if cfg.train.method not in NO_TRAIN and cfg.train.steps < 1:
+        raise ZofoError(f"train.steps is {cfg.train.steps}: method {cfg.train.method} would train for no step",
+                        "give --steps N >= 1; to only evaluate, use --method zero-shot (or icl), or `zofo eval`",
+                        "train.steps")
 
 
 def peft_kind(cfg: RunConfig) -> str | None:
@@ -149,3 +136,16 @@ def resumed_config(cfg: RunConfig) -> RunConfig:
             section, name = key.split(".", 1)
             setattr(getattr(resumed, section), name, given[key])
     return resumed
+
+
+def prepared(cfg: RunConfig, overwrite: bool = False) -> RunConfig:
+    """The config a run trains with (a resumed run's own, `resumed_config`), once its options and its run folder
+    are checked (`zofo.run.folder`): everything that can be refused before anything loads."""
+    if cfg.train.resume and overwrite:
+        raise ZofoError("--overwrite and --resume contradict each other (a resumed run continues its folder)",
+                        "give one of them", "train.resume")
+    cfg = resumed_config(cfg) if cfg.train.resume else cfg
+    check_options(cfg)
+    if not cfg.train.resume:
+        check_run_folder(run_dir_for(cfg), overwrite)
+    return cfg

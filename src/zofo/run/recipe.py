@@ -6,6 +6,7 @@ import json
 import zlib
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -140,7 +141,8 @@ class Run:
                                 weights=t.checkpoint_weights)
         state = resume(method, Path(t.resume), logger) if t.resume else LoopState()
         with nullcontext(self.stop) if self.stop else stop_on_signal() as stop:
-            return train_loop(method, evaluator.dev, self.run_dir, settings, logger, memory, state, stop)
+            dev = partial(evaluator.dev, stop=stop)  # a signal also ends a dev evaluation between batches
+            return train_loop(method, dev, self.run_dir, settings, logger, memory, state, stop)
 
     def finish(self, method: Method, evaluator: Evaluator, state: LoopState, memory: PeakMemory,
                seconds: float, training_seconds: float) -> dict:
@@ -187,14 +189,14 @@ class Evaluator:
         shots = cfg.data.shots if cfg.train.method == "icl" else 0
         self.demos = icl_demonstrations(splits.train, shots, cfg.data.seed) if shots else None
 
-    def _run(self, examples) -> dict:
+    def _run(self, examples, stop: StopRequest | None = None) -> dict:
         return evaluate(self.model, self.tokenizer, self.task, examples,
                         batch_size=self.cfg.train.eval_batch_size, demonstrations=self.demos,
-                        progress=self.cfg.train.progress)
+                        progress=self.cfg.train.progress, stop=stop)
 
-    def dev(self) -> dict:
+    def dev(self, stop: StopRequest | None = None) -> dict:
         n = self.cfg.train.n_eval_dev
-        return self._run(self.splits.dev[:n] if n else self.splits.dev)
+        return self._run(self.splits.dev[:n] if n else self.splits.dev, stop)
 
     def test(self) -> dict:
         return self._run(self.splits.test)

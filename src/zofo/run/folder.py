@@ -1,0 +1,82 @@
+"""The folder a run writes into, checked before anything loads: a run never mixes its files with another's.
+
+A new run needs a folder that is absent or empty. A folder that holds a zofo run (its `config.yaml`) is refused
+with what to do: continue it (`--resume RUN/checkpoint`), replace it (`--overwrite`, which deletes it first) or
+pick another name; writing into it would overwrite `best/` and `checkpoint/`, append to `log.jsonl` and add a
+second TensorBoard file. A non-empty folder that is not a zofo run is refused even with `--overwrite`: zofo
+deletes only folders it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from zofo.errors import ZofoError
+
+#: files that a launcher writes into a run folder before it starts the run (benchmarks/study.py: placement.json,
+#: where the run was placed); they belong to the run to come, so their folder counts as empty
+LAUNCHER_FILES = frozenset({"placement.json"})
+#: the sections of a run's config.yaml (zofo.config.RunConfig): what tells a zofo run folder from any other
+RUN_SECTIONS = frozenset({"model", "data", "peft", "optim", "bilevel", "train"})
+
+
+def check_run_folder(run_dir: Path, overwrite: bool = False) -> None:
+    """Refuse ``run_dir`` for a new run unless it is absent, empty (but for `LAUNCHER_FILES`), or, with
+    ``overwrite``, a zofo run's folder."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ZofoError(f"run folder {run_dir} is a file", "choose another --output-dir", "train.output_dir")
+    entries = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
+    if not set(entries) - LAUNCHER_FILES:
+        return
+    if not is_run_folder(run_dir):
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise ZofoError(f"run folder {run_dir} is not empty and holds no zofo run ({shown})",
+                        "choose a new --output-dir; zofo writes only into an empty folder and deletes only "
+                        "folders it wrote", "train.output_dir")
+    if not overwrite:
+        raise ZofoError(f"run folder {run_dir} already holds {describe_run(run_dir)}", _advice(run_dir),
+                        "train.output_dir")
+
+
+def clear_run_folder(run_dir: Path) -> None:
+    """Delete a zofo run's folder (`--overwrite`), so that the new run starts in an empty one."""
+    if run_dir.is_dir() and is_run_folder(run_dir):
+        shutil.rmtree(run_dir)
+
+
+def is_run_folder(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a zofo run: a config.yaml whose top level is a run config's sections."""
+    config = run_dir / "config.yaml"
+    try:
+        sections = yaml.safe_load(config.read_text()) if config.is_file() else None
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return False
+    return isinstance(sections, dict) and "train" in sections and set(sections) <= RUN_SECTIONS
+
+
+def describe_run(run_dir: Path) -> str:
+    """A finished run, or an unfinished one and where it stopped, in a few words."""
+    if (run_dir / "result.json").exists():
+        return "a finished run (result.json)"
+    step = _checkpoint_step(run_dir / "checkpoint")
+    if step is not None:
+        return f"an unfinished run (its checkpoint is at step {step})"
+    return "an unfinished run without a checkpoint"
+
+
+def _advice(run_dir: Path) -> str:
+    fresh = "pass --overwrite to delete it and start afresh, or choose a new --output-dir"
+    if (run_dir / "result.json").exists() or _checkpoint_step(run_dir / "checkpoint") is None:
+        return fresh
+    return f"continue it with `zofo train --resume {run_dir / 'checkpoint'}`, {fresh}"
+
+
+def _checkpoint_step(checkpoint: Path) -> int | None:
+    try:
+        return int(json.loads((checkpoint / "loop.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,333 @@
+"""Every command run as a process, as a user or a script runs it: exit status 0 when it is done, with nothing but
+progress on stderr; 2 for a usage error, 1 for an error while running, each in one line; 130 on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.tiny import build_tiny_tokenizer, small_gguf, tiny_model
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+#: a tqdm bar, as it reaches a pipe: "desc:  40%|####      | 2/5 [00:01<00:01, 1.9it/s]"
+PROGRESS = re.compile(r"^[\w ]+: +\d+%\|.*\|")
+HELD = "held"
+#: a process that runs `zofo.cli.main` with ``target`` (module.function) replaced by a wait that prints HELD first:
+#: a command caught at a known point inside it, for the commands that are over too soon to be interrupted otherwise
+HOLD = f"""
+import importlib, sys, time
+module, name = sys.argv[1].rsplit(".", 1)
+def hold(*args, **kwargs):
+    print("{HELD}", flush=True)
+    time.sleep(600)
+setattr(importlib.import_module(module), name, hold)
+from zofo.cli.main import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def environment() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(SRC)}
+
+
+def zofo(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "zofo.cli", *map(str, args)], capture_output=True, text=True,
+                          env=environment(), timeout=timeout)
+
+
+def not_progress(stderr: str) -> list[str]:
+    """The lines of ``stderr`` that are not progress bars (tqdm redraws a bar after a carriage return)."""
+    return [line for line in re.split(r"[\r\n]", stderr) if line.strip() and not PROGRESS.match(line)]
+
+
+def error_line(done: subprocess.CompletedProcess) -> str:
+    lines = not_progress(done.stderr)
+    assert len(lines) == 1 and lines[0].startswith("zofo: error: "), done.stderr
+    return lines[0]
+
+
+def interrupted_when(command: list[str], marker: str, stream: str = "stderr", timeout: float = 300):
+    """Start ``command``; once ``marker`` appears on ``stream``, send SIGINT; return (exit status, stdout, stderr)."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment())
+    pipe = proc.stderr if stream == "stderr" else proc.stdout
+    seen, deadline = b"", time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(pipe, selectors.EVENT_READ)
+        while marker.encode() not in seen:
+            assert time.monotonic() < deadline and proc.poll() is None, seen.decode(errors="replace")
+            if selector.select(timeout=1):
+                seen += os.read(pipe.fileno(), 65536)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=timeout)
+    if stream == "stderr":
+        err = seen + err
+    else:
+        out = seen + out
+    return proc.returncode, out.decode(), err.decode()
+
+
+def held_and_interrupted(target: str, *args) -> tuple[int, str]:
+    """``zofo ARGS`` held at ``target``, then Ctrl-C: (exit status, stderr)."""
+    code, _, err = interrupted_when([sys.executable, "-c", HOLD, target, *map(str, args)], HELD, stream="stdout")
+    return code, err
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("models") / "tiny-llama"
+    tokenizer = build_tiny_tokenizer()
+    tiny_model("llama", vocab_size=len(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def train_args(model_dir: Path, shared_data: Path, out: Path, *extra) -> list[str]:
+    settings = ["data.n_train=16", "data.n_dev=8", "data.n_test=8", "data.max_length=48", "train.batch_size=4",
+                "train.progress=false", "optim.lr=1e-3"]
+    return ["train", "--method", "mezo", "--model", model_dir, "--task", "sst2", "--data", shared_data / "sst2",
+            "--steps", "2", "--output-dir", out, *[a for s in settings for a in ("--set", s)], *extra]
+
+
+@pytest.fixture(scope="module")
+def finished_run(model_dir, shared_data, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A finished mezo run of two steps (its folder, and how `zofo train` ended)."""
+    run = tmp_path_factory.mktemp("runs") / "mezo"
+    return run, zofo(*train_args(model_dir, shared_data, run))
+
+
+def dev_steps(run: Path) -> list[int]:
+    """The steps of the dev evaluations in the run's log (none before it has one)."""
+    log = run / "log.jsonl"
+    records = map(json.loads, log.read_text().splitlines()) if log.exists() else []
+    return [r["step"] for r in records if r["phase"] == "dev"]
+
+
+@pytest.fixture(scope="module")
+def truncated_gguf(tmp_path_factory) -> tuple[Path, int]:
+    """(a GGUF file cut after 4000 bytes, the size of the whole file)."""
+    whole = small_gguf(tmp_path_factory.mktemp("gguf") / "whole.gguf")
+    cut = whole.with_name("cut.gguf")
+    cut.write_bytes(whole.read_bytes()[:4000])
+    return cut, whole.stat().st_size
+
+
+def says_truncated(done: subprocess.CompletedProcess, cut: Path, size: int) -> bool:
+    """Whether the process failed with the one line that a GGUF file cut at 4000 of ``size`` bytes gets."""
+    found = re.fullmatch(rf"zofo: error: GGUF file {re.escape(str(cut))} is truncated: 4,000 bytes, its header "
+                         r"describes ([\d,]+) \(download it again, or re-assemble it if it came in parts: "
+                         r"cat model.gguf.part\* > model.gguf\)", error_line(done))
+    return done.returncode == 1 and found is not None and 4000 < int(found.group(1).replace(",", "")) <= size
+
+
+# --- train ---------------------------------------------------------------------------------------------------------
+
+def test_train_exits_0_with_only_progress_on_stderr(finished_run):
+    run, done = finished_run
+    assert done.returncode == 0, done.stderr
+    assert not_progress(done.stderr) == []
+    assert done.stdout.splitlines()[-1] == f"run folder: {run}" and (run / "result.json").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", "-1"], "zofo: error: optim.lr must be >= 0, got -1.0 (0 leaves those weights unchanged"),
+    (["--set", "optim.lr_upper=-1e-4"], "optim.lr_upper must be >= 0, got -0.0001"),
+    (["--eps", "-0.001"], "optim.eps must be > 0, got -0.001"),
+    (["--steps", "0"], "train.steps is 0: method mezo would train for no step (give --steps N >= 1; to only "
+                       "evaluate, use --method zero-shot (or icl), or `zofo eval`)"),
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+])
+def test_train_refuses_bad_options_before_loading_with_exit_2(tmp_path, flags, message):
+    done = zofo("train", "--method", "mezo", "--model", tmp_path / "absent", "--output-dir", tmp_path / "run", *flags)
+    assert done.returncode == 2 and message in done.stderr.splitlines()[-1]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_value_in_a_config_file_names_its_line(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("train:\n  method: mezo\noptim:\n  eps: 1.0e-3\n  lr: -1.0e-6\n")
+    done = zofo("train", "--config", config)
+    assert done.returncode == 2
+    assert error_line(done) == (f"zofo: error: {config}:5: optim.lr must be >= 0, got -1e-06 (0 leaves those "
+                                "weights unchanged; the paper uses 1e-6 to 1e-2)")
+
+
+def test_train_on_a_truncated_gguf_exits_1_in_one_line(truncated_gguf, shared_data, tmp_path):
+    cut, size = truncated_gguf
+    done = zofo("train", "--method", "mezo", "--model", cut, "--task", "sst2", "--data", shared_data / "sst2",
+                "--set", "data.n_train=16", "--set", "data.n_dev=8", "--set", "data.n_test=8", "--steps", "1",
+                "--output-dir", tmp_path / "run")
+    assert says_truncated(done, cut, size), done.stderr
+
+
+def test_a_finished_run_is_refused_then_overwritten_on_request(finished_run, model_dir, shared_data, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run[0], run)
+    before = (run / "log.jsonl").read_text()
+    again = zofo(*train_args(model_dir, shared_data, run))
+    assert again.returncode == 2 and error_line(again) == (
+        f"zofo: error: run folder {run} already holds a finished run (result.json) (pass --overwrite to delete it "
+        "and start afresh, or choose a new --output-dir)")
+    assert (run / "log.jsonl").read_text() == before  # untouched
+    (run / "stale.txt").write_text("left by the old run")
+    fresh = zofo(*train_args(model_dir, shared_data, run), "--overwrite")
+    assert fresh.returncode == 0, fresh.stderr
+    assert not (run / "stale.txt").exists() and len(list((run / "tensorboard").iterdir())) == 1
+    assert dev_steps(run) == [0, 2]  # one run's records, not two runs' in one file
+
+
+def test_a_folder_that_is_not_a_run_is_refused_even_with_overwrite(model_dir, shared_data, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    done = zofo(*train_args(model_dir, shared_data, folder), "--overwrite")
+    assert done.returncode == 2 and error_line(done) == (
+        f"zofo: error: run folder {folder} is not empty and holds no zofo run (notes.txt) (choose a new "
+        "--output-dir; zofo writes only into an empty folder and deletes only folders it wrote)")
+    assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_a_run_continues_with_resume_into_its_own_folder(finished_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run[0], run)
+    done = zofo("train", "--resume", run / "checkpoint", "--steps", "3")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run / "result.json").read_text())["steps"] == 3
+
+
+def test_ctrl_c_during_training_says_so_at_once_and_exits_130_with_a_checkpoint(model_dir, shared_data, tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "zofo.cli", *map(str, train_args(model_dir, shared_data, run)),
+               "--steps", "100000", "--eval-every", "0", "--set", "train.progress=true"]
+    code, _, err = interrupted_when(command, "train:")
+    assert code == 130, err
+    step = json.loads((run / "checkpoint" / "loop.json").read_text())["step"]
+    said = err.index("zofo: SIGINT received: stopping after the current step or evaluation batch, with a "
+                     "checkpoint (Ctrl-C again stops at once, without one)")  # when the signal came, before the end
+    assert err.index(f"zofo: interrupted by SIGINT after step {step}; the checkpoint {run / 'checkpoint'}") > said
+    assert 0 < step < 100000 and not (run / "result.json").exists()
+
+
+def test_ctrl_c_during_an_evaluation_stops_it_and_the_resumed_run_evaluates_again(model_dir, shared_data,
+                                                                                   tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "zofo.cli", *map(str, train_args(model_dir, shared_data, run)),
+               "--n-dev", "300", "--set", "train.eval_batch_size=1", "--set", "train.progress=true"]
+    code, _, err = interrupted_when(command, "scoring:")  # the evaluation before the first step
+    assert code == 130, err
+    loop = json.loads((run / "checkpoint" / "loop.json").read_text())
+    assert (loop["step"], loop["eval_pending"]) == (0, True)
+    assert dev_steps(run) == []  # cut short: nothing logged
+    done = zofo("train", "--resume", run / "checkpoint")
+    assert done.returncode == 0, done.stderr
+    assert dev_steps(run) == [0, 2]
+
+
+# --- eval ----------------------------------------------------------------------------------------------------------
+
+def eval_args(model: Path, shared_data: Path, *extra) -> list[str]:
+    return ["eval", "--model", model, "--task", "sst2", "--data", shared_data / "sst2", "--n-train", "16",
+            "--n-dev", "8", *extra]
+
+
+def test_eval_exits_0_after_writing_its_result(model_dir, shared_data, tmp_path):
+    out = tmp_path / "eval.json"
+    done = zofo(*eval_args(model_dir, shared_data, "--n-test", "16", "--no-progress", "--output", out))
+    assert done.returncode == 0 and done.stderr == ""
+    result = json.loads(out.read_text())
+    assert done.stdout.splitlines() == [f"accuracy: {result['metrics']['accuracy']:.3f}", "n: 16", f"wrote {out}"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "0"], "zofo: error: --batch-size must be >= 1, got 0 (give --batch-size 1 or more)"),
+    (["--n-test", "-5"], "zofo: error: --n-test must be >= 1, got -5 (give --n-test 1 or more)"),
+    (["--dtype", "float8"], "zofo: error: unknown --dtype 'float8' (use one of: float32"),
+])
+def test_eval_refuses_bad_options_with_exit_2(tmp_path, flags, message):
+    done = zofo("eval", "--model", tmp_path / "absent", "--task", "sst2", *flags)
+    assert done.returncode == 2 and error_line(done).startswith(message)
+
+
+def test_eval_without_a_task_is_a_usage_error():
+    done = zofo("eval", "--model", "x")
+    assert done.returncode == 2 and "the following arguments are required: --task" in done.stderr
+
+
+def test_eval_on_a_truncated_gguf_exits_1_in_one_line(truncated_gguf, shared_data):
+    cut, size = truncated_gguf
+    done = zofo(*eval_args(cut, shared_data, "--n-test", "8", "--no-progress"))
+    assert says_truncated(done, cut, size), done.stderr
+
+
+def test_ctrl_c_ends_a_long_evaluation_with_130(model_dir, shared_data, tmp_path):
+    command = [sys.executable, "-m", "zofo.cli", *map(str, eval_args(model_dir, shared_data, "--n-test", "1000",
+                                                                     "--batch-size", "1",
+                                                                     "--output", tmp_path / "e.json"))]
+    code, out, err = interrupted_when(command, "scoring:")
+    assert code == 130 and not_progress(err) == ["zofo: interrupted"] and out == ""
+    assert not (tmp_path / "e.json").exists()
+
+
+# --- convert, plot, replay, config --------------------------------------------------------------------------------
+
+def test_convert_exits_0_1_2_and_130(model_dir, truncated_gguf, tmp_path):
+    done = zofo("convert", model_dir, tmp_path / "out")
+    assert done.returncode == 0 and not_progress(done.stderr) == [] and (tmp_path / "out" / "config.json").exists()
+    assert done.stdout == f"saved {tmp_path / 'out'}\n"
+    cut, size = truncated_gguf
+    broken = zofo("convert", cut, tmp_path / "out2")
+    assert says_truncated(broken, cut, size), broken.stderr
+    assert not (tmp_path / "out2").exists()
+    assert zofo("convert", model_dir).returncode == 2
+    code, err = held_and_interrupted("zofo.models.load_model", "convert", model_dir, tmp_path / "out3")
+    assert code == 130 and err.strip() == "zofo: interrupted"
+
+
+def test_plot_exits_0_1_2_and_130(finished_run, tmp_path):
+    run = finished_run[0]
+    done = zofo("plot", run, "--out", tmp_path / "curves.png")
+    assert done.returncode == 0 and done.stderr == "" and (tmp_path / "curves.png").stat().st_size > 10_000
+    missing = zofo("plot", tmp_path)
+    assert missing.returncode == 1 and error_line(missing) == (f"zofo: error: {tmp_path} has no log.jsonl (pass "
+                                                               "the folder of a zofo train run)")
+    assert zofo("plot").returncode == 2
+    code, err = held_and_interrupted("zofo.run.logs.read_log", "plot", run, "--out", tmp_path / "c.png")
+    assert code == 130 and err.strip() == "zofo: interrupted"
+
+
+def test_replay_exits_0_1_2_and_130(finished_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run[0], run)
+    done = zofo("replay", run)
+    assert done.returncode == 0 and not_progress(done.stderr) == [] and "bit-identical" in done.stdout
+    missing = zofo("replay", tmp_path)
+    assert missing.returncode == 1 and error_line(missing).startswith(
+        f"zofo: error: {tmp_path / 'final' / 'trajectory.json'} does not exist")
+    assert zofo("replay", run, "--bogus").returncode == 2
+    code, err = held_and_interrupted("zofo.run.replay.base_backbone", "replay", run)
+    assert code == 130 and err.strip() == "zofo: interrupted"
+
+
+def test_config_exits_0_2_and_130(tmp_path):
+    done = zofo("config", "--method", "mezo", "--lr", "1e-5")
+    assert done.returncode == 0 and done.stderr == ""
+    assert "method: mezo" in done.stdout and "lr: 1.0e-05" in done.stdout
+    bad = zofo("config", "--set", "train.log_every=0")
+    assert bad.returncode == 2 and error_line(bad) == "zofo: error: train.log_every must be >= 1, got 0 (fix the value)"
+    code, err = held_and_interrupted("zofo.config.load_config", "config")
+    assert code == 130 and err.strip() == "zofo: interrupted"
+
+
+def test_no_command_is_a_usage_error():
+    done = zofo()
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == "zofo: error: choose a command: train, eval, convert, plot, replay, config"
