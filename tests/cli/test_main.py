@@ -288,7 +288,7 @@ def test_convert_exits_0_1_2_and_130(model_dir, truncated_gguf, tmp_path):
     assert says_truncated(broken, cut, size), broken.stderr
     assert not (tmp_path / "out2").exists()
     assert zofo("convert", model_dir).returncode == 2
-    code, err = held_and_interrupted("zofo.models.load_model", "convert", model_dir, tmp_path / "out3")
+    code, err = held_and_interrupted("zofo.models.load.load_model", "convert", model_dir, tmp_path / "out3")
     assert code == 130 and err.strip() == "zofo: interrupted"
 
 
@@ -323,7 +323,7 @@ def test_config_exits_0_2_and_130(tmp_path):
     assert "method: mezo" in done.stdout and "lr: 1.0e-05" in done.stdout
     bad = zofo("config", "--set", "train.log_every=0")
     assert bad.returncode == 2 and error_line(bad) == "zofo: error: train.log_every must be >= 1, got 0 (fix the value)"
-    code, err = held_and_interrupted("zofo.config.load_config", "config")
+    code, err = held_and_interrupted("zofo.run.options.load_config", "config")
     assert code == 130 and err.strip() == "zofo: interrupted"
 
 
