@@ -48,7 +48,7 @@ def test_bad_yaml_reports_file_and_line(tmp_path):
     ("train:\n  method: mezo\n  stpes: 3\n", [], r"run.yaml:3: unknown config key 'train.stpes'"),
     # checked against a fixed set or against each other (api.check_options), also on loading
     ("train:\n  method: mezo\noptim:\n  lr: 1e-6\n  direction: uniform\n", [],
-     r"run.yaml:5: unknown optim.direction 'uniform' \(use one of: gaussian"),
+     r"run.yaml:5: unknown zo.direction 'uniform' \(use one of: gaussian"),  # read at its new key
     ("train:\n  method: mezo\npeft:\n  kind: lora\n", [], r"run.yaml:4: --peft lora does not apply to method mezo"),
     # the override's value is wrong, not the file's: no file and line
     ("train:\n  steps: ten\n", ["train.steps=x"], r"^config train.steps='x'"),
@@ -72,3 +72,46 @@ def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(None, ["optim.lr=3e-6", "data.task=rte", "train.output_dir=somewhere"])
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
+
+
+@pytest.mark.parametrize("old, new, value", [("optim.eps", "zo.eps", 0.01), ("optim.theta_update", "zo.rule", "adam"),
+                                             ("optim.update_every", "zo.update_every", 4), ("data.shots", "icl.shots", 3)])
+def test_a_renamed_key_is_read_at_its_new_place_with_a_warning_naming_it(tmp_path, old, new, value):
+    section, key = old.split(".")
+    method = "icl" if new.startswith("icl") else "mezo"
+    path = tmp_path / "old.yaml"
+    path.write_text(f"train:\n  method: {method}\n{section}:\n  {key}: {value}\n")
+    with pytest.warns(FutureWarning, match=rf"{old} is now {new}"):
+        cfg = load_config(path)
+    new_section, new_key = new.split(".")
+    assert getattr(getattr(cfg, new_section), new_key) == value
+    assert not hasattr(getattr(cfg, section), key)
+    with pytest.raises(ZofoError, match=f"both {old} and {new}"):
+        load_config(None, [f"{old}={value}", f"{new}={value}"])
+
+
+def test_the_saved_config_has_the_new_layout(tmp_path):
+    """`zofo config` and every run's config.yaml list the shared ZO settings under `zo`, each method's own
+    options under its section, and read back without a warning."""
+    import warnings
+
+    import yaml
+
+    cfg = load_config(None, ["zo.q=2", "bilevel.lam=5"])
+    save_config(cfg, tmp_path / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert list(saved) == ["model", "data", "peft", "optim", "zo", "bilevel", "icl", "train"]
+    assert saved["zo"]["q"] == 2 and saved["bilevel"]["lam"] == 5 and "eps" not in saved["optim"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_config(tmp_path / "config.yaml") == cfg
+
+
+@pytest.mark.parametrize("override, message", [("zo.eps=0", "zo.eps must be > 0"), ("zo.q=0", "zo.q must be positive"),
+                                               ("zo.rule=lion", "unknown zo.rule 'lion'"),
+                                               ("zo.update_every=4", "zo.update_every=4 needs zo.rule=sgd")])
+def test_zo_options_check_their_own_values(override, message):
+    extra = ["zo.rule=adam"] if "update_every" in override else []
+    with pytest.raises(ZofoError, match=message) as error:
+        load_config(None, [override, *extra])
+    assert error.value.key == override.split("=")[0]

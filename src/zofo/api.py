@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from zofo.config import RunConfig
 from zofo.evaluation import evaluate
 from zofo.models import load_model
 from zofo.run.concurrent import train_together as together
-from zofo.run.options import check_options, load_config, resumed_config
+from zofo.run.options import RunConfig, check_options, load_config, resumed_config
 from zofo.run.recipe import Run
 
 
