@@ -75,7 +75,8 @@ def test_resolved_config_round_trips(tmp_path):
 
 
 @pytest.mark.parametrize("old, new, value", [("optim.eps", "zo.eps", 0.01), ("optim.theta_update", "zo.rule", "adam"),
-                                             ("optim.update_every", "zo.update_every", 4), ("data.shots", "icl.shots", 3)])
+                                             ("optim.update_every", "zo.update_every", 4),
+                                             ("data.shots", "icl.shots", 3)])
 def test_a_renamed_key_is_read_at_its_new_place_with_a_warning_naming_it(tmp_path, old, new, value):
     section, key = old.split(".")
     method = "icl" if new.startswith("icl") else "mezo"
