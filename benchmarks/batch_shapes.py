@@ -20,8 +20,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from zofo.api import load_config
-from zofo.models.load import load_model
 from zofo.evaluation.static import to_static
+from zofo.models.load import load_model
 from zofo.run.recipe import Run
 
 

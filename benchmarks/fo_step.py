@@ -14,6 +14,7 @@ timed between CUDA events around the method's own calls. Writes fo_step.json and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -24,22 +25,26 @@ from pathlib import Path
 import torch
 from train_step import timed_steps  # benchmarks/ is on the path when run as a script
 
-from zofo.models.adapters import ParamGroups, attach_adapters, backbone_params, peft_config
-from zofo.tasks.streams import Batches, ExampleStream
+from zofo.config import OptimConfig
 from zofo.evaluation.scoring import encode_candidates
-from zofo.methods import METHODS, MethodOptions
+from zofo.methods import METHODS, Settings
 from zofo.methods.base import batch_loss
+from zofo.models.adapters import ParamGroups, attach_adapters, backbone_params, peft_config
 from zofo.models.load import load_model
 from zofo.tasks import load_task, sample_splits
+from zofo.tasks.streams import Batches, ExampleStream
 
-VARIANTS = {  # name: (method, options)
+OPTIM_KEYS = {f.name for f in dataclasses.fields(OptimConfig)}
+VARIANTS = {  # name: (method, options: `optim` values and the method's own)
     "fo-lora": ("fo-peft", dict(lr_upper=1e-4)),
     "fo-full": ("fo-full", dict(lr=1e-5)),
     "bilevel-zofo-lora": ("bilevel-zofo", dict(lr=1e-5, lr_upper=1e-4, lr_lower=1e-4, lower_steps=10)),
 }
 
 
-BILEVEL_PARTS = ("lower_step", "upper_batches", "theta_estimate", "p_step", "theta_apply")
+#: what Bilevel ZOFO's step calls, in order: the K lower steps, the batches' layout, the backbone's estimate,
+#: the p-step, the backbone's update (dotted: an attribute of an attribute)
+BILEVEL_PARTS = ("lower", "inputs", "theta.estimate_of", "upper", "theta.apply")
 
 
 class Stopwatch:
@@ -59,9 +64,18 @@ class Stopwatch:
         return start.elapsed_time(end) if self.cuda else 1000 * (end - start)
 
 
+def owner_of(trainer, part: str) -> tuple[object, str]:
+    """The object that holds the (dotted) attribute ``part`` of ``trainer``, and the attribute's own name."""
+    *path, name = part.split(".")
+    owner = trainer
+    for step in path:
+        owner = getattr(owner, step)
+    return owner, name
+
+
 def part_times(trainer, parts: tuple[str, ...], steps: int) -> dict[str, float]:
-    """Milliseconds per step spent in each of the trainer's methods `parts`, as `trainer.step` calls them: every
-    call is wrapped in two marks of a `Stopwatch`, summed over `steps` steps."""
+    """Milliseconds per step spent in each of the trainer's callables `parts` (dotted attribute paths), as
+    `trainer.step` calls them: every call is wrapped in two marks of a `Stopwatch`, summed over `steps` steps."""
     watch = Stopwatch(torch.cuda.is_available() and next(trainer.model.parameters()).is_cuda)
     spans: dict[str, list] = {name: [] for name in parts}
 
@@ -73,16 +87,19 @@ def part_times(trainer, parts: tuple[str, ...], steps: int) -> dict[str, float]:
             return out
         return wrapper
 
+    saved = []
     for name in parts:
-        setattr(trainer, name, timed(name, getattr(trainer, name)))
+        owner, attr = owner_of(trainer, name)
+        saved.append((owner, attr, attr in vars(owner), getattr(owner, attr)))
+        setattr(owner, attr, timed(name, getattr(owner, attr)))
     try:
         for i in range(steps):
             trainer.step(i)
         if watch.cuda:
             torch.cuda.synchronize()
     finally:
-        for name in parts:
-            delattr(trainer, name)  # the class's methods again
+        for owner, attr, own, original in saved:  # the object's own attribute, or the class's method, again
+            setattr(owner, attr, original) if own else delattr(owner, attr)
     return {name: sum(watch.ms(a, b) for a, b in spans[name]) / steps for name in parts}
 
 
@@ -118,7 +135,9 @@ def main() -> None:
                    for name in cls.stream_names}
         batches = Batches(streams, lambda ex: encode_candidates(tokenizer, ex, args.max_length).to("cuda"))
         steps = args.steps + args.warmup
-        return cls(model, groups, batches, MethodOptions(steps=steps, cuda_graphs=cuda_graphs, **options))
+        optim = OptimConfig(**{k: v for k, v in options.items() if k in OPTIM_KEYS})
+        own = cls.Options(**{k: v for k, v in options.items() if k not in OPTIM_KEYS}) if cls.Options else None
+        return cls(model, groups, batches, Settings(steps=steps, cuda_graphs=cuda_graphs, optim=optim), own)
 
     forward_ms = forward_time(build("fo-peft", {}, False), args.steps, args.warmup)
     rows = []
@@ -146,7 +165,7 @@ def main() -> None:
         "| step | eager ms | CUDA graphs ms | eager / graphs | graphs / forward |", "|---|---|---|---|---|",
         *(f"| {r['variant']} | {r['eager_ms']:.1f} | {r['graphs_ms']:.1f} | {r['eager_ms'] / r['graphs_ms']:.2f} "
           f"| {r['graphs_ms'] / forward_ms:.2f} |" for r in rows),
-        *(f"\n{r['variant']} with graphs, ms per outer step in each part (lower_step: all K of them): "
+        *(f"\n{r['variant']} with graphs, ms per outer step in each part (lower: all K of them): "
           + ", ".join(f"{name} {ms:.1f}" for name, ms in r["graphs_parts_ms"].items())
           for r in rows if "graphs_parts_ms" in r),
     ])

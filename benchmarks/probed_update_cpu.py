@@ -3,7 +3,7 @@
     PYTHONPATH=src python benchmarks/probed_update_cpu.py [--n 4000000] [--k 16] [--out DIR]
 
 bf16 theta of ``--n`` elements, ``--k`` steps' (seed, c) applied at once with two-sided ``zo.Probed`` (what
-``optim.update_every`` does in bf16), one thread. For Rademacher the update adds the signed coefficients and
+``zo.update_every`` does in bf16), one thread. For Rademacher the update adds the signed coefficients and
 computes v once per element; ``rademacher, v per direction`` times the sum over each direction's own v (the
 update's previous form, ``zo.probed_direction`` per seed) in the same run.  Writes probed_update_cpu.json and
 .md under --out (default $OUT or .).

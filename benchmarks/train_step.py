@@ -25,14 +25,16 @@ from pathlib import Path
 import torch
 from zo_step import EPS, LR, reference_step  # benchmarks/ is on the path when run as a script
 
-from zofo.models.adapters import ParamGroups, backbone_params
-from zofo.tasks.streams import Batches, ExampleStream
+from zofo.config import OptimConfig
 from zofo.evaluation.scoring import encode_candidates
-from zofo.methods import MethodOptions
+from zofo.methods import Settings
 from zofo.methods.base import batch_loss
 from zofo.methods.mezo import MeZO
+from zofo.models.adapters import ParamGroups, backbone_params
 from zofo.models.load import load_model
 from zofo.tasks import load_task, sample_splits
+from zofo.tasks.streams import Batches, ExampleStream
+from zofo.zo.options import ZOOptions
 
 
 def timed_steps(step: Callable[[int], object], steps: int, warmup: int) -> float:
@@ -71,9 +73,9 @@ def main() -> None:
                        lambda ex: encode_candidates(tokenizer, ex, args.max_length).to("cuda"))
 
     def mezo(cuda_graphs: bool) -> MeZO:
-        options = MethodOptions(lr=LR, eps=EPS, direction=args.direction, cuda_graphs=cuda_graphs,
-                                steps=args.steps + args.warmup)
-        return MeZO(model, ParamGroups(backbone=backbone_params(model)), batches(), options)
+        settings = Settings(steps=args.steps + args.warmup, cuda_graphs=cuda_graphs, optim=OptimConfig(lr=LR),
+                            zo=ZOOptions(eps=EPS, direction=args.direction))
+        return MeZO(model, ParamGroups(backbone=backbone_params(model)), batches(), settings)
 
     row: dict = {"model": args.model, "task": args.task, "batch_size": args.batch_size}
     plain = batches()

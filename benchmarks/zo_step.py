@@ -17,7 +17,7 @@ Gaussian16 -- eight normals per Philox call -- and Rademacher):
 * zofo+graph, no sync: the same, with the probes queued by ``zo.queue_probes`` and the update applied from
   the device's c (``zo.DeviceEstimate``), so the host never waits for the probes before launching it, as
   `zofo train` does on CUDA.
-* zofo+graph, deferred: the step `zofo train` takes by default with bf16 weights (`optim.update_every` 16):
+* zofo+graph, deferred: the step `zofo train` takes by default with bf16 weights (`zo.update_every` 16):
   16 such steps keep their (seed, c) and one fused pass applies all 16 updates (``zo.chain``); timed over the
   16 steps and divided by 16.
 Peak memory: torch.cuda.max_memory_allocated of the step / of a plain forward (stats reset before each).
@@ -38,8 +38,8 @@ import transformers
 
 from zofo import zo
 from zofo.models.attention import unpacked_causal
-from zofo.methods.mezo import LOW_PRECISION_UPDATE_EVERY
 from zofo.zo.graphs import capture
+from zofo.zo.optimizer import LOW_PRECISION_UPDATE_EVERY
 
 SHAPES = {
     "opt-1.3b": (
@@ -162,7 +162,7 @@ def graphed_step(probes: zo.GraphedProbes, ids: torch.Tensor, params, direction:
     zo.ZOSGD().apply(params, est, LR, zo.UpdateState())
 
 
-DEFERRED = LOW_PRECISION_UPDATE_EVERY  # `optim.update_every` for bf16 weights
+DEFERRED = LOW_PRECISION_UPDATE_EVERY  # `zo.update_every` for bf16 weights
 
 
 def deferred_steps(probes: zo.GraphedProbes, ids: torch.Tensor, params, direction: str, step: list[int]) -> None:

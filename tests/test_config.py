@@ -48,7 +48,7 @@ def test_bad_yaml_reports_file_and_line(tmp_path):
     ("train:\n  method: mezo\n  stpes: 3\n", [], r"run.yaml:3: unknown config key 'train.stpes'"),
     # checked against a fixed set or against each other (api.check_options), also on loading
     ("train:\n  method: mezo\noptim:\n  lr: 1e-6\n  direction: uniform\n", [],
-     r"run.yaml:5: unknown optim.direction 'uniform' \(use one of: gaussian"),
+     r"run.yaml:5: unknown zo.direction 'uniform' \(use one of: gaussian"),  # read at its new key
     ("train:\n  method: mezo\npeft:\n  kind: lora\n", [], r"run.yaml:4: --peft lora does not apply to method mezo"),
     # the override's value is wrong, not the file's: no file and line
     ("train:\n  steps: ten\n", ["train.steps=x"], r"^config train.steps='x'"),
@@ -78,10 +78,10 @@ def test_resolved_config_round_trips(tmp_path):
     ("optim.lr=-1", r"^optim.lr must be >= 0, got -1.0 \(0 leaves those weights unchanged"),
     ("optim.lr_upper=-1e-4", r"^optim.lr_upper must be >= 0, got -0.0001"),
     ("optim.lr_lower=-1e-4", r"^optim.lr_lower must be >= 0, got -0.0001"),
-    ("optim.eps=0", r"^optim.eps must be > 0, got 0.0 \(the paper uses 1e-3\)"),
-    ("optim.momentum=1", r"^optim.momentum must be in \[0, 1\), got 1.0"),
-    ("bilevel.upper_fraction=1", r"^bilevel.upper_fraction must be in \(0, 1\), got 1.0"),
-    ("bilevel.lower_steps=0", r"^bilevel.lower_steps must be >= 1, got 0 \(K, lower steps per upper step"),
+    ("zo.eps=0", r"^zo.eps must be > 0, got 0.0 \(the paper uses 1e-3\)"),
+    ("zo.momentum=1", r"^zo.momentum must be in \[0, 1\), got 1.0"),
+    ("bilevel.upper_fraction=1", r"^bilevel.upper_fraction must lie in \(0, 1\)"),
+    ("bilevel.lower_steps=0", r"^bilevel.lower_steps \(K\) must be >= 1, got 0"),
     ("peft.dropout=1.5", r"^peft.dropout must be in \[0, 1\), got 1.5"),
     ("train.log_every=0", r"^train.log_every must be >= 1, got 0"),
     ("train.n_eval_dev=0", r"^train.n_eval_dev must be >= 1, got 0 \(unset: every dev example\)"),
@@ -110,3 +110,47 @@ def test_zero_steps_are_refused_for_a_method_that_trains(method):
                                         r"--steps N >= 1; to only evaluate, use --method zero-shot"):
         load_config(None, [f"train.method={method}", "train.steps=0"])
     assert load_config(None, ["train.method=zero-shot", "train.steps=0"]).train.steps == 0
+
+
+@pytest.mark.parametrize("old, new, value", [("optim.eps", "zo.eps", 0.01), ("optim.theta_update", "zo.rule", "adam"),
+                                             ("optim.update_every", "zo.update_every", 4),
+                                             ("data.shots", "icl.shots", 3)])
+def test_a_renamed_key_is_read_at_its_new_place_with_a_warning_naming_it(tmp_path, old, new, value):
+    section, key = old.split(".")
+    method = "icl" if new.startswith("icl") else "mezo"
+    path = tmp_path / "old.yaml"
+    path.write_text(f"train:\n  method: {method}\n{section}:\n  {key}: {value}\n")
+    with pytest.warns(FutureWarning, match=rf"{old} is now {new}"):
+        cfg = load_config(path)
+    new_section, new_key = new.split(".")
+    assert getattr(getattr(cfg, new_section), new_key) == value
+    assert not hasattr(getattr(cfg, section), key)
+    with pytest.raises(ZofoError, match=f"both {old} and {new}"):
+        load_config(None, [f"{old}={value}", f"{new}={value}"])
+
+
+def test_the_saved_config_has_the_new_layout(tmp_path):
+    """`zofo config` and every run's config.yaml list the shared ZO settings under `zo`, each method's own
+    options under its section, and read back without a warning."""
+    import warnings
+
+    import yaml
+
+    cfg = load_config(None, ["zo.q=2", "bilevel.lam=5"])
+    save_config(cfg, tmp_path / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert list(saved) == ["model", "data", "peft", "optim", "zo", "bilevel", "icl", "train"]
+    assert saved["zo"]["q"] == 2 and saved["bilevel"]["lam"] == 5 and "eps" not in saved["optim"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_config(tmp_path / "config.yaml") == cfg
+
+
+@pytest.mark.parametrize("override, message", [("zo.eps=0", "zo.eps must be > 0"), ("zo.q=0", "zo.q must be positive"),
+                                               ("zo.rule=lion", "unknown zo.rule 'lion'"),
+                                               ("zo.update_every=4", "zo.update_every=4 needs zo.rule=sgd")])
+def test_zo_options_check_their_own_values(override, message):
+    extra = ["zo.rule=adam"] if "update_every" in override else []
+    with pytest.raises(ZofoError, match=message) as error:
+        load_config(None, [override, *extra])
+    assert error.value.key == override.split("=")[0]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from zofo.config import RunConfig
 from zofo.evaluation import evaluate
 from zofo.meta import MetaTestProtocol, meta_test
 from zofo.models.load import load_model
 from zofo.run.concurrent import train_together as together
 from zofo.run.folder import clear_run_folder
-from zofo.run.options import check_options, load_config, prepared, run_dir_for
+from zofo.run.options import RunConfig, check_options, load_config, prepared, run_dir_for
 from zofo.run.recipe import Run
 
 

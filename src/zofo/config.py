@@ -1,9 +1,12 @@
 """Typed run configuration: dataclass sections, a YAML file, dotted overrides, validation (no torch here).
 
-    cfg, lines = read_config("configs/quickstart.yaml", ["optim.lr=1e-6", "train.steps=500"])
+    cfg, lines = read_config("configs/quickstart.yaml", ["optim.lr=1e-6", "train.steps=500"], cls=RunConfig)
 
-Every key is checked when the config is built: an unknown key or a value of the wrong type is an error
-that names the key's dotted path. The resolved config is saved with every run (`save_config`).
+This module holds the sections every run has (`model`, `data`, `peft`, `optim`, `train`) and the generic
+machinery; the sections declared above it (the shared `zo` settings, each method's own options) join them in
+`zofo.run.options.RunConfig`. Every key is checked when the config is built: an unknown key or a value of the
+wrong type is an error that names the key's dotted path; a renamed key is read as its new name, with a warning.
+The resolved config is saved with every run (`save_config`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +44,6 @@ class DataConfig:
     seed: int = 0                       # sampling seed
     max_length: int = 256
     objective: str = "ce"               # ce: cross-entropy over candidates | lm: answer-token LM loss
-    shots: int = 0                      # demonstrations for in-context learning
 
 
 @dataclass
@@ -57,27 +61,9 @@ class OptimConfig:
     lr: float = 1e-6                    # backbone theta (ZO methods, FO full fine-tuning)
     lr_upper: float = 1e-4              # upper PEFT copy p (and FO-PEFT)
     lr_lower: float = 1e-4              # lower PEFT copy z
-    theta_update: str = "sgd"           # sgd | momentum | adam (ZO update rule for theta)
-    momentum: float = 0.9
-    eps: float = 1e-3                   # ZO perturbation scale
-    q: int = 1                          # ZO directions per step
-    two_sided: bool = True
-    direction: str = "gaussian"         # gaussian | gaussian16 | rademacher
-    probed_direction: bool = True       # bf16/fp16 theta: update along the direction the probes realised
-    update_every: int = 0               # ZO-SGD: apply theta's updates every k steps in one rounding pass;
-                                        # 0: auto (16 for bf16/fp16 weights, else 1)
     schedule: str = "constant"          # constant | linear | cosine
     warmup_steps: int = 0
     weight_decay: float = 0.0
-
-
-@dataclass
-class BilevelConfig:
-    lam: float = 1e4                    # penalty weight lambda
-    lower_steps: int = 10               # K: FO steps on z per upper step
-    upper_fraction: float = 1 / 3       # D_f share of the training set (1:2 split)
-    normalize: bool = True              # divide F by (1 + lambda) so MeZO's learning rates carry over
-    deploy: str = "p"                   # copy deployed with theta: p (the formulation's) or z
 
 
 @dataclass
@@ -105,14 +91,9 @@ class TrainConfig:
 CHECKPOINT_WEIGHTS = ("trajectory", "full")
 
 
-@dataclass
-class RunConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    peft: PeftConfig = field(default_factory=PeftConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    bilevel: BilevelConfig = field(default_factory=BilevelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+#: the sections every run has, in the order a config lists them (`train` last)
+CORE_SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "peft": PeftConfig,
+                                  "optim": OptimConfig, "train": TrainConfig}
 
 
 @dataclass(frozen=True)
@@ -137,19 +118,14 @@ class Range:
 
 _LR = "0 leaves those weights unchanged; the paper uses 1e-6 to 1e-2"
 _BUDGET = "leave it unset for no time budget"
-#: every numeric key's range, checked when a config is built (None, where a key allows it, is always fine)
+#: the range of every numeric key of the core sections, checked when a config is built (None, where a key allows it,
+#: is always fine); the `zo` section and each method's own section check their keys themselves
 RANGES = {
     "data.n_train": Range(0), "data.n_dev": Range(0), "data.n_test": Range(1), "data.max_length": Range(1),
-    "data.shots": Range(0, hint="0: zero-shot"),
     "peft.r": Range(1), "peft.alpha": Range(0, strict=True), "peft.dropout": Range(0, below=1),
     "peft.num_virtual_tokens": Range(1),
     "optim.lr": Range(0, hint=_LR), "optim.lr_upper": Range(0, hint=_LR), "optim.lr_lower": Range(0, hint=_LR),
-    "optim.momentum": Range(0, below=1), "optim.eps": Range(0, strict=True, hint="the paper uses 1e-3"),
-    "optim.q": Range(1), "optim.update_every": Range(0, hint="0: automatic"), "optim.warmup_steps": Range(0),
-    "optim.weight_decay": Range(0),
-    "bilevel.lam": Range(0, hint="lambda; the paper uses 1e4"),
-    "bilevel.lower_steps": Range(1, hint="K, lower steps per upper step; the paper uses 10"),
-    "bilevel.upper_fraction": Range(0, strict=True, below=1, hint="the paper's 1:2 split is 1/3"),
+    "optim.warmup_steps": Range(0), "optim.weight_decay": Range(0),
     "train.steps": Range(0), "train.batch_size": Range(1), "train.eval_batch_size": Range(1),
     "train.eval_every": Range(0, hint="0: only before and after training"),
     "train.n_eval_dev": Range(1, hint="unset: every dev example"), "train.log_every": Range(1),
@@ -159,7 +135,7 @@ RANGES = {
 }
 
 
-def check_ranges(cfg: RunConfig) -> None:
+def check_ranges(cfg: Any) -> None:
     """Refuse a numeric value outside its key's `RANGES` entry (a negative learning rate, a zero batch size), naming
     the key, before anything is loaded."""
     for key, value in flat(cfg).items():
@@ -168,10 +144,12 @@ def check_ranges(cfg: RunConfig) -> None:
             raise ZofoError(f"{key} must be {allowed}, got {value!r}", allowed.hint, key)
 
 
-def read_config(path: str | Path | None = None, overrides: list[str] | None = None) -> tuple[RunConfig, dict[str, int]]:
-    """Defaults, then the YAML file, then `section.key=value` overrides, each key and value type checked; returns
-    the config and the line (1-based) of every key that came from the file, so that a later check can point at it
-    (`located`). The checks that need the registries are `zofo.run.options.load_config`'s."""
+def read_config(path: str | Path | None = None, overrides: list[str] | None = None, *, cls: type,
+                renamed: Mapping[str, str] | None = None) -> tuple[Any, dict[str, int]]:
+    """Defaults, then the YAML file, then `section.key=value` overrides, each key and value type checked, as
+    dataclass ``cls`` (`zofo.run.options.RunConfig`); ``renamed``: {old dotted key: new one}, read with a warning.
+    Returns the config and the line (1-based) of every key that came from the file, so that a later check can
+    point at it (`located`). The checks that need the registries are `zofo.run.options.load_config`'s."""
     raw: dict[str, Any] = {}
     lines: dict[str, int] = {}
     if path is not None:
@@ -179,11 +157,27 @@ def read_config(path: str | Path | None = None, overrides: list[str] | None = No
     for item in overrides or []:
         lines.pop(_apply_override(raw, item), None)
     try:
-        return build(RunConfig, raw, ""), lines
+        _rename(raw, lines, renamed or {})
+        return build(cls, raw, ""), lines
     except ZofoError as err:
         if err.key not in lines:
             raise
         raise located(err, path, lines) from err
+
+
+def _rename(raw: dict[str, Any], lines: dict[str, int], renamed: Mapping[str, str]) -> None:
+    """Move every renamed key of ``raw`` (a mapping of sections) to its new place, with a warning naming it."""
+    for old, new in renamed.items():
+        (section, key), (new_section, new_key) = old.split(".", 1), new.split(".", 1)
+        values = raw.get(section)
+        if not isinstance(values, dict) or key not in values:
+            continue
+        if new_key in (raw.get(new_section) or {}):
+            raise ZofoError(f"config sets both {old} and {new}", f"keep {new} only ({old} is its old name)", new)
+        warnings.warn(f"config key {old} is now {new}; reading it as {new}", FutureWarning, stacklevel=4)
+        raw.setdefault(new_section, {})[new_key] = values.pop(key)
+        if old in lines:
+            lines[new] = lines.pop(old)
 
 
 def located(err: ZofoError, path: str | Path | None, lines: dict[str, int]) -> ZofoError:
@@ -310,11 +304,11 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
-def to_dict(cfg: RunConfig) -> dict[str, Any]:
+def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def save_config(cfg: RunConfig, path: str | Path) -> None:
+def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (loadable again with `load_config`)."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
@@ -324,5 +318,5 @@ RESUME_MAY_CHANGE = frozenset({"train.steps", "train.max_seconds", "train.max_tr
                                "train.save_every", "train.progress", "train.resume"})
 
 
-def flat(cfg: RunConfig) -> dict[str, Any]:
+def flat(cfg: Any) -> dict[str, Any]:
     return {f"{section}.{key}": value for section, values in to_dict(cfg).items() for key, value in values.items()}

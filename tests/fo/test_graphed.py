@@ -17,7 +17,7 @@ from zofo.fo.graphed import (
     set_lr,
 )
 from zofo.methods.base import batch_loss
-from zofo.models.work import WorkCounter, uncounted
+from zofo.models.work import WorkCounter, count_replayed, uncounted
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -137,20 +137,24 @@ def test_fo_static_backward_gives_the_eager_gradient():
 
 @pytest.mark.parametrize("peft", ["lora", "prompt"])
 def test_bilevel_static_terms_equal_the_eager_ones(peft):
-    """F over fixed-shape B_f, B_g (three forwards) equals the eager mixed-batch F; so do p's and z's grads."""
+    """F and the p-step's backward over fixed-shape B_f, B_g (what a graph replays: three forwards) equal the same
+    functions over the examples (the eager mixed batch); so do p's grads."""
     trainer, _ = build("bilevel-zofo", peft, lr=1e-3, lower_steps=1)
-    trainer.graphed = True  # builds the fixed-shape batches (on CPU nothing is captured)
-    upper = trainer.upper_batches()
+    parts = dict(f=trainer.batches.examples("upper"), g=trainer.batches.examples("lower"))
+    eager = trainer.inputs(**parts)
+    trainer.graphed = True  # lays the batches out at fixed shapes (on CPU nothing is captured)
+    static = trainer.inputs(**parts)
+    assert set(eager) == {"f", "g"} and "f.input_ids" in static
     with torch.no_grad():
-        torch.testing.assert_close(trainer.static_penalty(upper.static), trainer.penalty(upper), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(trainer.penalty(static), trainer.penalty(eager), rtol=1e-5, atol=1e-6)
     p = trainer.groups.adapter("p")
-    values = trainer.static_upper_backward(upper.static)
+    values = trainer.upper_backward(static)
     static_grads = {n: t.grad.clone() for n, t in p.items()}
     for t in p.values():
         t.grad = None
-    f = trainer.terms.f("p", upper.examples_f)
+    f = trainer.terms.loss("p", parts, "f")
     f.backward()
-    g_p = trainer.terms.g("p", upper.examples_g)
+    g_p = trainer.terms.loss("p", parts, "g")
     (trainer.lam * g_p).backward()
     torch.testing.assert_close(values, torch.stack([f, g_p]).detach(), rtol=1e-5, atol=1e-6)
     for name, t in p.items():
@@ -163,8 +167,10 @@ def test_uncounted_passes_are_not_work():
     with counter.counting(), torch.no_grad():
         with uncounted():
             trainer.model(input_ids=torch.ones(3, 4, dtype=torch.long))
+            count_replayed(7, 7)
         trainer.model(input_ids=torch.ones(2, 4, dtype=torch.long))
-    counter.add_replayed(5, 3)
+        count_replayed(5, 3)  # what a CUDA-graph replay reports
+    count_replayed(11, 11)  # no counter active: nobody's work
     counter.close()
     assert (counter.work.forward_rows, counter.work.backward_rows) == (2 + 5, 3)
 
@@ -214,14 +220,12 @@ def test_graphed_bilevel_steps_equal_eager_steps_and_count_their_rows():
     for graphs in (True, False):
         trainer, _ = build("bilevel-zofo", "lora", device="cuda", lr=1e-3, lower_steps=2, cuda_graphs=graphs)
         counter = WorkCounter(trainer.model)
-        with counter.counting():
+        with counter.counting():  # the graphs count their replays themselves
             logs = [trainer.step(i) for i in range(3)]
-        counter.add_replayed(sum(m.pop("replayed_rows") for m in logs),
-                             sum(m.pop("replayed_backward_rows") for m in logs))
         counter.close()
         runs[graphs] = trainer, logs, (counter.work.forward_rows, counter.work.backward_rows)
     (graphed, glogs, gwork), (eager, elogs, ework) = runs[True], runs[False]
-    assert graphed.lower_graph.captured == graphed.upper_graph.captured == graphed.probes.captured == 1
+    assert graphed.lower.captured == graphed.upper.captured == graphed.probes.captured == 1
     assert gwork == ework
     for g, e in zip(glogs, elogs, strict=True):
         for key in ("loss", "g_p", "g_z", "penalty"):

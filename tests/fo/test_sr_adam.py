@@ -172,4 +172,4 @@ def test_bilevel_fo_updates_theta_with_the_low_precision_optimizer(dtype, kind):
     from tests.methods.common import build
 
     method, _ = build("bilevel-fo", "lora", dtype=dtype, lr=1e-5)
-    assert type(method.opt_theta) is kind
+    assert type(method.theta.optimizer) is kind

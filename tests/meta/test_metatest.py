@@ -15,12 +15,13 @@ from safetensors.torch import load_file
 
 import zofo.meta.metatest as metatest
 from tests.meta.test_split import write_task
-from zofo.config import RunConfig, save_config
+from zofo.config import save_config
 from zofo.errors import ZofoError
 from zofo.meta import MetaTestInterrupted, MetaTestProtocol, meta_test, resolve
 from zofo.meta.backbone import resolve_backbone
 from zofo.models.load import load_model
 from zofo.run.checkpoint import save_weights
+from zofo.run.options import RunConfig
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 SMALL = MetaTestProtocol(shots=4, seeds=(0, 1), n_dev=2, n_test=6, steps=2, eval_every=1, batch_size=2,

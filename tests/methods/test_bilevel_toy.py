@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from zofo.methods import METHODS, MethodOptions
+from tests.methods.common import method_args
+from zofo.methods import METHODS
 from zofo.models.adapters import ParamGroups
 from zofo.tasks.example import Example
 from zofo.tasks.streams import Batches, ExampleStream
@@ -41,16 +42,15 @@ class Toy(nn.Module):
 
 
 class ToyTerms:
+    """f and g of the toy, as `LMTerms` gives them (the inputs carry no data here)."""
+
     def __init__(self, toy: Toy):
         self.toy = toy
 
-    def f(self, copy, examples_f):
-        return self.toy(copy)[0]
+    def loss(self, copy, inputs, part):
+        return self.toy(copy)[0 if part == "f" else 1]
 
-    def g(self, copy, examples_g):
-        return self.toy(copy)[1]
-
-    def penalty_terms(self, examples_f, examples_g):
+    def at_once(self, inputs):
         return (*self.toy("p"), self.toy("z")[1])
 
 
@@ -71,9 +71,10 @@ def run_toy(method: str, lam: float, steps: int, lr: float) -> torch.Tensor:
     groups = ParamGroups(backbone={"theta": toy.theta}, adapters={"z": {"z": toy.z}, "p": {"p": toy.p}})
     stream = ExampleStream([Example("x", (" a",), 0)], batch_size=1, seed=0)
     batches = Batches({"upper": stream, "lower": stream}, encode=lambda examples: examples)
-    options = MethodOptions(lr=lr, lr_upper=1e-2, lr_lower=1e-2, lam=lam, lower_steps=3, steps=steps,
-                            schedule="linear", normalize=True, eps=1e-4, seed=1)
-    trainer = METHODS.get(method)(toy, groups, batches, options)
+    cls = METHODS.get(method)
+    args = method_args(cls, lr=lr, lr_upper=1e-2, lr_lower=1e-2, lam=lam, lower_steps=3, steps=steps,
+                       schedule="linear", normalize=True, eps=1e-4, seed=1)
+    trainer = cls(toy, groups, batches, *args)
     trainer.terms = ToyTerms(toy)
     for step in range(steps):
         trainer.step(step)

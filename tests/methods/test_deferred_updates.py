@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.methods.common import build, deployed_loss, snapshot
+from tests.methods.common import build, deployed_loss, snapshot, zo_of
 from zofo import zo
 from zofo.errors import ZofoError
 
@@ -14,13 +14,13 @@ OPTIONS = dict(lr=1e-2, update_every=4)
 
 def test_theta_moves_only_every_k_steps():
     trainer, _ = build("mezo", **OPTIONS)
-    start = snapshot(trainer.zo.params)
+    start = snapshot(zo_of(trainer).params)
     for step in range(3):
         trainer.step(step)
-    assert all(torch.equal(v, start[n]) for n, v in snapshot(trainer.zo.params).items())
+    assert all(torch.equal(v, start[n]) for n, v in snapshot(zo_of(trainer).params).items())
     trainer.step(3)
-    assert any(not torch.equal(v, start[n]) for n, v in snapshot(trainer.zo.params).items())
-    assert trainer.zo.pending == []
+    assert any(not torch.equal(v, start[n]) for n, v in snapshot(zo_of(trainer).params).items())
+    assert zo_of(trainer).pending == []
 
 
 def test_four_deferred_steps_equal_one_step_of_four_directions():
@@ -32,22 +32,22 @@ def test_four_deferred_steps_equal_one_step_of_four_directions():
     for step in range(4):
         deferred.step(step)
     single, _ = build("mezo", lr=4e-2, q=4)
-    estimates = [deferred.zo.seeds(step)[0] for step in range(4)]
-    single.zo.seeds = lambda step: estimates  # the same four directions, probed at theta_0
+    estimates = [zo_of(deferred).seeds(step)[0] for step in range(4)]
+    zo_of(single).seeds = lambda step: estimates  # the same four directions, probed at theta_0
     single.step(0)
-    a, b = snapshot(deferred.zo.params), snapshot(single.zo.params)
+    a, b = snapshot(zo_of(deferred).params), snapshot(zo_of(single).params)
     assert all(torch.allclose(a[n], b[n], rtol=0, atol=1e-5) for n in a)
     start, _ = build("mezo")
-    assert max((a[n] - v).abs().max() for n, v in snapshot(start.zo.params).items()) > 1e-2
+    assert max((a[n] - v).abs().max() for n, v in snapshot(zo_of(start).params).items()) > 1e-2
 
 
 def test_evaluation_sees_the_pending_updates():
     trainer, encode = build("mezo", **OPTIONS)
     trainer.step(0)
-    before = snapshot(trainer.zo.params)
+    before = snapshot(zo_of(trainer).params)
     deployed_loss(trainer, encode)
-    assert trainer.zo.pending == []
-    assert any(not torch.equal(v, before[n]) for n, v in snapshot(trainer.zo.params).items())
+    assert zo_of(trainer).pending == []
+    assert any(not torch.equal(v, before[n]) for n, v in snapshot(zo_of(trainer).params).items())
 
 
 def straight_and_resumed(make, saved=lambda trainer: None):
@@ -90,18 +90,18 @@ def test_pending_device_estimates_are_checkpointed_as_the_update_uses_them():
 
     straight, first = build("mezo", **OPTIONS)[0], build("mezo", **OPTIONS)[0]
     for step in range(4):
-        straight.zo.apply(queued(step), step)
+        zo_of(straight).apply(queued(step), step)
     for step in range(2):
-        first.zo.apply(queued(step), step)
-    state = first.zo.state_dict()
+        zo_of(first).apply(queued(step), step)
+    state = zo_of(first).state_dict()
     assert state["pending"][0]["projected_grads"] == queued(0).projected_grads.tolist() == [-125.0]
     second = build("mezo", **OPTIONS)[0]  # the weights have not moved yet: every=4 defers the first four
-    second.zo.load_state_dict(state)
+    zo_of(second).load_state_dict(state)
     for step in range(2, 4):
-        second.zo.apply(queued(step), step)
-    a, b = snapshot(straight.zo.params), snapshot(second.zo.params)
+        zo_of(second).apply(queued(step), step)
+    a, b = snapshot(zo_of(straight).params), snapshot(zo_of(second).params)
     assert all(torch.equal(a[n], b[n]) for n in a)
-    assert straight.zo.trajectory.records() == second.zo.trajectory.records()
+    assert zo_of(straight).trajectory.records() == zo_of(second).trajectory.records()
 
 
 def test_bf16_training_with_deferred_updates_lowers_the_loss():
@@ -115,22 +115,22 @@ def test_bf16_training_with_deferred_updates_lowers_the_loss():
 @pytest.mark.parametrize("dtype, rule, every", [(torch.bfloat16, "sgd", 16), (torch.float32, "sgd", 1),
                                                (torch.bfloat16, "adam", 1)])
 def test_default_defers_only_low_precision_sgd(dtype, rule, every):
-    trainer, _ = build("mezo", dtype=dtype, lr=1e-2, theta_update=rule)
-    assert trainer.zo.every == every
+    trainer, _ = build("mezo", dtype=dtype, lr=1e-2, rule=rule)
+    assert zo_of(trainer).every == every
 
 
 @pytest.mark.parametrize("bad, rule", [(-1, "sgd"), (2, "adam"), (2, "momentum")])
 def test_bad_update_every_is_refused_with_the_fix(bad, rule):
-    with pytest.raises(ZofoError, match=r"update_every.*\((use 0 \(auto\)|set optim.update_every=1)"):
-        build("mezo", lr=1e-2, update_every=bad, theta_update=rule)
+    with pytest.raises(ZofoError, match=r"update_every.*\((use 0 \(auto\)|set zo.update_every=1)"):
+        build("mezo", lr=1e-2, update_every=bad, rule=rule)
 
 
 def queued(dtype=torch.float32, on_device: bool = True, **options):
     """A MeZO trainer on the path CUDA takes (fixed-shape probes, queued), probed eagerly on CPU; on_device=False
     resolves every estimate on the host instead (the path of momentum, Adam and weight decay)."""
     trainer, encode = build("mezo", dtype=dtype, **options)
-    trainer.probes = trainer.graphed_probes(trainer.zo.params, capture=False)
-    trainer.zo.on_device = on_device
+    trainer.probes = trainer.graphed_probes(zo_of(trainer).params, capture=False)
+    zo_of(trainer).on_device = on_device
     return trainer, encode
 
 
@@ -147,15 +147,15 @@ def test_queued_steps_equal_host_resolved_steps_bit_for_bit(dtype, every):
         assert a["projected_grad"].item() == pytest.approx(b["projected_grad"], rel=1e-12)
         assert a["skipped"].item() == 0 and "skipped" not in b
     device.flush(), host.flush()
-    a, b = snapshot(device.zo.params), snapshot(host.zo.params)
+    a, b = snapshot(zo_of(device).params), snapshot(zo_of(host).params)
     start, _ = build("mezo", dtype=dtype)
-    assert any(not torch.equal(a[n], v) for n, v in snapshot(start.zo.params).items())
+    assert any(not torch.equal(a[n], v) for n, v in snapshot(zo_of(start).params).items())
     assert all(torch.equal(a[n], b[n]) for n in a)
 
 
 def test_queued_pending_updates_survive_a_checkpoint():
     def saved(trainer):
-        assert all(isinstance(e, zo.DeviceEstimate) for e, _ in trainer.zo.pending)
+        assert all(isinstance(e, zo.DeviceEstimate) for e, _ in zo_of(trainer).pending)
 
     straight, second = straight_and_resumed(lambda: queued(lr=1e-2, update_every=4)[0], saved)
     straight.flush(), second.flush()
@@ -173,11 +173,11 @@ def test_a_queued_non_finite_step_changes_nothing_and_is_counted(tmp_path):
     probes = trainer.probes
     trainer.probes = lambda inputs, seed, scale: probes(inputs, seed, scale) * float("nan")
     trainer.probes.capture = False
-    start = snapshot(trainer.zo.params)
+    start = snapshot(zo_of(trainer).params)
     state = train_loop(trainer, lambda: {"accuracy": 0.5}, tmp_path, LoopSettings(steps=4, log_every=2, progress=False),
                        RunLogger(tmp_path), PeakMemory(torch.device("cpu")), LoopState())
     assert state.skipped_steps == 4
-    assert all(torch.equal(v, start[n]) for n, v in snapshot(trainer.zo.params).items())
+    assert all(torch.equal(v, start[n]) for n, v in snapshot(zo_of(trainer).params).items())
 
 
 @pytest.mark.gpu
@@ -187,7 +187,7 @@ def test_a_graphed_mezo_step_never_waits_for_the_host(every):
     """After the first step (which captures the graphs), a MeZO training step on CUDA reads nothing back:
     batch upload, probes, deferral and the fused update run under torch's sync debug mode set to "error"."""
     trainer, _ = build("mezo", dtype=torch.bfloat16, device="cuda", lr=1e-2, update_every=every)
-    assert trainer.probes is not None and trainer.zo.on_device
+    assert trainer.probes is not None and zo_of(trainer).on_device
     trainer.step(0)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
@@ -210,13 +210,13 @@ def bits(t: torch.Tensor) -> torch.Tensor:
 
 def fixed_shape_probes(trainer) -> None:
     """Put a ZO method on its CUDA path, probed eagerly on CPU: fixed-shape probes, estimates kept queued."""
-    if hasattr(trainer, "static_penalty"):  # Bilevel ZOFO: F's three forwards over fixed-shape B_f, B_g
-        trainer.graphed = True  # upper_batches lays out the fixed-shape batches; the FO steps stay eager
-        trainer.probes = zo.GraphedProbes(trainer.model, trainer.groups.backbone, trainer.static_penalty,
-                                          trainer.options.direction, capture=False)
+    if hasattr(trainer, "penalty"):  # Bilevel ZOFO: F's three forwards over fixed-shape B_f, B_g
+        trainer.graphed = True  # the steps' inputs are fixed-shape batches; nothing is captured on CPU
+        trainer.probes = zo.GraphedProbes(trainer.model, trainer.groups.backbone, trainer.penalty,
+                                          trainer.settings.zo.direction, capture=False)
     else:
-        trainer.probes = trainer.graphed_probes(trainer.zo.params, capture=False)
-    trainer.zo.on_device = True
+        trainer.probes = trainer.graphed_probes(zo_of(trainer).params, capture=False)
+    zo_of(trainer).on_device = True
 
 
 @pytest.mark.parametrize("method, peft", ZO_ROWS)
@@ -226,24 +226,24 @@ def test_zero_lr_deferred_updates_leave_theta_bit_identical_and_replay_as_no_ops
     """lr 0 with `update_every` 4: a full block (step 3) and a partial one (flushed by the evaluation) chain lrs
     that sum to 0; theta keeps every bit, and the trajectory records both updates at lr 0, which replay as
     no-ops. on_device: the CUDA path's queued estimates, chained on the device (probed eagerly here)."""
-    from zofo.methods.mezo import rule_of
+    from zofo.zo.optimizer import rule_of
 
     make = lambda: build(method, peft or "lora", dtype=dtype, lr=0.0, update_every=4,  # noqa: E731
                          **(BILEVEL if method == "bilevel-zofo" else {}))
     trainer, encode = make()
     if on_device:
         fixed_shape_probes(trainer)
-    start = snapshot(trainer.zo.params)
+    start = snapshot(zo_of(trainer).params)
     for step in range(6):
         trainer.step(step)
-    assert all(isinstance(e, zo.DeviceEstimate) == on_device for e, _ in trainer.zo.pending)
+    assert all(isinstance(e, zo.DeviceEstimate) == on_device for e, _ in zo_of(trainer).pending)
     deployed_loss(trainer, encode)  # flushes the two pending steps
-    assert trainer.zo.pending == []
-    assert all(torch.equal(bits(v), bits(start[n])) for n, v in snapshot(trainer.zo.params).items())
-    records = trainer.zo.trajectory.records()
+    assert zo_of(trainer).pending == []
+    assert all(torch.equal(bits(v), bits(start[n])) for n, v in snapshot(zo_of(trainer).params).items())
+    records = zo_of(trainer).trajectory.records()
     assert [r["lr"] for r in records] == [0.0, 0.0] and [len(r["seeds"]) for r in records] == [4, 2]
-    base = make()[0].zo.params
-    zo.replay(base, trainer.zo.trajectory, rule_of(trainer.zo.trajectory.rule))
+    base = zo_of(make()[0]).params
+    zo.replay(base, zo_of(trainer).trajectory, rule_of(zo_of(trainer).trajectory.rule))
     assert all(torch.equal(base[n], v) for n, v in start.items())
 
 
@@ -251,24 +251,24 @@ def test_zero_lr_deferred_updates_leave_theta_bit_identical_and_replay_as_no_ops
 def test_a_schedule_reaching_zero_stops_theta_and_replays_bit_for_bit(rule, every):
     """A linear schedule over 4 steps, run for 8: steps 4-7 have lr 0 (a deferred block of zeros for ZO-SGD); theta
     moves in steps 0-3 only, and replaying the trajectory rebuilds it bit for bit."""
-    from zofo.methods.mezo import rule_of
+    from zofo.zo.optimizer import rule_of
 
     make = lambda: build("mezo", dtype=torch.bfloat16, lr=1e-2, schedule="linear", steps=4,  # noqa: E731
-                         theta_update=rule, update_every=every)
+                         rule=rule, update_every=every)
     trainer, encode = make()
-    start = snapshot(trainer.zo.params)
+    start = snapshot(zo_of(trainer).params)
     logs = [trainer.step(step) for step in range(4)]
     deployed_loss(trainer, encode)
-    moved = snapshot(trainer.zo.params)
+    moved = snapshot(zo_of(trainer).params)
     assert any(not torch.equal(moved[n], v) for n, v in start.items())
     logs += [trainer.step(step) for step in range(4, 8)]
     deployed_loss(trainer, encode)
     assert [log["lr"] for log in logs[4:]] == [0.0] * 4 and all(log["lr"] > 0 for log in logs[:4])
-    assert all(torch.equal(moved[n], v) for n, v in snapshot(trainer.zo.params).items())
-    records = trainer.zo.trajectory.records()
+    assert all(torch.equal(moved[n], v) for n, v in snapshot(zo_of(trainer).params).items())
+    records = zo_of(trainer).trajectory.records()
     assert [r["lr"] for r in records][-(4 // every):] == [0.0] * (4 // every)
-    base = make()[0].zo.params
-    zo.replay(base, trainer.zo.trajectory, rule_of(trainer.zo.trajectory.rule))
+    base = zo_of(make()[0]).params
+    zo.replay(base, zo_of(trainer).trajectory, rule_of(zo_of(trainer).trajectory.rule))
     assert all(torch.equal(base[n], v) for n, v in moved.items())
 
 
@@ -280,11 +280,11 @@ def test_zero_lr_on_cuda_leaves_theta_bit_identical(method, peft, rule, every):
     """The issue's crash: bf16 on CUDA, graphed probes, estimates chained on the device (`update_every` 4, or the
     default 16 with a partial block flushed by the evaluation), at lr 0; and the stateful rules."""
     trainer, encode = build(method, peft or "lora", dtype=torch.bfloat16, device="cuda", lr=0.0,
-                            theta_update=rule, update_every=every, **(BILEVEL if method == "bilevel-zofo" else {}))
+                            rule=rule, update_every=every, **(BILEVEL if method == "bilevel-zofo" else {}))
     assert trainer.probes is not None
-    start = snapshot(trainer.zo.params)
+    start = snapshot(zo_of(trainer).params)
     for step in range(6):
         trainer.step(step)
     deployed_loss(trainer, encode)
-    assert all(torch.equal(bits(v), bits(start[n])) for n, v in snapshot(trainer.zo.params).items())
-    assert {r["lr"] for r in trainer.zo.trajectory.records()} == {0.0}
+    assert all(torch.equal(bits(v), bits(start[n])) for n, v in snapshot(zo_of(trainer).params).items())
+    assert {r["lr"] for r in zo_of(trainer).trajectory.records()} == {0.0}

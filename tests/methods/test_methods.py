@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.methods.common import EXAMPLES, build, deployed_loss, snapshot
+from tests.methods.common import EXAMPLES, build, deployed_loss, snapshot, zo_of
 
 ROWS = [("fo-full", None), ("mezo", None), ("fo-peft", "lora"), ("fo-peft", "prefix"), ("fo-peft", "prompt"),
         ("zo-peft", "lora"), ("zo-peft", "prefix"), ("zo-peft", "prompt"), ("bilevel-zofo", "lora"),
@@ -35,7 +35,7 @@ def test_training_lowers_the_loss(method, peft):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_zero_learning_rate_leaves_zo_parameters_bit_identical(method, peft, dtype):
     trainer, _ = build(method, peft or "lora", dtype=dtype, **{**LR[method], "lr": 0.0})
-    zo_params = trainer.zo.params
+    zo_params = zo_of(trainer).params
     before = snapshot(zo_params)
     for step in range(5):
         trainer.step(step)
@@ -94,9 +94,9 @@ def test_mixed_adapter_forward_equals_separate_forwards():
             param.add_(0.05)
         terms = trainer.terms
         assert terms.mixed
-        mixed = terms.penalty_terms(EXAMPLES[:3], EXAMPLES[3:])
+        mixed = terms.at_once({"f": EXAMPLES[:3], "g": EXAMPLES[3:]})
         terms.mixed = False
-        separate = terms.penalty_terms(EXAMPLES[:3], EXAMPLES[3:])
+        separate = terms.at_once({"f": EXAMPLES[:3], "g": EXAMPLES[3:]})
     assert abs(mixed[1] - mixed[2]) > 1e-4  # z differs from p, so the routing is visible
     for a, b in zip(mixed, separate, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -108,7 +108,7 @@ def test_fixed_shape_probes_follow_the_eager_trajectory(method, peft):
     eager, encode = build(method, peft or "lora", **LR[method])
     fixed, _ = build(method, peft or "lora", **LR[method])
     assert eager.probes is None  # CPU: no graphs unless asked for
-    fixed.probes = fixed.graphed_probes(fixed.zo.params, capture=False)
+    fixed.probes = fixed.graphed_probes(zo_of(fixed).params, capture=False)
     a, b = eager.step(0), fixed.step(0)
     assert b["seed"] == a["seed"]
     assert float(b["loss"]) == pytest.approx(a["loss"], abs=1e-6)

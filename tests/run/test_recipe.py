@@ -117,10 +117,10 @@ def test_zofo_train_prints_test_metrics_training_time_and_the_run_folder(tmp_pat
     (["--method", "mezo", "--set", "train.max_train_seconds=0"], "train.max_train_seconds must be > 0, got 0.0"),
     (["--method", "mezo", "--set", "train.max_seconds=-5"], "train.max_seconds must be > 0, got -5.0"),
     (["--method", "mezo", "--task", "squad"], "task squad is generative"),
-    (["--method", "mezo", "--direction", "uniform"], "unknown optim.direction 'uniform'"),
+    (["--method", "mezo", "--direction", "uniform"], "unknown zo.direction 'uniform'"),
     (["--method", "mezo", "--dtype", "float8"], "unknown model.dtype 'float8'"),
     (["--method", "fo-peft", "--peft", "adapter"], "unknown peft.kind 'adapter'"),
-    (["--method", "mezo", "--theta-update", "adamw"], "unknown optim.theta_update 'adamw'"),
+    (["--method", "mezo", "--theta-update", "adamw"], "unknown zo.rule 'adamw'"),
 ])
 def test_inconsistent_options_are_refused_before_loading(args, message, capsys):
     assert main(["train", "--model", "/no/such/model", *args]) == 2

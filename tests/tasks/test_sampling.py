@@ -80,14 +80,16 @@ def test_split_bilevel_refuses_an_empty_level():
 
 def test_a_run_splits_its_training_set_by_the_configured_fraction(tmp_path):
     """`bilevel.upper_fraction` reaches the upper and lower example streams of a bilevel run."""
-    from zofo.config import RunConfig
+    from dataclasses import replace
+
+    from zofo.run.options import RunConfig
     from zofo.run.recipe import Run
 
     cfg = RunConfig()
     cfg.train.method, cfg.train.output_dir, cfg.model.device = "bilevel-zofo", str(tmp_path), "cpu"
     splits = sample_splits(POOL, n_train=90, n_dev=10, n_test=10, seed=0)
     for fraction, n_upper in [(1 / 3, 30), (0.5, 45), (0.2, 18)]:
-        cfg.bilevel.upper_fraction = fraction
+        cfg.bilevel = replace(cfg.bilevel, upper_fraction=fraction)
         run = Run(cfg)
         streams = run.batches(run.example_pools(splits), tokenizer=None).streams
         assert (len(streams["upper"].examples), len(streams["lower"].examples)) == (n_upper, 90 - n_upper)
@@ -97,12 +99,14 @@ def test_a_run_splits_its_training_set_by_the_configured_fraction(tmp_path):
 
 
 def test_a_split_that_leaves_a_level_empty_fails_before_the_model_loads(tmp_path, monkeypatch):
-    from zofo.config import RunConfig
+    from dataclasses import replace
+
     from zofo.run import recipe as training
+    from zofo.run.options import RunConfig
 
     cfg = RunConfig()
     cfg.train.method, cfg.train.output_dir, cfg.model.device = "bilevel-zofo", str(tmp_path / "run"), "cpu"
-    cfg.bilevel.upper_fraction = 0.01
+    cfg.bilevel = replace(cfg.bilevel, upper_fraction=0.01)
     monkeypatch.setattr(training, "resolve_source", lambda name: None)
     monkeypatch.setattr(training.Run, "load_data",
                         lambda self: (sample_splits(POOL, n_train=48, n_dev=8, n_test=8, seed=0), None))

@@ -39,11 +39,11 @@ TRAIN_FLAGS = {
     "--lr-lower": ("optim.lr_lower", float, "learning rate of the lower PEFT copy z"),
     "--lam": ("bilevel.lam", float, "penalty weight lambda (paper: 1e4)"),
     "--lower-steps": ("bilevel.lower_steps", int, "K: lower steps per upper step (paper: 10)"),
-    "--eps": ("optim.eps", float, "ZO perturbation scale (paper: 1e-3)"),
-    "--direction": ("optim.direction", str, "ZO directions: gaussian | gaussian16 | rademacher"),
-    "--theta-update": ("optim.theta_update", str, "ZO update rule for theta: sgd | momentum | adam"),
+    "--eps": ("zo.eps", float, "ZO perturbation scale (paper: 1e-3)"),
+    "--direction": ("zo.direction", str, "ZO directions: gaussian | gaussian16 | rademacher"),
+    "--theta-update": ("zo.rule", str, "ZO update rule for theta: sgd | momentum | adam"),
     "--schedule": ("optim.schedule", str, "learning-rate schedule: constant | linear | cosine"),
-    "--shots": ("data.shots", int, "demonstrations for in-context learning"),
+    "--shots": ("icl.shots", int, "demonstrations for in-context learning"),
     "--n-train": ("data.n_train", int, "training examples sampled (MeZO: 1000)"),
     "--n-dev": ("data.n_dev", int, "dev examples sampled (MeZO: 500)"),
     "--n-test": ("data.n_test", int, "test examples sampled (MeZO: 1000)"),
@@ -112,9 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
-    parser.add_argument("--config", help="YAML config file (sections model, data, peft, optim, bilevel, train)")
+    parser.add_argument("--config", help="YAML config file (its sections as `zofo config` prints them)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config key, e.g. --set optim.q=2 (repeatable)")
+                        help="override any config key, e.g. --set zo.q=2 (repeatable)")
     for flag, (key, kind, text) in flags.items():
         parser.add_argument(flag, type=kind, default=None, help=f"{text} [{key}]")
 

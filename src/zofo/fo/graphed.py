@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from zofo.fo.sr_adam import SRAdam
-from zofo.zo.graphs import ShapeGraphs
+from zofo.zo.graphs import ShapeGraphs, batch_rows
 from zofo.zo.rounding import LOW_PRECISION
 
 Inputs = Mapping[str, Tensor]
@@ -102,14 +102,16 @@ class GraphedStep:
 
     ``backward_fn`` runs the forward and every backward pass of the step and returns the values to log, as
     one detached tensor. ``capture=False`` (and any parameters not on a CUDA device) run the same calls
-    eagerly. If a capture fails, a warning says why and every later step runs eagerly. ``pool``: see
+    eagerly, with ``inputs`` in whatever form ``backward_fn`` takes. If a capture fails, a warning says why and
+    every later step runs eagerly. ``pool``, ``rows`` (what a replay counts as work, forward and backward): see
     `zo.graphs.ShapeGraphs`, which captures, replays and falls back.
     """
 
     def __init__(self, params: list[nn.Parameter], optimizer: torch.optim.Optimizer,
-                 backward_fn: Callable[[Inputs], Tensor], capture: bool = True, pool: tuple | None = None):
+                 backward_fn: Callable[[Inputs], Tensor], capture: bool = True, pool: tuple | None = None,
+                 rows: Callable[[Inputs], int] = batch_rows):
         self.params, self.optimizer, self.backward_fn = params, optimizer, backward_fn
-        self.graphs = ShapeGraphs("FO step", capture and params[0].is_cuda, pool)
+        self.graphs = ShapeGraphs("FO step", capture and params[0].is_cuda, pool, rows, backward=True)
 
     @property
     def capture(self) -> bool:

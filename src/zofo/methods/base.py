@@ -7,48 +7,41 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from zofo.config import OptimConfig
 from zofo.errors import ZofoError
 from zofo.evaluation.objectives import example_losses
-from zofo.evaluation.scoring import candidate_scores
+from zofo.evaluation.scoring import CandidateBatch, candidate_scores
+from zofo.evaluation.static import StaticBatch, static_losses
 from zofo.models.adapters import ParamGroups, activate
+from zofo.registry import METHODS
 from zofo.tasks.streams import Batches
+from zofo.zo.options import ZOOptions
 from zofo.zo.schedules import Schedule, constant, cosine, linear
 from zofo.zo.trajectory import Trajectory
 
 
 @dataclass(frozen=True)
-class MethodOptions:
-    """Plain values every method may read (built from the config at the boundary)."""
+class Settings:
+    """What every method may read besides its own options: plain values built from the config at the boundary
+    (the run's objective, length and seed, the learning rates of `optim`, the shared ZO settings of `zo`)."""
 
     objective: str = "ce"
     steps: int = 1000
     seed: int = 0
-    lr: float = 1e-6             # backbone theta
-    lr_upper: float = 1e-4       # upper PEFT copy p; the PEFT module of single-level methods
-    lr_lower: float = 1e-4       # lower PEFT copy z
-    schedule: str = "constant"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    theta_update: str = "sgd"    # ZO update rule: sgd | momentum | adam
-    momentum: float = 0.9
-    eps: float = 1e-3
-    q: int = 1
-    two_sided: bool = True
-    direction: str = "gaussian"
-    probed_direction: bool = True  # bf16/fp16 theta: update along R(theta +- eps u), not u (zo.Probed)
-    update_every: int = 0          # ZO-SGD: theta's updates applied every k steps (0: 16 for bf16/fp16, else 1)
-    lam: float = 1e4
-    lower_steps: int = 10
-    normalize: bool = True
-    deploy: str = "p"            # bilevel: the PEFT copy deployed with theta
-    shots: int = 0
     cuda_graphs: bool = True     # on CUDA: replay ZO probes and FO steps as CUDA graphs
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    zo: ZOOptions = field(default_factory=ZOOptions)
+
+    def schedule(self, peak: float) -> Schedule:
+        """The configured learning-rate schedule over this run's steps, peaking at ``peak``."""
+        return make_schedule(self.optim.schedule, peak, self.steps, self.optim.warmup_steps)
 
 
 class Method(ABC):
@@ -65,13 +58,33 @@ class Method(ABC):
     #: whether the backbone's own weights change
     trains_backbone: bool = False
 
-    def __init__(self, model: nn.Module, groups: ParamGroups, batches: Batches, options: MethodOptions):
+    #: the YAML section of the method's own options (None: it has none) and their frozen dataclass, whose
+    #: ``check()`` refuses bad values; methods sharing a section share the dataclass
+    section: ClassVar[str | None] = None
+    Options: ClassVar[type | None] = None
+
+    def __init__(self, model: nn.Module, groups: ParamGroups, batches: Batches, settings: Settings,
+                 options: Any = None):
         self.model = model
         self.groups = groups
         self.batches = batches
-        self.options = options
-        self.objective = options.objective
+        self.settings = settings
+        self.options = options if options is not None or self.Options is None else self.Options()
+        self.objective = settings.objective
         model.eval()  # every method trains in eval mode: no dropout, so ZO probes and resumes are exact
+
+    @classmethod
+    def check(cls, name: str, peft_kind: str | None, options: Any) -> None:
+        """Refuse what this method (registered as ``name``) cannot run with: a PEFT kind it has no use for, no
+        PEFT module where it trains one, options that their own ``check()`` refuses."""
+        if not cls.adapter_names and peft_kind not in (None, "none"):
+            takers = ", ".join(n for n in METHODS if METHODS.get(n).adapter_names)
+            raise ZofoError(f"--peft {peft_kind} does not apply to method {name} (it trains no PEFT module)",
+                            f"drop --peft, or choose one of: {takers}", "peft.kind")
+        if cls.adapter_names and peft_kind == "none":
+            raise ZofoError(f"method {name} needs a PEFT module", "use --peft lora, prefix or prompt", "peft.kind")
+        if options is not None:
+            options.check()
 
     @abstractmethod
     def step(self, step: int) -> dict[str, float]:
@@ -84,9 +97,17 @@ class Method(ABC):
             params.update(adapter)
         return params
 
+    def trained_group(self) -> dict[str, nn.Parameter]:
+        """What a single-level method trains: the backbone (``trains_backbone``), else its deployed PEFT module."""
+        return self.groups.backbone if self.trains_backbone else self.groups.adapter(self.deploy_adapter)
+
     def flush(self) -> None:
         """Apply any update still pending (deferred ZO updates); no-op for most methods."""
         return None
+
+    def demonstrations(self) -> int:
+        """Demonstrations placed before each prompt when the deployed model is evaluated (in-context learning)."""
+        return 0
 
     def seed_trajectory(self) -> Trajectory | None:
         """The ZO updates applied to the backbone so far (`zofo.zo.Trajectory`), for methods that make them."""
@@ -110,9 +131,11 @@ class Method(ABC):
             raise ValueError(f"{type(self).__name__} has no state to load")
 
 
-def batch_loss(model: nn.Module, batch, objective: str) -> torch.Tensor:
-    """Mean training loss of one encoded batch."""
-
+def batch_loss(model: nn.Module, batch: CandidateBatch | Mapping[str, torch.Tensor], objective: str) -> torch.Tensor:
+    """Mean training loss of one batch: an encoded batch, or a fixed-shape batch's tensors (`StaticBatch.tensors`,
+    what a CUDA graph replays; its padding rounds the last bits differently)."""
+    if isinstance(batch, Mapping):
+        return static_losses(model, StaticBatch(**batch), objective).mean()
     return example_losses(candidate_scores(model, batch), batch.labels, objective).mean()
 
 

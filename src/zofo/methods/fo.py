@@ -6,31 +6,40 @@ On a CUDA device each step (forward, backward, AdamW) is one CUDA-graph replay o
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
-from zofo.evaluation.static import StaticBatch, static_losses, to_static
+from zofo.evaluation.static import to_static
 from zofo.fo.graphed import GraphedStep, load_optimizer_state, make_adam, plain_state_dict, set_lr
-from zofo.methods.base import Method, batch_loss, make_schedule
+from zofo.methods.base import Method, batch_loss
 from zofo.registry import METHODS
 
 
 class FirstOrder(Method):
-    """theta_or_peft <- AdamW step on grad L(batch): the ordinary backprop baseline."""
+    """theta_or_peft <- AdamW step on grad L(batch): the ordinary backprop baseline. It trains the backbone
+    (``trains_backbone``) or the PEFT module, at the learning rate named by ``lr_name``."""
 
-    def setup(self, params: dict[str, torch.nn.Parameter], lr: float) -> None:
+    #: the `optim` learning rate of the trained parameters
+    lr_name: ClassVar[str] = "lr"
+
+    def __init__(self, model, groups, batches, settings, options=None):
+        super().__init__(model, groups, batches, settings, options)
+        params = self.trained_group()
         for param in params.values():
             param.requires_grad_(True)
         self.params = params
         trained = list(params.values())
-        graphed = self.options.cuda_graphs and trained[0].is_cuda
-        self.optimizer = make_adam(torch.optim.AdamW, trained, lr, self.options.weight_decay, graphed)
-        self.lr = make_schedule(self.options.schedule, lr, self.options.steps, self.options.warmup_steps)
+        graphed = settings.cuda_graphs and trained[0].is_cuda
+        lr = getattr(settings.optim, self.lr_name)
+        self.optimizer = make_adam(torch.optim.AdamW, trained, lr, settings.optim.weight_decay, graphed)
+        self.lr = settings.schedule(lr)
         self.graphed = GraphedStep(trained, self.optimizer, self.static_backward) if graphed else None
 
     def step(self, step: int) -> dict:
         batch = self.batches.next("train")
-        if self.graphed is not None:
-            return self.graphed_step(to_static(batch), step)
+        if self.graphed is not None:  # one replay; its loss stays a device scalar (the loop reads it when it logs)
+            return {"loss": self.graphed(to_static(batch).tensors(), self.lr(step)), "lr": self.lr(step)}
         set_lr(self.optimizer, self.lr(step))
         loss = batch_loss(self.model, batch, self.objective)
         loss.backward()
@@ -38,15 +47,9 @@ class FirstOrder(Method):
         self.optimizer.zero_grad(set_to_none=True)
         return {"loss": loss.item(), "lr": self.lr(step)}
 
-    def graphed_step(self, batch: StaticBatch, step: int) -> dict:
-        """One replayed step; its loss stays a device scalar (the loop reads it when it logs)."""
-        loss = self.graphed(batch.tensors(), self.lr(step))
-        rows = batch.input_ids.shape[0] if self.graphed.capture else 0
-        return {"loss": loss, "lr": self.lr(step), "replayed_rows": rows, "replayed_backward_rows": rows}
-
     def static_backward(self, inputs) -> torch.Tensor:
         """grad L(batch) into the parameters' .grad; returns L."""
-        loss = static_losses(self.model, StaticBatch(**inputs), self.objective).mean()
+        loss = batch_loss(self.model, inputs, self.objective)
         loss.backward()
         return loss.detach()
 
@@ -65,10 +68,6 @@ class FOFull(FirstOrder):
 
     trains_backbone = True
 
-    def __init__(self, model, groups, batches, options):
-        super().__init__(model, groups, batches, options)
-        self.setup(groups.backbone, options.lr)
-
 
 @METHODS.register("fo-peft")
 class FOPeft(FirstOrder):
@@ -76,7 +75,4 @@ class FOPeft(FirstOrder):
 
     adapter_names = ("default",)
     deploy_adapter = "default"
-
-    def __init__(self, model, groups, batches, options):
-        super().__init__(model, groups, batches, options)
-        self.setup(groups.adapter("default"), options.lr_upper)
+    lr_name = "lr_upper"

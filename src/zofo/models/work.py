@@ -3,9 +3,9 @@
 One unit is one sequence (a candidate row) through the whole model.  A forward hook on the input embeddings
 sees every forward with its number of rows; a forward taken with autograd on is followed by a backward over
 the same rows (every method backpropagates every loss it builds with grad).  CUDA-graph replays bypass hooks,
-so a method that replays reports their rows itself (``replayed_rows`` and ``replayed_backward_rows`` in its
-step's metrics); the capture itself is not counted (it records kernels, it runs nothing), nor are the warm-up
-passes before it (``uncounted``), which change nothing.
+so the graph objects (`zofo.zo.graphs`) count each replay's rows themselves (``count_replayed``, into the counter
+this thread is counting with); the capture itself is not counted (it records kernels, it runs nothing), nor are
+the warm-up passes before it (``uncounted``), which change nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +35,14 @@ def uncounted() -> Iterator[None]:
         _state.paused -= 1
 
 
+def count_replayed(forward_rows: int, backward_rows: int = 0) -> None:
+    """Count a CUDA-graph replay's rows as work of the counter this thread is counting with (if any)."""
+    counter = getattr(_state, "counter", None)
+    if counter is not None and not _paused():
+        counter.work.forward_rows += forward_rows
+        counter.work.backward_rows += backward_rows
+
+
 @dataclass
 class Work:
     forward_rows: int = 0
@@ -59,15 +67,13 @@ class WorkCounter:
 
     @contextlib.contextmanager
     def counting(self) -> Iterator[Work]:
-        self._active = True
+        """Count the rows of this thread's passes, and of its CUDA-graph replays (`count_replayed`)."""
+        self._active, outer = True, getattr(_state, "counter", None)
+        _state.counter = self
         try:
             yield self.work
         finally:
-            self._active = False
-
-    def add_replayed(self, forward_rows: int, backward_rows: int = 0) -> None:
-        self.work.forward_rows += forward_rows
-        self.work.backward_rows += backward_rows
+            self._active, _state.counter = False, outer
 
     def close(self) -> None:
         self._handle.remove()

@@ -22,8 +22,8 @@ from contextlib import nullcontext
 
 import torch
 
-from zofo.config import RunConfig
 from zofo.run.interrupt import StopRequest, stop_on_signal
+from zofo.run.options import RunConfig
 from zofo.run.recipe import Run
 
 _STARTUP = threading.Lock()

@@ -83,7 +83,6 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
     for step in range(state.step, settings.steps):
         with memory.phase("train_step"), counter.counting():
             metrics = method.step(step)
-        counter.add_replayed(int(metrics.pop("replayed_rows", 0)), int(metrics.pop("replayed_backward_rows", 0)))
         state.forward_rows, state.backward_rows = counter.work.forward_rows, counter.work.backward_rows
         state.step, window_steps = step + 1, window_steps + 1
         skipped.append(metrics.get("skipped", 0))

@@ -1,85 +1,101 @@
-"""Which settings a run may have: the consistency checks that need the registries (methods, PEFT kinds, update
-rules, dtypes, tasks), the checked `load_config`, and the rules for resuming a run with its own settings.
+"""Which settings a run may have: `RunConfig` assembled from every section, the consistency checks that need the
+registries (methods, PEFT kinds, dtypes, tasks; each method checks its own options), the checked `load_config`,
+and the rules for resuming a run with its own settings.
 
 `zofo.config` reads and types a config without torch; this module adds what only the layers below can know.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
-from zofo.config import CHECKPOINT_WEIGHTS, RESUME_MAY_CHANGE, RunConfig, check_ranges, flat, located, read_config
+from zofo.config import CHECKPOINT_WEIGHTS, CORE_SECTIONS, RESUME_MAY_CHANGE, check_ranges, flat, located, read_config
 from zofo.errors import ZofoError
-from zofo.methods import METHODS
-from zofo.methods.mezo import UPDATE_RULES
+from zofo.methods import METHODS, Method
 from zofo.models.adapters import PEFT_KINDS
 from zofo.models.load import DTYPES
 from zofo.run.folder import check_run_folder
 from zofo.tasks import TASKS
-from zofo.zo.directions import DIRECTIONS
+from zofo.zo.options import ZOOptions
 
-#: methods that train a PEFT module, and the default kind they get
-PEFT_METHODS = {"fo-peft", "zo-peft", "bilevel-zofo", "bilevel-fo"}
-FULL_METHODS = {"fo-full", "mezo"}
-NO_TRAIN = {"zero-shot", "icl"}
+
+def _sections() -> dict[str, type]:
+    """Every config section: those every run has, the shared `zo`, each method's own (`Method.section`), `train`
+    last. Methods that share a section share its dataclass."""
+    sections = {name: cls for name, cls in CORE_SECTIONS.items() if name != "train"} | {"zo": ZOOptions}
+    for name in METHODS:
+        method = METHODS.get(name)
+        if method.section is None:
+            continue
+        if sections.setdefault(method.section, method.Options) is not method.Options:
+            raise TypeError(f"method {name} declares config section {method.section!r} with another dataclass")
+    return sections | {"train": CORE_SECTIONS["train"]}
+
+
+#: a run's whole config: one field per section, each a dataclass built and checked by `zofo.config.build`. It is
+#: assembled here, not in `zofo.config`, because its sections are declared in the layers that use them (the
+#: `zo` settings in `zofo.zo.options`, a method's options in its own file), above `zofo.config`.
+RunConfig = dataclasses.make_dataclass(
+    "RunConfig", [(name, cls, dataclasses.field(default_factory=cls)) for name, cls in _sections().items()],
+    namespace={"__doc__": "A run's whole config, one typed section per field (see `zofo config`).",
+               "__module__": __name__})
+
+#: old dotted key -> new one, for every section that renamed a key (`RENAMED` of its dataclass)
+RENAMED: dict[str, str] = {old: f"{section}.{key}" for section, cls in _sections().items()
+                           for old, key in getattr(cls, "RENAMED", {}).items()}
+
+
+def method_class(cfg: RunConfig) -> type[Method]:
+    """The class of the configured method (a miss names `train.method` and the valid names)."""
+    try:
+        return METHODS.get(cfg.train.method)
+    except ZofoError as err:  # the registry's message, with the key it is about
+        raise ZofoError(err.what, err.fix, "train.method") from err
+
+
+def method_options(cfg: RunConfig, method: type[Method]):
+    """The method's own options (its config section), or None for a method without any."""
+    return getattr(cfg, method.section) if method.section else None
 
 
 def check_options(cfg: RunConfig) -> None:
     """Refuse inconsistent options before any model or data is loaded. Each error names its config key, so that
     `load_config`, which runs this, can point at the key's line in a config file."""
     check_ranges(cfg)
-    method, kind = cfg.train.method, cfg.peft.kind
-    try:
-        METHODS.get(method)
-    except ZofoError as err:  # the registry's message, with the key it is about
-        raise ZofoError(err.what, err.fix, "train.method") from err
-    if method in FULL_METHODS | NO_TRAIN and kind not in (None, "none"):
-        raise ZofoError(f"--peft {kind} does not apply to method {method} (it trains no PEFT module)",
-                        "drop --peft, or choose fo-peft, zo-peft, bilevel-zofo or bilevel-fo", "peft.kind")
-    if method in PEFT_METHODS and kind == "none":
-        raise ZofoError(f"method {method} needs a PEFT module", "use --peft lora, prefix or prompt", "peft.kind")
-    if method.startswith("bilevel"):
-        _check_bilevel(cfg)
-    if method == "icl" and cfg.data.shots < 1:
-        raise ZofoError("method icl needs --shots K with K >= 1", "e.g. --shots 16", "data.shots")
+    method = method_class(cfg)
+    method.check(cfg.train.method, cfg.peft.kind, method_options(cfg, method))
+    cfg.zo.check()
     _check_choices(cfg)
-    _check_objective(cfg)
-    _check_steps(cfg)
-
-
-def _check_bilevel(cfg: RunConfig) -> None:
-    if cfg.bilevel.deploy not in ("p", "z"):
-        raise ZofoError(f"bilevel.deploy must be p or z, got {cfg.bilevel.deploy!r}", "p is the formulation's",
-                        "bilevel.deploy")
+    _check_objective(cfg, method)
+    _check_steps(cfg, method)
 
 
 def _check_choices(cfg: RunConfig) -> None:
     """Values that name one of a fixed set: checked here, not where the first of them is used, minutes later."""
     for key, value, choices in [("model.dtype", cfg.model.dtype, DTYPES),
                                 ("peft.kind", cfg.peft.kind, (None, "none", *PEFT_KINDS)),
-                                ("optim.direction", cfg.optim.direction, DIRECTIONS),
-                                ("optim.theta_update", cfg.optim.theta_update, UPDATE_RULES),
                                 ("train.checkpoint_weights", cfg.train.checkpoint_weights, CHECKPOINT_WEIGHTS)]:
         if value not in choices:
             named = ", ".join(c for c in choices if c not in (None, "none"))
             raise ZofoError(f"unknown {key} {value!r}", f"use one of: {named}", key)
 
 
-def _check_objective(cfg: RunConfig) -> None:
+def _check_objective(cfg: RunConfig, method: type[Method]) -> None:
     """The candidate cross-entropy needs candidates: generative tasks (SQuAD, DROP) train with the LM loss."""
     objective, task = cfg.data.objective, cfg.data.task
     if objective not in ("ce", "lm"):
         raise ZofoError(f"unknown data.objective {objective!r}", "use ce (candidate cross-entropy) or lm",
                         "data.objective")
-    if objective == "ce" and task in TASKS and TASKS.get(task).generative and cfg.train.method not in NO_TRAIN:
+    if objective == "ce" and task in TASKS and TASKS.get(task).generative and method.trains:
         raise ZofoError(f"task {task} is generative (its examples have no candidates), so the ce objective "
                         "cannot train on it", "use --set data.objective=lm", "data.objective")
 
 
-def _check_steps(cfg: RunConfig) -> None:
+def _check_steps(cfg: RunConfig, method: type[Method]) -> None:
     """A method that trains needs a step to train; evaluating without training is what zero-shot and icl do."""
-    if cfg.train.method not in NO_TRAIN and cfg.train.steps < 1:
+    if method.trains and cfg.train.steps < 1:
         raise ZofoError(f"train.steps is {cfg.train.steps}: method {cfg.train.method} would train for no step",
                         "give --steps N >= 1; to only evaluate, use --method zero-shot (or icl), or `zofo eval`",
                         "train.steps")
@@ -87,7 +103,7 @@ def _check_steps(cfg: RunConfig) -> None:
 
 def peft_kind(cfg: RunConfig) -> str | None:
     """The PEFT kind this run attaches (LoRA by default for methods that need one)."""
-    if cfg.train.method not in PEFT_METHODS:
+    if not method_class(cfg).adapter_names:
         return None
     return cfg.peft.kind or "lora"
 
@@ -99,12 +115,11 @@ def run_dir_for(cfg: RunConfig) -> Path:
     return Path("runs") / f"{cfg.train.method}-{cfg.data.task.replace(':', '-')}-{stamp}"
 
 
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Defaults, then the YAML file, then `section.key=value` overrides (`zofo.config.read_config`), then checked
     for consistency (`check_options`). An error in a value that came from the file names the file and the key's
     line."""
-    cfg, lines = read_config(path, overrides)
+    cfg, lines = read_config(path, overrides, cls=RunConfig, renamed=RENAMED)
     try:
         check_options(cfg)
     except ZofoError as err:

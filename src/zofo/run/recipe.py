@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from zofo.config import RunConfig, save_config
+from zofo.config import save_config
 from zofo.evaluation import evaluate, icl_demonstrations
 from zofo.evaluation.scoring import encode_candidates
-from zofo.methods import METHODS, Method, MethodOptions
+from zofo.methods import Method, Settings
 from zofo.models.adapters import ParamGroups, attach_adapters, backbone_params, peft_config, save_adapter
 from zofo.models.device import resolve_device
 from zofo.models.load import load_model, resolve_source
@@ -23,22 +23,15 @@ from zofo.run.interrupt import StopRequest, TrainingInterrupted, stop_on_signal
 from zofo.run.kept_weights import load_best
 from zofo.run.logs import PeakMemory, RunLogger
 from zofo.run.loop import LoopSettings, LoopState, resume, train_loop
-from zofo.run.options import peft_kind, run_dir_for
+from zofo.run.options import RunConfig, method_class, method_options, peft_kind, run_dir_for
 from zofo.tasks import load_task, sample_splits, split_bilevel
 from zofo.tasks.streams import Batches, ExampleStream
 
 
-def method_options(cfg: RunConfig) -> MethodOptions:
-    """The config's plain values that methods read (methods never see the config object)."""
-    o, b = cfg.optim, cfg.bilevel
-    return MethodOptions(
-        objective=cfg.data.objective, steps=cfg.train.steps, seed=cfg.train.seed, lr=o.lr,
-        lr_upper=o.lr_upper, lr_lower=o.lr_lower, schedule=o.schedule, warmup_steps=o.warmup_steps,
-        weight_decay=o.weight_decay, theta_update=o.theta_update, momentum=o.momentum, eps=o.eps, q=o.q,
-        two_sided=o.two_sided, direction=o.direction, probed_direction=o.probed_direction,
-        update_every=o.update_every, lam=b.lam,
-        lower_steps=b.lower_steps, normalize=b.normalize, deploy=b.deploy, shots=cfg.data.shots,
-        cuda_graphs=cfg.train.cuda_graphs)
+def method_settings(cfg: RunConfig) -> Settings:
+    """The config's plain values that every method reads (methods never see the config object)."""
+    return Settings(objective=cfg.data.objective, steps=cfg.train.steps, seed=cfg.train.seed,
+                    cuda_graphs=cfg.train.cuda_graphs, optim=cfg.optim, zo=cfg.zo)
 
 
 class Run:
@@ -54,7 +47,8 @@ class Run:
                  stop: StopRequest | None = None):
         self.cfg, self.startup, self.stop = cfg, startup, stop
         self.device = torch.device(resolve_device(cfg.model.device))
-        self.method_cls: type[Method] = METHODS.get(cfg.train.method)
+        self.method_cls: type[Method] = method_class(cfg)
+        self.options = method_options(cfg, self.method_cls)
         self.peft_kind = peft_kind(cfg)
         self.run_dir = Path(cfg.train.resume).parent if cfg.train.resume else run_dir_for(cfg)
 
@@ -82,8 +76,8 @@ class Run:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.cfg, self.run_dir / "config.yaml")
         batches = self.batches(pools, tokenizer)
-        method = self.method_cls(model, groups, batches, method_options(self.cfg))
-        return method, Evaluator(model, tokenizer, task, splits, self.cfg)
+        method = self.method_cls(model, groups, batches, method_settings(self.cfg), self.options)
+        return method, Evaluator(model, tokenizer, task, splits, self.cfg, method.demonstrations())
 
     def build_model(self) -> tuple[torch.nn.Module, object, ParamGroups]:
         """The model and tokenizer as configured, with the method's PEFT modules attached (their initial values
@@ -120,10 +114,10 @@ class Run:
 
     def example_pools(self, splits) -> dict[str, list]:
         """The training examples each of the method's streams draws from: all of them ("train"), or the bilevel
-        methods' D_f / D_g split ("upper", "lower") at `bilevel.upper_fraction`."""
+        methods' D_f / D_g split ("upper", "lower") at their options' `upper_fraction`."""
         if "upper" not in self.method_cls.stream_names:
             return {"train": splits.train}
-        upper, lower = split_bilevel(splits.train, self.cfg.bilevel.upper_fraction, seed=self.cfg.train.seed)
+        upper, lower = split_bilevel(splits.train, self.options.upper_fraction, seed=self.cfg.train.seed)
         return {"upper": upper, "lower": lower}
 
     def batches(self, pools: dict[str, list], tokenizer) -> Batches:
@@ -181,12 +175,12 @@ class Run:
 
 
 class Evaluator:
-    """Dev and test evaluation of the deployed model (with demonstrations for in-context learning)."""
+    """Dev and test evaluation of the deployed model, with ``shots`` demonstrations before each prompt (in-context
+    learning; 0: none)."""
 
-    def __init__(self, model, tokenizer, task, splits, cfg: RunConfig):
+    def __init__(self, model, tokenizer, task, splits, cfg: RunConfig, shots: int = 0):
         self.model, self.tokenizer, self.task, self.splits, self.cfg = model, tokenizer, task, splits, cfg
         self.metric = task.metric  # accuracy, f1, or the task's preferred score (macro_f1)
-        shots = cfg.data.shots if cfg.train.method == "icl" else 0
         self.demos = icl_demonstrations(splits.train, shots, cfg.data.seed) if shots else None
 
     def _run(self, examples, stop: StopRequest | None = None) -> dict:

@@ -17,12 +17,11 @@ import torch
 from safetensors.torch import load_file
 
 from zofo import zo
-from zofo.config import RunConfig
 from zofo.errors import ZofoError
-from zofo.methods.mezo import rule_of
 from zofo.run.checkpoint import save_weights
-from zofo.run.options import load_config
+from zofo.run.options import RunConfig, load_config
 from zofo.run.recipe import Run
+from zofo.zo.optimizer import rule_of
 
 
 @dataclass
@@ -61,12 +60,12 @@ def replay_run(run_dir: Path, out: Path | None = None, device: str | None = None
     cfg = load_config(run_dir / "config.yaml")
     params = base_backbone(cfg, device)
     try:
-        zo.replay(params, trajectory, _rule(trajectory))
+        zo.replay(params, trajectory, rule_of(trajectory.rule))
     except ValueError as error:
         raise ZofoError(f"cannot replay {trajectory_file}: {error}", "replay a run recorded from its start") from error
     out = Path(out) if out else run_dir / "final" / "backbone.replayed.safetensors"
     save_weights(params, out)
-    steps = sum(len(record["seeds"]) for record in trajectory.records()) // cfg.optim.q
+    steps = sum(len(record["seeds"]) for record in trajectory.records()) // cfg.zo.q
     report = ReplayReport(out, steps, len(trajectory.updates), len(params))
     saved = run_dir / "final" / "backbone.safetensors"
     if saved.exists():
@@ -95,6 +94,3 @@ def compare(params: dict[str, torch.nn.Parameter], saved: dict[str, torch.Tensor
         worst = max(worst, (mine.double() - theirs.double()).abs().max().item())
     return identical, worst
 
-
-def _rule(trajectory: zo.Trajectory) -> zo.ZOUpdate:
-    return rule_of(trajectory.rule)

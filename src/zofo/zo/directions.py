@@ -35,9 +35,9 @@ import torch
 from torch import Tensor
 
 from .kernels import philox as px
+from .options import DIRECTIONS
 
 Direction = Literal["gaussian", "gaussian16", "rademacher"]
-DIRECTIONS: tuple[str, ...] = ("gaussian", "gaussian16", "rademacher")
 KINDS = {"gaussian": 0, "rademacher": 1, "gaussian16": 2}  # the kernels' KIND of each direction
 LANES = {0: 4, 1: 32, 2: 8}  # values per Philox counter, by KIND
 LANE_B = 1024  # counters per super-block row: part of u's definition (see above)

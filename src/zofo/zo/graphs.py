@@ -20,7 +20,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor, nn
 
-from zofo.models.work import uncounted
+from zofo.models.work import count_replayed, uncounted
 
 from .directions import Direction
 from .perturb import perturbed, perturbed_loss
@@ -87,6 +87,12 @@ class _Captured:
     output: Tensor              # the buffer the graph writes
 
 
+def batch_rows(inputs: Inputs) -> int:
+    """Rows one call runs through the model when it reads each fixed-shape batch of ``inputs`` once: the rows of
+    every ``input_ids`` (``<part>.input_ids`` for batches of several parts)."""
+    return sum(t.shape[0] for name, t in inputs.items() if name.rsplit(".", 1)[-1] == "input_ids")
+
+
 def shape_key(inputs: Inputs) -> tuple:
     """What a captured graph is keyed by: every input's name, shape and dtype."""
     return tuple((name, tuple(t.shape), t.dtype) for name, t in sorted(inputs.items()))
@@ -101,10 +107,15 @@ class ShapeGraphs:
     does every call after a failed capture (with a warning naming ``what``). ``pool`` (a
     `torch.cuda.graph_pool_handle()`) lets graphs that never run at once share memory: each replay's output
     is copied out at once, so one graph's temporaries may reuse another's output buffer.
+
+    Replays bypass the hook that counts training work (`zofo.models.work`), so each replay counts its own:
+    ``rows(inputs)`` rows forward, and as many backward when ``backward`` is set.
     """
 
-    def __init__(self, what: str, capture: bool, pool: tuple | None = None):
+    def __init__(self, what: str, capture: bool, pool: tuple | None = None,
+                 rows: Callable[[Inputs], int] = batch_rows, backward: bool = False):
         self.what, self.capture, self._pool = what, capture, pool
+        self.rows, self.backward = rows, backward
         self._graphs: dict[tuple, _Captured] = {}
 
     @property
@@ -136,6 +147,8 @@ class ShapeGraphs:
         for name, t in inputs.items():
             captured.inputs[name].copy_(t, non_blocking=True)
         captured.graph.replay()
+        rows = self.rows(inputs)
+        count_replayed(rows, rows if self.backward else 0)
         return captured.output.clone()
 
     def _capture(self, inputs: Inputs, record: Callable[[Inputs], Tensor],
@@ -151,15 +164,15 @@ class GraphedProbes:
 
     ``capture=False`` (and any model not on a CUDA device) probes eagerly through the same calls. If a
     capture fails (a model whose forward syncs with the host, say), a warning says why and every later
-    probe runs eagerly. ``pool``: see `ShapeGraphs`.
+    probe runs eagerly. ``pool``, ``rows`` (what a replay counts as work): see `ShapeGraphs`.
     """
 
     def __init__(self, model: nn.Module, params: Mapping[str, nn.Parameter],
                  loss_fn: Callable[[Inputs], Tensor], direction: Direction = "gaussian", capture: bool = True,
-                 pool: tuple | None = None):
+                 pool: tuple | None = None, rows: Callable[[Inputs], int] = batch_rows):
         self.model, self.params, self.loss_fn, self.direction = model, params, loss_fn, direction
         device = next(iter(params.values())).device
-        self.graphs = ShapeGraphs("ZO probe", capture and device.type == "cuda", pool)
+        self.graphs = ShapeGraphs("ZO probe", capture and device.type == "cuda", pool, rows)
         if self.graphs.capture:
             self.seed = torch.zeros(1, dtype=torch.int64, device=device)
             self.scale = torch.zeros(1, dtype=torch.float32, device=device)

@@ -29,7 +29,7 @@ READ_BACK_EVERY = 256  # updates between read-backs of device estimates
 class Trajectory:
     """The updates applied to ``params`` (names, in the order the rule visits them), and how they were probed.
 
-    ``rule`` names the update rule and its settings (what `zofo.methods.mezo.update_rule` takes); ``complete`` is
+    ``rule`` names the update rule and its settings (what `zo.optimizer.update_rule` takes); ``complete`` is
     False when the run resumed from a checkpoint that predates trajectories, so the records do not start at the
     base weights.
     """
