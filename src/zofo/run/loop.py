@@ -71,10 +71,7 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
     """Run `method.step` from `state.step` to `settings.steps`; returns the final state. If ``stop`` is requested,
     saves a checkpoint after the current step and raises `TrainingInterrupted`."""
     if state.step == 0 or state.eval_pending:
-        state.eval_pending = not _evaluate(method, evaluate_dev, run_dir, settings, logger, memory, state)
-        if state.eval_pending:  # stopped before the first step (or again, once resumed)
-            _save_checkpoint(method, run_dir, logger, settings.weights, state)
-            raise TrainingInterrupted(state.step, run_dir / "checkpoint", stop.signal)
+        _evaluate_start(method, evaluate_dev, run_dir, settings, logger, memory, state, stop)
     bar = tqdm(total=settings.steps, initial=state.step, disable=not settings.progress, desc="train",
                dynamic_ncols=True)
     counter = WorkCounter(method.model)
@@ -118,6 +115,16 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
     state.skipped_steps += _count(skipped)
     method.flush()  # the weights a run ends with include every update it made
     return state
+
+
+def _evaluate_start(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, settings: LoopSettings,
+                    logger: RunLogger, memory: PeakMemory, state: LoopState, stop: StopRequest | None) -> None:
+    """The dev evaluation before the first step (or the one a signal cut short, once resumed); stopped again by a
+    signal, it saves the checkpoint and raises `TrainingInterrupted`."""
+    state.eval_pending = not _evaluate(method, evaluate_dev, run_dir, settings, logger, memory, state)
+    if state.eval_pending:
+        _save_checkpoint(method, run_dir, logger, settings.weights, state)
+        raise TrainingInterrupted(state.step, run_dir / "checkpoint", stop.signal)
 
 
 def _save_checkpoint(method: Method, run_dir: Path, logger: RunLogger, form: str, state: LoopState) -> None:
