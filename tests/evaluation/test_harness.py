@@ -84,14 +84,16 @@ def test_a_task_asking_for_macro_f1_reports_it(model, tokenizer, tmp_path):
     from zofo.evaluation.metrics import argmax, macro_f1
     from zofo.evaluation.scoring import score_examples
     from zofo.tasks import load_task
+    from zofo.tasks.bigbench import shuffled
 
     task = load_task("bigbench", _social_support_like(tmp_path / "social_support"))
     assert task.metrics == ("macro_f1",) and task.metric == "macro_f1"
     examples = task.examples("train")
     result = evaluate(model, tokenizer, task, examples, batch_size=8, progress=False)
     scores = score_examples(model, tokenizer, examples, progress=False)
-    options = [r["options"] for r in task.records("train")]
-    golds = [o[r["label"]] for o, r in zip(options, task.records("train"), strict=True)]
+    shown = [shuffled(r) for r in task.records("train")]  # the options in the order they are scored
+    options = [o for o, _ in shown]
+    golds = [o[gold] for o, gold in shown]
     predicted = [o[argmax(s)] for o, s in zip(options, scores, strict=True)]
     assert result["macro_f1"] == pytest.approx(macro_f1(golds, predicted)) and result["n"] == 30
     assert set(result) == {"accuracy", "macro_f1", "n"}
