@@ -137,7 +137,8 @@ def _add_eval(sub) -> None:
 def _run_eval(args: argparse.Namespace) -> int:
     from zofo.cli.eval import run_eval
 
-    return run_eval(args) or 0
+    run_eval(args)  # returns the result dict, which must not become the exit status
+    return 0
 
 
 def _add_convert(sub) -> None:
