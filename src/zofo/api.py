@@ -5,6 +5,8 @@ from __future__ import annotations
 from zofo.config import RunConfig
 from zofo.evaluation import evaluate
 from zofo.meta import MetaTestProtocol, meta_test
+from zofo.meta.metarun import MetaTrainConfig
+from zofo.meta.metarun import meta_train as _meta_train
 from zofo.models import load_model
 from zofo.run.concurrent import train_together as together
 from zofo.run.options import check_options, load_config, resumed_config
@@ -29,5 +31,11 @@ def train_together(cfgs: list[RunConfig]) -> list[dict | Exception]:
     return together(cfgs)
 
 
-__all__ = ["MetaTestProtocol", "RunConfig", "check_options", "evaluate", "load_config", "load_model", "meta_test",
-           "train", "train_together"]
+def meta_train(split: str, model: str = "smollm2-135m", out: str | None = None, **options) -> dict:
+    """Meta-train over the split file's meta-train tasks (`zofo.meta.metarun.MetaTrainConfig` lists the options:
+    method, T, K, lam, per-task sizes, PEFT kind, learning rates, eps, seed, steps, ...); returns result.json."""
+    return _meta_train(MetaTrainConfig(split=split, model=model, out=out, **options))
+
+
+__all__ = ["MetaTestProtocol", "MetaTrainConfig", "RunConfig", "check_options", "evaluate", "load_config",
+           "load_model", "meta_test", "meta_train", "train", "train_together"]

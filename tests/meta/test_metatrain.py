@@ -158,3 +158,31 @@ def test_a_stopped_run_resumes_bit_for_bit(tmp_path, tiny_model_dir, method):
         assert trajectories[0] == trajectories[1] and len(trajectories[0]["updates"]) == 4
     base = load_file(str(tiny_model_dir / "model.safetensors"))
     assert any(not torch.equal(base[k], a[f"final:{k}"]) for k in base if f"final:{k}" in a)  # theta did move
+
+
+@pytest.mark.parametrize("method", ["fo-peft", "fo-full", "mezo"])
+def test_the_baselines_train_on_the_pooled_tasks_and_leave_a_backbone_meta_test_reads(tmp_path, tiny_model_dir,
+                                                                                        method):
+    from transformers import AutoModelForCausalLM
+
+    from zofo.meta.backbone import resolve_backbone
+
+    cfg = small(tmp_path, tiny_model_dir, "run", method=method, steps=3, lr=1e-2, lr_upper=1e-1)
+    result = meta_train(cfg)
+    run = tmp_path / "run"
+    assert result["steps"] == 3 and result["config"]["train"]["method"] == method
+    pooled = json.loads((run / "meta.json").read_text())["tasks"]
+    assert len(pooled) == 3
+    folder, described = resolve_backbone(str(run), tmp_path / "mt")
+    backbone = AutoModelForCausalLM.from_pretrained(folder).eval()
+    base = load_file(str(tiny_model_dir / "model.safetensors"))
+    assert any(not torch.equal(base[n], p) for n, p in backbone.named_parameters() if n in base)
+    if method == "fo-peft":  # the merged backbone computes what the base model with the trained LoRA computes
+        from peft import PeftModel
+
+        base_model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        adapted = PeftModel.from_pretrained(base_model, run / "final" / "adapter").eval()
+        ids = torch.arange(4, 20).view(2, 8)
+        with torch.no_grad():
+            torch.testing.assert_close(backbone(input_ids=ids).logits, adapted(input_ids=ids).logits,
+                                       rtol=1e-5, atol=1e-5)
