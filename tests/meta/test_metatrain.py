@@ -27,12 +27,13 @@ def examples(word: str, n: int) -> list[Example]:
     return [Example(f"{word} {'good' if i % 3 else 'bad'} :", (" yes", " no"), i % 2) for i in range(n)]
 
 
-def tiny_method(n_tasks: int, options: MetaOptions, dtype=torch.float32) -> MetaBilevel:
-    """A tiny Llama with the z / p LoRA adapters and n tasks of 6 upper / 12 lower examples each."""
+def tiny_method(n_tasks: int, options: MetaOptions, dtype=torch.float32, kind: str = "lora") -> MetaBilevel:
+    """A tiny Llama with the z / p adapters (LoRA r 2, or 3 virtual tokens) and n tasks of 6 upper / 12 lower
+    examples each."""
     tokenizer = build_tiny_tokenizer()
     model = tiny_model("llama", vocab_size=len(tokenizer)).to(dtype)
     torch.manual_seed(0)
-    model, groups = attach_adapters(model, peft_config("lora", r=2), ("z", "p"))
+    model, groups = attach_adapters(model, peft_config(kind, r=2, num_virtual_tokens=3), ("z", "p"))
     model.to(dtype)
     data = [TaskData(f"task{i}", examples(WORDS[i], 6), examples(WORDS[i], 12)) for i in range(n_tasks)]
     streams = TaskStreams(data, batch_size=3, seed=0, encode=lambda ex: encode_candidates(tokenizer, ex, 32))
@@ -118,6 +119,23 @@ def test_every_sampled_task_moves_its_own_block_and_theta_moves_by_the_recorded_
     zo.replay(replayed, method.seed_trajectory(), zo.ZOSGD())
     assert all(torch.equal(replayed[n], p) for n, p in method.theta.items())
     assert any(not torch.equal(before[n], p) for n, p in method.theta.items())
+
+
+@pytest.mark.parametrize("kind", ["prefix", "prompt"])
+def test_prefix_and_prompt_blocks_train_and_the_deployed_model_is_the_backbone_alone(kind):
+    method = tiny_method(3, MetaOptions(tasks_per_step=2, lower_steps=1, lr=1e-2, lr_upper=0.1, lr_lower=0.1),
+                         kind=kind)
+    values = {n: s.clone() for n, s in method.blocks.values.items()}
+    sampled = method.step(0)["tasks"].split(",")
+    rows = [method.blocks.index[t] for t in sampled]
+    assert all(not torch.equal(s[rows], values[n][rows]) for n, s in method.blocks.values.items())
+    plain = tiny_model("llama", vocab_size=len(build_tiny_tokenizer()))
+    with torch.no_grad():
+        for name, param in plain.named_parameters():
+            param.copy_(method.theta[name])
+        ids = torch.arange(4, 12).view(1, 8)
+        with method.deployed() as deployed:
+            torch.testing.assert_close(deployed(input_ids=ids).logits, plain(input_ids=ids).logits)
 
 
 def write_split(tmp_path: Path, tasks: int = 3) -> Path:
