@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from zofo.evaluation import evaluate
 from zofo.meta import MetaTestProtocol, meta_test
+from zofo.meta.metarun import MetaTrainConfig
+from zofo.meta.metarun import meta_train as _meta_train
 from zofo.models.load import load_model
 from zofo.run.concurrent import train_together as together
 from zofo.run.folder import clear_run_folder
@@ -28,5 +30,11 @@ def train_together(cfgs: list[RunConfig]) -> list[dict | Exception]:
     return together([prepared(cfg) for cfg in cfgs])
 
 
-__all__ = ["MetaTestProtocol", "RunConfig", "check_options", "evaluate", "load_config", "load_model", "meta_test",
-           "train", "train_together"]
+def meta_train(split: str, model: str = "smollm2-135m", out: str | None = None, **options) -> dict:
+    """Meta-train over the split file's meta-train tasks (`zofo.meta.metarun.MetaTrainConfig` lists the options:
+    method, T, K, lam, per-task sizes, PEFT kind, learning rates, eps, seed, steps, ...); returns result.json."""
+    return _meta_train(MetaTrainConfig(split=split, model=model, out=out, **options))
+
+
+__all__ = ["MetaTestProtocol", "MetaTrainConfig", "RunConfig", "check_options", "evaluate", "load_config",
+           "load_model", "meta_test", "meta_train", "train", "train_together"]

@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(sub)
     from zofo.cli.meta_test import add_meta_test  # meta-learning: zofo/cli/meta_test.py
     add_meta_test(sub)
+    from zofo.cli.meta_train import add_meta_train  # zofo/cli/meta_train.py
+    add_meta_train(sub)
     return parser
 
 

@@ -4,16 +4,18 @@ meta-testing of a backbone on held-out tasks. Above `run/` (it runs ordinary run
     split = read_split("configs/meta/bigbench_split.yaml")           # refuses a bad split with file:line
     data = meta_train_data(split)                                    # per task: 256 upper / 512 lower examples
     blocks = TaskBlocks(tasks, adapter_params, optimizers)           # swap_in(task) / swap_out(task)
+    result = meta_train(MetaTrainConfig(split="configs/meta/bigbench_split.yaml", out="runs/meta"))  # Bilevel ZOFO
     report = meta_test(split.meta_test, "smollm2-135m", MetaTestProtocol(), Path("runs/meta-test"))
 
 docs/META.md states the default split's rule and the meta-test protocol.
 """
 
 from zofo.meta.blocks import TaskBlocks
+from zofo.meta.metarun import MetaTrainConfig, meta_train
 from zofo.meta.metatest import MetaTestInterrupted, meta_test
 from zofo.meta.pool import TaskRef, bigbench_root, resolve
 from zofo.meta.protocol import MetaTestProtocol
 from zofo.meta.split import Split, TaskData, meta_train_data, read_split
 
-__all__ = ["MetaTestInterrupted", "MetaTestProtocol", "Split", "TaskBlocks", "TaskData", "TaskRef", "bigbench_root",
-           "meta_test", "meta_train_data", "read_split", "resolve"]
+__all__ = ["MetaTestInterrupted", "MetaTestProtocol", "MetaTrainConfig", "Split", "TaskBlocks", "TaskData", "TaskRef",
+           "bigbench_root", "meta_test", "meta_train", "meta_train_data", "read_split", "resolve"]

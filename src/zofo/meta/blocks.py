@@ -87,6 +87,17 @@ class TaskBlocks:
         self.active = task
 
     @torch.no_grad()
+    def load_values(self, task: str) -> None:
+        """Copy the task's adapter values (not its optimizer states) into the model's adapter tensors, for a
+        forward pass only: meta-training's ZO probes evaluate every sampled task's terms in one perturbation.
+        Refused while a task is swapped in (its trained values would be overwritten before being stored)."""
+        if self.active is not None:
+            raise ZofoError(f"task {self.active!r} is swapped in", "swap it out before loading another's values")
+        i = self._at(task)
+        for name, param in self.params.items():
+            param.copy_(self.values[name][i], non_blocking=True)
+
+    @torch.no_grad()
     def swap_out(self, task: str) -> None:
         """Store the active task's adapter values and optimizer states back in host memory."""
         if self.active != task:

@@ -135,20 +135,25 @@ class TaskData:
     name: str
     upper: list[Example]
     lower: list[Example]
+    dev: list[Example] = field(default_factory=list)  # held out from both levels (meta-training's dev)
 
 
-def meta_train_data(split: Split, upper: int = UPPER, lower: int = LOWER, seed: int = 0) -> list[TaskData]:
+def meta_train_data(split: Split, upper: int = UPPER, lower: int = LOWER, seed: int = 0,
+                    n_dev: int = 0) -> list[TaskData]:
     """Per meta-train task, `upper` / `lower` examples drawn with the seed (fewer for a small task: all of its
-    examples, cut in the ratio upper : lower, e.g. 100 -> 33 / 67); a task too small for both levels is refused."""
+    examples, cut in the ratio upper : lower, e.g. 100 -> 33 / 67); a task too small for both levels is refused.
+    `n_dev` > 0 also holds out that many dev examples per task, disjoint from both levels (a small task gives its
+    share: `zofo.tasks.sampling.pooled_sizes`); 0 draws exactly what it always drew."""
     if upper < 1 or lower < 1:
         raise ZofoError(f"per-task split {upper} / {lower}: each level needs at least one example",
                         "use the paper's 256 / 512")
     data = []
     for ref in split.meta_train:
-        train = sample_splits(split.task(ref), n_train=upper + lower, n_dev=0, n_test=0, seed=seed).train
+        sampled = sample_splits(split.task(ref), n_train=upper + lower, n_dev=n_dev, n_test=0, seed=seed)
+        train = sampled.train
         if math.floor(len(train) * upper / (upper + lower) + 1e-9) < 1 or len(train) < 2:
             raise ZofoError(f"{ref.where}: task {ref.name} has {len(train)} examples, too few for an upper and a "
                             f"lower level in the ratio {upper}:{lower}", "give more data or drop the task")
         d_f, d_g = split_bilevel(train, upper / (upper + lower), seed=seed)
-        data.append(TaskData(ref.name, d_f, d_g))
+        data.append(TaskData(ref.name, d_f, d_g, sampled.dev))
     return data

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from zofo.errors import ZofoError
+from zofo.models.gguf_file import check_gguf
 from zofo.models.pypi import cache_dir
 
 ALIASES = {  # alias: (distribution, version, the model file inside it)
@@ -148,7 +149,6 @@ def _load_gguf(path: Path):
     """Dequantise a GGUF file and re-wrap it as an ordinary, trainable model of its architecture."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from zofo.models.gguf_file import check_gguf
 
     check_gguf(path)  # a truncated or damaged file: one clear error, not the reader's struct.error
     start = time.perf_counter()

@@ -29,6 +29,7 @@ from zofo import zo
 from zofo.errors import ZofoError
 from zofo.methods.base import Method
 from zofo.run.checkpoint import load_weights, save_weights
+from zofo.zo.optimizer import rule_of
 
 #: how loop.json names the form of a checkpoint's backbone (a checkpoint without the key holds its weights)
 BACKBONE_KEY = "backbone"
@@ -57,8 +58,6 @@ def checkpoint_form(method: Method, form: str) -> str:
 
 def replay_onto(backbone: Mapping[str, nn.Parameter], trajectory: zo.Trajectory) -> None:
     """theta (holding the base weights) <- every update of ``trajectory``, by the rule the run used."""
-    from zofo.methods.mezo import rule_of
-
     zo.replay(backbone, trajectory, rule_of(trajectory.rule))
 
 

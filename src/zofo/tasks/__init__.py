@@ -17,6 +17,7 @@ from zofo.errors import ZofoError
 from zofo.tasks import glue, record, squad, superglue, winogrande  # noqa: F401  (they register tasks)
 from zofo.tasks.base import TASKS, Task, TaskSpec, build_task
 from zofo.tasks.bigbench import bigbench_spec, find_task_json, read_bigbench
+from zofo.tasks.bigbench_sources import locate, task_name
 from zofo.tasks.example import Example, Record
 from zofo.tasks.metaicl import metaicl_spec
 from zofo.tasks.sampling import Splits, sample_splits, split_bilevel
@@ -47,8 +48,6 @@ def default_template(name: str) -> str:
 def _bigbench(sub: str, path: Path | None, template: str | None) -> Task:
     """`bigbench` with a task folder or task.json as data, or `bigbench:NAME` from the places
     zofo.tasks.bigbench_sources lists (data, $ZOFO_BIGBENCH, the project's data folder, the cache, the index)."""
-    from zofo.tasks.bigbench_sources import locate, task_name
-
     if path is None and not sub:
         raise ZofoError("task 'bigbench' needs data", "give --data <task folder> or use bigbench:<task>")
     file = locate(sub, path) if sub else find_task_json(path)

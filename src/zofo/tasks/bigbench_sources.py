@@ -20,8 +20,8 @@ import difflib
 import os
 from pathlib import Path
 
+import zofo.tasks.bigbench_pypi as bigbench_pypi
 from zofo.errors import ZofoError
-from zofo.tasks import bigbench_pypi
 from zofo.tasks.io import find_file
 
 CHECKOUT_TASKS = Path("bigbench") / "benchmark_tasks"

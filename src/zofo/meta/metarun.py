@@ -1,0 +1,219 @@
+"""One meta-training run, assembled: split file -> per-task data -> model with the z / p adapters -> per-task
+blocks -> `MetaBilevel` on THE training loop (`zofo.run.loop.train_loop`) -> the backbone saved for meta-test.
+
+    result = meta_train(MetaTrainConfig(split="configs/meta/bigbench_split.yaml", model="smollm2-135m",
+                                        out="runs/meta-zofo"))
+
+The run folder (what `zofo meta-test --model RUN`, `zofo eval --model RUN/backbone` and
+`zofo train --model RUN/backbone` read):
+    meta.json                  every option of the run (a resumed run reads them back) and its task list
+    config.yaml                the model section and the single-task method it extends (what loaders read)
+    log.jsonl, checkpoint/     the loop's log; theta as its seed trajectory, every task block and Adam state
+    best/                      the backbone that scored best on dev so far (trajectory form)
+    final/backbone.safetensors the meta-trained backbone (last step), plain safetensors by parameter name
+    final/trajectory.json      the same backbone as its seed trajectory (`zofo replay RUN` rebuilds it)
+    backbone/                  a plain model folder (config.json, model.safetensors, tokenizer)
+    result.json                steps, time, work, dev accuracy before and after, peak memory (CUDA)
+
+Dev: `n_dev` examples per meta-train task held out from both levels; the backbone alone (adapters disabled) is
+scored zero-shot and the mean accuracy over tasks is logged (before training, every `eval_every` steps, at the end).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import torch
+
+from zofo.config import save_config
+from zofo.errors import ZofoError
+from zofo.evaluation import encode_candidates, evaluate
+from zofo.meta.backbone import resolve_backbone
+from zofo.meta.metatrain import MetaBilevel, MetaOptions, TaskStreams
+from zofo.meta.multitask import run_baseline
+from zofo.meta.split import meta_train_data, read_split
+from zofo.models.adapters import attach_adapters, peft_config
+from zofo.models.device import resolve_device
+from zofo.models.load import load_model, resolve_source
+from zofo.run.checkpoint import save_weights
+from zofo.run.interrupt import stop_on_signal
+from zofo.run.logs import PeakMemory, RunLogger
+from zofo.run.loop import LoopSettings, LoopState, resume, train_loop
+from zofo.run.options import RunConfig
+
+BILEVEL = ("bilevel-zofo", "bilevel-fo")
+BASELINES = ("fo-peft", "fo-full", "mezo")
+#: what a resumed run may set anew (everything else is read back from meta.json)
+RESUME_MAY_CHANGE = ("steps", "save_every", "log_every", "progress", "eval_every")
+
+
+@dataclass
+class MetaTrainConfig:
+    """Every option of `zofo meta-train` (docs/META.md states them)."""
+
+    split: str
+    model: str = "smollm2-135m"
+    out: str | None = None
+    method: str = "bilevel-zofo"    # bilevel-zofo | bilevel-fo (Alg. 1) | fo-peft | fo-full | mezo (baselines)
+    peft: str = "lora"              # lora | prefix | prompt
+    r: int = 8
+    alpha: int = 16
+    num_virtual_tokens: int = 10
+    tasks_per_step: int = 4         # T
+    lower_steps: int = 10           # K
+    lam: float = 1e4
+    upper: int = 256                # per-task D_f
+    lower: int = 512                # per-task D_g
+    n_dev: int = 16                 # per-task dev examples, held out from both levels
+    lr: float = 1e-6                # theta (ZO-SGD; Adam for bilevel-fo and fo-full)
+    lr_upper: float = 1e-4          # p_i (and the shared LoRA of fo-peft)
+    lr_lower: float = 1e-4          # z_i
+    eps: float = 1e-3
+    seed: int = 0
+    steps: int = 1000
+    batch_size: int = 16
+    max_length: int = 256
+    eval_batch_size: int = 32
+    eval_every: int = 0             # 0: dev before and after training only
+    save_every: int = 0             # 0: checkpoint at the end only
+    log_every: int = 10
+    device: str = "auto"
+    dtype: str = "float32"
+    bigbench_root: str | None = None
+    progress: bool = True
+
+    def check(self) -> None:
+        """One-line refusals of bad values, before anything loads."""
+        if self.method not in BILEVEL + BASELINES:
+            raise ZofoError(f"meta-train --method {self.method!r} is not one of {', '.join(BILEVEL + BASELINES)}",
+                            "bilevel-zofo is the paper's; the others are its first-order twin and the baselines")
+        if self.peft not in ("lora", "prefix", "prompt"):
+            raise ZofoError(f"--peft {self.peft!r} is not lora, prefix or prompt", "use one of those")
+        for name in ("tasks_per_step", "lower_steps", "upper", "lower", "n_dev", "steps", "batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ZofoError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}",
+                                "give a positive number")
+        if self.lam < 0 or self.eps <= 0:
+            raise ZofoError(f"lambda must be >= 0 and eps > 0 (got {self.lam}, {self.eps})", "e.g. 1e4 and 1e-3")
+
+    def options(self) -> MetaOptions:
+        return MetaOptions(tasks_per_step=self.tasks_per_step, lower_steps=self.lower_steps, lam=self.lam,
+                           lr=self.lr, lr_upper=self.lr_upper, lr_lower=self.lr_lower, eps=self.eps, seed=self.seed,
+                           steps=self.steps, first_order=self.method == "bilevel-fo")
+
+    def run_config(self) -> RunConfig:
+        """The single-task config this run extends: what `zofo.meta.backbone` and model loaders read."""
+        cfg = RunConfig()
+        cfg.model.name, cfg.model.dtype, cfg.model.device = self.model, self.dtype, self.device
+        cfg.train.method, cfg.train.steps, cfg.train.seed = self.method, self.steps, self.seed
+        cfg.train.batch_size, cfg.train.output_dir = self.batch_size, self.out
+        cfg.peft.kind = None if self.method in ("fo-full", "mezo") else self.peft
+        cfg.peft.r, cfg.peft.alpha, cfg.peft.num_virtual_tokens = self.r, self.alpha, self.num_virtual_tokens
+        o = cfg.optim
+        o.lr, o.lr_upper, o.lr_lower = self.lr, self.lr_upper, self.lr_lower
+        cfg.zo = replace(cfg.zo, eps=self.eps)
+        cfg.bilevel = replace(cfg.bilevel, lam=self.lam, lower_steps=self.lower_steps)
+        cfg.data.task, cfg.data.max_length = "bigbench", self.max_length
+        cfg.train.eval_batch_size = self.eval_batch_size
+        return cfg
+
+
+def resumed(run_dir: str | Path, **changes) -> MetaTrainConfig:
+    """The options of the run in `run_dir` (its meta.json), with the few a resumed run may change."""
+    path = Path(run_dir) / "meta.json"
+    if not path.is_file():
+        raise ZofoError(f"{run_dir} is not a meta-training run folder (no meta.json)",
+                        "give the --out of a meta-train run")
+    saved = json.loads(path.read_text())["options"]
+    refused = sorted(k for k, v in changes.items() if v is not None and k not in RESUME_MAY_CHANGE and v != saved[k])
+    if refused:
+        raise ZofoError(f"a resumed run keeps its options; {refused[0]} differs from the run's", "drop it, or start a "
+                        f"new run (a resumed run may change {', '.join(RESUME_MAY_CHANGE)})")
+    known = {f.name for f in fields(MetaTrainConfig)}
+    kept = {k: v for k, v in changes.items() if v is not None and k in RESUME_MAY_CHANGE}
+    return MetaTrainConfig(**({k: v for k, v in saved.items() if k in known} | kept))
+
+
+def meta_train(cfg: MetaTrainConfig, resume_run: bool = False) -> dict:
+    """Meta-train as `cfg` says (bilevel methods on the per-task blocks; baselines on the pooled tasks); with
+    `resume_run`, continue the run in cfg.out from its checkpoint. Returns result.json's content."""
+    cfg.check()
+    if not cfg.out:
+        raise ZofoError("meta-train needs an output folder", "give --out RUN")
+    run_dir = Path(cfg.out)
+    if not resume_run and (run_dir / "meta.json").exists():
+        raise ZofoError(f"{run_dir} already holds a meta-training run",
+                        "resume it with --resume, or choose another --out")
+    resolve_source(cfg.model)  # a wrong model fails before any data is read
+    split = read_split(cfg.split, cfg.bigbench_root, lists=("meta_train",))
+    data = meta_train_data(split, cfg.upper, cfg.lower, seed=cfg.seed, n_dev=cfg.n_dev)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "meta.json").write_text(json.dumps({"options": asdict(cfg), "tasks": [d.name for d in data]}, indent=1))
+    if cfg.method in BASELINES:
+        return run_baseline(cfg, split, data, resume_run)
+    return MetaRun(cfg, split, data).execute(resume_run)
+
+
+class MetaRun:
+    """The bilevel meta-training run: model, blocks and method built once, then the loop, then the saving."""
+
+    def __init__(self, cfg: MetaTrainConfig, split, data):
+        self.cfg, self.data, self.run_dir = cfg, data, Path(cfg.out)
+        self.tasks = {ref.name: split.task(ref) for ref in split.meta_train}
+        self.device = torch.device(resolve_device(cfg.device))
+
+    def build(self) -> MetaBilevel:
+        cfg = self.cfg
+        model, self.tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=str(self.device))
+        torch.manual_seed(cfg.seed)  # start-up only: the PEFT modules' initial values
+        config = peft_config(cfg.peft, r=cfg.r, alpha=cfg.alpha, num_virtual_tokens=cfg.num_virtual_tokens)
+        model, groups = attach_adapters(model, config, MetaBilevel.adapter_names)
+        model.to(self.device)
+        save_config(cfg.run_config(), self.run_dir / "config.yaml")
+
+        def encode(examples):
+            return encode_candidates(self.tokenizer, examples, cfg.max_length).to(self.device)
+
+        streams = TaskStreams(self.data, cfg.batch_size, cfg.seed, encode)
+        return MetaBilevel(model, groups, streams, cfg.options())
+
+    def dev(self, model) -> dict:
+        """Mean zero-shot accuracy of the deployed backbone over the meta-train tasks' dev examples."""
+        scores = [evaluate(model, self.tokenizer, self.tasks[d.name], d.dev, batch_size=self.cfg.eval_batch_size,
+                           progress=False)["accuracy"] for d in self.data if d.dev]
+        return {"accuracy": sum(scores) / len(scores) if scores else float("nan"), "dev_tasks": len(scores)}
+
+    def execute(self, resume_run: bool) -> dict:
+        cfg, method = self.cfg, self.build()
+        settings = LoopSettings(steps=cfg.steps, eval_every=cfg.eval_every, log_every=cfg.log_every,
+                                save_every=cfg.save_every, metric="accuracy", progress=cfg.progress)
+        logger, memory = RunLogger(self.run_dir), PeakMemory(self.device)
+        state = resume(method, self.run_dir / "checkpoint", logger) if resume_run else LoopState()
+        with stop_on_signal() as stop:
+            state = train_loop(method, lambda: self.dev(method.model), self.run_dir, settings, logger, memory,
+                               state, stop)
+        return self.finish(method, state, logger, memory)
+
+    def finish(self, method: MetaBilevel, state: LoopState, logger: RunLogger, memory: PeakMemory) -> dict:
+        final = self.run_dir / "final"
+        final.mkdir(exist_ok=True)
+        save_weights(method.groups.backbone, final / "backbone.safetensors")
+        if method.seed_trajectory() is not None:
+            method.seed_trajectory().save(final / "trajectory.json")
+        folder, _ = resolve_backbone(str(self.run_dir), self.run_dir)  # writes RUN/backbone as a model folder
+        dev = [json.loads(line) for line in (self.run_dir / "log.jsonl").read_text().splitlines()]
+        dev = [r for r in dev if r["phase"] == "dev"]
+        result = {"method": f"meta-{self.cfg.method}", "tasks": len(self.data), "steps": state.step,
+                  "train_seconds": round(logger.elapsed(), 2),
+                  "train_seconds_without_evaluation": round(logger.train_elapsed(), 2),
+                  "work": {"forward_rows": state.forward_rows, "backward_rows": state.backward_rows},
+                  "dev_first": dev[0]["accuracy"] if dev else None, "dev_last": dev[-1]["accuracy"] if dev else None,
+                  "best_dev": state.best_metric, "best_step": state.best_step, "skipped_steps": state.skipped_steps,
+                  "peak_memory_mib": memory.peaks, "peak_memory_reserved_mib": memory.reserved,
+                  "block_host_mib": round(method.blocks.host_bytes() / 2**20, 3), "backbone_folder": folder,
+                  "run_dir": str(self.run_dir), "options": asdict(self.cfg)}
+        (self.run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
+        logger.close()
+        return result

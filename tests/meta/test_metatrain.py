@@ -1,0 +1,206 @@
+"""Meta-training (zofo.meta.metatrain / metarun): the multi-task ZO estimate is the sum of the per-task ones, inactive
+blocks stay in host memory, a stopped run resumes bit for bit, and the saved backbone is what meta-test reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.meta.test_split import write_task
+from tests.tiny import build_tiny_tokenizer, tiny_model
+from zofo import zo
+from zofo.evaluation import encode_candidates
+from zofo.meta.metarun import MetaTrainConfig, meta_train
+from zofo.meta.metatrain import MetaBilevel, MetaOptions, TaskStreams, sample_tasks
+from zofo.meta.split import TaskData
+from zofo.models.adapters import attach_adapters, peft_config
+from zofo.tasks.example import Example
+
+WORDS = ("the film was", "premise is true", "a movie not", "so it is", "answer yes or", "the sentence was")
+
+
+def examples(word: str, n: int) -> list[Example]:
+    return [Example(f"{word} {'good' if i % 3 else 'bad'} :", (" yes", " no"), i % 2) for i in range(n)]
+
+
+def tiny_method(n_tasks: int, options: MetaOptions, dtype=torch.float32, kind: str = "lora") -> MetaBilevel:
+    """A tiny Llama with the z / p adapters (LoRA r 2, or 3 virtual tokens) and n tasks of 6 upper / 12 lower
+    examples each."""
+    tokenizer = build_tiny_tokenizer()
+    model = tiny_model("llama", vocab_size=len(tokenizer)).to(dtype)
+    torch.manual_seed(0)
+    model, groups = attach_adapters(model, peft_config(kind, r=2, num_virtual_tokens=3), ("z", "p"))
+    model.to(dtype)
+    data = [TaskData(f"task{i}", examples(WORDS[i], 6), examples(WORDS[i], 12)) for i in range(n_tasks)]
+    streams = TaskStreams(data, batch_size=3, seed=0, encode=lambda ex: encode_candidates(tokenizer, ex, 32))
+    return MetaBilevel(model, groups, streams, options)
+
+
+def test_tasks_are_sampled_without_replacement_as_a_function_of_seed_and_step():
+    drawn = [sample_tasks(10, 4, seed=3, step=s) for s in range(20)]
+    assert all(len(set(d)) == 4 and all(0 <= i < 10 for i in d) for d in drawn)
+    assert drawn == [sample_tasks(10, 4, seed=3, step=s) for s in range(20)]
+    assert drawn != [sample_tasks(10, 4, seed=4, step=s) for s in range(20)]
+
+
+def train_blocks(method: MetaBilevel, tasks: list[str]) -> None:
+    """Give each task a trained block (unlike the others) so that the terms differ by task."""
+    for task in tasks:
+        method.lower_steps(task)
+        method.p_step(task, method.task_batch(task))
+
+
+def test_the_multi_task_estimate_is_the_sum_of_the_per_task_estimates_in_float64():
+    method = tiny_method(3, MetaOptions(tasks_per_step=3, lower_steps=1, lam=2.0, eps=1e-3, lr_upper=0.1,
+                                        lr_lower=0.1), dtype=torch.float64)
+    tasks = ["task0", "task1", "task2"]
+    train_blocks(method, tasks)
+    drawn = {task: method.task_batch(task) for task in tasks}
+    multi = method.theta_estimate(tasks, drawn, step=5)
+    seed, eps = multi.seeds[0], method.options.eps
+    assert len(multi.terms) == 2 and len(multi.terms[0]) == 3  # [L+, L-] x one F_i per task
+    # independent: each task alone, theta moved by hand to theta +- eps u (float64), F_i by a plain forward
+    theta = method.theta
+    base = {n: p.detach().clone() for n, p in theta.items()}
+    u = {n: zo.direction_like(p, seed, zo.tensor_key(n)).double() for n, p in theta.items()}
+
+    def f_at(task: str, sign: float) -> float:
+        with torch.no_grad():
+            for n, p in theta.items():
+                p.copy_(base[n] + sign * eps * u[n])
+            method.blocks.load_values(task)
+            value = method.penalty(drawn[task]).item()
+            for n, p in theta.items():
+                p.copy_(base[n])
+        return value
+
+    per_task = [(f_at(t, 1.0) - f_at(t, -1.0)) / (2 * eps) for t in tasks]
+    assert multi.projected_grads[0] == pytest.approx(sum(per_task), rel=1e-9, abs=1e-12)
+    assert [(p - m) / (2 * eps) for p, m in zip(*multi.terms, strict=True)] == pytest.approx(per_task, rel=1e-9)
+    assert len({round(c, 12) for c in per_task}) == 3  # the tasks' terms really differ
+    assert all(torch.equal(p, base[n]) for n, p in theta.items())  # probing never wrote theta
+
+
+def test_inactive_blocks_stay_in_host_memory_and_the_model_does_not_grow_with_tasks():
+    options = MetaOptions(tasks_per_step=2, lower_steps=1, lr=1e-3)
+    many, few = tiny_method(6, options), tiny_method(2, options)
+    for step in range(4):
+        many.step(step)
+    blocks = many.blocks
+    assert blocks.active is None and int(blocks.started.sum()) >= 4  # 4 steps x 2 tasks reached most of the 6
+    stored = [*blocks.values.values(), *(s for by_key in blocks.states.values() for s in by_key.values())]
+    assert stored and all(t.device.type == "cpu" and t.shape[0] == 6 for t in stored)
+    on_model = {p.data_ptr() for p in many.model.parameters()}
+    assert not on_model & {t.data_ptr() for t in stored}
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(many.model) == count(few.model)
+    # the optimizers hold one task's state: one entry per adapter parameter, however many tasks there are
+    adapters = len(many.groups.adapter("z")) + len(many.groups.adapter("p"))
+    assert len(many.opt_z.state) + len(many.opt_p.state) == adapters
+    one_task = sum(p.numel() * p.element_size() for p in blocks.params.values())
+    assert blocks.host_bytes() > 6 * one_task  # values and the Adam moments of all six tasks are on the host
+
+
+def test_every_sampled_task_moves_its_own_block_and_theta_moves_by_the_recorded_update():
+    method = tiny_method(3, MetaOptions(tasks_per_step=2, lower_steps=2, lr=1e-2))
+    before = {n: p.detach().clone() for n, p in method.theta.items()}
+    values = {n: s.clone() for n, s in method.blocks.values.items()}
+    metrics = method.step(0)
+    sampled = metrics["tasks"].split(",")
+    moved = {t for t in method.blocks.tasks
+             if any(not torch.equal(s[method.blocks.index[t]], values[n][method.blocks.index[t]])
+                    for n, s in method.blocks.values.items())}
+    assert moved == set(sampled) and len(sampled) == 2
+    replayed = {n: torch.nn.Parameter(before[n].clone()) for n in before}
+    zo.replay(replayed, method.seed_trajectory(), zo.ZOSGD())
+    assert all(torch.equal(replayed[n], p) for n, p in method.theta.items())
+    assert any(not torch.equal(before[n], p) for n, p in method.theta.items())
+
+
+@pytest.mark.parametrize("kind", ["prefix", "prompt"])
+def test_prefix_and_prompt_blocks_train_and_the_deployed_model_is_the_backbone_alone(kind):
+    method = tiny_method(3, MetaOptions(tasks_per_step=2, lower_steps=1, lr=1e-2, lr_upper=0.1, lr_lower=0.1),
+                         kind=kind)
+    values = {n: s.clone() for n, s in method.blocks.values.items()}
+    sampled = method.step(0)["tasks"].split(",")
+    rows = [method.blocks.index[t] for t in sampled]
+    assert all(not torch.equal(s[rows], values[n][rows]) for n, s in method.blocks.values.items())
+    plain = tiny_model("llama", vocab_size=len(build_tiny_tokenizer()))
+    with torch.no_grad():
+        for name, param in plain.named_parameters():
+            param.copy_(method.theta[name])
+        ids = torch.arange(4, 12).view(1, 8)
+        with method.deployed() as deployed:
+            torch.testing.assert_close(deployed(input_ids=ids).logits, plain(input_ids=ids).logits)
+
+
+def write_split(tmp_path: Path, tasks: int = 3) -> Path:
+    """Tiny BIG-bench folders (words the tiny tokenizer knows) and a split file over them."""
+    for i in range(tasks + 1):
+        write_task(tmp_path / "bb" / f"t{i}", 30, WORDS[i])
+    text = "meta_train:\n" + "".join(f"  - {tmp_path / 'bb' / f't{i}'}\n" for i in range(tasks))
+    text += f"meta_test:\n  - {tmp_path / 'bb' / f't{tasks}'}\n"
+    (tmp_path / "split.yaml").write_text(text)
+    return tmp_path / "split.yaml"
+
+
+def small(tmp_path: Path, model: Path, out: str, **changes) -> MetaTrainConfig:
+    base = dict(split=str(write_split(tmp_path)), model=str(model), out=str(tmp_path / out), tasks_per_step=2,
+                lower_steps=2, upper=6, lower=12, n_dev=3, lr=1e-3, batch_size=2, max_length=32, steps=4,
+                log_every=1, device="cpu", progress=False, lam=10.0)
+    return MetaTrainConfig(**(base | changes))
+
+
+def run_state(run: Path) -> dict:
+    out = {f"final:{k}": v for k, v in load_file(str(run / "final" / "backbone.safetensors")).items()}
+    blocks = load_file(str(run / "checkpoint" / "method_state.safetensors"))
+    return out | {f"state:{k}": v for k, v in blocks.items()}
+
+
+@pytest.mark.parametrize("method", ["bilevel-zofo", "bilevel-fo"])
+def test_a_stopped_run_resumes_bit_for_bit(tmp_path, tiny_model_dir, method):
+    straight = meta_train(small(tmp_path, tiny_model_dir, "straight", method=method))
+    meta_train(small(tmp_path, tiny_model_dir, "resumed", method=method, steps=2))
+    again = meta_train(small(tmp_path, tiny_model_dir, "resumed", method=method, steps=4), resume_run=True)
+    a, b = run_state(tmp_path / "straight"), run_state(tmp_path / "resumed")
+    assert a.keys() == b.keys() and any(k.startswith("state:.blocks.states") for k in a)
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert straight["steps"] == again["steps"] == 4
+    if method == "bilevel-zofo":
+        trajectories = [json.loads((tmp_path / r / "final" / "trajectory.json").read_text())
+                        for r in ("straight", "resumed")]
+        assert trajectories[0] == trajectories[1] and len(trajectories[0]["updates"]) == 4
+    base = load_file(str(tiny_model_dir / "model.safetensors"))
+    assert any(not torch.equal(base[k], a[f"final:{k}"]) for k in base if f"final:{k}" in a)  # theta did move
+
+
+@pytest.mark.parametrize("method", ["fo-peft", "fo-full", "mezo"])
+def test_the_baselines_train_on_the_pooled_tasks_and_leave_a_backbone_meta_test_reads(tmp_path, tiny_model_dir,
+                                                                                        method):
+    from transformers import AutoModelForCausalLM
+
+    from zofo.meta.backbone import resolve_backbone
+
+    cfg = small(tmp_path, tiny_model_dir, "run", method=method, steps=3, lr=1e-2, lr_upper=1e-1)
+    result = meta_train(cfg)
+    run = tmp_path / "run"
+    assert result["steps"] == 3 and result["config"]["train"]["method"] == method
+    pooled = json.loads((run / "meta.json").read_text())["tasks"]
+    assert len(pooled) == 3
+    folder, described = resolve_backbone(str(run), tmp_path / "mt")
+    backbone = AutoModelForCausalLM.from_pretrained(folder).eval()
+    base = load_file(str(tiny_model_dir / "model.safetensors"))
+    assert any(not torch.equal(base[n], p) for n, p in backbone.named_parameters() if n in base)
+    if method == "fo-peft":  # the merged backbone computes what the base model with the trained LoRA computes
+        from peft import PeftModel
+
+        base_model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        adapted = PeftModel.from_pretrained(base_model, run / "final" / "adapter").eval()
+        ids = torch.arange(4, 20).view(2, 8)
+        with torch.no_grad():
+            torch.testing.assert_close(backbone(input_ids=ids).logits, adapted(input_ids=ids).logits,
+                                       rtol=1e-5, atol=1e-5)

@@ -1,0 +1,44 @@
+"""`zofo meta-train` end to end in processes on the CPU: meta-train over three tiny task folders, then
+`zofo meta-test --model RUN`, `zofo eval` and `zofo train` on RUN/backbone, and `zofo replay RUN`."""
+
+from __future__ import annotations
+
+import json
+
+from tests.meta.test_metatest import FLAGS, zofo
+from tests.meta.test_metatrain import write_split
+
+TRAIN = ["--tasks-per-step", "2", "--lower-steps", "2", "--upper", "6", "--lower", "12", "--n-dev", "3",
+         "--lr", "1e-3", "--lam", "10", "--batch-size", "2", "--max-length", "32", "--steps", "2", "--log-every",
+         "1", "--device", "cpu", "--no-progress"]
+
+
+def test_meta_train_then_meta_test_eval_train_and_replay_exit_0(tmp_path, tiny_model_dir):
+    split, run = write_split(tmp_path), tmp_path / "run"
+    done = zofo("meta-train", "--split", str(split), "--model", str(tiny_model_dir), "--out", str(run), *TRAIN,
+                cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "run folder:" in done.stdout and (run / "final" / "backbone.safetensors").is_file()
+    assert len(json.loads((run / "final" / "trajectory.json").read_text())["updates"]) == 2
+    tested = zofo("meta-test", "--split", str(split), "--model", str(run), "--out", str(tmp_path / "mt"), "--device",
+                  "cpu", *FLAGS, cwd=tmp_path)
+    assert tested.returncode == 0, tested.stderr
+    assert json.loads((tmp_path / "mt" / "meta_test.json").read_text())["backbone"]["run"] == str(run)
+    task = str(tmp_path / "bb" / "t3")
+    evaluated = zofo("eval", "--model", str(run / "backbone"), "--task", "bigbench", "--data", task, "--n-test", "8",
+                     "--n-train", "4", "--n-dev", "2", "--device", "cpu", "--no-progress", "--output",
+                     str(tmp_path / "eval.json"), cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    trained = zofo("train", "--method", "fo-peft", "--model", str(run / "backbone"), "--task", "bigbench", "--data",
+                   task, "--steps", "1", "--n-train", "4", "--n-dev", "2", "--n-test", "4", "--batch-size", "2",
+                   "--device", "cpu", "--output-dir", str(tmp_path / "train"), "--set", "train.progress=false",
+                   cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    replayed = zofo("replay", str(run), cwd=tmp_path)
+    assert replayed.returncode == 0, replayed.stderr
+    again = zofo("meta-train", "--resume", str(run), "--steps", "3", "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert len(json.loads((run / "final" / "trajectory.json").read_text())["updates"]) == 3
+    refused = zofo("meta-train", "--split", str(split), "--model", str(tiny_model_dir), "--out", str(run), *TRAIN,
+                   cwd=tmp_path)
+    assert refused.returncode == 2 and "already holds a meta-training run" in refused.stderr
