@@ -141,7 +141,7 @@ def test_train_exits_0_with_only_progress_on_stderr(finished_run):
 @pytest.mark.parametrize("flags, message", [
     (["--lr", "-1"], "zofo: error: optim.lr must be >= 0, got -1.0 (0 leaves those weights unchanged"),
     (["--set", "optim.lr_upper=-1e-4"], "optim.lr_upper must be >= 0, got -0.0001"),
-    (["--eps", "-0.001"], "optim.eps must be > 0, got -0.001"),
+    (["--eps", "-0.001"], "zo.eps must be > 0, got -0.001"),
     (["--steps", "0"], "train.steps is 0: method mezo would train for no step (give --steps N >= 1; to only "
                        "evaluate, use --method zero-shot (or icl), or `zofo eval`)"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
@@ -154,11 +154,19 @@ def test_train_refuses_bad_options_before_loading_with_exit_2(tmp_path, flags, m
 
 def test_a_bad_value_in_a_config_file_names_its_line(tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text("train:\n  method: mezo\noptim:\n  eps: 1.0e-3\n  lr: -1.0e-6\n")
+    config.write_text("train:\n  method: mezo\nzo:\n  eps: 1.0e-3\noptim:\n  lr: -1.0e-6\n")
     done = zofo("train", "--config", config)
     assert done.returncode == 2
-    assert error_line(done) == (f"zofo: error: {config}:5: optim.lr must be >= 0, got -1e-06 (0 leaves those "
+    assert error_line(done) == (f"zofo: error: {config}:6: optim.lr must be >= 0, got -1e-06 (0 leaves those "
                                 "weights unchanged; the paper uses 1e-6 to 1e-2)")
+
+
+def test_a_renamed_key_is_one_warning_line_and_the_run_goes_on(tmp_path):
+    config = tmp_path / "old.yaml"
+    config.write_text("train:\n  method: mezo\noptim:\n  eps: 1.0e-3\n")
+    done = zofo("config", "--config", config)
+    assert done.returncode == 0 and "eps: 0.001" in done.stdout
+    assert done.stderr.splitlines() == ["zofo: warning: config key optim.eps is now zo.eps; reading it as zo.eps"]
 
 
 def test_train_on_a_truncated_gguf_exits_1_in_one_line(truncated_gguf, shared_data, tmp_path):

@@ -15,7 +15,8 @@ FRESH = r"pass --overwrite to delete it and start afresh, or choose a new --outp
 def a_run(folder, finished: bool = False, step: int | None = None):
     """A folder as zofo train leaves it: config.yaml, a log, and a checkpoint at ``step`` or a result."""
     folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text("model:\n  name: x\ntrain:\n  method: mezo\n")
+    (folder / "config.yaml").write_text("model:\n  name: x\ndata:\n  task: sst2\npeft:\n  r: 8\noptim:\n  lr: 1.0e-6\n"
+                                        "zo:\n  eps: 0.001\ntrain:\n  method: mezo\n")
     (folder / "log.jsonl").write_text("{}\n")
     if step is not None:
         (folder / "checkpoint").mkdir()

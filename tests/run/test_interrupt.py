@@ -52,7 +52,7 @@ def signal_at(monkeypatch, step: int, signum: int = signal.SIGTERM) -> None:
     monkeypatch.setattr(RunLogger, "log", log_then_signal)
 
 
-@pytest.mark.parametrize("method, extra", [("mezo", ["optim.update_every=4"]), ("bilevel-zofo", [])])
+@pytest.mark.parametrize("method, extra", [("mezo", ["zo.update_every=4"]), ("bilevel-zofo", [])])
 def test_an_interrupted_run_resumes_to_the_straight_runs_weights_and_dev_curve(tmp_path, tiny_model_dir,
                                                                                shared_data, monkeypatch, method,
                                                                                extra):

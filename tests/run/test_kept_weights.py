@@ -17,14 +17,14 @@ from zofo.run import recipe as training
 from zofo.run.interrupt import TrainingInterrupted
 
 # update_every=2: the interrupted run's checkpoint holds applied updates and a pending one
-ZO_METHODS = {"mezo": ["optim.update_every=2"], "bilevel-zofo": ["optim.update_every=2"]}
+ZO_METHODS = {"mezo": ["zo.update_every=2"], "bilevel-zofo": ["zo.update_every=2"]}
 
 
 def backbone_bytes(run) -> int:
     return (run / "final" / "backbone.safetensors").stat().st_size
 
 
-@pytest.mark.parametrize("method, extra", [*ZO_METHODS.items(), ("mezo", ["optim.theta_update=momentum"])])
+@pytest.mark.parametrize("method, extra", [*ZO_METHODS.items(), ("mezo", ["zo.rule=momentum"])])
 def test_a_compact_checkpoint_resumes_to_the_straight_runs_final_weights_bit_for_bit(tmp_path, tiny_model_dir,
                                                                                      shared_data, monkeypatch, method,
                                                                                      extra):
@@ -40,7 +40,7 @@ def test_a_compact_checkpoint_resumes_to_the_straight_runs_final_weights_bit_for
     loop = json.loads((checkpoint / "loop.json").read_text())
     state = json.loads((checkpoint / "method_state.json").read_text())
     theta = state["zo"] if method == "mezo" else state["theta"]
-    pending = 1 if "optim.update_every=2" in extra else 0
+    pending = 1 if "zo.update_every=2" in extra else 0
     assert loop["backbone"] == "trajectory" and len(theta["trajectory"]) == 3 - 2 * pending
     assert len(theta["pending"]) == pending
     api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", *settings, f"train.resume={checkpoint}"))
@@ -89,7 +89,7 @@ def scripted_dev(monkeypatch, scores: list[float]) -> list[dict[str, torch.Tenso
     def snapshot(model) -> dict[str, torch.Tensor]:
         return {n: p.detach().clone() for n, p in model.named_parameters()}
 
-    def dev(self):
+    def dev(self, stop=None):
         seen.append(snapshot(self.model))
         return {"accuracy": scores[len(seen) - 1], "n": 1}
 

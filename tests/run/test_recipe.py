@@ -154,7 +154,7 @@ def test_real_smollm2_bilevel_zofo_on_sst2_saves_an_adapter_that_loads_back(tmp_
 
 
 @pytest.mark.parametrize(("method", "extra"), [
-    ("mezo", ["model.dtype=bfloat16", "optim.update_every=4"]),  # chained updates, the last flushed at the end
+    ("mezo", ["model.dtype=bfloat16", "zo.update_every=4"]),  # chained updates, the last flushed at the end
     ("bilevel-zofo", [])])
 def test_zofo_replay_rebuilds_the_backbone_bit_for_bit(tmp_path, tiny_model_dir, shared_data, method, extra, capsys):
     api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", f"train.method={method}", "train.steps=6",

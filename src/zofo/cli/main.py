@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+import warnings
 
+from zofo.cli.usage import usage_errors
 from zofo.errors import UsageError, ZofoError
 from zofo.run.interrupt import TrainingInterrupted
 
@@ -60,6 +60,7 @@ TRAIN_FLAGS = {
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (see the module's docstring)."""
     parser = build_parser()
+    warnings.showwarning = _show_warning
     try:
         args = parser.parse_args(argv)
         if not hasattr(args, "run"):
@@ -76,20 +77,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """zofo's own warnings (a renamed config key) as one line, without the source line that raised them."""
+    if category is FutureWarning and "config key" in str(message):
+        print(f"zofo: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def _one_line(err: Exception) -> str:
     """The message on one line (a wrapped library error may span several)."""
     return " ".join(str(err).split())
-
-
-@contextmanager
-def usage_errors() -> Iterator[None]:
-    """Errors in the command as given (flags, config values, the run folder) are usage errors: exit status 2."""
-    try:
-        yield
-    except UsageError:
-        raise
-    except ZofoError as err:
-        raise UsageError(err.what, err.fix, err.key) from err
 
 
 COMMANDS = ("train", "eval", "convert", "plot", "replay", "config")

@@ -11,6 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
+from zofo.cli.usage import usage_errors
 from zofo.errors import ZofoError
 from zofo.meta.protocol import MetaTestProtocol
 
@@ -67,10 +68,12 @@ def run_meta_test(args: argparse.Namespace) -> int:
     fields = {name: getattr(args, name) for name in ("shots", "n_dev", "n_test", "steps", "eval_every",
                                                      "batch_size", "r", "alpha", "max_length", "eval_batch_size",
                                                      "lr")}
-    protocol = MetaTestProtocol(seeds=tuple(args.seeds), **fields)
-    protocol.check()
+    with usage_errors():  # the protocol and the tasks as given: refused before anything runs
+        protocol = MetaTestProtocol(seeds=tuple(args.seeds), **fields)
+        protocol.check()
+        refs = task_refs(args)
     out = Path(args.out or Path("runs") / f"meta-test-{time.strftime('%Y%m%d-%H%M%S')}")
-    report = meta_test(task_refs(args), args.model, protocol, out, device=args.device, dtype=args.dtype,
+    report = meta_test(refs, args.model, protocol, out, device=args.device, dtype=args.dtype,
                        progress=not args.no_progress)
     print(table_text(report))
     print(f"wrote {out / 'meta_test.json'} and {out / 'meta_test.md'}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from zofo.cli.usage import usage_errors
 from zofo.errors import ZofoError
 
 #: option -> help (the defaults are `MetaTrainConfig`'s)
@@ -54,18 +55,18 @@ def add_meta_train(sub) -> None:
 
 
 def run_meta_train(args: argparse.Namespace) -> int:
-    from zofo.meta.metarun import MetaTrainConfig, meta_train, resumed
+    from zofo.meta.metarun import MetaTrainConfig, checked_split, meta_train, resumed
 
     given = {name: getattr(args, name) for name in HELP if getattr(args, name) is not None}
     if args.no_progress:
         given["progress"] = False
-    if args.resume:
-        result = meta_train(resumed(args.resume, **given), resume_run=True)
-    elif not args.split:
-        raise ZofoError("meta-train needs --split FILE (or --resume RUN)",
-                        "e.g. --split configs/meta/bigbench_split.yaml")
-    else:
-        result = meta_train(MetaTrainConfig(split=args.split, **given))
+    with usage_errors():  # the command as given: refused before anything loads
+        if not args.resume and not args.split:
+            raise ZofoError("meta-train needs --split FILE (or --resume RUN)",
+                            "e.g. --split configs/meta/bigbench_split.yaml")
+        cfg = resumed(args.resume, **given) if args.resume else MetaTrainConfig(split=args.split, **given)
+        split = checked_split(cfg, resume_run=bool(args.resume))
+    result = meta_train(cfg, resume_run=bool(args.resume), split=split)
     print(f"meta-train {result.get('method')}: {result.get('steps')} steps, {result.get('train_seconds')} s")
     print(f"run folder: {result['run_dir']}  (zofo meta-test --model {result['run_dir']} ...)")
     return 0

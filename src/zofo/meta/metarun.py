@@ -33,7 +33,7 @@ from zofo.evaluation import encode_candidates, evaluate
 from zofo.meta.backbone import resolve_backbone
 from zofo.meta.metatrain import MetaBilevel, MetaOptions, TaskStreams
 from zofo.meta.multitask import run_baseline
-from zofo.meta.split import meta_train_data, read_split
+from zofo.meta.split import Split, meta_train_data, read_split
 from zofo.models.adapters import attach_adapters, peft_config
 from zofo.models.device import resolve_device
 from zofo.models.load import load_model, resolve_source
@@ -136,24 +136,31 @@ def resumed(run_dir: str | Path, **changes) -> MetaTrainConfig:
     return MetaTrainConfig(**({k: v for k, v in saved.items() if k in known} | kept))
 
 
-def meta_train(cfg: MetaTrainConfig, resume_run: bool = False) -> dict:
+def meta_train(cfg: MetaTrainConfig, resume_run: bool = False, split: Split | None = None) -> dict:
     """Meta-train as `cfg` says (bilevel methods on the per-task blocks; baselines on the pooled tasks); with
-    `resume_run`, continue the run in cfg.out from its checkpoint. Returns result.json's content."""
-    cfg.check()
-    if not cfg.out:
-        raise ZofoError("meta-train needs an output folder", "give --out RUN")
+    `resume_run`, continue the run in cfg.out from its checkpoint. `split`: what `checked_split` returned, if the
+    caller checked already. Returns result.json's content."""
+    split = split or checked_split(cfg, resume_run)
     run_dir = Path(cfg.out)
-    if not resume_run and (run_dir / "meta.json").exists():
-        raise ZofoError(f"{run_dir} already holds a meta-training run",
-                        "resume it with --resume, or choose another --out")
-    resolve_source(cfg.model)  # a wrong model fails before any data is read
-    split = read_split(cfg.split, cfg.bigbench_root, lists=("meta_train",))
     data = meta_train_data(split, cfg.upper, cfg.lower, seed=cfg.seed, n_dev=cfg.n_dev)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "meta.json").write_text(json.dumps({"options": asdict(cfg), "tasks": [d.name for d in data]}, indent=1))
     if cfg.method in BASELINES:
         return run_baseline(cfg, split, data, resume_run)
     return MetaRun(cfg, split, data).execute(resume_run)
+
+
+def checked_split(cfg: MetaTrainConfig, resume_run: bool = False) -> Split:
+    """Everything refused before anything loads (the options, the output folder, the model's name, the split
+    file and its tasks); returns the split."""
+    cfg.check()
+    if not cfg.out:
+        raise ZofoError("meta-train needs an output folder", "give --out RUN")
+    if not resume_run and (Path(cfg.out) / "meta.json").exists():
+        raise ZofoError(f"{cfg.out} already holds a meta-training run",
+                        "resume it with --resume, or choose another --out")
+    resolve_source(cfg.model)  # a wrong model fails before any data is read
+    return read_split(cfg.split, cfg.bigbench_root, lists=("meta_train",))
 
 
 class MetaRun:

@@ -42,14 +42,17 @@ import torch
 from torch import Tensor, nn
 
 from zofo import zo
+from zofo.config import OptimConfig
 from zofo.errors import ZofoError
 from zofo.evaluation.objectives import example_losses
 from zofo.evaluation.scoring import candidate_scores
 from zofo.meta.blocks import TaskBlocks
 from zofo.meta.split import TaskData
 from zofo.methods import Method
+from zofo.methods.base import Settings
 from zofo.models.adapters import ParamGroups, activate
 from zofo.tasks.streams import ExampleStream
+from zofo.zo.options import ZOOptions
 
 #: the backbone's update rule, as the seed trajectory names it (what `zofo replay` and resume rebuild it with)
 THETA_RULE = {"name": "sgd", "momentum": 0.9, "weight_decay": 0.0, "probed": True}
@@ -73,6 +76,13 @@ class MetaOptions:
     steps: int = 1000
     objective: str = "ce"
     first_order: bool = False    # Algorithm 1: backprop gradient and Adam for theta
+
+
+def settings_of(options: MetaOptions) -> Settings:
+    """The values every method reads (`Method.settings`), from the meta-training options."""
+    return Settings(objective=options.objective, steps=options.steps, seed=options.seed, cuda_graphs=False,
+                    optim=OptimConfig(lr=options.lr, lr_upper=options.lr_upper, lr_lower=options.lr_lower),
+                    zo=ZOOptions(eps=options.eps, q=options.q, direction=options.direction))
 
 
 def sample_tasks(n_tasks: int, per_step: int, seed: int, step: int) -> list[int]:
@@ -119,7 +129,7 @@ class MetaBilevel(Method):
     trains_backbone = True
 
     def __init__(self, model: nn.Module, groups: ParamGroups, streams: TaskStreams, options: MetaOptions):
-        super().__init__(model, groups, streams, options)
+        super().__init__(model, groups, streams, settings_of(options), options)
         if not 1 <= options.tasks_per_step <= len(streams.names):
             raise ZofoError(f"tasks per step T={options.tasks_per_step} with {len(streams.names)} meta-train tasks",
                             "choose 1 <= T <= the number of meta-train tasks")

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import yaml
 
+from zofo.config import CORE_SECTIONS
 from zofo.errors import ZofoError
 
-#: files that a launcher writes into a run folder before it starts the run (benchmarks/study.py: placement.json,
+#: files that a launcher writes into a run folder before it starts the run (experiments/launch.py: placement.json,
 #: where the run was placed); they belong to the run to come, so their folder counts as empty
 LAUNCHER_FILES = frozenset({"placement.json"})
-#: the sections of a run's config.yaml (zofo.config.RunConfig): what tells a zofo run folder from any other
-RUN_SECTIONS = frozenset({"model", "data", "peft", "optim", "bilevel", "train"})
 
 
 def check_run_folder(run_dir: Path, overwrite: bool = False) -> None:
@@ -49,13 +48,15 @@ def clear_run_folder(run_dir: Path) -> None:
 
 
 def is_run_folder(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds a zofo run: a config.yaml whose top level is a run config's sections."""
+    """Whether ``run_dir`` holds a zofo run: a config.yaml whose top level is sections (mappings), among them every
+    section each run has (`zofo.config.CORE_SECTIONS`; the others depend on the registered methods)."""
     config = run_dir / "config.yaml"
     try:
         sections = yaml.safe_load(config.read_text()) if config.is_file() else None
     except (yaml.YAMLError, OSError, UnicodeDecodeError):
         return False
-    return isinstance(sections, dict) and "train" in sections and set(sections) <= RUN_SECTIONS
+    return (isinstance(sections, dict) and set(CORE_SECTIONS) <= set(sections)
+            and all(isinstance(values, dict) for values in sections.values()))
 
 
 def describe_run(run_dir: Path) -> str:

@@ -9,7 +9,7 @@ backbone's weights; final/ alone holds them (`final/backbone.safetensors`):
            trajectory          <- checkpoint/: inside the method's state (method_state.json); best/: trajectory.json
     load:  theta <- the base weights (as the run loads them);  theta <- zo.replay(theta, trajectory)  (as `zofo replay`)
 
-Updates deferred by `optim.update_every` and not yet applied are neither in the weights nor in the trajectory: the
+Updates deferred by `zo.update_every` and not yet applied are neither in the weights nor in the trajectory: the
 checkpoint keeps them as pending records in the method's state, so base + trajectory is exactly the checkpoint's
 theta. Probing never writes theta and stochastic rounding draws its bits from the seeds, so the replay is
 bit-identical on the same kind of device (docs/ZO_ENGINE.md). The form falls back to full weights where the
