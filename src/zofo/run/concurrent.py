@@ -1,15 +1,11 @@
 """Several training runs in one process, each in its own thread on its own CUDA stream.
 
-Processes that share a GPU take turns on it: once one run keeps the GPU busy, more processes add no throughput
-(docs/RESULTS.md section 5: twelve MeZO runs each took twelve times as long per step). Kernels of different
-streams of one process may run side by side, but with every step a CUDA graph that did not add throughput
-either: eight graphed MeZO runs of SmolLM2-135M took as long together as in eight processes
-(benchmarks/results/gpu-2026-12-01/together-run26/). What one process saves is CUDA contexts and start-ups.
-Each run starts up alone, under a lock (loading; torch's global RNG is seeded per run for the
-PEFT modules' initial values), then all train at once; CUDA graphs are captured per thread. A run computes
-what it would compute alone. Peak memory is not recorded (torch counts it per process). A SIGINT or SIGTERM to
-the process stops every run after its current step, each with its checkpoint (`zofo.run.interrupt`: the handler is
-the main thread's, the request shared).
+What one process saves over several is CUDA contexts and start-ups; it does not add GPU throughput once one run
+keeps the GPU busy (docs/RESULTS.md sections 5 and 8 measure both). Each run starts up alone, under a lock
+(loading; torch's global RNG is seeded per run for the PEFT modules' initial values), then all train at once;
+CUDA graphs are captured per thread, so a run computes what it would compute alone. Peak memory is not recorded
+(torch counts it per process). A SIGINT or SIGTERM to the process stops every run after its current step, each
+with its checkpoint (`zofo.run.interrupt`: the handler is the main thread's, the request shared).
 """
 
 from __future__ import annotations
