@@ -24,8 +24,8 @@ from zofo.run.interrupt import TrainingInterrupted
 
 #: flag -> (config key path, type, help)
 TRAIN_FLAGS = {
-    "--method": ("train.method", str, "bilevel-zofo | bilevel-fo | fo-full | fo-peft | mezo | zo-peft | "
-                                      "zero-shot | icl"),
+    "--method": ("train.method", str, "a registered method, e.g. bilevel-zofo, mezo, fo-peft, icl (an unknown "
+                                      "name is refused with the list of them all)"),
     "--peft": ("peft.kind", str, "lora | prefix | prompt, for the methods that train a PEFT module (unset, "
                                  "null in `zofo config`: lora)"),
     "--model": ("model.name", str, "alias (smollm2-135m), model folder, .gguf file or hub id"),
