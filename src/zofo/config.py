@@ -15,7 +15,8 @@ import dataclasses
 import types
 import typing
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,20 +150,16 @@ def read_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Defaults, then the YAML file, then `section.key=value` overrides, each key and value type checked, as
     dataclass ``cls`` (`zofo.run.options.RunConfig`); ``renamed``: {old dotted key: new one}, read with a warning.
     Returns the config and the line (1-based) of every key that came from the file, so that a later check can
-    point at it (`located`). The checks that need the registries are `zofo.run.options.load_config`'s."""
+    point at it (`pointing_at`). The checks that need the registries are `zofo.run.options.load_config`'s."""
     raw: dict[str, Any] = {}
     lines: dict[str, int] = {}
     if path is not None:
         raw, lines = _read_yaml(Path(path))
     for item in overrides or []:
         lines.pop(_apply_override(raw, item), None)
-    try:
+    with pointing_at(path, lines):
         _rename(raw, lines, renamed or {})
         return build(cls, raw, ""), lines
-    except ZofoError as err:
-        if err.key not in lines:
-            raise
-        raise located(err, path, lines) from err
 
 
 def _rename(raw: dict[str, Any], lines: dict[str, int], renamed: Mapping[str, str]) -> None:
@@ -180,11 +177,15 @@ def _rename(raw: dict[str, Any], lines: dict[str, int], renamed: Mapping[str, st
             lines[new] = lines.pop(old)
 
 
-def located(err: ZofoError, path: str | Path | None, lines: dict[str, int]) -> ZofoError:
-    """`err` with the file and line of the key it is about, when that key came from the file."""
-    if err.key in lines:
-        return ZofoError(f"{path}:{lines[err.key]}: {err.what}", err.fix, err.key)
-    return err
+@contextmanager
+def pointing_at(path: str | Path | None, lines: dict[str, int]) -> Iterator[None]:
+    """An error raised inside about a key that came from the file ``path`` names the file and the key's line."""
+    try:
+        yield
+    except ZofoError as err:
+        if err.key not in lines:
+            raise
+        raise ZofoError(f"{path}:{lines[err.key]}: {err.what}", err.fix, err.key) from err
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from zofo.stop import StopRequest, check_stop
+from zofo.evaluation.scoring import evaluation_batches
+from zofo.stop import StopRequest
 
 
 class StopAtNewline(StoppingCriteria):
@@ -47,14 +47,6 @@ def generate_answers(model, tokenizer, prompts: Sequence[str], batch_size: int =
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.truncation_side = "left"
     answers: list[str] = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in tqdm(range(0, len(prompts), batch_size), disable=not progress, desc="generating"):
-                check_stop(stop)
-                batch = list(prompts[start: start + batch_size])
-                answers.extend(_generate_batch(model, tokenizer, batch, max_new_tokens, max_length))
-    finally:
-        model.train(was_training)
+    for part in evaluation_batches(model, len(prompts), batch_size, progress, "generating", stop):
+        answers.extend(_generate_batch(model, tokenizer, list(prompts[part]), max_new_tokens, max_length))
     return answers

@@ -7,7 +7,7 @@ All candidates of many examples go through one forward: one row per (example, ca
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 
 import torch
@@ -148,16 +148,25 @@ def score_examples(model, tokenizer, examples: Sequence[Example], batch_size: in
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].prompt))
     device = next(model.parameters()).device
     scores: list[list[float]] = [[] for _ in examples]
+    for part in evaluation_batches(model, len(order), batch_size, progress, "scoring", stop):
+        chunk = order[part]
+        batch = encode_candidates(tokenizer, [examples[i] for i in chunk], max_length).to(device)
+        for i, row in zip(chunk, candidate_scores(model, batch).cpu().tolist(), strict=True):
+            scores[i] = row[: len(example_candidates(examples[i])[0])]
+    return scores
+
+
+def evaluation_batches(model: torch.nn.Module, total: int, batch_size: int, progress: bool, desc: str,
+                       stop: StopRequest | None) -> Iterator[slice]:
+    """The slices of `total` items, `batch_size` at a time, with a progress bar; while the caller works on them the
+    model is in eval mode under no_grad (its mode is restored after), and a requested ``stop`` raises
+    `EvaluationStopped` between two batches."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="scoring"):
+            for start in tqdm(range(0, total, batch_size), disable=not progress, desc=desc):
                 check_stop(stop)
-                chunk = order[start: start + batch_size]
-                batch = encode_candidates(tokenizer, [examples[i] for i in chunk], max_length).to(device)
-                for i, row in zip(chunk, candidate_scores(model, batch).cpu().tolist(), strict=True):
-                    scores[i] = row[: len(example_candidates(examples[i])[0])]
+                yield slice(start, start + batch_size)
     finally:
         model.train(was_training)
-    return scores

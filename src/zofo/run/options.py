@@ -11,7 +11,15 @@ import dataclasses
 import time
 from pathlib import Path
 
-from zofo.config import CHECKPOINT_WEIGHTS, CORE_SECTIONS, RESUME_MAY_CHANGE, check_ranges, flat, located, read_config
+from zofo.config import (
+    CHECKPOINT_WEIGHTS,
+    CORE_SECTIONS,
+    RESUME_MAY_CHANGE,
+    check_ranges,
+    flat,
+    pointing_at,
+    read_config,
+)
 from zofo.errors import ZofoError
 from zofo.methods import METHODS, Method
 from zofo.models.adapters import PEFT_KINDS
@@ -120,12 +128,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for consistency (`check_options`). An error in a value that came from the file names the file and the key's
     line."""
     cfg, lines = read_config(path, overrides, cls=RunConfig, renamed=RENAMED)
-    try:
+    with pointing_at(path, lines):
         check_options(cfg)
-    except ZofoError as err:
-        if err.key not in lines:
-            raise
-        raise located(err, path, lines) from err
     return cfg
 
 
