@@ -27,7 +27,8 @@ HELP = {
     "n_dev": "per-task dev examples (held out from both levels)", "lr": "backbone learning rate",
     "lr_upper": "learning rate of p_i (and of the shared LoRA of fo-peft)", "lr_lower": "learning rate of z_i",
     "eps": "ZO perturbation scale", "seed": "run seed (task sampling, batches, ZO directions)",
-    "steps": "outer steps", "batch_size": "examples per batch", "max_length": "tokens per sequence",
+    "steps": "outer steps", "max_seconds": "wall-clock budget in seconds (training stops at the first step past it)",
+    "batch_size": "examples per batch", "max_length": "tokens per sequence",
     "eval_batch_size": "examples per evaluation batch", "eval_every": "dev period in steps (0: before and after)",
     "save_every": "checkpoint period in steps (0: at the end)", "log_every": "log period in steps",
     "device": "auto | cpu | cuda | cuda:N", "dtype": "float32 | bfloat16 | float16",
@@ -48,7 +49,7 @@ def add_meta_train(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     for field in dataclasses.fields(MetaTrainConfig):
         if field.name in HELP:
-            kind = field.type if field.type in ("int", "float") else "str"
+            kind = field.type.removesuffix(" | None")
             p.add_argument(f"--{field.name.replace('_', '-')}", type={"int": int, "float": float}.get(kind, str),
                            default=None, help=f"{HELP[field.name]} (default {field.default})")
     p.set_defaults(run=run_meta_train)

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from zofo.config import save_config
 from zofo.errors import ZofoError
@@ -46,7 +47,7 @@ from zofo.run.options import RunConfig
 BILEVEL = ("bilevel-zofo", "bilevel-fo")
 BASELINES = ("fo-peft", "fo-full", "mezo")
 #: what a resumed run may set anew (everything else is read back from meta.json)
-RESUME_MAY_CHANGE = ("steps", "save_every", "log_every", "progress", "eval_every")
+RESUME_MAY_CHANGE = ("steps", "max_seconds", "save_every", "log_every", "progress", "eval_every")
 
 
 @dataclass
@@ -73,6 +74,7 @@ class MetaTrainConfig:
     eps: float = 1e-3
     seed: int = 0
     steps: int = 1000
+    max_seconds: float | None = None  # wall-clock budget: training stops at the first step past it (then saves)
     batch_size: int = 16
     max_length: int = 256
     eval_batch_size: int = 32
@@ -95,6 +97,8 @@ class MetaTrainConfig:
             if getattr(self, name) < 1:
                 raise ZofoError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}",
                                 "give a positive number")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ZofoError(f"--max-seconds must be > 0, got {self.max_seconds}", "leave it unset for no budget")
         if self.lam < 0 or self.eps <= 0:
             raise ZofoError(f"lambda must be >= 0 and eps > 0 (got {self.lam}, {self.eps})", "e.g. 1e4 and 1e-3")
 
@@ -108,6 +112,7 @@ class MetaTrainConfig:
         cfg = RunConfig()
         cfg.model.name, cfg.model.dtype, cfg.model.device = self.model, self.dtype, self.device
         cfg.train.method, cfg.train.steps, cfg.train.seed = self.method, self.steps, self.seed
+        cfg.train.max_seconds = self.max_seconds
         cfg.train.batch_size, cfg.train.output_dir = self.batch_size, self.out
         cfg.peft.kind = None if self.method in ("fo-full", "mezo") else self.peft
         cfg.peft.r, cfg.peft.alpha, cfg.peft.num_virtual_tokens = self.r, self.alpha, self.num_virtual_tokens
@@ -188,14 +193,17 @@ class MetaRun:
 
     def dev(self, model) -> dict:
         """Mean zero-shot accuracy of the deployed backbone over the meta-train tasks' dev examples."""
+        tasks = tqdm([d for d in self.data if d.dev], desc="dev", unit="task", leave=False,
+                     disable=not self.cfg.progress)
         scores = [evaluate(model, self.tokenizer, self.tasks[d.name], d.dev, batch_size=self.cfg.eval_batch_size,
-                           progress=False)["accuracy"] for d in self.data if d.dev]
+                           progress=False)["accuracy"] for d in tasks]
         return {"accuracy": sum(scores) / len(scores) if scores else float("nan"), "dev_tasks": len(scores)}
 
     def execute(self, resume_run: bool) -> dict:
         cfg, method = self.cfg, self.build()
-        settings = LoopSettings(steps=cfg.steps, eval_every=cfg.eval_every, log_every=cfg.log_every,
-                                save_every=cfg.save_every, metric="accuracy", progress=cfg.progress)
+        settings = LoopSettings(steps=cfg.steps, max_seconds=cfg.max_seconds, eval_every=cfg.eval_every,
+                                log_every=cfg.log_every, save_every=cfg.save_every, metric="accuracy",
+                                progress=cfg.progress)
         logger, memory = RunLogger(self.run_dir), PeakMemory(self.device)
         state = resume(method, self.run_dir / "checkpoint", logger) if resume_run else LoopState()
         with stop_on_signal() as stop:

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The meta-learning pilot on one GPU (docs/RESULTS.md, "Meta-training pilot"; issue 28):
+#
+#   experiments/meta_study.sh measure OUT        each method alone for 8 outer steps: peak memory, seconds a step
+#   experiments/meta_study.sh train OUT SECONDS  every method x seed at once, each stopped after SECONDS
+#   experiments/meta_study.sh test OUT [N_TEST]  meta-test the base model and every trained backbone at once
+#   experiments/meta_study.sh pack OUT FILE      the records (no weights) in one .tar.gz
+#
+# MODEL (default /root/smol), SPLIT (default configs/meta/bigbench_split.yaml), BIGBENCH (where bigbench:NAME
+# resolves; default the split file's root), SEEDS (default "0 1 2"), MEASURE_STEPS (8) and TEST_FLAGS (more
+# `zofo meta-test` flags; the protocol's defaults otherwise) may be set in the environment.
+# Learning rates were fixed before any run, from the single-task study's chosen points on SmolLM2-135M
+# (experiments/results: FO-LoRA 3e-4, FO full 1e-5, MeZO 1e-5..3e-5 in float32); none was tuned here.
+set -euo pipefail
+
+MODEL=${MODEL:-/root/smol}
+SPLIT=${SPLIT:-configs/meta/bigbench_split.yaml}
+SEEDS=${SEEDS:-0 1 2}
+ROOT=()
+[[ -n "${BIGBENCH:-}" ]] && ROOT=(--bigbench-root "$BIGBENCH")
+
+declare -A METHOD=(
+  [bilevel-zofo]="--method bilevel-zofo --lr 5e-6 --lr-upper 1e-4 --lr-lower 1e-4"
+  [fo-lora]="--method fo-peft --lr-upper 3e-4"
+  [fo-full]="--method fo-full --lr 1e-5"
+  [mezo]="--method mezo --lr 2e-5"
+)
+ORDER=(bilevel-zofo fo-lora fo-full mezo)
+
+meta_train() {  # OUT_DIR, then extra flags
+  local out=$1
+  shift
+  python3 -m zofo.cli meta-train --split "$SPLIT" "${ROOT[@]}" --model "$MODEL" --out "$out" --no-progress "$@" \
+    >"$out.log" 2>&1
+}
+
+measure() {
+  mkdir -p "$1/measure"
+  for m in "${ORDER[@]}"; do
+    # shellcheck disable=SC2086  # METHOD holds several flags
+    meta_train "$1/measure/$m" ${METHOD[$m]} --steps ${MEASURE_STEPS:-8} --n-dev 1 --log-every 1 || echo "measure $m failed"
+  done
+}
+
+train() {
+  mkdir -p "$1/train"
+  for m in "${ORDER[@]}"; do
+    for s in $SEEDS; do
+      # shellcheck disable=SC2086
+      meta_train "$1/train/$m-s$s" ${METHOD[$m]} --seed "$s" --steps 100000 --max-seconds "$2" &
+    done
+  done
+  wait
+}
+
+test_all() {
+  mkdir -p "$1/test"
+  local n_test=${2:-300}
+  python3 -m zofo.cli meta-test --split "$SPLIT" "${ROOT[@]}" --model "$MODEL" --out "$1/test/base" \
+    --n-test "$n_test" --no-progress ${TEST_FLAGS:-} >"$1/test/base.log" 2>&1 &
+  for run in "$1"/train/*/; do
+    local name
+    name=$(basename "$run")
+    python3 -m zofo.cli meta-test --split "$SPLIT" "${ROOT[@]}" --model "$run" --out "$1/test/$name" \
+      --n-test "$n_test" --no-progress ${TEST_FLAGS:-} >"$1/test/$name.log" 2>&1 &
+  done
+  wait
+}
+
+pack() {  # every json, jsonl and log under OUT except model folders and weights
+  (cd "$1" && find . \( -name '*.json' -o -name '*.jsonl' -o -name '*.log' -o -name '*.md' \) \
+      -not -path '*/backbone/*' -not -path '*/checkpoint/*' -not -name 'config.json' -not -name 'tokenizer*' \
+      -print0 | tar czf "$2" --null -T -)
+}
+
+case ${1:-} in
+  measure) measure "$2" ;;
+  train) train "$2" "$3" ;;
+  test) test_all "$2" "${3:-300}" ;;
+  pack) pack "$2" "$3" ;;
+  *) sed -n '2,14p' "$0"; exit 2 ;;
+esac
