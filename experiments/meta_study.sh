@@ -7,8 +7,11 @@
 #   experiments/meta_study.sh pack OUT FILE      the records (no weights) in one .tar.gz
 #
 # MODEL (default /root/smol), SPLIT (default configs/meta/bigbench_split.yaml), BIGBENCH (where bigbench:NAME
-# resolves; default the split file's root), SEEDS (default "0 1 2"), MEASURE_STEPS (8) and TEST_FLAGS (more
-# `zofo meta-test` flags; the protocol's defaults otherwise) may be set in the environment.
+# resolves; default the split file's root), SEEDS (default "0 1 2"), BATCH (examples a batch, default 4),
+# MEASURE_STEPS (8), MEASURED (the methods measured alone; default all) and TEST_FLAGS (more `zofo meta-test`
+# flags; the protocol's defaults otherwise) may be set in the environment.
+# A batch of B examples is B x (the task's candidates) rows of up to 256 tokens: 16 examples of a 10-choice task
+# are 160 rows, whose float32 activations took 45 GB in one meta-training step; hence 4 by default.
 # Learning rates were fixed before any run, from the single-task study's chosen points on SmolLM2-135M
 # (experiments/results: FO-LoRA 3e-4, FO full 1e-5, MeZO 1e-5..3e-5 in float32); none was tuned here.
 set -euo pipefail
@@ -30,13 +33,14 @@ ORDER=(bilevel-zofo fo-lora fo-full mezo)
 meta_train() {  # OUT_DIR, then extra flags
   local out=$1
   shift
-  python3 -m zofo.cli meta-train --split "$SPLIT" "${ROOT[@]}" --model "$MODEL" --out "$out" --no-progress "$@" \
+  python3 -m zofo.cli meta-train --split "$SPLIT" "${ROOT[@]}" --model "$MODEL" --out "$out" --no-progress \
+    --batch-size "${BATCH:-4}" "$@" \
     >"$out.log" 2>&1
 }
 
 measure() {
   mkdir -p "$1/measure"
-  for m in "${ORDER[@]}"; do
+  for m in ${MEASURED:-${ORDER[@]}}; do
     # shellcheck disable=SC2086  # METHOD holds several flags
     meta_train "$1/measure/$m" ${METHOD[$m]} --steps ${MEASURE_STEPS:-8} --n-dev 1 --log-every 1 || echo "measure $m failed"
   done
@@ -78,5 +82,5 @@ case ${1:-} in
   train) train "$2" "$3" ;;
   test) test_all "$2" "${3:-300}" ;;
   pack) pack "$2" "$3" ;;
-  *) sed -n '2,14p' "$0"; exit 2 ;;
+  *) sed -n '2,17p' "$0"; exit 2 ;;
 esac
