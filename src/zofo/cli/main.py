@@ -143,10 +143,13 @@ def _add_train(sub) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
     from zofo import api
+    from zofo.run.distributed import launched_rank
 
     with usage_errors():
         cfg = api.prepared(config_from_args(args, TRAIN_FLAGS), args.overwrite)
     result = api.train(cfg, args.overwrite)
+    if launched_rank() != 0:  # under torchrun, rank 0 alone reports
+        return 0
     for key, value in result["test"].items():
         print(f"test {key}: {value:.4f}" if isinstance(value, float) else f"test {key}: {value}")
     if result["steps"]:

@@ -114,7 +114,9 @@ def shard_backbone(model: nn.Module, device: torch.device, ranks: Ranks) -> nn.M
         if isinstance(module, nn.ModuleList):
             for layer in module:
                 fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+    # the root too gives its whole parameters back after each forward: between forwards every module holds the
+    # sharded parameters, which are those the method's groups name (the root keeps them by default)
+    fully_shard(model, mesh=mesh, reshard_after_forward=True)
     return model
 
 
