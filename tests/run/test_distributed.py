@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from safetensors.torch import load_file
 
 from tests.run.test_recipe import final_weights, tiny_run
 from zofo import api
@@ -119,15 +120,21 @@ def max_difference(a: dict, b: dict) -> float:
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
 
 
+def moved(weights: dict[str, torch.Tensor], model_dir: Path) -> float:
+    """How far training took the weights from where they started: the base model's backbone, LoRA's B at zero."""
+    base = load_file(str(model_dir / "model.safetensors"))
+    start = {k: base.get(k.split(":", 1)[1], torch.zeros_like(v)) for k, v in weights.items()}
+    return max_difference({k: v for k, v in weights.items() if "lora_A" not in k},
+                          {k: v for k, v in start.items() if "lora_A" not in k})
+
+
 @pytest.mark.parametrize("method, tolerance", [("mezo", 1e-6), ("bilevel-zofo", 1e-5), ("fo-peft", 1e-5)])
 def test_a_data_parallel_run_equals_one_process_with_the_global_batch(tmp_path, ranks_ran, shared_data, method,
                                                                        tolerance):
-    root, _ = ranks_ran
+    root, model_dir = ranks_ran
     alone = one_process(tmp_path, ranks_ran, shared_data, method, f"train.method={method}")
     ranks = final_weights(root / f"dp-{method}")
-    moved = max_difference(alone, one_process(tmp_path, ranks_ran, shared_data, "other-seed",
-                                              f"train.method={method}", "train.seed=7"))
-    assert max_difference(alone, ranks) < tolerance < moved  # equal, where another seed's run is not
+    assert max_difference(alone, ranks) < tolerance < moved(alone, model_dir) / 100  # training moved them far more
     logged = [r for r in read_log(root / f"dp-{method}") if r["phase"] == "train"]
     expected = [r for r in read_log(tmp_path / method) if r["phase"] == "train"]
     assert [r["step"] for r in logged] == [1, 2, 3, 4]  # rank 0 alone wrote the log
