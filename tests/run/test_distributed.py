@@ -191,3 +191,13 @@ def test_torchrun_zofo_train_as_a_process(ranks_ran, shared_data, tmp_path):
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0
     assert "zofo: error: train.batch_size 3 does not divide among 2 ranks" in refused.stderr
+
+
+def test_a_command_other_than_train_is_refused_under_torchrun(monkeypatch, capsys):
+    from zofo.cli.main import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["config"]) == 2
+    assert "zofo: error: zofo config runs in one process, not under torchrun" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert main(["config"]) == 0

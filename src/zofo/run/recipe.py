@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from zofo.config import save_config
+from zofo.errors import UsageError
 from zofo.evaluation import evaluate, icl_demonstrations
 from zofo.evaluation.scoring import encode_candidates
 from zofo.methods import Method, Settings
@@ -24,7 +25,7 @@ from zofo.models.device import resolve_device
 from zofo.models.load import load_model, resolve_source
 from zofo.ranks import Ranks
 from zofo.run.checkpoint import save_weights
-from zofo.run.distributed import join, rank_device, shard_backbone, shared_run_dir
+from zofo.run.distributed import join, launched_world, rank_device, shard_backbone, shared_run_dir
 from zofo.run.interrupt import StopRequest, TrainingInterrupted, stop_on_signal
 from zofo.run.kept_weights import load_best
 from zofo.run.logs import PeakMemory, RunLogger
@@ -37,8 +38,10 @@ from zofo.zo.shards import whole
 
 def method_settings(cfg: RunConfig, ranks: Ranks | None = None) -> Settings:
     """The config's plain values that every method reads (methods never see the config object), and the ranks."""
+    # a sharded backbone's forward all-gathers its layers: not captured into CUDA graphs
     return Settings(objective=cfg.data.objective, steps=cfg.train.steps, seed=cfg.train.seed,
-                    cuda_graphs=cfg.train.cuda_graphs, optim=cfg.optim, zo=cfg.zo, ranks=ranks or Ranks())
+                    cuda_graphs=cfg.train.cuda_graphs and not cfg.train.fsdp, optim=cfg.optim, zo=cfg.zo,
+                    ranks=ranks or Ranks())
 
 
 class Run:
@@ -54,6 +57,9 @@ class Run:
                  stop: StopRequest | None = None):
         self.cfg, self.startup, self.stop = cfg, startup, stop
         self.device = torch.device(rank_device(resolve_device(cfg.model.device)))
+        if startup is not None and launched_world() > 1:
+            raise UsageError("runs trained together in one process do not run under torchrun",
+                             "launch each run with torchrun on its own, or train them together without it")
         self.ranks = join(cfg, self.device)  # one process unless launched by torchrun
         self.method_cls: type[Method] = method_class(cfg)
         self.options = method_options(cfg, self.method_cls)
