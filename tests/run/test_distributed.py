@@ -153,6 +153,11 @@ def test_a_sharded_mezo_run_equals_the_unsharded_one_bit_for_bit(ranks_ran):
     root, _ = ranks_ran
     sharded, unsharded = final_weights(root / "fsdp-mezo"), final_weights(root / "dp-mezo")
     assert sharded.keys() == unsharded.keys() and all(torch.equal(sharded[k], unsharded[k]) for k in sharded)
+    dev = [[(r["step"], r["accuracy"]) for r in read_log(root / run) if r["phase"] == "dev"]
+           for run in ("fsdp-mezo", "dp-mezo")]
+    assert dev[0] == dev[1] and len(dev[0]) == 3
+    results = [json.loads((root / run / "result.json").read_text()) for run in ("fsdp-mezo", "dp-mezo")]
+    assert results[0]["test"] == results[1]["test"]  # the best-on-dev backbone, rebuilt from its trajectory
 
 
 def test_a_2_rank_run_stopped_by_sigterm_on_one_rank_resumes_to_the_straight_runs_weights(ranks_ran):

@@ -103,11 +103,13 @@ class Run:
     def build_model(self) -> tuple[torch.nn.Module, object, ParamGroups]:
         """The model and tokenizer as configured, with the method's PEFT modules attached (their initial values
         drawn from the run's seed): what training starts from, and what `zofo replay` rebuilds."""
-        model, tokenizer = load_model(self.cfg.model.name, dtype=self.cfg.model.dtype, device=str(self.device),
+        sharded = self.cfg.train.fsdp and self.ranks.parallel  # loaded on the CPU: the device gets its shards only
+        model, tokenizer = load_model(self.cfg.model.name, dtype=self.cfg.model.dtype,
+                                      device="cpu" if sharded else str(self.device),
                                       trust_remote_code=self.cfg.model.trust_remote_code)
         torch.manual_seed(self.cfg.train.seed)  # start-up only: the PEFT modules' initial values
-        if self.cfg.train.fsdp:  # before the groups are taken: FSDP replaces the parameters by sharded ones
-            model = shard_backbone(model, self.device, self.ranks)
+        if sharded:  # before the groups are taken: FSDP replaces the parameters by sharded ones on the device
+            model = shard_backbone(model, self.device, self.ranks).to(self.device)
         model, groups = self.attach(model)
         return model, tokenizer, groups
 
