@@ -1,15 +1,16 @@
 """Data-parallel and sharded runs on 2 CPU processes (gloo) against one process with the same global batch.
 
 One spawn of 2 ranks (`ranks_ran`, shared by the module) trains every scenario in turn, so the processes start once:
-data-parallel mezo, bilevel-zofo, fo-peft (global batch 4 = 2 x 2), a sharded (FSDP2) mezo, a mezo run stopped by
-SIGTERM on rank 0 alone and resumed, and the launches that must be refused. The tests compare what they left on
-disk with runs made here, in one process.
+every training method data-parallel (global batch 4 = 2 x 2), a sharded (FSDP2) mezo, a mezo run stopped by SIGTERM
+on rank 0 alone and resumed, and the launches that must be refused. The tests compare what they left on disk with
+runs made here, in one process.
 
 Tolerances: a rank's loss is the mean over its 2 examples, the 2-rank loss the float64 mean of the two, against the
-float32 mean over 4 in one process: the same sum rounded differently, so ZO's c_i agree to float32 rounding of the
-losses over 2 eps, and the weights after 4 steps to 1e-6 (MeZO, lr 1e-3; measured 4e-7) or 1e-5 (Bilevel ZOFO, whose
-penalty lam (g_p - g_z) and Adam steps on p, z amplify the rounding; FO-PEFT: measured 1.3e-6 and 8.5e-7), against
-0.05 to 0.36 between runs of two seeds.
+float32 mean over 4 in one process: the same sum rounded differently (so not bit for bit). ZO's c_i then agree to
+float32 rounding of the losses over 2 eps, and the weights after 4 steps to 1e-6 (MeZO, ZO-PEFT at lr 1e-3;
+measured 3.9e-7 and 2.6e-7) or 1e-5 (Bilevel ZOFO, whose penalty lam (g_p - g_z) and Adam steps on p and z amplify
+the rounding, measured 1.3e-6; FO-PEFT 8.5e-7), while training moved them by 0.009 to 0.05. FO gradients are
+averaged over the ranks' halves: equal to rounding, which Adam on a whole backbone amplifies (see the table).
 The sharded run draws the same u from the same (seed, name, element) and updates each rank's rows with their global
 offset: bit for bit the unsharded 2-rank run.
 """
@@ -37,7 +38,7 @@ from zofo.run.logs import RunLogger, read_log
 
 WORLD = 2
 STEPS = ["train.steps=4", "train.log_every=1", "train.eval_every=2"]
-DATA_PARALLEL = ("mezo", "bilevel-zofo", "fo-peft")
+DATA_PARALLEL = ("mezo", "bilevel-zofo", "fo-peft", "zo-peft", "bilevel-fo", "fo-full")
 #: launches refused at start: each rank's overrides, and the words the message must hold
 WRONG = {
     "seed": (lambda rank: ["train.method=mezo", f"train.seed={rank}"],
@@ -115,26 +116,31 @@ def one_process(tmp_path, ranks_ran, shared_data, name: str, *overrides) -> dict
     return final_weights(tmp_path / name)
 
 
-def max_difference(a: dict, b: dict) -> float:
+def differences(a: dict, b: dict) -> torch.Tensor:
     assert a and a.keys() == b.keys()
-    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+    return torch.cat([(a[k].double() - b[k].double()).abs().flatten() for k in a])
 
 
 def moved(weights: dict[str, torch.Tensor], model_dir: Path) -> float:
     """How far training took the weights from where they started: the base model's backbone, LoRA's B at zero."""
     base = load_file(str(model_dir / "model.safetensors"))
     start = {k: base.get(k.split(":", 1)[1], torch.zeros_like(v)) for k, v in weights.items()}
-    return max_difference({k: v for k, v in weights.items() if "lora_A" not in k},
-                          {k: v for k, v in start.items() if "lora_A" not in k})
+    return differences({k: v for k, v in weights.items() if "lora_A" not in k},
+                       {k: v for k, v in start.items() if "lora_A" not in k}).max().item()
 
 
-@pytest.mark.parametrize("method, tolerance", [("mezo", 1e-6), ("bilevel-zofo", 1e-5), ("fo-peft", 1e-5)])
+@pytest.mark.parametrize("method, tolerance, quantile", [
+    ("mezo", 1e-6, 1.0), ("zo-peft", 1e-6, 1.0), ("bilevel-zofo", 1e-5, 1.0), ("fo-peft", 1e-5, 1.0),
+    # Adam on the backbone: a first step moves each weight by about lr whatever its gradient's size, so a gradient
+    # element near zero that rounds the other way moves it by up to 2 lr (measured: 4% of weights past 1e-5,
+    # the largest 8e-4, the median 1e-7); the bulk is compared
+    ("bilevel-fo", 1e-5, 0.9), ("fo-full", 1e-5, 0.9)])
 def test_a_data_parallel_run_equals_one_process_with_the_global_batch(tmp_path, ranks_ran, shared_data, method,
-                                                                       tolerance):
+                                                                       tolerance, quantile):
     root, model_dir = ranks_ran
     alone = one_process(tmp_path, ranks_ran, shared_data, method, f"train.method={method}")
-    ranks = final_weights(root / f"dp-{method}")
-    assert max_difference(alone, ranks) < tolerance < moved(alone, model_dir) / 100  # training moved them far more
+    apart = differences(alone, final_weights(root / f"dp-{method}")).quantile(quantile).item()
+    assert apart < tolerance < moved(alone, model_dir) / 100  # training moved the weights far more
     logged = [r for r in read_log(root / f"dp-{method}") if r["phase"] == "train"]
     expected = [r for r in read_log(tmp_path / method) if r["phase"] == "train"]
     assert [r["step"] for r in logged] == [1, 2, 3, 4]  # rank 0 alone wrote the log
