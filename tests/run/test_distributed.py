@@ -212,3 +212,12 @@ def test_a_command_other_than_train_is_refused_under_torchrun(monkeypatch, capsy
     assert "zofo: error: zofo config runs in one process, not under torchrun" in capsys.readouterr().err
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert main(["config"]) == 0
+
+
+def test_fsdp_with_a_method_it_does_not_serve_is_refused_in_one_process_too(tmp_path, tiny_model_dir, shared_data):
+    with pytest.raises(ZofoError, match="train.fsdp does not apply to method fo-peft"):
+        api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=fo-peft", "train.fsdp=true"))
+    with pytest.raises(ZofoError, match="train.fsdp needs zo.rule sgd"):
+        api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=mezo", "train.fsdp=true",
+                           "zo.rule=adam"))
+    assert not (tmp_path / "run").exists()

@@ -5,7 +5,7 @@ each rank on cuda:LOCAL_RANK; gloo on the CPU) and checks the launch before anyt
 
     every rank resolved the same config     (the flags, config file and seed of rank 0; a difference names its key)
     train.batch_size divides among the ranks (each takes B / world examples of every global batch)
-    train.fsdp: a method and rule that a sharded backbone supports (`check_fsdp`)
+    train.fsdp: a method and rule that a sharded backbone supports (`check_fsdp`, also in one process)
 
 Without WORLD_SIZE (or with 1) a run is one process, exactly as before. What the ranks exchange is in
 `zofo.ranks`; rank 0 alone writes the run folder, which the other ranks read only to resume and to reload the
@@ -52,6 +52,8 @@ def join(cfg: RunConfig, device: torch.device) -> Ranks:
     """This process's ranks: one process unless launched with WORLD_SIZE > 1; then the process group (started once
     per process) and a CPU group for the host-side exchanges, with the launch checked (`check_launch`)."""
     if launched_world() <= 1:
+        if cfg.train.fsdp:  # refused alike in one process, which has nothing to shard over and keeps the model whole
+            check_fsdp(cfg)
         return Ranks()
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
