@@ -47,8 +47,13 @@ def _agreed(metrics: dict, ranks: Ranks) -> dict:
     if not ranks.parallel:
         return metrics
     every = ranks.gather(metrics)
-    return {k: v if all(m[k] == v for m in every) else math.fsum(m[k] for m in every) / ranks.world
-            for k, v in metrics.items()}
+
+    def agreed(key: str, value):
+        if all(m[key] == value for m in every) or not all(isinstance(m[key], (int, float)) for m in every):
+            return value
+        return math.fsum(m[key] for m in every) / ranks.world
+
+    return {k: agreed(k, v) for k, v in metrics.items()}
 
 
 def _count(skipped: list) -> int:
