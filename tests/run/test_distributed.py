@@ -35,6 +35,7 @@ from zofo import api
 from zofo.errors import ZofoError
 from zofo.run.interrupt import TrainingInterrupted
 from zofo.run.logs import RunLogger, read_log
+from zofo.run.replay import replay_run
 
 WORLD = 2
 STEPS = ["train.steps=4", "train.log_every=1", "train.eval_every=2"]
@@ -164,6 +165,13 @@ def test_a_sharded_mezo_run_equals_the_unsharded_one_bit_for_bit(ranks_ran):
     assert dev[0] == dev[1] and len(dev[0]) == 3
     results = [json.loads((root / run / "result.json").read_text()) for run in ("fsdp-mezo", "dp-mezo")]
     assert results[0]["test"] == results[1]["test"]  # the best-on-dev backbone, rebuilt from its trajectory
+
+
+def test_the_seed_trajectory_of_a_sharded_run_replays_in_one_process_to_its_weights(ranks_ran, tmp_path):
+    """The trajectory holds the c_i the ranks agreed on: one process rebuilds the sharded run's backbone exactly."""
+    root, _ = ranks_ran
+    report = replay_run(root / "fsdp-mezo", tmp_path / "replayed.safetensors")
+    assert report.tensors > 0 and report.identical == report.tensors
 
 
 def test_a_2_rank_run_stopped_by_sigterm_on_one_rank_resumes_to_the_straight_runs_weights(ranks_ran):
