@@ -156,6 +156,16 @@ def test_a_data_parallel_zo_step_sends_the_probe_losses_only(ranks_ran):
     assert result["work"]["forward_rows"] > 0
 
 
+def test_fo_steps_send_the_adapters_gradients_once_a_step(ranks_ran):
+    """FO-PEFT: one flat float32 all-reduce of the LoRA gradients a step; Bilevel ZOFO: the probe losses, then z's
+    gradients in each of the K = 2 lower steps and p's in the upper step (LoRA counted from the saved adapters)."""
+    root, _ = ranks_ran
+    lora = sum(v.numel() for k, v in final_weights(root / "dp-fo-peft").items() if "adapter" in k)
+    sent = {m: json.loads((root / f"dp-{m}" / "result.json").read_text())["ranks"] for m in ("fo-peft", "bilevel-zofo")}
+    assert sent["fo-peft"] == {"world": 2, "sent_bytes": 4 * lora * 4, "collectives": 4}
+    assert sent["bilevel-zofo"] == {"world": 2, "sent_bytes": 4 * (16 + 3 * lora * 4), "collectives": 4 * 4}
+
+
 def test_a_sharded_mezo_run_equals_the_unsharded_one_bit_for_bit(ranks_ran):
     root, _ = ranks_ran
     sharded, unsharded = final_weights(root / "fsdp-mezo"), final_weights(root / "dp-mezo")
