@@ -12,7 +12,9 @@ takes its share of each global batch (B / world examples). What crosses the netw
 
 `Ranks()` (world 1) is a single process: every method returns at once and sends nothing, so a run not launched
 under torchrun computes exactly what it did before. ``sent_bytes`` counts the payload handed to the data
-collectives (a ring all-reduce moves about 2 (world - 1) / world of it in and out of each rank).
+collectives (a ring all-reduce moves about 2 (world - 1) / world of it in and out of each rank); ``control_bytes``
+the stop/time-out flags' (8 bytes a step); gathered Python objects (logged metrics, evaluation predictions) are
+not counted.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Ranks:
     control: Any = None
     sent_bytes: int = 0      # payload handed to the data collectives so far (losses, gradients)
     collectives: int = 0     # how many of them
+    control_bytes: int = 0   # payload of the per-step stop/time-out flags
 
     @property
     def writes(self) -> bool:
@@ -71,6 +74,7 @@ class Ranks:
         if not self.parallel:
             return list(flags)
         t = torch.tensor([int(f) for f in flags], dtype=torch.int32)
+        self.control_bytes += t.numel() * t.element_size()
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control)
         return [bool(v) for v in t.tolist()]
 

@@ -152,7 +152,7 @@ def test_a_data_parallel_zo_step_sends_the_probe_losses_only(ranks_ran):
     root, _ = ranks_ran
     result = json.loads((root / "dp-mezo" / "result.json").read_text())
     # two-sided, q = 1: L+ and L- in float64 per step, one all-reduce; nothing of the backbone
-    assert result["ranks"] == {"world": 2, "sent_bytes": 4 * 16, "collectives": 4}
+    assert result["ranks"] == {"world": 2, "sent_bytes": 4 * 16, "collectives": 4, "control_bytes": 4 * 8}
     assert result["work"]["forward_rows"] > 0
 
 
@@ -162,8 +162,9 @@ def test_fo_steps_send_the_adapters_gradients_once_a_step(ranks_ran):
     root, _ = ranks_ran
     lora = sum(v.numel() for k, v in final_weights(root / "dp-fo-peft").items() if "adapter" in k)
     sent = {m: json.loads((root / f"dp-{m}" / "result.json").read_text())["ranks"] for m in ("fo-peft", "bilevel-zofo")}
-    assert sent["fo-peft"] == {"world": 2, "sent_bytes": 4 * lora * 4, "collectives": 4}
-    assert sent["bilevel-zofo"] == {"world": 2, "sent_bytes": 4 * (16 + 3 * lora * 4), "collectives": 4 * 4}
+    assert sent["fo-peft"] == {"world": 2, "sent_bytes": 4 * lora * 4, "collectives": 4, "control_bytes": 32}
+    assert sent["bilevel-zofo"] == {"world": 2, "sent_bytes": 4 * (16 + 3 * lora * 4), "collectives": 4 * 4,
+                                    "control_bytes": 32}
 
 
 def test_a_sharded_mezo_run_equals_the_unsharded_one_bit_for_bit(ranks_ran):

@@ -188,7 +188,7 @@ class Run:
                   "work": self.work(state), "run_dir": str(self.run_dir), "config": asdict(self.cfg)}
         if self.ranks.parallel:
             result["ranks"] = {"world": self.ranks.world, "sent_bytes": self.ranks.sent_bytes,
-                               "collectives": self.ranks.collectives}
+                               "collectives": self.ranks.collectives, "control_bytes": self.ranks.control_bytes}
         if self.ranks.writes:
             (self.run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
         return result
