@@ -8,6 +8,7 @@ from zofo.meta.metarun import MetaTrainConfig
 from zofo.meta.metarun import meta_train as _meta_train
 from zofo.models.load import load_model
 from zofo.run.concurrent import train_together as together
+from zofo.run.distributed import launched_rank
 from zofo.run.folder import clear_run_folder
 from zofo.run.options import RunConfig, check_options, load_config, prepared, run_dir_for
 from zofo.run.recipe import Run
@@ -19,7 +20,7 @@ def train(cfg: RunConfig, overwrite: bool = False) -> dict:
     `train.resume` continues from it). A run folder that holds a run is refused, unless ``overwrite``: then that
     run is deleted first."""
     cfg = prepared(cfg, overwrite)
-    if overwrite:
+    if overwrite and launched_rank() == 0:  # under torchrun, rank 0 alone touches the run folder
         clear_run_folder(run_dir_for(cfg))
     return Run(cfg).execute()
 

@@ -15,6 +15,7 @@ Ctrl-C (143 by SIGTERM), a training run after saving its checkpoint.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if not hasattr(args, "run"):
             parser.error("choose a command: " + ", ".join(COMMANDS))
+        _check_launch(args)
         return args.run(args)
     except ZofoError as err:
         print(f"zofo: error: {_one_line(err)}", file=sys.stderr)
@@ -75,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nzofo: interrupted", file=sys.stderr)
         return 130
+
+
+def _check_launch(args: argparse.Namespace) -> None:
+    """`zofo train` alone runs over several processes (torchrun); the other commands run in one."""
+    if args.run is not _run_train and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError(f"zofo {args.command} runs in one process, not under torchrun (WORLD_SIZE > 1)",
+                         "launch it with python or zofo directly; only zofo train trains over several processes")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -97,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zofo", description="Fine-tune language models with Bilevel ZOFO (zeroth-order backbone + "
                                  "first-order PEFT) and its baselines.")
-    sub = parser.add_subparsers(title="commands")
+    sub = parser.add_subparsers(title="commands", dest="command")
     _add_train(sub)
     _add_eval(sub)
     _add_convert(sub)
@@ -143,10 +152,13 @@ def _add_train(sub) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
     from zofo import api
+    from zofo.run.distributed import launched_rank
 
     with usage_errors():
         cfg = api.prepared(config_from_args(args, TRAIN_FLAGS), args.overwrite)
     result = api.train(cfg, args.overwrite)
+    if launched_rank() != 0:  # under torchrun, rank 0 alone reports
+        return 0
     for key, value in result["test"].items():
         print(f"test {key}: {value:.4f}" if isinstance(value, float) else f"test {key}: {value}")
     if result["steps"]:

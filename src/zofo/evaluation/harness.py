@@ -10,6 +10,7 @@ from zofo.errors import ZofoError
 from zofo.evaluation.generation import generate_answers
 from zofo.evaluation.metrics import argmax, chosen_answer, exact_match, f1_score, is_correct, macro_f1
 from zofo.evaluation.scoring import example_candidates, score_examples
+from zofo.ranks import Ranks
 from zofo.stop import StopRequest
 from zofo.tasks.example import Example
 
@@ -39,9 +40,12 @@ def with_demonstrations(examples: Sequence[Example],
 
 
 def _classify(model, tokenizer, examples: list[Example], batch_size: int, max_length: int,
-              progress: bool, stop: StopRequest | None, extra: tuple[str, ...] = ()) -> dict:
-    scores = score_examples(model, tokenizer, examples, batch_size, max_length, progress, stop)
-    predicted = [argmax(row) for row in scores]
+              progress: bool, stop: StopRequest | None, extra: tuple[str, ...] = (), ranks: Ranks | None = None
+              ) -> dict:
+    ranks = ranks or Ranks()
+    mine = ranks.share(examples)
+    scores = score_examples(model, tokenizer, mine, batch_size, max_length, progress, stop) if mine else []
+    predicted = ranks.unshare([argmax(row) for row in scores])
     correct = [is_correct(example, p) for example, p in zip(examples, predicted, strict=True)]
     result = {"accuracy": sum(correct) / len(correct)}
     if "macro_f1" in extra:
@@ -51,9 +55,12 @@ def _classify(model, tokenizer, examples: list[Example], batch_size: int, max_le
 
 
 def _generate(model, tokenizer, examples: list[Example], batch_size: int, max_length: int,
-              progress: bool, stop: StopRequest | None) -> dict:
-    predictions = generate_answers(model, tokenizer, [e.prompt for e in examples], batch_size,
-                                   max_length=max_length, progress=progress, stop=stop)
+              progress: bool, stop: StopRequest | None, ranks: Ranks | None = None) -> dict:
+    ranks = ranks or Ranks()
+    prompts = ranks.share([e.prompt for e in examples])
+    mine = generate_answers(model, tokenizer, prompts, batch_size, max_length=max_length, progress=progress,
+                            stop=stop) if prompts else []
+    predictions = ranks.unshare(mine)
     f1 = [f1_score(p, e.answers) for p, e in zip(predictions, examples, strict=True)]
     em = [exact_match(p, e.answers) for p, e in zip(predictions, examples, strict=True)]
     return {"f1": sum(f1) / len(f1), "exact_match": sum(em) / len(em), "n": len(f1)}
@@ -61,7 +68,7 @@ def _generate(model, tokenizer, examples: list[Example], batch_size: int, max_le
 
 def evaluate(model, tokenizer, task, examples: Sequence[Example], *, batch_size: int = 32,
              demonstrations: Sequence[Example] | None = None, progress: bool = True,
-             max_length: int = 2048, stop: StopRequest | None = None) -> dict:
+             max_length: int = 2048, stop: StopRequest | None = None, ranks: Ranks | None = None) -> dict:
     """Metrics of `model` on `examples`: {"accuracy", "n"} or {"f1", "exact_match", "n"}, plus the metrics the
     task asks for besides (`task.metrics`: macro_f1 for some BIG-bench tasks).
 
@@ -69,13 +76,14 @@ def evaluate(model, tokenizer, task, examples: Sequence[Example], *, batch_size:
     generative tasks (task.generative, or examples without candidates when task is None) decode
     greedily to the first newline. `demonstrations` (ICL) are prepended to every prompt. A requested ``stop``
     ends the evaluation between two batches (`zofo.stop.EvaluationStopped`), so that a signal does not wait
-    for a long evaluation to end.
+    for a long evaluation to end. ``ranks`` (data parallelism): each rank takes every world-th example and the
+    predictions are gathered, so every rank returns the metrics of all the examples.
     """
     if not examples:
         raise ZofoError("no examples to evaluate", "check the task data and --n-test")
     generative = task.generative if task is not None else not examples[0].candidates
     prompted = with_demonstrations(examples, demonstrations)
     if generative:
-        return _generate(model, tokenizer, prompted, batch_size, max_length, progress, stop)
+        return _generate(model, tokenizer, prompted, batch_size, max_length, progress, stop, ranks)
     extra = tuple(getattr(task, "metrics", ()))
-    return _classify(model, tokenizer, prompted, batch_size, max_length, progress, stop, extra)
+    return _classify(model, tokenizer, prompted, batch_size, max_length, progress, stop, extra, ranks)

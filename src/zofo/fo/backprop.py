@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from zofo.fo.graphed import make_adam, set_lr
+from zofo.ranks import Ranks
 from zofo.zo.options import ZOOptions
 from zofo.zo.schedules import Schedule
 
@@ -31,13 +32,14 @@ class Gradient:
 
 class BackpropOptimizer:
     """theta <- Adam(theta, grad_theta L) with the true gradient, over ``params``; takes the arguments of
-    `zo.ZOOptimizer` (``options`` and ``seed`` unused: nothing is probed) and keeps no seed trajectory."""
+    `zo.ZOOptimizer` (``options`` and ``seed`` unused: nothing is probed) and keeps no seed trajectory. Under
+    data parallelism (``ranks``) the loss and the gradient are averaged over the ranks' shares of the batch."""
 
     trajectory = None  # backprop steps are not described by seeds
 
     def __init__(self, model: nn.Module, params: dict[str, nn.Parameter], options: ZOOptions, lr: Schedule,
-                 seed: int, weight_decay: float = 0.0):
-        self.params, self.lr = params, lr
+                 seed: int, weight_decay: float = 0.0, ranks: Ranks | None = None):
+        self.params, self.lr, self.ranks = params, lr, ranks or Ranks()
         self.optimizer = make_adam(torch.optim.Adam, list(params.values()), lr(0), weight_decay)
 
     def estimate_of(self, loss_fn: Callable[[Any], Tensor], inputs: Any, step: int, probes: Any = None) -> Gradient:
@@ -49,6 +51,11 @@ class BackpropOptimizer:
         grads = torch.autograd.grad(value, params)
         for param in params:
             param.requires_grad_(False)
+        if self.ranks.parallel:
+            dtype = grads[0].dtype  # one flat all-reduce: the loss, then every gradient
+            flat = self.ranks.mean_(torch.cat([value.detach().reshape(1).to(dtype)] + [g.reshape(-1) for g in grads]))
+            value, grads = flat[0], [part.view_as(g) for g, part in
+                                     zip(grads, torch.split(flat[1:], [g.numel() for g in grads]), strict=True)]
         return Gradient([value.item()], list(grads))
 
     def apply(self, gradient: Gradient, step: int) -> dict[str, float]:

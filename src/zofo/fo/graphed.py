@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from zofo.fo.sr_adam import SRAdam
+from zofo.ranks import Ranks
 from zofo.zo.graphs import ShapeGraphs, batch_rows
 from zofo.zo.rounding import LOW_PRECISION
 
@@ -104,14 +105,18 @@ class GraphedStep:
     one detached tensor. ``capture=False`` (and any parameters not on a CUDA device) run the same calls
     eagerly, with ``inputs`` in whatever form ``backward_fn`` takes. If a capture fails, a warning says why and
     every later step runs eagerly. ``pool``, ``rows`` (what a replay counts as work, forward and backward): see
-    `zo.graphs.ShapeGraphs`, which captures, replays and falls back.
+    `zo.graphs.ShapeGraphs`, which captures, replays and falls back. Under data parallelism (``ranks``) the
+    gradients are averaged over the ranks before the optimizer steps, and the step runs eagerly (the all-reduce
+    is not captured into a graph).
     """
 
     def __init__(self, params: list[nn.Parameter], optimizer: torch.optim.Optimizer,
                  backward_fn: Callable[[Inputs], Tensor], capture: bool = True, pool: tuple | None = None,
-                 rows: Callable[[Inputs], int] = batch_rows):
+                 rows: Callable[[Inputs], int] = batch_rows, ranks: Ranks | None = None):
         self.params, self.optimizer, self.backward_fn = params, optimizer, backward_fn
-        self.graphs = ShapeGraphs("FO step", capture and params[0].is_cuda, pool, rows, backward=True)
+        self.ranks = ranks or Ranks()
+        capture = capture and params[0].is_cuda and not self.ranks.parallel
+        self.graphs = ShapeGraphs("FO step", capture, pool, rows, backward=True)
 
     @property
     def capture(self) -> bool:
@@ -139,6 +144,7 @@ class GraphedStep:
         self._ensure_grads()
         self._zero_grads()
         values = self.backward_fn(inputs)
+        self.ranks.average_grads_(self.params)
         self.optimizer.step()
         return values
 

@@ -20,6 +20,7 @@ from zofo.evaluation.objectives import example_losses
 from zofo.evaluation.scoring import CandidateBatch, candidate_scores
 from zofo.evaluation.static import StaticBatch, static_losses
 from zofo.models.adapters import ParamGroups, activate
+from zofo.ranks import Ranks
 from zofo.registry import METHODS
 from zofo.tasks.streams import Batches
 from zofo.zo.options import ZOOptions
@@ -30,7 +31,8 @@ from zofo.zo.trajectory import Trajectory
 @dataclass(frozen=True)
 class Settings:
     """What every method may read besides its own options: plain values built from the config at the boundary
-    (the run's objective, length and seed, the learning rates of `optim`, the shared ZO settings of `zo`)."""
+    (the run's objective, length and seed, the learning rates of `optim`, the shared ZO settings of `zo`), and
+    the ranks of a data-parallel run (one process by default), over which a method averages what it estimates."""
 
     objective: str = "ce"
     steps: int = 1000
@@ -38,6 +40,7 @@ class Settings:
     cuda_graphs: bool = True     # on CUDA: replay ZO probes and FO steps as CUDA graphs
     optim: OptimConfig = field(default_factory=OptimConfig)
     zo: ZOOptions = field(default_factory=ZOOptions)
+    ranks: Ranks = field(default_factory=Ranks, compare=False)
 
     def schedule(self, peak: float) -> Schedule:
         """The configured learning-rate schedule over this run's steps, peaking at ``peak``."""

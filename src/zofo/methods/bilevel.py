@@ -152,10 +152,11 @@ class BilevelZOFO(Method):
         # the lower step, the p-step and the probes never run at once: their graphs share one memory pool, so
         # the step's peak is the largest graph's, not the sum
         pool = torch.cuda.graph_pool_handle() if self.graphed else None
-        self.lower = GraphedStep(z, self.opt_z, self.lower_backward, capture=self.graphed, pool=pool)
-        self.upper = GraphedStep(p, self.opt_p, self.upper_backward, capture=self.graphed, pool=pool)
+        # data parallel: z's and p's gradients are averaged over the ranks (eagerly), theta's probe losses too
+        self.lower = GraphedStep(z, self.opt_z, self.lower_backward, capture=self.graphed, pool=pool, ranks=s.ranks)
+        self.upper = GraphedStep(p, self.opt_p, self.upper_backward, capture=self.graphed, pool=pool, ranks=s.ranks)
         self.theta = self.Backbone(model, groups.backbone, s.zo, s.schedule(s.optim.lr), s.seed,
-                                   s.optim.weight_decay)
+                                   s.optim.weight_decay, ranks=s.ranks)
         self.probes = (GraphedProbes(model, groups.backbone, self.penalty, s.zo.direction, pool=pool,
                                      rows=penalty_rows) if self.graphed else None)
 

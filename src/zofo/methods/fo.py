@@ -30,7 +30,8 @@ class FirstOrder(Method):
             param.requires_grad_(True)
         self.params = params
         trained = list(params.values())
-        graphed = settings.cuda_graphs and trained[0].is_cuda
+        self.ranks = settings.ranks  # data parallel: gradients averaged over the ranks, steps taken eagerly
+        graphed = settings.cuda_graphs and trained[0].is_cuda and not self.ranks.parallel
         lr = getattr(settings.optim, self.lr_name)
         self.optimizer = make_adam(torch.optim.AdamW, trained, lr, settings.optim.weight_decay, graphed)
         self.lr = settings.schedule(lr)
@@ -43,6 +44,7 @@ class FirstOrder(Method):
         set_lr(self.optimizer, self.lr(step))
         loss = batch_loss(self.model, batch, self.objective)
         loss.backward()
+        self.ranks.average_grads_(list(self.params.values()))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {"loss": loss.item(), "lr": self.lr(step)}

@@ -37,7 +37,8 @@ class ZerothOrder(Method):
         super().__init__(model, groups, batches, settings, options)
         params = self.trained_group()
         s = settings
-        self.zo = self.Optimizer(model, params, s.zo, s.schedule(s.optim.lr), s.seed, s.optim.weight_decay)
+        self.zo = self.Optimizer(model, params, s.zo, s.schedule(s.optim.lr), s.seed, s.optim.weight_decay,
+                                 ranks=s.ranks)
         on_cuda = next(iter(params.values())).is_cuda
         self.probes = self.graphed_probes(params) if s.cuda_graphs and on_cuda else None
 

@@ -30,6 +30,7 @@ from zofo.errors import ZofoError
 from zofo.methods.base import Method
 from zofo.run.checkpoint import load_weights, save_weights
 from zofo.zo.optimizer import rule_of
+from zofo.zo.shards import copy_whole_
 
 #: how loop.json names the form of a checkpoint's backbone (a checkpoint without the key holds its weights)
 BACKBONE_KEY = "backbone"
@@ -86,8 +87,7 @@ def load_best(method: Method, folder: Path, base: Callable[[], Mapping[str, torc
                 raise ZofoError(f"the base model's parameters differ from the run's backbone (e.g. "
                                 f"{sorted(set(weights) ^ set(backbone))[:1]}); cannot rebuild {trajectory_file}",
                                 "evaluate with the model the run trained, or train with checkpoint_weights=full")
-            with torch.no_grad():
-                for name, param in backbone.items():
-                    param.copy_(weights[name])
+            for name, param in backbone.items():
+                copy_whole_(param, weights[name])  # a sharded backbone: each rank its own rows
             replay_onto(backbone, best)
     load_weights(kept_params(method, as_trajectory), folder / "weights.safetensors")

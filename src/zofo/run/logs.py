@@ -24,21 +24,25 @@ def shared_clock(records: Iterable[dict]) -> str:
 class RunLogger:
     """Appends `{"step", "phase", "time", "train_time", ...}` lines to log.jsonl and mirrors numbers to
     TensorBoard. `time` is the run's wall-clock; `train_time` leaves out what ran `off_the_clock` (evaluations
-    and checkpoints), so how often a run is evaluated does not move its training curve."""
+    and checkpoints), so how often a run is evaluated does not move its training curve. ``writes`` False (ranks
+    other than 0 of a data-parallel run): the clocks run, nothing is written."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True):
+    def __init__(self, run_dir: Path, tensorboard: bool = True, writes: bool = True):
         self.path = run_dir / "log.jsonl"
+        self.writes = writes
         self.start = time.time()
         self.offset = 0.0
         self.off_clock = 0.0                  # seconds spent off the clock so far
         self.paused_at: float | None = None   # when the current off-the-clock stretch began
         self.writer = None
-        if tensorboard:
+        if tensorboard and writes:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def log(self, step: int, phase: str, **values: float | int | str | None) -> None:
+        if not self.writes:
+            return
         record = {"step": step, "phase": phase, "time": round(self.elapsed(), 3),
                   "train_time": round(self.train_elapsed(), 3), **values}
         with self.path.open("a") as f:
@@ -52,7 +56,7 @@ class RunLogger:
         """Continue an interrupted run from its checkpoint at ``step``: its clocks go on from there, and records
         of later steps (a run killed after its last checkpoint: work that is now done again) leave log.jsonl."""
         self.offset, self.off_clock = elapsed, off_clock
-        if not self.path.exists():
+        if not self.writes or not self.path.exists():
             return
         lines = [line for line in self.path.read_text().splitlines() if line.strip()]
         kept = [line for line in lines if json.loads(line)["step"] <= step]

@@ -7,15 +7,20 @@ resumed run evaluates that step again before it trains on.
 A step's metrics may be device scalars (a ZO step on CUDA reads nothing back, so the host runs ahead of the
 device); they are read only at logging steps, and `step_seconds` is the mean wall-clock per step since the
 previous log (after that read, so it counts the device's time too), evaluations and checkpoints left out.
+
+Under data parallelism (`LoopSettings.ranks`) every rank runs this loop in step: the logged metrics are those of the
+whole batch (a value the ranks share as it is, else their mean), a stop or time-out on any rank stops all of them
+after the same step, and rank 0 alone writes checkpoints and best/.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,6 +28,7 @@ from tqdm.auto import tqdm
 
 from zofo.methods.base import Method
 from zofo.models.work import WorkCounter
+from zofo.ranks import Ranks
 from zofo.run.checkpoint import load_checkpoint, save_checkpoint
 from zofo.run.interrupt import TrainingInterrupted
 from zofo.run.kept_weights import BACKBONE_KEY, checkpoint_form, kept_params, replay_onto, save_best
@@ -33,6 +39,21 @@ from zofo.stop import EvaluationStopped, StopRequest
 def _read(metrics: dict) -> dict:
     """The metrics as host numbers (one sync if any is a device scalar)."""
     return {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in metrics.items()}
+
+
+def _agreed(metrics: dict, ranks: Ranks) -> dict:
+    """The metrics of the whole batch: a value every rank holds alike as it is (a ZO loss, the lr, a seed), else
+    the ranks' mean (an FO loss of each rank's share)."""
+    if not ranks.parallel:
+        return metrics
+    every = ranks.gather(metrics)
+
+    def agreed(key: str, value):
+        if all(m[key] == value for m in every) or not all(isinstance(m[key], (int, float)) for m in every):
+            return value
+        return math.fsum(m[key] for m in every) / ranks.world
+
+    return {k: agreed(k, v) for k, v in metrics.items()}
 
 
 def _count(skipped: list) -> int:
@@ -51,6 +72,7 @@ class LoopSettings:
     max_seconds: float | None = None  # wall-clock budget: training stops at the first step past it
     max_train_seconds: float | None = None  # the same on `train_time` (evaluations and checkpoints left out)
     weights: str = "trajectory"  # what checkpoint/ and best/ keep of a ZO backbone: its trajectory, or full weights
+    ranks: Ranks = field(default_factory=Ranks)  # the processes of a data-parallel run (rank 0 writes)
 
 
 @dataclass
@@ -85,7 +107,7 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
         skipped.append(metrics.get("skipped", 0))
         bar.update(1)
         if state.step % settings.log_every == 0 or state.step == settings.steps:
-            metrics = _read(metrics)
+            metrics = _agreed(_read(metrics), settings.ranks)
             state.skipped_steps += _count(skipped)
             seconds = (time.perf_counter() - window_start) / window_steps
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", step_s=f"{seconds:.3f}")
@@ -93,21 +115,22 @@ def train_loop(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, 
             window_start, window_steps, skipped = time.perf_counter(), 0, []
         out_of_time = _past(settings.max_seconds, logger.elapsed()) or _past(settings.max_train_seconds,
                                                                             logger.train_elapsed())
+        interrupted, out_of_time = settings.ranks.any(stop is not None and stop.requested, out_of_time)
         last = settings.steps if not out_of_time else state.step
         evaluate = _due(state.step, settings.eval_every, last)
         if evaluate:  # a signal stops it at its next batch; the checkpoint then says to evaluate this step again
             state.eval_pending = not _evaluate(method, evaluate_dev, run_dir, settings, logger, memory, state)
-        interrupted = stop is not None and stop.requested
         save = _due(state.step, settings.save_every, last) or interrupted
         if save:
             state.skipped_steps, skipped = state.skipped_steps + _count(skipped), []
-            _save_checkpoint(method, run_dir, logger, settings.weights, state)
+            _save_checkpoint(method, run_dir, logger, settings, state)
         if evaluate or save:  # step_seconds leaves them out
             window_start, window_steps = time.perf_counter(), 0
         if interrupted:
             bar.close()
             counter.close()
-            raise TrainingInterrupted(state.step, run_dir / "checkpoint", stop.signal)
+            signum = stop.signal if stop is not None and stop.requested else signal.SIGTERM  # another rank's stop
+            raise TrainingInterrupted(state.step, run_dir / "checkpoint", signum)
         if out_of_time:
             break
     bar.close()
@@ -123,18 +146,21 @@ def _evaluate_start(method: Method, evaluate_dev: Callable[[], dict], run_dir: P
     signal, it saves the checkpoint and raises `TrainingInterrupted`."""
     state.eval_pending = not _evaluate(method, evaluate_dev, run_dir, settings, logger, memory, state)
     if state.eval_pending:
-        _save_checkpoint(method, run_dir, logger, settings.weights, state)
+        _save_checkpoint(method, run_dir, logger, settings, state)
         raise TrainingInterrupted(state.step, run_dir / "checkpoint", stop.signal)
 
 
-def _save_checkpoint(method: Method, run_dir: Path, logger: RunLogger, form: str, state: LoopState) -> None:
-    """run_dir/checkpoint, saved off the training clock: the trained weights (the backbone as its seed trajectory,
-    which the method's state holds, where ``form`` allows), the method's state, the data streams and the loop
-    counters; what a resumed run continues from."""
+def _save_checkpoint(method: Method, run_dir: Path, logger: RunLogger, settings: LoopSettings,
+                     state: LoopState) -> None:
+    """run_dir/checkpoint, saved off the training clock (by rank 0): the trained weights (the backbone as its seed
+    trajectory, which the method's state holds, where `settings.weights` allows), the method's state, the data
+    streams and the loop counters; what a resumed run continues from."""
     _settle(method.model)
     with logger.off_the_clock():
         state.elapsed, state.off_clock = logger.elapsed(), logger.off_clock
-        backbone = checkpoint_form(method, form)
+        backbone = checkpoint_form(method, settings.weights)
+        if not settings.ranks.writes:
+            return
         save_checkpoint(run_dir / "checkpoint", kept_params(method, backbone == "trajectory"), method.state_dict(),
                         asdict(state) | {"batches": method.batches.state_dict(), BACKBONE_KEY: backbone})
 
@@ -171,7 +197,8 @@ def _evaluate(method: Method, evaluate_dev: Callable[[], dict], run_dir: Path, s
         value = result[settings.metric]
         if value > state.best_metric:
             state.best_metric, state.best_step = value, state.step
-            save_best(method, run_dir / "best", settings.weights)
+            if settings.ranks.writes:
+                save_best(method, run_dir / "best", settings.weights)
     if settings.progress:
         tqdm.write(f"step {state.step}: dev {settings.metric} {value:.4f} (best {state.best_metric:.4f} "
                    f"at step {state.best_step})")

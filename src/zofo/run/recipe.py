@@ -1,4 +1,8 @@
-"""One training run assembled from a config: data, model, method, loop, final test evaluation, saving."""
+"""One training run assembled from a config: data, model, method, loop, final test evaluation, saving.
+
+Launched by torchrun, each process is one rank of the run (`zofo.run.distributed`): the same data, model and seeds,
+its share of every batch and of every evaluation, rank 0 alone writing the run folder.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,16 @@ from pathlib import Path
 import torch
 
 from zofo.config import save_config
+from zofo.errors import UsageError
 from zofo.evaluation import evaluate, icl_demonstrations
 from zofo.evaluation.scoring import encode_candidates
 from zofo.methods import Method, Settings
 from zofo.models.adapters import ParamGroups, attach_adapters, backbone_params, peft_config, save_adapter
 from zofo.models.device import resolve_device
 from zofo.models.load import load_model, resolve_source
+from zofo.ranks import Ranks
 from zofo.run.checkpoint import save_weights
+from zofo.run.distributed import join, launched_world, rank_device, shard_backbone, shared_run_dir
 from zofo.run.interrupt import StopRequest, TrainingInterrupted, stop_on_signal
 from zofo.run.kept_weights import load_best
 from zofo.run.logs import PeakMemory, RunLogger
@@ -26,12 +33,15 @@ from zofo.run.loop import LoopSettings, LoopState, resume, train_loop
 from zofo.run.options import RunConfig, method_class, method_options, peft_kind, run_dir_for
 from zofo.tasks import load_task, sample_splits, split_bilevel
 from zofo.tasks.streams import Batches, ExampleStream
+from zofo.zo.shards import whole
 
 
-def method_settings(cfg: RunConfig) -> Settings:
-    """The config's plain values that every method reads (methods never see the config object)."""
+def method_settings(cfg: RunConfig, ranks: Ranks | None = None) -> Settings:
+    """The config's plain values that every method reads (methods never see the config object), and the ranks."""
+    # a sharded backbone's forward all-gathers its layers: not captured into CUDA graphs
     return Settings(objective=cfg.data.objective, steps=cfg.train.steps, seed=cfg.train.seed,
-                    cuda_graphs=cfg.train.cuda_graphs, optim=cfg.optim, zo=cfg.zo)
+                    cuda_graphs=cfg.train.cuda_graphs and not cfg.train.fsdp, optim=cfg.optim, zo=cfg.zo,
+                    ranks=ranks or Ranks())
 
 
 class Run:
@@ -46,16 +56,22 @@ class Run:
     def __init__(self, cfg: RunConfig, startup: AbstractContextManager | None = None,
                  stop: StopRequest | None = None):
         self.cfg, self.startup, self.stop = cfg, startup, stop
-        self.device = torch.device(resolve_device(cfg.model.device))
+        self.device = torch.device(rank_device(resolve_device(cfg.model.device)))
+        if startup is not None and launched_world() > 1:
+            raise UsageError("runs trained together in one process do not run under torchrun",
+                             "launch each run with torchrun on its own, or train them together without it")
+        self.ranks = join(cfg, self.device)  # one process unless launched by torchrun
         self.method_cls: type[Method] = method_class(cfg)
         self.options = method_options(cfg, self.method_cls)
         self.peft_kind = peft_kind(cfg)
-        self.run_dir = Path(cfg.train.resume).parent if cfg.train.resume else run_dir_for(cfg)
+        run_dir = Path(cfg.train.resume).parent if cfg.train.resume else run_dir_for(cfg)
+        self.run_dir = shared_run_dir(run_dir, self.ranks) if self.ranks.parallel else run_dir
 
     def execute(self) -> dict:
         with self.startup or nullcontext():
             method, evaluator = self.start()
-        logger, memory = RunLogger(self.run_dir), PeakMemory(self.device, alone=self.startup is None)
+        logger = RunLogger(self.run_dir, writes=self.ranks.writes)
+        memory = PeakMemory(self.device, alone=self.startup is None)
         try:
             state = self.train(method, evaluator, logger, memory) if method.trains else LoopState()
         except TrainingInterrupted:
@@ -73,18 +89,27 @@ class Run:
         splits, task = self.load_data()
         pools = self.example_pools(splits)  # a split that leaves a level empty fails before the model loads
         model, tokenizer, groups = self.build_model()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(self.cfg, self.run_dir / "config.yaml")
+        if self.ranks.writes:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.run_dir / "config.yaml")
         batches = self.batches(pools, tokenizer)
-        method = self.method_cls(model, groups, batches, method_settings(self.cfg), self.options)
-        return method, Evaluator(model, tokenizer, task, splits, self.cfg, method.demonstrations())
+        method = self.method_cls(model, groups, batches, method_settings(self.cfg, self.ranks), self.options)
+        # a sharded model runs every forward on every rank in step: each evaluates every example
+        split = None if self.cfg.train.fsdp else self.ranks
+        evaluator = Evaluator(model, tokenizer, task, splits, self.cfg, method.demonstrations(), split,
+                              progress=self.cfg.train.progress and self.ranks.writes)
+        return method, evaluator
 
     def build_model(self) -> tuple[torch.nn.Module, object, ParamGroups]:
         """The model and tokenizer as configured, with the method's PEFT modules attached (their initial values
         drawn from the run's seed): what training starts from, and what `zofo replay` rebuilds."""
-        model, tokenizer = load_model(self.cfg.model.name, dtype=self.cfg.model.dtype, device=str(self.device),
+        sharded = self.cfg.train.fsdp and self.ranks.parallel  # loaded on the CPU: the device gets its shards only
+        model, tokenizer = load_model(self.cfg.model.name, dtype=self.cfg.model.dtype,
+                                      device="cpu" if sharded else str(self.device),
                                       trust_remote_code=self.cfg.model.trust_remote_code)
         torch.manual_seed(self.cfg.train.seed)  # start-up only: the PEFT modules' initial values
+        if sharded:  # before the groups are taken: FSDP replaces the parameters by sharded ones on the device
+            model = shard_backbone(model, self.device, self.ranks).to(self.device)
         model, groups = self.attach(model)
         return model, tokenizer, groups
 
@@ -125,17 +150,21 @@ class Run:
         streams = {name: ExampleStream(pools[name], t.batch_size, seed=zlib.crc32(f"{seed}:{name}".encode()))
                    for name in self.method_cls.stream_names}
         max_length, device = self.cfg.data.max_length, self.device
-        return Batches(streams, lambda examples: encode_candidates(tokenizer, examples, max_length).to(device))
+        share = self.ranks.share if self.ranks.parallel else None  # every rank draws the batch, takes its share
+        return Batches(streams, lambda examples: encode_candidates(tokenizer, examples, max_length).to(device), share)
 
     def train(self, method: Method, evaluator: Evaluator, logger: RunLogger, memory: PeakMemory) -> LoopState:
         t = self.cfg.train
         settings = LoopSettings(steps=t.steps, eval_every=t.eval_every, log_every=t.log_every,
-                                save_every=t.save_every, metric=evaluator.metric, progress=t.progress,
+                                save_every=t.save_every, metric=evaluator.metric,
+                                progress=t.progress and self.ranks.writes,
                                 max_seconds=t.max_seconds, max_train_seconds=t.max_train_seconds,
-                                weights=t.checkpoint_weights)
+                                weights=t.checkpoint_weights, ranks=self.ranks)
         state = resume(method, Path(t.resume), logger) if t.resume else LoopState()
         with nullcontext(self.stop) if self.stop else stop_on_signal() as stop:
-            dev = partial(evaluator.dev, stop=stop)  # a signal also ends a dev evaluation between batches
+            # a signal also ends a dev evaluation between batches; not under data parallelism, where the ranks
+            # would disagree on where it stopped (they stop together after the next step instead)
+            dev = partial(evaluator.dev, stop=None if self.ranks.parallel else stop)
             return train_loop(method, dev, self.run_dir, settings, logger, memory, state, stop)
 
     def finish(self, method: Method, evaluator: Evaluator, state: LoopState, memory: PeakMemory,
@@ -144,6 +173,7 @@ class Run:
         `seconds`: the training loop's wall-clock; `training_seconds`: the same without evaluations and
         checkpoints."""
         self.save_final(method)
+        self.ranks.barrier()  # best/ and final/ are written (by rank 0) before any rank reads best/
         if method.trains and (self.run_dir / "best" / "weights.safetensors").exists():
             load_best(method, self.run_dir / "best", self.base_backbone)
         with method.deployed():
@@ -155,20 +185,33 @@ class Run:
                   "skipped_steps": state.skipped_steps, "peak_memory_mib": memory.peaks,
                   "peak_memory_reserved_mib": memory.reserved,
                   "shared_process": self.startup is not None,
-                  "work": {"forward_rows": state.forward_rows, "backward_rows": state.backward_rows},
-                  "run_dir": str(self.run_dir), "config": asdict(self.cfg)}
-        (self.run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
+                  "work": self.work(state), "run_dir": str(self.run_dir), "config": asdict(self.cfg)}
+        if self.ranks.parallel:
+            result["ranks"] = {"world": self.ranks.world, "sent_bytes": self.ranks.sent_bytes,
+                               "collectives": self.ranks.collectives, "control_bytes": self.ranks.control_bytes}
+        if self.ranks.writes:
+            (self.run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
         return result
 
+    def work(self, state: LoopState) -> dict[str, int]:
+        """Sequences through the model in training steps, over every rank."""
+        rows = self.ranks.gather((state.forward_rows, state.backward_rows))
+        return {"forward_rows": sum(r[0] for r in rows), "backward_rows": sum(r[1] for r in rows)}
+
     def save_final(self, method: Method) -> None:
+        """final/ (by rank 0): the deployed adapter, the backbone (a sharded one gathered by every rank first) and
+        the seed trajectory."""
         if not method.trains:
+            return
+        backbone = {n: whole(p) for n, p in method.groups.backbone.items()} if method.trains_backbone else {}
+        if not self.ranks.writes:
             return
         final = self.run_dir / "final"
         final.mkdir(exist_ok=True)
         if method.deploy_adapter is not None:
             save_adapter(method.model, method.deploy_adapter, str(final / "adapter"))
         if method.trains_backbone:
-            save_weights(method.groups.backbone, final / "backbone.safetensors")
+            save_weights(backbone, final / "backbone.safetensors")
         trajectory = method.seed_trajectory()
         if trajectory is not None:  # the backbone again, in kilobytes: `zofo replay RUN` rebuilds it
             trajectory.save(final / "trajectory.json")
@@ -178,15 +221,18 @@ class Evaluator:
     """Dev and test evaluation of the deployed model, with ``shots`` demonstrations before each prompt (in-context
     learning; 0: none)."""
 
-    def __init__(self, model, tokenizer, task, splits, cfg: RunConfig, shots: int = 0):
+    def __init__(self, model, tokenizer, task, splits, cfg: RunConfig, shots: int = 0, ranks: Ranks | None = None,
+                 progress: bool | None = None):
         self.model, self.tokenizer, self.task, self.splits, self.cfg = model, tokenizer, task, splits, cfg
+        self.ranks = ranks  # data parallel: each rank scores its share of the examples
+        self.progress = cfg.train.progress if progress is None else progress
         self.metric = task.metric  # accuracy, f1, or the task's preferred score (macro_f1)
         self.demos = icl_demonstrations(splits.train, shots, cfg.data.seed) if shots else None
 
     def _run(self, examples, stop: StopRequest | None = None) -> dict:
         return evaluate(self.model, self.tokenizer, self.task, examples,
                         batch_size=self.cfg.train.eval_batch_size, demonstrations=self.demos,
-                        progress=self.cfg.train.progress, stop=stop)
+                        progress=self.progress, stop=stop, ranks=self.ranks)
 
     def dev(self, stop: StopRequest | None = None) -> dict:
         n = self.cfg.train.n_eval_dev

@@ -46,14 +46,18 @@ class ExampleStream:
 
 
 class Batches:
-    """Named example streams (train, upper, lower) and the encoder that turns examples into tensors."""
+    """Named example streams (train, upper, lower) and the encoder that turns examples into tensors. ``share``
+    (data parallelism): what this process takes of each batch that every process draws alike."""
 
-    def __init__(self, streams: dict[str, ExampleStream], encode: Callable[[list[Example]], Any]):
+    def __init__(self, streams: dict[str, ExampleStream], encode: Callable[[list[Example]], Any],
+                 share: Callable[[list[Example]], list[Example]] | None = None):
         self.streams = streams
         self.encode = encode
+        self.share = share
 
     def examples(self, name: str) -> list[Example]:
-        return self.streams[name].next()
+        batch = self.streams[name].next()
+        return self.share(batch) if self.share is not None else batch
 
     def next(self, name: str) -> Any:
         return self.encode(self.examples(name))

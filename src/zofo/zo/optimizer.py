@@ -13,17 +13,20 @@ step by about sqrt(k) (at small learning rates it dominates the estimate's own n
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from zofo.errors import ZofoError
+from zofo.ranks import Ranks
 
 from .directions import step_seed
-from .estimators import AnyEstimate, DeviceEstimate, ZOEstimate, chain, estimate, queue_probes
+from .estimators import AnyEstimate, DeviceEstimate, ZOEstimate, chain, queue_probes
 from .graphs import GraphedProbes
 from .options import RULES, ZOOptions
+from .perturb import perturbed_loss
 from .rounding import LOW_PRECISION
 from .schedules import Schedule
 from .trajectory import Trajectory, as_record, from_record
@@ -74,12 +77,14 @@ def mean_loss(est: AnyEstimate) -> float | Tensor:
 class ZOOptimizer:
     """Seeded SPSA estimates of a loss over ``params`` and the update they make: ``options`` says how to probe
     and which rule, ``lr`` is the schedule step -> learning rate, ``seed`` the run's seed (step seeds derive
-    from it)."""
+    from it). Under data parallelism (``ranks``) each rank probes its share of the batch and the probes' losses
+    are averaged over the ranks before the c_i are formed: every rank then applies the same update."""
 
     def __init__(self, model: nn.Module, params: dict[str, nn.Parameter], options: ZOOptions, lr: Schedule,
-                 seed: int, weight_decay: float = 0.0):
+                 seed: int, weight_decay: float = 0.0, ranks: Ranks | None = None):
         options.check()
         self.model, self.params, self.options, self.lr, self.seed = model, params, options, lr, seed
+        self.ranks = ranks or Ranks()
         self.rule = update_rule(options.rule, options.momentum, weight_decay, options.probed_direction)
         self.state = self.rule.init(params)
         self.every = resolve_update_every(options.update_every, options.rule, next(iter(params.values())).dtype)
@@ -92,17 +97,27 @@ class ZOOptimizer:
         return [step_seed(self.seed, step, i) for i in range(self.options.q)]
 
     def estimate(self, loss_fn: Callable[[], Tensor], step: int) -> ZOEstimate:
+        """`zo.estimate` of ``loss_fn`` at this step's seeds (its losses averaged over the ranks)."""
         o = self.options
+
+        def loss_at(seed: int, scale: float) -> Tensor:
+            return perturbed_loss(loss_fn, self.model, self.params, seed, scale, o.direction)
+
         with torch.no_grad():
-            return estimate(loss_fn, self.model, self.params, self.seeds(step), eps=o.eps, two_sided=o.two_sided,
-                            direction=o.direction)
+            return self.queued(loss_at, step).resolve()
 
     def queue_at(self, loss_at: Callable[[int, float], Tensor], step: int) -> AnyEstimate:
         """`estimate` through a prober loss_at(seed, scale) (a `GraphedProbes`), queued: nothing is read back
         where the update allows it (a `DeviceEstimate`), else the resolved `ZOEstimate`."""
+        queued = self.queued(loss_at, step)
+        return queued if self.on_device else queued.resolve()
+
+    def queued(self, loss_at: Callable[[int, float], Tensor], step: int) -> DeviceEstimate:
+        """The probes of this step queued on the device, their losses averaged over the ranks (an all-reduce of
+        2q floats, queued behind them)."""
         o = self.options
         queued = queue_probes(loss_at, self.seeds(step), eps=o.eps, two_sided=o.two_sided, direction=o.direction)
-        return queued if self.on_device else queued.resolve()
+        return replace(queued, values=self.ranks.mean_(queued.values)) if self.ranks.parallel else queued
 
     def estimate_of(self, loss_fn: Callable[[Any], Tensor], inputs: Any, step: int,
                     probes: GraphedProbes | None = None) -> AnyEstimate:

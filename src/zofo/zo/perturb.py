@@ -12,6 +12,12 @@ owners has run: the others read the same values (u depends on the name and seed 
 runs (a loss that applies the tied head by hand), the copy stays to the block's end.  The copy is gone
 before the loss is computed, where a forward's peak usually is; kept to the block's end it had raised the
 OPT-1.3B probe's peak by 4% (benchmarks/results/gpu-2026-12-01/zo-step-run25).
+
+A backbone sharded by FSDP2 (`fully_shard`) is probed the same way: its pre-forward hook, registered before ours,
+all-gathers a layer and registers the whole (unsharded) parameter on the module, so the hook swaps the data of the
+parameter the module holds when it runs (``_Swap.where``), not of the sharded one in ``params``, and perturbs it
+with offset 0: every rank evaluates exactly the theta + s*u of an unsharded run (the perturbation work is not
+divided among the ranks; the update, `updates.ZOSGD`, is: each rank moves its own rows).
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ class _Swap:
     name: str
     key: int
     param: nn.Parameter
+    where: tuple[nn.Module, str] | None = None  # a module that holds it and its attribute name there
+    live: nn.Parameter | None = None  # the parameter that module held when the copy was made (swapped)
     original: Tensor | None = None
     depth: int = 0
     owners: int = 1  # hooked modules that read it (2: a tied weight); its copy is kept until all have run
@@ -70,8 +78,9 @@ def _owners(model: nn.Module, swaps: dict[int, _Swap]) -> list[tuple[nn.Module, 
     anchors, modules = _anchors(model), dict(model.named_modules())
     groups: dict[str, list[_Swap]] = {}
     for name, module in modules.items():
-        for p in module._parameters.values():
+        for attr, p in module._parameters.items():
             if p is not None and id(p) in swaps:
+                swaps[id(p)].where = swaps[id(p)].where or (module, attr)
                 group = groups.setdefault(_anchor(name, anchors), [])
                 if all(s is not swaps[id(p)] for s in group):
                     group.append(swaps[id(p)])
@@ -113,10 +122,12 @@ class _Hooks:
             s.depth += 1
         if not fresh:
             return
-        seed, scale = self._values(fresh[0].param.data)
+        for s in fresh:  # the parameter as its module holds it now (FSDP2: the whole one, just gathered)
+            s.live = s.where[0]._parameters[s.where[1]] if s.where else s.param
+        seed, scale = self._values(fresh[0].live.data)
         with torch.no_grad():
             copies = perturbed_copies(
-                [s.param.data for s in fresh],
+                [s.live.data for s in fresh],
                 [s.key for s in fresh],
                 seed,
                 scale,
@@ -124,7 +135,7 @@ class _Hooks:
                 self.backend,
             )
         for s, c in zip(fresh, copies, strict=True):
-            s.original, s.param.data = s.param.data, c
+            s.original, s.live.data = s.live.data, c
             self.probe.touched.add(s.name)
 
     @staticmethod
@@ -137,7 +148,7 @@ class _Hooks:
             if s.depth == 0:
                 s.ran.add(id(owner))
                 if s.original is not None and len(s.ran) >= s.owners:
-                    s.param.data, s.original = s.original, None
+                    s.live.data, s.original = s.original, None
                     s.ran.clear()
 
 
@@ -180,7 +191,7 @@ def perturbed(
             h.remove()
         for s in swaps.values():
             if s.original is not None:
-                s.param.data, s.original, s.depth = s.original, None, 0
+                s.live.data, s.original, s.depth = s.original, None, 0
     if strict and len(probe.touched) < len(swaps):
         unused = sorted(set(params) - probe.touched)
         raise RuntimeError(f"perturbed: parameters never perturbed during the block: {unused[:5]}")

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from .directions import tensor_key
 from .estimators import DeviceEstimate, ZOEstimate
 from .kernels.ops import Backend, Probed, combination, round_to, sgd_update_many_
+from .shards import local_part
 
 
 def _probed(est: ZOEstimate | DeviceEstimate, on: bool) -> Probed | None:
@@ -113,10 +114,11 @@ class ZOSGD:
         else:
             coefs = [lr * c / est.q for c in est.projected_grads]
         decay = 1.0 - lr * self.weight_decay
-        names = list(params)
+        parts = {n: local_part(p.data) for n, p in params.items()}  # sharded: this rank's rows, at their offset
+        names = [n for n, (t, _) in parts.items() if t.numel()]
         with torch.no_grad():  # one fused launch per (dtype, device) for the whole model
             sgd_update_many_(
-                [params[n].data for n in names],
+                [parts[n][0] for n in names],
                 [tensor_key(n) for n in names],
                 est.seeds,
                 coefs,
@@ -124,6 +126,7 @@ class ZOSGD:
                 est.direction,
                 backend=self.backend,
                 probed=_probed(est, self.probed),
+                starts=[parts[n][1] for n in names],
             )
         return UpdateState(state.step + 1, state.buffers)
 

@@ -284,26 +284,29 @@ def sgd_update_many_(
     direction: Direction = "gaussian",
     backend: Backend = "auto",
     probed: Probed | None = None,
+    starts: Sequence[int] | None = None,
 ) -> None:
     """``sgd_update_`` of several tensors: one launch per (dtype, device) cluster on the kernel path
     (``multi.update_group_``; seeds/coefs copied to each device once, without a host sync), per tensor
-    elsewhere. ``coefs`` may be a device tensor (a `DeviceEstimate`'s), read by the kernel where it is."""
+    elsewhere. ``coefs`` may be a device tensor (a `DeviceEstimate`'s), read by the kernel where it is.
+    ``starts``: each tensor's first element's flat index in its whole tensor (a shard's offset; default 0)."""
+    starts = list(starts) if starts is not None else [0] * len(thetas)
 
     def kernel_ok(t: Tensor) -> bool:
         return use_triton(t, backend) and t.is_contiguous() and t.dtype != torch.float16
 
     for idx in _clusters(thetas, kernel_ok):
-        ts, ks = [thetas[i] for i in idx], [keys[i] for i in idx]
+        ts, ks, ss = [thetas[i] for i in idx], [keys[i] for i in idx], [starts[i] for i in idx]
         if kernel_ok(ts[0]):
             from .. import multi
 
             dev = ts[0].device
             seeds_t, coefs_t = _on(seeds, torch.int64, dev), _on(coefs, torch.float32, dev)
             flags = _kernel_probed(probed, ts[0].dtype)
-            multi.update_group_(ts, ks, seeds_t, coefs_t, decay, _kind(direction), **flags)
+            multi.update_group_(ts, ks, seeds_t, coefs_t, decay, _kind(direction), starts=ss, **flags)
         else:
-            for t, k in zip(ts, ks, strict=True):
-                sgd_update_(t, k, seeds, coefs, decay, direction, backend=backend, probed=probed)
+            for t, k, s in zip(ts, ks, ss, strict=True):
+                sgd_update_(t, k, seeds, coefs, decay, direction, start=s, backend=backend, probed=probed)
 
 
 def round_to(
