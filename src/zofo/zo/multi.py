@@ -22,6 +22,7 @@ from torch import Tensor
 from zofo.models.device import upload
 
 from .kernels import triton as K
+from .kernels.update_tiles import update_tile
 
 _COLS = 6  # in_delta, out_offset, n, start, key, first program
 _PAD = 64  # output offsets rounded up to this many elements (keeps 16-byte alignment)
@@ -80,7 +81,7 @@ def _multi_update_kernel(
     ALIGN: tl.constexpr,
 ):
     in_d, _out, n, start, key, lp = _row(meta_ptr, NT, ALIGN)
-    K.update_tile(
+    update_tile(
         x_ptr + in_d, lp, n, start, key, seeds_ptr, coefs_ptr, q, decay, eps, KIND, FAST, SR, PROBED, R, ALIGN
     )
 
