@@ -177,3 +177,12 @@ def test_torchrun_zofo_meta_train_as_a_process(ranks_ran, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("run folder:") == 1
     assert json.loads((tmp_path / "run" / "result.json").read_text())["ranks"]["world"] == 2
+
+
+def test_meta_test_is_still_refused_under_torchrun(monkeypatch, capsys):
+    """Meta-testing adapts each task in one process: launched by torchrun it is refused before anything runs."""
+    from zofo.cli.main import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["meta-test", "--split", "none.yaml"]) == 2
+    assert "zofo: error: zofo meta-test runs in one process, not under torchrun" in capsys.readouterr().err
