@@ -79,11 +79,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+#: the commands that run over several processes (torchrun); the others run in one
+DATA_PARALLEL = ("train", "meta-train")
+
+
 def _check_launch(args: argparse.Namespace) -> None:
-    """`zofo train` alone runs over several processes (torchrun); the other commands run in one."""
-    if args.run is not _run_train and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    """`zofo train` and `zofo meta-train` alone run over several processes (torchrun); the others run in one."""
+    if args.command not in DATA_PARALLEL and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError(f"zofo {args.command} runs in one process, not under torchrun (WORLD_SIZE > 1)",
-                         "launch it with python or zofo directly; only zofo train trains over several processes")
+                         "launch it with python or zofo directly; only zofo train and zofo meta-train train over "
+                         "several processes")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -57,6 +57,7 @@ def add_meta_train(sub) -> None:
 
 def run_meta_train(args: argparse.Namespace) -> int:
     from zofo.meta.metarun import MetaTrainConfig, checked_split, meta_train, resumed
+    from zofo.run.distributed import launched_rank
 
     given = {name: getattr(args, name) for name in HELP if getattr(args, name) is not None}
     if args.no_progress:
@@ -68,6 +69,8 @@ def run_meta_train(args: argparse.Namespace) -> int:
         cfg = resumed(args.resume, **given) if args.resume else MetaTrainConfig(split=args.split, **given)
         split = checked_split(cfg, resume_run=bool(args.resume))
     result = meta_train(cfg, resume_run=bool(args.resume), split=split)
+    if launched_rank() != 0:  # under torchrun, rank 0 alone reports
+        return 0
     print(f"meta-train {result.get('method')}: {result.get('steps')} steps, {result.get('train_seconds')} s")
     print(f"run folder: {result['run_dir']}  (zofo meta-test --model {result['run_dir']} ...)")
     return 0

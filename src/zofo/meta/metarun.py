@@ -17,6 +17,12 @@ The run folder (what `zofo meta-test --model RUN`, `zofo eval --model RUN/backbo
 
 Dev: `n_dev` examples per meta-train task held out from both levels; the backbone alone (adapters disabled) is
 scored zero-shot and the mean accuracy over tasks is logged (before training, every `eval_every` steps, at the end).
+
+Under torchrun (`torchrun --nproc-per-node N zofo meta-train ...`, the flags of one process) every rank holds the
+whole model and takes batch_size / N examples of each task's batch (`zofo.meta.metatrain` says what is averaged);
+the ranks must resolve the same options and N must divide batch_size (checked at start, as for `zofo train`).
+Each task's dev examples are split across the ranks and the predictions gathered, so the dev accuracy is computed
+over every example, as in one process. Rank 0 alone writes the run folder; every rank resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -38,7 +44,9 @@ from zofo.meta.split import Split, meta_train_data, read_split
 from zofo.models.adapters import attach_adapters, peft_config
 from zofo.models.device import resolve_device
 from zofo.models.load import load_model, resolve_source
+from zofo.ranks import Ranks
 from zofo.run.checkpoint import save_weights
+from zofo.run.distributed import check_batch_divides, check_same_values, launched_world, rank_device, start_group
 from zofo.run.interrupt import stop_on_signal
 from zofo.run.logs import PeakMemory, RunLogger
 from zofo.run.loop import LoopSettings, LoopState, resume, train_loop
@@ -146,13 +154,28 @@ def meta_train(cfg: MetaTrainConfig, resume_run: bool = False, split: Split | No
     `resume_run`, continue the run in cfg.out from its checkpoint. `split`: what `checked_split` returned, if the
     caller checked already. Returns result.json's content."""
     split = split or checked_split(cfg, resume_run)
+    device = torch.device(rank_device(resolve_device(cfg.device)))
+    ranks = join_meta(cfg, device)  # every rank checked the folder before rank 0 writes meta.json in it
     run_dir = Path(cfg.out)
     data = meta_train_data(split, cfg.upper, cfg.lower, seed=cfg.seed, n_dev=cfg.n_dev)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "meta.json").write_text(json.dumps({"options": asdict(cfg), "tasks": [d.name for d in data]}, indent=1))
-    if cfg.method in BASELINES:
+    if ranks.writes:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "meta.json").write_text(json.dumps({"options": asdict(cfg), "tasks": [d.name for d in data]},
+                                                      indent=1))
+    if cfg.method in BASELINES:  # `Run` joins the ranks itself
         return run_baseline(cfg, split, data, resume_run)
-    return MetaRun(cfg, split, data).execute(resume_run)
+    return MetaRun(cfg, split, data, device, ranks).execute(resume_run)
+
+
+def join_meta(cfg: MetaTrainConfig, device: torch.device) -> Ranks:
+    """One process unless launched by torchrun with WORLD_SIZE > 1; then the process group, with the launch checked:
+    every rank resolved rank 0's options, and the ranks divide the batch."""
+    if launched_world() <= 1:
+        return Ranks()
+    ranks = start_group(device)
+    check_same_values(asdict(cfg), ranks)
+    check_batch_divides(cfg.batch_size, ranks, "batch_size")
+    return ranks
 
 
 def checked_split(cfg: MetaTrainConfig, resume_run: bool = False) -> Split:
@@ -171,10 +194,10 @@ def checked_split(cfg: MetaTrainConfig, resume_run: bool = False) -> Split:
 class MetaRun:
     """The bilevel meta-training run: model, blocks and method built once, then the loop, then the saving."""
 
-    def __init__(self, cfg: MetaTrainConfig, split, data):
+    def __init__(self, cfg: MetaTrainConfig, split, data, device: torch.device, ranks: Ranks | None = None):
         self.cfg, self.data, self.run_dir = cfg, data, Path(cfg.out)
         self.tasks = {ref.name: split.task(ref) for ref in split.meta_train}
-        self.device = torch.device(resolve_device(cfg.device))
+        self.device, self.ranks = device, ranks or Ranks()
 
     def build(self) -> MetaBilevel:
         cfg = self.cfg
@@ -183,28 +206,31 @@ class MetaRun:
         config = peft_config(cfg.peft, r=cfg.r, alpha=cfg.alpha, num_virtual_tokens=cfg.num_virtual_tokens)
         model, groups = attach_adapters(model, config, MetaBilevel.adapter_names)
         model.to(self.device)
-        save_config(cfg.run_config(), self.run_dir / "config.yaml")
+        if self.ranks.writes:
+            save_config(cfg.run_config(), self.run_dir / "config.yaml")
 
         def encode(examples):
             return encode_candidates(self.tokenizer, examples, cfg.max_length).to(self.device)
 
-        streams = TaskStreams(self.data, cfg.batch_size, cfg.seed, encode)
-        return MetaBilevel(model, groups, streams, cfg.options())
+        share = self.ranks.share if self.ranks.parallel else None  # every rank draws the batch, takes its share
+        streams = TaskStreams(self.data, cfg.batch_size, cfg.seed, encode, share)
+        return MetaBilevel(model, groups, streams, cfg.options(), self.ranks)
 
     def dev(self, model) -> dict:
-        """Mean zero-shot accuracy of the deployed backbone over the meta-train tasks' dev examples."""
+        """Mean zero-shot accuracy of the deployed backbone over the meta-train tasks' dev examples (each task's
+        split across the ranks, its predictions gathered)."""
         tasks = tqdm([d for d in self.data if d.dev], desc="dev", unit="task", leave=False,
-                     disable=not self.cfg.progress)
+                     disable=not (self.cfg.progress and self.ranks.writes))
         scores = [evaluate(model, self.tokenizer, self.tasks[d.name], d.dev, batch_size=self.cfg.eval_batch_size,
-                           progress=False)["accuracy"] for d in tasks]
+                           progress=False, ranks=self.ranks)["accuracy"] for d in tasks]
         return {"accuracy": sum(scores) / len(scores) if scores else float("nan"), "dev_tasks": len(scores)}
 
     def execute(self, resume_run: bool) -> dict:
         cfg, method = self.cfg, self.build()
         settings = LoopSettings(steps=cfg.steps, max_seconds=cfg.max_seconds, eval_every=cfg.eval_every,
                                 log_every=cfg.log_every, save_every=cfg.save_every, metric="accuracy",
-                                progress=cfg.progress)
-        logger, memory = RunLogger(self.run_dir), PeakMemory(self.device)
+                                progress=cfg.progress and self.ranks.writes, ranks=self.ranks)
+        logger, memory = RunLogger(self.run_dir, writes=self.ranks.writes), PeakMemory(self.device)
         state = resume(method, self.run_dir / "checkpoint", logger) if resume_run else LoopState()
         with stop_on_signal() as stop:
             state = train_loop(method, lambda: self.dev(method.model), self.run_dir, settings, logger, memory,
@@ -212,12 +238,24 @@ class MetaRun:
         return self.finish(method, state, logger, memory)
 
     def finish(self, method: MetaBilevel, state: LoopState, logger: RunLogger, memory: PeakMemory) -> dict:
+        """final/, backbone/ and result.json, by rank 0; every rank returns rank 0's result."""
+        result = self.save(method, state, logger, memory) if self.ranks.writes else None
+        logger.close()
+        return self.ranks.gather(result)[0]
+
+    def save(self, method: MetaBilevel, state: LoopState, logger: RunLogger, memory: PeakMemory) -> dict:
         final = self.run_dir / "final"
         final.mkdir(exist_ok=True)
         save_weights(method.groups.backbone, final / "backbone.safetensors")
         if method.seed_trajectory() is not None:
             method.seed_trajectory().save(final / "trajectory.json")
         folder, _ = resolve_backbone(str(self.run_dir), self.run_dir)  # writes RUN/backbone as a model folder
+        result = self.result(method, state, logger, memory) | {"backbone_folder": folder}
+        (self.run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
+        return result
+
+    def result(self, method: MetaBilevel, state: LoopState, logger: RunLogger, memory: PeakMemory) -> dict:
+        """result.json's content (the dev accuracies read back from the log, which a resumed run continues)."""
         dev = [json.loads(line) for line in (self.run_dir / "log.jsonl").read_text().splitlines()]
         dev = [r for r in dev if r["phase"] == "dev"]
         result = {"method": f"meta-{self.cfg.method}", "tasks": len(self.data), "steps": state.step,
@@ -227,8 +265,10 @@ class MetaRun:
                   "dev_first": dev[0]["accuracy"] if dev else None, "dev_last": dev[-1]["accuracy"] if dev else None,
                   "best_dev": state.best_metric, "best_step": state.best_step, "skipped_steps": state.skipped_steps,
                   "peak_memory_mib": memory.peaks, "peak_memory_reserved_mib": memory.reserved,
-                  "block_host_mib": round(method.blocks.host_bytes() / 2**20, 3), "backbone_folder": folder,
+                  "block_host_mib": round(method.blocks.host_bytes() / 2**20, 3),
                   "run_dir": str(self.run_dir), "options": asdict(self.cfg)}
-        (self.run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
-        logger.close()
+        if self.ranks.parallel:  # rank 0's count: every rank sends the same
+            r = self.ranks
+            result["ranks"] = {"world": r.world, "sent_bytes": r.sent_bytes, "collectives": r.collectives,
+                               "control_bytes": r.control_bytes}
         return result

@@ -26,6 +26,11 @@ so every sampled task counts in the update (the authors' code kept only the last
 per-task contributions can be read back. Swapping a block touches adapter parameters only, never theta, and the
 blocks of tasks not swapped in stay in host memory (`zofo.meta.blocks.TaskBlocks`).
 
+Under torchrun (``ranks``, `zofo.ranks`) every rank samples the same S_t and takes its share of each task's batch
+(B / world examples, `Ranks.share`, as `zofo train` does); the gradients of z_i and p_i are averaged over the ranks
+(one flat all-reduce per FO step), the probes' [2q, T] losses too before c is formed (Alg. 1: the backbone's
+gradient), so every rank applies the identical updates and holds identical blocks and theta.
+
 Not here (the single-task method has them): CUDA graphs, the mixed-adapter batch, deferred or non-SGD ZO updates
 and learning-rate schedules. Each task's three terms take three forwards (p on B_f, p on B_g, z on B_g).
 """
@@ -51,6 +56,7 @@ from zofo.meta.split import TaskData
 from zofo.methods import Method
 from zofo.methods.base import Settings
 from zofo.models.adapters import ParamGroups, activate
+from zofo.ranks import Ranks
 from zofo.tasks.streams import ExampleStream
 from zofo.zo.options import ZOOptions
 
@@ -78,11 +84,12 @@ class MetaOptions:
     first_order: bool = False    # Algorithm 1: backprop gradient and Adam for theta
 
 
-def settings_of(options: MetaOptions) -> Settings:
-    """The values every method reads (`Method.settings`), from the meta-training options."""
+def settings_of(options: MetaOptions, ranks: Ranks | None = None) -> Settings:
+    """The values every method reads (`Method.settings`), from the meta-training options, and the ranks."""
     return Settings(objective=options.objective, steps=options.steps, seed=options.seed, cuda_graphs=False,
                     optim=OptimConfig(lr=options.lr, lr_upper=options.lr_upper, lr_lower=options.lr_lower),
-                    zo=ZOOptions(eps=options.eps, q=options.q, direction=options.direction))
+                    zo=ZOOptions(eps=options.eps, q=options.q, direction=options.direction),
+                    ranks=ranks or Ranks())
 
 
 def sample_tasks(n_tasks: int, per_step: int, seed: int, step: int) -> list[int]:
@@ -92,17 +99,20 @@ def sample_tasks(n_tasks: int, per_step: int, seed: int, step: int) -> list[int]
 
 
 class TaskStreams:
-    """Per task, seeded resumable streams over its upper and lower data (what the loop checkpoints as `batches`)."""
+    """Per task, seeded resumable streams over its upper and lower data (what the loop checkpoints as `batches`).
+    ``share`` (data parallelism): what this process takes of each batch that every process draws alike."""
 
-    def __init__(self, data: list[TaskData], batch_size: int, seed: int, encode: Callable):
+    def __init__(self, data: list[TaskData], batch_size: int, seed: int, encode: Callable,
+                 share: Callable[[list], list] | None = None):
         self.names = [d.name for d in data]
-        self.encode = encode
+        self.encode, self.share = encode, share
         self.streams = {d.name: {level: ExampleStream(getattr(d, level), batch_size,
                                                       seed=zlib.crc32(f"{seed}:{d.name}:{level}".encode()))
                                  for level in ("upper", "lower")} for d in data}
 
     def examples(self, task: str, level: str) -> list:
-        return self.streams[task][level].next()
+        batch = self.streams[task][level].next()
+        return self.share(batch) if self.share is not None else batch
 
     def state_dict(self) -> dict:
         return {task: {level: stream.state_dict() for level, stream in by_level.items()}
@@ -128,8 +138,10 @@ class MetaBilevel(Method):
     adapter_names = ("z", "p")
     trains_backbone = True
 
-    def __init__(self, model: nn.Module, groups: ParamGroups, streams: TaskStreams, options: MetaOptions):
-        super().__init__(model, groups, streams, settings_of(options), options)
+    def __init__(self, model: nn.Module, groups: ParamGroups, streams: TaskStreams, options: MetaOptions,
+                 ranks: Ranks | None = None):
+        super().__init__(model, groups, streams, settings_of(options, ranks), options)
+        self.ranks = self.settings.ranks
         if not 1 <= options.tasks_per_step <= len(streams.names):
             raise ZofoError(f"tasks per step T={options.tasks_per_step} with {len(streams.names)} meta-train tasks",
                             "choose 1 <= T <= the number of meta-train tasks")
@@ -179,6 +191,7 @@ class MetaBilevel(Method):
             for _ in range(self.K):
                 g = self.loss("z", self.batches.encode(self.batches.examples(task, "lower")))
                 g.backward()
+                self.ranks.average_grads_(list(self.groups.adapter("z").values()))
                 self.opt_z.step()
                 self.opt_z.zero_grad(set_to_none=True)
         return g.item()
@@ -204,9 +217,16 @@ class MetaBilevel(Method):
         """Line 3: one seeded SPSA estimate of grad_theta sum_i F_i (Alg. 1: the backprop gradient)."""
         if self.options.first_order:
             return self.theta_gradient(tasks, drawn)
-        seeds = [zo.step_seed(self.options.seed, step, i) for i in range(self.options.q)]
-        return zo.estimate(lambda: self.objective_terms(tasks, drawn), self.model, self.theta, seeds,
-                           eps=self.options.eps, two_sided=True, direction=self.options.direction)
+        o = self.options
+        seeds = [zo.step_seed(o.seed, step, i) for i in range(o.q)]
+
+        def loss_at(seed: int, scale: float) -> Tensor:
+            return zo.perturbed_loss(lambda: self.objective_terms(tasks, drawn), self.model, self.theta, seed,
+                                     scale, o.direction)
+
+        queued = zo.queue_probes(loss_at, seeds, eps=o.eps, two_sided=True, direction=o.direction)
+        self.ranks.mean_(queued.values)  # [2q, T] float64: each F_i over the whole batch, before c is formed
+        return queued.resolve()
 
     def theta_gradient(self, tasks: list[str], drawn: dict[str, TaskBatch]) -> tuple[float, list[Tensor]]:
         """(sum_i F_i, grad_theta sum_i F_i) by backprop, one task's graph at a time (values swap in place)."""
@@ -224,7 +244,17 @@ class MetaBilevel(Method):
         finally:
             for param in params:
                 param.requires_grad_(False)
-        return total, grads
+        return self.averaged(total, grads)
+
+    def averaged(self, total: float, grads: list[Tensor]) -> tuple[float, list[Tensor]]:
+        """(sum_i F_i, its gradients) averaged over the ranks' shares of the batch: one flat all-reduce."""
+        if not self.ranks.parallel:
+            return total, grads
+        flat = torch.cat([torch.tensor([total], dtype=grads[0].dtype, device=grads[0].device)]
+                         + [g.reshape(-1) for g in grads])
+        self.ranks.mean_(flat)
+        parts = torch.split(flat[1:], [g.numel() for g in grads])
+        return flat[0].item(), [part.view_as(g) for part, g in zip(parts, grads, strict=True)]
 
     def p_step(self, task: str, batch: TaskBatch) -> tuple[float, float]:
         """Line 4 for one task: p_i <- Adam(p_i, grad_p [f_i + lam g_i(p_i)]); two backward passes of one batch
@@ -234,6 +264,7 @@ class MetaBilevel(Method):
             f.backward()
             g_p = self.loss("p", batch.g)
             (self.lam * g_p).backward()
+            self.ranks.average_grads_(list(self.groups.adapter("p").values()))
             self.opt_p.step()
             self.opt_p.zero_grad(set_to_none=True)
         return f.item(), g_p.item()

@@ -41,7 +41,7 @@ class PooledRun(Run):
     def save_final(self, method: Method) -> None:
         """As `Run.save_final`, and a shared LoRA merged into the backbone: what meta-test adapts from."""
         super().save_final(method)
-        if method.deploy_adapter is not None:
+        if method.deploy_adapter is not None and self.ranks.writes:
             save_weights(merged_backbone(method), self.run_dir / "final" / "backbone.safetensors")
 
 

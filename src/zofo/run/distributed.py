@@ -55,31 +55,46 @@ def join(cfg: RunConfig, device: torch.device) -> Ranks:
         if cfg.train.fsdp:  # refused alike in one process, which has nothing to shard over and keeps the model whole
             check_fsdp(cfg)
         return Ranks()
+    ranks = start_group(device)
+    check_launch(cfg, ranks)
+    return ranks
+
+
+def start_group(device: torch.device) -> Ranks:
+    """The process group of a torchrun launch (started once per process: NCCL on CUDA, else gloo) and a CPU group
+    for the host-side exchanges."""
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
     control = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
-    ranks = Ranks(dist.get_rank(), dist.get_world_size(), control)
-    check_launch(cfg, ranks)
-    return ranks
+    return Ranks(dist.get_rank(), dist.get_world_size(), control)
 
 
 def check_launch(cfg: RunConfig, ranks: Ranks) -> None:
     """Refuse a launch whose ranks would not train as one run (every rank raises the same error)."""
     check_same_config(cfg, ranks)
-    batch = cfg.train.batch_size
-    if batch % ranks.world:
-        multiple = -(-batch // ranks.world) * ranks.world
-        raise UsageError(f"train.batch_size {batch} does not divide among {ranks.world} ranks (each takes an equal "
-                         f"share of every batch)", f"give --batch-size {multiple} (a multiple of {ranks.world}) or "
-                         f"launch a number of processes that divides {batch}", "train.batch_size")
+    check_batch_divides(cfg.train.batch_size, ranks, "train.batch_size")
     if cfg.train.fsdp:
         check_fsdp(cfg)
 
 
+def check_batch_divides(batch: int, ranks: Ranks, key: str) -> None:
+    """Each rank takes an equal share of every batch: the world size must divide it."""
+    if batch % ranks.world:
+        multiple = -(-batch // ranks.world) * ranks.world
+        raise UsageError(f"{key} {batch} does not divide among {ranks.world} ranks (each takes an equal "
+                         f"share of every batch)", f"give --batch-size {multiple} (a multiple of {ranks.world}) or "
+                         f"launch a number of processes that divides {batch}", key)
+
+
 def check_same_config(cfg: RunConfig, ranks: Ranks) -> None:
     """Every rank must train with rank 0's resolved config (seeds included): the first key that differs is named."""
-    configs = ranks.gather(flat(cfg))
+    check_same_values(flat(cfg), ranks)
+
+
+def check_same_values(values: dict, ranks: Ranks) -> None:
+    """Every rank must hold rank 0's ``values`` (a flat dict of options): the first key that differs is named."""
+    configs = ranks.gather(values)
     for rank, other in enumerate(configs):
         differ = [k for k in configs[0] if other.get(k) != configs[0][k]]
         if differ:
