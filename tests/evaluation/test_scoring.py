@@ -6,7 +6,13 @@ import pytest
 import torch
 from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
 
-from zofo.evaluation.scoring import candidate_scores, encode_candidates, score_examples, split_tokens
+from zofo.evaluation.scoring import (
+    candidate_scores,
+    encode_candidates,
+    example_pieces,
+    score_examples,
+    split_tokens,
+)
 from zofo.tasks.example import Example
 
 EXAMPLES = [
@@ -123,3 +129,28 @@ def test_an_empty_batch_is_refused_with_the_fix(tokenizer):
 
     with pytest.raises(ZofoError, match="no examples to encode.*pass at least one example"):
         encode_candidates(tokenizer, [])
+
+
+@pytest.mark.parametrize("max_rows", [1, 2, 4, 5, 9])
+def test_pieces_hold_whole_examples_in_order_and_score_as_the_batch(model, tokenizer, max_rows):
+    batch = encode_candidates(tokenizer, EXAMPLES * 2, max_length=64)  # 8 examples, 18 rows
+    pieces = example_pieces(batch, max_rows)
+    assert torch.equal(torch.cat([p.labels for p in pieces]), batch.labels)
+    assert sum(int(p.n_candidates.sum()) for p in pieces) == batch.input_ids.shape[0]
+    for piece in pieces:  # at most max_rows rows, unless one example alone has more candidates
+        assert piece.input_ids.shape[0] <= max_rows or piece.labels.shape[0] == 1
+        assert int(piece.attention_mask[:, -1].max()) == 1  # padding trimmed to the piece's longest row
+    with torch.no_grad():
+        whole = candidate_scores(model, batch)
+        parts = [candidate_scores(model, p) for p in pieces]
+    joined = torch.full_like(whole, float("-inf"))
+    row = 0
+    for part in parts:
+        joined[row:row + part.shape[0], : part.shape[1]] = part
+        row += part.shape[0]
+    torch.testing.assert_close(joined, whole, atol=1e-5, rtol=0)
+
+
+def test_no_limit_or_a_large_one_keeps_the_batch(tokenizer):
+    batch = encode_candidates(tokenizer, EXAMPLES, max_length=64)
+    assert example_pieces(batch, None) == [batch] and example_pieces(batch, 100) == [batch]

@@ -14,6 +14,7 @@ from tests.meta.test_split import write_task
 from tests.tiny import build_tiny_tokenizer, tiny_model
 from zofo import zo
 from zofo.evaluation import encode_candidates
+from zofo.evaluation.scoring import example_pieces
 from zofo.meta.metarun import MetaTrainConfig, meta_train
 from zofo.meta.metatrain import MetaBilevel, MetaOptions, TaskStreams, sample_tasks
 from zofo.meta.split import TaskData
@@ -204,3 +205,37 @@ def test_the_baselines_train_on_the_pooled_tasks_and_leave_a_backbone_meta_test_
         with torch.no_grad():
             torch.testing.assert_close(backbone(input_ids=ids).logits, adapted(input_ids=ids).logits,
                                        rtol=1e-5, atol=1e-5)
+
+
+def test_pieces_of_a_batch_give_the_whole_batch_gradient_and_loss_in_float64():
+    """`max_rows` bounds the rows of a forward; the accumulated gradient and the mean loss are the batch's."""
+    whole = tiny_method(2, MetaOptions(tasks_per_step=2, lower_steps=1), dtype=torch.float64)
+    pieces = tiny_method(2, MetaOptions(tasks_per_step=2, lower_steps=1, max_rows=2), dtype=torch.float64)
+    batch = whole.task_batch("task0").g  # 3 examples x 2 candidates: pieces of one example each
+    assert [p.input_ids.shape[0] for p in example_pieces(batch, 2)] == [2, 2, 2]
+    losses = [method.descend("z", batch, weight=3.0) for method in (whole, pieces)]
+    assert losses[1] == pytest.approx(losses[0], abs=1e-12)
+    grads = [(a.grad, b.grad) for a, b in zip(whole.groups.adapter("z").values(),
+                                               pieces.groups.adapter("z").values(), strict=True)]
+    assert sum(float(a.abs().sum()) for a, _ in grads) > 0  # LoRA's B moves (A's gradient is 0 while B is 0)
+    for a, b in grads:
+        torch.testing.assert_close(b, a, atol=1e-12, rtol=0)
+    with torch.no_grad():
+        assert pieces.loss("p", batch).item() == pytest.approx(whole.loss("p", batch).item(), abs=1e-12)
+
+
+def test_a_run_in_pieces_follows_the_run_in_whole_batches(tmp_path, tiny_model_dir):
+    """Batches of 2 examples (4 rows) in pieces of one example: the same run up to float32 rounding (the backbone
+    within 1e-6; Adam may round a near-zero gradient of a block the other way, so blocks are held by their median)."""
+    runs = [meta_train(small(tmp_path, tiny_model_dir, f"run{rows}", max_rows=rows)) for rows in (None, 3)]
+    whole, pieces = (run_state(Path(r["run_dir"])) for r in runs)
+    assert whole.keys() == pieces.keys()
+    for name, tensor in whole.items():
+        if not tensor.is_floating_point():
+            continue
+        gap = (pieces[name] - tensor).abs()
+        if name.startswith("final:"):
+            assert gap.max() < 1e-6, name
+        else:
+            assert gap.median() < 1e-6, name
+    assert json.loads((Path(runs[1]["run_dir"]) / "meta.json").read_text())["options"]["max_rows"] == 3

@@ -42,3 +42,12 @@ def test_meta_train_then_meta_test_eval_train_and_replay_exit_0(tmp_path, tiny_m
     refused = zofo("meta-train", "--split", str(split), "--model", str(tiny_model_dir), "--out", str(run), *TRAIN,
                    cwd=tmp_path)
     assert refused.returncode == 2 and "already holds a meta-training run" in refused.stderr
+
+
+def test_max_rows_with_a_pooled_baseline_is_a_usage_error(tmp_path, tiny_model_dir):
+    split = write_split(tmp_path)
+    refused = zofo("meta-train", "--split", str(split), "--model", str(tiny_model_dir), "--out", str(tmp_path / "r"),
+                   "--method", "fo-peft", "--max-rows", "8", *TRAIN, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "--max-rows 8 with --method fo-peft" in refused.stderr and "leave it unset" in refused.stderr
+    assert not (tmp_path / "r").exists()

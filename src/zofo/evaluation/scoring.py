@@ -41,6 +41,34 @@ class CandidateBatch:
         return CandidateBatch(**{k: upload(v, device) if isinstance(v, Tensor) else v for k, v in moved.items()})
 
 
+def example_pieces(batch: CandidateBatch, max_rows: int | None) -> list[CandidateBatch]:
+    """The batch cut into consecutive pieces of whole examples of at most `max_rows` rows each (an example with more
+    candidates is a piece of its own), each piece's padding trimmed to its longest row; None: the batch itself.
+
+    A batch is examples x candidates rows, so its memory follows its tasks' number of candidates; pieces bound it.
+    """
+    if max_rows is None or batch.input_ids.shape[0] <= max_rows:
+        return [batch]
+    counts = batch.n_candidates.tolist()
+    pieces, start, first_row = [], 0, 0
+    while start < len(counts):
+        end, rows = start + 1, counts[start]
+        while end < len(counts) and rows + counts[end] <= max_rows:
+            rows, end = rows + counts[end], end + 1
+        pieces.append(_piece(batch, start, end, first_row, first_row + rows))
+        start, first_row = end, first_row + rows
+    return pieces
+
+
+def _piece(batch: CandidateBatch, start: int, end: int, row0: int, row1: int) -> CandidateBatch:
+    """Examples [start, end) of `batch`, whose rows are [row0, row1) (rows come grouped by example, in order)."""
+    width = int(batch.attention_mask[row0:row1].sum(dim=1).max())
+    rows = slice(row0, row1)
+    return CandidateBatch(batch.input_ids[rows, :width], batch.attention_mask[rows, :width],
+                          batch.target_mask[rows, :width], batch.row_example[rows] - start,
+                          batch.row_candidate[rows], batch.labels[start:end], batch.n_candidates[start:end])
+
+
 def example_candidates(example: Example) -> tuple[tuple[str, ...], int]:
     """(candidates, gold index); a generative example is scored on its first gold answer."""
     if example.candidates:

@@ -84,6 +84,7 @@ class MetaTrainConfig:
     steps: int = 1000
     max_seconds: float | None = None  # wall-clock budget: training stops at the first step past it (then saves)
     batch_size: int = 16
+    max_rows: int | None = None     # rows (examples x candidates) a forward takes at most (bilevel methods)
     max_length: int = 256
     eval_batch_size: int = 32
     eval_every: int = 0             # 0: dev before and after training only
@@ -107,13 +108,16 @@ class MetaTrainConfig:
                                 "give a positive number")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ZofoError(f"--max-seconds must be > 0, got {self.max_seconds}", "leave it unset for no budget")
+        if self.max_rows is not None and (self.max_rows < 1 or self.method in BASELINES):
+            raise ZofoError(f"--max-rows {self.max_rows} with --method {self.method}: it must be >= 1, and it applies "
+                            "to bilevel-zofo and bilevel-fo", "leave it unset for the pooled baselines")
         if self.lam < 0 or self.eps <= 0:
             raise ZofoError(f"lambda must be >= 0 and eps > 0 (got {self.lam}, {self.eps})", "e.g. 1e4 and 1e-3")
 
     def options(self) -> MetaOptions:
         return MetaOptions(tasks_per_step=self.tasks_per_step, lower_steps=self.lower_steps, lam=self.lam,
                            lr=self.lr, lr_upper=self.lr_upper, lr_lower=self.lr_lower, eps=self.eps, seed=self.seed,
-                           steps=self.steps, first_order=self.method == "bilevel-fo")
+                           steps=self.steps, first_order=self.method == "bilevel-fo", max_rows=self.max_rows)
 
     def run_config(self) -> RunConfig:
         """The single-task config this run extends: what `zofo.meta.backbone` and model loaders read."""

@@ -50,7 +50,7 @@ from zofo import zo
 from zofo.config import OptimConfig
 from zofo.errors import ZofoError
 from zofo.evaluation.objectives import example_losses
-from zofo.evaluation.scoring import candidate_scores
+from zofo.evaluation.scoring import candidate_scores, example_pieces
 from zofo.meta.blocks import TaskBlocks
 from zofo.meta.split import TaskData
 from zofo.methods import Method
@@ -82,6 +82,7 @@ class MetaOptions:
     steps: int = 1000
     objective: str = "ce"
     first_order: bool = False    # Algorithm 1: backprop gradient and Adam for theta
+    max_rows: int | None = None  # rows a forward takes at most: batches cut into pieces of whole examples
 
 
 def settings_of(options: MetaOptions, ranks: Ranks | None = None) -> Settings:
@@ -181,20 +182,37 @@ class MetaBilevel(Method):
             self.blocks.swap_out(task)
 
     def loss(self, copy: str, batch) -> Tensor:
-        """Mean training loss of an encoded batch through adapter `copy` (f or g, by the data it is given)."""
+        """Mean training loss of an encoded batch through adapter `copy` (f or g, by the data it is given), summed
+        over its pieces of at most `max_rows` rows (under no_grad, as in a probe, only a piece is held at once)."""
         activate(self.model, self.groups, copy)
-        return example_losses(candidate_scores(self.model, batch), batch.labels, self.objective).mean()
+        return sum(part for part in self._piece_losses(batch))
+
+    def descend(self, copy: str, batch, weight: float | None = None) -> float:
+        """Backward of [weight x] the batch's mean loss through adapter `copy`, a piece at a time (the gradients
+        accumulate, and each piece's graph is freed before the next); returns the mean loss."""
+        activate(self.model, self.groups, copy)
+        total = 0.0
+        for part in self._piece_losses(batch):
+            (part if weight is None else weight * part).backward()
+            total += part.item()
+        return total
+
+    def _piece_losses(self, batch) -> Iterator[Tensor]:
+        """Each piece's mean loss, weighted by its share of the batch's examples (one piece: the batch's mean)."""
+        n = int(batch.labels.shape[0])
+        for piece in example_pieces(batch, self.options.max_rows):
+            losses = example_losses(candidate_scores(self.model, piece), piece.labels, self.objective)
+            yield losses.mean() * (int(piece.labels.shape[0]) / n)
 
     def lower_steps(self, task: str) -> float:
         """Line 1 for one task: K Adam steps on z_i, each on a fresh B_g; returns the last g_i(theta, z_i)."""
         with self.swapped(task):
             for _ in range(self.K):
-                g = self.loss("z", self.batches.encode(self.batches.examples(task, "lower")))
-                g.backward()
+                g = self.descend("z", self.batches.encode(self.batches.examples(task, "lower")))
                 self.ranks.average_grads_(list(self.groups.adapter("z").values()))
                 self.opt_z.step()
                 self.opt_z.zero_grad(set_to_none=True)
-        return g.item()
+        return g
 
     def task_batch(self, task: str) -> TaskBatch:
         encode, draw = self.batches.encode, self.batches.examples
@@ -260,14 +278,12 @@ class MetaBilevel(Method):
         """Line 4 for one task: p_i <- Adam(p_i, grad_p [f_i + lam g_i(p_i)]); two backward passes of one batch
         each (the peak of an FO-PEFT step); returns (f_i, g_i(p_i))."""
         with self.swapped(task):
-            f = self.loss("p", batch.f)
-            f.backward()
-            g_p = self.loss("p", batch.g)
-            (self.lam * g_p).backward()
+            f = self.descend("p", batch.f)
+            g_p = self.descend("p", batch.g, weight=self.lam)
             self.ranks.average_grads_(list(self.groups.adapter("p").values()))
             self.opt_p.step()
             self.opt_p.zero_grad(set_to_none=True)
-        return f.item(), g_p.item()
+        return f, g_p
 
     def theta_apply(self, estimate, step: int) -> dict:
         """Line 5: theta <- theta - lr c u (ZO-SGD in place, then recorded), or Adam on the backprop gradient."""
