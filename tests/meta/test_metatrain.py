@@ -56,13 +56,13 @@ def train_blocks(method: MetaBilevel, tasks: list[str]) -> None:
 
 
 def test_the_multi_task_estimate_is_the_sum_of_the_per_task_estimates_in_float64():
-    method = tiny_method(3, MetaOptions(tasks_per_step=3, lower_steps=1, lam=2.0, eps=1e-3, lr_upper=0.1,
+    method = tiny_method(3, MetaOptions(tasks_per_step=3, lower_steps=1, lam=2.0, lr_upper=0.1,
                                         lr_lower=0.1), dtype=torch.float64)
     tasks = ["task0", "task1", "task2"]
     train_blocks(method, tasks)
     drawn = {task: method.task_batch(task) for task in tasks}
     multi = method.theta_estimate(tasks, drawn, step=5)
-    seed, eps = multi.seeds[0], method.options.eps
+    seed, eps = multi.seeds[0], method.options.zo.eps
     assert len(multi.terms) == 2 and len(multi.terms[0]) == 3  # [L+, L-] x one F_i per task
     # independent: each task alone, theta moved by hand to theta +- eps u (float64), F_i by a plain forward
     theta = method.theta

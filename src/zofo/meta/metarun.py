@@ -51,6 +51,7 @@ from zofo.run.interrupt import stop_on_signal
 from zofo.run.logs import PeakMemory, RunLogger
 from zofo.run.loop import LoopSettings, LoopState, resume, train_loop
 from zofo.run.options import RunConfig
+from zofo.zo.options import ZOOptions
 
 BILEVEL = ("bilevel-zofo", "bilevel-fo")
 BASELINES = ("fo-peft", "fo-full", "mezo")
@@ -116,8 +117,9 @@ class MetaTrainConfig:
 
     def options(self) -> MetaOptions:
         return MetaOptions(tasks_per_step=self.tasks_per_step, lower_steps=self.lower_steps, lam=self.lam,
-                           lr=self.lr, lr_upper=self.lr_upper, lr_lower=self.lr_lower, eps=self.eps, seed=self.seed,
-                           steps=self.steps, first_order=self.method == "bilevel-fo", max_rows=self.max_rows)
+                           lr=self.lr, lr_upper=self.lr_upper, lr_lower=self.lr_lower, zo=ZOOptions(eps=self.eps),
+                           seed=self.seed, steps=self.steps, first_order=self.method == "bilevel-fo",
+                           max_rows=self.max_rows)
 
     def run_config(self) -> RunConfig:
         """The single-task config this run extends: what `zofo.meta.backbone` and model loaders read."""

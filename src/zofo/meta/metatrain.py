@@ -75,9 +75,7 @@ class MetaOptions:
     lr: float = 1e-6             # theta (constant)
     lr_upper: float = 1e-4       # p_i
     lr_lower: float = 1e-4       # z_i
-    eps: float = 1e-3
-    q: int = 1                   # probe pairs per outer step
-    direction: str = "gaussian"
+    zo: ZOOptions = ZOOptions()  # eps, q (probe pairs per outer step), direction; two-sided ZO-SGD on theta
     seed: int = 0
     steps: int = 1000
     objective: str = "ce"
@@ -89,7 +87,7 @@ def settings_of(options: MetaOptions, ranks: Ranks | None = None) -> Settings:
     """The values every method reads (`Method.settings`), from the meta-training options, and the ranks."""
     return Settings(objective=options.objective, steps=options.steps, seed=options.seed, cuda_graphs=False,
                     optim=OptimConfig(lr=options.lr, lr_upper=options.lr_upper, lr_lower=options.lr_lower),
-                    zo=ZOOptions(eps=options.eps, q=options.q, direction=options.direction),
+                    zo=options.zo,
                     ranks=ranks or Ranks())
 
 
@@ -158,7 +156,8 @@ class MetaBilevel(Method):
         else:
             self.rule = zo.ZOSGD(weight_decay=THETA_RULE["weight_decay"], probed=THETA_RULE["probed"])
             self.rule_state = self.rule.init(self.theta)
-            self.trajectory = zo.Trajectory(list(self.theta), options.direction, options.eps, True, dict(THETA_RULE))
+            self.trajectory = zo.Trajectory(list(self.theta), options.zo.direction, options.zo.eps, True,
+                                            dict(THETA_RULE))
 
     def step(self, step: int) -> dict:
         """One outer iteration (lines 0-5 of the module docstring)."""
@@ -236,13 +235,13 @@ class MetaBilevel(Method):
         if self.options.first_order:
             return self.theta_gradient(tasks, drawn)
         o = self.options
-        seeds = [zo.step_seed(o.seed, step, i) for i in range(o.q)]
+        seeds = [zo.step_seed(o.seed, step, i) for i in range(o.zo.q)]
 
         def loss_at(seed: int, scale: float) -> Tensor:
             return zo.perturbed_loss(lambda: self.objective_terms(tasks, drawn), self.model, self.theta, seed,
-                                     scale, o.direction)
+                                     scale, o.zo.direction)
 
-        queued = zo.queue_probes(loss_at, seeds, eps=o.eps, two_sided=True, direction=o.direction)
+        queued = zo.queue_probes(loss_at, seeds, eps=o.zo.eps, two_sided=True, direction=o.zo.direction)
         self.ranks.mean_(queued.values)  # [2q, T] float64: each F_i over the whole batch, before c is formed
         return queued.resolve()
 
