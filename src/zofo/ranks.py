@@ -59,6 +59,16 @@ class Ranks:
             t.div_(self.world)
         return t
 
+    def mean_with(self, value: Tensor, grads: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """A loss (one element) and its gradients, each averaged over the ranks in one flat all-reduce (in the
+        gradients' dtype); as they are in a single process."""
+        if not self.parallel:
+            return value, list(grads)
+        dtype = grads[0].dtype
+        flat = self.mean_(torch.cat([value.detach().reshape(1).to(dtype)] + [g.reshape(-1) for g in grads]))
+        parts = torch.split(flat[1:], [g.numel() for g in grads])
+        return flat[0], [part.view_as(g) for part, g in zip(parts, grads, strict=True)]
+
     def average_grads_(self, params: Sequence[Tensor]) -> None:
         """Every parameter's .grad <- its mean over the ranks: one flat all-reduce (None grads count as zeros)."""
         if not self.parallel or not params:

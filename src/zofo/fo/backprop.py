@@ -51,12 +51,8 @@ class BackpropOptimizer:
         grads = torch.autograd.grad(value, params)
         for param in params:
             param.requires_grad_(False)
-        if self.ranks.parallel:
-            dtype = grads[0].dtype  # one flat all-reduce: the loss, then every gradient
-            flat = self.ranks.mean_(torch.cat([value.detach().reshape(1).to(dtype)] + [g.reshape(-1) for g in grads]))
-            value, grads = flat[0], [part.view_as(g) for g, part in
-                                     zip(grads, torch.split(flat[1:], [g.numel() for g in grads]), strict=True)]
-        return Gradient([value.item()], list(grads))
+        value, grads = self.ranks.mean_with(value, grads)
+        return Gradient([value.item()], grads)
 
     def apply(self, gradient: Gradient, step: int) -> dict[str, float]:
         for param, grad in zip(self.params.values(), gradient.grads, strict=True):

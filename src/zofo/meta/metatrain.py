@@ -184,7 +184,7 @@ class MetaBilevel(Method):
         """Mean training loss of an encoded batch through adapter `copy` (f or g, by the data it is given), summed
         over its pieces of at most `max_rows` rows (under no_grad, as in a probe, only a piece is held at once)."""
         activate(self.model, self.groups, copy)
-        return sum(part for part in self._piece_losses(batch))
+        return sum(self._piece_losses(batch))
 
     def descend(self, copy: str, batch, weight: float | None = None) -> float:
         """Backward of [weight x] the batch's mean loss through adapter `copy`, a piece at a time (the gradients
@@ -267,11 +267,8 @@ class MetaBilevel(Method):
         """(sum_i F_i, its gradients) averaged over the ranks' shares of the batch: one flat all-reduce."""
         if not self.ranks.parallel:
             return total, grads
-        flat = torch.cat([torch.tensor([total], dtype=grads[0].dtype, device=grads[0].device)]
-                         + [g.reshape(-1) for g in grads])
-        self.ranks.mean_(flat)
-        parts = torch.split(flat[1:], [g.numel() for g in grads])
-        return flat[0].item(), [part.view_as(g) for part, g in zip(parts, grads, strict=True)]
+        value, grads = self.ranks.mean_with(torch.tensor(total, dtype=grads[0].dtype, device=grads[0].device), grads)
+        return value.item(), grads
 
     def p_step(self, task: str, batch: TaskBatch) -> tuple[float, float]:
         """Line 4 for one task: p_i <- Adam(p_i, grad_p [f_i + lam g_i(p_i)]); two backward passes of one batch

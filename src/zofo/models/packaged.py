@@ -67,7 +67,7 @@ def alias_file(name: str) -> Path:
         return files[0]
     joined = cache_dir() / "gguf" / f"{name}.gguf"
     if not joined.exists():
-        _join(files, joined, model.sha256, name, model)
+        _join(files, joined, name, model)
     return joined
 
 
@@ -86,7 +86,7 @@ def _installed_file(name: str, model: PackagedModel, index: int) -> Path:
     return path
 
 
-def _join(files: list[Path], joined: Path, sha256: str | None, name: str, model: PackagedModel) -> None:
+def _join(files: list[Path], joined: Path, name: str, model: PackagedModel) -> None:
     """Concatenate the parts into `joined` (through a temporary file), refusing a result whose hash differs."""
     joined.parent.mkdir(parents=True, exist_ok=True)
     partial, digest = joined.with_suffix(".partial"), hashlib.sha256()
@@ -96,8 +96,8 @@ def _join(files: list[Path], joined: Path, sha256: str | None, name: str, model:
                 while chunk := part.read(1 << 24):
                     digest.update(chunk)
                     out.write(chunk)
-    if sha256 is not None and digest.hexdigest() != sha256:
+    if model.sha256 is not None and digest.hexdigest() != model.sha256:
         partial.unlink()
         raise ZofoError(f"the {len(files)} installed parts of {name} join into a file with SHA-256 "
-                        f"{digest.hexdigest()}, not {sha256}", f"reinstall them: {model.install_command()}")
+                        f"{digest.hexdigest()}, not {model.sha256}", f"reinstall them: {model.install_command()}")
     shutil.move(partial, joined)
