@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.meta.test_metatest import FLAGS, zofo
 from tests.meta.test_metatrain import write_split
 
@@ -44,10 +46,15 @@ def test_meta_train_then_meta_test_eval_train_and_replay_exit_0(tmp_path, tiny_m
     assert refused.returncode == 2 and "already holds a meta-training run" in refused.stderr
 
 
-def test_max_rows_with_a_pooled_baseline_is_a_usage_error(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("flags, message", [
+    (["--method", "fo-peft", "--max-rows", "8"],
+     "--max-rows 8 with --method fo-peft: it must be >= 1, and it applies to bilevel-zofo and bilevel-fo"),
+    (["--max-rows", "0"], "--max-rows 0 with --method bilevel-zofo: it must be >= 1"),
+    (["--max-seconds", "0"], "--max-seconds must be > 0, got 0.0 (leave it unset for no budget)"),
+])
+def test_bad_budgets_and_row_bounds_are_usage_errors(tmp_path, tiny_model_dir, flags, message):
     split = write_split(tmp_path)
     refused = zofo("meta-train", "--split", str(split), "--model", str(tiny_model_dir), "--out", str(tmp_path / "r"),
-                   "--method", "fo-peft", "--max-rows", "8", *TRAIN, cwd=tmp_path)
-    assert refused.returncode == 2
-    assert "--max-rows 8 with --method fo-peft" in refused.stderr and "leave it unset" in refused.stderr
+                   *flags, *TRAIN, cwd=tmp_path)
+    assert refused.returncode == 2 and message in refused.stderr, refused.stderr
     assert not (tmp_path / "r").exists()
