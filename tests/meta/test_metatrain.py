@@ -24,20 +24,27 @@ from zofo.tasks.example import Example
 WORDS = ("the film was", "premise is true", "a movie not", "so it is", "answer yes or", "the sentence was")
 
 
-def examples(word: str, n: int) -> list[Example]:
-    return [Example(f"{word} {'good' if i % 3 else 'bad'} :", (" yes", " no"), i % 2) for i in range(n)]
+CANDIDATES = (" yes", " no", " maybe so")
 
 
-def tiny_method(n_tasks: int, options: MetaOptions, dtype=torch.float32, kind: str = "lora") -> MetaBilevel:
+def examples(word: str, n: int, task: int = 0) -> list[Example]:
+    """Examples of 2 candidates, and for task % 3 == 1 (2) every second (every) one of 3."""
+    return [Example(f"{word} {'good' if i % 3 else 'bad'} :", CANDIDATES[:2 + (task % 3 == 2 or task % 3 * i % 2)],
+                    i % 2) for i in range(n)]
+
+
+def tiny_method(n_tasks: int, options: MetaOptions, dtype=torch.float32, kind: str = "lora",
+                device: str = "cpu") -> MetaBilevel:
     """A tiny Llama with the z / p adapters (LoRA r 2, or 3 virtual tokens) and n tasks of 6 upper / 12 lower
-    examples each."""
+    examples each (task i's examples have 2 + i % 3 candidates)."""
     tokenizer = build_tiny_tokenizer()
     model = tiny_model("llama", vocab_size=len(tokenizer)).to(dtype)
     torch.manual_seed(0)
     model, groups = attach_adapters(model, peft_config(kind, r=2, num_virtual_tokens=3), ("z", "p"))
-    model.to(dtype)
-    data = [TaskData(f"task{i}", examples(WORDS[i], 6), examples(WORDS[i], 12)) for i in range(n_tasks)]
-    streams = TaskStreams(data, batch_size=3, seed=0, encode=lambda ex: encode_candidates(tokenizer, ex, 32))
+    model.to(device=device, dtype=dtype)
+    data = [TaskData(f"task{i}", examples(WORDS[i], 6, i), examples(WORDS[i], 12, i)) for i in range(n_tasks)]
+    streams = TaskStreams(data, batch_size=3, seed=0,
+                          encode=lambda ex: encode_candidates(tokenizer, ex, 32).to(device))
     return MetaBilevel(model, groups, streams, options)
 
 
@@ -69,10 +76,12 @@ def test_the_multi_task_estimate_is_the_sum_of_the_per_task_estimates_in_float64
     base = {n: p.detach().clone() for n, p in theta.items()}
     u = {n: zo.direction_like(p, seed, zo.tensor_key(n)).double() for n, p in theta.items()}
 
+    step_size = float(torch.tensor(eps, dtype=torch.float32))  # the engine's perturbation scale is a float32
+
     def f_at(task: str, sign: float) -> float:
         with torch.no_grad():
             for n, p in theta.items():
-                p.copy_(base[n] + sign * eps * u[n])
+                p.copy_(base[n] + sign * step_size * u[n])
             method.blocks.load_values(task)
             value = method.penalty(drawn[task]).item()
             for n, p in theta.items():
@@ -211,9 +220,9 @@ def test_pieces_of_a_batch_give_the_whole_batch_gradient_and_loss_in_float64():
     """`max_rows` bounds the rows of a forward; the accumulated gradient and the mean loss are the batch's."""
     whole = tiny_method(2, MetaOptions(tasks_per_step=2, lower_steps=1), dtype=torch.float64)
     pieces = tiny_method(2, MetaOptions(tasks_per_step=2, lower_steps=1, max_rows=2), dtype=torch.float64)
-    batch = whole.task_batch("task0").g  # 3 examples x 2 candidates: pieces of one example each
-    assert [p.input_ids.shape[0] for p in example_pieces(batch, 2)] == [2, 2, 2]
-    losses = [method.descend("z", batch, weight=3.0) for method in (whole, pieces)]
+    inputs = whole.task_batch("task0")  # B_g: 3 examples x 2 candidates, pieces of one example each
+    assert [p.input_ids.shape[0] for p in example_pieces(inputs["g"], 2)] == [2, 2, 2]
+    losses = [method.descend("z", inputs, "g", weight=3.0).item() for method in (whole, pieces)]
     assert losses[1] == pytest.approx(losses[0], abs=1e-12)
     grads = [(a.grad, b.grad) for a, b in zip(whole.groups.adapter("z").values(),
                                                pieces.groups.adapter("z").values(), strict=True)]
@@ -221,7 +230,7 @@ def test_pieces_of_a_batch_give_the_whole_batch_gradient_and_loss_in_float64():
     for a, b in grads:
         torch.testing.assert_close(b, a, atol=1e-12, rtol=0)
     with torch.no_grad():
-        assert pieces.loss("p", batch).item() == pytest.approx(whole.loss("p", batch).item(), abs=1e-12)
+        assert pieces.loss("p", inputs, "g").item() == pytest.approx(whole.loss("p", inputs, "g").item(), abs=1e-12)
 
 
 def test_a_run_in_pieces_follows_the_run_in_whole_batches(tmp_path, tiny_model_dir):

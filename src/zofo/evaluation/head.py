@@ -14,6 +14,7 @@ import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import Tensor, nn
 
 
@@ -46,3 +47,14 @@ def logits_at(model: nn.Module, rows: Tensor, cols: Tensor, seq_len: int) -> Ite
         yield
     finally:
         handle.remove()
+
+
+def widened(t: Tensor) -> Tensor:
+    """``t`` in float32 at least: bf16 / fp16 values are widened, float64 ones (a float64 model, as the tests that
+    check against an independent computation run) keep their precision."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def log_probs(logits: Tensor) -> Tensor:
+    """log_softmax over the vocabulary, in float32 at least (`widened`)."""
+    return widened(logits).log_softmax(-1)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zofo.errors import ZofoError
+from zofo.evaluation.head import widened
 from zofo.evaluation.scoring import CandidateBatch, candidate_scores, token_logprobs
 from zofo.registry import Registry
 
@@ -29,9 +30,9 @@ def example_losses(scores: Tensor, labels: Tensor, objective: str) -> Tensor:
     `methods.base.split_losses`; `answer_lm_loss` below averages tokens instead).
     """
     if objective == "ce":
-        return F.cross_entropy(scores.float(), labels, reduction="none")
+        return F.cross_entropy(widened(scores), labels, reduction="none")
     if objective == "lm":
-        return -scores.float().gather(1, labels[:, None]).squeeze(1)
+        return -widened(scores).gather(1, labels[:, None]).squeeze(1)
     raise ZofoError(f"unknown objective {objective!r}", "use ce or lm")
 
 

@@ -15,7 +15,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from zofo.errors import ZofoError
-from zofo.evaluation.head import logits_at
+from zofo.evaluation.head import log_probs, logits_at
 from zofo.models.device import upload
 from zofo.stop import StopRequest, check_stop
 from zofo.tasks.example import Example, join_answer
@@ -148,7 +148,7 @@ def token_logprobs(model, batch: CandidateBatch) -> tuple[Tensor, Tensor]:
     rows, cols = batch.target_mask[:, 1:].nonzero(as_tuple=True)  # token cols+1 is predicted at cols
     with logits_at(model, rows, cols, seq_len):
         picked = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    picked = picked.float().log_softmax(dim=-1)
+    picked = log_probs(picked)
     targets = batch.input_ids[rows, cols + 1]
     return picked.gather(1, targets[:, None]).squeeze(1), rows
 

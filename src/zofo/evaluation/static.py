@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from zofo.evaluation.head import logits_at
+from zofo.evaluation.head import log_probs, logits_at
 from zofo.evaluation.objectives import example_losses
 from zofo.evaluation.scoring import CandidateBatch
 from zofo.models.attention import unpacked_causal
@@ -44,9 +44,11 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def to_static(batch: CandidateBatch, width_multiple: int = 64, answer_multiple: int = 8) -> StaticBatch:
+def to_static(batch: CandidateBatch, width_multiple: int = 64, answer_multiple: int = 8,
+              candidates: int | None = None) -> StaticBatch:
     """`batch` on the grid, its width rounded up to `width_multiple` and its answer columns to
-    `answer_multiple`; no host sync when the batch carries its longest answer and most candidates (as
+    `answer_multiple`, with `candidates` columns of candidates (default: the batch's most; more leaves the extra
+    ones missing); no host sync when the batch carries its longest answer and most candidates (as
     `encode_candidates` makes it), else one."""
     device = batch.input_ids.device
     rows, width = batch.input_ids.shape
@@ -56,6 +58,10 @@ def to_static(batch: CandidateBatch, width_multiple: int = 64, answer_multiple: 
         longest_answer, n_candidates = batch.longest_answer, batch.most_candidates
     else:
         longest_answer, n_candidates = torch.stack([n_answer.max(), batch.n_candidates.max()]).tolist()
+    if candidates is not None:
+        if candidates < n_candidates:
+            raise ValueError(f"a grid of {candidates} candidates for a batch with {n_candidates}")
+        n_candidates = candidates
     examples = batch.labels.shape[0]
     grid_width = round_up(width, width_multiple)
     answer = round_up(max(1, longest_answer), answer_multiple)
@@ -92,7 +98,7 @@ def static_scores(model, batch: StaticBatch) -> Tensor:
     with logits_at(model, rows.expand_as(batch.answer_cols), batch.answer_cols, batch.input_ids.shape[1]), \
             unpacked_causal():
         picked = model(input_ids=batch.input_ids, use_cache=False).logits       # [rows, answer, vocab]
-    logprobs = picked.float().log_softmax(-1).gather(2, batch.answer_ids[..., None]).squeeze(2)
+    logprobs = log_probs(picked).gather(2, batch.answer_ids[..., None]).squeeze(2)
     means = (logprobs * batch.answer_mask).sum(1) / batch.answer_mask.sum(1).clamp(min=1)
     return means.view(batch.candidate_mask.shape).masked_fill(~batch.candidate_mask, float("-inf"))
 
