@@ -3,13 +3,17 @@
 #
 #   experiments/meta_study.sh measure OUT        each method alone for 8 outer steps: peak memory, seconds a step
 #   experiments/meta_study.sh train OUT SECONDS  every method x seed at once, each stopped after SECONDS
-#   experiments/meta_study.sh test OUT [N_TEST]  meta-test the base model and every trained backbone at once
+#   experiments/meta_study.sh test OUT [N_TEST]  meta-test the base model and every trained backbone, TEST_PARALLEL
+#                                                at once (default all), each stopped after TEST_SECONDS (default no
+#                                                limit; a stopped meta-test keeps its finished units and the same
+#                                                command continues it)
 #   experiments/meta_study.sh pack OUT FILE      the records (no weights) in one .tar.gz
 #
 # MODEL (default /root/smol), SPLIT (default configs/meta/bigbench_split.yaml), BIGBENCH (where bigbench:NAME
 # resolves; default the split file's root), SEEDS (default "0 1 2"), BATCH (examples a batch, default 4),
-# MEASURE_STEPS (8), MEASURED (the methods measured alone; default all) and TEST_FLAGS (more `zofo meta-test`
-# flags; the protocol's defaults otherwise) may be set in the environment.
+# MEASURE_STEPS (8), MEASURED (the methods measured alone; default all), MEASURE_FLAGS (more `zofo meta-train` flags
+# for the measurement), TEST_FLAGS (more `zofo meta-test` flags; the protocol's defaults otherwise), TEST_PARALLEL
+# and TEST_SECONDS may be set in the environment.
 # A batch of B examples is B x (the task's candidates) rows of up to 256 tokens: 16 examples of a 10-choice task
 # are 160 rows, whose float32 activations took 45 GB in one meta-training step; hence 4 by default.
 # Learning rates were fixed before any run, from the single-task study's chosen points on SmolLM2-135M
@@ -42,7 +46,8 @@ measure() {
   mkdir -p "$1/measure"
   for m in ${MEASURED:-${ORDER[@]}}; do
     # shellcheck disable=SC2086  # METHOD holds several flags
-    meta_train "$1/measure/$m" ${METHOD[$m]} --steps ${MEASURE_STEPS:-8} --n-dev 1 --log-every 1 || echo "measure $m failed"
+    meta_train "$1/measure/$m" ${METHOD[$m]} --steps ${MEASURE_STEPS:-8} --n-dev 1 --log-every 1 ${MEASURE_FLAGS:-} \
+      || echo "measure $m failed"
   done
 }
 
@@ -57,16 +62,24 @@ train() {
   wait
 }
 
+meta_test() {  # NAME BACKBONE OUT N_TEST: one meta-test, stopped by SIGTERM after TEST_SECONDS (it keeps its units)
+  local limit=()
+  [[ -n "${TEST_SECONDS:-}" ]] && limit=(timeout --signal TERM --kill-after 60 "$TEST_SECONDS")
+  # shellcheck disable=SC2086  # TEST_FLAGS holds several flags
+  "${limit[@]}" python3 -m zofo.cli meta-test --split "$SPLIT" "${ROOT[@]}" --model "$2" --out "$3/test/$1" \
+    --n-test "$4" --no-progress ${TEST_FLAGS:-} >>"$3/test/$1.log" 2>&1 || echo "meta-test $1 stopped ($?)"
+}
+
 test_all() {
   mkdir -p "$1/test"
-  local n_test=${2:-300}
-  python3 -m zofo.cli meta-test --split "$SPLIT" "${ROOT[@]}" --model "$MODEL" --out "$1/test/base" \
-    --n-test "$n_test" --no-progress ${TEST_FLAGS:-} >"$1/test/base.log" 2>&1 &
+  local n_test=${2:-300} names=(base) models=("$MODEL")
   for run in "$1"/train/*/; do
-    local name
-    name=$(basename "$run")
-    python3 -m zofo.cli meta-test --split "$SPLIT" "${ROOT[@]}" --model "$run" --out "$1/test/$name" \
-      --n-test "$n_test" --no-progress ${TEST_FLAGS:-} >"$1/test/$name.log" 2>&1 &
+    names+=("$(basename "$run")")
+    models+=("$run")
+  done
+  for i in "${!names[@]}"; do
+    while (( $(jobs -rp | wc -l) >= ${TEST_PARALLEL:-${#names[@]}} )); do wait -n || true; done
+    meta_test "${names[$i]}" "${models[$i]}" "$1" "$n_test" &
   done
   wait
 }
@@ -82,5 +95,5 @@ case ${1:-} in
   train) train "$2" "$3" ;;
   test) test_all "$2" "${3:-300}" ;;
   pack) pack "$2" "$3" ;;
-  *) sed -n '2,17p' "$0"; exit 2 ;;
+  *) sed -n '2,21p' "$0"; exit 2 ;;
 esac
