@@ -1,0 +1,129 @@
+"""The meta-learning study's comparison: every meta-tested backbone side by side, paired over the held-out tasks.
+
+    python -m experiments.meta_compare OUT --reference bilevel-zofo-s0 [--results DIR]
+
+OUT is a folder as `experiments/meta_study.sh` leaves it (OUT/train/<name>/result.json, OUT/test/<name>/units/
+<task>/seed<s>.json, OUT/test/base/...), or the same files unpacked from its records. Per setting (zero-shot, ICL,
+k-shot LoRA) the table holds each backbone's accuracy per task (mean over the seeds of the k-shot sample) and the mean
+over tasks; then the reference backbone minus each other one, per task, as mean ± standard error over the tasks (a
+difference within one standard error is a tie). Only the tasks every backbone finished for every seed count (a
+meta-test stopped early leaves some out, and the table says how many). The training cost of each trained backbone
+(steps, sequences, seconds, peak memory) comes from its result.json. Writes meta_compare.md and meta_compare.json to
+--results (default: print the markdown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+SETTINGS = {"zero_shot": "zero-shot", "icl": "ICL k=16", "peft": "LoRA k=16"}
+
+
+def units(test_dir: Path) -> dict[str, dict[int, dict]]:
+    """task -> seed -> the unit's result, for one meta-tested backbone."""
+    found: dict[str, dict[int, dict]] = {}
+    for file in sorted(test_dir.glob("units/*/seed*.json")):
+        unit = json.loads(file.read_text())
+        found.setdefault(unit["task"], {})[unit["seed"]] = unit
+    return found
+
+
+def score(unit: dict, setting: str) -> float:
+    metrics = unit[setting]
+    return metrics["accuracy"] if "accuracy" in metrics else metrics["f1"]
+
+
+def common_tasks(by_backbone: dict[str, dict[str, dict[int, dict]]]) -> tuple[list[str], list[int]]:
+    """The tasks every backbone finished for the same, complete set of seeds (the seeds most backbones share)."""
+    seeds = sorted(set.intersection(*(set(s) for b in by_backbone.values() for s in b.values())) or {0})
+    tasks = set.intersection(*(set(t for t, s in b.items() if set(seeds) <= set(s)) for b in by_backbone.values()))
+    order = next(iter(by_backbone.values()))
+    return [t for t in order if t in tasks], seeds
+
+
+def paired(a: list[float], b: list[float]) -> dict:
+    """mean ± standard error of a - b over the tasks, and whether it is a tie (within one standard error)."""
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    mean = statistics.fmean(diffs)
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("inf")
+    return {"mean": mean, "se": se, "n": len(diffs), "tie": abs(mean) <= se,
+            "ahead": sum(d > 0 for d in diffs), "behind": sum(d < 0 for d in diffs)}
+
+
+def training_cost(train_dir: Path) -> dict:
+    result = json.loads((train_dir / "result.json").read_text())
+    peaks = result.get("peak_memory_mib") or {}
+    work = result.get("work", {})
+    return {"method": result.get("method"), "steps": result.get("steps"),
+            "train_seconds": result.get("train_seconds_without_evaluation"),
+            "forward_rows": work.get("forward_rows"), "backward_rows": work.get("backward_rows"),
+            "peak_train_mib": round(peaks["train_step"], 1) if "train_step" in peaks else None,
+            "dev_first": result.get("dev_first"), "dev_last": result.get("dev_last")}
+
+
+def compare(out: Path, reference: str) -> dict:
+    names = sorted(p.name for p in (out / "test").iterdir() if (p / "units").is_dir())
+    by_backbone = {name: units(out / "test" / name) for name in names}
+    if reference not in by_backbone:
+        raise SystemExit(f"no meta-test of {reference!r} under {out / 'test'} (have: {', '.join(names)})")
+    tasks, seeds = common_tasks(by_backbone)
+    if not tasks:
+        raise SystemExit("no task was finished by every backbone for every seed")
+    acc = {s: {b: {t: statistics.fmean(score(by_backbone[b][t][seed], s) for seed in seeds) for t in tasks}
+               for b in names} for s in SETTINGS}
+    diffs = {s: {b: paired([acc[s][reference][t] for t in tasks], [acc[s][b][t] for t in tasks])
+                 for b in names if b != reference} for s in SETTINGS}
+    costs = {b: training_cost(out / "train" / b) for b in names if (out / "train" / b / "result.json").is_file()}
+    return {"reference": reference, "tasks": tasks, "seeds": seeds, "backbones": names,
+            "all_tasks": {b: len(u) for b, u in by_backbone.items()}, "accuracy": acc, "paired": diffs,
+            "training": costs}
+
+
+def markdown(report: dict) -> str:
+    names, tasks, ref = report["backbones"], report["tasks"], report["reference"]
+    lines = [f"{len(tasks)} held-out tasks finished by every backbone for seeds {report['seeds']} of the k-shot "
+             "sample (tasks finished per backbone: " + ", ".join(f"{b} {n}" for b, n in report["all_tasks"].items())
+             + ").", ""]
+    for setting, title in SETTINGS.items():
+        acc = report["accuracy"][setting]
+        lines += [f"### {title}", "", "| task | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        lines += [f"| {t} | " + " | ".join(f"{acc[b][t]:.3f}" for b in names) + " |" for t in tasks]
+        lines.append("| **mean** | " + " | ".join(f"**{statistics.fmean(acc[b].values()):.3f}**" for b in names)
+                     + " |")
+        lines += ["", f"{ref} minus each (points, mean ± s.e. over {len(tasks)} tasks):", ""]
+        for other, d in report["paired"][setting].items():
+            side = "ahead" if d["mean"] > 0 else "behind"
+            verdict = "tie" if d["tie"] else f"{abs(d['mean']) / d['se']:.1f} s.e. {side}"
+            lines.append(f"- vs {other}: {100 * d['mean']:+.1f} ± {100 * d['se']:.1f} ({verdict}; "
+                         f"{d['ahead']} tasks ahead, {d['behind']} behind)")
+        lines.append("")
+    if report["training"]:
+        lines += ["### Meta-training cost", "", "| backbone | method | outer steps | seconds (training) | forward "
+                  "rows | backward rows | peak train MiB | dev before | dev after |", "|---|" + "---|" * 8]
+        for b, c in report["training"].items():
+            lines.append(f"| {b} | {c['method']} | {c['steps']} | {c['train_seconds']} | {c['forward_rows']} | "
+                         f"{c['backward_rows']} | {c['peak_train_mib']} | {c['dev_first']} | {c['dev_last']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("out", type=Path)
+    p.add_argument("--reference", default="bilevel-zofo-s0")
+    p.add_argument("--results", type=Path, default=None)
+    args = p.parse_args(argv)
+    report = compare(args.out, args.reference)
+    text = markdown(report)
+    if args.results is None:
+        print(text)
+        return
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "meta_compare.md").write_text(text)
+    (args.results / "meta_compare.json").write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
