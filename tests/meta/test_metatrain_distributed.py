@@ -36,7 +36,7 @@ from zofo.meta.metarun import MetaTrainConfig, meta_train
 from zofo.run.logs import read_log
 
 WORLD = 2
-DATA_PARALLEL = ("bilevel-zofo", "bilevel-fo", "fo-peft")
+DATA_PARALLEL = ("bilevel-zofo", "bilevel-fo", "fo-peft", "fo-full", "mezo")
 #: launches refused at start: each rank's option changes, and the words the message must hold
 WRONG = {
     "seed": (lambda rank: {"seed": rank}, ["rank 1 resolved seed=1 where rank 0 has 0", "same flags"]),
@@ -110,7 +110,8 @@ def parts(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tens
 
 
 @pytest.mark.parametrize("method, theta_tolerance, quantile, block_tolerance", [
-    ("bilevel-zofo", 2e-6, 1.0, 1e-4), ("fo-peft", 1e-6, 1.0, None), ("bilevel-fo", 1e-5, 0.5, None)])
+    ("bilevel-zofo", 2e-6, 1.0, 1e-4), ("fo-peft", 1e-6, 1.0, None), ("bilevel-fo", 1e-5, 0.5, None),
+    ("fo-full", 1e-5, 0.5, None), ("mezo", 2e-6, 1.0, None)])
 def test_a_data_parallel_meta_train_run_equals_one_process_with_the_global_batch(tmp_path, ranks_ran, method,
                                                                                  theta_tolerance, quantile,
                                                                                  block_tolerance):
