@@ -86,7 +86,7 @@ class TrainConfig:
     cuda_graphs: bool = True            # on CUDA: ZO probes and FO steps replay CUDA graphs (fixed-shape batches)
     checkpoint_weights: str = "trajectory"  # checkpoint/ and best/: a ZO backbone as its seed trajectory (kilobytes;
                                         # methods that train it by gradients keep weights) | full: weights always
-    fsdp: bool = False                  # under torchrun: shard the backbone over the ranks (FSDP2; mezo, zo.rule sgd)
+    fsdp: bool = False                  # under torchrun: shard the backbone over the ranks (FSDP2; FSDP_METHODS)
 
 
 #: the values of train.checkpoint_weights

@@ -40,14 +40,15 @@ from zofo.run.replay import replay_run
 WORLD = 2
 STEPS = ["train.steps=4", "train.log_every=1", "train.eval_every=2"]
 DATA_PARALLEL = ("mezo", "bilevel-zofo", "fo-peft", "zo-peft", "bilevel-fo", "fo-full")
+SHARDED = ("mezo", "bilevel-zofo", "zo-peft", "fo-peft")  # zofo.run.distributed.FSDP_METHODS
 #: launches refused at start: each rank's overrides, and the words the message must hold
 WRONG = {
     "seed": (lambda rank: ["train.method=mezo", f"train.seed={rank}"],
              ["rank 1 resolved train.seed=1 where rank 0 has 0", "same flags"]),
     "batch": (lambda rank: ["train.method=mezo", "train.batch_size=3"],
               ["train.batch_size 3 does not divide among 2 ranks", "--batch-size 4"]),
-    "fsdp": (lambda rank: ["train.method=fo-peft", "train.fsdp=true"],
-             ["train.fsdp does not apply to method fo-peft", "--method mezo"]),
+    "fsdp": (lambda rank: ["train.method=fo-full", "train.fsdp=true"],
+             ["train.fsdp does not apply to method fo-full", "--method mezo, bilevel-zofo, zo-peft, fo-peft"]),
 }
 
 
@@ -64,7 +65,9 @@ def rank_main(rank: int, port: int, root: Path, model_dir: Path, data: Path) -> 
     torch.set_num_threads(1)
     for method in DATA_PARALLEL:
         api.train(tiny_run(model_dir, data, root / f"dp-{method}", f"train.method={method}", *STEPS))
-    api.train(tiny_run(model_dir, data, root / "fsdp-mezo", "train.method=mezo", "train.fsdp=true", *STEPS))
+    for method in SHARDED:
+        api.train(tiny_run(model_dir, data, root / f"fsdp-{method}", f"train.method={method}", "train.fsdp=true",
+                           *STEPS))
     interrupted_then_resumed(rank, root / "stopped", model_dir, data)
     errors = {}
     for name, (overrides, _) in WRONG.items():
@@ -167,15 +170,18 @@ def test_fo_steps_send_the_adapters_gradients_once_a_step(ranks_ran):
                                     "control_bytes": 32}
 
 
-def test_a_sharded_mezo_run_equals_the_unsharded_one_bit_for_bit(ranks_ran):
+@pytest.mark.parametrize("method", SHARDED)
+def test_a_sharded_run_equals_the_unsharded_one_bit_for_bit(ranks_ran, method):
+    """FSDP2 over 2 ranks: the backbone (ZO-trained, or frozen) and the PEFT modules bit for bit the 2-rank
+    data-parallel run's, the same dev curve and test result."""
     root, _ = ranks_ran
-    sharded, unsharded = final_weights(root / "fsdp-mezo"), final_weights(root / "dp-mezo")
+    sharded, unsharded = final_weights(root / f"fsdp-{method}"), final_weights(root / f"dp-{method}")
     assert sharded.keys() == unsharded.keys() and all(torch.equal(sharded[k], unsharded[k]) for k in sharded)
     dev = [[(r["step"], r["accuracy"]) for r in read_log(root / run) if r["phase"] == "dev"]
-           for run in ("fsdp-mezo", "dp-mezo")]
+           for run in (f"fsdp-{method}", f"dp-{method}")]
     assert dev[0] == dev[1] and len(dev[0]) == 3
-    results = [json.loads((root / run / "result.json").read_text()) for run in ("fsdp-mezo", "dp-mezo")]
-    assert results[0]["test"] == results[1]["test"]  # the best-on-dev backbone, rebuilt from its trajectory
+    results = [json.loads((root / run / "result.json").read_text()) for run in (f"fsdp-{method}", f"dp-{method}")]
+    assert results[0]["test"] == results[1]["test"]  # the best-on-dev model (a ZO backbone rebuilt from its trajectory)
 
 
 def test_the_seed_trajectory_of_a_sharded_run_replays_in_one_process_to_its_weights(ranks_ran, tmp_path):
@@ -234,8 +240,8 @@ def test_a_command_other_than_train_is_refused_under_torchrun(monkeypatch, capsy
 
 
 def test_fsdp_with_a_method_it_does_not_serve_is_refused_in_one_process_too(tmp_path, tiny_model_dir, shared_data):
-    with pytest.raises(ZofoError, match="train.fsdp does not apply to method fo-peft"):
-        api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=fo-peft", "train.fsdp=true"))
+    with pytest.raises(ZofoError, match="train.fsdp does not apply to method bilevel-fo"):
+        api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=bilevel-fo", "train.fsdp=true"))
     with pytest.raises(ZofoError, match="train.fsdp needs zo.rule sgd"):
         api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=mezo", "train.fsdp=true",
                            "zo.rule=adam"))

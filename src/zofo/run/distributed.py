@@ -104,13 +104,20 @@ def check_same_values(values: dict, ranks: Ranks) -> None:
                              "config file and --seed", key)
 
 
+#: methods a sharded backbone serves: the backbone is trained by ZO (each rank updates its rows) or frozen, and any
+#: PEFT module stays whole on every rank, its gradients averaged as under data parallelism
+FSDP_METHODS = ("mezo", "bilevel-zofo", "zo-peft", "fo-peft")
+
+
 def check_fsdp(cfg: RunConfig) -> None:
-    """A sharded backbone (train.fsdp) serves the ZO methods that train the whole backbone and no PEFT module, with
-    the ZO-SGD rule (stateless: no optimizer state to shard) and checkpoints that keep the seed trajectory."""
-    method = method_class(cfg)
-    if method.adapter_names or not method.trains_backbone:
+    """A sharded backbone (train.fsdp) serves `FSDP_METHODS`; a backbone trained by ZO takes the ZO-SGD rule
+    (stateless: no optimizer state to shard) and checkpoints that keep the seed trajectory."""
+    if cfg.train.method not in FSDP_METHODS:
         raise UsageError(f"train.fsdp does not apply to method {cfg.train.method} (it shards a backbone that ZO "
-                         "trains, with no PEFT module)", "use --method mezo, or drop train.fsdp", "train.fsdp")
+                         "trains or that stays frozen)", f"use --method {', '.join(FSDP_METHODS)}, or drop train.fsdp",
+                         "train.fsdp")
+    if not method_class(cfg).trains_backbone:
+        return
     if cfg.zo.rule != "sgd":
         raise UsageError(f"train.fsdp needs zo.rule sgd, got {cfg.zo.rule!r}", "set zo.rule=sgd", "zo.rule")
     if cfg.train.checkpoint_weights != "trajectory":
