@@ -6,7 +6,7 @@
 
 Two processes (torch counts peaks per process), on the same model, data and batches:
 - bilevel-zofo: `--steps` outer steps of `zofo meta-train`'s method, built as `MetaRun` builds it (T 4, K 10, LoRA
-  r 8 z_i / p_i blocks for every meta-train task, CUDA graphs as on the GPU); every batch it draws is recorded as
+  r 8 z_i / p_i blocks for every meta-train task, eager steps); every batch it draws is recorded as
   (task, level) in draw order.
 - fo-lora: multi-task FO-LoRA as `zofo meta-train --method fo-peft` trains (one shared LoRA r 8, AdamW, eager
   steps on encoded batches, the pooled baselines' setting), one step on each batch the first process drew, drawn
@@ -79,7 +79,7 @@ def bilevel(args, out: Path) -> dict:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return {"start_mib": start, "peak_mib": peak_mib(), "seconds": round(time.perf_counter() - began, 2),
-            "graphed": method.graphed, "batches": drawn}
+            "batches": drawn}
 
 
 def fo_lora(args, out: Path, drawn: list[list[str]]) -> dict:

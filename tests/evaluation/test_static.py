@@ -57,22 +57,6 @@ def test_shape_is_bucketed_and_a_function_of_the_batch_alone(tokenizer):
     assert static.answer_mask.sum().item() == batch.target_mask.sum().item()
 
 
-def test_a_wider_candidate_grid_leaves_the_extra_candidates_missing_and_the_scores_alone(tokenizer):
-    """`candidates` above the batch's most (meta-training's power-of-two grid): the extra columns are missing
-    candidates (-inf), every real score as on the batch's own grid; fewer than the batch has is refused."""
-    model = peft_wrapped("lora", len(tokenizer))
-    batch = encode_candidates(tokenizer, EXAMPLES)
-    with torch.no_grad():
-        own = static_scores(model, to_static(batch))
-        wide = static_scores(model, to_static(batch, candidates=8))
-    assert wide.shape == (4, 8) and torch.isinf(wide[:, 3:]).all()
-    assert torch.equal(torch.isinf(wide[:, :3]), torch.isinf(own))
-    finite = torch.isfinite(own)
-    torch.testing.assert_close(wide[:, :3][finite], own[finite], atol=1e-5, rtol=0)
-    with pytest.raises(ValueError, match="a grid of 2 candidates for a batch with 3"):
-        to_static(batch, candidates=2)
-
-
 def test_host_sizes_give_the_layout_the_device_sizes_give(tokenizer):
     """encode_candidates records the longest answer and most candidates on the host, so to_static needs no
     device sync; the layout equals the one read back from the device."""

@@ -220,9 +220,9 @@ def test_pieces_of_a_batch_give_the_whole_batch_gradient_and_loss_in_float64():
     """`max_rows` bounds the rows of a forward; the accumulated gradient and the mean loss are the batch's."""
     whole = tiny_method(2, MetaOptions(tasks_per_step=2, lower_steps=1), dtype=torch.float64)
     pieces = tiny_method(2, MetaOptions(tasks_per_step=2, lower_steps=1, max_rows=2), dtype=torch.float64)
-    inputs = whole.task_batch("task0")  # B_g: 3 examples x 2 candidates, pieces of one example each
-    assert [p.input_ids.shape[0] for p in example_pieces(inputs["g"], 2)] == [2, 2, 2]
-    losses = [method.descend("z", inputs, "g", weight=3.0).item() for method in (whole, pieces)]
+    batch = whole.task_batch("task0").g  # 3 examples x 2 candidates: pieces of one example each
+    assert [p.input_ids.shape[0] for p in example_pieces(batch, 2)] == [2, 2, 2]
+    losses = [method.descend("z", batch, weight=3.0) for method in (whole, pieces)]
     assert losses[1] == pytest.approx(losses[0], abs=1e-12)
     grads = [(a.grad, b.grad) for a, b in zip(whole.groups.adapter("z").values(),
                                                pieces.groups.adapter("z").values(), strict=True)]
@@ -230,7 +230,7 @@ def test_pieces_of_a_batch_give_the_whole_batch_gradient_and_loss_in_float64():
     for a, b in grads:
         torch.testing.assert_close(b, a, atol=1e-12, rtol=0)
     with torch.no_grad():
-        assert pieces.loss("p", inputs, "g").item() == pytest.approx(whole.loss("p", inputs, "g").item(), abs=1e-12)
+        assert pieces.loss("p", batch).item() == pytest.approx(whole.loss("p", batch).item(), abs=1e-12)
 
 
 def test_a_run_in_pieces_follows_the_run_in_whole_batches(tmp_path, tiny_model_dir):

@@ -50,8 +50,6 @@ def add_meta_train(sub) -> None:
     p.add_argument("--resume", default=None, metavar="RUN", help="continue the meta-train run in RUN from its "
                                                                  "checkpoint (its own options; --steps may grow)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--no-cuda-graphs", action="store_true", help="run the bilevel methods' steps eagerly on a CUDA "
-                                                                 "device (default: replayed as CUDA graphs)")
     for field in dataclasses.fields(MetaTrainConfig):
         if field.name in HELP:
             kind = field.type.removesuffix(" | None")
@@ -67,8 +65,6 @@ def run_meta_train(args: argparse.Namespace) -> int:
     given = {name: getattr(args, name) for name in HELP if getattr(args, name) is not None}
     if args.no_progress:
         given["progress"] = False
-    if args.no_cuda_graphs:
-        given["cuda_graphs"] = False
     with usage_errors():  # the command as given: refused before anything loads
         if not args.resume and not args.split:
             raise ZofoError("meta-train needs --split FILE (or --resume RUN)",

@@ -44,11 +44,9 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def to_static(batch: CandidateBatch, width_multiple: int = 64, answer_multiple: int = 8,
-              candidates: int | None = None) -> StaticBatch:
+def to_static(batch: CandidateBatch, width_multiple: int = 64, answer_multiple: int = 8) -> StaticBatch:
     """`batch` on the grid, its width rounded up to `width_multiple` and its answer columns to
-    `answer_multiple`, with `candidates` columns of candidates (default: the batch's most; more leaves the extra
-    ones missing); no host sync when the batch carries its longest answer and most candidates (as
+    `answer_multiple`; no host sync when the batch carries its longest answer and most candidates (as
     `encode_candidates` makes it), else one."""
     device = batch.input_ids.device
     rows, width = batch.input_ids.shape
@@ -58,10 +56,6 @@ def to_static(batch: CandidateBatch, width_multiple: int = 64, answer_multiple: 
         longest_answer, n_candidates = batch.longest_answer, batch.most_candidates
     else:
         longest_answer, n_candidates = torch.stack([n_answer.max(), batch.n_candidates.max()]).tolist()
-    if candidates is not None:
-        if candidates < n_candidates:
-            raise ValueError(f"a grid of {candidates} candidates for a batch with {n_candidates}")
-        n_candidates = candidates
     examples = batch.labels.shape[0]
     grid_width = round_up(width, width_multiple)
     answer = round_up(max(1, longest_answer), answer_multiple)

@@ -86,7 +86,6 @@ class MetaTrainConfig:
     max_seconds: float | None = None  # wall-clock budget: training stops at the first step past it (then saves)
     batch_size: int = 16
     max_rows: int | None = None     # rows (examples x candidates) a forward takes at most (bilevel methods)
-    cuda_graphs: bool = True        # bilevel methods on a CUDA device: FO steps and probes replayed as CUDA graphs
     max_length: int = 256
     eval_batch_size: int = 32
     eval_every: int = 0             # 0: dev before and after training only
@@ -120,7 +119,7 @@ class MetaTrainConfig:
         return MetaOptions(tasks_per_step=self.tasks_per_step, lower_steps=self.lower_steps, lam=self.lam,
                            lr=self.lr, lr_upper=self.lr_upper, lr_lower=self.lr_lower, zo=ZOOptions(eps=self.eps),
                            seed=self.seed, steps=self.steps, first_order=self.method == "bilevel-fo",
-                           max_rows=self.max_rows, cuda_graphs=self.cuda_graphs)
+                           max_rows=self.max_rows)
 
     def run_config(self) -> RunConfig:
         """The single-task config this run extends: what `zofo.meta.backbone` and model loaders read."""

@@ -31,16 +31,8 @@ Under torchrun (``ranks``, `zofo.ranks`) every rank samples the same S_t and tak
 (one flat all-reduce per FO step), the probes' [2q, T] losses too before c is formed (Alg. 1: the backbone's
 gradient), so every rank applies the identical updates and holds identical blocks and theta.
 
-On a CUDA device (one process, whole batches) every FO step of lines 1 and 4 and every task's F_i in a probe replay
-CUDA graphs, as in the single-task method (`fo.GraphedStep`, `zo.GraphedProbes`): batches are laid on fixed grids
-(`evaluation.static`; candidates rounded up to a power of two, width to 128 tokens) so that the pool's tasks fall
-into a few dozen shapes, each captured once, all graphs in one memory pool; a task's block is copied into the
-tensors the graphs read. A graphed probe perturbs theta once per task, not once for all T: the same theta + eps u
-(the perturbation never writes theta), so c is unchanged. Elsewhere (CPU, `max_rows` pieces, data parallelism,
-`cuda_graphs` off) the same functions run eagerly.
-
-Not here (the single-task method has them): the mixed-adapter batch, deferred or non-SGD ZO updates and
-learning-rate schedules. Each task's three terms take three forwards (p on B_f, p on B_g, z on B_g).
+Not here (the single-task method has them): CUDA graphs, the mixed-adapter batch, deferred or non-SGD ZO updates
+and learning-rate schedules. Each task's three terms take three forwards (p on B_f, p on B_g, z on B_g).
 """
 
 from __future__ import annotations
@@ -48,9 +40,8 @@ from __future__ import annotations
 import contextlib
 import random
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -59,27 +50,18 @@ from zofo import zo
 from zofo.config import OptimConfig
 from zofo.errors import ZofoError
 from zofo.evaluation.objectives import example_losses
-from zofo.evaluation.scoring import CandidateBatch, candidate_scores, example_pieces
-from zofo.evaluation.static import to_static
-from zofo.fo.graphed import GraphedStep, make_adam
+from zofo.evaluation.scoring import candidate_scores, example_pieces
 from zofo.meta.blocks import TaskBlocks
 from zofo.meta.split import TaskData
 from zofo.methods import Method
-from zofo.methods.base import Settings, batch_loss
-from zofo.methods.bilevel import penalty_rows
+from zofo.methods.base import Settings
 from zofo.models.adapters import ParamGroups, activate
 from zofo.ranks import Ranks
 from zofo.tasks.streams import ExampleStream
-from zofo.zo.graphs import GraphedProbes
 from zofo.zo.options import ZOOptions
 
 #: the backbone's update rule, as the seed trajectory names it (what `zofo replay` and resume rebuild it with)
 THETA_RULE = {"name": "sgd", "momentum": 0.9, "weight_decay": 0.0, "probed": True}
-#: fixed grids of the graphed path: candidates up to a power of two, width up to a multiple of this many tokens
-GRID_WIDTH = 128
-
-#: B_f and B_g of one task: {"f": batch, "g": batch} encoded, or their fixed-shape tensors "f.<field>", "g.<field>"
-Inputs = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -99,7 +81,6 @@ class MetaOptions:
     objective: str = "ce"
     first_order: bool = False    # Algorithm 1: backprop gradient and Adam for theta
     max_rows: int | None = None  # rows a forward takes at most: batches cut into pieces of whole examples
-    cuda_graphs: bool = True     # replay the FO steps and probes as CUDA graphs (on a CUDA device, whole batches)
 
 
 def settings_of(options: MetaOptions, ranks: Ranks | None = None) -> Settings:
@@ -142,17 +123,12 @@ class TaskStreams:
                 self.streams[task][level].load_state_dict(stream_state)
 
 
-def part(inputs: Inputs, name: str) -> CandidateBatch | dict[str, Tensor]:
-    """B_name of a task's inputs: the encoded batch, or its fixed-shape tensors."""
-    if name in inputs:
-        return inputs[name]
-    return {key[len(name) + 1:]: t for key, t in inputs.items() if key.startswith(name + ".")}
+@dataclass
+class TaskBatch:
+    """Line 2 for one task: B_f and B_g, encoded."""
 
-
-def grid_of(batch: CandidateBatch) -> dict[str, Tensor]:
-    """A batch's fixed-shape tensors on the meta-training grid (`GRID_WIDTH`, candidates a power of two)."""
-    candidates = 1 << (int(batch.most_candidates) - 1).bit_length()
-    return to_static(batch, width_multiple=GRID_WIDTH, candidates=candidates).tensors()
+    f: object
+    g: object
 
 
 class MetaBilevel(Method):
@@ -170,19 +146,10 @@ class MetaBilevel(Method):
                             "choose 1 <= T <= the number of meta-train tasks")
         self.lam, self.K, self.T = options.lam, options.lower_steps, options.tasks_per_step
         self.scale = 1.0 / (1.0 + self.lam) if options.normalize else 1.0
-        z, p = list(groups.adapter("z").values()), list(groups.adapter("p").values())
-        self.graphed = (options.cuda_graphs and z[0].is_cuda and options.max_rows is None
-                        and not self.ranks.parallel)
-        self.opt_z = make_adam(torch.optim.Adam, z, options.lr_lower, graphed=self.graphed)
-        self.opt_p = make_adam(torch.optim.Adam, p, options.lr_upper, graphed=self.graphed)
+        self.opt_z = torch.optim.Adam(list(groups.adapter("z").values()), lr=options.lr_lower)
+        self.opt_p = torch.optim.Adam(list(groups.adapter("p").values()), lr=options.lr_upper)
         self.blocks = TaskBlocks(streams.names, groups.adapter("z") | groups.adapter("p"), [self.opt_z, self.opt_p])
-        # the z-steps, p-steps and probes never run at once: their graphs share one memory pool
-        pool = torch.cuda.graph_pool_handle() if self.graphed else None
-        self.lower = GraphedStep(z, self.opt_z, self.lower_backward, self.graphed, pool, ranks=self.ranks)
-        self.upper = GraphedStep(p, self.opt_p, self.upper_backward, self.graphed, pool, ranks=self.ranks)
         self.theta = groups.backbone
-        self.probes = (GraphedProbes(model, self.theta, self.penalty, options.zo.direction, pool=pool,
-                                     rows=penalty_rows) if self.graphed and not options.first_order else None)
         if options.first_order:
             self.opt_theta = torch.optim.Adam(list(self.theta.values()), lr=options.lr)
             self.trajectory = None
@@ -199,11 +166,10 @@ class MetaBilevel(Method):
         g_z = [self.lower_steps(task) for task in tasks]                                   # line 1
         drawn = {task: self.task_batch(task) for task in tasks}                            # line 2
         estimate = self.theta_estimate(tasks, drawn, step)                                 # line 3
-        upper = torch.stack([self.p_step(task, drawn[task]) for task in tasks]).mean(0)    # line 4
+        upper = [self.p_step(task, drawn[task]) for task in tasks]                         # line 4
         logged = self.theta_apply(estimate, step)                                          # line 5
-        # device scalars: the loop reads them when it logs
-        return {"loss": upper[0], "g_p": upper[1], "g_z": torch.stack(g_z).mean(), "tasks": ",".join(tasks),
-                **logged}
+        return {"loss": sum(f for f, _ in upper) / len(upper), "g_p": sum(g for _, g in upper) / len(upper),
+                "g_z": sum(g_z) / len(g_z), "tasks": ",".join(tasks), **logged}
 
     @contextlib.contextmanager
     def swapped(self, task: str) -> Iterator[None]:
@@ -214,74 +180,49 @@ class MetaBilevel(Method):
         finally:
             self.blocks.swap_out(task)
 
-    def loss(self, copy: str, inputs: Inputs, name: str) -> Tensor:
-        """Mean training loss of B_name (f or g) through adapter `copy`, summed over its pieces of at most
-        `max_rows` rows (under no_grad, as in a probe, only a piece is held at once)."""
+    def loss(self, copy: str, batch) -> Tensor:
+        """Mean training loss of an encoded batch through adapter `copy` (f or g, by the data it is given), summed
+        over its pieces of at most `max_rows` rows (under no_grad, as in a probe, only a piece is held at once)."""
         activate(self.model, self.groups, copy)
-        return sum(self._piece_losses(part(inputs, name)))
+        return sum(self._piece_losses(batch))
 
-    def descend(self, copy: str, inputs: Inputs, name: str, weight: float | None = None) -> Tensor:
-        """Backward of [weight x] B_name's mean loss through adapter `copy`, a piece at a time (the gradients
-        accumulate, and each piece's graph is freed before the next); returns the mean loss, detached."""
+    def descend(self, copy: str, batch, weight: float | None = None) -> float:
+        """Backward of [weight x] the batch's mean loss through adapter `copy`, a piece at a time (the gradients
+        accumulate, and each piece's graph is freed before the next); returns the mean loss."""
         activate(self.model, self.groups, copy)
-        total = None
-        for piece in self._piece_losses(part(inputs, name)):
-            (piece if weight is None else weight * piece).backward()
-            total = piece.detach() if total is None else total + piece.detach()
+        total = 0.0
+        for part in self._piece_losses(batch):
+            (part if weight is None else weight * part).backward()
+            total += part.item()
         return total
 
     def _piece_losses(self, batch) -> Iterator[Tensor]:
-        """Each piece's mean loss, weighted by its share of the batch's examples (one piece: the batch's mean; a
-        fixed-shape batch is always one piece)."""
-        if isinstance(batch, Mapping):
-            yield batch_loss(self.model, batch, self.objective)
-            return
+        """Each piece's mean loss, weighted by its share of the batch's examples (one piece: the batch's mean)."""
         n = int(batch.labels.shape[0])
         for piece in example_pieces(batch, self.options.max_rows):
             losses = example_losses(candidate_scores(self.model, piece), piece.labels, self.objective)
             yield losses.mean() * (int(piece.labels.shape[0]) / n)
 
-    def inputs(self, task: str, **levels: str) -> Inputs:
-        """A fresh batch of the task's data per part (e.g. f="upper", g="lower"), drawn in that order: encoded, or
-        (CUDA graphs) as fixed-shape tensors "<part>.<field>"."""
-        drawn = {name: self.batches.encode(self.batches.examples(task, level)) for name, level in levels.items()}
-        if not self.graphed:
-            return drawn
-        return {f"{name}.{key}": t for name, batch in drawn.items() for key, t in grid_of(batch).items()}
-
-    def lower_steps(self, task: str) -> Tensor:
+    def lower_steps(self, task: str) -> float:
         """Line 1 for one task: K Adam steps on z_i, each on a fresh B_g; returns the last g_i(theta, z_i)."""
         with self.swapped(task):
             for _ in range(self.K):
-                g = self.lower(self.inputs(task, g="lower"), self.options.lr_lower)
+                g = self.descend("z", self.batches.encode(self.batches.examples(task, "lower")))
+                self.ranks.average_grads_(list(self.groups.adapter("z").values()))
+                self.opt_z.step()
+                self.opt_z.zero_grad(set_to_none=True)
         return g
 
-    def lower_backward(self, inputs: Inputs) -> Tensor:
-        """grad_z g_i(theta, z_i; B_g) into z's .grad (a `GraphedStep` averages it over the ranks, steps Adam)."""
-        return self.descend("z", inputs, "g")
+    def task_batch(self, task: str) -> TaskBatch:
+        encode, draw = self.batches.encode, self.batches.examples
+        return TaskBatch(encode(draw(task, "upper")), encode(draw(task, "lower")))
 
-    def task_batch(self, task: str) -> Inputs:
-        """Line 2 for one task: B_f and B_g."""
-        return self.inputs(task, f="upper", g="lower")
-
-    def penalty(self, inputs: Inputs) -> Tensor:
+    def penalty(self, batch: TaskBatch) -> Tensor:
         """F_i for the task whose values the adapters hold: scale * (f(p) + lam * (g(p) - g(z)))."""
-        f, g_p, g_z = self.loss("p", inputs, "f"), self.loss("p", inputs, "g"), self.loss("z", inputs, "g")
+        f, g_p, g_z = self.loss("p", batch.f), self.loss("p", batch.g), self.loss("z", batch.g)
         return self.scale * (f + self.lam * (g_p - g_z))
 
-    def objective_terms(self, tasks: list[str], drawn: dict[str, Inputs], seed: int, scale: float) -> Tensor:
-        """[T]: each sampled task's F_i at theta + scale u(seed) (theta itself is never written)."""
-        direction = self.options.zo.direction
-        if self.probes is None:  # one perturbation for all T tasks
-            return zo.perturbed_loss(lambda: self.terms_here(tasks, drawn), self.model, self.theta, seed, scale,
-                                     direction)
-        terms = []
-        for task in tasks:  # one graphed probe per task, each at the same perturbed theta
-            self.blocks.load_values(task)
-            terms.append(self.probes(drawn[task], seed, scale))
-        return torch.stack(terms)
-
-    def terms_here(self, tasks: list[str], drawn: dict[str, Inputs]) -> Tensor:
+    def objective_terms(self, tasks: list[str], drawn: dict[str, TaskBatch]) -> Tensor:
         """[T]: each sampled task's F_i at the current theta (inside a probe: the perturbed one)."""
         terms = []
         for task in tasks:
@@ -289,7 +230,7 @@ class MetaBilevel(Method):
             terms.append(self.penalty(drawn[task]))
         return torch.stack(terms)
 
-    def theta_estimate(self, tasks: list[str], drawn: dict[str, Inputs], step: int):
+    def theta_estimate(self, tasks: list[str], drawn: dict[str, TaskBatch], step: int):
         """Line 3: one seeded SPSA estimate of grad_theta sum_i F_i (Alg. 1: the backprop gradient)."""
         if self.options.first_order:
             return self.theta_gradient(tasks, drawn)
@@ -297,13 +238,14 @@ class MetaBilevel(Method):
         seeds = [zo.step_seed(o.seed, step, i) for i in range(o.zo.q)]
 
         def loss_at(seed: int, scale: float) -> Tensor:
-            return self.objective_terms(tasks, drawn, seed, scale)
+            return zo.perturbed_loss(lambda: self.objective_terms(tasks, drawn), self.model, self.theta, seed,
+                                     scale, o.zo.direction)
 
         queued = zo.queue_probes(loss_at, seeds, eps=o.zo.eps, two_sided=True, direction=o.zo.direction)
         self.ranks.mean_(queued.values)  # [2q, T] float64: each F_i over the whole batch, before c is formed
         return queued.resolve()
 
-    def theta_gradient(self, tasks: list[str], drawn: dict[str, Inputs]) -> tuple[float, list[Tensor]]:
+    def theta_gradient(self, tasks: list[str], drawn: dict[str, TaskBatch]) -> tuple[float, list[Tensor]]:
         """(sum_i F_i, grad_theta sum_i F_i) by backprop, one task's graph at a time (values swap in place)."""
         params = list(self.theta.values())
         total, grads = 0.0, [torch.zeros_like(p) for p in params]
@@ -328,17 +270,16 @@ class MetaBilevel(Method):
         value, grads = self.ranks.mean_with(torch.tensor(total, dtype=grads[0].dtype, device=grads[0].device), grads)
         return value.item(), grads
 
-    def p_step(self, task: str, inputs: Inputs) -> Tensor:
-        """Line 4 for one task: p_i <- Adam(p_i, grad_p [f_i + lam g_i(p_i)]); returns [f_i, g_i(p_i)]."""
+    def p_step(self, task: str, batch: TaskBatch) -> tuple[float, float]:
+        """Line 4 for one task: p_i <- Adam(p_i, grad_p [f_i + lam g_i(p_i)]); two backward passes of one batch
+        each (the peak of an FO-PEFT step); returns (f_i, g_i(p_i))."""
         with self.swapped(task):
-            return self.upper(inputs, self.options.lr_upper)
-
-    def upper_backward(self, inputs: Inputs) -> Tensor:
-        """grad_p [f_i + lam g_i(theta, p_i)] into p's .grad: two backward passes of one batch each (the peak of an
-        FO-PEFT step); returns [f_i, g_i(p_i)]."""
-        f = self.descend("p", inputs, "f")
-        g_p = self.descend("p", inputs, "g", weight=self.lam)
-        return torch.stack([f, g_p])
+            f = self.descend("p", batch.f)
+            g_p = self.descend("p", batch.g, weight=self.lam)
+            self.ranks.average_grads_(list(self.groups.adapter("p").values()))
+            self.opt_p.step()
+            self.opt_p.zero_grad(set_to_none=True)
+        return f, g_p
 
     def theta_apply(self, estimate, step: int) -> dict:
         """Line 5: theta <- theta - lr c u (ZO-SGD in place, then recorded), or Adam on the backprop gradient."""
