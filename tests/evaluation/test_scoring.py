@@ -6,6 +6,7 @@ import pytest
 import torch
 from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
 
+from zofo.evaluation import evaluate
 from zofo.evaluation.scoring import (
     candidate_scores,
     encode_candidates,
@@ -154,3 +155,67 @@ def test_pieces_hold_whole_examples_in_order_and_score_as_the_batch(model, token
 def test_no_limit_or_a_large_one_keeps_the_batch(tokenizer):
     batch = encode_candidates(tokenizer, EXAMPLES, max_length=64)
     assert example_pieces(batch, None) == [batch] and example_pieces(batch, 100) == [batch]
+
+
+LONG = Example("It was great. " * 12 + "It was", (" terrible", " great", " a film", " x"), 2)  # 4 long rows
+
+
+def forwards(model) -> list[tuple[int, int]]:
+    """The (rows, width) of every forward of `model` from now on (a hook that stays: use a fresh model)."""
+    shapes = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)),
+                                    with_kwargs=True)
+    return shapes
+
+
+@pytest.mark.parametrize("max_tokens", [1, 40, 120, 300])
+def test_pieces_hold_at_most_max_tokens_and_cover_every_row_once_in_order(tokenizer, max_tokens):
+    batch = encode_candidates(tokenizer, [*EXAMPLES, LONG, *EXAMPLES], max_length=64)  # 9 examples, 22 rows
+    pieces = example_pieces(batch, None, max_tokens)
+    assert len(pieces) > 1 and torch.equal(torch.cat([p.labels for p in pieces]), batch.labels)
+    row = 0
+    for piece in pieces:  # rows x the piece's longest row within max_tokens, unless one example alone exceeds it
+        rows, width = piece.input_ids.shape
+        assert rows * width <= max_tokens or piece.labels.shape[0] == 1
+        assert int(piece.attention_mask[:, -1].max()) == 1  # padding trimmed to the piece's longest row
+        for name in ("input_ids", "attention_mask", "target_mask"):
+            assert torch.equal(getattr(piece, name), getattr(batch, name)[row:row + rows, :width])
+        assert not batch.attention_mask[row:row + rows, width:].any()  # what was cut off is padding only
+        assert torch.equal(piece.row_candidate, batch.row_candidate[row:row + rows])
+        first = int(batch.row_example[row])
+        assert torch.equal(piece.row_example + first, batch.row_example[row:row + rows])
+        row += rows
+    assert row == batch.input_ids.shape[0]
+
+
+def test_a_token_bound_and_a_row_bound_hold_together(tokenizer):
+    batch = encode_candidates(tokenizer, [*EXAMPLES, LONG, *EXAMPLES], max_length=64)
+    pieces = example_pieces(batch, 5, 200)
+    assert len(pieces) > 1 and sum(p.input_ids.shape[0] for p in pieces) == batch.input_ids.shape[0]
+    for piece in pieces:
+        rows, width = piece.input_ids.shape
+        assert (rows <= 5 and rows * width <= 200) or piece.labels.shape[0] == 1
+    assert example_pieces(batch, None, batch.input_ids.numel()) == [batch]
+
+
+@pytest.mark.parametrize("max_tokens", [1, 40, 120])
+def test_scores_in_forwards_of_max_tokens_equal_the_scores_in_one(tokenizer, new_model, max_tokens):
+    """A float64 model, so that the pieces' other shapes round alike (the log-softmax is float32: 1e-6)."""
+    examples = [*EXAMPLES, LONG, *EXAMPLES, Example("x " * 30, (" y", " z"), 0)]
+    model = new_model(seed=2).double()
+    whole = score_examples(model, tokenizer, examples, batch_size=len(examples), progress=False, max_tokens=None)
+    shapes = forwards(model)
+    pieces = score_examples(model, tokenizer, examples, batch_size=len(examples), progress=False,
+                            max_tokens=max_tokens)
+    assert len(shapes) > 1 and all(rows * width <= max_tokens or rows <= 4 for rows, width in shapes)
+    assert sum(rows for rows, _ in shapes) == sum(len(e.candidates) for e in examples)
+    for cut, one in zip(pieces, whole, strict=True):
+        assert cut == pytest.approx(one, abs=1e-6, rel=0)
+
+
+def test_evaluate_bounds_its_scoring_forwards(tokenizer, new_model):
+    model = new_model(seed=3)
+    expected = evaluate(model, tokenizer, None, [*EXAMPLES, LONG], batch_size=8, progress=False)
+    shapes = forwards(model)
+    assert evaluate(model, tokenizer, None, [*EXAMPLES, LONG], batch_size=8, progress=False, max_tokens=1) == expected
+    assert len(shapes) == 5  # one example a forward

@@ -25,7 +25,7 @@ from zofo.run.options import RunConfig
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 SMALL = MetaTestProtocol(shots=4, seeds=(0, 1), n_dev=2, n_test=6, steps=2, eval_every=1, batch_size=2,
-                         max_length=48, eval_batch_size=8)
+                         max_length=48, eval_batch_size=8, eval_max_tokens=64)  # a few examples a scoring forward
 FLAGS = ["--shots", "4", "--seeds", "0", "1", "--n-dev", "2", "--n-test", "6", "--steps", "2", "--eval-every", "1",
          "--batch-size", "2", "--max-length", "48", "--no-progress"]
 
@@ -64,7 +64,7 @@ def test_an_interrupted_meta_test_continues_where_it_stopped(tmp_path, tasks, ti
     evaluate = metatest.evaluate
 
     def interrupting(*args, **kwargs):  # Ctrl-C in seed 1's zero-shot evaluation: its k-shot run stops at once
-        calls.append(1)
+        calls.append(kwargs["max_tokens"])
         if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGINT)
         return evaluate(*args, **kwargs)
@@ -74,6 +74,7 @@ def test_an_interrupted_meta_test_continues_where_it_stopped(tmp_path, tasks, ti
     with pytest.raises(MetaTestInterrupted, match=r"after 1 of 2 task-seed evaluations.*run the same command") as e:
         meta_test(refs, str(tiny_model_dir), SMALL, out, device="cpu", progress=False)
     assert e.value.exit_code == 130 and (out / "units" / "films" / "seed0.json").is_file()
+    assert set(calls) == {SMALL.eval_max_tokens}  # zero-shot and ICL are scored within the protocol's bound
     assert not (out / "units" / "films" / "seed1.json").exists()
     first = (out / "units" / "films" / "seed0.json").read_text()
     report = meta_test(refs, str(tiny_model_dir), SMALL, out, device="cpu", progress=False)
@@ -132,3 +133,12 @@ def test_the_command_prints_the_table_and_exits_0_or_2(tmp_path, tasks, tiny_mod
     bad = zofo("meta-test", str(tmp_path / "nowhere"), "--model", str(tiny_model_dir), *FLAGS, cwd=tmp_path)
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("zofo: error: argument 1 (") and "neither a task name" in bad.stderr
+
+
+def test_the_command_refuses_eval_max_tokens_0_with_exit_2(tmp_path, tasks, tiny_model_dir):
+    bad = zofo("meta-test", str(tasks / "films"), "--model", str(tiny_model_dir), "--out", str(tmp_path / "out"),
+               *FLAGS, "--eval-max-tokens", "0", cwd=tmp_path)
+    assert bad.returncode == 2, bad.stderr
+    message = "zofo: error: meta-test --eval-max-tokens must be >= 1, got 0 (fix the value)"
+    assert bad.stderr.strip().splitlines()[-1] == message
+    assert not (tmp_path / "out").exists()

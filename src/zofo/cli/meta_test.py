@@ -36,7 +36,7 @@ def add_meta_test(sub) -> None:
     p.add_argument("--bigbench-root", default=None, help="where bigbench:NAME resolves (else $ZOFO_BIGBENCH, the "
                                                          "split file's bigbench_root, ../shared/data/bigbench)")
     for name in ("shots", "n_dev", "n_test", "steps", "eval_every", "batch_size", "r", "alpha", "max_length",
-                 "eval_batch_size"):
+                 "eval_batch_size", "eval_max_tokens"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(DEFAULTS, name),
                        help=f"protocol (default {getattr(DEFAULTS, name)})")
     p.add_argument("--lr", type=float, default=DEFAULTS.lr, help=f"LoRA AdamW learning rate (default {DEFAULTS.lr})")
@@ -67,7 +67,7 @@ def run_meta_test(args: argparse.Namespace) -> int:
 
     fields = {name: getattr(args, name) for name in ("shots", "n_dev", "n_test", "steps", "eval_every",
                                                      "batch_size", "r", "alpha", "max_length", "eval_batch_size",
-                                                     "lr")}
+                                                     "eval_max_tokens", "lr")}
     with usage_errors():  # the protocol and the tasks as given: refused before anything runs
         protocol = MetaTestProtocol(seeds=tuple(args.seeds), **fields)
         protocol.check()

@@ -9,7 +9,7 @@ from dataclasses import replace
 from zofo.errors import ZofoError
 from zofo.evaluation.generation import generate_answers
 from zofo.evaluation.metrics import argmax, chosen_answer, exact_match, f1_score, is_correct, macro_f1
-from zofo.evaluation.scoring import example_candidates, score_examples
+from zofo.evaluation.scoring import MAX_TOKENS, example_candidates, score_examples
 from zofo.ranks import Ranks
 from zofo.stop import StopRequest
 from zofo.tasks.example import Example
@@ -40,11 +40,12 @@ def with_demonstrations(examples: Sequence[Example],
 
 
 def _classify(model, tokenizer, examples: list[Example], batch_size: int, max_length: int,
-              progress: bool, stop: StopRequest | None, extra: tuple[str, ...] = (), ranks: Ranks | None = None
-              ) -> dict:
+              progress: bool, stop: StopRequest | None, extra: tuple[str, ...] = (), ranks: Ranks | None = None,
+              max_tokens: int | None = MAX_TOKENS) -> dict:
     ranks = ranks or Ranks()
     mine = ranks.share(examples)
-    scores = score_examples(model, tokenizer, mine, batch_size, max_length, progress, stop) if mine else []
+    scores = score_examples(model, tokenizer, mine, batch_size, max_length, progress, stop,
+                            max_tokens) if mine else []
     predicted = ranks.unshare([argmax(row) for row in scores])
     correct = [is_correct(example, p) for example, p in zip(examples, predicted, strict=True)]
     result = {"accuracy": sum(correct) / len(correct)}
@@ -68,7 +69,8 @@ def _generate(model, tokenizer, examples: list[Example], batch_size: int, max_le
 
 def evaluate(model, tokenizer, task, examples: Sequence[Example], *, batch_size: int = 32,
              demonstrations: Sequence[Example] | None = None, progress: bool = True,
-             max_length: int = 2048, stop: StopRequest | None = None, ranks: Ranks | None = None) -> dict:
+             max_length: int = 2048, stop: StopRequest | None = None, ranks: Ranks | None = None,
+             max_tokens: int | None = MAX_TOKENS) -> dict:
     """Metrics of `model` on `examples`: {"accuracy", "n"} or {"f1", "exact_match", "n"}, plus the metrics the
     task asks for besides (`task.metrics`: macro_f1 for some BIG-bench tasks).
 
@@ -77,7 +79,9 @@ def evaluate(model, tokenizer, task, examples: Sequence[Example], *, batch_size:
     greedily to the first newline. `demonstrations` (ICL) are prepended to every prompt. A requested ``stop``
     ends the evaluation between two batches (`zofo.stop.EvaluationStopped`), so that a signal does not wait
     for a long evaluation to end. ``ranks`` (data parallelism): each rank takes every world-th example and the
-    predictions are gathered, so every rank returns the metrics of all the examples.
+    predictions are gathered, so every rank returns the metrics of all the examples. ``max_tokens`` bounds the
+    tokens of one scoring forward (rows x padded width: a batch is cut into pieces of whole examples, which cannot
+    change a score), so that memory does not follow prompt lengths and numbers of candidates; generation ignores it.
     """
     if not examples:
         raise ZofoError("no examples to evaluate", "check the task data and --n-test")
@@ -86,4 +90,4 @@ def evaluate(model, tokenizer, task, examples: Sequence[Example], *, batch_size:
     if generative:
         return _generate(model, tokenizer, prompted, batch_size, max_length, progress, stop, ranks)
     extra = tuple(getattr(task, "metrics", ()))
-    return _classify(model, tokenizer, prompted, batch_size, max_length, progress, stop, extra, ranks)
+    return _classify(model, tokenizer, prompted, batch_size, max_length, progress, stop, extra, ranks, max_tokens)

@@ -7,6 +7,7 @@ All candidates of many examples go through one forward: one row per (example, ca
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 
@@ -19,6 +20,13 @@ from zofo.evaluation.head import log_probs, logits_at
 from zofo.models.device import upload
 from zofo.stop import StopRequest, check_stop
 from zofo.tasks.example import Example, join_answer
+
+# Tokens (rows x padded width) in one scoring forward, by default: memory is proportional to them, speed hardly grows
+# past this. Meta-test's ICL batch (32 examples x 10 candidates x 2000 tokens) on an H100 (benchmarks/results/
+# gpu-2026-12-06/scoring-tokens/) took 45.2 GiB above the weights in one forward (SmolLM2-135M, float32), 23.2 (bf16),
+# 57.7 (a Qwen2.5-1.5B shape, bf16); in forwards of at most 2**16 tokens 4.2, 2.2 and 5.4 GiB, and 1.2%, 7.6% and
+# -0.4% more time.
+MAX_TOKENS = 2**16
 
 
 @dataclass
@@ -41,29 +49,39 @@ class CandidateBatch:
         return CandidateBatch(**{k: upload(v, device) if isinstance(v, Tensor) else v for k, v in moved.items()})
 
 
-def example_pieces(batch: CandidateBatch, max_rows: int | None) -> list[CandidateBatch]:
-    """The batch cut into consecutive pieces of whole examples of at most `max_rows` rows each (an example with more
-    candidates is a piece of its own), each piece's padding trimmed to its longest row; None: the batch itself.
+def example_pieces(batch: CandidateBatch, max_rows: int | None,
+                   max_tokens: int | None = None) -> list[CandidateBatch]:
+    """The batch cut into consecutive pieces of whole examples, each of at most `max_rows` rows and of at most
+    `max_tokens` tokens (rows x the piece's longest row), each piece's padding trimmed to its longest row; an
+    example that alone exceeds a bound is a piece of its own. Both None: the batch itself.
 
-    A batch is examples x candidates rows, so its memory follows its tasks' number of candidates; pieces bound it.
+    A batch is examples x candidates rows, so its memory follows its tasks' number of candidates and prompt
+    lengths; pieces bound it. Greedy in the batch's order: a piece takes the next example while both bounds hold.
     """
-    if max_rows is None or batch.input_ids.shape[0] <= max_rows:
+    if _fits(*batch.input_ids.shape, max_rows, max_tokens):
         return [batch]
     counts = batch.n_candidates.tolist()
-    pieces, start, first_row = [], 0, 0
+    lengths = batch.attention_mask.sum(dim=1).tolist()
+    firsts = [0, *itertools.accumulate(counts)]  # example i's rows are [firsts[i], firsts[i + 1])
+    widths = [max(lengths[firsts[i]:firsts[i + 1]]) for i in range(len(counts))]
+    pieces, start = [], 0
     while start < len(counts):
-        end, rows = start + 1, counts[start]
-        while end < len(counts) and rows + counts[end] <= max_rows:
-            rows, end = rows + counts[end], end + 1
-        pieces.append(_piece(batch, start, end, first_row, first_row + rows))
-        start, first_row = end, first_row + rows
+        end, width = start + 1, widths[start]
+        while end < len(counts) and _fits(firsts[end + 1] - firsts[start], max(width, widths[end]), max_rows,
+                                          max_tokens):
+            end, width = end + 1, max(width, widths[end])
+        pieces.append(_piece(batch, start, end, slice(firsts[start], firsts[end]), width))
+        start = end
     return pieces
 
 
-def _piece(batch: CandidateBatch, start: int, end: int, row0: int, row1: int) -> CandidateBatch:
-    """Examples [start, end) of `batch`, whose rows are [row0, row1) (rows come grouped by example, in order)."""
-    width = int(batch.attention_mask[row0:row1].sum(dim=1).max())
-    rows = slice(row0, row1)
+def _fits(rows: int, width: int, max_rows: int | None, max_tokens: int | None) -> bool:
+    return (max_rows is None or rows <= max_rows) and (max_tokens is None or rows * width <= max_tokens)
+
+
+def _piece(batch: CandidateBatch, start: int, end: int, rows: slice, width: int) -> CandidateBatch:
+    """Examples [start, end) of `batch`, whose rows are `rows` (rows come grouped by example, in order), cut to
+    `width` columns (their longest row)."""
     return CandidateBatch(batch.input_ids[rows, :width], batch.attention_mask[rows, :width],
                           batch.target_mask[rows, :width], batch.row_example[rows] - start,
                           batch.row_candidate[rows], batch.labels[start:end], batch.n_candidates[start:end])
@@ -168,18 +186,21 @@ def candidate_scores(model, batch: CandidateBatch) -> Tensor:
 
 
 def score_examples(model, tokenizer, examples: Sequence[Example], batch_size: int = 32,
-                   max_length: int = 512, progress: bool = True,
-                   stop: StopRequest | None = None) -> list[list[float]]:
-    """Candidate scores of every example, in order: no_grad, eval mode, batches of `batch_size` examples
-    (all their candidates in one forward), examples sorted by length to keep padding small. A requested ``stop``
-    raises `EvaluationStopped` between batches."""
+                   max_length: int = 512, progress: bool = True, stop: StopRequest | None = None,
+                   max_tokens: int | None = MAX_TOKENS) -> list[list[float]]:
+    """Candidate scores of every example, in order: no_grad, eval mode, batches of `batch_size` examples, examples
+    sorted by length to keep padding small. A batch's rows go through forwards of at most `max_tokens` tokens
+    (`example_pieces`; None: the whole batch in one), which cannot change a score. A requested ``stop`` raises
+    `EvaluationStopped` between batches."""
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].prompt))
     device = next(model.parameters()).device
     scores: list[list[float]] = [[] for _ in examples]
     for part in evaluation_batches(model, len(order), batch_size, progress, "scoring", stop):
         chunk = order[part]
-        batch = encode_candidates(tokenizer, [examples[i] for i in chunk], max_length).to(device)
-        for i, row in zip(chunk, candidate_scores(model, batch).cpu().tolist(), strict=True):
+        batch = encode_candidates(tokenizer, [examples[i] for i in chunk], max_length)
+        rows = [row for piece in example_pieces(batch, None, max_tokens)  # cut on the host: no device sync
+                for row in candidate_scores(model, piece.to(device)).cpu().tolist()]
+        for i, row in zip(chunk, rows, strict=True):
             scores[i] = row[: len(example_candidates(examples[i])[0])]
     return scores
 

@@ -152,9 +152,9 @@ class _Runner:
             self.loaded = load_model(self.backbone, dtype=self.dtype, device=self.device)
         model, tokenizer = self.loaded
         demos = icl_demonstrations(splits.train, p.shots, seed)
-        zero = evaluate(model, tokenizer, task, splits.test, batch_size=p.eval_batch_size, progress=False)
-        icl = evaluate(model, tokenizer, task, splits.test, batch_size=p.eval_batch_size, demonstrations=demos,
-                       progress=False)
+        bounds = {"batch_size": p.eval_batch_size, "max_tokens": p.eval_max_tokens}
+        zero = evaluate(model, tokenizer, task, splits.test, progress=False, **bounds)
+        icl = evaluate(model, tokenizer, task, splits.test, demonstrations=demos, progress=False, **bounds)
         peft = self.kshot_peft(ref, seed, n_test, stop)
         return {"task": ref.name, "data": ref.data, "seed": seed, "protocol": splits.protocol,
                 "sizes": {"train": len(splits.train), "dev": len(splits.dev), "test": len(splits.test)},

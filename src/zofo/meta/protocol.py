@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from zofo.errors import ZofoError
+from zofo.evaluation.scoring import MAX_TOKENS
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,12 @@ class MetaTestProtocol:
     alpha: int = 16
     max_length: int = 256              # tokens per training row (the prompt is left-truncated)
     eval_batch_size: int = 32
+    eval_max_tokens: int = MAX_TOKENS  # tokens per zero-shot / ICL scoring forward (rows x padded width)
 
     def check(self) -> None:
         """Refuse a protocol that cannot run, naming the option."""
-        for name in ("shots", "n_test", "steps", "batch_size", "r", "alpha", "max_length", "eval_batch_size"):
+        for name in ("shots", "n_test", "steps", "batch_size", "r", "alpha", "max_length", "eval_batch_size",
+                     "eval_max_tokens"):
             if getattr(self, name) < 1:
                 raise ZofoError(f"meta-test --{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}",
                                 "fix the value")
