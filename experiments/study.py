@@ -7,9 +7,11 @@
 
 A study file (YAML) declares the shared settings (`common`), the tasks (data folders, `templates`), the methods (each
 its overrides and its `grid`: ``{optim.lr: [1e-5, 3e-5]}`` becomes ``name@lr1e-05`` and ``name@lr3e-05``; a key
-"a.x,b.y" ties both keys to each value), the seeds, and the search rule (`search.steps_past_edge`,
-experiments/search.py). Each run writes its folder (config.yaml, log.jsonl, result.json) and placement.json (its
-device and start and end times: the report counts the runs that shared its GPU from them).
+"a.x,b.y" ties both keys to each value), the seeds, optionally the data splits (`splits: [0, 1, 2]`: each run of
+training seed s on split d sets data.seed d and is named ``__s<10 d + s>``, so the report's mean over a cell's "seeds"
+is the mean over every (split, seed), and a choice on dev averages the splits), and the search rule
+(`search.steps_past_edge`, experiments/search.py). Each run writes its folder (config.yaml, log.jsonl, result.json)
+and placement.json (its device and start and end times: the report counts the runs that shared its GPU from them).
 
 Why the process management below: runs share a GPU to keep it busy, so a run may fail for want of memory; it then
 waits for another run on its device to end and starts again (``--oom-retries``), its failed attempt kept as
@@ -66,6 +68,20 @@ def template_tasks(task: dict) -> list[dict]:
             for t in task["templates"]]
 
 
+def seed_labels(study: dict, trains: bool = True) -> list[tuple[int, dict]]:
+    """(the run's seed label, its seed overrides) for every training seed, on every data split if the study has
+    `splits` (label 10 d + s for seed s on split d, so seeds must stay below 10); methods that train nothing run seed
+    0 only (on every split)."""
+    seeds = study.get("seeds", [0]) if trains else [0]
+    splits = study.get("splits")
+    if splits is None:
+        return [(seed, {"train.seed": seed}) for seed in seeds]
+    if any(not 0 <= seed < 10 for seed in seeds) or any(split < 0 for split in splits):
+        raise SystemExit(f"a study with splits takes seeds 0-9 and splits >= 0 (got seeds {seeds}, splits {splits}): "
+                         "run names carry 10 x split + seed")
+    return [(10 * split + seed, {"train.seed": seed, "data.seed": split}) for split in splits for seed in seeds]
+
+
 def expand(study: dict, data_root: str) -> list[dict]:
     """One entry per (task, method, seed): its name and its `--set` overrides."""
     runs = []
@@ -73,13 +89,13 @@ def expand(study: dict, data_root: str) -> list[dict]:
     methods = [m for method in study["methods"] for m in grid_points(method)]
     for task in tasks:
         for method in methods:
-            for seed in (study.get("seeds", [0]) if method.get("trains", True) else [0]):
+            for label, seeded in seed_labels(study, method.get("trains", True)):
                 overrides = {**study.get("common", {}), **task.get("set", {}), **method.get("set", {}),
-                             "data.task": task["task"], "train.seed": seed}
+                             "data.task": task["task"], **seeded}
                 if task.get("data"):
                     overrides["data.data"] = str(Path(data_root) / task["data"])
-                name = f"{task['name']}__{method['name']}__s{seed}"
-                runs.append({"name": name, "task": task["name"], "method": method["name"], "seed": seed,
+                name = f"{task['name']}__{method['name']}__s{label}"
+                runs.append({"name": name, "task": task["name"], "method": method["name"], "seed": label,
                              "overrides": overrides})
     return runs
 
@@ -105,13 +121,16 @@ def extended(study: dict, data_root: str, sources: list[Path]) -> list[dict]:
 
 def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: list[str] | None,
               seeds: list[int] | None = None, devices: list[str] | None = None, together: int = 1,
-              oom_retries: int = 2, listing: bool = False, extend: list[Path] | None = None) -> int | None:
+              oom_retries: int = 2, listing: bool = False, extend: list[Path] | None = None,
+              splits: list[int] | None = None) -> int | None:
     """Launch the study's runs; returns the signal that stopped it, if one did."""
     if oom_retries < 0:
         raise SystemExit(f"--oom-retries {oom_retries}: give 0 (never retry) or more")
     study = yaml.safe_load(study_file.read_text())
     if seeds is not None:
         study["seeds"] = seeds
+    if splits is not None:
+        study["splits"] = splits
     runs = selected(extended(study, data_root, extend) if extend else expand(study, data_root), only)
     if listing:  # what would run, and what is there already
         for run in runs:
@@ -150,8 +169,9 @@ def main() -> None:
                         help="runs per process, trained side by side on their own CUDA streams (zofo.run.concurrent); "
                              "--parallel then counts processes. Peak memory is not recorded for them")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="replace the study's seeds")
+    parser.add_argument("--splits", type=int, nargs="+", default=None, help="replace the study's data splits")
     parser.add_argument("--list", action="store_true",
-                        help="print the runs that would be launched (after --only and --seeds) and exit")
+                        help="print the runs that would be launched (after --only, --seeds and --splits) and exit")
     parser.add_argument("--oom-retries", type=int, default=2,
                         help="times a run that ran out of GPU memory starts again, each after another run on its "
                              "device has ended (0: never)")
@@ -179,7 +199,7 @@ def main() -> None:
                   args.select_seeds, args.reruns)
     else:
         stopped_by = run_study(args.study, args.out, args.parallel, args.data_root, args.only, args.seeds,
-                               args.devices, args.together, args.oom_retries, args.list, args.extend)
+                               args.devices, args.together, args.oom_retries, args.list, args.extend, args.splits)
         if stopped_by is not None:  # as a process ended by that signal would
             raise SystemExit(128 + stopped_by)
 

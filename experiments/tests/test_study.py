@@ -123,6 +123,21 @@ def test_grids_and_templates_expand_into_named_runs():
     assert run["overrides"]["data.data"] == str(Path("DATA") / "RTE") and run["overrides"]["train.seed"] == 0
 
 
+def test_data_splits_cross_the_seeds_and_name_each_run_by_split_and_seed():
+    spec = {"tasks": [{"name": "cb", "task": "cb", "data": "CB"}], "splits": [0, 2], "seeds": [0, 1],
+            "methods": [{"name": "fo-lora", "set": {"train.method": "fo-peft"}},
+                        {"name": "icl", "set": {"train.method": "icl"}, "trains": False}]}
+    runs = {r["name"]: r for r in study.expand(spec, "DATA")}
+    assert sorted(runs) == ["cb__fo-lora__s0", "cb__fo-lora__s1", "cb__fo-lora__s20", "cb__fo-lora__s21",
+                            "cb__icl__s0", "cb__icl__s20"]
+    assert {k: runs["cb__fo-lora__s21"]["overrides"][k] for k in ("data.seed", "train.seed")} == {"data.seed": 2,
+                                                                                                   "train.seed": 1}
+    assert runs["cb__fo-lora__s21"]["seed"] == 21 and "data.seed" not in study.expand(
+        {**spec, "splits": None}, "DATA")[0]["overrides"]
+    with pytest.raises(SystemExit, match="seeds 0-9"):
+        study.expand({**spec, "seeds": [10]}, "DATA")
+
+
 def test_aggregate_selects_on_dev_and_times_the_reference(tmp_path):
     runs = tmp_path / "runs"
     # the lr with the better dev accuracy has the worse test accuracy: selection must follow dev
