@@ -8,8 +8,9 @@ k-shot LoRA) the table holds each backbone's accuracy per task (mean over the se
 over tasks; then the reference backbone minus each other one, per task, as mean ± standard error over the tasks (a
 difference within one standard error is a tie). Only the tasks every backbone finished for every seed count (a
 meta-test stopped early leaves some out, and the table says how many). The training cost of each trained backbone
-(steps, sequences, seconds, peak memory) comes from its result.json. Writes meta_compare.md and meta_compare.json to
---results (default: print the markdown).
+(steps, sequences, seconds, peak memory) comes from its result.json. Writes meta_compare.md, meta_compare.json and
+meta_compare.png (each backbone's mean k-shot LoRA accuracy against its meta-training seconds; the base model at 0)
+to --results (default: print the markdown).
 """
 
 from __future__ import annotations
@@ -109,6 +110,28 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(report: dict, target: Path) -> None:
+    """Mean meta-test accuracy (k-shot LoRA, over the common tasks) against meta-training seconds, one point per
+    backbone (a backbone without a training record, the base model, at 0 s), with its standard error over tasks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(6, 4))
+    for name in report["backbones"]:
+        scores = list(report["accuracy"]["peft"][name].values())
+        seconds = (report["training"].get(name) or {}).get("train_seconds") or 0.0
+        se = statistics.stdev(scores) / len(scores) ** 0.5 if len(scores) > 1 else 0.0
+        axis.errorbar([seconds], [statistics.fmean(scores)], yerr=[se], fmt="o", capsize=3, label=name)
+    axis.set_xlabel("meta-training seconds (training only)")
+    axis.set_ylabel(f"meta-test accuracy, LoRA k=16 (mean of {len(report['tasks'])} tasks)")
+    axis.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(target, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path)
@@ -123,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "meta_compare.md").write_text(text)
     (args.results / "meta_compare.json").write_text(json.dumps(report, indent=1) + "\n")
+    plot(report, args.results / "meta_compare.png")
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ def test_as_a_process_writes_the_table_and_refuses_an_unknown_reference(tmp_path
                            str(tmp_path / "res")], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "res" / "meta_compare.json").read_text())["reference"] == "bilevel-zofo-s0"
+    assert (tmp_path / "res" / "meta_compare.png").stat().st_size > 1000
     refused = subprocess.run([sys.executable, "-m", "experiments.meta_compare", str(tmp_path), "--reference", "x"],
                              cwd=ROOT, capture_output=True, text=True)
     assert refused.returncode == 1 and "no meta-test of 'x'" in refused.stderr
