@@ -84,6 +84,9 @@ class TrainConfig:
     max_seconds: float | None = None    # stop after this much wall-clock, evaluations included (then test)
     max_train_seconds: float | None = None  # stop after this much training time (evaluations left out)
     cuda_graphs: bool = True            # on CUDA: ZO probes and FO steps replay CUDA graphs (fixed-shape batches)
+    max_rows: int | None = None         # rows (examples x candidates) one forward takes at most: batches cut into
+                                        # pieces of whole examples, gradients accumulated (eager steps; FO and ZO
+                                        # methods, not the bilevel ones)
     checkpoint_weights: str = "trajectory"  # checkpoint/ and best/: a ZO backbone as its seed trajectory (kilobytes;
                                         # methods that train it by gradients keep weights) | full: weights always
     fsdp: bool = False                  # under torchrun: shard the backbone over the ranks (FSDP2; FSDP_METHODS)
@@ -134,6 +137,7 @@ RANGES = {
     "train.save_every": Range(0, hint="0: only at the end"),
     "train.max_seconds": Range(0, strict=True, hint=_BUDGET),
     "train.max_train_seconds": Range(0, strict=True, hint=_BUDGET),
+    "train.max_rows": Range(1, hint="unset: whole batches"),
 }
 
 

@@ -142,3 +142,12 @@ def test_the_command_refuses_eval_max_tokens_0_with_exit_2(tmp_path, tasks, tiny
     message = "zofo: error: meta-test --eval-max-tokens must be >= 1, got 0 (fix the value)"
     assert bad.stderr.strip().splitlines()[-1] == message
     assert not (tmp_path / "out").exists()
+
+
+def test_max_rows_reaches_the_k_shot_runs_and_is_recorded_only_when_set():
+    bounded, plain = MetaTestProtocol(max_rows=4), MetaTestProtocol()
+    assert "train.max_rows=4" in bounded.run_overrides()
+    assert not any(o.startswith("train.max_rows") for o in plain.run_overrides())
+    assert bounded.to_dict()["max_rows"] == 4 and "max_rows" not in plain.to_dict()  # older folders continue
+    with pytest.raises(ZofoError, match="meta-test --max-rows must be >= 1, got 0"):
+        MetaTestProtocol(max_rows=0).check()

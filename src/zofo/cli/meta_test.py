@@ -40,6 +40,9 @@ def add_meta_test(sub) -> None:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(DEFAULTS, name),
                        help=f"protocol (default {getattr(DEFAULTS, name)})")
     p.add_argument("--lr", type=float, default=DEFAULTS.lr, help=f"LoRA AdamW learning rate (default {DEFAULTS.lr})")
+    p.add_argument("--max-rows", type=int, default=None, help="rows one k-shot LoRA forward takes at most: batches "
+                                                              "in pieces, gradients accumulated, eager steps "
+                                                              "(default: whole batches, CUDA graphs)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULTS.seeds), help="k-shot sample seeds")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
@@ -67,7 +70,7 @@ def run_meta_test(args: argparse.Namespace) -> int:
 
     fields = {name: getattr(args, name) for name in ("shots", "n_dev", "n_test", "steps", "eval_every",
                                                      "batch_size", "r", "alpha", "max_length", "eval_batch_size",
-                                                     "eval_max_tokens", "lr")}
+                                                     "eval_max_tokens", "lr", "max_rows")}
     with usage_errors():  # the protocol and the tasks as given: refused before anything runs
         protocol = MetaTestProtocol(seeds=tuple(args.seeds), **fields)
         protocol.check()

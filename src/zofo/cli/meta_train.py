@@ -30,7 +30,7 @@ HELP = {
     "steps": "outer steps", "max_seconds": "wall-clock budget in seconds (training stops at the first step past it)",
     "batch_size": "examples per batch",
     "max_rows": "rows (examples x candidates) a forward takes at most: a batch is cut into pieces of whole "
-                "examples whose gradients accumulate (bilevel methods; unset: whole batches)",
+                "examples whose gradients accumulate (unset: whole batches)",
     "max_length": "tokens per sequence",
     "eval_batch_size": "examples per evaluation batch", "eval_every": "dev period in steps (0: before and after)",
     "save_every": "checkpoint period in steps (0: at the end)", "log_every": "log period in steps",

@@ -85,7 +85,7 @@ class MetaTrainConfig:
     steps: int = 1000
     max_seconds: float | None = None  # wall-clock budget: training stops at the first step past it (then saves)
     batch_size: int = 16
-    max_rows: int | None = None     # rows (examples x candidates) a forward takes at most (bilevel methods)
+    max_rows: int | None = None     # rows (examples x candidates) a forward takes at most
     max_length: int = 256
     eval_batch_size: int = 32
     eval_every: int = 0             # 0: dev before and after training only
@@ -109,9 +109,8 @@ class MetaTrainConfig:
                                 "give a positive number")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ZofoError(f"--max-seconds must be > 0, got {self.max_seconds}", "leave it unset for no budget")
-        if self.max_rows is not None and (self.max_rows < 1 or self.method in BASELINES):
-            raise ZofoError(f"--max-rows {self.max_rows} with --method {self.method}: it must be >= 1, and it applies "
-                            "to bilevel-zofo and bilevel-fo", "leave it unset for the pooled baselines")
+        if self.max_rows is not None and self.max_rows < 1:
+            raise ZofoError(f"--max-rows must be >= 1, got {self.max_rows}", "leave it unset for whole batches")
         if self.lam < 0 or self.eps <= 0:
             raise ZofoError(f"lambda must be >= 0 and eps > 0 (got {self.lam}, {self.eps})", "e.g. 1e4 and 1e-3")
 

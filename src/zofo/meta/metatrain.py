@@ -49,12 +49,10 @@ from torch import Tensor, nn
 from zofo import zo
 from zofo.config import OptimConfig
 from zofo.errors import ZofoError
-from zofo.evaluation.objectives import example_losses
-from zofo.evaluation.scoring import candidate_scores, example_pieces
 from zofo.meta.blocks import TaskBlocks
 from zofo.meta.split import TaskData
 from zofo.methods import Method
-from zofo.methods.base import Settings
+from zofo.methods.base import Settings, batch_backward, batch_loss
 from zofo.models.adapters import ParamGroups, activate
 from zofo.ranks import Ranks
 from zofo.tasks.streams import ExampleStream
@@ -184,24 +182,13 @@ class MetaBilevel(Method):
         """Mean training loss of an encoded batch through adapter `copy` (f or g, by the data it is given), summed
         over its pieces of at most `max_rows` rows (under no_grad, as in a probe, only a piece is held at once)."""
         activate(self.model, self.groups, copy)
-        return sum(self._piece_losses(batch))
+        return batch_loss(self.model, batch, self.objective, self.options.max_rows)
 
     def descend(self, copy: str, batch, weight: float | None = None) -> float:
         """Backward of [weight x] the batch's mean loss through adapter `copy`, a piece at a time (the gradients
         accumulate, and each piece's graph is freed before the next); returns the mean loss."""
         activate(self.model, self.groups, copy)
-        total = 0.0
-        for part in self._piece_losses(batch):
-            (part if weight is None else weight * part).backward()
-            total += part.item()
-        return total
-
-    def _piece_losses(self, batch) -> Iterator[Tensor]:
-        """Each piece's mean loss, weighted by its share of the batch's examples (one piece: the batch's mean)."""
-        n = int(batch.labels.shape[0])
-        for piece in example_pieces(batch, self.options.max_rows):
-            losses = example_losses(candidate_scores(self.model, piece), piece.labels, self.objective)
-            yield losses.mean() * (int(piece.labels.shape[0]) / n)
+        return batch_backward(self.model, batch, self.objective, self.options.max_rows, weight).item()
 
     def lower_steps(self, task: str) -> float:
         """Line 1 for one task: K Adam steps on z_i, each on a fresh B_g; returns the last g_i(theta, z_i)."""

@@ -70,6 +70,7 @@ def run_baseline(cfg, split: Split, data: list[TaskData], resume_run: bool) -> d
     # Eager: the pooled batches take many shapes (rows = examples x their task's candidates, and widths), and CUDA
     # graphs capture one graph with its own memory pool per shape (67 tasks ran out of an H100's memory).
     t.cuda_graphs = False
+    t.max_rows = cfg.max_rows
     t.resume = str(Path(cfg.out) / "checkpoint") if resume_run else None
     first = split.task(split.meta_train[0])
     return PooledRun(run_cfg, data, first).execute()

@@ -35,6 +35,7 @@ class MetaTestProtocol:
     max_length: int = 256              # tokens per training row (the prompt is left-truncated)
     eval_batch_size: int = 32
     eval_max_tokens: int = MAX_TOKENS  # tokens per zero-shot / ICL scoring forward (rows x padded width)
+    max_rows: int | None = None        # rows per k-shot LoRA forward (pieces accumulated, eager); None: whole batches
 
     def check(self) -> None:
         """Refuse a protocol that cannot run, naming the option."""
@@ -46,13 +47,19 @@ class MetaTestProtocol:
         if self.n_dev < 1 or self.eval_every < 0 or self.lr <= 0:
             raise ZofoError("meta-test needs --n-dev >= 1, --eval-every >= 0 and --lr > 0",
                             "dev chooses the checkpoint; eval-every 0 declares only steps 0 and the last")
+        if self.max_rows is not None and self.max_rows < 1:
+            raise ZofoError(f"meta-test --max-rows must be >= 1, got {self.max_rows}", "leave it unset for whole "
+                            "batches")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ZofoError(f"meta-test seeds {list(self.seeds)} must be distinct and at least one",
                             "e.g. --seeds 0 1 2")
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"seeds": list(self.seeds), "optimizer": "AdamW", "schedule": "constant",
-                               "weight_decay": 0.0, "peft": "lora"}
+        """The protocol as recorded (max_rows only when set: it changes no result, only the k-shot runs' memory and
+        speed, and a folder written before it existed continues)."""
+        kept = {k: v for k, v in asdict(self).items() if not (k == "max_rows" and v is None)}
+        return kept | {"seeds": list(self.seeds), "optimizer": "AdamW", "schedule": "constant", "weight_decay": 0.0,
+                       "peft": "lora"}
 
     def run_overrides(self) -> list[str]:
         """The `fo-peft` run's settings that the protocol fixes (the task, seed and folders are added per run)."""
@@ -61,4 +68,4 @@ class MetaTestProtocol:
                 f"train.steps={self.steps}", f"train.eval_every={self.eval_every}", "train.save_every=0",
                 f"train.batch_size={self.batch_size}", f"train.eval_batch_size={self.eval_batch_size}",
                 f"data.n_train={self.shots}", f"data.n_dev={self.n_dev}", f"data.max_length={self.max_length}",
-                "train.progress=false"]
+                "train.progress=false", *([f"train.max_rows={self.max_rows}"] if self.max_rows is not None else [])]

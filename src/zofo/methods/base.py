@@ -17,7 +17,7 @@ from torch import nn
 from zofo.config import OptimConfig
 from zofo.errors import ZofoError
 from zofo.evaluation.objectives import example_losses
-from zofo.evaluation.scoring import CandidateBatch, candidate_scores
+from zofo.evaluation.scoring import CandidateBatch, candidate_scores, example_pieces
 from zofo.evaluation.static import StaticBatch, static_losses
 from zofo.models.adapters import ParamGroups, activate
 from zofo.ranks import Ranks
@@ -38,6 +38,7 @@ class Settings:
     steps: int = 1000
     seed: int = 0
     cuda_graphs: bool = True     # on CUDA: replay ZO probes and FO steps as CUDA graphs
+    max_rows: int | None = None  # rows one forward takes at most: batches cut into pieces of whole examples
     optim: OptimConfig = field(default_factory=OptimConfig)
     zo: ZOOptions = field(default_factory=ZOOptions)
     ranks: Ranks = field(default_factory=Ranks, compare=False)
@@ -60,6 +61,8 @@ class Method(ABC):
     stream_names: tuple[str, ...] = ("train",)
     #: whether the backbone's own weights change
     trains_backbone: bool = False
+    #: whether its steps can take a batch in pieces of at most `Settings.max_rows` rows (train.max_rows)
+    takes_pieces: ClassVar[bool] = False
 
     #: the YAML section of the method's own options (None: it has none) and their frozen dataclass, whose
     #: ``check()`` refuses bad values; methods sharing a section share the dataclass
@@ -134,12 +137,42 @@ class Method(ABC):
             raise ValueError(f"{type(self).__name__} has no state to load")
 
 
-def batch_loss(model: nn.Module, batch: CandidateBatch | Mapping[str, torch.Tensor], objective: str) -> torch.Tensor:
+def batch_loss(model: nn.Module, batch: CandidateBatch | Mapping[str, torch.Tensor], objective: str,
+               max_rows: int | None = None) -> torch.Tensor:
     """Mean training loss of one batch: an encoded batch, or a fixed-shape batch's tensors (`StaticBatch.tensors`,
-    what a CUDA graph replays; its padding rounds the last bits differently)."""
+    what a CUDA graph replays; its padding rounds the last bits differently). `max_rows`: an encoded batch goes
+    through forwards of at most that many rows (`piece_losses`), which bounds memory under no_grad (a ZO probe);
+    to backpropagate in pieces use `batch_backward`."""
     if isinstance(batch, Mapping):
         return static_losses(model, StaticBatch(**batch), objective).mean()
-    return example_losses(candidate_scores(model, batch), batch.labels, objective).mean()
+    pieces = piece_losses(model, batch, objective, max_rows)
+    total = next(pieces)
+    for piece in pieces:
+        total = total + piece
+    return total
+
+
+def piece_losses(model: nn.Module, batch: CandidateBatch, objective: str,
+                 max_rows: int | None) -> Iterator[torch.Tensor]:
+    """The batch's mean loss in pieces of whole examples of at most `max_rows` rows: each piece's mean loss weighted
+    by its share of the examples, so that they sum to the batch's mean (one piece, None: the batch's mean)."""
+    n = int(batch.labels.shape[0])
+    for piece in example_pieces(batch, max_rows):
+        losses = example_losses(candidate_scores(model, piece), piece.labels, objective)
+        share = int(piece.labels.shape[0])
+        yield losses.mean() if share == n else losses.mean() * (share / n)
+
+
+def batch_backward(model: nn.Module, batch: CandidateBatch, objective: str, max_rows: int | None = None,
+                   weight: float | None = None) -> torch.Tensor:
+    """Backward of [weight x] the batch's mean loss, a piece of at most `max_rows` rows at a time (the gradients
+    accumulate and each piece's graph is freed before the next, so memory is a piece's); returns the mean loss,
+    detached."""
+    total = None
+    for piece in piece_losses(model, batch, objective, max_rows):
+        (piece if weight is None else weight * piece).backward()
+        total = piece.detach() if total is None else total + piece.detach()
+    return total
 
 
 def split_losses(model: nn.Module, batch, sizes: list[int], objective: str) -> list[torch.Tensor]:

@@ -12,7 +12,7 @@ import torch
 
 from zofo.evaluation.static import to_static
 from zofo.fo.graphed import GraphedStep, load_optimizer_state, make_adam, plain_state_dict, set_lr
-from zofo.methods.base import Method, batch_loss
+from zofo.methods.base import Method, batch_backward, batch_loss
 from zofo.registry import METHODS
 
 
@@ -22,6 +22,7 @@ class FirstOrder(Method):
 
     #: the `optim` learning rate of the trained parameters
     lr_name: ClassVar[str] = "lr"
+    takes_pieces = True
 
     def __init__(self, model, groups, batches, settings, options=None):
         super().__init__(model, groups, batches, settings, options)
@@ -42,8 +43,7 @@ class FirstOrder(Method):
         if self.graphed is not None:  # one replay; its loss stays a device scalar (the loop reads it when it logs)
             return {"loss": self.graphed(to_static(batch).tensors(), self.lr(step)), "lr": self.lr(step)}
         set_lr(self.optimizer, self.lr(step))
-        loss = batch_loss(self.model, batch, self.objective)
-        loss.backward()
+        loss = batch_backward(self.model, batch, self.objective, self.settings.max_rows)
         self.ranks.average_grads_(list(self.params.values()))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -32,6 +32,7 @@ class ZerothOrder(Method):
 
     #: the ZO optimizer class: takes (model, params, zo options, lr schedule, seed, weight decay)
     Optimizer: ClassVar[type[ZOOptimizer]] = ZOOptimizer
+    takes_pieces = True
 
     def __init__(self, model, groups, batches, settings, options=None):
         super().__init__(model, groups, batches, settings, options)
@@ -43,8 +44,9 @@ class ZerothOrder(Method):
         self.probes = self.graphed_probes(params) if s.cuda_graphs and on_cuda else None
 
     def loss(self, batch) -> torch.Tensor:
-        """The training loss of an encoded batch or of its fixed-shape tensors (what the probes replay)."""
-        return batch_loss(self.model, batch, self.objective)
+        """The training loss of an encoded batch (in pieces of at most `max_rows` rows) or of its fixed-shape
+        tensors (what the probes replay)."""
+        return batch_loss(self.model, batch, self.objective, self.settings.max_rows)
 
     def graphed_probes(self, params: dict[str, torch.nn.Parameter], capture: bool = True) -> GraphedProbes:
         """The training loss over fixed-shape batches, probed through CUDA graphs (eagerly if not capture)."""

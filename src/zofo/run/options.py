@@ -75,6 +75,11 @@ def check_options(cfg: RunConfig) -> None:
     method = method_class(cfg)
     method.check(cfg.train.method, cfg.peft.kind, method_options(cfg, method))
     cfg.zo.check()
+    if cfg.train.max_rows is not None and not method.takes_pieces:
+        takers = ", ".join(n for n in METHODS if METHODS.get(n).takes_pieces)
+        raise ZofoError(f"train.max_rows does not apply to method {cfg.train.method} (its steps take whole batches)",
+                        f"drop it, or choose one of: {takers} (meta-train --max-rows cuts the bilevel methods' "
+                        "batches)", "train.max_rows")
     _check_choices(cfg)
     _check_objective(cfg, method)
     _check_steps(cfg, method)
