@@ -11,7 +11,8 @@
 #
 # MODEL (default /root/smol), SPLIT (default configs/meta/bigbench_split.yaml), BIGBENCH (where bigbench:NAME
 # resolves; default the split file's root), SEEDS (default "0 1 2"), BATCH (examples a batch, default 4),
-# MEASURE_STEPS (8), MEASURED (the methods measured alone; default all), MEASURE_FLAGS (more `zofo meta-train` flags
+# METHODS (the methods trained; default "bilevel-zofo fo-lora fo-full mezo"), MEASURE_STEPS (8), MEASURED (the
+# methods measured alone; default METHODS), MEASURE_FLAGS (more `zofo meta-train` flags
 # for the measurement), TEST_FLAGS (more `zofo meta-test` flags; the protocol's defaults otherwise), TEST_PARALLEL
 # and TEST_SECONDS may be set in the environment.
 # A batch of B examples is B x (the task's candidates) rows of up to 256 tokens: 16 examples of a 10-choice task
@@ -32,7 +33,8 @@ declare -A METHOD=(
   [fo-full]="--method fo-full --lr 1e-5"
   [mezo]="--method mezo --lr 2e-5"
 )
-ORDER=(bilevel-zofo fo-lora fo-full mezo)
+# shellcheck disable=SC2206  # METHODS is a list of names
+ORDER=(${METHODS:-bilevel-zofo fo-lora fo-full mezo})
 
 meta_train() {  # OUT_DIR, then extra flags
   local out=$1
