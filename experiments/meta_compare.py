@@ -38,8 +38,9 @@ def score(unit: dict, setting: str) -> float:
 
 
 def common_tasks(by_backbone: dict[str, dict[str, dict[int, dict]]]) -> tuple[list[str], list[int]]:
-    """The tasks every backbone finished for the same, complete set of seeds (the seeds most backbones share)."""
-    seeds = sorted(set.intersection(*(set(s) for b in by_backbone.values() for s in b.values())) or {0})
+    """The seeds any unit was run with, and the tasks every backbone finished for every one of them (a task a stopped
+    meta-test left with fewer seeds is left out, not the other tasks' seeds)."""
+    seeds = sorted({seed for b in by_backbone.values() for by_seed in b.values() for seed in by_seed})
     tasks = set.intersection(*(set(t for t, s in b.items() if set(seeds) <= set(s)) for b in by_backbone.values()))
     order = next(iter(by_backbone.values()))
     return [t for t in order if t in tasks], seeds
@@ -97,7 +98,7 @@ def markdown(report: dict) -> str:
         lines += ["", f"{ref} minus each (points, mean ± s.e. over {len(tasks)} tasks):", ""]
         for other, d in report["paired"][setting].items():
             side = "ahead" if d["mean"] > 0 else "behind"
-            verdict = "tie" if d["tie"] else f"{abs(d['mean']) / d['se']:.1f} s.e. {side}"
+            verdict = "tie" if d["tie"] else side if d["se"] == 0 else f"{abs(d['mean']) / d['se']:.1f} s.e. {side}"
             lines.append(f"- vs {other}: {100 * d['mean']:+.1f} ± {100 * d['se']:.1f} ({verdict}; "
                          f"{d['ahead']} tasks ahead, {d['behind']} behind)")
         lines.append("")

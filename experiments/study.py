@@ -189,7 +189,8 @@ def main() -> None:
                         "pareto.png (those a study did not run are left out)")
     parser.add_argument("--reference", default="mezo", help="the method whose final dev accuracy is the target")
     parser.add_argument("--select-seeds", type=int, nargs="+", default=None,
-                        help="choose grid points on the dev accuracy of these seeds only (default: every seed)")
+                        help="choose grid points on the dev accuracy of these seeds only (default: every seed; "
+                             "with data splits, the run labels: 0 10 20 is seed 0 of splits 0-2)")
     parser.add_argument("--paired", default=None,
                         help="also write paired.md: this method against every other, paired by task and seed "
                              "(test accuracy differences, peak memory ratios)")

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ACCURACY = {
     "base": {"a": (0.50, 0.52), "b": (0.30, 0.32), "c": (0.70, 0.70)},
     "bilevel-zofo-s0": {"a": (0.60, 0.62), "b": (0.31, 0.33), "c": (0.65, 0.71), "d": (0.9, 0.9)},
-    "fo-lora-s0": {"a": (0.58, 0.60), "b": (0.40, 0.40)},  # c not finished: left out of every comparison
+    "fo-lora-s0": {"a": (0.58, 0.60), "b": (0.40, 0.40), "c": (0.5,)},  # c has seed 0 only: left out everywhere
 }
 
 
@@ -43,7 +43,7 @@ def test_paired_differences_over_the_tasks_every_backbone_finished(tmp_path):
     write_study(tmp_path)
     report = meta_compare.compare(tmp_path, "bilevel-zofo-s0")
     assert report["tasks"] == ["a", "b"] and report["seeds"] == [0, 1]
-    assert report["all_tasks"] == {"base": 3, "bilevel-zofo-s0": 4, "fo-lora-s0": 2}
+    assert report["all_tasks"] == {"base": 3, "bilevel-zofo-s0": 4, "fo-lora-s0": 3}
     # independent: per task mean over seeds, then differences, then mean and sample s.e.
     mean = {b: {t: sum(ACCURACY[b][t]) / 2 for t in ("a", "b")} for b in ACCURACY}
     vs_base = [mean["bilevel-zofo-s0"][t] - mean["base"][t] for t in ("a", "b")]  # +0.10, +0.01
@@ -58,6 +58,15 @@ def test_paired_differences_over_the_tasks_every_backbone_finished(tmp_path):
     text = meta_compare.markdown(report)
     assert "vs fo-lora-s0: -3.0 ± 5.0 (tie; 1 tasks ahead, 1 behind)" in text
     assert "| **mean** |" in text and "| bilevel-zofo-s0 | meta-bilevel-zofo | 90 | 300.5 |" in text
+
+
+def test_a_difference_without_spread_is_no_tie_and_needs_no_ratio():
+    d = meta_compare.paired([0.6, 0.7], [0.5, 0.6])
+    assert d["se"] == 0 and not d["tie"] and d["ahead"] == 2
+    report = {"backbones": ["x", "y"], "tasks": ["a", "b"], "reference": "x", "seeds": [0], "all_tasks": {},
+              "accuracy": {s: {"x": {"a": 0.6, "b": 0.7}, "y": {"a": 0.5, "b": 0.6}} for s in meta_compare.SETTINGS},
+              "paired": {s: {"y": d} for s in meta_compare.SETTINGS}, "training": {}}
+    assert "vs y: +10.0 ± 0.0 (ahead; 2 tasks ahead, 0 behind)" in meta_compare.markdown(report)
 
 
 def test_as_a_process_writes_the_table_and_refuses_an_unknown_reference(tmp_path):

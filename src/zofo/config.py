@@ -89,7 +89,8 @@ class TrainConfig:
                                         # methods, not the bilevel ones)
     checkpoint_weights: str = "trajectory"  # checkpoint/ and best/: a ZO backbone as its seed trajectory (kilobytes;
                                         # methods that train it by gradients keep weights) | full: weights always
-    fsdp: bool = False                  # under torchrun: shard the backbone over the ranks (FSDP2; FSDP_METHODS)
+    fsdp: bool = False                  # under torchrun: shard the backbone over the ranks (FSDP2; the methods
+                                        # with Method.shards_backbone)
 
 
 #: the values of train.checkpoint_weights

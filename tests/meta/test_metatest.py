@@ -77,6 +77,7 @@ def test_an_interrupted_meta_test_continues_where_it_stopped(tmp_path, tasks, ti
     assert set(calls) == {SMALL.eval_max_tokens}  # zero-shot and ICL are scored within the protocol's bound
     assert not (out / "units" / "films" / "seed1.json").exists()
     first = (out / "units" / "films" / "seed0.json").read_text()
+    assert json.loads(first)["bounds"] == {"eval_max_tokens": 64, "max_rows": None}  # each unit records its bounds
     report = meta_test(refs, str(tiny_model_dir), SMALL, out, device="cpu", progress=False)
     assert (out / "units" / "films" / "seed0.json").read_text() == first  # kept, not redone
     assert len(report["tasks"][0]["peft"]["seeds"]) == 2
@@ -144,10 +145,12 @@ def test_the_command_refuses_eval_max_tokens_0_with_exit_2(tmp_path, tasks, tiny
     assert not (tmp_path / "out").exists()
 
 
-def test_max_rows_reaches_the_k_shot_runs_and_is_recorded_only_when_set():
+def test_max_rows_reaches_the_k_shot_runs_and_the_bounds_leave_the_folder_identity_alone():
     bounded, plain = MetaTestProtocol(max_rows=4), MetaTestProtocol()
     assert "train.max_rows=4" in bounded.run_overrides()
     assert not any(o.startswith("train.max_rows") for o in plain.run_overrides())
-    assert bounded.to_dict()["max_rows"] == 4 and "max_rows" not in plain.to_dict()  # older folders continue
+    # bounds change no result: they stay out of the folder's identity (older folders and other bounds continue)
+    assert bounded.to_dict() == plain.to_dict() and "eval_max_tokens" not in plain.to_dict()
+    assert bounded.bounds() == {"eval_max_tokens": plain.eval_max_tokens, "max_rows": 4}
     with pytest.raises(ZofoError, match="meta-test --max-rows must be >= 1, got 0"):
         MetaTestProtocol(max_rows=0).check()

@@ -18,16 +18,25 @@ from zofo.methods.base import batch_backward, batch_loss
 from zofo.run.options import load_config
 
 
+def forward_rows(model: torch.nn.Module) -> list[int]:
+    """The rows of every forward the model runs from now on (a hook on its embedding)."""
+    rows: list[int] = []
+    model.get_input_embeddings().register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+    return rows
+
+
 def test_pieces_give_the_whole_batch_loss_and_gradient_in_float64():
     tokenizer = build_tiny_tokenizer()
     model = tiny_model("llama", vocab_size=len(tokenizer)).double()
     batch = encode_candidates(tokenizer, EXAMPLES, 64)  # 8 examples x 2 candidates
     assert [p.input_ids.shape[0] for p in example_pieces(batch, 5)] == [4, 4, 4, 4]
-    grads, losses = [], []
+    grads, losses, seen = [], [], forward_rows(model)
     for rows in (None, 5):
         model.zero_grad(set_to_none=True)
+        seen.clear()
         losses.append(batch_backward(model, batch, "ce", rows, weight=2.0).item())
         grads.append([p.grad.clone() for p in model.parameters()])
+    assert seen == [4, 4, 4, 4]  # the pieces really went through the model one by one
     assert losses[1] == pytest.approx(losses[0], abs=1e-12)
     assert sum(g.abs().sum().item() for g in grads[0]) > 0
     for whole, pieces in zip(*grads, strict=True):
@@ -45,9 +54,11 @@ def test_a_method_in_pieces_takes_the_steps_it_takes_on_whole_batches(method, op
     """float64: the pieces change the arithmetic's order only, so the runs agree to 1e-9 after 3 steps."""
     runs = [build(method, dtype=torch.float64, cuda_graphs=False, max_rows=rows, **options)[0] for rows in (None, 3)]
     start = {name: p.detach().clone() for name, p in runs[0].trained_group().items()}
+    seen = forward_rows(runs[1].model)
     for step in range(3):
         logged = [run.step(step) for run in runs]
         assert float(logged[1]["loss"]) == pytest.approx(float(logged[0]["loss"]), rel=1e-9)
+    assert len(seen) > 3 and max(seen) <= 3  # 8 examples x 2 candidates: forwards of one example
     trained = [run.trained_group() for run in runs]
     assert any((p - start[name]).abs().max() > 1e-4 for name, p in trained[0].items())  # training moved them
     for name, param in trained[0].items():

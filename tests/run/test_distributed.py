@@ -33,6 +33,7 @@ from safetensors.torch import load_file
 from tests.run.test_recipe import final_weights, tiny_run
 from zofo import api
 from zofo.errors import ZofoError
+from zofo.methods import METHODS
 from zofo.run.interrupt import TrainingInterrupted
 from zofo.run.logs import RunLogger, read_log
 from zofo.run.replay import replay_run
@@ -40,7 +41,7 @@ from zofo.run.replay import replay_run
 WORLD = 2
 STEPS = ["train.steps=4", "train.log_every=1", "train.eval_every=2"]
 DATA_PARALLEL = ("mezo", "bilevel-zofo", "fo-peft", "zo-peft", "bilevel-fo", "fo-full")
-SHARDED = ("mezo", "bilevel-zofo", "zo-peft", "fo-peft")  # zofo.run.distributed.FSDP_METHODS
+SHARDED = tuple(name for name in METHODS if METHODS.get(name).shards_backbone)
 #: launches refused at start: each rank's overrides, and the words the message must hold
 WRONG = {
     "seed": (lambda rank: ["train.method=mezo", f"train.seed={rank}"],
@@ -48,7 +49,7 @@ WRONG = {
     "batch": (lambda rank: ["train.method=mezo", "train.batch_size=3"],
               ["train.batch_size 3 does not divide among 2 ranks", "--batch-size 4"]),
     "fsdp": (lambda rank: ["train.method=fo-full", "train.fsdp=true"],
-             ["train.fsdp does not apply to method fo-full", "--method mezo, bilevel-zofo, zo-peft, fo-peft"]),
+             ["train.fsdp does not apply to method fo-full", "--method bilevel-zofo, fo-peft, mezo, zo-peft"]),
 }
 
 
@@ -242,6 +243,9 @@ def test_a_command_other_than_train_is_refused_under_torchrun(monkeypatch, capsy
 def test_fsdp_with_a_method_it_does_not_serve_is_refused_in_one_process_too(tmp_path, tiny_model_dir, shared_data):
     with pytest.raises(ZofoError, match="train.fsdp does not apply to method bilevel-fo"):
         api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=bilevel-fo", "train.fsdp=true"))
+    with pytest.raises(ZofoError, match="train.fsdp takes whole batches"):
+        api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=mezo", "train.fsdp=true",
+                           "train.max_rows=4"))
     with pytest.raises(ZofoError, match="train.fsdp needs zo.rule sgd"):
         api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=mezo", "train.fsdp=true",
                            "zo.rule=adam"))

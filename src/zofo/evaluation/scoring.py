@@ -190,8 +190,8 @@ def score_examples(model, tokenizer, examples: Sequence[Example], batch_size: in
                    max_tokens: int | None = MAX_TOKENS) -> list[list[float]]:
     """Candidate scores of every example, in order: no_grad, eval mode, batches of `batch_size` examples, examples
     sorted by length to keep padding small. A batch's rows go through forwards of at most `max_tokens` tokens
-    (`example_pieces`; None: the whole batch in one), which cannot change a score. A requested ``stop`` raises
-    `EvaluationStopped` between batches."""
+    (`example_pieces`; None: the whole batch in one), which changes no score beyond float rounding. A requested
+    ``stop`` raises `EvaluationStopped` between batches."""
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].prompt))
     device = next(model.parameters()).device
     scores: list[list[float]] = [[] for _ in examples]

@@ -156,7 +156,7 @@ class _Runner:
         zero = evaluate(model, tokenizer, task, splits.test, progress=False, **bounds)
         icl = evaluate(model, tokenizer, task, splits.test, demonstrations=demos, progress=False, **bounds)
         peft = self.kshot_peft(ref, seed, n_test, stop)
-        return {"task": ref.name, "data": ref.data, "seed": seed, "protocol": splits.protocol,
+        return {"task": ref.name, "data": ref.data, "seed": seed, "protocol": splits.protocol, "bounds": p.bounds(),
                 "sizes": {"train": len(splits.train), "dev": len(splits.dev), "test": len(splits.test)},
                 "zero_shot": zero, "icl": icl, "peft": peft["test"],
                 "peft_run": {"best_dev": peft["best_dev"], "best_step": peft["best_step"],

@@ -19,6 +19,9 @@ from dataclasses import asdict, dataclass
 from zofo.errors import ZofoError
 from zofo.evaluation.scoring import MAX_TOKENS
 
+#: settings that bound memory only: a unit records them, the folder's protocol does not
+BOUNDS = ("eval_max_tokens", "max_rows")
+
 
 @dataclass(frozen=True)
 class MetaTestProtocol:
@@ -55,11 +58,16 @@ class MetaTestProtocol:
                             "e.g. --seeds 0 1 2")
 
     def to_dict(self) -> dict:
-        """The protocol as recorded (max_rows only when set: it changes no result, only the k-shot runs' memory and
-        speed, and a folder written before it existed continues)."""
-        kept = {k: v for k, v in asdict(self).items() if not (k == "max_rows" and v is None)}
+        """The protocol as it identifies a meta-test folder: every setting but the memory bounds (`bounds`), which
+        change no result beyond float rounding, so that a folder continues under other bounds (and one written
+        before they existed)."""
+        kept = {k: v for k, v in asdict(self).items() if k not in BOUNDS}
         return kept | {"seeds": list(self.seeds), "optimizer": "AdamW", "schedule": "constant", "weight_decay": 0.0,
                        "peft": "lora"}
+
+    def bounds(self) -> dict:
+        """The memory bounds the units ran with (each unit records them)."""
+        return {k: getattr(self, k) for k in BOUNDS}
 
     def run_overrides(self) -> list[str]:
         """The `fo-peft` run's settings that the protocol fixes (the task, seed and folders are added per run)."""

@@ -63,6 +63,9 @@ class Method(ABC):
     trains_backbone: bool = False
     #: whether its steps can take a batch in pieces of at most `Settings.max_rows` rows (train.max_rows)
     takes_pieces: ClassVar[bool] = False
+    #: whether it trains on a backbone sharded by FSDP2 (train.fsdp): the backbone trained by ZO-SGD, each rank its
+    #: rows, or frozen; PEFT modules whole on every rank
+    shards_backbone: ClassVar[bool] = False
 
     #: the YAML section of the method's own options (None: it has none) and their frozen dataclass, whose
     #: ``check()`` refuses bad values; methods sharing a section share the dataclass

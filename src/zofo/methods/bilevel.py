@@ -134,6 +134,7 @@ class BilevelZOFO(Method):
     deploy_adapter = "p"
     stream_names = ("upper", "lower")
     trains_backbone = True
+    shards_backbone = True
     section = "bilevel"
     Options = BilevelOptions
     #: the backbone's updater (lines 4-5 for theta): seeded SPSA and a ZO update rule
@@ -222,3 +223,4 @@ class BilevelFO(BilevelZOFO):
     """Algorithm 1: the same penalty method with a backprop gradient for theta (the ZO method's reference)."""
 
     Backbone = BackpropOptimizer
+    shards_backbone = False

@@ -32,7 +32,8 @@ class FirstOrder(Method):
         self.params = params
         trained = list(params.values())
         self.ranks = settings.ranks  # data parallel: gradients averaged over the ranks, steps taken eagerly
-        graphed = settings.cuda_graphs and trained[0].is_cuda and not self.ranks.parallel
+        graphed = (settings.cuda_graphs and trained[0].is_cuda and not self.ranks.parallel
+                   and settings.max_rows is None)  # pieces have no fixed shape
         lr = getattr(settings.optim, self.lr_name)
         self.optimizer = make_adam(torch.optim.AdamW, trained, lr, settings.optim.weight_decay, graphed)
         self.lr = settings.schedule(lr)
@@ -78,3 +79,4 @@ class FOPeft(FirstOrder):
     adapter_names = ("default",)
     deploy_adapter = "default"
     lr_name = "lr_upper"
+    shards_backbone = True

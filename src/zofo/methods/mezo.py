@@ -41,7 +41,8 @@ class ZerothOrder(Method):
         self.zo = self.Optimizer(model, params, s.zo, s.schedule(s.optim.lr), s.seed, s.optim.weight_decay,
                                  ranks=s.ranks)
         on_cuda = next(iter(params.values())).is_cuda
-        self.probes = self.graphed_probes(params) if s.cuda_graphs and on_cuda else None
+        # batches in pieces (max_rows) have no fixed shape: probed eagerly
+        self.probes = self.graphed_probes(params) if s.cuda_graphs and on_cuda and s.max_rows is None else None
 
     def loss(self, batch) -> torch.Tensor:
         """The training loss of an encoded batch (in pieces of at most `max_rows` rows) or of its fixed-shape
@@ -77,6 +78,7 @@ class MeZO(ZerothOrder):
     """ZO-SGD on every backbone weight (Malladi et al., 2023)."""
 
     trains_backbone = True
+    shards_backbone = True
 
 
 @METHODS.register("zo-peft")
@@ -85,3 +87,4 @@ class ZOPeft(ZerothOrder):
 
     adapter_names = ("default",)
     deploy_adapter = "default"
+    shards_backbone = True

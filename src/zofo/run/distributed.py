@@ -25,6 +25,7 @@ from torch import nn
 
 from zofo.config import flat
 from zofo.errors import UsageError
+from zofo.methods import METHODS
 from zofo.ranks import Ranks
 from zofo.run.options import RunConfig, method_class
 
@@ -104,18 +105,17 @@ def check_same_values(values: dict, ranks: Ranks) -> None:
                              "config file and --seed", key)
 
 
-#: methods a sharded backbone serves: the backbone is trained by ZO (each rank updates its rows) or frozen, and any
-#: PEFT module stays whole on every rank, its gradients averaged as under data parallelism
-FSDP_METHODS = ("mezo", "bilevel-zofo", "zo-peft", "fo-peft")
-
-
 def check_fsdp(cfg: RunConfig) -> None:
-    """A sharded backbone (train.fsdp) serves `FSDP_METHODS`; a backbone trained by ZO takes the ZO-SGD rule
-    (stateless: no optimizer state to shard) and checkpoints that keep the seed trajectory."""
-    if cfg.train.method not in FSDP_METHODS:
+    """A sharded backbone (train.fsdp) serves the methods that say so (`Method.shards_backbone`), with whole batches
+    (every rank must run the same forwards: each all-gathers the layers); a backbone trained by ZO takes the ZO-SGD
+    rule (stateless: no optimizer state to shard) and checkpoints that keep the seed trajectory."""
+    if not method_class(cfg).shards_backbone:
+        served = ", ".join(n for n in METHODS if METHODS.get(n).shards_backbone)
         raise UsageError(f"train.fsdp does not apply to method {cfg.train.method} (it shards a backbone that ZO "
-                         "trains or that stays frozen)", f"use --method {', '.join(FSDP_METHODS)}, or drop train.fsdp",
-                         "train.fsdp")
+                         "trains or that stays frozen)", f"use --method {served}, or drop train.fsdp", "train.fsdp")
+    if cfg.train.max_rows is not None:
+        raise UsageError("train.fsdp takes whole batches: ranks cutting their shares into different numbers of pieces "
+                         "would run unmatched all-gathers", "drop train.max_rows", "train.max_rows")
     if not method_class(cfg).trains_backbone:
         return
     if cfg.zo.rule != "sgd":
