@@ -14,6 +14,7 @@ from tests.methods.common import EXAMPLES, build
 from tests.tiny import build_tiny_tokenizer, tiny_model
 from zofo.errors import ZofoError
 from zofo.evaluation.scoring import candidate_scores, encode_candidates, example_pieces
+from zofo.methods import Settings
 from zofo.methods.base import batch_backward, batch_loss
 from zofo.run.options import load_config
 
@@ -63,6 +64,12 @@ def test_a_method_in_pieces_takes_the_steps_it_takes_on_whole_batches(method, op
     assert any((p - start[name]).abs().max() > 1e-4 for name, p in trained[0].items())  # training moved them
     for name, param in trained[0].items():
         torch.testing.assert_close(trained[1][name], param, atol=1e-9, rtol=0)
+
+
+def test_batches_in_pieces_are_never_graphed():
+    """Pieces have no fixed shape: with max_rows every method steps eagerly, even where CUDA graphs are asked for."""
+    assert Settings().graphed and not Settings(cuda_graphs=False).graphed
+    assert not Settings(cuda_graphs=True, max_rows=3).graphed
 
 
 def test_bilevel_methods_refuse_train_max_rows_naming_the_key():

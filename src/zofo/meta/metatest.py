@@ -152,9 +152,9 @@ class _Runner:
             self.loaded = load_model(self.backbone, dtype=self.dtype, device=self.device)
         model, tokenizer = self.loaded
         demos = icl_demonstrations(splits.train, p.shots, seed)
-        bounds = {"batch_size": p.eval_batch_size, "max_tokens": p.eval_max_tokens}
-        zero = evaluate(model, tokenizer, task, splits.test, progress=False, **bounds)
-        icl = evaluate(model, tokenizer, task, splits.test, demonstrations=demos, progress=False, **bounds)
+        scoring = {"batch_size": p.eval_batch_size, "max_tokens": p.eval_max_tokens}
+        zero = evaluate(model, tokenizer, task, splits.test, progress=False, **scoring)
+        icl = evaluate(model, tokenizer, task, splits.test, demonstrations=demos, progress=False, **scoring)
         peft = self.kshot_peft(ref, seed, n_test, stop)
         return {"task": ref.name, "data": ref.data, "seed": seed, "protocol": splits.protocol, "bounds": p.bounds(),
                 "sizes": {"train": len(splits.train), "dev": len(splits.dev), "test": len(splits.test)},

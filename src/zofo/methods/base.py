@@ -43,6 +43,12 @@ class Settings:
     zo: ZOOptions = field(default_factory=ZOOptions)
     ranks: Ranks = field(default_factory=Ranks, compare=False)
 
+    @property
+    def graphed(self) -> bool:
+        """Whether steps may replay CUDA graphs (on a CUDA device): asked for, and over fixed-shape batches, which
+        batches taken in pieces (`max_rows`) are not."""
+        return self.cuda_graphs and self.max_rows is None
+
     def schedule(self, peak: float) -> Schedule:
         """The configured learning-rate schedule over this run's steps, peaking at ``peak``."""
         return make_schedule(self.optim.schedule, peak, self.steps, self.optim.warmup_steps)

@@ -147,7 +147,7 @@ class BilevelZOFO(Method):
         self.lam, self.K, self.deploy_adapter = o.lam, o.lower_steps, o.deploy
         self.scale = 1.0 / (1.0 + self.lam) if o.normalize else 1.0
         z, p = list(groups.adapter("z").values()), list(groups.adapter("p").values())
-        self.graphed = s.cuda_graphs and z[0].is_cuda
+        self.graphed = s.graphed and z[0].is_cuda
         self.opt_z = make_adam(torch.optim.Adam, z, s.optim.lr_lower, graphed=self.graphed)
         self.opt_p = make_adam(torch.optim.Adam, p, s.optim.lr_upper, graphed=self.graphed)
         # the lower step, the p-step and the probes never run at once: their graphs share one memory pool, so

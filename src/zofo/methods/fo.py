@@ -32,8 +32,7 @@ class FirstOrder(Method):
         self.params = params
         trained = list(params.values())
         self.ranks = settings.ranks  # data parallel: gradients averaged over the ranks, steps taken eagerly
-        graphed = (settings.cuda_graphs and trained[0].is_cuda and not self.ranks.parallel
-                   and settings.max_rows is None)  # pieces have no fixed shape
+        graphed = settings.graphed and trained[0].is_cuda and not self.ranks.parallel
         lr = getattr(settings.optim, self.lr_name)
         self.optimizer = make_adam(torch.optim.AdamW, trained, lr, settings.optim.weight_decay, graphed)
         self.lr = settings.schedule(lr)

@@ -41,8 +41,7 @@ class ZerothOrder(Method):
         self.zo = self.Optimizer(model, params, s.zo, s.schedule(s.optim.lr), s.seed, s.optim.weight_decay,
                                  ranks=s.ranks)
         on_cuda = next(iter(params.values())).is_cuda
-        # batches in pieces (max_rows) have no fixed shape: probed eagerly
-        self.probes = self.graphed_probes(params) if s.cuda_graphs and on_cuda and s.max_rows is None else None
+        self.probes = self.graphed_probes(params) if s.graphed and on_cuda else None
 
     def loss(self, batch) -> torch.Tensor:
         """The training loss of an encoded batch (in pieces of at most `max_rows` rows) or of its fixed-shape

@@ -38,11 +38,10 @@ from zofo.zo.shards import whole
 
 def method_settings(cfg: RunConfig, ranks: Ranks | None = None) -> Settings:
     """The config's plain values that every method reads (methods never see the config object), and the ranks."""
-    # a sharded backbone's forward all-gathers its layers, and batches in pieces have no fixed shape: neither is
-    # captured into CUDA graphs
-    graphs = cfg.train.cuda_graphs and not cfg.train.fsdp and cfg.train.max_rows is None
-    return Settings(objective=cfg.data.objective, steps=cfg.train.steps, seed=cfg.train.seed, cuda_graphs=graphs,
-                    max_rows=cfg.train.max_rows, optim=cfg.optim, zo=cfg.zo, ranks=ranks or Ranks())
+    # a sharded backbone's forward all-gathers its layers: not captured into CUDA graphs
+    return Settings(objective=cfg.data.objective, steps=cfg.train.steps, seed=cfg.train.seed,
+                    cuda_graphs=cfg.train.cuda_graphs and not cfg.train.fsdp, max_rows=cfg.train.max_rows,
+                    optim=cfg.optim, zo=cfg.zo, ranks=ranks or Ranks())
 
 
 class Run:
