@@ -6,11 +6,11 @@ OUT is a folder as `experiments/meta_study.sh` leaves it (OUT/train/<name>/resul
 <task>/seed<s>.json, OUT/test/base/...), or the same files unpacked from its records. Per setting (zero-shot, ICL,
 k-shot LoRA) the table holds each backbone's accuracy per task (mean over the seeds of the k-shot sample) and the mean
 over tasks; then the reference backbone minus each other one, per task, as mean ± standard error over the tasks (a
-difference within one standard error is a tie). Only the tasks every backbone finished for every seed count (a
-meta-test stopped early leaves some out, and the table says how many). The training cost of each trained backbone
-(steps, sequences, seconds, peak memory) comes from its result.json. Writes meta_compare.md, meta_compare.json and
-meta_compare.png (each backbone's mean k-shot LoRA accuracy against its meta-training seconds; the base model at 0)
-to --results (default: print the markdown).
+difference within one standard error is a tie). Only the (task, seed) units every backbone finished count: a
+meta-test stopped early leaves either some tasks or its last seed out (`common_tasks`), and the table says which.
+The training cost of each trained backbone (steps, sequences, seconds, peak memory) comes from its result.json.
+Writes meta_compare.md, meta_compare.json and meta_compare.png (each backbone's mean k-shot LoRA accuracy against
+its meta-training seconds; the base model at 0) to --results (default: print the markdown).
 """
 
 from __future__ import annotations
@@ -38,10 +38,16 @@ def score(unit: dict, setting: str) -> float:
 
 
 def common_tasks(by_backbone: dict[str, dict[str, dict[int, dict]]]) -> tuple[list[str], list[int]]:
-    """The seeds any unit was run with, and the tasks every backbone finished for every one of them (a task a stopped
-    meta-test left with fewer seeds is left out, not the other tasks' seeds)."""
+    """The tasks and seeds compared: every backbone must have finished each (task, seed). Of the two ways to cut what
+    stopped meta-tests left (fewer tasks with every seed, or every task every backbone started with the seeds all of
+    them finished), the one with more units, then more tasks (meta-test runs the seeds one after the other over all
+    the tasks, so a stopped one leaves the last seed short)."""
     seeds = sorted({seed for b in by_backbone.values() for by_seed in b.values() for seed in by_seed})
-    tasks = set.intersection(*(set(t for t, s in b.items() if set(seeds) <= set(s)) for b in by_backbone.values()))
+    started = set.intersection(*(set(b) for b in by_backbone.values()))
+    every_seed = {t for t in started if all(set(seeds) <= set(b[t]) for b in by_backbone.values())}
+    whole_seeds = [s for s in seeds if all(s in b[t] for b in by_backbone.values() for t in started)]
+    tasks, seeds = max([(every_seed, seeds), (started, whole_seeds)],
+                       key=lambda cut: (len(cut[0]) * len(cut[1]), len(cut[0])))
     order = next(iter(by_backbone.values()))
     return [t for t in order if t in tasks], seeds
 

@@ -29,7 +29,7 @@ from zofo.errors import ZofoError
 @dataclass
 class ModelConfig:
     name: str = "smollm2-135m"          # alias, local folder, .gguf file or hub id
-    dtype: str = "float32"              # float32 | bfloat16 | float16
+    dtype: str = "float32"              # float32 | tf32 (float32, TF32 matmuls on CUDA) | bfloat16 | float16
     device: str = "auto"                # auto (cuda when present) | cpu | cuda | cuda:N
     trust_remote_code: bool = False
 

@@ -86,6 +86,25 @@ def test_an_interrupted_meta_test_continues_where_it_stopped(tmp_path, tasks, ti
                   device="cpu", progress=False)
 
 
+def test_a_stopped_meta_test_has_every_task_of_a_seed_before_the_next_seed(tmp_path, tasks, tiny_model_dir,
+                                                                           monkeypatch):
+    refs = resolve(str(tasks), tasks, "argument 1")  # films and premises
+    calls = []
+    evaluate = metatest.evaluate
+
+    def interrupting(*args, **kwargs):  # SIGINT in the third unit's zero-shot evaluation
+        calls.append(1)
+        if len(calls) == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(metatest, "evaluate", interrupting)
+    with pytest.raises(MetaTestInterrupted, match=r"after 2 of 4 task-seed evaluations"):
+        meta_test(refs, str(tiny_model_dir), SMALL, tmp_path / "out", device="cpu", progress=False)
+    done = sorted(str(f.relative_to(tmp_path / "out" / "units")) for f in (tmp_path / "out").glob("units/*/*.json"))
+    assert done == ["films/seed0.json", "premises/seed0.json"]
+
+
 def test_a_task_too_small_and_a_repeated_task_are_refused_before_anything_runs(tmp_path, tasks, tiny_model_dir):
     write_task(tmp_path / "small", 6)
     small = resolve(str(tmp_path / "small"), tmp_path, "argument 1")

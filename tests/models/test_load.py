@@ -30,6 +30,21 @@ def test_dtype_option(tiny_model_dir):
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())
 
 
+def test_tf32_loads_float32_weights_and_sets_the_float32_matmul_precision(tiny_model_dir):
+    before = torch.get_float32_matmul_precision()
+    try:
+        model, _ = load_model(str(tiny_model_dir), dtype="tf32")
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        assert torch.get_float32_matmul_precision() == "high"
+        load_model(str(tiny_model_dir), dtype="float32")
+        assert torch.get_float32_matmul_precision() == "highest"
+        torch.set_float32_matmul_precision("high")
+        load_model(str(tiny_model_dir), dtype="bfloat16")  # not a float32 name: left as it was
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def test_folder_without_weights_is_refused(tmp_path, tiny_model_dir):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "config.json").write_text((tiny_model_dir / "config.json").read_text())

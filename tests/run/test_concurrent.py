@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from tests.run.test_recipe import tiny_run
 from zofo import api
+from zofo.errors import ZofoError
 
 
 def _losses(run_dir) -> list[float]:
@@ -48,6 +49,15 @@ def test_a_failing_run_does_not_stop_the_others(tmp_path, tiny_model_dir, shared
     results = api.train_together([bad, good])
     assert isinstance(results[0], Exception) and "does not exist" in str(results[0])
     assert results[1]["steps"] == 2 and (tmp_path / "good" / "result.json").exists()
+
+
+def test_runs_of_one_process_mixing_tf32_with_float32_are_refused_before_any_starts(tmp_path, tiny_model_dir,
+                                                                                    shared_data):
+    runs = [tiny_run(tiny_model_dir, shared_data, tmp_path / dtype, "train.method=mezo", f"model.dtype={dtype}")
+            for dtype in ("tf32", "float32")]
+    with pytest.raises(ZofoError, match="mix model.dtype tf32 with float32") as refused:
+        api.train_together(runs)
+    assert refused.value.key == "model.dtype" and not any((tmp_path / d).exists() for d in ("tf32", "float32"))
 
 
 @pytest.mark.gpu

@@ -32,7 +32,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--batch-size", type=int, default=32, help="examples per forward")
     parser.add_argument("--max-length", type=int, default=2048, help="tokens per row (prompt left-truncated)")
     parser.add_argument("--seed", type=int, default=0, help="sampling and demonstration seed")
-    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    parser.add_argument("--dtype", default="float32",
+                        help="float32, tf32 (float32 weights, TF32 matmuls on CUDA), bfloat16 or float16")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     parser.add_argument("--output", default=None, help="result JSON (default runs/eval-<task>-<time>.json)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

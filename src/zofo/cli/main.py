@@ -51,7 +51,7 @@ TRAIN_FLAGS = {
     "--eval-every": ("train.eval_every", int, "dev evaluation period in steps (0: only before and after)"),
     "--save-every": ("train.save_every", int, "checkpoint period in steps (0: only at the end)"),
     "--seed": ("train.seed", int, "run seed (ZO directions, batch order)"),
-    "--dtype": ("model.dtype", str, "float32 | bfloat16 | float16"),
+    "--dtype": ("model.dtype", str, "float32 | tf32 | bfloat16 | float16"),
     "--device": ("model.device", str, "auto | cpu | cuda | cuda:N"),
     "--output-dir": ("train.output_dir", str, "run folder (default runs/<method>-<task>-<time>)"),
     "--resume": ("train.resume", str, "RUN/checkpoint of a run to continue, with the run's own settings"),

@@ -44,7 +44,8 @@ def add_meta_test(sub) -> None:
                                                               "in pieces, gradients accumulated, eager steps "
                                                               "(default: whole batches, CUDA graphs)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULTS.seeds), help="k-shot sample seeds")
-    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    p.add_argument("--dtype", default="float32",
+                   help="float32, tf32 (float32 weights, TF32 matmuls on CUDA), bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(run=run_meta_test)

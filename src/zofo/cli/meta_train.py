@@ -34,7 +34,7 @@ HELP = {
     "max_length": "tokens per sequence",
     "eval_batch_size": "examples per evaluation batch", "eval_every": "dev period in steps (0: before and after)",
     "save_every": "checkpoint period in steps (0: at the end)", "log_every": "log period in steps",
-    "device": "auto | cpu | cuda | cuda:N", "dtype": "float32 | bfloat16 | float16",
+    "device": "auto | cpu | cuda | cuda:N", "dtype": "float32 | tf32 | bfloat16 | float16",
     "bigbench_root": "where bigbench:NAME resolves",
 }
 

@@ -57,7 +57,7 @@ def meta_test(refs: list[TaskRef], model: str, protocol: MetaTestProtocol, out_d
     backbone, described = resolve_backbone(model, out_dir)
     header = {"protocol": protocol.to_dict(), "backbone": described, "dtype": dtype}
     _claim(out_dir, header)
-    units = [(ref, seed) for ref in refs for seed in protocol.seeds]
+    units = [(ref, seed) for seed in protocol.seeds for ref in refs]  # a stopped meta-test has whole seeds first
     runner = _Runner(backbone, protocol, out_dir, resolve_device(device), dtype)
     with stop_on_signal() as stop:
         _run_units(units, tasks, n_test, runner, stop, progress)

@@ -18,6 +18,8 @@ from contextlib import nullcontext
 
 import torch
 
+from zofo.errors import ZofoError
+from zofo.models.load import MATMUL_PRECISION
 from zofo.run.interrupt import StopRequest, stop_on_signal
 from zofo.run.options import RunConfig
 from zofo.run.recipe import Run
@@ -29,8 +31,18 @@ def train_together(cfgs: Sequence[RunConfig]) -> list[dict | Exception]:
     """Train every run of ``cfgs`` at once; per run, its result, or the exception it raised (the others go on)."""
     if not cfgs:
         return []
+    _check_one_matmul_precision(cfgs)
     with stop_on_signal() as stop, ThreadPoolExecutor(max_workers=len(cfgs), thread_name_prefix="zofo-run") as pool:
         return list(pool.map(lambda cfg: _train_on_own_stream(cfg, stop), cfgs))
+
+
+def _check_one_matmul_precision(cfgs: Sequence[RunConfig]) -> None:
+    """The float32 matmul precision is the process's (`MATMUL_PRECISION`): runs of one process share it."""
+    asked = {MATMUL_PRECISION[cfg.model.dtype] for cfg in cfgs if cfg.model.dtype in MATMUL_PRECISION}
+    if len(asked) > 1:
+        raise ZofoError("runs trained in one process mix model.dtype tf32 with float32 (the float32 matmul precision "
+                        "is the process's)", "give them one of the two, or train them in separate processes",
+                        "model.dtype")
 
 
 def _train_on_own_stream(cfg: RunConfig, stop: StopRequest) -> dict | Exception:
