@@ -26,16 +26,15 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from tests.meta.test_metatrain import write_split
-from tests.run.test_distributed import differences, free_port
+from tests.ranks import WORLD, free_port, spawn_ranks
+from tests.run.test_distributed import differences
 from zofo.errors import ZofoError
 from zofo.meta.metarun import MetaTrainConfig, meta_train
 from zofo.run.logs import read_log
 
-WORLD = 2
 DATA_PARALLEL = ("bilevel-zofo", "bilevel-fo", "fo-peft", "fo-full", "mezo")
 #: launches refused at start: each rank's option changes, and the words the message must hold
 WRONG = {
@@ -52,11 +51,8 @@ def config(split: Path, model: Path, out: Path, **changes) -> MetaTrainConfig:
     return MetaTrainConfig(**(base | changes))
 
 
-def rank_main(rank: int, port: int, root: Path, model: Path, split: Path) -> None:
+def rank_main(rank: int, root: Path, model: Path, split: Path) -> None:
     """One rank: every scenario in turn (errors of the wrong launches written to root/errors-<rank>.json)."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
     for method in DATA_PARALLEL:
         meta_train(config(split, model, root / f"dp-{method}", method=method))
     meta_train(config(split, model, root / "stopped", steps=2))
@@ -73,15 +69,15 @@ def rank_main(rank: int, port: int, root: Path, model: Path, split: Path) -> Non
 @pytest.fixture(scope="module")
 def ranks_ran(tmp_path_factory) -> tuple[Path, Path, Path]:
     """The 2-rank runs' root folder, the tiny model and the split file (one spawn for the module)."""
-    root = tmp_path_factory.mktemp("meta-ranks")
-    model = root / "tiny-llama"
+    shared = tmp_path_factory.mktemp("meta-ranks-model")
+    model = shared / "tiny-llama"
     from tests.tiny import build_tiny_tokenizer, tiny_model
 
     tokenizer = build_tiny_tokenizer()
     tiny_model("llama", vocab_size=len(tokenizer)).save_pretrained(model)
     tokenizer.save_pretrained(model)
-    split = write_split(root)
-    mp.start_processes(rank_main, args=(free_port(), root, model, split), nprocs=WORLD, start_method="spawn")
+    split = write_split(shared)
+    root = spawn_ranks(rank_main, lambda attempt: tmp_path_factory.mktemp(f"meta-ranks-{attempt}"), model, split)
     return root, model, split
 
 

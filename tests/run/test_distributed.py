@@ -20,16 +20,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
+from tests.ranks import WORLD, free_port, spawn_ranks
 from tests.run.test_recipe import final_weights, tiny_run
 from zofo import api
 from zofo.errors import ZofoError
@@ -38,7 +37,6 @@ from zofo.run.interrupt import TrainingInterrupted
 from zofo.run.logs import RunLogger, read_log
 from zofo.run.replay import replay_run
 
-WORLD = 2
 STEPS = ["train.steps=4", "train.log_every=1", "train.eval_every=2"]
 DATA_PARALLEL = ("mezo", "bilevel-zofo", "fo-peft", "zo-peft", "bilevel-fo", "fo-full")
 SHARDED = tuple(name for name in METHODS if METHODS.get(name).shards_backbone)
@@ -53,17 +51,8 @@ WRONG = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rank_main(rank: int, port: int, root: Path, model_dir: Path, data: Path) -> None:
+def rank_main(rank: int, root: Path, model_dir: Path, data: Path) -> None:
     """One rank: every scenario in turn (errors of the wrong launches written to root/errors-<rank>.json)."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
     for method in DATA_PARALLEL:
         api.train(tiny_run(model_dir, data, root / f"dp-{method}", f"train.method={method}", *STEPS))
     for method in SHARDED:
@@ -103,15 +92,13 @@ def interrupted_then_resumed(rank: int, out: Path, model_dir: Path, data: Path) 
 @pytest.fixture(scope="module")
 def ranks_ran(tmp_path_factory, shared_data):
     """The 2-rank runs' root folder and the tiny model they trained (one spawn for the module)."""
-    root = tmp_path_factory.mktemp("ranks")
-    model_dir = root / "tiny-llama"
+    model_dir = tmp_path_factory.mktemp("ranks-model") / "tiny-llama"
     from tests.tiny import build_tiny_tokenizer, tiny_model
 
     tokenizer = build_tiny_tokenizer()
     tiny_model("llama", vocab_size=len(tokenizer)).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    mp.start_processes(rank_main, args=(free_port(), root, model_dir, shared_data), nprocs=WORLD,
-                       start_method="spawn")
+    root = spawn_ranks(rank_main, lambda attempt: tmp_path_factory.mktemp(f"ranks-{attempt}"), model_dir, shared_data)
     return root, model_dir
 
 

@@ -77,6 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nzofo: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _leave_group()
+
+
+def _leave_group() -> None:
+    """A torchrun rank leaves its process group before it exits (`zofo.run.distributed.leave_group`); a command
+    that never imported torch.distributed has none to leave."""
+    if "torch.distributed" in sys.modules:
+        from zofo.run.distributed import leave_group
+
+        leave_group()
 
 
 #: the commands that run over several processes (torchrun); the others run in one

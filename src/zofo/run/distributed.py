@@ -71,6 +71,13 @@ def start_group(device: torch.device) -> Ranks:
     return Ranks(dist.get_rank(), dist.get_world_size(), control)
 
 
+def leave_group() -> None:
+    """Leave the process group a torchrun launch started (at the end of a command): a process that exits with its
+    group alive can tear a connection that another rank's gloo or NCCL still holds, which aborts that rank."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def check_launch(cfg: RunConfig, ranks: Ranks) -> None:
     """Refuse a launch whose ranks would not train as one run (every rank raises the same error)."""
     check_same_config(cfg, ranks)
