@@ -9,7 +9,7 @@
 #                                                command continues it)
 #   experiments/meta_study.sh pack OUT FILE      the records (no weights) in one .tar.gz
 #
-# MODEL (default /root/smol), DTYPE (default tf32: float32 weights, TF32 matmuls; benchmarks/tf32.py),
+# MODEL (default /root/smol), DTYPE (default float32; tf32 measured no faster here: docs/RESULTS.md section 21),
 # SPLIT (default configs/meta/bigbench_split.yaml), BIGBENCH (where bigbench:NAME
 # resolves; default the split file's root), SEEDS (default "0 1 2"), BATCH (examples a batch, default 4),
 # METHODS (the methods trained; default "bilevel-zofo fo-lora fo-full mezo"), MEASURE_STEPS (8), MEASURED (the
@@ -19,8 +19,8 @@
 # A batch of B examples is B x (the task's candidates) rows of up to 256 tokens: 16 examples of a 10-choice task
 # are 160 rows, whose float32 activations took 45 GB in one meta-training step; hence 4 by default.
 # Learning rates were fixed before any run, from the single-task study's chosen points on SmolLM2-135M
-# (experiments/results: FO-LoRA 3e-4, FO full 1e-5, MeZO 1e-5..3e-5 in float32); none was tuned here. TF32 matmuls
-# were chosen before the study's runs, for time: exact float32 made a Bilevel ZOFO outer step about 7 s.
+# (experiments/results: FO-LoRA 3e-4, FO full 1e-5, MeZO 1e-5..3e-5 in float32); none was tuned here. The first
+# pass (experiments/results/gpu-2026-12-06/meta-study-1) ran DTYPE=tf32, which proved no faster than float32.
 set -euo pipefail
 
 MODEL=${MODEL:-/root/smol}
@@ -42,7 +42,7 @@ meta_train() {  # OUT_DIR, then extra flags
   local out=$1
   shift
   python3 -m zofo.cli meta-train --split "$SPLIT" "${ROOT[@]}" --model "$MODEL" --out "$out" --no-progress \
-    --batch-size "${BATCH:-4}" --dtype "${DTYPE:-tf32}" "$@" \
+    --batch-size "${BATCH:-4}" --dtype "${DTYPE:-float32}" "$@" \
     >"$out.log" 2>&1
 }
 
@@ -71,7 +71,7 @@ meta_test() {  # NAME BACKBONE OUT N_TEST: one meta-test, stopped by SIGTERM aft
   [[ -n "${TEST_SECONDS:-}" ]] && limit=(timeout --signal TERM --kill-after 60 "$TEST_SECONDS")
   # shellcheck disable=SC2086  # TEST_FLAGS holds several flags
   "${limit[@]}" python3 -m zofo.cli meta-test --split "$SPLIT" "${ROOT[@]}" --model "$2" --out "$3/test/$1" \
-    --n-test "$4" --dtype "${DTYPE:-tf32}" --no-progress ${TEST_FLAGS:-} >>"$3/test/$1.log" 2>&1 || echo "meta-test $1 stopped ($?)"
+    --n-test "$4" --dtype "${DTYPE:-float32}" --no-progress ${TEST_FLAGS:-} >>"$3/test/$1.log" 2>&1 || echo "meta-test $1 stopped ($?)"
 }
 
 test_all() {
