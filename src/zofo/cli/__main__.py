@@ -2,6 +2,6 @@
 
 import sys
 
-from zofo.cli.main import main
+from zofo.cli.main import entry
 
-sys.exit(main())
+sys.exit(entry())

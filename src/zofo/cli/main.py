@@ -269,5 +269,18 @@ def _run_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def entry() -> int:
+    """The `zofo` command (and `python -m zofo.cli[.main]`): `main`'s exit status. A torchrun rank (WORLD_SIZE > 1)
+    ends with `os._exit` once its output is flushed: with torch 2.13's gloo, a rank whose work and process group
+    were done still aborted in the interpreter's C++ teardown ("terminate called without an active exception",
+    SIGABRT) in about 1 launch of 30 on a loaded CPU, turning a finished run into a failed launch."""
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())
