@@ -1,12 +1,16 @@
 """Candidate scoring: the mean log-likelihood of each candidate's tokens after its prompt.
 
 All candidates of many examples go through one forward: one row per (example, candidate), right-padded
-(a causal model never attends to later positions, so right padding cannot change a score).
+(a causal model never attends to later positions, so right padding cannot change a score). Where an example's rows
+repeat a long prompt, the prompt runs once per example instead (`shared_prompt_logprobs`): its keys and values are
+cached, copied to each of the example's rows, and only the rows' own tokens run again. The same scores, to float
+rounding, from far fewer tokens: a 10-choice task's rows cost about a tenth.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
@@ -18,6 +22,7 @@ from tqdm.auto import tqdm
 from zofo.errors import ZofoError
 from zofo.evaluation.head import log_probs, logits_at
 from zofo.models.device import upload
+from zofo.models.work import uncounted
 from zofo.stop import StopRequest, check_stop
 from zofo.tasks.example import Example, join_answer
 
@@ -27,6 +32,14 @@ from zofo.tasks.example import Example, join_answer
 # 57.7 (a Qwen2.5-1.5B shape, bf16); in forwards of at most 2**16 tokens 4.2, 2.2 and 5.4 GiB, and 1.2%, 7.6% and
 # -0.4% more time.
 MAX_TOKENS = 2**16
+# A batch's prompts run once per example (`shared_prompt_logprobs`) when its rows hold at least SHARE_MIN_TOKENS
+# tokens and sharing leaves at most SHARE_LEFT of them; below that a small model's forward is bound by its launches,
+# which a second forward (the prompts') would double. Chosen, not yet measured on a GPU.
+SHARE_MIN_TOKENS = 2**14
+SHARE_LEFT = 0.5
+#: the model families whose cached forward is tested against one row per candidate (tests/evaluation/
+#: test_shared_prompts.py); any other family scores one row per candidate
+SHARE_FAMILIES = ("llama", "qwen2", "opt", "gpt2")
 
 
 @dataclass
@@ -42,6 +55,9 @@ class CandidateBatch:
     n_candidates: Tensor
     longest_answer: int | None = None   # host copies of max(candidate tokens) and max(n_candidates), so that
     most_candidates: int | None = None  # a fixed-shape layout needs no device sync (None: not known)
+    shared: tuple[int, ...] | None = None  # host: per example, the tokens all its rows begin with (each row's
+    own: tuple[int, ...] | None = None     # tokens from its position before the first candidate token); per
+                                           # row, its tokens after them (None: not known, never shared)
 
     def to(self, device: torch.device | str) -> CandidateBatch:
         """On `device`, without making the host wait for it (`transfer.upload`)."""
@@ -84,7 +100,9 @@ def _piece(batch: CandidateBatch, start: int, end: int, rows: slice, width: int)
     `width` columns (their longest row)."""
     return CandidateBatch(batch.input_ids[rows, :width], batch.attention_mask[rows, :width],
                           batch.target_mask[rows, :width], batch.row_example[rows] - start,
-                          batch.row_candidate[rows], batch.labels[start:end], batch.n_candidates[start:end])
+                          batch.row_candidate[rows], batch.labels[start:end], batch.n_candidates[start:end],
+                          shared=batch.shared[start:end] if batch.shared is not None else None,
+                          own=batch.own[rows] if batch.own is not None else None)
 
 
 def example_candidates(example: Example) -> tuple[tuple[str, ...], int]:
@@ -119,15 +137,18 @@ def split_tokens(tokenizer, prompt: str, candidate: str) -> tuple[list[int], lis
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _row(tokenizer, prompt: str, candidate: str, max_length: int) -> tuple[tuple[int, ...], int]:
-    """(ids, n candidate tokens), left-truncating the context to fit max_length.
+def _rows(tokenizer, prompt: str, candidates: tuple[str, ...], max_length: int) -> tuple[tuple[tuple[int, ...], int],
+                                                                                         ...]:
+    """Per candidate, (ids, n candidate tokens). The prompt is cut once, from the left, so that the example's
+    longest row fits max_length: every candidate is scored after the same context, and the rows begin alike (what
+    `shared_prompt_logprobs` shares). A row keeps at least one context token.
 
     Cached: training draws the same examples epoch after epoch, and tokenizing a batch of 16 again took 6-32
     ms of host time on a 2-core CPU (SST-2 to BoolQ), against 0.3-1.2 ms from the cache
     (benchmarks/encode_batches.py) and a 19.5 ms graphed SmolLM2 training step on the GPU."""
-    context, answer = split_tokens(tokenizer, prompt, candidate)
-    keep = max(1, max_length - len(answer))
-    return tuple(context[-keep:] + answer), len(answer)
+    split = [split_tokens(tokenizer, prompt, candidate) for candidate in candidates]
+    drop = max(0, max(len(context) + len(answer) for context, answer in split) - max_length)
+    return tuple((tuple(context[min(drop, len(context) - 1):] + answer), len(answer)) for context, answer in split)
 
 
 def _long(values: list[int]) -> Tensor:
@@ -135,20 +156,21 @@ def _long(values: list[int]) -> Tensor:
 
 
 def encode_candidates(tokenizer, examples: Sequence[Example], max_length: int = 512) -> CandidateBatch:
-    """One right-padded row per (example, candidate); prompts left-truncated, candidates always kept."""
+    """One right-padded row per (example, candidate); each example's prompt left-truncated once (`_rows`),
+    candidates always kept."""
     if not examples:
         raise ZofoError("encode_candidates: no examples to encode", "pass at least one example")
-    rows, lengths, row_example, row_candidate, labels, counts = [], [], [], [], [], []
+    rows, lengths, row_example, row_candidate, labels, counts, shared = [], [], [], [], [], [], []
     for i, example in enumerate(examples):
         candidates, label = example_candidates(example)
-        for j, candidate in enumerate(candidates):
-            ids, n_answer = _row(tokenizer, example.prompt, candidate, max_length)
+        for j, (ids, n_answer) in enumerate(_rows(tokenizer, example.prompt, candidates, max_length)):
             rows.append(ids)
             lengths.append(n_answer)
             row_example.append(i)
             row_candidate.append(j)
         labels.append(label)
         counts.append(len(candidates))
+        shared.append(_shared_start(rows[-len(candidates):], lengths[-len(candidates):]))
     width = max(len(ids) for ids in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     input_ids = torch.tensor([ids + (pad,) * (width - len(ids)) for ids in rows], dtype=torch.long)
@@ -156,12 +178,27 @@ def encode_candidates(tokenizer, examples: Sequence[Example], max_length: int = 
     cols = torch.arange(width)[None, :]
     attention_mask = (cols < ends).long()
     target_mask = ((cols >= ends - n_answers) & (cols < ends)).long()
+    own = tuple(len(ids) - shared[i] for ids, i in zip(rows, row_example, strict=True))
     return CandidateBatch(input_ids, attention_mask, target_mask, _long(row_example), _long(row_candidate),
-                          _long(labels), _long(counts), max(lengths), max(counts))
+                          _long(labels), _long(counts), max(lengths), max(counts), tuple(shared), own)
+
+
+def _shared_start(rows: list[tuple[int, ...]], n_answers: list[int]) -> int:
+    """The tokens every row of one example begins with, stopping short of the position that predicts a row's first
+    candidate token (that position's logits come from the rows' own forward). A boundary BPE merge can make the
+    candidates' contexts differ in their last tokens; the start stops at the first difference."""
+    limit = min(len(ids) - n for ids, n in zip(rows, n_answers, strict=True)) - 1
+    common = 0
+    while common < limit and all(ids[common] == rows[0][common] for ids in rows):
+        common += 1
+    return common
 
 
 def token_logprobs(model, batch: CandidateBatch) -> tuple[Tensor, Tensor]:
-    """(log p of each candidate token, its row index): logits and log-softmax only at candidate positions."""
+    """(log p of each candidate token, its row index): logits and log-softmax only at candidate positions; each
+    example's prompt run once when that saves enough (`shares_prompts`)."""
+    if shares_prompts(model, batch):
+        return shared_prompt_logprobs(model, batch)
     seq_len = batch.input_ids.shape[1]
     rows, cols = batch.target_mask[:, 1:].nonzero(as_tuple=True)  # token cols+1 is predicted at cols
     with logits_at(model, rows, cols, seq_len):
@@ -169,6 +206,67 @@ def token_logprobs(model, batch: CandidateBatch) -> tuple[Tensor, Tensor]:
     picked = log_probs(picked)
     targets = batch.input_ids[rows, cols + 1]
     return picked.gather(1, targets[:, None]).squeeze(1), rows
+
+
+def shares_prompts(model, batch: CandidateBatch) -> bool:
+    """Whether `token_logprobs` runs each example's prompt once: the batch's layout is known on the host, every
+    example shares at least one token, the rows hold at least SHARE_MIN_TOKENS tokens, sharing leaves at most
+    SHARE_LEFT of them, and the model is of a family in SHARE_FAMILIES. Never for a prompt-learning PEFT model (its virtual tokens or keys would be prepended
+    twice) or a `functools.partial` (per-row forward arguments, such as bilevel's adapter per row)."""
+    if batch.shared is None or batch.own is None or not batch.shared or min(batch.shared) < 1:
+        return False
+    if isinstance(model, functools.partial) or _prompt_learning(model):
+        return False
+    if getattr(getattr(model, "config", None), "model_type", None) not in SHARE_FAMILIES:
+        return False
+    rows, width = batch.input_ids.shape
+    cost = len(batch.shared) * max(batch.shared) + rows * max(batch.own)
+    return rows * width >= SHARE_MIN_TOKENS and cost <= SHARE_LEFT * rows * width
+
+
+def _prompt_learning(model) -> bool:
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))
+
+
+def shared_prompt_logprobs(model, batch: CandidateBatch) -> tuple[Tensor, Tensor]:
+    """`token_logprobs` with each example's shared start (`CandidateBatch.shared`) run once: one forward of the
+    examples' starts (right-padded, no logits) fills a key/value cache, the cache is copied to each example's rows,
+    and one forward of the rows' own tokens (at their true positions, attending to their example's start) gives
+    the logits. The same attention as the rows' full forward, so the same scores to float rounding, and
+    differentiable like it."""
+    device, width = batch.input_ids.device, batch.input_ids.shape[1]
+    shared = torch.tensor(batch.shared, dtype=torch.long).to(device, non_blocking=True)
+    start_width, own_width = max(batch.shared), max(batch.own)
+    firsts = torch.cumsum(batch.n_candidates, 0) - batch.n_candidates  # each example's first row
+    cols = torch.arange(start_width, device=device)[None, :]
+    starts_mask = (cols < shared[:, None]).long()
+    nothing = torch.empty(0, dtype=torch.long, device=device)
+    keyword = _cache_keyword(model)
+    # the starts need their keys and values, no logits; work counts the candidate rows (the rows' forward) alone
+    with logits_at(model, nothing, nothing, start_width), uncounted():
+        out = model(input_ids=batch.input_ids[firsts, :start_width], attention_mask=starts_mask, use_cache=True)
+    cache = getattr(out, keyword)
+    cache.reorder_cache(batch.row_example)  # example -> each of its rows
+    positions = shared[batch.row_example][:, None] + torch.arange(own_width, device=device)[None, :]
+    inside = positions < width
+    at = positions.clamp(max=width - 1)
+    own_mask = batch.attention_mask.gather(1, at) * inside
+    rows, cols = batch.target_mask[:, 1:].nonzero(as_tuple=True)  # token cols+1 is predicted at cols
+    with logits_at(model, rows, cols - shared[batch.row_example[rows]], own_width):
+        picked = model(input_ids=batch.input_ids.gather(1, at), position_ids=positions,
+                       attention_mask=torch.cat([starts_mask[batch.row_example], own_mask], 1),
+                       use_cache=True, **{keyword: cache}).logits
+    picked = log_probs(picked)
+    targets = batch.input_ids[rows, cols + 1]
+    return picked.gather(1, targets[:, None]).squeeze(1), rows
+
+
+def _cache_keyword(model) -> str:
+    """What the model's forward calls its key/value cache: `cache` since transformers 5.2x (`past_key_values`,
+    still accepted there, warns), `past_key_values` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def candidate_scores(model, batch: CandidateBatch) -> Tensor:

@@ -1,0 +1,114 @@
+"""Each example's prompt run once for all its candidates (`shared_prompt_logprobs`) gives the scores, and their
+gradients, of one row per candidate, in float64 on every supported family; where it cannot, it is not used.
+
+Llama's and Qwen2's RMSNorm computes in float32 whatever the model's dtype, so their float64 gradients carry float32
+rounding that depends on the batch's layout (measured up to 6.4e-8 on gradients up to 4; finite differences of the
+same forward are noisier still). GPT-2 and OPT normalise in float64 and agree to 1e-11."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, PromptTuningConfig, get_peft_model
+
+from tests.evaluation.conftest import make_tokenizer
+from tests.tiny import tiny_model
+from zofo.evaluation import scoring
+from zofo.evaluation.scoring import candidate_scores, encode_candidates, example_pieces, shares_prompts
+from zofo.tasks.example import Example
+
+LONG = "The movie was a great film. It was great. Does this mean that it is true? " * 3
+EXAMPLES = [
+    Example(LONG + "It was", (" terrible", " great", " a great film."), 1),
+    Example("Does this mean that it is true? Yes or No?\n", ("Yes", "No", "Maybe so, it was great"), 2),
+    Example("The chandelier shattered on the floor because", (" the chandelier dropped.", " it was"), 0),
+]
+
+
+def scores_and_grads(model, batch, share: bool, monkeypatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    monkeypatch.setattr(scoring, "SHARE_MIN_TOKENS", 0 if share else 10**9)
+    monkeypatch.setattr(scoring, "SHARE_LEFT", 1.0)  # shared whatever it saves: the comparison is the point
+    assert shares_prompts(model, batch) == share
+    model.zero_grad(set_to_none=True)
+    scores = candidate_scores(model, batch)
+    scores[scores.isfinite()].sum().backward()
+    return scores.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+#: gradient tolerance (atol, rtol) per family: float32 RMSNorm in Llama and Qwen2 (see the module's docstring)
+GRADIENT = {"llama": (2e-7, 1e-6), "qwen2": (2e-7, 1e-6), "opt": (1e-11, 0), "gpt2": (1e-11, 0)}
+
+
+@pytest.mark.parametrize("family", sorted(GRADIENT))
+@pytest.mark.parametrize("max_length", [512, 40])  # 40: every prompt cut from the left
+def test_shared_prompts_give_the_scores_and_gradients_of_one_row_per_candidate(family, max_length, monkeypatch):
+    tokenizer = make_tokenizer()
+    model = tiny_model(family, vocab_size=len(tokenizer)).double().train()
+    batch = encode_candidates(tokenizer, EXAMPLES, max_length)
+    assert min(batch.shared) >= 1 and len(set(batch.shared)) > 1  # right-padded starts of different lengths
+    shared, shared_grads = scores_and_grads(model, batch, True, monkeypatch)
+    alone, alone_grads = scores_and_grads(model, batch, False, monkeypatch)
+    assert torch.equal(shared.isfinite(), alone.isfinite())
+    torch.testing.assert_close(shared, alone, rtol=0, atol=1e-12)
+    assert len(shared_grads) == len(alone_grads) > 0
+    atol, rtol = GRADIENT[family]
+    for a, b in zip(shared_grads, alone_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+
+
+def test_a_long_prompt_is_cut_once_so_every_candidate_follows_the_same_context():
+    tokenizer = make_tokenizer()
+    batch = encode_candidates(tokenizer, EXAMPLES[:1], max_length=30)
+    lengths = batch.attention_mask.sum(1).tolist()
+    assert max(lengths) == 30 and len(set(lengths)) > 1  # the longest row fits exactly; the others are shorter
+    contexts = [batch.input_ids[r, : n - int(batch.target_mask[r].sum())].tolist() for r, n in enumerate(lengths)]
+    assert all(c[: batch.shared[0]] == contexts[0][: batch.shared[0]] for c in contexts)
+    assert batch.shared[0] == int(batch.target_mask.argmax(1).min()) - 1  # all of it up to the first answer
+    assert batch.own == tuple(n - batch.shared[0] for n in lengths)
+
+
+def test_pieces_keep_their_examples_shared_starts_and_rows_own_tokens():
+    batch = encode_candidates(make_tokenizer(), EXAMPLES)
+    pieces = example_pieces(batch, max_rows=3)
+    assert [p.shared for p in pieces] == [(s,) for s in batch.shared]
+    assert sum((p.own for p in pieces), ()) == batch.own
+
+
+def test_not_shared_for_prompt_tuning_for_per_row_arguments_or_where_it_saves_too_little(monkeypatch):
+    tokenizer = make_tokenizer()
+    batch = encode_candidates(tokenizer, EXAMPLES)
+    model = tiny_model("llama", vocab_size=len(tokenizer))
+    monkeypatch.setattr(scoring, "SHARE_MIN_TOKENS", 0)
+    assert shares_prompts(model, batch)  # 3 x 61 + 8 x 9 tokens against 8 x 66 in rows
+    assert shares_prompts(get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])), batch)
+    prompt = get_peft_model(tiny_model("llama", vocab_size=len(tokenizer)),
+                            PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
+    assert not shares_prompts(prompt, batch)
+    import functools
+
+    assert not shares_prompts(functools.partial(model), batch)
+    short = encode_candidates(tokenizer, [Example("It", (" was great", " x"), 0)])
+    assert not shares_prompts(model, short)  # a one-token prompt shares nothing before the first answer token
+    assert not shares_prompts(model, encode_candidates(tokenizer, EXAMPLES[1:]))  # saves less than half
+    other = tiny_model("llama", vocab_size=len(tokenizer))
+    other.config.model_type = "gemma3"  # a family whose cached forward is not tested here
+    assert not shares_prompts(other, batch)
+    monkeypatch.setattr(scoring, "SHARE_MIN_TOKENS", 10**9)
+    assert not shares_prompts(model, batch)
+
+
+def test_work_counts_the_candidate_rows_once_whether_prompts_are_shared_or_not(monkeypatch):
+    from zofo.models.work import WorkCounter
+
+    tokenizer = make_tokenizer()
+    model = tiny_model("llama", vocab_size=len(tokenizer)).train()
+    batch = encode_candidates(tokenizer, EXAMPLES)
+    counted = []
+    for minimum in (0, 10**9):  # shared, then not
+        monkeypatch.setattr(scoring, "SHARE_MIN_TOKENS", minimum)
+        counter = WorkCounter(model)
+        with counter.counting():
+            candidate_scores(model, batch).nan_to_num(neginf=0).sum().backward()
+        counter.close()
+        counted.append((counter.work.forward_rows, counter.work.backward_rows))
+    assert counted == [(8, 8), (8, 8)]  # 3 + 3 + 2 candidate rows
