@@ -56,6 +56,38 @@ def test_shared_prompts_give_the_scores_and_gradients_of_one_row_per_candidate(f
         torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
 
 
+def test_learned_positions_stay_inside_their_table_and_lora_scores_alike():
+    """A GPT-2 of 128 positions at max_length 128: rows past a long shared start are padding whose positions must not
+    index past the table. Then a LoRA model through the shared path scores as one row per candidate."""
+    tokenizer = make_tokenizer()
+    examples = [Example(LONG * 2 + f"It was {i}", tuple(f" {w}" for w in "great terrible film movie true floor "
+                                                         "ceiling chandelier No Yes".split()), 0) for i in range(8)]
+    examples += [Example("It was", tuple(" " + LONG[: 40 + 9 * j] for j in range(10)), 0) for _ in range(8)]
+    batch = encode_candidates(tokenizer, examples, max_length=128)
+    model = tiny_model("gpt2", vocab_size=len(tokenizer)).double()
+    assert model.config.n_positions == 128 and max(batch.shared) + max(batch.own) > 128
+    assert shares_prompts(model, batch)  # the default thresholds: 160 rows of 128 tokens
+    shared = candidate_scores(model, batch)
+    scoring_off = scoring.SHARE_MIN_TOKENS
+    try:
+        scoring.SHARE_MIN_TOKENS = 10**9
+        alone = candidate_scores(model, batch)
+    finally:
+        scoring.SHARE_MIN_TOKENS = scoring_off
+    torch.testing.assert_close(shared, alone, rtol=0, atol=1e-12)
+    lora = get_peft_model(tiny_model("llama", vocab_size=len(tokenizer)).double(),
+                          LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    assert shares_prompts(lora, batch)
+    with torch.no_grad():
+        shared = candidate_scores(lora, batch)
+        scoring.SHARE_MIN_TOKENS = 10**9
+        try:
+            alone = candidate_scores(lora, batch)
+        finally:
+            scoring.SHARE_MIN_TOKENS = scoring_off
+    torch.testing.assert_close(shared, alone, rtol=0, atol=1e-12)
+
+
 def test_a_long_prompt_is_cut_once_so_every_candidate_follows_the_same_context():
     tokenizer = make_tokenizer()
     batch = encode_candidates(tokenizer, EXAMPLES[:1], max_length=30)
@@ -93,8 +125,35 @@ def test_not_shared_for_prompt_tuning_for_per_row_arguments_or_where_it_saves_to
     other = tiny_model("llama", vocab_size=len(tokenizer))
     other.config.model_type = "gemma3"  # a family whose cached forward is not tested here
     assert not shares_prompts(other, batch)
+    windowed = tiny_model("qwen2", vocab_size=len(tokenizer))
+    windowed.config.use_sliding_window = True
+    assert not shares_prompts(windowed, batch)
+    checkpointed = tiny_model("llama", vocab_size=len(tokenizer))
+    checkpointed.gradient_checkpointing_enable()
+    assert not shares_prompts(checkpointed, batch)
     monkeypatch.setattr(scoring, "SHARE_MIN_TOKENS", 10**9)
     assert not shares_prompts(model, batch)
+
+
+def test_not_shared_for_an_fsdp_sharded_model(monkeypatch):
+    """Ranks of a sharded backbone would decide apart, each on its own rows, and pair unmatched all-gathers."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    from tests.ranks import free_port
+
+    monkeypatch.setattr(scoring, "SHARE_MIN_TOKENS", 0)
+    tokenizer = make_tokenizer()
+    batch = encode_candidates(tokenizer, EXAMPLES)
+    model = tiny_model("llama", vocab_size=len(tokenizer))
+    assert shares_prompts(model, batch)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        for layer in model.model.layers:
+            fully_shard(layer)
+        assert not shares_prompts(model, batch)
+    finally:
+        dist.destroy_process_group()
 
 
 def test_work_counts_the_candidate_rows_once_whether_prompts_are_shared_or_not(monkeypatch):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 
@@ -211,17 +212,34 @@ def token_logprobs(model, batch: CandidateBatch) -> tuple[Tensor, Tensor]:
 def shares_prompts(model, batch: CandidateBatch) -> bool:
     """Whether `token_logprobs` runs each example's prompt once: the batch's layout is known on the host, every
     example shares at least one token, the rows hold at least SHARE_MIN_TOKENS tokens, sharing leaves at most
-    SHARE_LEFT of them, and the model is of a family in SHARE_FAMILIES. Never for a prompt-learning PEFT model (its virtual tokens or keys would be prepended
-    twice) or a `functools.partial` (per-row forward arguments, such as bilevel's adapter per row)."""
+    SHARE_LEFT of them, and the model can take it (`_takes_shared_prompts`)."""
     if batch.shared is None or batch.own is None or not batch.shared or min(batch.shared) < 1:
-        return False
-    if isinstance(model, functools.partial) or _prompt_learning(model):
-        return False
-    if getattr(getattr(model, "config", None), "model_type", None) not in SHARE_FAMILIES:
         return False
     rows, width = batch.input_ids.shape
     cost = len(batch.shared) * max(batch.shared) + rows * max(batch.own)
-    return rows * width >= SHARE_MIN_TOKENS and cost <= SHARE_LEFT * rows * width
+    return rows * width >= SHARE_MIN_TOKENS and cost <= SHARE_LEFT * rows * width and _takes_shared_prompts(model)
+
+
+def _takes_shared_prompts(model) -> bool:
+    """A family in SHARE_FAMILIES with full attention everywhere (no sliding window), and none of: prompt-learning
+    PEFT (its virtual tokens or keys would be prepended twice), a `functools.partial` (per-row forward arguments,
+    such as bilevel's adapter per row), gradient checkpointing (it drops the cache), an FSDP-sharded backbone
+    (each forward all-gathers every layer, and ranks deciding apart on their own rows would pair unmatched
+    all-gathers)."""
+    if isinstance(model, functools.partial) or _prompt_learning(model):
+        return False
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) not in SHARE_FAMILIES or getattr(config, "use_sliding_window", False):
+        return False
+    if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or ()):
+        return False
+    return not any(getattr(m, "gradient_checkpointing", False) or _sharded(m) for m in model.modules())
+
+
+def _sharded(module: torch.nn.Module) -> bool:
+    """Whether FSDP2's `fully_shard` sharded this module (it makes the module an `FSDPModule`)."""
+    fsdp = sys.modules.get("torch.distributed.fsdp")  # never imported: nothing is sharded
+    return fsdp is not None and isinstance(module, fsdp.FSDPModule)
 
 
 def _prompt_learning(model) -> bool:
@@ -236,7 +254,7 @@ def shared_prompt_logprobs(model, batch: CandidateBatch) -> tuple[Tensor, Tensor
     the logits. The same attention as the rows' full forward, so the same scores to float rounding, and
     differentiable like it."""
     device, width = batch.input_ids.device, batch.input_ids.shape[1]
-    shared = torch.tensor(batch.shared, dtype=torch.long).to(device, non_blocking=True)
+    shared = upload(torch.tensor(batch.shared, dtype=torch.long), device)
     start_width, own_width = max(batch.shared), max(batch.own)
     firsts = torch.cumsum(batch.n_candidates, 0) - batch.n_candidates  # each example's first row
     cols = torch.arange(start_width, device=device)[None, :]
@@ -246,15 +264,15 @@ def shared_prompt_logprobs(model, batch: CandidateBatch) -> tuple[Tensor, Tensor
     # the starts need their keys and values, no logits; work counts the candidate rows (the rows' forward) alone
     with logits_at(model, nothing, nothing, start_width), uncounted():
         out = model(input_ids=batch.input_ids[firsts, :start_width], attention_mask=starts_mask, use_cache=True)
-    cache = getattr(out, keyword)
+    cache = getattr(out, keyword, None) or out.past_key_values
     cache.reorder_cache(batch.row_example)  # example -> each of its rows
     positions = shared[batch.row_example][:, None] + torch.arange(own_width, device=device)[None, :]
     inside = positions < width
-    at = positions.clamp(max=width - 1)
+    at = positions.clamp(max=width - 1)  # past a row's end: padding, masked; kept inside a learned position table
     own_mask = batch.attention_mask.gather(1, at) * inside
     rows, cols = batch.target_mask[:, 1:].nonzero(as_tuple=True)  # token cols+1 is predicted at cols
     with logits_at(model, rows, cols - shared[batch.row_example[rows]], own_width):
-        picked = model(input_ids=batch.input_ids.gather(1, at), position_ids=positions,
+        picked = model(input_ids=batch.input_ids.gather(1, at), position_ids=at,
                        attention_mask=torch.cat([starts_mask[batch.row_example], own_mask], 1),
                        use_cache=True, **{keyword: cache}).logits
     picked = log_probs(picked)
