@@ -14,7 +14,13 @@ from peft import LoraConfig, PromptTuningConfig, get_peft_model
 from tests.evaluation.conftest import make_tokenizer
 from tests.tiny import tiny_model
 from zofo.evaluation import scoring
-from zofo.evaluation.scoring import candidate_scores, encode_candidates, example_pieces, shares_prompts
+from zofo.evaluation.scoring import (
+    candidate_scores,
+    encode_candidates,
+    example_pieces,
+    shared_tokens,
+    shares_prompts,
+)
 from zofo.tasks.example import Example
 
 LONG = "The movie was a great film. It was great. Does this mean that it is true? " * 3
@@ -111,7 +117,8 @@ def test_not_shared_for_prompt_tuning_for_per_row_arguments_or_where_it_saves_to
     batch = encode_candidates(tokenizer, EXAMPLES)
     model = tiny_model("llama", vocab_size=len(tokenizer))
     monkeypatch.setattr(scoring, "SHARE_MIN_TOKENS", 0)
-    assert shares_prompts(model, batch)  # 3 x 61 + 8 x 9 tokens against 8 x 66 in rows
+    assert shares_prompts(model, batch)
+    assert shared_tokens(batch) == 3 * 61 + 8 * 9 <= 0.5 * 8 * 66 == 0.5 * batch.input_ids.numel()
     assert shares_prompts(get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])), batch)
     prompt = get_peft_model(tiny_model("llama", vocab_size=len(tokenizer)),
                             PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))

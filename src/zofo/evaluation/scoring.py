@@ -35,8 +35,9 @@ from zofo.tasks.example import Example, join_answer
 MAX_TOKENS = 2**16
 # A batch's prompts run once per example (`shared_prompt_logprobs`) when its rows hold at least SHARE_MIN_TOKENS
 # tokens and sharing leaves at most SHARE_LEFT of them; below that a small model's forward is bound by its launches,
-# which a second forward (the prompts') would double. Chosen, not yet measured on a GPU.
-SHARE_MIN_TOKENS = 2**14
+# which a second forward (the prompts') would double. Chosen, not yet measured on a GPU: 2**13 lets the k-shot
+# runs' pieces of 64 rows share (benchmarks/shared_prompts.py).
+SHARE_MIN_TOKENS = 2**13
 SHARE_LEFT = 0.5
 #: the model families whose cached forward is tested against one row per candidate (tests/evaluation/
 #: test_shared_prompts.py); any other family scores one row per candidate
@@ -210,14 +211,24 @@ def token_logprobs(model, batch: CandidateBatch) -> tuple[Tensor, Tensor]:
 
 
 def shares_prompts(model, batch: CandidateBatch) -> bool:
-    """Whether `token_logprobs` runs each example's prompt once: the batch's layout is known on the host, every
-    example shares at least one token, the rows hold at least SHARE_MIN_TOKENS tokens, sharing leaves at most
-    SHARE_LEFT of them, and the model can take it (`_takes_shared_prompts`)."""
+    """Whether `token_logprobs` runs each example's prompt once: the batch's layout pays for it
+    (`sharing_pays`) and the model can take it (`_takes_shared_prompts`)."""
+    return sharing_pays(batch) and _takes_shared_prompts(model)
+
+
+def sharing_pays(batch: CandidateBatch) -> bool:
+    """The batch's layout is known on the host, every example shares at least one token, the rows hold at least
+    SHARE_MIN_TOKENS tokens and sharing leaves at most SHARE_LEFT of them (`shared_tokens`)."""
     if batch.shared is None or batch.own is None or not batch.shared or min(batch.shared) < 1:
         return False
-    rows, width = batch.input_ids.shape
-    cost = len(batch.shared) * max(batch.shared) + rows * max(batch.own)
-    return rows * width >= SHARE_MIN_TOKENS and cost <= SHARE_LEFT * rows * width and _takes_shared_prompts(model)
+    whole = batch.input_ids.shape[0] * batch.input_ids.shape[1]
+    return whole >= SHARE_MIN_TOKENS and shared_tokens(batch) <= SHARE_LEFT * whole
+
+
+def shared_tokens(batch: CandidateBatch) -> int:
+    """Tokens the shared forwards run: the examples' starts at their longest, then every row's own part at its
+    longest (against rows x width for one row per candidate)."""
+    return len(batch.shared) * max(batch.shared) + batch.input_ids.shape[0] * max(batch.own)
 
 
 def _takes_shared_prompts(model) -> bool:
