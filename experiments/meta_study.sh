@@ -16,6 +16,8 @@
 # methods measured alone; default METHODS), MEASURE_FLAGS (more `zofo meta-train` flags
 # for the measurement), TEST_FLAGS (more `zofo meta-test` flags; the protocol's defaults otherwise), TEST_PARALLEL
 # and TEST_SECONDS may be set in the environment.
+# On a GPU give TEST_FLAGS="--max-rows 64": the k-shot runs then step eagerly in pieces that fit five meta-tests on
+# one card, and eager pieces share each example's prompt across its candidates (benchmarks/shared_prompts.py).
 # A batch of B examples is B x (the task's candidates) rows of up to 256 tokens: 16 examples of a 10-choice task
 # are 160 rows, whose float32 activations took 45 GB in one meta-training step; hence 4 by default.
 # Learning rates were fixed before any run, from the single-task study's chosen points on SmolLM2-135M
@@ -99,5 +101,5 @@ case ${1:-} in
   train) train "$2" "$3" ;;
   test) test_all "$2" "${3:-300}" ;;
   pack) pack "$2" "$3" ;;
-  *) sed -n '2,21p' "$0"; exit 2 ;;
+  *) sed -n '2,25p' "$0"; exit 2 ;;
 esac

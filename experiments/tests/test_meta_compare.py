@@ -106,3 +106,14 @@ def test_paired_differences_are_mean_and_standard_error_over_tasks_with_ties_cal
     assert abs(d["mean"] - 0.1) < 1e-12 and abs(d["se"] - (0.01 / 3) ** 0.5) < 1e-12  # diffs .1 .2 0: sd .1
     assert not d["tie"] and (d["ahead"], d["behind"]) == (2, 0)
     assert meta_compare.paired([0.5, 0.5], [0.4, 0.6])["tie"]
+
+
+def test_a_pooled_baselines_dev_before_and_after_come_from_its_log(tmp_path):
+    run = tmp_path / "fo-lora-s0"
+    run.mkdir()
+    (run / "result.json").write_text(json.dumps({"method": "fo-peft", "steps": 3, "best_dev": 0.5}))
+    rows = [{"step": 0, "phase": "dev", "accuracy": 0.25}, {"step": 2, "phase": "train", "loss": 1.0},
+            {"step": 3, "phase": "dev", "accuracy": 0.5}, {"step": 3, "phase": "test", "accuracy": 0.4}]
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cost = meta_compare.training_cost(run)
+    assert (cost["dev_first"], cost["dev_last"], cost["steps"]) == (0.25, 0.5, 3)
