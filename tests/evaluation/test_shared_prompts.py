@@ -1,4 +1,4 @@
-"""Each example's prompt run once for all its candidates (`shared_prompt_logprobs`) gives the scores, and their
+"""Each example's prompt run once for all its candidates (`shared_prompt_logits`) gives the scores, and their
 gradients, of one row per candidate, in float64 on every supported family; where it cannot, it is not used.
 
 Llama's and Qwen2's RMSNorm computes in float32 whatever the model's dtype, so their float64 gradients carry float32

@@ -96,10 +96,15 @@ DATA_PARALLEL = ("train", "meta-train")
 
 def _check_launch(args: argparse.Namespace) -> None:
     """`zofo train` and `zofo meta-train` alone run over several processes (torchrun); the others run in one."""
-    if args.command not in DATA_PARALLEL and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if args.command not in DATA_PARALLEL and _launched_world() > 1:
         raise UsageError(f"zofo {args.command} runs in one process, not under torchrun (WORLD_SIZE > 1)",
                          "launch it with python or zofo directly; only zofo train and zofo meta-train train over "
                          "several processes")
+
+
+def _launched_world() -> int:
+    """Processes in this launch (torchrun's WORLD_SIZE; 1 otherwise), read without importing torch."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -275,7 +280,7 @@ def entry() -> int:
     were done still aborted in the interpreter's C++ teardown ("terminate called without an active exception",
     SIGABRT) in about 1 launch of 30 on a loaded CPU, turning a finished run into a failed launch."""
     code = main()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if _launched_world() > 1:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -2,7 +2,7 @@
 
 All candidates of many examples go through one forward: one row per (example, candidate), right-padded
 (a causal model never attends to later positions, so right padding cannot change a score). Where an example's rows
-repeat a long prompt, the prompt runs once per example instead (`shared_prompt_logprobs`): its keys and values are
+repeat a long prompt, the prompt runs once per example instead (`shared_prompt_logits`): its keys and values are
 cached, copied to each of the example's rows, and only the rows' own tokens run again. The same scores, to float
 rounding, from far fewer tokens: a 10-choice task's rows cost about a tenth.
 """
@@ -33,7 +33,7 @@ from zofo.tasks.example import Example, join_answer
 # 57.7 (a Qwen2.5-1.5B shape, bf16); in forwards of at most 2**16 tokens 4.2, 2.2 and 5.4 GiB, and 1.2%, 7.6% and
 # -0.4% more time.
 MAX_TOKENS = 2**16
-# A batch's prompts run once per example (`shared_prompt_logprobs`) when its rows hold at least SHARE_MIN_TOKENS
+# A batch's prompts run once per example (`shared_prompt_logits`) when its rows hold at least SHARE_MIN_TOKENS
 # tokens and sharing leaves at most SHARE_LEFT of them; below that a small model's forward is bound by its launches,
 # which a second forward (the prompts') would double. Chosen, not yet measured on a GPU: 2**13 lets the k-shot
 # runs' pieces of 64 rows share (benchmarks/shared_prompts.py).
@@ -143,7 +143,7 @@ def _rows(tokenizer, prompt: str, candidates: tuple[str, ...], max_length: int) 
                                                                                          ...]:
     """Per candidate, (ids, n candidate tokens). The prompt is cut once, from the left, so that the example's
     longest row fits max_length: every candidate is scored after the same context, and the rows begin alike (what
-    `shared_prompt_logprobs` shares). A row keeps at least one context token.
+    `shared_prompt_logits` shares). A row keeps at least one context token.
 
     Cached: training draws the same examples epoch after epoch, and tokenizing a batch of 16 again took 6-32
     ms of host time on a 2-core CPU (SST-2 to BoolQ), against 0.3-1.2 ms from the cache
@@ -199,12 +199,12 @@ def _shared_start(rows: list[tuple[int, ...]], n_answers: list[int]) -> int:
 def token_logprobs(model, batch: CandidateBatch) -> tuple[Tensor, Tensor]:
     """(log p of each candidate token, its row index): logits and log-softmax only at candidate positions; each
     example's prompt run once when that saves enough (`shares_prompts`)."""
-    if shares_prompts(model, batch):
-        return shared_prompt_logprobs(model, batch)
-    seq_len = batch.input_ids.shape[1]
     rows, cols = batch.target_mask[:, 1:].nonzero(as_tuple=True)  # token cols+1 is predicted at cols
-    with logits_at(model, rows, cols, seq_len):
-        picked = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    if shares_prompts(model, batch):
+        picked = shared_prompt_logits(model, batch, rows, cols)
+    else:
+        with logits_at(model, rows, cols, batch.input_ids.shape[1]):
+            picked = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     picked = log_probs(picked)
     targets = batch.input_ids[rows, cols + 1]
     return picked.gather(1, targets[:, None]).squeeze(1), rows
@@ -258,18 +258,17 @@ def _prompt_learning(model) -> bool:
     return bool(getattr(config, "is_prompt_learning", False))
 
 
-def shared_prompt_logprobs(model, batch: CandidateBatch) -> tuple[Tensor, Tensor]:
-    """`token_logprobs` with each example's shared start (`CandidateBatch.shared`) run once: one forward of the
-    examples' starts (right-padded, no logits) fills a key/value cache, the cache is copied to each example's rows,
-    and one forward of the rows' own tokens (at their true positions, attending to their example's start) gives
-    the logits. The same attention as the rows' full forward, so the same scores to float rounding, and
-    differentiable like it."""
+def shared_prompt_logits(model, batch: CandidateBatch, rows: Tensor, cols: Tensor) -> Tensor:
+    """The logits at (rows, cols) of the rows' full forward, with each example's shared start
+    (`CandidateBatch.shared`) run once: one forward of the examples' starts (right-padded, no logits) fills a
+    key/value cache, the cache is copied to each example's rows, and one forward of the rows' own tokens (at their
+    true positions, attending to their example's start) gives the logits. The same attention as the rows' full
+    forward, so the same logits to float rounding, and differentiable like it."""
     device, width = batch.input_ids.device, batch.input_ids.shape[1]
     shared = upload(torch.tensor(batch.shared, dtype=torch.long), device)
     start_width, own_width = max(batch.shared), max(batch.own)
     firsts = torch.cumsum(batch.n_candidates, 0) - batch.n_candidates  # each example's first row
-    cols = torch.arange(start_width, device=device)[None, :]
-    starts_mask = (cols < shared[:, None]).long()
+    starts_mask = (torch.arange(start_width, device=device)[None, :] < shared[:, None]).long()
     nothing = torch.empty(0, dtype=torch.long, device=device)
     keyword = _cache_keyword(model)
     # the starts need their keys and values, no logits; work counts the candidate rows (the rows' forward) alone
@@ -281,14 +280,10 @@ def shared_prompt_logprobs(model, batch: CandidateBatch) -> tuple[Tensor, Tensor
     inside = positions < width
     at = positions.clamp(max=width - 1)  # past a row's end: padding, masked; kept inside a learned position table
     own_mask = batch.attention_mask.gather(1, at) * inside
-    rows, cols = batch.target_mask[:, 1:].nonzero(as_tuple=True)  # token cols+1 is predicted at cols
     with logits_at(model, rows, cols - shared[batch.row_example[rows]], own_width):
-        picked = model(input_ids=batch.input_ids.gather(1, at), position_ids=at,
-                       attention_mask=torch.cat([starts_mask[batch.row_example], own_mask], 1),
-                       use_cache=True, **{keyword: cache}).logits
-    picked = log_probs(picked)
-    targets = batch.input_ids[rows, cols + 1]
-    return picked.gather(1, targets[:, None]).squeeze(1), rows
+        return model(input_ids=batch.input_ids.gather(1, at), position_ids=at,
+                     attention_mask=torch.cat([starts_mask[batch.row_example], own_mask], 1),
+                     use_cache=True, **{keyword: cache}).logits
 
 
 def _cache_keyword(model) -> str:
