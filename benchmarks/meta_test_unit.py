@@ -1,0 +1,110 @@
+"""What a meta-test unit (one task, one seed) costs, with and without each example's prompt shared across its
+candidates, and with whole k-shot batches (graphed) against pieces of at most 64 rows (eager).
+
+    PYTHONPATH=src python benchmarks/meta_test_unit.py MODEL TASK_FOLDER... [--n-test 100] [--out FILE.json]
+
+Per task, seed 0 of the meta-test protocol (`zofo.meta.protocol.MetaTestProtocol`: 16 shots, 16 dev, 100 LoRA
+steps), three variants, each alone on the device and timed piece by piece (device events around each piece on
+CUDA, after one warm-up unit of the first task that is not reported):
+- `whole, shared`: the protocol's default (k-shot batches whole, on the graphed static path, which never shares;
+  zero-shot and ICL scoring share where `sharing_pays`);
+- `rows 64, shared`: `meta-test --max-rows 64` (k-shot batches in eager pieces of at most 64 rows, shared too);
+- `rows 64, not shared`: the same with sharing switched off (`SHARE_MIN_TOKENS` set out of reach).
+The pieces are the unit's own (`zofo.meta.metatest`): zero-shot and ICL scoring of the test examples, then the
+k-shot LoRA run (its training, dev evaluations and its test evaluation). Accuracies are printed beside the times:
+sharing changes float rounding only, so they should agree to an example or two. Writes the figures as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from zofo.evaluation import evaluate, icl_demonstrations, scoring
+from zofo.meta.metatest import _Runner
+from zofo.meta.pool import resolve
+from zofo.meta.protocol import MetaTestProtocol
+from zofo.models.device import resolve_device
+from zofo.models.load import load_model
+from zofo.run.interrupt import StopRequest
+from zofo.tasks import sample_splits
+
+VARIANTS = {"whole, shared": (None, True), "rows 64, shared": (64, True), "rows 64, not shared": (64, False)}
+
+
+def timed(device: str, work: Callable[[], dict]) -> tuple[dict, float]:
+    """(work's result, its seconds): device events on CUDA, the host clock elsewhere."""
+    if device.startswith("cuda"):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        result = work()
+        end.record()
+        torch.cuda.synchronize()
+        return result, start.elapsed_time(end) / 1e3
+    begin = time.perf_counter()
+    return work(), time.perf_counter() - begin
+
+
+def unit(model: str, folder: Path, protocol: MetaTestProtocol, n_test: int, device: str, dtype: str,
+         out_dir: Path) -> dict:
+    """One unit's three pieces, each timed: zero-shot, ICL, the k-shot LoRA run."""
+    ref = resolve(str(folder), folder.parent, "argument")[0]
+    task = ref.load()
+    splits = sample_splits(task, n_train=protocol.shots, n_dev=protocol.n_dev, n_test=n_test, seed=0)
+    runner = _Runner(model, protocol, out_dir, device, dtype)
+    loaded, tokenizer = load_model(model, dtype=dtype, device=device)
+    scored = {"batch_size": protocol.eval_batch_size, "max_tokens": protocol.eval_max_tokens, "progress": False}
+    demos = icl_demonstrations(splits.train, protocol.shots, 0)
+    zero, zero_s = timed(device, lambda: evaluate(loaded, tokenizer, task, splits.test, **scored))
+    icl, icl_s = timed(device, lambda: evaluate(loaded, tokenizer, task, splits.test, demonstrations=demos, **scored))
+    peft, peft_s = timed(device, lambda: runner.kshot_peft(ref, 0, n_test, StopRequest()))
+    return {"seconds": {"zero-shot": zero_s, "ICL": icl_s, "k-shot LoRA": peft_s},
+            "train_seconds": peft["train_seconds"],
+            "accuracy": {"zero-shot": zero["accuracy"], "ICL": icl["accuracy"],
+                         "k-shot LoRA": peft["test"]["accuracy"]}}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model", help="a name zofo loads, or a model folder")
+    parser.add_argument("tasks", nargs="+", type=Path, help="BIG-bench task folders")
+    parser.add_argument("--n-test", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=MetaTestProtocol.steps, help="k-shot LoRA steps")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    share_min = scoring.SHARE_MIN_TOKENS
+    report = {"model": args.model, "device": torch.cuda.get_device_name() if device.startswith("cuda") else device,
+              "dtype": args.dtype, "n_test": args.n_test, "steps": args.steps, "tasks": {}}
+    with tempfile.TemporaryDirectory() as scratch:
+        warm = MetaTestProtocol(steps=min(args.steps, 10))
+        unit(args.model, args.tasks[0], warm, min(args.n_test, 32), device, args.dtype, Path(scratch) / "warm-up")
+        for folder in args.tasks:
+            report["tasks"][folder.name] = {}
+            for name, (max_rows, shared) in VARIANTS.items():
+                scoring.SHARE_MIN_TOKENS = share_min if shared else 1 << 62
+                protocol = MetaTestProtocol(steps=args.steps, max_rows=max_rows)
+                try:
+                    got = unit(args.model, folder, protocol, args.n_test, device, args.dtype, Path(scratch) / name)
+                finally:
+                    scoring.SHARE_MIN_TOKENS = share_min
+                report["tasks"][folder.name][name] = got
+                print(f"{folder.name} | {name} | " + " | ".join(f"{k} {s:.1f} s" for k, s in got["seconds"].items())
+                      + " | accuracy " + " ".join(f"{a:.3f}" for a in got["accuracy"].values()), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
