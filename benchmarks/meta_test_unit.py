@@ -12,7 +12,8 @@ CUDA, after one warm-up unit of the first task that is not reported):
 - `rows 64, not shared`: the same with sharing switched off (`SHARE_MIN_TOKENS` set out of reach).
 The pieces are the unit's own (`zofo.meta.metatest`): zero-shot and ICL scoring of the test examples, then the
 k-shot LoRA run (its training, dev evaluations and its test evaluation). Accuracies are printed beside the times:
-sharing changes float rounding only, so they should agree to an example or two. Writes the figures as JSON.
+sharing changes float rounding only, so they should agree to an example or two. Writes the figures as JSON
+(after every unit).
 """
 
 from __future__ import annotations
@@ -98,11 +99,11 @@ def main(argv: list[str] | None = None) -> dict:
                 finally:
                     scoring.SHARE_MIN_TOKENS = share_min
                 report["tasks"][folder.name][name] = got
+                if args.out:  # after every unit: a benchmark stopped by a time limit keeps what it measured
+                    args.out.parent.mkdir(parents=True, exist_ok=True)
+                    args.out.write_text(json.dumps(report, indent=1) + "\n")
                 print(f"{folder.name} | {name} | " + " | ".join(f"{k} {s:.1f} s" for k, s in got["seconds"].items())
                       + " | accuracy " + " ".join(f"{a:.3f}" for a in got["accuracy"].values()), flush=True)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
     return report
 
 
