@@ -70,6 +70,17 @@ def test_init_optimizer_state_leaves_existing_state_alone():
     assert all(torch.equal(p.grad, g) for p, g in zip(params, grads, strict=True))
 
 
+def test_init_optimizer_state_makes_the_state_of_parameters_with_only_an_empty_entry():
+    """Reading `optimizer.state[p]` leaves an empty entry (a defaultdict): the state must still be made ahead, or
+    Adam makes it lazily inside the first captured step, and every replay resets the moments."""
+    params, _ = params_and_data()
+    optimizer = torch.optim.Adam(params, lr=1e-2)
+    assert all(not optimizer.state[p] for p in params)  # the reads leave empty entries behind
+    init_optimizer_state(optimizer)
+    for p in params:
+        assert set(optimizer.state[p]) >= {"step", "exp_avg", "exp_avg_sq"} and float(optimizer.state[p]["step"]) == 0
+
+
 def test_eager_graphed_step_equals_the_plain_step():
     """GraphedStep without capture (any CPU run) is zero grads, backward, step: bit for bit the plain loop."""
     params, x = params_and_data()

@@ -99,6 +99,15 @@ def test_a_fresh_task_trains_exactly_as_a_fresh_optimizer_would():
     assert same(via_blocks, snapshot(params2, optimizers2))
 
 
+def test_swapping_never_leaves_an_empty_optimizer_state_behind():
+    """Swapping reads the optimizers' states without creating entries, so that `init_optimizer_state` still sees a
+    fresh optimizer's parameters as missing (before a CUDA graph is captured)."""
+    _, params, optimizers, blocks = setup(2)
+    blocks.swap_in("task0")
+    blocks.swap_out("task0")
+    assert all(len(opt.state) == 0 for opt in optimizers)
+
+
 def test_state_dict_restores_every_block_bit_for_bit():
     model, params, optimizers, blocks = setup(3)
     for i in range(3):

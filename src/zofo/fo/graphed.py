@@ -46,7 +46,9 @@ def make_adam(kind: type[torch.optim.Adam], params: list[nn.Parameter], lr: floa
 def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
     """Create the optimizer's state now (a capture must not allocate it), leaving parameters and the state's
     meaning untouched: one step of zero gradient at learning rate 0, then every step counter back to 0."""
-    missing = [p for group in optimizer.param_groups for p in group["params"] if p not in optimizer.state]
+    # an empty entry counts as missing: `optimizer.state` is a defaultdict, so reading it leaves one behind, and Adam
+    # would then create the state lazily inside the first captured step (every replay resetting the moments)
+    missing = [p for group in optimizer.param_groups for p in group["params"] if not optimizer.state.get(p)]
     if not missing:
         return
     saved_lrs = [group["lr"] for group in optimizer.param_groups]

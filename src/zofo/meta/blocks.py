@@ -77,11 +77,12 @@ class TaskBlocks:
             for optimizer in {id(opt): opt for _, _, opt in owned}.values():
                 init_optimizer_state(optimizer)
         for name, param, optimizer in owned:
-            for key, value in optimizer.state[param].items():
+            stored = self.states.get(name, {})  # a state no task has stored yet (p's, before any p step) is fresh
+            for key, value in optimizer.state.get(param, {}).items():  # .get: never an empty entry
                 if not isinstance(value, Tensor):
                     continue
-                if self.started[i]:
-                    value.copy_(self.states[name][key][i], non_blocking=True)
+                if self.started[i] and key in stored:  # (a row this task never stored is zero: fresh too)
+                    value.copy_(stored[key][i], non_blocking=True)
                 else:  # fresh: what torch creates before the first step (moments and step count zero)
                     value.zero_()
         self.active = task
@@ -107,7 +108,7 @@ class TaskBlocks:
             self.values[name][i].copy_(param)
         stored = False
         for name, param, optimizer in self._owned():
-            for key, value in optimizer.state[param].items():
+            for key, value in optimizer.state.get(param, {}).items():  # .get: never an empty entry
                 if isinstance(value, Tensor):
                     self._stack(name, key, value)[i].copy_(value)
                     stored = True
