@@ -1,0 +1,19 @@
+"""benchmarks/meta_step_phases.py on the CPU: every phase is timed inside the whole step, and the phases that nest
+(encode and swap) add up to no more than the whole."""
+
+from __future__ import annotations
+
+from benchmarks.meta_step_phases import PHASES, main
+from tests.meta.test_metatrain import write_split
+
+
+def test_phases_are_timed_and_fit_inside_the_step(tmp_path, tiny_model_dir):
+    report = main([str(tiny_model_dir), "--split", str(write_split(tmp_path)), "--steps", "3", "--batch-size", "2",
+                   "--tasks-per-step", "2", "--lower-steps", "2", "--max-length", "32", "--upper", "6",
+                   "--lower", "12", "--device", "cpu", "--out", str(tmp_path / "phases.json")])
+    assert (tmp_path / "phases.json").is_file() and len(report["steps"]) == 3
+    for step in report["steps"]:
+        assert all(step[phase] > 0 for phase in PHASES)
+        top = step["lower"] + step["probes"] + step["p step"] + step["update"]
+        assert top <= step["whole step"]  # the four lines of an outer step are disjoint calls inside it
+        assert step["swap"] < step["lower"] + step["p step"]  # swaps happen inside those two
