@@ -63,7 +63,7 @@ def test_an_interrupted_meta_test_continues_where_it_stopped(tmp_path, tasks, ti
     calls = []
     evaluate = metatest.evaluate
 
-    def interrupting(*args, **kwargs):  # Ctrl-C in seed 1's zero-shot evaluation: its k-shot run stops at once
+    def interrupting(*args, **kwargs):  # Ctrl-C as seed 1's zero-shot scoring starts: the unit stops there
         calls.append(kwargs["max_tokens"])
         if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGINT)
@@ -74,6 +74,7 @@ def test_an_interrupted_meta_test_continues_where_it_stopped(tmp_path, tasks, ti
     with pytest.raises(MetaTestInterrupted, match=r"after 1 of 2 task-seed evaluations.*run the same command") as e:
         meta_test(refs, str(tiny_model_dir), SMALL, out, device="cpu", progress=False)
     assert e.value.exit_code == 130 and (out / "units" / "films" / "seed0.json").is_file()
+    assert len(calls) == 3  # the stopped zero-shot scoring gave up between batches: no ICL scoring followed
     assert set(calls) == {SMALL.eval_max_tokens}  # zero-shot and ICL are scored within the protocol's bound
     assert not (out / "units" / "films" / "seed1.json").exists()
     first = (out / "units" / "films" / "seed0.json").read_text()

@@ -6,7 +6,7 @@ LoRA, over several seeds of the k-shot sample (`zofo.meta.protocol` states the p
 Nothing new trains here: the evaluations are `zofo.evaluation.evaluate` and the k-shot LoRA is an ordinary
 `fo-peft` run (`zofo.run.recipe.Run`, what `zofo.api.train` runs), one per task and seed, in OUT/runs/.
 Each finished (task, seed) is written to OUT/units/ at once, so that a run stopped by Ctrl-C or SIGTERM (after
-its current evaluation or training step, as `zofo train` stops) continues when the same command runs again;
+its current scoring batch or training step) continues when the same command runs again;
 the output folder records the protocol and the backbone, and refuses results of another.
 """
 
@@ -31,6 +31,7 @@ from zofo.models.load import load_model
 from zofo.run.interrupt import StopRequest, TrainingInterrupted, stop_on_signal
 from zofo.run.options import load_config
 from zofo.run.recipe import Run
+from zofo.stop import EvaluationStopped
 from zofo.tasks import Task, sample_splits
 
 
@@ -79,9 +80,9 @@ def _run_units(units: list[tuple[TaskRef, int]], tasks: dict[TaskRef, Task], n_t
             bar.set_postfix_str(f"{ref.name} seed {seed}")
             try:
                 result = runner.unit(ref, tasks[ref], seed, n_test[ref], stop)
-            except TrainingInterrupted as err:  # inside the k-shot run: its partial run is dropped
+            except (TrainingInterrupted, EvaluationStopped) as err:  # the unfinished unit is dropped
                 bar.close()
-                raise MetaTestInterrupted(done, len(units), out_dir, err.signum) from err
+                raise MetaTestInterrupted(done, len(units), out_dir, stop.signal) from err
             file.parent.mkdir(parents=True, exist_ok=True)
             file.write_text(json.dumps(result, indent=1) + "\n")
         bar.update(1)
@@ -153,8 +154,9 @@ class _Runner:
         model, tokenizer = self.loaded
         demos = icl_demonstrations(splits.train, p.shots, seed)
         scoring = {"batch_size": p.eval_batch_size, "max_tokens": p.eval_max_tokens}
-        zero = evaluate(model, tokenizer, task, splits.test, progress=False, **scoring)
-        icl = evaluate(model, tokenizer, task, splits.test, demonstrations=demos, progress=False, **scoring)
+        # a stop ends the scoring between two batches (`EvaluationStopped`), not after the whole test set
+        zero = evaluate(model, tokenizer, task, splits.test, progress=False, stop=stop, **scoring)
+        icl = evaluate(model, tokenizer, task, splits.test, demonstrations=demos, progress=False, stop=stop, **scoring)
         peft = self.kshot_peft(ref, seed, n_test, stop)
         return {"task": ref.name, "data": ref.data, "seed": seed, "protocol": splits.protocol, "bounds": p.bounds(),
                 "sizes": {"train": len(splits.train), "dev": len(splits.dev), "test": len(splits.test)},
