@@ -1,8 +1,11 @@
-"""The allocator-trace replay of benchmarks/memory_breakdown.py, on hand-made traces."""
+"""benchmarks/memory_breakdown.py: the allocator-trace replay on hand-made traces, and each method's run config."""
 
 from __future__ import annotations
 
-from benchmarks.memory_breakdown import at_peak
+from argparse import Namespace
+from pathlib import Path
+
+from benchmarks.memory_breakdown import METHODS, at_peak, run_config
 
 MODEL = [{"filename": "/x/src/zofo/models.py", "line": 40, "name": "load_model"}]
 LOSS = [{"filename": "/x/src/zofo/objectives.py", "line": 12, "name": "loss"}]
@@ -41,3 +44,10 @@ def test_a_block_freed_before_the_trace_began_is_ignored():
     peak, by_owner = at_peak(trace)
     assert peak == 30
     assert by_owner == {"/t/torch/nn/functional.py:9 linear": 30}
+
+
+def test_every_method_builds_as_zofo_train_would_with_its_peft_or_none():
+    args = Namespace(model="m", task="copa", data_root=Path("data"), data="superglue/COPA")
+    kinds = {method: run_config(args, method).peft.kind for method in METHODS}
+    assert kinds == {"fo-peft": "lora", "bilevel-zofo": "lora", "zo-peft": "lora", "mezo": None, "fo-full": None}
+    assert {method: run_config(args, method).train.method for method in METHODS} == {m: m for m in METHODS}

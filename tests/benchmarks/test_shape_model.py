@@ -1,0 +1,29 @@
+"""benchmarks/shape_model.py: the shapes have the published parameter counts, and a written folder is a model zofo
+loads and runs (one layer, on the CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from benchmarks.shape_model import SHAPES, main
+from zofo.models.load import load_model
+
+
+@pytest.mark.parametrize("name, published", [("qwen2.5-1.5b", 1_777_088_000), ("qwen2.5-0.5b", 494_032_768)])
+def test_each_shape_has_the_published_parameter_count(name, published):
+    """1.5B: what zofo.load_model counted on the real GGUF (../shared/GPU.md: 1.777B); 0.5B: the model card's."""
+    values = dict(SHAPES[name])
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(values.pop("model_type"), **values))
+    assert sum(p.numel() for p in model.parameters()) == published
+
+
+def test_a_written_folder_loads_and_runs(tmp_path, tiny_model_dir):
+    count = main(["qwen2.5-0.5b", str(tmp_path / "shape"), "--tokenizer", str(tiny_model_dir), "--layers", "1"])
+    model, tokenizer = load_model(str(tmp_path / "shape"), dtype="float32", device="cpu")
+    assert sum(p.numel() for p in model.parameters()) == count and model.config.hidden_size == 896
+    ids = tokenizer("a film was good", return_tensors="pt")["input_ids"]
+    logits = model(input_ids=ids).logits
+    assert logits.shape == (1, ids.shape[1], 151936) and torch.isfinite(logits).all()
