@@ -6,14 +6,19 @@
 # BASELINE_BATCH: its --batch-size (default 8). BENCH=1 first runs the speed benchmarks (train_step.py,
 # zo_step.py) alone; PROFILE=1 first profiles the graphed OPT-1.3B ZO step (profile_step.py, both directions);
 # ENGINE=1 first runs the ZO engine's tests and zo_step.py with and without evict-first copies;
-# MEMORY=1 first runs memory_breakdown.py (FO-LoRA and Bilevel ZOFO on COPA, live memory by code and pool). PARALLEL: training processes per study at once (default 12). Sharing adds no throughput
+# MEMORY=1 first runs memory_breakdown.py (FO-LoRA and Bilevel ZOFO on COPA, live memory by code and pool);
+# META=1 first times a meta-training outer step by phase (meta_step_phases.py, default split, float32 and bfloat16)
+# and a meta-test unit in the same two dtypes (meta_test_unit.py, two held-out tasks);
+# SHAPE=1 first writes a random-init Qwen2.5-Coder-1.5B-shaped model (shape_model.py) and measures every method's
+# memory on it (memory_breakdown.py, COPA, 5 steps). PARALLEL: training processes per study at once (default 12). Sharing adds no throughput
 # once one run fills the GPU (fp32 on long rows: docs/RESULTS.md section 4); it only equalises wall-clock.
 # DEVICES="0 1": spread the runs over these GPUs (study.py --devices); TOGETHER=K: K runs per process, side by
 # side on their own CUDA streams (study.py --together; PARALLEL then counts processes).
 set -u
 out=$1; shift
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
-[ -d /root/smol ] || python3 -m zofo.cli convert /root/m/smollm2.gguf /root/smol > /dev/null 2>&1
+gguf=$(ls /root/m/smollm2*.gguf 2>/dev/null | head -n 1)  # the carry's name (smollm2-135m.gguf) or an older one
+[ -d /root/smol ] || python3 -m zofo.cli convert "$gguf" /root/smol > /dev/null 2>&1
 mkdir -p "$out" runs/bench
 if [ -n "${BENCH:-}" ]; then  # speed first, alone on the GPU; results travel back inside runs.tar.gz
   python3 benchmarks/train_step.py --model /root/smol --data .gpu-carry/data/sst2 --out runs/bench \
@@ -42,6 +47,23 @@ if [ -n "${MEMORY:-}" ]; then  # where each method's step memory goes, alone on 
     --out runs/bench/memory > runs/bench/memory.log 2>&1
   cat runs/bench/memory/memory_breakdown.md
 fi
+if [ -n "${META:-}" ]; then  # where meta-training's and meta-test's time goes, alone on the GPU
+  for dtype in float32 bfloat16; do
+    python3 benchmarks/meta_step_phases.py /root/smol --bigbench-root .gpu-carry/data/bigbench --dtype $dtype \
+      --out "runs/bench/meta-phases-$dtype.json" > "runs/bench/meta-phases-$dtype.log" 2>&1
+    tail -n 9 "runs/bench/meta-phases-$dtype.log"
+    python3 benchmarks/meta_test_unit.py /root/smol .gpu-carry/data/bigbench/tracking_shuffled_objects/five_objects \
+      .gpu-carry/data/bigbench/discourse_marker_prediction --dtype $dtype --out "runs/bench/meta-unit-$dtype.json" \
+      > "runs/bench/meta-unit-$dtype.log" 2>&1
+    grep " | " "runs/bench/meta-unit-$dtype.log"
+  done
+fi
+if [ -n "${SHAPE:-}" ]; then  # every method's memory at the 1.5B shape, alone on the GPU (random weights)
+  python3 benchmarks/shape_model.py qwen2.5-1.5b /root/q15-shape --tokenizer /root/smol
+  python3 benchmarks/memory_breakdown.py --model /root/q15-shape --data-root .gpu-carry/data --task copa --steps 5 \
+    --methods fo-peft bilevel-zofo mezo zo-peft fo-full --out runs/bench/memory-1.5b > runs/bench/memory-1.5b.log 2>&1
+  grep -h -A2 "^## " runs/bench/memory-1.5b/memory_breakdown.md
+fi
 for study in "$@"; do
   name=$(basename "$study" .yaml)
   python3 experiments/study.py "$study" --out "runs/$name" --parallel "${PARALLEL:-12}" --data-root .gpu-carry/data \
@@ -52,6 +74,23 @@ if [ -n "${BASELINES:-}" ]; then
     --data-root .gpu-carry/data --batch-size "${BASELINE_BATCH:-8}" --out "$out" ${BASELINE_TASKS:+--tasks $BASELINE_TASKS} > "$out/baselines.log" 2>&1 &
 fi
 wait
+if [ -n "${META:-}" ]; then  # where meta-training's and meta-test's time goes, alone on the GPU
+  for dtype in float32 bfloat16; do
+    python3 benchmarks/meta_step_phases.py /root/smol --bigbench-root .gpu-carry/data/bigbench --dtype $dtype \
+      --out "runs/bench/meta-phases-$dtype.json" > "runs/bench/meta-phases-$dtype.log" 2>&1
+    tail -n 9 "runs/bench/meta-phases-$dtype.log"
+    python3 benchmarks/meta_test_unit.py /root/smol .gpu-carry/data/bigbench/tracking_shuffled_objects/five_objects \
+      .gpu-carry/data/bigbench/discourse_marker_prediction --dtype $dtype --out "runs/bench/meta-unit-$dtype.json" \
+      > "runs/bench/meta-unit-$dtype.log" 2>&1
+    grep " | " "runs/bench/meta-unit-$dtype.log"
+  done
+fi
+if [ -n "${SHAPE:-}" ]; then  # every method's memory at the 1.5B shape, alone on the GPU (random weights)
+  python3 benchmarks/shape_model.py qwen2.5-1.5b /root/q15-shape --tokenizer /root/smol
+  python3 benchmarks/memory_breakdown.py --model /root/q15-shape --data-root .gpu-carry/data --task copa --steps 5 \
+    --methods fo-peft bilevel-zofo mezo zo-peft fo-full --out runs/bench/memory-1.5b > runs/bench/memory-1.5b.log 2>&1
+  grep -h -A2 "^## " runs/bench/memory-1.5b/memory_breakdown.md
+fi
 for study in "$@"; do
   name=$(basename "$study" .yaml)
   python3 experiments/study.py --aggregate "runs/$name" --results "runs/agg-$name" >> "$out/$name.log" 2>&1
