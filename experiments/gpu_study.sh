@@ -74,23 +74,6 @@ if [ -n "${BASELINES:-}" ]; then
     --data-root .gpu-carry/data --batch-size "${BASELINE_BATCH:-8}" --out "$out" ${BASELINE_TASKS:+--tasks $BASELINE_TASKS} > "$out/baselines.log" 2>&1 &
 fi
 wait
-if [ -n "${META:-}" ]; then  # where meta-training's and meta-test's time goes, alone on the GPU
-  for dtype in float32 bfloat16; do
-    python3 benchmarks/meta_step_phases.py /root/smol --bigbench-root .gpu-carry/data/bigbench --dtype $dtype \
-      --out "runs/bench/meta-phases-$dtype.json" > "runs/bench/meta-phases-$dtype.log" 2>&1
-    tail -n 9 "runs/bench/meta-phases-$dtype.log"
-    python3 benchmarks/meta_test_unit.py /root/smol .gpu-carry/data/bigbench/tracking_shuffled_objects/five_objects \
-      .gpu-carry/data/bigbench/discourse_marker_prediction --dtype $dtype --out "runs/bench/meta-unit-$dtype.json" \
-      > "runs/bench/meta-unit-$dtype.log" 2>&1
-    grep " | " "runs/bench/meta-unit-$dtype.log"
-  done
-fi
-if [ -n "${SHAPE:-}" ]; then  # every method's memory at the 1.5B shape, alone on the GPU (random weights)
-  python3 benchmarks/shape_model.py qwen2.5-1.5b /root/q15-shape --tokenizer /root/smol
-  python3 benchmarks/memory_breakdown.py --model /root/q15-shape --data-root .gpu-carry/data --task copa --steps 5 \
-    --methods fo-peft bilevel-zofo mezo zo-peft fo-full --out runs/bench/memory-1.5b > runs/bench/memory-1.5b.log 2>&1
-  grep -h -A2 "^## " runs/bench/memory-1.5b/memory_breakdown.md
-fi
 for study in "$@"; do
   name=$(basename "$study" .yaml)
   python3 experiments/study.py --aggregate "runs/$name" --results "runs/agg-$name" >> "$out/$name.log" 2>&1
