@@ -7,6 +7,9 @@
 #                                                at once (default all), each stopped after TEST_SECONDS (default no
 #                                                limit; a stopped meta-test keeps its finished units and the same
 #                                                command continues it)
+#   experiments/meta_study.sh ablate OUT SECONDS Bilevel ZOFO's ablations (ABLATION below; ABLATE: which, default
+#                                                all) x SEEDS at once, each stopped after SECONDS, into OUT/train so
+#                                                that `test` meta-tests them beside the methods
 #   experiments/meta_study.sh pack OUT FILE      the records (no weights) in one .tar.gz
 #
 # MODEL (default /root/smol), DTYPE (default float32; tf32 measured no faster here: docs/RESULTS.md section 21),
@@ -37,6 +40,14 @@ declare -A METHOD=(
   [fo-full]="--method fo-full --lr 1e-5"
   [mezo]="--method mezo --lr 2e-5"
 )
+# Issue 28's ablations of Bilevel ZOFO, each one change to its flags above. ZO off (theta's lr 0) is not among them:
+# its backbone stays the base model, whose meta-test is the base row.
+declare -A ABLATION=(
+  [t1]="--tasks-per-step 1" [t8]="--tasks-per-step 8"
+  [k1]="--lower-steps 1" [k20]="--lower-steps 20"
+  [lam1e2]="--lam 1e2" [lam1e6]="--lam 1e6"
+  [split-128-640]="--upper 128 --lower 640"
+)
 # shellcheck disable=SC2206  # METHODS is a list of names
 ORDER=(${METHODS:-bilevel-zofo fo-lora fo-full mezo})
 
@@ -63,6 +74,19 @@ train() {
     for s in $SEEDS; do
       # shellcheck disable=SC2086
       meta_train "$1/train/$m-s$s" ${METHOD[$m]} --seed "$s" --steps 100000 --max-seconds "$2" &
+    done
+  done
+  wait
+}
+
+ablate() {
+  mkdir -p "$1/train"
+  for v in ${ABLATE:-${!ABLATION[@]}}; do
+    [[ -n "${ABLATION[$v]:-}" ]] || { echo "unknown ablation $v (known: ${!ABLATION[*]})"; exit 2; }
+    for s in $SEEDS; do
+      # shellcheck disable=SC2086  # both hold several flags; the ablation's come last and win
+      meta_train "$1/train/bilevel-zofo-$v-s$s" ${METHOD[bilevel-zofo]} ${ABLATION[$v]} --seed "$s" --steps 100000 \
+        --max-seconds "$2" &
     done
   done
   wait
@@ -99,7 +123,8 @@ pack() {  # every json, jsonl and log under OUT except model folders and weights
 case ${1:-} in
   measure) measure "$2" ;;
   train) train "$2" "$3" ;;
+  ablate) ablate "$2" "$3" ;;
   test) test_all "$2" "${3:-300}" ;;
   pack) pack "$2" "$3" ;;
-  *) sed -n '2,25p' "$0"; exit 2 ;;
+  *) sed -n '2,28p' "$0"; exit 2 ;;
 esac
