@@ -21,6 +21,7 @@ from zofo.meta import MetaTestInterrupted, MetaTestProtocol, meta_test, resolve
 from zofo.meta.backbone import resolve_backbone
 from zofo.models.load import load_model
 from zofo.run.checkpoint import save_weights
+from zofo.run.interrupt import TrainingInterrupted
 from zofo.run.options import RunConfig
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -174,3 +175,17 @@ def test_max_rows_reaches_the_k_shot_runs_and_the_bounds_leave_the_folder_identi
     assert bounded.bounds() == {"eval_max_tokens": plain.eval_max_tokens, "max_rows": 4}
     with pytest.raises(ZofoError, match="meta-test --max-rows must be >= 1, got 0"):
         MetaTestProtocol(max_rows=0).check()
+
+
+def test_a_stop_from_another_ranks_training_loop_names_its_signal(tmp_path, tasks, tiny_model_dir, monkeypatch):
+    """Under torchrun a rank's k-shot run may stop because another rank did (TrainingInterrupted with SIGTERM) while
+    its own stop request holds no signal: the interruption still names one, instead of failing to."""
+    refs = resolve(str(tasks / "films"), tasks, "argument 1")
+
+    def stopped_elsewhere(self, ref, seed, n_test, stop):
+        raise TrainingInterrupted(0, tmp_path, signal.SIGTERM)
+
+    monkeypatch.setattr(metatest._Runner, "kshot_peft", stopped_elsewhere)
+    with pytest.raises(MetaTestInterrupted, match=r"interrupted by SIGTERM after 0 of 2") as e:
+        meta_test(refs, str(tiny_model_dir), SMALL, tmp_path / "out", device="cpu", progress=False)
+    assert e.value.exit_code == 143

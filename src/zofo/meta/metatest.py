@@ -82,7 +82,9 @@ def _run_units(units: list[tuple[TaskRef, int]], tasks: dict[TaskRef, Task], n_t
                 result = runner.unit(ref, tasks[ref], seed, n_test[ref], stop)
             except (TrainingInterrupted, EvaluationStopped) as err:  # the unfinished unit is dropped
                 bar.close()
-                raise MetaTestInterrupted(done, len(units), out_dir, stop.signal) from err
+                # the signal: ours, else the one a training loop stopped on (another rank's, under torchrun)
+                signum = stop.signal or getattr(err, "signum", None) or signal.SIGTERM
+                raise MetaTestInterrupted(done, len(units), out_dir, signum) from err
             file.parent.mkdir(parents=True, exist_ok=True)
             file.write_text(json.dumps(result, indent=1) + "\n")
         bar.update(1)
