@@ -2,14 +2,15 @@
 # The meta-learning pilot on one GPU (docs/RESULTS.md, "Meta-training pilot"; issue 28):
 #
 #   experiments/meta_study.sh measure OUT        each method alone for 8 outer steps: peak memory, seconds a step
-#   experiments/meta_study.sh train OUT SECONDS  every method x seed at once, each stopped after SECONDS
+#   experiments/meta_study.sh train OUT SECONDS  every method x seed, TRAIN_PARALLEL at once (default 4, the first
+#                                                pass's sharing), each stopped after SECONDS
 #   experiments/meta_study.sh test OUT [N_TEST]  meta-test the base model and every trained backbone, TEST_PARALLEL
 #                                                at once (default all), each stopped after TEST_SECONDS (default no
 #                                                limit; a stopped meta-test keeps its finished units and the same
 #                                                command continues it)
 #   experiments/meta_study.sh ablate OUT SECONDS Bilevel ZOFO's ablations (ABLATION below; ABLATE: which, default
-#                                                all) x SEEDS at once, each stopped after SECONDS, into OUT/train so
-#                                                that `test` meta-tests them beside the methods
+#                                                all) x SEEDS, TRAIN_PARALLEL at once, each stopped after SECONDS,
+#                                                into OUT/train so that `test` meta-tests them beside the methods
 #   experiments/meta_study.sh pack OUT FILE      the records (no weights) in one .tar.gz
 #
 # MODEL (default /root/smol), DTYPE (default float32; tf32 measured no faster here: docs/RESULTS.md section 21),
@@ -68,25 +69,35 @@ measure() {
   done
 }
 
+capped() {  # wait until fewer than TRAIN_PARALLEL training runs are running
+  while (( $(jobs -rp | wc -l) >= ${TRAIN_PARALLEL:-4} )); do wait -n || true; done
+}
+
 train() {
   mkdir -p "$1/train"
   for m in "${ORDER[@]}"; do
     for s in $SEEDS; do
+      capped
       # shellcheck disable=SC2086
-      meta_train "$1/train/$m-s$s" ${METHOD[$m]} --seed "$s" --steps 100000 --max-seconds "$2" &
+      meta_train "$1/train/$m-s$s" ${METHOD[$m]} --seed "$s" --steps 100000 --max-seconds "$2" \
+        || echo "meta-train $m-s$s failed ($?): $1/train/$m-s$s.log" &
     done
   done
   wait
 }
 
 ablate() {
+  local v s
+  for v in ${ABLATE:-${!ABLATION[@]}}; do  # every name checked before anything starts
+    [[ -n "${ABLATION[$v]:-}" ]] || { echo "unknown ablation $v (known: ${!ABLATION[*]})"; exit 2; }
+  done
   mkdir -p "$1/train"
   for v in ${ABLATE:-${!ABLATION[@]}}; do
-    [[ -n "${ABLATION[$v]:-}" ]] || { echo "unknown ablation $v (known: ${!ABLATION[*]})"; exit 2; }
     for s in $SEEDS; do
+      capped
       # shellcheck disable=SC2086  # both hold several flags; the ablation's come last and win
       meta_train "$1/train/bilevel-zofo-$v-s$s" ${METHOD[bilevel-zofo]} ${ABLATION[$v]} --seed "$s" --steps 100000 \
-        --max-seconds "$2" &
+        --max-seconds "$2" || echo "meta-train bilevel-zofo-$v-s$s failed ($?): $1/train/bilevel-zofo-$v-s$s.log" &
     done
   done
   wait
@@ -126,5 +137,5 @@ case ${1:-} in
   ablate) ablate "$2" "$3" ;;
   test) test_all "$2" "${3:-300}" ;;
   pack) pack "$2" "$3" ;;
-  *) sed -n '2,28p' "$0"; exit 2 ;;
+  *) sed -n '2,30p' "$0"; exit 2 ;;
 esac
