@@ -6,7 +6,7 @@
 Builds the run as `zofo meta-train` does (`zofo.meta.metarun.MetaRun.build`: the model with its z / p adapters, the
 per-task blocks, the seeded streams; T 4, K 10 by default) and takes `--steps` outer steps, timing each call of:
 - `lower`: line 1, the K Adam steps on z_i of one task (its block swapped in and out included);
-- `encode`: drawing and encoding a batch (inside the others: also counted in them);
+- `encode`: drawing and encoding a batch (line 1's inside `lower`, also counted there; line 2's between the lines);
 - `probes`: line 3, the ZO estimate over the T tasks (perturbations, 3 forwards a task a side, value loads);
 - `p step`: line 4 for one task (swap included);
 - `update`: line 5, theta's ZO-SGD update;
