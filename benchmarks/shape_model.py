@@ -14,7 +14,6 @@ real weights: nothing trained on such a folder means anything.
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import torch
@@ -44,9 +43,6 @@ def write_shape(name: str, out: Path, tokenizer: Path, layers: int | None = None
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     AutoTokenizer.from_pretrained(str(tokenizer)).save_pretrained(out)
-    for extra in ("generation_config.json",):  # the tokenizer folder's own generation settings, if any
-        if (tokenizer / extra).is_file() and not (out / extra).is_file():
-            shutil.copy(tokenizer / extra, out / extra)
     return sum(p.numel() for p in model.parameters())
 
 
