@@ -69,18 +69,20 @@ measure() {
   done
 }
 
-capped() {  # wait until fewer than TRAIN_PARALLEL training runs are running
+start_run() {  # OUT NAME SECONDS FLAGS...: one meta-training run in the background once fewer than TRAIN_PARALLEL
+  # run, into OUT/train/NAME, stopped after SECONDS; a failure names its log
+  local out=$1/train/$2 name=$2 seconds=$3
+  shift 3
   while (( $(jobs -rp | wc -l) >= ${TRAIN_PARALLEL:-4} )); do wait -n || true; done
+  meta_train "$out" "$@" --steps 100000 --max-seconds "$seconds" || echo "meta-train $name failed ($?): $out.log" &
 }
 
 train() {
   mkdir -p "$1/train"
   for m in "${ORDER[@]}"; do
     for s in $SEEDS; do
-      capped
-      # shellcheck disable=SC2086
-      meta_train "$1/train/$m-s$s" ${METHOD[$m]} --seed "$s" --steps 100000 --max-seconds "$2" \
-        || echo "meta-train $m-s$s failed ($?): $1/train/$m-s$s.log" &
+      # shellcheck disable=SC2086  # METHOD holds several flags
+      start_run "$1" "$m-s$s" "$2" ${METHOD[$m]} --seed "$s"
     done
   done
   wait
@@ -94,10 +96,8 @@ ablate() {
   mkdir -p "$1/train"
   for v in ${ABLATE:-${!ABLATION[@]}}; do
     for s in $SEEDS; do
-      capped
       # shellcheck disable=SC2086  # both hold several flags; the ablation's come last and win
-      meta_train "$1/train/bilevel-zofo-$v-s$s" ${METHOD[bilevel-zofo]} ${ABLATION[$v]} --seed "$s" --steps 100000 \
-        --max-seconds "$2" || echo "meta-train bilevel-zofo-$v-s$s failed ($?): $1/train/bilevel-zofo-$v-s$s.log" &
+      start_run "$1" "bilevel-zofo-$v-s$s" "$2" ${METHOD[bilevel-zofo]} ${ABLATION[$v]} --seed "$s"
     done
   done
   wait
