@@ -35,8 +35,9 @@ from zofo.tasks.example import Example, join_answer
 MAX_TOKENS = 2**16
 # A batch's prompts run once per example (`shared_prompt_logits`) when its rows hold at least SHARE_MIN_TOKENS
 # tokens and sharing leaves at most SHARE_LEFT of them; below that a small model's forward is bound by its launches,
-# which a second forward (the prompts') would double. Chosen, not yet measured on a GPU: 2**13 lets the k-shot
-# runs' pieces of 64 rows share (benchmarks/shared_prompts.py).
+# which a second forward (the prompts') would double. 2**13 lets the k-shot runs' pieces of 64 rows share
+# (benchmarks/shared_prompts.py). Measured on one H100 for a meta-test unit (docs/RESULTS.md section 22): ICL scoring
+# 2.15x and zero-shot 1.7x faster, the k-shot run's eager steps 1.09x; the threshold itself was not tuned.
 SHARE_MIN_TOKENS = 2**13
 SHARE_LEFT = 0.5
 #: the model families whose cached forward is tested against one row per candidate (tests/evaluation/
