@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from zofo.fo.graphed import GraphedStep, init_optimizer_state, load_optimizer_state, make_adam, plain_state_dict
-from zofo.fo.sr_adam import SRAdam
+from zofo.fo.sr_adam import CHUNK_ELEMENTS, SRAdam, chunks
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -73,6 +73,30 @@ def test_state_is_float32_and_the_step_is_reproducible():
         results.append(torch.cat([p.detach().flatten() for p in params]))
     assert torch.equal(results[0], results[1])
     assert not torch.equal(results[0], results[2])
+
+
+@pytest.mark.parametrize("decoupled", [True, False])
+def test_chunked_steps_equal_whole_list_steps(decoupled):
+    """A step taken a chunk of parameters at a time (bounded float32 scratch) changes no bit against one list."""
+    results = []
+    for limit in (CHUNK_ELEMENTS, 10, 1):
+        params, x = problem(torch.bfloat16)
+        optimizer = SRAdam(params, lr=1e-3, weight_decay=0.1, decoupled=decoupled, seed=3)
+        optimizer.chunk_elements = limit
+        run(optimizer, params, x, 5)
+        moments = [optimizer.state[p][k].flatten() for p in params for k in ("exp_avg", "exp_avg_sq")]
+        results.append((torch.cat([p.detach().flatten() for p in params]), torch.cat(moments)))
+    for weights, moments in results[1:]:
+        assert torch.equal(weights, results[0][0]) and torch.equal(moments, results[0][1])
+
+
+def test_chunks_keep_order_and_bound_each_chunk():
+    sizes = [3, 4, 12, 1, 1, 5, 2]
+    items = [(torch.empty(n), key) for key, n in enumerate(sizes)]
+    cut = chunks(items, 8)
+    assert [[key for _, key in chunk] for chunk in cut] == [[0, 1], [2], [3, 4, 5], [6]]
+    assert chunks([], 8) == []
+    assert len(chunks(items, 10**9)) == 1
 
 
 def test_capturable_steps_equal_plain_steps():

@@ -14,6 +14,11 @@ updates do. Per step and parameter:
 With ``decoupled=False`` the weight decay is Adam's L2 term (g <- g + wd theta) instead. ``capturable``: the
 step counters live on the parameters' device and the learning rate may be a device tensor, so that a CUDA
 graph can capture a step (`graphed_step.GraphedStep`).
+
+The math runs on lists of parameters (foreach ops), a chunk of at most ``CHUNK_ELEMENTS`` elements at a time (or one
+parameter, where a parameter is larger), so that its float32 scratch (the new weights, the gradients, the
+denominators) is three chunks, not three copies of the model: 20 GB at 1.5B parameters
+(docs/RESULTS.md, section 23). Each element's arithmetic is the same in any chunking, so the chunks change no bit.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from torch import Tensor
 
 from zofo.zo.kernels.ops import round_to
 from zofo.zo.kernels.philox import M32, hash32_int
+
+CHUNK_ELEMENTS = 1 << 26  # 256 MiB of float32 per scratch list: a few launches per chunk, scratch bounded
 
 
 def working_dtype(p: Tensor) -> torch.dtype:
@@ -42,6 +49,7 @@ class SRAdam(torch.optim.Optimizer):
                         capturable=capturable)
         super().__init__(params, defaults)
         self.seed = seed
+        self.chunk_elements = CHUNK_ELEMENTS
 
     def load_state_dict(self, state_dict: dict) -> None:
         """torch's load, then the moments as saved (torch would cast them to the weights' bf16), every state
@@ -78,14 +86,14 @@ class SRAdam(torch.optim.Optimizer):
         for group in self.param_groups:
             chosen = [(p, self.rounding_key(index + i)) for i, p in enumerate(group["params"]) if p.grad is not None]
             index += len(group["params"])
-            if chosen:
-                params, keys = zip(*chosen, strict=True)
+            for chunk in chunks(chosen, self.chunk_elements):
+                params, keys = zip(*chunk, strict=True)
                 self._update(group, list(params), list(keys))
         return loss
 
     def _update(self, group: dict, params: list[Tensor], keys: list[int]) -> None:
-        """One step of every parameter of ``group`` that has a gradient: the math on whole lists (foreach ops, a
-        few kernel launches for all of them), then one rounding per parameter."""
+        """One step of a chunk of ``group``'s parameters that have a gradient: the math on whole lists (foreach
+        ops, a few kernel launches for all of them), then one rounding per parameter."""
         (b1, b2), lr, wd = group["betas"], group["lr"], group["weight_decay"]
         states = [self._state(p, group["capturable"]) for p in params]
         steps, ms, vs = ([state[k] for state in states] for k in ("step", "exp_avg", "exp_avg_sq"))
@@ -119,3 +127,17 @@ class SRAdam(torch.optim.Optimizer):
         for i, (p, x, key) in enumerate(zip(params, xs, keys, strict=True)):
             seed = seeds[i : i + 1] if seeds.device == p.device else int(seeds[i])
             p.copy_(round_to(x, p.dtype, seed, key))
+
+
+def chunks(items: list[tuple[Tensor, int]], limit: int) -> list[list[tuple[Tensor, int]]]:
+    """(parameter, key) pairs in order, cut into runs of at most ``limit`` elements (a larger parameter alone)."""
+    out: list[list[tuple[Tensor, int]]] = []
+    size = 0
+    for item in items:
+        n = item[0].numel()
+        if not out or size + n > limit:
+            out.append([])
+            size = 0
+        out[-1].append(item)
+        size += n
+    return out
