@@ -39,13 +39,15 @@ def take_steps(optimizer, params, x, n: int) -> None:
         optimizer.zero_grad(set_to_none=True)
 
 
+@pytest.mark.parametrize("chunk_elements", [1 << 26, 1])
 @pytest.mark.parametrize("kind, weight_decay", [(torch.optim.Adam, 0.0), (torch.optim.AdamW, 0.1)])
-def test_init_optimizer_state_changes_nothing(kind, weight_decay):
-    """Made-ahead state: parameters bit-identical, and the next steps equal a fresh optimizer's, bit for bit."""
+def test_init_optimizer_state_changes_nothing(kind, weight_decay, chunk_elements):
+    """Made-ahead state, all at once or a parameter at a time: parameters bit-identical, and the next steps equal a
+    fresh optimizer's, bit for bit."""
     params, x = params_and_data()
     before = [p.detach().clone() for p in params]
     ahead = kind(params, lr=1e-2, weight_decay=weight_decay)
-    init_optimizer_state(ahead)
+    init_optimizer_state(ahead, chunk_elements)
     assert all(torch.equal(p, b) for p, b in zip(params, before, strict=True))
     assert all(p.grad is None for p in params)
     assert all(float(ahead.state[p]["step"]) == 0 for p in params)

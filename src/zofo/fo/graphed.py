@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from zofo.fo.sr_adam import SRAdam
+from zofo.fo.sr_adam import CHUNK_ELEMENTS, SRAdam, chunks
 from zofo.ranks import Ranks
 from zofo.zo.graphs import ShapeGraphs, batch_rows
 from zofo.zo.rounding import LOW_PRECISION
@@ -43,9 +43,10 @@ def make_adam(kind: type[torch.optim.Adam], params: list[nn.Parameter], lr: floa
     return kind(params, lr=lr_arg, weight_decay=weight_decay, capturable=True, foreach=True)
 
 
-def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+def init_optimizer_state(optimizer: torch.optim.Optimizer, chunk_elements: int = CHUNK_ELEMENTS) -> None:
     """Create the optimizer's state now (a capture must not allocate it), leaving parameters and the state's
-    meaning untouched: one step of zero gradient at learning rate 0, then every step counter back to 0."""
+    meaning untouched: one step of zero gradient at learning rate 0 (a chunk of parameters at a time, so that the
+    zero gradients are not a copy of the model), then every step counter back to 0."""
     # an empty entry counts as missing: `optimizer.state` is a defaultdict, so reading it leaves one behind, and Adam
     # would then create the state lazily inside the first captured step (every replay resetting the moments)
     missing = [p for group in optimizer.param_groups for p in group["params"] if not optimizer.state.get(p)]
@@ -54,12 +55,13 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
     saved_lrs = [group["lr"] for group in optimizer.param_groups]
     every = [p for group in optimizer.param_groups for p in group["params"]]
     saved_grads = {p: p.grad for p in every}
-    chosen = set(missing)
     for group in optimizer.param_groups:
         group["lr"] = torch.zeros_like(group["lr"]) if isinstance(group["lr"], Tensor) else 0.0
-    for p in every:  # a parameter without a gradient is skipped: only the missing states are touched
-        p.grad = torch.zeros_like(p) if p in chosen else None
-    optimizer.step()
+    for part in chunks([p.numel() for p in missing], chunk_elements):
+        chosen = set(missing[part.start : part.stop])
+        for p in every:  # a parameter without a gradient is skipped: only the chunk's missing states are touched
+            p.grad = torch.zeros_like(p) if p in chosen else None
+        optimizer.step()
     for group, lr in zip(optimizer.param_groups, saved_lrs, strict=True):
         group["lr"] = lr
     for p in every:

@@ -86,8 +86,8 @@ class SRAdam(torch.optim.Optimizer):
         for group in self.param_groups:
             chosen = [(p, self.rounding_key(index + i)) for i, p in enumerate(group["params"]) if p.grad is not None]
             index += len(group["params"])
-            for chunk in chunks(chosen, self.chunk_elements):
-                params, keys = zip(*chunk, strict=True)
+            for part in chunks([p.numel() for p, _ in chosen], self.chunk_elements):
+                params, keys = zip(*chosen[part.start : part.stop], strict=True)
                 self._update(group, list(params), list(keys))
         return loss
 
@@ -129,15 +129,17 @@ class SRAdam(torch.optim.Optimizer):
             p.copy_(round_to(x, p.dtype, seed, key))
 
 
-def chunks(items: list[tuple[Tensor, int]], limit: int) -> list[list[tuple[Tensor, int]]]:
-    """(parameter, key) pairs in order, cut into runs of at most ``limit`` elements (a larger parameter alone)."""
-    out: list[list[tuple[Tensor, int]]] = []
-    size = 0
-    for item in items:
-        n = item[0].numel()
-        if not out or size + n > limit:
-            out.append([])
-            size = 0
-        out[-1].append(item)
+
+def chunks(sizes: list[int], limit: int = CHUNK_ELEMENTS) -> list[range]:
+    """Consecutive index ranges over items of these element counts, each holding at most ``limit`` elements (an
+    item larger than ``limit`` alone): the pieces of a parameter list whose float32 scratch stays bounded."""
+    out: list[range] = []
+    start, size = 0, 0
+    for i, n in enumerate(sizes):
+        if i > start and size + n > limit:
+            out.append(range(start, i))
+            start, size = i, 0
         size += n
+    if sizes:
+        out.append(range(start, len(sizes)))
     return out
