@@ -3,7 +3,8 @@
 Runs share a GPU to keep it busy, so a run may run out of memory: it waits for another run on its device to end and
 starts again, its failed attempt set aside as NAME.attemptK (no log is appended to another's). A stop (SIGINT or
 SIGTERM) starts no more runs and makes each running one save a checkpoint; a later attempt with the same settings
-continues from it.
+continues from it. A start deadline (`--start-until`) starts no run after it and lets the running ones finish: the
+last call of a session on a machine that will not come back should end with no part-done run.
 """
 
 from __future__ import annotations
@@ -59,18 +60,29 @@ class DeviceTurns:
 
 class StudyStop:
     """The study's runs, and whether the study was asked to stop (SIGINT or SIGTERM): then no run starts any more
-    and each running one is sent SIGTERM, on which `zofo train` saves a checkpoint and stops."""
+    and each running one is sent SIGTERM, on which `zofo train` saves a checkpoint and stops. With ``start_until``
+    (seconds from now) no run starts after that time either, and the running ones go on to their end."""
 
-    def __init__(self) -> None:
+    def __init__(self, start_until: float | None = None) -> None:
         self.requested, self.signal = False, None
+        self.start_until = start_until
+        self.deadline = None if start_until is None else time.monotonic() + start_until
         self.lock = threading.Lock()
         self.running: set[subprocess.Popen] = set()
+
+    def closed(self) -> str | None:
+        """Why no run may start now, or None."""
+        if self.requested:
+            return "the study was stopped"
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return f"past --start-until {self.start_until:g} s"
+        return None
 
     def run(self, args: list[str], log, env: dict[str, str]) -> int | None:
         """Run ``args`` to its end, its output into ``log``; its exit code, or None if the study was stopped
         first. Its own session: a Ctrl-C at the terminal reaches the study, which passes it on once."""
         with self.lock:
-            if self.requested:
+            if self.closed():
                 return None
             child = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             self.running.add(child)
@@ -100,8 +112,8 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None, turns
         return {"name": run["name"], "status": "done before"}
     turns, stop = turns or DeviceTurns(), stop or StudyStop()
     for attempt in range(1, oom_retries + 2):
-        if stop.requested:  # before its folder is touched
-            return {"name": run["name"], "status": "not started: the study was stopped"}
+        if why := stop.closed():  # before its folder is touched
+            return {"name": run["name"], "status": f"not {'started' if attempt == 1 else 'started again'}: {why}"}
         checkpoint = prepared(run, out, log_dir)
         resumed_from = checkpoint_step(checkpoint) if checkpoint else None
         env = run_env(device)
@@ -115,7 +127,7 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None, turns
         finally:
             turns.end(device)
         if code is None:
-            return {"name": run["name"], "status": "not started: the study was stopped"}
+            return {"name": run["name"], "status": f"not started: {stop.closed()}"}
         status = {"name": run["name"], "status": "ok" if code == 0 else f"exit {code}",
                   "seconds": round(end_time - start, 1), "attempts": attempt}
         if resumed_from is not None:
@@ -218,7 +230,7 @@ def launch_together(runs: list[dict], out: Path, log_dir: Path, device: str | No
     with open(job_file.with_suffix(".log"), "a") as log:
         code = stop.run([sys.executable, str(Path(__file__).with_name("worker.py")), str(job_file)], log, env)
     if code is None:
-        return statuses + [{"name": r["name"], "status": "not started: the study was stopped"} for r in todo]
+        return statuses + [{"name": r["name"], "status": f"not started: {stop.closed()}"} for r in todo]
     seconds = round(max(record_end(out / r["name"]) for r in todo) - start, 1)
     return statuses + [{"name": r["name"], "seconds": seconds, "together": len(todo),
                         "status": ended(out / r["name"], code, stop)} for r in todo]
@@ -273,9 +285,9 @@ def record_end(run_dir: Path) -> float:
 
 
 @contextmanager
-def stopped_by_signals() -> Iterator[StudyStop]:
+def stopped_by_signals(start_until: float | None = None) -> Iterator[StudyStop]:
     """A `StudyStop` that SIGINT and SIGTERM trigger while the study runs (the previous handlers come back after;
     signals reach the main thread only, so elsewhere nothing triggers it)."""
-    stop = StudyStop()
+    stop = StudyStop(start_until)
     with handling_signals(stop.ask):
         yield stop

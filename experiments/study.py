@@ -3,6 +3,7 @@
     python experiments/study.py STUDY.yaml --out runs/x --parallel 12 [--devices 0 1] [--only cb__] [--seeds 1 2]
     python experiments/study.py STUDY.yaml --out runs/x --parallel 2 --together 10      (10 runs a process)
     python experiments/study.py STUDY.yaml --out runs/y --extend runs/x                  (the steps past grid edges)
+    python experiments/study.py STUDY.yaml --out runs/x --start-until 300     (start no run after 300 s: a last call)
     python experiments/study.py --aggregate runs/x [runs/redo --reruns] --results OUT    (experiments/report/)
 
 A study file (YAML) declares the shared settings (`common`), the tasks (data folders, `templates`), the methods (each
@@ -119,13 +120,20 @@ def extended(study: dict, data_root: str, sources: list[Path]) -> list[dict]:
             for run in expand({**study, "tasks": [tasks[task]], "methods": [method]}, data_root)]
 
 
+def check_limits(oom_retries: int, start_until: float | None) -> None:
+    if oom_retries < 0:
+        raise SystemExit(f"--oom-retries {oom_retries}: give 0 (never retry) or more")
+    if start_until is not None and start_until < 0:
+        raise SystemExit(f"--start-until {start_until:g}: give the seconds from now after which no run starts "
+                         "(0 or more)")
+
+
 def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: list[str] | None,
               seeds: list[int] | None = None, devices: list[str] | None = None, together: int = 1,
               oom_retries: int = 2, listing: bool = False, extend: list[Path] | None = None,
-              splits: list[int] | None = None) -> int | None:
+              splits: list[int] | None = None, start_until: float | None = None) -> int | None:
     """Launch the study's runs; returns the signal that stopped it, if one did."""
-    if oom_retries < 0:
-        raise SystemExit(f"--oom-retries {oom_retries}: give 0 (never retry) or more")
+    check_limits(oom_retries, start_until)
     study = yaml.safe_load(study_file.read_text())
     if seeds is not None:
         study["seeds"] = seeds
@@ -142,7 +150,7 @@ def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: 
     (out / "study.yaml").write_text(study_file.read_text())
     print(f"{len(runs)} runs, {parallel} at a time on devices {devices or 'as found'} -> {out}", flush=True)
     placed = [devices[i % len(devices)] if devices else None for i in range(len(runs))]  # round robin
-    with stopped_by_signals() as stop, ThreadPoolExecutor(parallel) as pool:
+    with stopped_by_signals(start_until) as stop, ThreadPoolExecutor(parallel) as pool:
         if together > 1:  # `parallel` processes at once, each training `together` runs side by side
             for statuses in pool.map(lambda g: launch_together(g[0], out, out / "logs", g[1], stop),
                                      together_groups(runs, placed, together)):
@@ -175,6 +183,9 @@ def main() -> None:
     parser.add_argument("--oom-retries", type=int, default=2,
                         help="times a run that ran out of GPU memory starts again, each after another run on its "
                              "device has ended (0: never)")
+    parser.add_argument("--start-until", type=float, default=None, metavar="SECONDS",
+                        help="start no run (nor a retry) after SECONDS from now; the running ones go on to their end "
+                             "(a session's last call, whose part-done runs would be lost with the machine)")
     parser.add_argument("--extend", type=Path, nargs="+", default=None,
                         help="run the steps past grid edges that the study's search rule (search.steps_past_edge) "
                              "asks for, given the finished runs in these folders or records files")
@@ -200,7 +211,8 @@ def main() -> None:
                   args.select_seeds, args.reruns)
     else:
         stopped_by = run_study(args.study, args.out, args.parallel, args.data_root, args.only, args.seeds,
-                               args.devices, args.together, args.oom_retries, args.list, args.extend, args.splits)
+                               args.devices, args.together, args.oom_retries, args.list, args.extend, args.splits,
+                               args.start_until)
         if stopped_by is not None:  # as a process ended by that signal would
             raise SystemExit(128 + stopped_by)
 

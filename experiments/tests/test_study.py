@@ -753,6 +753,23 @@ def test_a_stopped_study_checkpoints_its_runs_and_a_rerun_continues_them(tmp_pat
     assert not (out / "cb__mezo__s0.attempt1").exists()
 
 
+def test_no_run_starts_after_the_start_deadline_and_the_running_one_finishes(tmp_path, monkeypatch, capsys):
+    finishing = "import pathlib, sys, time; time.sleep(1.5); pathlib.Path(sys.argv[1], 'result.json').write_text('{}')"
+    monkeypatch.setattr(launch, "train_command", lambda run, out: [
+        sys.executable, "-c", finishing, str(out / run["name"])])
+    listed = tmp_path / "study.yaml"
+    listed.write_text(yaml.safe_dump({"tasks": [{"name": "cb", "task": "cb"}], "seeds": [0, 1],
+                                      "methods": [{"name": "mezo", "set": {"optim.lr": 1e-4}}]}))
+    out = tmp_path / "out"
+    assert study.run_study(listed, out, 1, "DATA", None, start_until=0.5) is None
+    statuses = [json.loads(line) for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(s["name"], s["status"]) for s in statuses] == [
+        ("cb__mezo__s0", "ok"), ("cb__mezo__s1", "not started: past --start-until 0.5 s")]
+    assert (out / "cb__mezo__s0" / "result.json").exists() and not (out / "cb__mezo__s1").exists()
+    with pytest.raises(SystemExit, match="--start-until -1"):
+        study.run_study(listed, out, 1, "DATA", None, start_until=-1)
+
+
 def test_a_checkpoint_left_with_other_settings_is_set_aside_not_resumed(tmp_path, monkeypatch):
     monkeypatch.setattr(launch, "train_command", lambda run, out: [
         sys.executable, "-c", STOPPABLE.replace("time.sleep(60)", "(run_dir / 'result.json').write_text('{}')"),
