@@ -1,7 +1,7 @@
 """Where a meta-training outer step's time goes: Bilevel ZOFO's phases, each timed on its own.
 
     PYTHONPATH=src python benchmarks/meta_step_phases.py MODEL [--split FILE] [--steps 6] [--batch-size 4] \
-        [--bigbench-root DIR] [--out FILE.json]
+        [--bigbench-root DIR] [--out FILE.json] [--profile DIR]
 
 Builds the run as `zofo meta-train` does (`zofo.meta.metarun.MetaRun.build`: the model with its z / p adapters, the
 per-task blocks, the seeded streams; T 4, K 10 by default) and takes `--steps` outer steps, timing each call of:
@@ -13,7 +13,9 @@ per-task blocks, the seeded streams; T 4, K 10 by default) and takes `--steps` o
 - `swap`: one block moved in or out (inside `lower` and `p step`).
 On CUDA each call is bracketed by a device synchronisation, so a phase's time is its own (the step as a whole runs
 slower than unbracketed, by the host gaps the syncs add). The first step (lazy initialisations) is reported apart.
-Prints seconds per step by phase and writes them as JSON.
+Prints seconds per step by phase and writes them as JSON. With `--profile DIR`, one more outer step (not reported)
+runs under torch.profiler, itself (`outer step`) and each phase a labelled range: DIR gets key_averages.txt (torch's
+op table, by device time on CUDA) and top_ops.json (its top ops as numbers), written by `benchmarks/profiling.py`.
 """
 
 from __future__ import annotations
@@ -30,14 +32,21 @@ from pathlib import Path
 import torch
 
 from zofo.meta.metarun import MetaRun, MetaTrainConfig, checked_split
+from zofo.meta.metatrain import MetaBilevel
 from zofo.meta.split import meta_train_data
 from zofo.models.device import resolve_device
+
+try:  # imported as benchmarks.meta_step_phases (the tests, PYTHONPATH=.)
+    from benchmarks.profiling import profiled, write_profile
+except ModuleNotFoundError:  # run as a script: benchmarks/ is on the path
+    from profiling import profiled, write_profile
 
 PHASES = ("lower", "encode", "probes", "p step", "update", "swap")
 
 
 class PhaseClock:
-    """Seconds spent in each wrapped call, per outer step (a device sync on each side of a call on CUDA)."""
+    """Seconds spent in each wrapped call, per outer step (a device sync on each side of a call on CUDA); each call
+    is also a `record_function` range named by its phase, which costs nothing unless a profiler runs."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
@@ -53,7 +62,8 @@ class PhaseClock:
         def timed(*args, **kwargs):
             self.sync()
             start = time.perf_counter()
-            result = inner(*args, **kwargs)
+            with torch.profiler.record_function(phase):
+                result = inner(*args, **kwargs)
             self.sync()
             self.steps[-1][phase] += time.perf_counter() - start
             return result
@@ -84,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="profile one more step, write its ops here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:  # the run's config.yaml goes there, nothing else
         return measure(args, scratch)
@@ -120,7 +131,21 @@ def measure(args: argparse.Namespace, scratch: str) -> dict:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1) + "\n")
+    if args.profile:
+        profile_step(method, clock, args.steps, args.profile)
     return report
+
+
+def profile_step(method: MetaBilevel, clock: PhaseClock, step: int, out_dir: Path) -> None:
+    """Outer step ``step`` (the one after the timed ones) under torch.profiler, its phases labelled by the clock's
+    wrappers; its op tables go to out_dir. The clock keeps its time apart (a last entry the report never reads)."""
+    def labelled_step() -> None:
+        with torch.profiler.record_function("outer step"):  # the phases' denominator in the table
+            method.step(step)
+
+    with profiled(clock.cuda) as prof:
+        clock.step(labelled_step)
+    write_profile(prof, out_dir, "", clock.cuda)
 
 
 if __name__ == "__main__":

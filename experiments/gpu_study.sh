@@ -7,8 +7,9 @@
 # zo_step.py) alone; PROFILE=1 first profiles the graphed OPT-1.3B ZO step (profile_step.py, both directions);
 # ENGINE=1 first runs the ZO engine's tests and zo_step.py with and without evict-first copies;
 # MEMORY=1 first runs memory_breakdown.py (FO-LoRA and Bilevel ZOFO on COPA, live memory by code and pool);
-# META=1 first times a meta-training outer step by phase (meta_step_phases.py, default split, float32 and bfloat16)
-# and a meta-test unit in the same two dtypes (meta_test_unit.py, two held-out tasks);
+# META=1 first times a meta-training outer step by phase (meta_step_phases.py, default split, bfloat16 and float32)
+# and a meta-test unit in the same two dtypes (meta_test_unit.py; META_TASKS: its task folders, default one
+# held-out task), each with an op profile (--profile); everything comes back inside $OUT/runs.tar.gz;
 # SHAPE=1 first writes a random-init Qwen2.5-Coder-1.5B-shaped model (shape_model.py) and measures every method's
 # memory on it (memory_breakdown.py, COPA, 5 steps). PARALLEL: training processes per study at once (default 12). Sharing adds no throughput
 # once one run fills the GPU (fp32 on long rows: docs/RESULTS.md section 4); it only equalises wall-clock.
@@ -47,14 +48,17 @@ if [ -n "${MEMORY:-}" ]; then  # where each method's step memory goes, alone on 
     --out runs/bench/memory > runs/bench/memory.log 2>&1
   cat runs/bench/memory/memory_breakdown.md
 fi
-if [ -n "${META:-}" ]; then  # where meta-training's and meta-test's time goes, alone on the GPU
-  for dtype in float32 bfloat16; do
+if [ -n "${META:-}" ]; then  # where meta-training's and meta-test's time goes, alone on the GPU, with op profiles
+  for dtype in bfloat16 float32; do
     python3 benchmarks/meta_step_phases.py /root/smol --bigbench-root .gpu-carry/data/bigbench --dtype $dtype \
-      --out "runs/bench/meta-phases-$dtype.json" > "runs/bench/meta-phases-$dtype.log" 2>&1
+      --out "runs/bench/meta-phases-$dtype.json" --profile "runs/bench/meta-phases-profile-$dtype" \
+      > "runs/bench/meta-phases-$dtype.log" 2>&1
     tail -n 9 "runs/bench/meta-phases-$dtype.log"
-    python3 benchmarks/meta_test_unit.py /root/smol .gpu-carry/data/bigbench/tracking_shuffled_objects/five_objects \
-      .gpu-carry/data/bigbench/discourse_marker_prediction --dtype $dtype --out "runs/bench/meta-unit-$dtype.json" \
-      > "runs/bench/meta-unit-$dtype.log" 2>&1
+  done
+  tasks=${META_TASKS:-.gpu-carry/data/bigbench/tracking_shuffled_objects/five_objects}
+  for dtype in bfloat16 float32; do
+    python3 benchmarks/meta_test_unit.py /root/smol $tasks --dtype $dtype --out "runs/bench/meta-unit-$dtype.json" \
+      --profile "runs/bench/meta-unit-profile-$dtype" > "runs/bench/meta-unit-$dtype.log" 2>&1
     grep " | " "runs/bench/meta-unit-$dtype.log"
   done
 fi

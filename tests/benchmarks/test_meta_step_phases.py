@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 from benchmarks.meta_step_phases import PHASES, main
 from tests.meta.test_metatrain import write_split
 
@@ -17,3 +19,20 @@ def test_phases_are_timed_and_fit_inside_the_step(tmp_path, tiny_model_dir):
         top = step["lower"] + step["probes"] + step["p step"] + step["update"]
         assert top <= step["whole step"]  # the four lines of an outer step are disjoint calls inside it
         assert step["swap"] < step["lower"] + step["p step"]  # swaps happen inside those two
+
+
+def test_profile_writes_the_op_tables_of_one_more_step_with_its_phases(tmp_path, tiny_model_dir):
+    profile = tmp_path / "profile"
+    report = main([str(tiny_model_dir), "--split", str(write_split(tmp_path)), "--steps", "2", "--batch-size", "2",
+                   "--tasks-per-step", "2", "--lower-steps", "2", "--max-length", "32", "--upper", "6",
+                   "--lower", "12", "--device", "cpu", "--profile", str(profile)])
+    assert len(report["steps"]) == 2  # the profiled step is not reported
+    assert "lower" in (profile / "key_averages.txt").read_text()
+    top = json.loads((profile / "top_ops.json").read_text())
+    assert top["sort_by"] == "cpu_time_total_us" and top["ops"]
+    keys = {"name", "count", "cpu_time_total_us", "self_cpu_time_total_us", "device_time_total_us",
+            "self_device_time_total_us"}
+    assert all(set(op) == keys for op in top["ops"])
+    names = {op["name"] for op in top["ops"]}
+    assert {"outer step", "lower", "probes", "p step"} <= names  # the phases are labelled ranges (each one call a step)
+    assert next(op for op in top["ops"] if op["name"] == "lower")["count"] == 2  # one a task, T = 2

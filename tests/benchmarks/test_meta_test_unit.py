@@ -3,7 +3,9 @@ shared prompt, and the sharing threshold is put back."""
 
 from __future__ import annotations
 
-from benchmarks.meta_test_unit import VARIANTS, main
+import json
+
+from benchmarks.meta_test_unit import KSHOT_LABELS, VARIANTS, main
 from zofo.evaluation import scoring
 
 
@@ -28,3 +30,22 @@ def test_each_variant_runs_the_unit_and_only_the_shared_ones_share(tiny_model_di
         assert set(variant["seconds"]) == {"zero-shot", "ICL", "k-shot LoRA"}
         assert all(s > 0 for s in variant["seconds"].values())
     assert shared_calls and all(t == threshold for t in shared_calls)  # ICL's 16 demonstrations share; off: never
+
+
+def test_profile_writes_the_op_tables_of_one_more_kshot_run_with_its_parts(tiny_model_dir, shared_data, tmp_path):
+    profile = tmp_path / "profile"
+    before = {(owner, attribute): getattr(owner, attribute) for owner, attribute, _ in KSHOT_LABELS}
+    report = main([str(tiny_model_dir), str(shared_data / "bigbench" / "date_understanding"), "--n-test", "8",
+                   "--steps", "2", "--device", "cpu", "--profile", str(profile),
+                   "--profile-variant", "rows 64, not shared"])
+    assert list(report["tasks"]["date_understanding"]) == list(VARIANTS)  # the profiled run is not reported
+    assert all(getattr(owner, attribute) is f for (owner, attribute), f in before.items())  # labels taken off
+    assert "kshot train step" in (profile / "kshot_key_averages.txt").read_text()
+    top = json.loads((profile / "kshot_top_ops.json").read_text())
+    assert top["sort_by"] == "cpu_time_total_us" and top["ops"]
+    keys = {"name", "count", "cpu_time_total_us", "self_cpu_time_total_us", "device_time_total_us",
+            "self_device_time_total_us"}
+    assert all(set(op) == keys for op in top["ops"])
+    counts = {op["name"]: op["count"] for op in top["ops"]}
+    assert counts["kshot train step"] == 2 and counts["kshot test eval"] == 1
+    assert {"kshot start", "kshot train loop", "kshot dev eval", "kshot finish"} <= set(counts)

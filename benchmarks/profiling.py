@@ -1,0 +1,79 @@
+"""torch.profiler for the benchmarks: profile a piece of work, write its op table and its top ops, and label calls.
+
+`profiled(cuda)` records CPU ops (and CUDA kernels on CUDA; no shapes, no stacks, no chrome trace: the files stay
+small enough to carry back); `write_profile` writes ``<prefix>key_averages.txt`` (torch's table, sorted by device
+time on CUDA, host time elsewhere) and ``<prefix>top_ops.json`` (the same top ops as numbers, in microseconds);
+`labelled` runs a method or function inside `torch.profiler.record_function`, so its calls show as one row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile, record_function
+
+ROWS = 40  # ops in the table and in the JSON
+
+
+@contextmanager
+def profiled(cuda: bool) -> Iterator[profile]:
+    """A running profiler; on CUDA the device is synchronised before it stops, so every kernel is in."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities, record_shapes=False, with_stack=False) as prof:
+        yield prof
+        if cuda:
+            torch.cuda.synchronize()
+
+
+def _device_us(avg: object, attribute: str) -> float:
+    """A device time of an averaged op: torch >= 2.4 names it ``device_*``, older torch ``cuda_*``."""
+    value = getattr(avg, attribute, None)
+    if value is None:
+        value = getattr(avg, attribute.replace("device", "cuda"), 0.0)
+    return float(value)
+
+
+def op_row(avg: object) -> dict:
+    """One averaged op (a `FunctionEventAvg`) as plain numbers, microseconds."""
+    return {"name": avg.key, "count": avg.count,
+            "cpu_time_total_us": float(avg.cpu_time_total), "self_cpu_time_total_us": float(avg.self_cpu_time_total),
+            "device_time_total_us": _device_us(avg, "device_time_total"),
+            "self_device_time_total_us": _device_us(avg, "self_device_time_total")}
+
+
+def write_profile(prof: profile, out_dir: Path, prefix: str, cuda: bool) -> None:
+    """``<prefix>key_averages.txt`` and ``<prefix>top_ops.json`` under out_dir, from a finished profiler: the ROWS
+    ops with the most total time (the device's on CUDA, the host's elsewhere)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    averages = prof.key_averages()
+    sort_by = "cuda_time_total" if cuda else "cpu_time_total"  # the table maps "cuda" to the device's times
+    (out_dir / f"{prefix}key_averages.txt").write_text(averages.table(sort_by=sort_by, row_limit=ROWS) + "\n")
+    rows = sorted((op_row(avg) for avg in averages),
+                  key=lambda r: r["device_time_total_us" if cuda else "cpu_time_total_us"], reverse=True)
+    top = {"sort_by": "device_time_total_us" if cuda else "cpu_time_total_us", "ops": rows[:ROWS]}
+    (out_dir / f"{prefix}top_ops.json").write_text(json.dumps(top, indent=1) + "\n")
+
+
+@contextmanager
+def labelled(owner: object, attribute: str, label: str) -> Iterator[None]:
+    """While open, ``owner.attribute`` (a method of a class, or a module's function) runs inside
+    ``record_function(label)``; put back on leaving."""
+    inner: Callable = getattr(owner, attribute)
+    own = attribute in vars(owner)  # else inherited: removed on leaving, not copied onto owner
+
+    def wrapped(*args, **kwargs):
+        with record_function(label):
+            return inner(*args, **kwargs)
+
+    setattr(owner, attribute, wrapped)
+    try:
+        yield
+    finally:
+        if own:
+            setattr(owner, attribute, inner)
+        else:
+            delattr(owner, attribute)
