@@ -1,7 +1,7 @@
 """Where a meta-training outer step's time goes: Bilevel ZOFO's phases, each timed on its own.
 
     PYTHONPATH=src python benchmarks/meta_step_phases.py MODEL [--split FILE] [--steps 6] [--batch-size 4] \
-        [--bigbench-root DIR] [--out FILE.json] [--profile DIR]
+        [--bigbench-root DIR] [--out FILE.json] [--profile DIR] [--no-cudnn-attention]
 
 Builds the run as `zofo meta-train` does (`zofo.meta.metarun.MetaRun.build`: the model with its z / p adapters, the
 per-task blocks, the seeded streams; T 4, K 10 by default) and takes `--steps` outer steps, timing each call of:
@@ -95,7 +95,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--profile", type=Path, metavar="DIR", help="profile one more step, write its ops here")
+    parser.add_argument("--no-cudnn-attention", action="store_true",
+                        help="take cuDNN out of torch's attention (SDPA) backends: it builds a plan per new shape")
     args = parser.parse_args(argv)
+    if args.no_cudnn_attention:
+        torch.backends.cuda.enable_cudnn_sdp(False)
     with tempfile.TemporaryDirectory() as scratch:  # the run's config.yaml goes there, nothing else
         return measure(args, scratch)
 

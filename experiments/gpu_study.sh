@@ -49,11 +49,14 @@ if [ -n "${MEMORY:-}" ]; then  # where each method's step memory goes, alone on 
   cat runs/bench/memory/memory_breakdown.md
 fi
 if [ -n "${META:-}" ]; then  # where meta-training's and meta-test's time goes, alone on the GPU, with op profiles
-  for dtype in bfloat16 float32; do
-    python3 benchmarks/meta_step_phases.py /root/smol --bigbench-root .gpu-carry/data/bigbench --dtype $dtype \
-      --out "runs/bench/meta-phases-$dtype.json" --profile "runs/bench/meta-phases-profile-$dtype" \
-      > "runs/bench/meta-phases-$dtype.log" 2>&1
-    tail -n 9 "runs/bench/meta-phases-$dtype.log"
+  # bfloat16-sdpa: the same with cuDNN out of torch's SDPA backends (torch 2.11 tries it first for bf16 with a
+  # padding mask, and cuDNN builds a plan for every new shape: the suspect of bf16's slower step, section 23)
+  for variant in bfloat16 bfloat16-sdpa float32; do
+    dtype=${variant%-sdpa}; sdpa=; [ "$variant" = bfloat16-sdpa ] && sdpa=--no-cudnn-attention
+    python3 benchmarks/meta_step_phases.py /root/smol --bigbench-root .gpu-carry/data/bigbench --dtype $dtype $sdpa \
+      --out "runs/bench/meta-phases-$variant.json" --profile "runs/bench/meta-phases-profile-$variant" \
+      > "runs/bench/meta-phases-$variant.log" 2>&1
+    tail -n 9 "runs/bench/meta-phases-$variant.log"
   done
   tasks=${META_TASKS:-.gpu-carry/data/bigbench/tracking_shuffled_objects/five_objects}
   for dtype in bfloat16 float32; do

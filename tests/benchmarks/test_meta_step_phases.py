@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from benchmarks.meta_step_phases import PHASES, main
 from tests.meta.test_metatrain import write_split
 
@@ -36,3 +38,15 @@ def test_profile_writes_the_op_tables_of_one_more_step_with_its_phases(tmp_path,
     names = {op["name"] for op in top["ops"]}
     assert {"outer step", "lower", "probes", "p step"} <= names  # the phases are labelled ranges (each one call a step)
     assert next(op for op in top["ops"] if op["name"] == "lower")["count"] == 2  # one a task, T = 2
+
+
+def test_no_cudnn_attention_takes_cudnn_out_of_the_attention_backends(tmp_path, tiny_model_dir, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.backends.cuda, "enable_cudnn_sdp", calls.append)  # process-wide: not for real here
+    args = [str(tiny_model_dir), "--split", str(write_split(tmp_path)), "--steps", "1", "--batch-size", "2",
+            "--tasks-per-step", "2", "--lower-steps", "1", "--max-length", "32", "--upper", "6", "--lower", "12",
+            "--device", "cpu"]
+    main(args)
+    assert calls == []
+    main(args + ["--no-cudnn-attention"])
+    assert calls == [False]
