@@ -1,14 +1,18 @@
 """A model folder of a published shape with random weights, for memory and speed benchmarks without the real weights.
 
     PYTHONPATH=src python benchmarks/shape_model.py qwen2.5-1.5b OUT --tokenizer /root/smol [--layers N]
+    PYTHONPATH=src python benchmarks/shape_model.py qwen2.5-1.5b TOK --tokenizer MODEL.gguf --tokenizer-only
 
 A random-init model of a published architecture costs the same memory and time per step as the trained one
 (../shared/GPU.md), so memory per method at the 1.5B size can be measured without carrying the 1.1 GB GGUF: write the
 folder on the GPU machine, then point any zofo run or benchmark at it (`model.name=OUT`), e.g.
-`benchmarks/memory_breakdown.py --model OUT`. The tokenizer is copied from `--tokenizer` (a model folder; its ids
-must fall inside the shape's vocabulary, which SmolLM2's 49,152 do for every shape here). Weights are bfloat16
-safetensors, seeded. `--layers` cuts the depth (a CPU check of the path, not the shape's cost). Accuracy needs the
-real weights: nothing trained on such a folder means anything.
+`benchmarks/memory_breakdown.py --model OUT`. The tokenizer is copied from `--tokenizer`: a model folder, or a GGUF
+file, whose tokenizer is read from its metadata without touching its weights (its ids must fall inside the shape's
+vocabulary, which SmolLM2's 49,152 do for every shape here). `--tokenizer-only` writes the tokenizer alone: the
+real Qwen2.5-Coder tokenizer is 11 MB, carried to the GPU machine in one call where the GGUF would take twenty, so the
+shape model's sequences have the real model's lengths. Weights are bfloat16 safetensors, seeded. `--layers` cuts
+the depth (a CPU check of the path, not the shape's cost). Accuracy needs the real weights: nothing trained on such
+a folder means anything.
 """
 
 from __future__ import annotations
@@ -32,6 +36,13 @@ SHAPES: dict[str, dict] = {
 }
 
 
+def load_tokenizer(source: Path):
+    """The tokenizer of a model folder, or of a GGUF file (from its metadata; the weights are not read)."""
+    if source.suffix == ".gguf":
+        return AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+    return AutoTokenizer.from_pretrained(str(source))
+
+
 def write_shape(name: str, out: Path, tokenizer: Path, layers: int | None = None, seed: int = 0) -> int:
     """Write the folder; returns the model's parameter count."""
     values = dict(SHAPES[name])
@@ -42,7 +53,7 @@ def write_shape(name: str, out: Path, tokenizer: Path, layers: int | None = None
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
-    AutoTokenizer.from_pretrained(str(tokenizer)).save_pretrained(out)
+    load_tokenizer(tokenizer).save_pretrained(out)
     return sum(p.numel() for p in model.parameters())
 
 
@@ -50,10 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("shape", choices=list(SHAPES))
     parser.add_argument("out", type=Path)
-    parser.add_argument("--tokenizer", type=Path, required=True, help="a model folder whose tokenizer is copied")
+    parser.add_argument("--tokenizer", type=Path, required=True,
+                        help="a model folder or a GGUF file whose tokenizer is copied")
+    parser.add_argument("--tokenizer-only", action="store_true", help="write the tokenizer alone into OUT")
     parser.add_argument("--layers", type=int, default=None, help="fewer layers (a CPU check of the path)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.tokenizer_only:
+        tokenizer = load_tokenizer(args.tokenizer)
+        tokenizer.save_pretrained(args.out)
+        print(f"{args.tokenizer}: tokenizer of {len(tokenizer)} ids -> {args.out}")
+        return 0
     count = write_shape(args.shape, args.out, args.tokenizer, args.layers, args.seed)
     print(f"{args.shape}: {count / 1e9:.3f}B parameters, random init (seed {args.seed}) -> {args.out}")
     return count

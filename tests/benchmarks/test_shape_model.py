@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from benchmarks.shape_model import SHAPES, main
+from tests.real_model import smollm2_gguf
 from zofo.models.load import load_model
 
 
@@ -27,3 +28,16 @@ def test_a_written_folder_loads_and_runs(tmp_path, tiny_model_dir):
     ids = tokenizer("a film was good", return_tensors="pt")["input_ids"]
     logits = model(input_ids=ids).logits
     assert logits.shape == (1, ids.shape[1], 151936) and torch.isfinite(logits).all()
+
+
+@pytest.mark.slow
+def test_a_gguf_tokenizer_is_written_alone_and_tokenizes_as_the_converted_model(tmp_path):
+    """--tokenizer-only from the real SmolLM2 GGUF: a folder with no weights whose tokenizer gives the ids that the
+    model zofo converts from the same GGUF gives."""
+    gguf = smollm2_gguf()
+    assert main(["qwen2.5-1.5b", str(tmp_path / "tok"), "--tokenizer", str(gguf), "--tokenizer-only"]) == 0
+    assert not list((tmp_path / "tok").glob("*.safetensors"))
+    written = AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
+    _, converted = load_model(str(gguf), dtype="float32", device="cpu")
+    text = "The man broke his toe. What was the CAUSE of this? He dropped a hammer on his foot."
+    assert written(text)["input_ids"] == converted(text)["input_ids"] and len(written) == len(converted)
