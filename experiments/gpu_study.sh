@@ -10,8 +10,8 @@
 # META=1 first times a meta-training outer step by phase (meta_step_phases.py, default split, bfloat16 and float32)
 # and a meta-test unit in the same two dtypes (meta_test_unit.py; META_TASKS: its task folders, default one
 # held-out task), each with an op profile (--profile); everything comes back inside $OUT/runs.tar.gz;
-# SHAPE=1 first writes a random-init Qwen2.5-Coder-1.5B-shaped model (shape_model.py) and measures every method's
-# memory on it (memory_breakdown.py, COPA, 5 steps). PARALLEL: training processes per study at once (default 12). Sharing adds no throughput
+# SHAPE=1 first writes a random-init Qwen2.5-Coder-1.5B-shaped model (shape_model.py; the real tokenizer where
+# .gpu-carry/q15-tok.tar.xz came along) and measures every method's memory on it (memory_breakdown.py, COPA, 5 steps). PARALLEL: training processes per study at once (default 12). Sharing adds no throughput
 # once one run fills the GPU (fp32 on long rows: docs/RESULTS.md section 4); it only equalises wall-clock.
 # DEVICES="0 1": spread the runs over these GPUs (study.py --devices); TOGETHER=K: K runs per process, side by
 # side on their own CUDA streams (study.py --together; PARALLEL then counts processes).
@@ -66,7 +66,11 @@ if [ -n "${META:-}" ]; then  # where meta-training's and meta-test's time goes, 
   done
 fi
 if [ -n "${SHAPE:-}" ]; then  # every method's memory at the 1.5B shape, alone on the GPU (random weights)
-  python3 benchmarks/shape_model.py qwen2.5-1.5b /root/q15-shape --tokenizer /root/smol
+  # the real Qwen2.5-Coder tokenizer where a carry brought it (.gpu-carry/q15-tok.tar.xz, 1.4 MB: see
+  # benchmarks/shape_model.py --tokenizer-only), else SmolLM2's (shorter sequences: say which in the report)
+  [ -f .gpu-carry/q15-tok.tar.xz ] && tar xJf .gpu-carry/q15-tok.tar.xz -C /root
+  tok=/root/smol; [ -d /root/q15-tok ] && tok=/root/q15-tok; echo "1.5B shape with the tokenizer of $tok"
+  python3 benchmarks/shape_model.py qwen2.5-1.5b /root/q15-shape --tokenizer $tok
   python3 benchmarks/memory_breakdown.py --model /root/q15-shape --data-root .gpu-carry/data --task copa --steps 5 \
     --methods fo-peft bilevel-zofo mezo zo-peft fo-full --out runs/bench/memory-1.5b > runs/bench/memory-1.5b.log 2>&1
   grep -h -A2 "^## " runs/bench/memory-1.5b/memory_breakdown.md
