@@ -79,8 +79,9 @@ class StudyStop:
         return None
 
     def run(self, args: list[str], log, env: dict[str, str]) -> int | None:
-        """Run ``args`` to its end, its output into ``log``; its exit code, or None if the study was stopped
-        first. Its own session: a Ctrl-C at the terminal reaches the study, which passes it on once."""
+        """Run ``args`` to its end, its output into ``log``; its exit code, or None if no run may start any more
+        (a stop, or past the start deadline). Its own session: a Ctrl-C at the terminal reaches the study, which
+        passes it on once."""
         with self.lock:
             if self.closed():
                 return None
@@ -111,9 +112,10 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None, turns
     if (run_dir / "result.json").exists():
         return {"name": run["name"], "status": "done before"}
     turns, stop = turns or DeviceTurns(), stop or StudyStop()
+    status = {"name": run["name"]}
     for attempt in range(1, oom_retries + 2):
-        if why := stop.closed():  # before its folder is touched
-            return {"name": run["name"], "status": f"not {'started' if attempt == 1 else 'started again'}: {why}"}
+        if why := stop.closed():  # before its folder is touched (a retry keeps the failed attempt's status)
+            return {**status, "status": f"not {'started' if attempt == 1 else 'started again'}: {why}"}
         checkpoint = prepared(run, out, log_dir)
         resumed_from = checkpoint_step(checkpoint) if checkpoint else None
         env = run_env(device)
@@ -127,7 +129,7 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None, turns
         finally:
             turns.end(device)
         if code is None:
-            return {"name": run["name"], "status": f"not started: {stop.closed()}"}
+            return {**status, "status": f"not {'started' if attempt == 1 else 'started again'}: {stop.closed()}"}
         status = {"name": run["name"], "status": "ok" if code == 0 else f"exit {code}",
                   "seconds": round(end_time - start, 1), "attempts": attempt}
         if resumed_from is not None:
@@ -136,6 +138,8 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None, turns
             return {**status, "status": ended(run_dir, code, stop)}
         if code == 0 or attempt > oom_retries or not ran_out_of_memory(log_dir / f"{run['name']}.log"):
             return status
+        if why := stop.closed():  # no retry is coming: do not wait for one
+            return {**status, "status": f"exit {code} (out of GPU memory), not started again: {why}"}
         print(json.dumps({**status, "status": "out of GPU memory: waiting for another run to end"}), flush=True)
         if not turns.wait_for_memory(device):
             return {**status, "status": f"exit {code} (out of GPU memory with no other run on its device)"}
@@ -218,15 +222,17 @@ def launch_together(runs: list[dict], out: Path, log_dir: Path, device: str | No
     makes each run save a checkpoint and stop."""
     todo = [r for r in runs if not (out / r["name"] / "result.json").exists()]
     statuses = [{"name": r["name"], "status": "done before"} for r in runs if r not in todo]
+    stop = stop or StudyStop()
     if not todo:
         return statuses
+    if why := stop.closed():  # before any folder is touched
+        return statuses + [{"name": r["name"], "status": f"not started: {why}"} for r in todo]
     checkpoints = {r["name"]: prepared(r, out, log_dir) for r in todo}
     env = run_env(device)
     job = [{"name": r["name"], "overrides": run_overrides(continued(r, checkpoints[r["name"]]), out)} for r in todo]
     start = min(record_placement(out / r["name"], device, env, run_overrides(r, out)) for r in todo)
     job_file = log_dir / f"together__{todo[0]['name']}.json"
     job_file.write_text(json.dumps(job, indent=1, default=str))  # values become `--set key=value` text
-    stop = stop or StudyStop()
     with open(job_file.with_suffix(".log"), "a") as log:
         code = stop.run([sys.executable, str(Path(__file__).with_name("worker.py")), str(job_file)], log, env)
     if code is None:

@@ -150,17 +150,19 @@ def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: 
     (out / "study.yaml").write_text(study_file.read_text())
     print(f"{len(runs)} runs, {parallel} at a time on devices {devices or 'as found'} -> {out}", flush=True)
     placed = [devices[i % len(devices)] if devices else None for i in range(len(runs))]  # round robin
+    unstarted = 0
     with stopped_by_signals(start_until) as stop, ThreadPoolExecutor(parallel) as pool:
         if together > 1:  # `parallel` processes at once, each training `together` runs side by side
-            for statuses in pool.map(lambda g: launch_together(g[0], out, out / "logs", g[1], stop),
-                                     together_groups(runs, placed, together)):
-                for status in statuses:
-                    print(json.dumps(status), flush=True)
+            results = (status for statuses in pool.map(lambda g: launch_together(g[0], out, out / "logs", g[1], stop),
+                                                       together_groups(runs, placed, together)) for status in statuses)
         else:
             turns = DeviceTurns()
-            for status in pool.map(lambda r, d: launch(r, out, out / "logs", d, turns, oom_retries, stop), runs,
-                                   placed):
-                print(json.dumps(status), flush=True)
+            results = pool.map(lambda r, d: launch(r, out, out / "logs", d, turns, oom_retries, stop), runs, placed)
+        for status in results:
+            print(json.dumps(status), flush=True)
+            unstarted += "not started" in status.get("status", "")
+    if unstarted:  # the line a session's driver looks for: another call has work to do
+        print(f"{unstarted} of {len(runs)} runs not started ({stop.closed()}): run the study again", flush=True)
     return stop.signal
 
 

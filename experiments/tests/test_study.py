@@ -762,12 +762,43 @@ def test_no_run_starts_after_the_start_deadline_and_the_running_one_finishes(tmp
                                       "methods": [{"name": "mezo", "set": {"optim.lr": 1e-4}}]}))
     out = tmp_path / "out"
     assert study.run_study(listed, out, 1, "DATA", None, start_until=0.5) is None
-    statuses = [json.loads(line) for line in capsys.readouterr().out.splitlines()[1:]]
+    printed = capsys.readouterr().out.splitlines()
+    statuses = [json.loads(line) for line in printed[1:-1]]
     assert [(s["name"], s["status"]) for s in statuses] == [
         ("cb__mezo__s0", "ok"), ("cb__mezo__s1", "not started: past --start-until 0.5 s")]
+    assert printed[-1] == "1 of 2 runs not started (past --start-until 0.5 s): run the study again"
     assert (out / "cb__mezo__s0" / "result.json").exists() and not (out / "cb__mezo__s1").exists()
     with pytest.raises(SystemExit, match="--start-until -1"):
         study.run_study(listed, out, 1, "DATA", None, start_until=-1)
+
+
+def test_runs_together_past_the_start_deadline_touch_no_folder(tmp_path, capsys):
+    """In --together mode too, a group past the deadline is refused before any folder is set aside or made."""
+    listed = tmp_path / "study.yaml"
+    listed.write_text(yaml.safe_dump({"tasks": [{"name": "cb", "task": "cb"}], "seeds": [0, 1, 2],
+                                      "methods": [{"name": "mezo", "set": {"optim.lr": 1e-4}}]}))
+    out = tmp_path / "out"
+    (out / "cb__mezo__s0").mkdir(parents=True)
+    (out / "cb__mezo__s0" / "log.jsonl").write_text('{"an": "unfinished earlier attempt"}\n')
+    study.run_study(listed, out, 1, "DATA", None, together=2, start_until=0)
+    printed = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["status"] for line in printed[1:-1]] == ["not started: past --start-until 0 s"] * 3
+    assert printed[-1].startswith("3 of 3 runs not started")
+    assert sorted(p.name for p in out.iterdir()) == ["cb__mezo__s0", "logs", "study.yaml"]
+    assert list((out / "logs").iterdir()) == []
+
+
+def test_a_run_out_of_memory_past_the_deadline_keeps_its_status_and_waits_for_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(launch, "train_command", lambda run, out: [
+        sys.executable, "-c", "import sys, time; time.sleep(0.6); print('CUDA out of memory'); sys.exit(1)"])
+    turns = launch.DeviceTurns()
+    turns.start(None)  # another run holds the device: a retry would wait for it to end, which never happens here
+    out, logs = tmp_path / "out", tmp_path / "out" / "logs"
+    logs.mkdir(parents=True)
+    run = study.expand({"tasks": [{"name": "cb", "task": "cb"}], "methods": [{"name": "mezo"}]}, "DATA")[0]
+    status = launch.launch(run, out, logs, None, turns, 2, launch.StudyStop(start_until=0.3))
+    assert status["status"] == "exit 1 (out of GPU memory), not started again: past --start-until 0.3 s"
+    assert status["attempts"] == 1 and status["seconds"] >= 0.6
 
 
 def test_a_checkpoint_left_with_other_settings_is_set_aside_not_resumed(tmp_path, monkeypatch):

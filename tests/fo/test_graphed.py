@@ -40,7 +40,8 @@ def take_steps(optimizer, params, x, n: int) -> None:
 
 
 @pytest.mark.parametrize("chunk_elements", [1 << 26, 1])
-@pytest.mark.parametrize("kind, weight_decay", [(torch.optim.Adam, 0.0), (torch.optim.AdamW, 0.1)])
+@pytest.mark.parametrize("kind, weight_decay", [(torch.optim.Adam, 0.0), (torch.optim.Adam, 0.1),
+                                                 (torch.optim.AdamW, 0.1)])
 def test_init_optimizer_state_changes_nothing(kind, weight_decay, chunk_elements):
     """Made-ahead state, all at once or a parameter at a time: parameters bit-identical, and the next steps equal a
     fresh optimizer's, bit for bit."""

@@ -77,13 +77,20 @@ def test_state_is_float32_and_the_step_is_reproducible():
 
 @pytest.mark.parametrize("decoupled", [True, False])
 def test_chunked_steps_equal_whole_list_steps(decoupled):
-    """A step taken a chunk of parameters at a time (bounded float32 scratch) changes no bit against one list."""
+    """A step taken a chunk of parameters at a time (bounded float32 scratch) changes no bit against one list: two
+    groups, parameters of several sizes, one without a gradient on every other step."""
     results = []
-    for limit in (CHUNK_ELEMENTS, 10, 1):
-        params, x = problem(torch.bfloat16)
-        optimizer = SRAdam(params, lr=1e-3, weight_decay=0.1, decoupled=decoupled, seed=3)
+    for limit in (CHUNK_ELEMENTS, 30, 1):
+        g = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(n, generator=g).to(torch.bfloat16)) for n in (24, 9, 40, 3, 17)]
+        optimizer = SRAdam([{"params": params[:3]}, {"params": params[3:], "lr": 3e-3}], lr=1e-3,
+                           weight_decay=0.1, decoupled=decoupled, seed=3)
         optimizer.chunk_elements = limit
-        run(optimizer, params, x, 5)
+        for step in range(6):
+            loss = sum((p.float() * (i + 1)).sin().sum() for i, p in enumerate(params) if step % 2 or i != 2)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         moments = [optimizer.state[p][k].flatten() for p in params for k in ("exp_avg", "exp_avg_sq")]
         results.append((torch.cat([p.detach().flatten() for p in params]), torch.cat(moments)))
     for weights, moments in results[1:]:
@@ -105,20 +112,24 @@ def test_capturable_steps_equal_plain_steps():
     assert all(torch.equal(p, q) for p, q in zip(params, twins, strict=True))
 
 
+@pytest.mark.parametrize("kind", [torch.optim.AdamW, torch.optim.Adam])
 @pytest.mark.parametrize("chunk_elements", [CHUNK_ELEMENTS, 1])
-def test_made_ahead_state_and_checkpoints(chunk_elements):
-    """init_optimizer_state (all at once or a parameter at a time) leaves bf16 weights bit-identical; a state saved
-    and loaded continues bit for bit."""
+def test_made_ahead_state_and_checkpoints(chunk_elements, kind):
+    """init_optimizer_state (all at once or a parameter at a time, decoupled or L2 weight decay) leaves bf16 weights
+    bit-identical and the next steps equal a fresh optimizer's; a state saved and loaded continues bit for bit."""
     params, x = problem(torch.bfloat16)
     before = [p.detach().clone() for p in params]
-    optimizer = make_adam(torch.optim.AdamW, params, 1e-3, 0.01)
+    fresh_params = [torch.nn.Parameter(b.clone()) for b in before]
+    run(make_adam(kind, fresh_params, 1e-3, 0.01), fresh_params, x, 3)
+    optimizer = make_adam(kind, params, 1e-3, 0.01)
     assert isinstance(optimizer, SRAdam)
     init_optimizer_state(optimizer, chunk_elements)
     assert all(torch.equal(p, b) for p, b in zip(params, before, strict=True))
     run(optimizer, params, x, 3)
+    assert all(torch.equal(p, q) for p, q in zip(params, fresh_params, strict=True))
     state = plain_state_dict(optimizer)
     twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
-    resumed = make_adam(torch.optim.AdamW, twins, 1e-3, 0.01)
+    resumed = make_adam(kind, twins, 1e-3, 0.01)
     load_optimizer_state(resumed, state)
     run(optimizer, params, x, 3)
     run(resumed, twins, x, 3)

@@ -52,18 +52,19 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer, chunk_elements: int =
     missing = [p for group in optimizer.param_groups for p in group["params"] if not optimizer.state.get(p)]
     if not missing:
         return
-    saved_lrs = [group["lr"] for group in optimizer.param_groups]
+    saved = [(group["lr"], group.get("weight_decay", 0.0)) for group in optimizer.param_groups]
     every = [p for group in optimizer.param_groups for p in group["params"]]
     saved_grads = {p: p.grad for p in every}
     for group in optimizer.param_groups:
         group["lr"] = torch.zeros_like(group["lr"]) if isinstance(group["lr"], Tensor) else 0.0
+        group["weight_decay"] = 0.0  # Adam's L2 term would put wd * theta into the moments of this step
     for part in chunks([p.numel() for p in missing], chunk_elements):
         chosen = set(missing[part.start : part.stop])
         for p in every:  # a parameter without a gradient is skipped: only the chunk's missing states are touched
             p.grad = torch.zeros_like(p) if p in chosen else None
         optimizer.step()
-    for group, lr in zip(optimizer.param_groups, saved_lrs, strict=True):
-        group["lr"] = lr
+    for group, (lr, weight_decay) in zip(optimizer.param_groups, saved, strict=True):
+        group["lr"], group["weight_decay"] = lr, weight_decay
     for p in every:
         p.grad = saved_grads[p]
     for p in missing:

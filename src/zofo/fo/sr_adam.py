@@ -129,7 +129,6 @@ class SRAdam(torch.optim.Optimizer):
             p.copy_(round_to(x, p.dtype, seed, key))
 
 
-
 def chunks(sizes: list[int], limit: int = CHUNK_ELEMENTS) -> list[range]:
     """Consecutive index ranges over items of these element counts, each holding at most ``limit`` elements (an
     item larger than ``limit`` alone): the pieces of a parameter list whose float32 scratch stays bounded."""
