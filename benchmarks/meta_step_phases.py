@@ -98,10 +98,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-cudnn-attention", action="store_true",
                         help="take cuDNN out of torch's attention (SDPA) backends: it builds a plan per new shape")
     args = parser.parse_args(argv)
+    cudnn_attention = torch.backends.cuda.cudnn_sdp_enabled()
     if args.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)
-    with tempfile.TemporaryDirectory() as scratch:  # the run's config.yaml goes there, nothing else
-        return measure(args, scratch)
+    try:
+        with tempfile.TemporaryDirectory() as scratch:  # the run's config.yaml goes there, nothing else
+            return measure(args, scratch)
+    finally:  # a process-wide switch: put back for whoever called main
+        torch.backends.cuda.enable_cudnn_sdp(cudnn_attention)
 
 
 def measure(args: argparse.Namespace, scratch: str) -> dict:

@@ -13,6 +13,7 @@
 # SHAPE=1 first writes a random-init Qwen2.5-Coder-1.5B-shaped model (shape_model.py; the real tokenizer where
 # .gpu-carry/q15-tok.tar.xz came along) and measures every method's memory on it (memory_breakdown.py, COPA, 5 steps). PARALLEL: training processes per study at once (default 12). Sharing adds no throughput
 # once one run fills the GPU (fp32 on long rows: docs/RESULTS.md section 4); it only equalises wall-clock.
+# START_UNTIL=SECONDS: the studies start no run after that (study.py --start-until; a session's last call).
 # DEVICES="0 1": spread the runs over these GPUs (study.py --devices); TOGETHER=K: K runs per process, side by
 # side on their own CUDA streams (study.py --together; PARALLEL then counts processes).
 set -u
@@ -21,6 +22,9 @@ export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 gguf=$(ls /root/m/smollm2*.gguf 2>/dev/null | head -n 1)  # the carry's name (smollm2-135m.gguf) or an older one
 [ -d /root/smol ] || python3 -m zofo.cli convert "$gguf" /root/smol > /dev/null 2>&1
 mkdir -p "$out" runs/bench
+# runs/bench (the benchmarks' outputs) into one file of $OUT after each benchmark: a call's limit may come first,
+# and only 8 files come back from a call
+pack() { tar czf "$out/bench.tar.gz" runs/bench; }
 if [ -n "${BENCH:-}" ]; then  # speed first, alone on the GPU; results travel back inside runs.tar.gz
   python3 benchmarks/train_step.py --model /root/smol --data .gpu-carry/data/sst2 --out runs/bench \
     > runs/bench/train_step.log 2>&1
@@ -46,7 +50,7 @@ fi
 if [ -n "${MEMORY:-}" ]; then  # where each method's step memory goes, alone on the GPU
   python3 benchmarks/memory_breakdown.py --model /root/smol --data-root .gpu-carry/data --task copa \
     --out runs/bench/memory > runs/bench/memory.log 2>&1
-  cat runs/bench/memory/memory_breakdown.md
+  cat runs/bench/memory/memory_breakdown.md; pack
 fi
 if [ -n "${META:-}" ]; then  # where meta-training's and meta-test's time goes, alone on the GPU, with op profiles
   # bfloat16-sdpa: the same with cuDNN out of torch's SDPA backends (torch 2.11 tries it first for bf16 with a
@@ -56,13 +60,13 @@ if [ -n "${META:-}" ]; then  # where meta-training's and meta-test's time goes, 
     python3 benchmarks/meta_step_phases.py /root/smol --bigbench-root .gpu-carry/data/bigbench --dtype $dtype $sdpa \
       --out "runs/bench/meta-phases-$variant.json" --profile "runs/bench/meta-phases-profile-$variant" \
       > "runs/bench/meta-phases-$variant.log" 2>&1
-    tail -n 9 "runs/bench/meta-phases-$variant.log"
+    grep " | " "runs/bench/meta-phases-$variant.log"; pack
   done
   tasks=${META_TASKS:-.gpu-carry/data/bigbench/tracking_shuffled_objects/five_objects}
   for dtype in bfloat16 float32; do
     python3 benchmarks/meta_test_unit.py /root/smol $tasks --dtype $dtype --out "runs/bench/meta-unit-$dtype.json" \
       --profile "runs/bench/meta-unit-profile-$dtype" > "runs/bench/meta-unit-$dtype.log" 2>&1
-    grep " | " "runs/bench/meta-unit-$dtype.log"
+    grep " | " "runs/bench/meta-unit-$dtype.log"; pack
   done
 fi
 if [ -n "${SHAPE:-}" ]; then  # every method's memory at the 1.5B shape, alone on the GPU (random weights)
@@ -73,12 +77,13 @@ if [ -n "${SHAPE:-}" ]; then  # every method's memory at the 1.5B shape, alone o
   python3 benchmarks/shape_model.py qwen2.5-1.5b /root/q15-shape --tokenizer $tok
   python3 benchmarks/memory_breakdown.py --model /root/q15-shape --data-root .gpu-carry/data --task copa --steps 5 \
     --methods fo-peft bilevel-zofo mezo zo-peft fo-full --out runs/bench/memory-1.5b > runs/bench/memory-1.5b.log 2>&1
-  grep -h -A2 "^## " runs/bench/memory-1.5b/memory_breakdown.md
+  grep -h -A2 "^## " runs/bench/memory-1.5b/memory_breakdown.md; pack
 fi
 for study in "$@"; do
   name=$(basename "$study" .yaml)
   python3 experiments/study.py "$study" --out "runs/$name" --parallel "${PARALLEL:-12}" --data-root .gpu-carry/data \
-    ${DEVICES:+--devices $DEVICES} ${TOGETHER:+--together $TOGETHER} > "$out/$name.log" 2>&1 &
+    ${DEVICES:+--devices $DEVICES} ${TOGETHER:+--together $TOGETHER} ${START_UNTIL:+--start-until $START_UNTIL} \
+    > "$out/$name.log" 2>&1 &
 done
 if [ -n "${BASELINES:-}" ]; then
   timeout "${BASELINES}" python3 benchmarks/eval_baselines.py --model /root/smol --device cuda \
