@@ -53,8 +53,8 @@ if [ -n "${MEMORY:-}" ]; then  # where each method's step memory goes, alone on 
   cat runs/bench/memory/memory_breakdown.md; pack
 fi
 if [ -n "${META:-}" ]; then  # where meta-training's and meta-test's time goes, alone on the GPU, with op profiles
-  # bfloat16-sdpa: the same with cuDNN out of torch's SDPA backends (torch 2.11 tries it first for bf16 with a
-  # padding mask, and cuDNN builds a plan for every new shape: the suspect of bf16's slower step, section 23)
+  # bfloat16-sdpa: the same with cuDNN out of torch's SDPA backends (on a B200, torch 2.11 tries it first for bf16
+  # with a padding mask, and cuDNN builds a plan for every new shape; the suspect of bf16's slower step, section 23)
   for variant in bfloat16 bfloat16-sdpa float32; do
     dtype=${variant%-sdpa}; sdpa=; [ "$variant" = bfloat16-sdpa ] && sdpa=--no-cudnn-attention
     python3 benchmarks/meta_step_phases.py /root/smol --bigbench-root .gpu-carry/data/bigbench --dtype $dtype $sdpa \
