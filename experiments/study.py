@@ -4,6 +4,7 @@
     python experiments/study.py STUDY.yaml --out runs/x --parallel 2 --together 10      (10 runs a process)
     python experiments/study.py STUDY.yaml --out runs/y --extend runs/x                  (the steps past grid edges)
     python experiments/study.py STUDY.yaml --out runs/x --start-until 300     (start no run after 300 s: a last call)
+    python experiments/study.py STUDY.yaml --out runs/x --done OLD/runs.jsonl.gz   (skip what a session finished)
     python experiments/study.py --aggregate runs/x [runs/redo --reruns] --results OUT    (experiments/report/)
 
 A study file (YAML) declares the shared settings (`common`), the tasks (data folders, `templates`), the methods (each
@@ -40,9 +41,11 @@ from experiments.launch import (  # noqa: E402
     launch,
     launch_together,
     listed_state,
+    run_overrides,
     stopped_by_signals,
     together_groups,
 )
+from experiments.records import read as read_records  # noqa: E402
 from experiments.report.aggregate import aggregate  # noqa: E402
 from experiments.report.runs import load_runs  # noqa: E402
 from experiments.search import next_points  # noqa: E402
@@ -120,6 +123,34 @@ def extended(study: dict, data_root: str, sources: list[Path]) -> list[dict]:
             for run in expand({**study, "tasks": [tasks[task]], "methods": [method]}, data_root)]
 
 
+#: settings that name where a run ran (its folder, its data's path on that machine), not what it is
+WHERE = ("train.output_dir", "data.data")
+
+
+def not_done(runs: list[dict], sources: list[Path], out: Path) -> list[dict]:
+    """``runs`` less those that finished in ``sources`` (run folders or records files of earlier sessions), each
+    reported as done there. A finished run recorded with other settings than the study's now is refused: skipping it
+    would pool two different runs under one name."""
+    finished = {}
+    for source in sources:
+        finished |= {r["name"]: (r, source) for r in read_records(source) if r.get("result")}
+    todo = []
+    for run in runs:
+        if run["name"] not in finished:
+            todo.append(run)
+            continue
+        record, source = finished[run["name"]]
+        then = ((record.get("placement") or {}).get("overrides") or {})
+        now = run_overrides(run, out)
+        changed = [k for k in sorted(set(then) | set(now)) if k not in WHERE and str(then.get(k)) != str(now.get(k))]
+        if then and changed:
+            key = changed[0]
+            raise SystemExit(f"--done {source}: {run['name']} finished there with {key}={then.get(key)!r}, the study "
+                             f"now sets {now.get(key)!r}; run it again under another --out, or leave that source out")
+        print(json.dumps({"name": run["name"], "status": f"done before (in {source})"}), flush=True)
+    return todo
+
+
 def check_limits(oom_retries: int, start_until: float | None) -> None:
     if oom_retries < 0:
         raise SystemExit(f"--oom-retries {oom_retries}: give 0 (never retry) or more")
@@ -131,7 +162,8 @@ def check_limits(oom_retries: int, start_until: float | None) -> None:
 def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: list[str] | None,
               seeds: list[int] | None = None, devices: list[str] | None = None, together: int = 1,
               oom_retries: int = 2, listing: bool = False, extend: list[Path] | None = None,
-              splits: list[int] | None = None, start_until: float | None = None) -> int | None:
+              splits: list[int] | None = None, start_until: float | None = None,
+              done: list[Path] | None = None) -> int | None:
     """Launch the study's runs; returns the signal that stopped it, if one did."""
     check_limits(oom_retries, start_until)
     study = yaml.safe_load(study_file.read_text())
@@ -145,6 +177,7 @@ def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: 
             print(run["name"] + listed_state(run, out))
         print(f"{len(runs)} runs")
         return None
+    runs = not_done(runs, done or [], out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
     (out / "study.yaml").write_text(study_file.read_text())
@@ -188,6 +221,9 @@ def main() -> None:
     parser.add_argument("--start-until", type=float, default=None, metavar="SECONDS",
                         help="start no run (nor a retry) after SECONDS from now; the running ones go on to their end "
                              "(a session's last call, whose part-done runs would be lost with the machine)")
+    parser.add_argument("--done", type=Path, nargs="+", default=None, metavar="RECORDS",
+                        help="skip the runs that finished in these run folders or records files (an earlier "
+                             "session's), refusing one that ran with other settings")
     parser.add_argument("--extend", type=Path, nargs="+", default=None,
                         help="run the steps past grid edges that the study's search rule (search.steps_past_edge) "
                              "asks for, given the finished runs in these folders or records files")
@@ -214,7 +250,7 @@ def main() -> None:
     else:
         stopped_by = run_study(args.study, args.out, args.parallel, args.data_root, args.only, args.seeds,
                                args.devices, args.together, args.oom_retries, args.list, args.extend, args.splits,
-                               args.start_until)
+                               args.start_until, args.done)
         if stopped_by is not None:  # as a process ended by that signal would
             raise SystemExit(128 + stopped_by)
 

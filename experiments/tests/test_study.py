@@ -841,3 +841,28 @@ def test_selected_md_names_grid_points_that_trained_unequally_far(tmp_path):
     # the grid point does (0.6 against 0.55 at step 30)
     assert ("- cb mezo: mezo 100%, mezo@lr0.001 40%; best dev up to step 40: mezo 0.550, mezo@lr0.001 0.600 "
             "-> mezo@lr0.001, not mezo") in selected
+
+
+def test_runs_an_earlier_session_finished_are_skipped_and_a_changed_one_is_refused(tmp_path, monkeypatch, capsys):
+    finishing = "import pathlib, sys; pathlib.Path(sys.argv[1], 'result.json').write_text('{\"steps\": 1}')"
+    monkeypatch.setattr(launch, "train_command", lambda run, out: [
+        sys.executable, "-c", finishing, str(out / run["name"])])
+    listed = tmp_path / "study.yaml"
+    spec = {"tasks": [{"name": "cb", "task": "cb", "data": "CB"}], "seeds": [0, 1],
+            "methods": [{"name": "mezo", "set": {"optim.lr": 1e-4}}]}
+    listed.write_text(yaml.safe_dump(spec))
+    earlier = tmp_path / "session1"
+    study.run_study(listed, earlier, 1, "DATA1", ["cb__mezo__s0"])
+    records_file = records.compact(earlier)
+    capsys.readouterr()
+    later = tmp_path / "session2"
+    study.run_study(listed, later, 1, "DATA2", None, done=[records_file])  # another data root: where, not what
+    statuses = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(s["name"], s["status"]) for s in statuses] == [
+        ("cb__mezo__s0", f"done before (in {records_file})"), ("cb__mezo__s1", "ok")]
+    assert not (later / "cb__mezo__s0").exists()
+    spec["methods"][0]["set"]["optim.lr"] = 3e-4
+    listed.write_text(yaml.safe_dump(spec))
+    refused = r"cb__mezo__s0 finished there with optim.lr=0.0001, the study now sets 0.0003"
+    with pytest.raises(SystemExit, match=refused):
+        study.run_study(listed, tmp_path / "session3", 1, "DATA", None, done=[records_file])
