@@ -51,15 +51,16 @@ def load_run(record: dict) -> dict:
                            "log": record["log"]})
 
 
-def add_work_clock(row: dict) -> dict:
+def add_work_clock(row: dict, backward_cost: float = 1.0) -> dict:
     """Give every dev evaluation of a run a `work` reading: thousands of training sequences through the model by
-    then, a backward pass counted as one forward (a PEFT backward computes activation gradients only, about a
-    forward's matrix products; the ZO methods have none). Each method's work per step is constant, so it is the
-    step times the run's total over its steps. Unlike seconds, it does not depend on what else ran on the GPU.
-    Runs from before `work` was recorded get none."""
+    then, a backward pass counted as ``backward_cost`` forwards (1 in every table: a PEFT backward computes
+    activation gradients only, about a forward's matrix products; the ZO methods have none;
+    `experiments/work_cost.py` shows the speed-ups under other costs). Each method's work per step is constant, so
+    it is the step times the run's total over its steps. Unlike seconds, it does not depend on what else ran on the
+    GPU. Runs from before `work` was recorded get none."""
     work, steps = row["result"].get("work"), row["result"].get("steps")
     if work and steps:
-        per_step = (work["forward_rows"] + work["backward_rows"]) / steps / 1000
+        per_step = (work["forward_rows"] + backward_cost * work["backward_rows"]) / steps / 1000
         for entry in dev_entries(row):
             entry[WORK] = entry["step"] * per_step
     return row
