@@ -161,8 +161,14 @@ def resumable(run: dict, run_dir: Path, out: Path) -> Path | None:
     if not (checkpoint / "loop.json").exists() or not placement.exists():
         return None
     before = json.loads(placement.read_text()).get("overrides")
-    same = before == json.loads(json.dumps(run_overrides(run, out), default=str))
-    return checkpoint if same else None
+    return checkpoint if before is not None and not changed_settings(before, run, out) else None
+
+
+def changed_settings(before: dict, run: dict, out: Path, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The keys (sorted) whose value in ``before`` (a placement.json's overrides) differs from the run's settings
+    now, compared as placement.json stores them; ``ignore``: keys left out of the comparison."""
+    now = json.loads(json.dumps(run_overrides(run, out), default=str))
+    return [k for k in sorted(set(before) | set(now)) if k not in ignore and before.get(k) != now.get(k)]
 
 
 def listed_state(run: dict, out: Path) -> str:

@@ -38,6 +38,7 @@ if __package__ in (None, ""):  # run as a script: the repository root makes `exp
 
 from experiments.launch import (  # noqa: E402
     DeviceTurns,
+    changed_settings,
     launch,
     launch_together,
     listed_state,
@@ -140,13 +141,12 @@ def not_done(runs: list[dict], sources: list[Path], out: Path) -> list[dict]:
             todo.append(run)
             continue
         record, source = finished[run["name"]]
-        then = ((record.get("placement") or {}).get("overrides") or {})
-        now = run_overrides(run, out)
-        changed = [k for k in sorted(set(then) | set(now)) if k not in WHERE and str(then.get(k)) != str(now.get(k))]
-        if then and changed:
+        then = (record.get("placement") or {}).get("overrides") or {}
+        if then and (changed := changed_settings(then, run, out, ignore=WHERE)):
             key = changed[0]
             raise SystemExit(f"--done {source}: {run['name']} finished there with {key}={then.get(key)!r}, the study "
-                             f"now sets {now.get(key)!r}; run it again under another --out, or leave that source out")
+                             f"now sets {run_overrides(run, out).get(key)!r}; run it again under another --out, or "
+                             "leave that source out")
         print(json.dumps({"name": run["name"], "status": f"done before (in {source})"}), flush=True)
     return todo
 
