@@ -115,7 +115,7 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None, turns
     status = {"name": run["name"]}
     for attempt in range(1, oom_retries + 2):
         if why := stop.closed():  # before its folder is touched (a retry keeps the failed attempt's status)
-            return {**status, "status": f"not {'started' if attempt == 1 else 'started again'}: {why}"}
+            return {**status, "status": not_started(attempt, why)}
         checkpoint = prepared(run, out, log_dir)
         resumed_from = checkpoint_step(checkpoint) if checkpoint else None
         env = run_env(device)
@@ -129,7 +129,7 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None, turns
         finally:
             turns.end(device)
         if code is None:
-            return {**status, "status": f"not {'started' if attempt == 1 else 'started again'}: {stop.closed()}"}
+            return {**status, "status": not_started(attempt, stop.closed())}
         status = {"name": run["name"], "status": "ok" if code == 0 else f"exit {code}",
                   "seconds": round(end_time - start, 1), "attempts": attempt}
         if resumed_from is not None:
@@ -144,6 +144,11 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None, turns
         if not turns.wait_for_memory(device):
             return {**status, "status": f"exit {code} (out of GPU memory with no other run on its device)"}
     return status
+
+
+def not_started(attempt: int, why: str | None) -> str:
+    """The status of an attempt that no longer starts (a first one, or a retry after running out of memory)."""
+    return f"not {'started' if attempt == 1 else 'started again'}: {why}"
 
 
 def prepared(run: dict, out: Path, log_dir: Path) -> Path | None:
