@@ -29,20 +29,12 @@ def profiled(cuda: bool) -> Iterator[profile]:
             torch.cuda.synchronize()
 
 
-def _device_us(avg: object, attribute: str) -> float:
-    """A device time of an averaged op: torch >= 2.4 names it ``device_*``, older torch ``cuda_*``."""
-    value = getattr(avg, attribute, None)
-    if value is None:
-        value = getattr(avg, attribute.replace("device", "cuda"), 0.0)
-    return float(value)
-
-
 def op_row(avg: object) -> dict:
     """One averaged op (a `FunctionEventAvg`) as plain numbers, microseconds."""
     return {"name": avg.key, "count": avg.count,
             "cpu_time_total_us": float(avg.cpu_time_total), "self_cpu_time_total_us": float(avg.self_cpu_time_total),
-            "device_time_total_us": _device_us(avg, "device_time_total"),
-            "self_device_time_total_us": _device_us(avg, "self_device_time_total")}
+            "device_time_total_us": float(avg.device_time_total),
+            "self_device_time_total_us": float(avg.self_device_time_total)}
 
 
 def write_profile(prof: profile, out_dir: Path, prefix: str, cuda: bool) -> None:
