@@ -23,8 +23,11 @@ from zofo.evaluation.scoring import encode_candidates
 from zofo.models.load import prepare_tokenizer
 from zofo.tasks import load_task, sample_splits
 
-DATA = {"copa": "superglue/COPA", "sst2": "sst2", "cb": "superglue/CB", "boolq": "superglue/BoolQ",
-        "rte": "superglue/RTE", "wic": "superglue/WiC", "wsc": "superglue/WSC"}
+try:  # imported as benchmarks.token_lengths (the tests, PYTHONPATH=.)
+    from benchmarks.eval_baselines import SUITE
+except ModuleNotFoundError:  # run as a script: benchmarks/ is on the path
+    from eval_baselines import SUITE
+
 BATCH, MAX_LENGTH = 16, 256
 
 
@@ -38,7 +41,7 @@ def tokens_per_example(tokenizer, examples: list) -> float:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("tokenizers", nargs=2, type=Path)
-    parser.add_argument("--tasks", nargs="+", default=["copa", "sst2", "cb", "boolq"], choices=list(DATA))
+    parser.add_argument("--tasks", nargs="+", default=["copa", "sst2", "cb", "boolq"], choices=list(SUITE))
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     parser.add_argument("--examples", type=int, default=256)
     parser.add_argument("--out", type=Path)
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"tokenizers": [str(path) for path in args.tokenizers], "examples": args.examples, "tasks": {}}
     print(f"| task | {args.tokenizers[0].name} | {args.tokenizers[1].name} | B / A |\n|---|---|---|---|")
     for task in args.tasks:
-        train = sample_splits(load_task(task, args.data_root / DATA[task]), 1000, 500, 1000, seed=0).train
+        train = sample_splits(load_task(task, args.data_root / SUITE[task]), 1000, 500, 1000, seed=0).train
         a, b = (tokens_per_example(tokenizer, train[:args.examples]) for tokenizer in tokenizers)
         report["tasks"][task] = {"a": a, "b": b, "ratio": b / a}
         print(f"| {task} | {a:.1f} | {b:.1f} | {b / a:.3f} |")
