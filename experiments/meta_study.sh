@@ -18,8 +18,10 @@
 # resolves; default the split file's root), SEEDS (default "0 1 2"), BATCH (examples a batch, default 4),
 # METHODS (the methods trained; default "bilevel-zofo fo-lora fo-full mezo"), MEASURE_STEPS (8), MEASURED (the
 # methods measured alone; default METHODS), MEASURE_FLAGS (more `zofo meta-train` flags
-# for the measurement), TEST_FLAGS (more `zofo meta-test` flags; the protocol's defaults otherwise), TEST_PARALLEL
-# and TEST_SECONDS may be set in the environment.
+# for the measurement), TEST_FLAGS (more `zofo meta-test` flags; the protocol's defaults otherwise), TEST_PARALLEL,
+# TEST_WORKERS (each meta-test's `--workers`: its units in that many processes; default 1) and TEST_SECONDS may be set
+# in the environment. A unit of this small model leaves the card mostly idle (docs/RESULTS.md section 24): TEST_PARALLEL
+# x TEST_WORKERS processes up to about the host's cores is the setting to measure.
 # On a GPU give TEST_FLAGS="--max-rows 64": the k-shot runs then step eagerly in pieces that fit five meta-tests on
 # one card, and eager pieces share each example's prompt across its candidates (benchmarks/shared_prompts.py).
 # A batch of B examples is B x (the task's candidates) rows of up to 256 tokens: 16 examples of a 10-choice task
@@ -108,7 +110,8 @@ meta_test() {  # NAME BACKBONE OUT N_TEST: one meta-test, stopped by SIGTERM aft
   [[ -n "${TEST_SECONDS:-}" ]] && limit=(timeout --signal TERM --kill-after 60 "$TEST_SECONDS")
   # shellcheck disable=SC2086  # TEST_FLAGS holds several flags
   "${limit[@]}" python3 -m zofo.cli meta-test --split "$SPLIT" "${ROOT[@]}" --model "$2" --out "$3/test/$1" \
-    --n-test "$4" --dtype "${DTYPE:-float32}" --no-progress ${TEST_FLAGS:-} >>"$3/test/$1.log" 2>&1 || echo "meta-test $1 stopped ($?)"
+    --n-test "$4" --dtype "${DTYPE:-float32}" --workers "${TEST_WORKERS:-1}" --no-progress ${TEST_FLAGS:-} \
+    >>"$3/test/$1.log" 2>&1 || echo "meta-test $1 stopped ($?)"
 }
 
 test_all() {

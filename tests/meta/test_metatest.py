@@ -31,14 +31,6 @@ FLAGS = ["--shots", "4", "--seeds", "0", "1", "--n-dev", "2", "--n-test", "6", "
          "--batch-size", "2", "--max-length", "48", "--no-progress"]
 
 
-@pytest.fixture
-def tasks(tmp_path) -> Path:
-    """A folder of two tasks, with words the tiny tokenizer knows."""
-    write_task(tmp_path / "tasks" / "films", 20, "the film was")
-    write_task(tmp_path / "tasks" / "premises", 10, "premise is true")
-    return tmp_path / "tasks"
-
-
 def test_meta_test_reports_every_setting_per_task_and_seed(tmp_path, tasks, tiny_model_dir):
     refs = resolve(str(tasks), tmp_path, "argument 1")  # a folder of tasks that no split file names
     out = tmp_path / "out"

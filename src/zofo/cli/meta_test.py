@@ -3,11 +3,13 @@ over several seeds of the k-shot sample (protocol: docs/META.md); prints one tab
 
     zofo meta-test --split configs/meta/bigbench_split.yaml --model smollm2-135m --out runs/meta-test-base
     zofo meta-test ../shared/data/bigbench/logical_deduction my_tasks/ --model runs/RUN --out runs/mt
+    zofo meta-test --split configs/meta/bigbench_split.yaml --model runs/RUN --workers 8   # 8 units at once
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -47,6 +49,10 @@ def add_meta_test(sub) -> None:
     p.add_argument("--dtype", default="float32",
                    help="float32, tf32 (float32 weights, TF32 matmuls on CUDA), bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--workers", type=int, default=1,
+                   help="task-seed units run at once, each in its own process (default 1); on a small model one "
+                        "unit leaves the device mostly idle. With --device auto or cuda and several GPUs, worker W "
+                        "takes GPU W mod their number")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(run=run_meta_test)
 
@@ -75,10 +81,15 @@ def run_meta_test(args: argparse.Namespace) -> int:
     with usage_errors():  # the protocol and the tasks as given: refused before anything runs
         protocol = MetaTestProtocol(seeds=tuple(args.seeds), **fields)
         protocol.check()
+        if args.workers < 1:
+            raise ZofoError(f"meta-test --workers must be >= 1, got {args.workers}", "fix the value")
+        if args.workers > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ZofoError("meta-test --workers starts processes of its own and cannot run under torchrun",
+                            "give either --workers or torchrun, not both")
         refs = task_refs(args)
     out = Path(args.out or Path("runs") / f"meta-test-{time.strftime('%Y%m%d-%H%M%S')}")
     report = meta_test(refs, args.model, protocol, out, device=args.device, dtype=args.dtype,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, workers=args.workers)
     print(table_text(report))
     print(f"wrote {out / 'meta_test.json'} and {out / 'meta_test.md'}")
     return 0

@@ -12,10 +12,11 @@ docs/META.md states the default split's rule and the meta-test protocol.
 
 from zofo.meta.blocks import TaskBlocks
 from zofo.meta.metarun import MetaTrainConfig, meta_train
-from zofo.meta.metatest import MetaTestInterrupted, meta_test
+from zofo.meta.metatest import meta_test
 from zofo.meta.pool import TaskRef, bigbench_root, resolve
 from zofo.meta.protocol import MetaTestProtocol
 from zofo.meta.split import Split, TaskData, meta_train_data, read_split
+from zofo.meta.units import MetaTestInterrupted
 
 __all__ = ["MetaTestInterrupted", "MetaTestProtocol", "MetaTrainConfig", "Split", "TaskBlocks", "TaskData", "TaskRef",
            "bigbench_root", "meta_test", "meta_train", "meta_train_data", "read_split", "resolve"]

@@ -5,17 +5,18 @@ LoRA, over several seeds of the k-shot sample (`zofo.meta.protocol` states the p
 
 Nothing new trains here: the evaluations are `zofo.evaluation.evaluate` and the k-shot LoRA is an ordinary
 `fo-peft` run (`zofo.run.recipe.Run`, what `zofo.api.train` runs), one per task and seed, in OUT/runs/.
-Each finished (task, seed) is written to OUT/units/ at once, so that a run stopped by Ctrl-C or SIGTERM (after
-its current scoring batch or training step) continues when the same command runs again;
-the output folder records the protocol and the backbone, and refuses results of another.
+Each finished (task, seed) is written to OUT/units/ at once (`zofo.meta.units`), so that a run stopped by Ctrl-C or
+SIGTERM (after its current scoring batch or training step) continues when the same command runs again; the output
+folder records the protocol and the backbone, and refuses results of another. `workers=N` runs the units in N
+processes (`zofo.meta.workers`).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -26,6 +27,8 @@ from zofo.meta.backbone import resolve_backbone
 from zofo.meta.pool import TaskRef, load_checked
 from zofo.meta.protocol import MetaTestProtocol
 from zofo.meta.report import summarise, write_report
+from zofo.meta.units import MetaTestInterrupted, finished, slug, unit_file, write_unit
+from zofo.meta.workers import claimer, run_workers, write_spec
 from zofo.models.device import resolve_device
 from zofo.models.load import load_model
 from zofo.run.interrupt import StopRequest, TrainingInterrupted, stop_on_signal
@@ -35,21 +38,16 @@ from zofo.stop import EvaluationStopped
 from zofo.tasks import Task, sample_splits
 
 
-class MetaTestInterrupted(TrainingInterrupted):
-    """A meta-test stopped on a signal; its finished evaluations are kept and a rerun continues from them."""
-
-    def __init__(self, done: int, total: int, out_dir: Path, signum: int):
-        self.step, self.checkpoint, self.signum = done, Path(out_dir), signum
-        Exception.__init__(self, f"interrupted by {signal.Signals(signum).name} after {done} of {total} task-seed "
-                                 f"evaluations; they are kept in {Path(out_dir) / 'units'} (run the same command "
-                                 "again to continue)")
-
-
 def meta_test(refs: list[TaskRef], model: str, protocol: MetaTestProtocol, out_dir: Path, *,
-              device: str = "auto", dtype: str = "float32", progress: bool = True) -> dict:
+              device: str = "auto", dtype: str = "float32", progress: bool = True, workers: int = 1,
+              as_worker: bool = False) -> dict | None:
     """Meta-test every task of `refs` on the backbone `model` (a name, folder or run folder); returns the report
-    (also written as OUT/meta_test.json and OUT/meta_test.md). Every task is loaded and sized before any runs."""
+    (also written as OUT/meta_test.json and OUT/meta_test.md). Every task is loaded and sized before any runs.
+    `workers` > 1 runs the units in that many processes (`zofo.meta.workers`); `as_worker` is one of them: it takes
+    the units no other worker claimed and writes no report (returns None)."""
     protocol.check()
+    if workers < 1:
+        raise ZofoError(f"meta-test --workers must be >= 1, got {workers}", "fix the value")
     _refuse_repeats(refs)
     tasks = {ref: load_checked(ref) for ref in refs}
     n_test = {ref: test_size(tasks[ref], ref, protocol) for ref in refs}
@@ -57,11 +55,17 @@ def meta_test(refs: list[TaskRef], model: str, protocol: MetaTestProtocol, out_d
     out_dir.mkdir(parents=True, exist_ok=True)
     backbone, described = resolve_backbone(model, out_dir)
     header = {"protocol": protocol.to_dict(), "backbone": described, "dtype": dtype}
-    _claim(out_dir, header)
+    _claim(out_dir, header, write=not as_worker)  # the workers' parent wrote it, and they only read it
     units = [(ref, seed) for seed in protocol.seeds for ref in refs]  # a stopped meta-test has whole seeds first
-    runner = _Runner(backbone, protocol, out_dir, resolve_device(device), dtype)
-    with stop_on_signal() as stop:
-        _run_units(units, tasks, n_test, runner, stop, progress)
+    if workers > 1:
+        spec = write_spec(out_dir, refs, model, protocol, dtype)
+        run_workers(spec, workers, device, [unit_file(out_dir, ref, seed) for ref, seed in units], progress)
+    else:
+        runner = _Runner(backbone, protocol, out_dir, resolve_device(device), dtype)
+        with stop_on_signal() as stop:
+            _run_units(units, tasks, n_test, runner, stop, progress, claimer(out_dir) if as_worker else None)
+        if as_worker:
+            return None
     results = [json.loads(unit_file(out_dir, ref, seed).read_text()) for ref, seed in units]
     report = summarise(results, [ref.name for ref in refs], header)
     write_report(report, out_dir)
@@ -69,14 +73,16 @@ def meta_test(refs: list[TaskRef], model: str, protocol: MetaTestProtocol, out_d
 
 
 def _run_units(units: list[tuple[TaskRef, int]], tasks: dict[TaskRef, Task], n_test: dict[TaskRef, int],
-               runner: _Runner, stop: StopRequest, progress: bool) -> None:
-    """Every (task, seed) not finished yet, each written to OUT/units/ when done; a signal stops the work after
-    the current evaluation or training step (`MetaTestInterrupted`)."""
+               runner: _Runner, stop: StopRequest, progress: bool,
+               claim: Callable[[TaskRef, int], bool] | None = None) -> None:
+    """Every (task, seed) not finished yet (and, with `claim`, claimed by this process: a worker's share), each
+    written to OUT/units/ when done; a signal stops the work after the current evaluation or training step
+    (`MetaTestInterrupted`)."""
     out_dir = runner.out_dir
     bar = tqdm(total=len(units), disable=not progress, desc="meta-test", dynamic_ncols=True)
     for done, (ref, seed) in enumerate(units):
         file = unit_file(out_dir, ref, seed)
-        if not _finished(file, ref):
+        if not finished(file, ref) and (claim is None or claim(ref, seed)):
             bar.set_postfix_str(f"{ref.name} seed {seed}")
             try:
                 result = runner.unit(ref, tasks[ref], seed, n_test[ref], stop)
@@ -85,8 +91,7 @@ def _run_units(units: list[tuple[TaskRef, int]], tasks: dict[TaskRef, Task], n_t
                 # the signal: ours, else the one a training loop stopped on (another rank's, under torchrun)
                 signum = stop.signal or getattr(err, "signum", None) or signal.SIGTERM
                 raise MetaTestInterrupted(done, len(units), out_dir, signum) from err
-            file.parent.mkdir(parents=True, exist_ok=True)
-            file.write_text(json.dumps(result, indent=1) + "\n")
+            write_unit(file, result)
         bar.update(1)
         if stop.requested and done + 1 < len(units):
             bar.close()
@@ -114,22 +119,9 @@ def _refuse_repeats(refs: list[TaskRef]) -> None:
                             "give each task once, under a distinct folder name")
 
 
-def unit_file(out_dir: Path, ref: TaskRef, seed: int) -> Path:
-    return out_dir / "units" / slug(ref.name) / f"seed{seed}.json"
-
-
-def slug(name: str) -> str:
-    """A task name as one folder name: logical_deduction/three_objects -> logical_deduction__three_objects."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.replace("/", "__"))
-
-
-def _finished(file: Path, ref: TaskRef) -> bool:
-    """Whether this (task, seed) was evaluated already, on the same task data."""
-    return file.is_file() and json.loads(file.read_text()).get("data") == ref.data
-
-
-def _claim(out_dir: Path, header: dict) -> None:
-    """Record the protocol and backbone in OUT/protocol.json; refuse a folder that holds another's results."""
+def _claim(out_dir: Path, header: dict, write: bool = True) -> None:
+    """Record the protocol and backbone in OUT/protocol.json (unless not `write`); refuse a folder that holds
+    another's results."""
     file = out_dir / "protocol.json"
     if file.is_file():
         before = json.loads(file.read_text())
@@ -137,7 +129,8 @@ def _claim(out_dir: Path, header: dict) -> None:
             changed = sorted(k for k in header if before.get(k) != json.loads(json.dumps(header[k])))
             raise ZofoError(f"{out_dir} holds meta-test results of another {' and '.join(changed)} ({file})",
                             "give another --out, or the same settings to continue those results")
-    file.write_text(json.dumps(header, indent=1) + "\n")
+    if write:
+        file.write_text(json.dumps(header, indent=1) + "\n")
 
 
 class _Runner:

@@ -1,0 +1,96 @@
+"""`zofo meta-test --workers N`: the units in N processes give the one-process results, a signal stops every worker and
+keeps the finished units, and a failed worker is named with its output."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.meta.test_metatest import FLAGS, SMALL, SRC, zofo
+from zofo.errors import ZofoError
+from zofo.meta import resolve
+from zofo.meta.units import write_unit
+from zofo.meta.workers import claimer, devices, read_spec, run_workers, write_spec
+
+
+def settings(out: Path) -> dict:
+    """Per task: every seed's zero-shot, ICL and k-shot LoRA accuracy and the step dev chose."""
+    report = json.loads((out / "meta_test.json").read_text())
+    return {row["task"]: {s: row[s]["seeds"] for s in ("zero_shot", "icl", "peft")} for row in report["tasks"]}
+
+
+def test_two_workers_give_what_one_process_gives_and_each_unit_runs_once(tmp_path, tasks, tiny_model_dir):
+    args = [str(tasks / "films"), str(tasks / "premises"), "--model", str(tiny_model_dir), "--device", "cpu", *FLAGS]
+    one = zofo("meta-test", *args, "--out", str(tmp_path / "one"), cwd=tmp_path)
+    two = zofo("meta-test", *args, "--out", str(tmp_path / "two"), "--workers", "2", cwd=tmp_path)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    assert settings(tmp_path / "two") == settings(tmp_path / "one")  # 2 tasks x 2 seeds, every number
+    assert two.stdout.splitlines()[1:4] == one.stdout.splitlines()[1:4]  # the table's rows
+    claims = sorted(f.name for f in (tmp_path / "two" / "workers" / "claims").iterdir())
+    assert claims == ["films__seed0", "films__seed1", "premises__seed0", "premises__seed1"]
+    assert sorted(f.name for f in (tmp_path / "two" / "workers").glob("*.log")) == ["0.log", "1.log"]
+    again = zofo("meta-test", *args, "--out", str(tmp_path / "two"), "--workers", "2", cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout == two.stdout  # finished units are not run again
+
+
+def test_a_unit_is_claimed_by_one_process_only(tmp_path, tasks):
+    films, premises = resolve(str(tasks), tasks, "argument 1")
+    first, second = claimer(tmp_path), claimer(tmp_path)  # two workers' views of one folder
+    assert first(films, 0) and not second(films, 0) and not first(films, 0)
+    assert second(films, 1) and second(premises, 0) and not first(premises, 0)
+
+
+def test_the_spec_gives_the_workers_the_same_tasks_and_protocol(tmp_path, tasks):
+    refs = resolve(str(tasks), tasks, "argument 1")
+    spec = read_spec(write_spec(tmp_path, refs, "some-model", SMALL, "bfloat16"))
+    assert spec["refs"] == refs and spec["protocol"] == SMALL and spec["model"] == "some-model"
+    assert spec["dtype"] == "bfloat16" and Path(spec["out"]) == tmp_path
+
+
+def test_workers_share_a_single_device_as_given():
+    assert devices("cpu", 3) == ["cpu", "cpu", "cpu"]
+    assert devices("cuda:1", 2) == ["cuda:1", "cuda:1"]
+
+
+def test_a_failed_worker_is_named_with_its_last_line_and_finished_units_are_kept(tmp_path, tasks):
+    refs = resolve(str(tasks / "films"), tasks, "argument 1")
+    spec = write_spec(tmp_path, refs, str(tmp_path / "no-such-model"), SMALL, "float32")
+    units = [tmp_path / "units" / "films" / f"seed{s}.json" for s in SMALL.seeds]
+    write_unit(units[0], {"data": refs[0].data})
+    with pytest.raises(ZofoError, match=r"meta-test worker 0 of 2 failed \(exit 1\): zofo: error: .*no-such-model") \
+            as e:
+        run_workers(spec, 2, "cpu", units, progress=False)
+    assert "1 of 2 task-seed evaluations are kept" in e.value.fix
+    assert "no-such-model" in (tmp_path / "workers" / "1.log").read_text()
+
+
+def test_sigterm_stops_every_worker_keeps_finished_units_and_the_same_command_continues(tmp_path, tasks,
+                                                                                      tiny_model_dir):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "zofo.cli", "meta-test", str(tasks / "films"), str(tasks / "premises"),
+               "--model", str(tiny_model_dir), "--device", "cpu", *FLAGS, "--seeds", "0", "1", "2",
+               "--workers", "2", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    parent = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(out.glob("units/*/*.json")) and time.monotonic() < deadline and parent.poll() is None:
+        time.sleep(0.2)
+    parent.send_signal(signal.SIGTERM)
+    _, stderr = parent.communicate(timeout=300)
+    kept = sorted(out.glob("units/*/*.json"))
+    assert parent.returncode == 143, stderr
+    assert 1 <= len(kept) < 6 and f"after {len(kept)} of 6 task-seed evaluations" in stderr
+    logs = [(out / "workers" / f"{w}.log").read_text() for w in range(2)]
+    assert any("interrupted by SIGTERM" in text for text in logs), logs  # passed on to the workers
+    before = {f: f.read_text() for f in kept}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert all(f.read_text() == text for f, text in before.items())  # kept, not redone
+    assert len(list(out.glob("units/*/*.json"))) == 6 and not list(out.glob("units/*/*.partial"))
