@@ -1,7 +1,7 @@
 """Where a meta-training outer step's time goes: Bilevel ZOFO's phases, each timed on its own.
 
     PYTHONPATH=src python benchmarks/meta_step_phases.py MODEL [--split FILE] [--steps 6] [--batch-size 4] \
-        [--bigbench-root DIR] [--out FILE.json] [--profile DIR] [--no-cudnn-attention]
+        [--bigbench-root DIR] [--out FILE.json] [--profile DIR] [--python-profile FILE] [--no-cudnn-attention]
 
 Builds the run as `zofo meta-train` does (`zofo.meta.metarun.MetaRun.build`: the model with its z / p adapters, the
 per-task blocks, the seeded streams; T 4, K 10 by default) and takes `--steps` outer steps, timing each call of:
@@ -16,6 +16,8 @@ slower than unbracketed, by the host gaps the syncs add). The first step (lazy i
 Prints seconds per step by phase and writes them as JSON. With `--profile DIR`, one more outer step (not reported)
 runs under torch.profiler, itself (`outer step`) and each phase a labelled range: DIR gets key_averages.txt (torch's
 op table, by device time on CUDA) and top_ops.json (its top ops as numbers), written by `benchmarks/profiling.py`.
+With `--python-profile FILE`, one more step after that runs under cProfile: FILE gets the Python functions by own
+and by cumulative time (where the host's time goes while the device waits for it).
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ from zofo.meta.split import meta_train_data
 from zofo.models.device import resolve_device
 
 try:  # imported as benchmarks.meta_step_phases (the tests, PYTHONPATH=.)
-    from benchmarks.profiling import profiled, write_profile
+    from benchmarks.profiling import profiled, write_profile, write_python_profile
 except ModuleNotFoundError:  # run as a script: benchmarks/ is on the path
-    from profiling import profiled, write_profile
+    from profiling import profiled, write_profile, write_python_profile
 
 PHASES = ("lower", "encode", "probes", "p step", "update", "swap")
 
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--profile", type=Path, metavar="DIR", help="profile one more step, write its ops here")
+    parser.add_argument("--python-profile", type=Path, metavar="FILE",
+                        help="one more step under cProfile, its Python functions by time written here")
     parser.add_argument("--no-cudnn-attention", action="store_true",
                         help="take cuDNN out of torch's attention (SDPA) backends: it builds a plan per new shape")
     args = parser.parse_args(argv)
@@ -141,6 +145,8 @@ def measure(args: argparse.Namespace, scratch: str) -> dict:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
     if args.profile:
         profile_step(method, clock, args.steps, args.profile)
+    if args.python_profile:  # the clock keeps this step's time apart too (an entry the report never reads)
+        write_python_profile(lambda: clock.step(lambda: method.step(args.steps + 1)), args.python_profile)
     return report
 
 

@@ -2,7 +2,7 @@
 candidates, and with whole k-shot batches (graphed) against pieces of at most 64 rows (eager).
 
     PYTHONPATH=src python benchmarks/meta_test_unit.py MODEL TASK_FOLDER... [--n-test 100] [--out FILE.json] \
-        [--profile DIR [--profile-variant NAME]]
+        [--profile DIR] [--python-profile FILE] [--profile-variant NAME]
 
 Per task, seed 0 of the meta-test protocol (`zofo.meta.protocol.MetaTestProtocol`: 16 shots, 16 dev, 100 LoRA
 steps), three variants, each alone on the device and timed piece by piece (device events around each piece on
@@ -18,7 +18,8 @@ sharing changes float rounding only, so they should agree to an example or two. 
 variant `--profile-variant`, by default the eager "rows 64, shared"; not reported) runs under torch.profiler, its
 parts labelled (`kshot start`, `kshot train step`, `kshot dev eval`, `kshot test eval`, ...: `KSHOT_LABELS`): DIR gets
 kshot_key_averages.txt (torch's op table, by device time on CUDA) and kshot_top_ops.json (its top ops as numbers),
-written by `benchmarks/profiling.py`.
+written by `benchmarks/profiling.py`. With `--python-profile FILE`, one more such run under cProfile: FILE gets its
+Python functions by own and by cumulative time.
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ from zofo.run.interrupt import StopRequest
 from zofo.tasks import sample_splits
 
 try:  # imported as benchmarks.meta_test_unit (the tests, PYTHONPATH=.)
-    from benchmarks.profiling import labelled, profiled, write_profile
+    from benchmarks.profiling import labelled, profiled, write_profile, write_python_profile
 except ModuleNotFoundError:  # run as a script: benchmarks/ is on the path
-    from profiling import labelled, profiled, write_profile
+    from profiling import labelled, profiled, write_profile, write_python_profile
 
 VARIANTS = {"whole, shared": (None, True), "rows 64, shared": (64, True), "rows 64, not shared": (64, False)}
 # the parts of a k-shot LoRA run (`zofo.run.recipe.Run.execute`) that a profiled run shows as labelled ranges
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--profile", type=Path, metavar="DIR", help="profile one more k-shot LoRA run, write here")
+    parser.add_argument("--python-profile", type=Path, metavar="FILE",
+                        help="one more k-shot LoRA run under cProfile, its Python functions by time written here")
     parser.add_argument("--profile-variant", choices=list(VARIANTS), default="rows 64, shared",
                         help="the eager variant by default: its kernels show one by one, a graph replay as one launch")
     args = parser.parse_args(argv)
@@ -138,16 +141,26 @@ def main(argv: list[str] | None = None) -> dict:
                       + " | accuracy " + " ".join(f"{a:.3f}" for a in got["accuracy"].values()), flush=True)
         if args.profile:
             profile_kshot(args, device, Path(scratch) / "profiled")
+        if args.python_profile:
+            runner, ref, shared = profiled_run(args, device, Path(scratch) / "cprofiled")
+            with sharing(shared):
+                write_python_profile(lambda: runner.kshot_peft(ref, 0, args.n_test, StopRequest()), args.python_profile)
     return report
+
+
+def profiled_run(args: argparse.Namespace, device: str, out_dir: Path) -> tuple[_Runner, object, bool]:
+    """The runner, the task and the prompt sharing of the profiled k-shot run: the first task, variant
+    ``args.profile_variant``."""
+    max_rows, shared = VARIANTS[args.profile_variant]
+    protocol = MetaTestProtocol(steps=args.steps, max_rows=max_rows)
+    ref = resolve(str(args.tasks[0]), args.tasks[0].parent, "argument")[0]
+    return _Runner(args.model, protocol, out_dir, device, args.dtype), ref, shared
 
 
 def profile_kshot(args: argparse.Namespace, device: str, out_dir: Path) -> None:
     """The first task's k-shot LoRA run (seed 0) in variant ``args.profile_variant`` under torch.profiler, its
     parts labelled (KSHOT_LABELS); the op tables go to ``args.profile``."""
-    max_rows, shared = VARIANTS[args.profile_variant]
-    protocol = MetaTestProtocol(steps=args.steps, max_rows=max_rows)
-    ref = resolve(str(args.tasks[0]), args.tasks[0].parent, "argument")[0]
-    runner = _Runner(args.model, protocol, out_dir, device, args.dtype)
+    runner, ref, shared = profiled_run(args, device, out_dir)
     cuda = device.startswith("cuda")
     with sharing(shared), ExitStack() as labels:
         for owner, attribute, label in KSHOT_LABELS:

@@ -3,12 +3,16 @@
 `profiled(cuda)` records CPU ops (and CUDA kernels on CUDA; no shapes, no stacks, no chrome trace: the files stay
 small enough to carry back); `write_profile` writes ``<prefix>key_averages.txt`` (torch's table, sorted by device
 time on CUDA, host time elsewhere) and ``<prefix>top_ops.json`` (the same top ops as numbers, in microseconds);
-`labelled` runs a method or function inside `torch.profiler.record_function`, so its calls show as one row.
+`labelled` runs a method or function inside `torch.profiler.record_function`, so its calls show as one row;
+`write_python_profile` runs a piece of work under cProfile and writes where the host's Python time went.
 """
 
 from __future__ import annotations
 
+import cProfile
+import io
 import json
+import pstats
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,3 +73,17 @@ def labelled(owner: object, attribute: str, label: str) -> Iterator[None]:
             setattr(owner, attribute, inner)
         else:
             delattr(owner, attribute)
+
+
+def write_python_profile(run: Callable[[], object], out: Path) -> None:
+    """``run()`` under cProfile; ``out`` gets the ROWS functions with the most own time, then the ROWS with the
+    most cumulative time, as pstats prints them. On CUDA a torch op's own time is its host cost (dispatch and
+    launch: the kernel runs later), so where the device waits for the host this says what the host was doing.
+    (Arithmetic written as operators, ``a * b``, has no call of its own: its cost is its caller's own time.)"""
+    profiler = cProfile.Profile()
+    profiler.runcall(run)
+    text = io.StringIO()
+    for key in ("tottime", "cumulative"):
+        pstats.Stats(profiler, stream=text).sort_stats(key).print_stats(ROWS)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text.getvalue())

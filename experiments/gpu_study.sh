@@ -9,7 +9,7 @@
 # MEMORY=1 first runs memory_breakdown.py (FO-LoRA and Bilevel ZOFO on COPA, live memory by code and pool);
 # META=1 first times a meta-training outer step by phase (meta_step_phases.py, default split, bfloat16 and float32)
 # and a meta-test unit in the same two dtypes (meta_test_unit.py; META_TASKS: its task folders, default one
-# held-out task), each with an op profile (--profile); META_VARIANTS / META_UNIT_DTYPES pick among them; everything
+# held-out task), each with an op profile (--profile) and a Python one (--python-profile); META_VARIANTS / META_UNIT_DTYPES pick among them; everything
 # comes back inside $OUT/bench.tar.gz;
 # SHAPE=1 first writes a random-init Qwen2.5-Coder-1.5B-shaped model (shape_model.py; the real tokenizer where
 # .gpu-carry/q15-tok.tar.xz came along) and measures every method's memory on it (memory_breakdown.py, COPA, 5 steps). PARALLEL: training processes per study at once (default 12). Sharing adds no throughput
@@ -60,13 +60,14 @@ if [ -n "${META:-}" ]; then  # where meta-training's and meta-test's time goes, 
     dtype=${variant%-sdpa}; sdpa=; [ "$variant" = bfloat16-sdpa ] && sdpa=--no-cudnn-attention
     python3 benchmarks/meta_step_phases.py /root/smol --bigbench-root .gpu-carry/data/bigbench --dtype $dtype $sdpa \
       --out "runs/bench/meta-phases-$variant.json" --profile "runs/bench/meta-phases-profile-$variant" \
-      > "runs/bench/meta-phases-$variant.log" 2>&1
+      --python-profile "runs/bench/meta-phases-python-$variant.txt" > "runs/bench/meta-phases-$variant.log" 2>&1
     grep " | " "runs/bench/meta-phases-$variant.log"; pack
   done
   tasks=${META_TASKS:-.gpu-carry/data/bigbench/tracking_shuffled_objects/five_objects}
   for dtype in ${META_UNIT_DTYPES:-bfloat16 float32}; do
     python3 benchmarks/meta_test_unit.py /root/smol $tasks --dtype $dtype --out "runs/bench/meta-unit-$dtype.json" \
-      --profile "runs/bench/meta-unit-profile-$dtype" > "runs/bench/meta-unit-$dtype.log" 2>&1
+      --profile "runs/bench/meta-unit-profile-$dtype" --python-profile "runs/bench/meta-unit-python-$dtype.txt" \
+      > "runs/bench/meta-unit-$dtype.log" 2>&1
     grep " | " "runs/bench/meta-unit-$dtype.log"; pack
   done
 fi

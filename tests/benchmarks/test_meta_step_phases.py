@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from benchmarks.meta_step_phases import PHASES, main
@@ -22,15 +24,19 @@ def test_phases_are_timed_and_fit_inside_the_step(tmp_path, tiny_model_dir):
         assert step["swap"] < step["lower"] + step["p step"]  # swaps happen inside those two
 
 
-def test_profile_writes_the_op_tables_of_one_more_step_with_its_phases(tmp_path, tiny_model_dir):
+def test_profile_writes_the_op_tables_and_python_profile_of_more_steps_with_its_phases(tmp_path, tiny_model_dir):
     profile = tmp_path / "profile"
     report = main([str(tiny_model_dir), "--split", str(write_split(tmp_path)), "--steps", "2", "--batch-size", "2",
                    "--tasks-per-step", "2", "--lower-steps", "2", "--max-length", "32", "--upper", "6",
-                   "--lower", "12", "--device", "cpu", "--profile", str(profile)])
-    assert len(report["steps"]) == 2  # the profiled step is not reported
+                   "--lower", "12", "--device", "cpu", "--profile", str(profile),
+                   "--python-profile", str(tmp_path / "python.txt")])
+    assert len(report["steps"]) == 2  # the profiled steps are not reported
     counts = profiled_counts(profile, "", "lower")
     assert {"outer step", "lower", "probes", "p step"} <= set(counts)  # the phases are labelled ranges
     assert counts["lower"] == 2  # one a task, T = 2
+    python = (tmp_path / "python.txt").read_text()  # by own time, then by cumulative time
+    assert python.count("Ordered by: internal time") == 1 and python.count("Ordered by: cumulative time") == 1
+    assert re.search(r"zofo/meta/metatrain\.py:\d+\(step\)", python)  # the outer step, first by cumulative time
 
 
 def test_no_cudnn_attention_takes_cudnn_out_of_the_attention_backends(tmp_path, tiny_model_dir, monkeypatch):

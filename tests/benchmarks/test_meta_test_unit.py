@@ -36,9 +36,11 @@ def test_profile_writes_the_op_tables_of_one_more_kshot_run_with_its_parts(tiny_
     before = {(owner, attribute): getattr(owner, attribute) for owner, attribute, _ in KSHOT_LABELS}
     report = main([str(tiny_model_dir), str(shared_data / "bigbench" / "date_understanding"), "--n-test", "8",
                    "--steps", "2", "--device", "cpu", "--profile", str(profile),
-                   "--profile-variant", "rows 64, not shared"])
+                   "--python-profile", str(tmp_path / "python.txt"), "--profile-variant", "rows 64, not shared"])
     assert list(report["tasks"]["date_understanding"]) == list(VARIANTS)  # the profiled run is not reported
     assert all(getattr(owner, attribute) is f for (owner, attribute), f in before.items())  # labels taken off
     counts = profiled_counts(profile, "kshot_", "kshot train step")
     assert counts["kshot train step"] == 2 and counts["kshot test eval"] == 1
     assert {"kshot start", "kshot train loop", "kshot dev eval", "kshot finish"} <= set(counts)
+    python = (tmp_path / "python.txt").read_text()  # one more k-shot run under cProfile
+    assert "Ordered by: internal time" in python and "(kshot_peft)" in python and "(train_loop)" in python
