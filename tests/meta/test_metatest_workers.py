@@ -15,9 +15,9 @@ import pytest
 
 from tests.meta.test_metatest import FLAGS, SMALL, SRC, zofo
 from zofo.errors import ZofoError
-from zofo.meta import resolve
-from zofo.meta.units import write_unit
-from zofo.meta.workers import claimer, devices, read_spec, run_workers, write_spec
+from zofo.meta import MetaTestInterrupted, meta_test, resolve
+from zofo.meta.units import locked, write_unit
+from zofo.meta.workers import Share, devices, failure, read_spec, run_workers, write_spec
 
 
 def settings(out: Path) -> dict:
@@ -42,9 +42,9 @@ def test_two_workers_give_what_one_process_gives_and_each_unit_runs_once(tmp_pat
 
 def test_a_unit_is_claimed_by_one_process_only(tmp_path, tasks):
     films, premises = resolve(str(tasks), tasks, "argument 1")
-    first, second = claimer(tmp_path), claimer(tmp_path)  # two workers' views of one folder
-    assert first(films, 0) and not second(films, 0) and not first(films, 0)
-    assert second(films, 1) and second(premises, 0) and not first(premises, 0)
+    first, second = Share(tmp_path), Share(tmp_path)  # two workers' views of one folder
+    assert first.claim(films, 0) and not second.claim(films, 0) and not first.claim(films, 0)
+    assert second.claim(films, 1) and second.claim(premises, 0) and not first.claim(premises, 0)
 
 
 def test_the_spec_gives_the_workers_the_same_tasks_and_protocol(tmp_path, tasks):
@@ -64,11 +64,38 @@ def test_a_failed_worker_is_named_with_its_last_line_and_finished_units_are_kept
     spec = write_spec(tmp_path, refs, str(tmp_path / "no-such-model"), SMALL, "float32")
     units = [tmp_path / "units" / "films" / f"seed{s}.json" for s in SMALL.seeds]
     write_unit(units[0], {"data": refs[0].data})
-    with pytest.raises(ZofoError, match=r"meta-test worker 0 of 2 failed \(exit 1\): zofo: error: .*no-such-model") \
-            as e:
-        run_workers(spec, 2, "cpu", units, progress=False)
+    with pytest.raises(ZofoError, match=r"meta-test worker 0 of 1 failed \(exit 1: zofo: error: .*no-such-model") \
+            as e, locked(tmp_path) as lock:
+        run_workers(spec, 2, "cpu", units, progress=False, lock_fd=lock)  # one unit left: one worker
     assert "1 of 2 task-seed evaluations are kept" in e.value.fix
-    assert "no-such-model" in (tmp_path / "workers" / "1.log").read_text()
+    assert not (tmp_path / "workers" / "1.log").exists()
+
+
+def test_a_failure_names_the_killing_signal_or_the_last_zofo_line_among_progress_bars(tmp_path):
+    log = tmp_path / "0.log"
+    log.write_text("Loading weights: 100%|####| 20/20\nzofo: error: it broke (fix it)\nLoading weights: 50%\n")
+    assert "(exit 1: zofo: error: it broke (fix it); its output: " in failure(0, 3, 1, log)
+    assert failure(2, 3, -9, log).startswith("meta-test worker 2 of 3 failed (killed by SIGKILL (out of memory?)")
+    log.write_text("")
+    assert "(exit 1: no output;" in failure(0, 1, 1, log)
+
+
+def test_a_worker_stops_before_its_next_unit_when_the_parent_asked_every_worker_to(tmp_path, tasks, tiny_model_dir):
+    """The parent's stop file: for a worker that missed the signal (it came before its handlers were set)."""
+    refs = resolve(str(tasks / "films"), tasks, "argument 1")
+    Share(tmp_path / "out").stop_file.write_text(f"{int(signal.SIGINT)}\n")
+    with pytest.raises(MetaTestInterrupted, match=r"interrupted by SIGINT after 0 of 2") as e:
+        meta_test(refs, str(tiny_model_dir), SMALL, tmp_path / "out", device="cpu", progress=False, as_worker=True)
+    assert e.value.exit_code == 130 and not list((tmp_path / "out").glob("units/*/*.json"))
+
+
+def test_a_second_meta_test_on_a_busy_folder_is_refused(tmp_path):
+    with locked(tmp_path):
+        with pytest.raises(ZofoError, match=r"another meta-test is running on .* \(wait for it to end, or give"):
+            with locked(tmp_path):
+                pass
+    with locked(tmp_path):  # free again
+        pass
 
 
 def test_sigterm_stops_every_worker_keeps_finished_units_and_the_same_command_continues(tmp_path, tasks,
@@ -94,3 +121,25 @@ def test_sigterm_stops_every_worker_keeps_finished_units_and_the_same_command_co
     assert done.returncode == 0, done.stderr
     assert all(f.read_text() == text for f, text in before.items())  # kept, not redone
     assert len(list(out.glob("units/*/*.json"))) == 6 and not list(out.glob("units/*/*.partial"))
+
+
+def test_workers_stop_when_their_parent_is_killed(tmp_path, tasks, tiny_model_dir):
+    """SIGKILL (or a closed terminal) ends the parent without passing anything on: the workers see their pipe
+    close and stop as on SIGTERM, instead of running on unwatched beside the next command."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "zofo.cli", "meta-test", str(tasks / "films"), str(tasks / "premises"),
+               "--model", str(tiny_model_dir), "--device", "cpu", *FLAGS, "--seeds", "0", "1", "2",
+               "--workers", "2", "--out", str(out)]
+    parent = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(SRC)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(out.glob("units/*/*.json")) and time.monotonic() < deadline and parent.poll() is None:
+        time.sleep(0.2)
+    parent.kill()
+    parent.wait()
+    logs = [out / "workers" / f"{w}.log" for w in range(2)]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not all("interrupted by SIGTERM" in log.read_text() for log in logs):
+        time.sleep(0.5)
+    assert all("interrupted by SIGTERM" in log.read_text() for log in logs), [log.read_text() for log in logs]
+    assert len(list(out.glob("units/*/*.json"))) < 6  # they stopped, with units left

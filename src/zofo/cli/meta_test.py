@@ -9,7 +9,6 @@ over several seeds of the k-shot sample (protocol: docs/META.md); prints one tab
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -74,6 +73,7 @@ def task_refs(args: argparse.Namespace) -> list:
 def run_meta_test(args: argparse.Namespace) -> int:
     from zofo.meta.metatest import meta_test
     from zofo.meta.report import table_text
+    from zofo.meta.workers import check as check_workers
 
     fields = {name: getattr(args, name) for name in ("shots", "n_dev", "n_test", "steps", "eval_every",
                                                      "batch_size", "r", "alpha", "max_length", "eval_batch_size",
@@ -81,11 +81,7 @@ def run_meta_test(args: argparse.Namespace) -> int:
     with usage_errors():  # the protocol and the tasks as given: refused before anything runs
         protocol = MetaTestProtocol(seeds=tuple(args.seeds), **fields)
         protocol.check()
-        if args.workers < 1:
-            raise ZofoError(f"meta-test --workers must be >= 1, got {args.workers}", "fix the value")
-        if args.workers > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ZofoError("meta-test --workers starts processes of its own and cannot run under torchrun",
-                            "give either --workers or torchrun, not both")
+        check_workers(args.workers, as_worker=False)
         refs = task_refs(args)
     out = Path(args.out or Path("runs") / f"meta-test-{time.strftime('%Y%m%d-%H%M%S')}")
     report = meta_test(refs, args.model, protocol, out, device=args.device, dtype=args.dtype,

@@ -13,10 +13,10 @@ processes (`zofo.meta.workers`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
-from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -27,8 +27,9 @@ from zofo.meta.backbone import resolve_backbone
 from zofo.meta.pool import TaskRef, load_checked
 from zofo.meta.protocol import MetaTestProtocol
 from zofo.meta.report import summarise, write_report
-from zofo.meta.units import MetaTestInterrupted, finished, slug, unit_file, write_unit
-from zofo.meta.workers import claimer, run_workers, write_spec
+from zofo.meta.units import MetaTestInterrupted, finished, locked, slug, unit_file, write_unit
+from zofo.meta.workers import Share, run_workers, write_spec
+from zofo.meta.workers import check as check_workers
 from zofo.models.device import resolve_device
 from zofo.models.load import load_model
 from zofo.run.interrupt import StopRequest, TrainingInterrupted, stop_on_signal
@@ -46,43 +47,47 @@ def meta_test(refs: list[TaskRef], model: str, protocol: MetaTestProtocol, out_d
     `workers` > 1 runs the units in that many processes (`zofo.meta.workers`); `as_worker` is one of them: it takes
     the units no other worker claimed and writes no report (returns None)."""
     protocol.check()
-    if workers < 1:
-        raise ZofoError(f"meta-test --workers must be >= 1, got {workers}", "fix the value")
+    check_workers(workers, as_worker)
     _refuse_repeats(refs)
     tasks = {ref: load_checked(ref) for ref in refs}
     n_test = {ref: test_size(tasks[ref], ref, protocol) for ref in refs}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    backbone, described = resolve_backbone(model, out_dir)
-    header = {"protocol": protocol.to_dict(), "backbone": described, "dtype": dtype}
-    _claim(out_dir, header, write=not as_worker)  # the workers' parent wrote it, and they only read it
-    units = [(ref, seed) for seed in protocol.seeds for ref in refs]  # a stopped meta-test has whole seeds first
-    if workers > 1:
-        spec = write_spec(out_dir, refs, model, protocol, dtype)
-        run_workers(spec, workers, device, [unit_file(out_dir, ref, seed) for ref, seed in units], progress)
-    else:
-        runner = _Runner(backbone, protocol, out_dir, resolve_device(device), dtype)
-        with stop_on_signal() as stop:
-            _run_units(units, tasks, n_test, runner, stop, progress, claimer(out_dir) if as_worker else None)
+    # a worker works under its parent's lock (an inherited descriptor), so it takes none
+    with contextlib.nullcontext() if as_worker else locked(out_dir) as lock:
+        backbone, described = resolve_backbone(model, out_dir)
+        header = {"protocol": protocol.to_dict(), "backbone": described, "dtype": dtype}
+        _claim(out_dir, header, write=not as_worker)  # the workers' parent wrote it, and they only read it
+        units = [(ref, seed) for seed in protocol.seeds for ref in refs]  # a stopped one has whole seeds first
+        if workers > 1:
+            spec = write_spec(out_dir, refs, model, protocol, dtype)
+            run_workers(spec, workers, device, [unit_file(out_dir, ref, seed) for ref, seed in units], progress,
+                        lock)
+        else:
+            runner = _Runner(backbone, protocol, out_dir, resolve_device(device), dtype)
+            with stop_on_signal() as stop:
+                _run_units(units, tasks, n_test, runner, stop, progress, Share(out_dir) if as_worker else None)
         if as_worker:
             return None
-    results = [json.loads(unit_file(out_dir, ref, seed).read_text()) for ref, seed in units]
-    report = summarise(results, [ref.name for ref in refs], header)
-    write_report(report, out_dir)
+        results = [json.loads(unit_file(out_dir, ref, seed).read_text()) for ref, seed in units]
+        report = summarise(results, [ref.name for ref in refs], header)
+        write_report(report, out_dir)
     return report
 
 
 def _run_units(units: list[tuple[TaskRef, int]], tasks: dict[TaskRef, Task], n_test: dict[TaskRef, int],
-               runner: _Runner, stop: StopRequest, progress: bool,
-               claim: Callable[[TaskRef, int], bool] | None = None) -> None:
-    """Every (task, seed) not finished yet (and, with `claim`, claimed by this process: a worker's share), each
-    written to OUT/units/ when done; a signal stops the work after the current evaluation or training step
-    (`MetaTestInterrupted`)."""
+               runner: _Runner, stop: StopRequest, progress: bool, share: Share | None = None) -> None:
+    """Every (task, seed) not finished yet (and, for a worker, claimed by it: `share`), each written to OUT/units/
+    when done; a signal (or, for a worker, its parent's stop file) stops the work after the current evaluation or
+    training step (`MetaTestInterrupted`)."""
     out_dir = runner.out_dir
     bar = tqdm(total=len(units), disable=not progress, desc="meta-test", dynamic_ncols=True)
     for done, (ref, seed) in enumerate(units):
         file = unit_file(out_dir, ref, seed)
-        if not finished(file, ref) and (claim is None or claim(ref, seed)):
+        if share is not None and not finished(file, ref) and share.stop_signal():
+            bar.close()  # the parent's signal came before this worker could catch it
+            raise MetaTestInterrupted(done, len(units), out_dir, share.stop_signal())
+        if not finished(file, ref) and (share is None or share.claim(ref, seed)):
             bar.set_postfix_str(f"{ref.name} seed {seed}")
             try:
                 result = runner.unit(ref, tasks[ref], seed, n_test[ref], stop)

@@ -1,14 +1,20 @@
 """A meta-test's units: one (task, seed) each, written to OUT/units/TASK/seedS.json once finished, so that a stopped
-meta-test (one process or several workers) continues from them."""
+meta-test (one process or several workers) continues from them; and the folder's lock, so that one meta-test at a
+time works in it."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import signal
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from zofo.errors import ZofoError
 from zofo.meta.pool import TaskRef
 from zofo.run.interrupt import TrainingInterrupted
 
@@ -40,6 +46,24 @@ def finished(file: Path, ref: TaskRef) -> bool:
 def write_unit(file: Path, result: dict) -> None:
     """Write a finished unit whole or not at all (a rename), so that a stop or a reader never meets half a file."""
     file.parent.mkdir(parents=True, exist_ok=True)
-    partial = file.with_name(file.name + ".partial")
-    partial.write_text(json.dumps(result, indent=1) + "\n")
+    handle, partial = tempfile.mkstemp(dir=file.parent, prefix=file.name, suffix=".partial")
+    with os.fdopen(handle, "w") as out:
+        out.write(json.dumps(result, indent=1) + "\n")
     os.replace(partial, file)
+
+
+@contextmanager
+def locked(out_dir: Path) -> Iterator[int]:
+    """The folder's lock (OUT/.lock), held for the block; yields its descriptor, which workers inherit so that the
+    lock lasts while any of them runs. A second meta-test on the folder is refused meanwhile."""
+    fd = os.open(Path(out_dir) / ".lock", os.O_CREAT | os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ZofoError(f"another meta-test is running on {out_dir} (it holds {Path(out_dir) / '.lock'})",
+                        "wait for it to end, or give another --out") from None
+    try:
+        yield fd
+    finally:
+        os.close(fd)
