@@ -17,7 +17,7 @@ from tests.meta.test_metatest import FLAGS, SMALL, SRC, zofo
 from zofo.errors import ZofoError
 from zofo.meta import MetaTestInterrupted, meta_test, resolve
 from zofo.meta.units import locked, write_unit
-from zofo.meta.workers import Share, devices, failure, read_spec, run_workers, write_spec
+from zofo.meta.workers import Share, count_finished, devices, failure, read_spec, run_workers, write_spec
 
 
 def settings(out: Path) -> dict:
@@ -62,8 +62,8 @@ def test_workers_share_a_single_device_as_given():
 def test_a_failed_worker_is_named_with_its_last_line_and_finished_units_are_kept(tmp_path, tasks):
     refs = resolve(str(tasks / "films"), tasks, "argument 1")
     spec = write_spec(tmp_path, refs, str(tmp_path / "no-such-model"), SMALL, "float32")
-    units = [tmp_path / "units" / "films" / f"seed{s}.json" for s in SMALL.seeds]
-    write_unit(units[0], {"data": refs[0].data})
+    units = [(tmp_path / "units" / "films" / f"seed{s}.json", refs[0]) for s in SMALL.seeds]
+    write_unit(units[0][0], {"data": refs[0].data})
     with pytest.raises(ZofoError, match=r"meta-test worker 0 of 1 failed \(exit 1: zofo: error: .*no-such-model") \
             as e, locked(tmp_path) as lock:
         run_workers(spec, 2, "cpu", units, progress=False, lock_fd=lock)  # one unit left: one worker
@@ -143,3 +143,31 @@ def test_workers_stop_when_their_parent_is_killed(tmp_path, tasks, tiny_model_di
         time.sleep(0.5)
     assert all("interrupted by SIGTERM" in log.read_text() for log in logs), [log.read_text() for log in logs]
     assert len(list(out.glob("units/*/*.json"))) < 6  # they stopped, with units left
+
+
+def test_a_unit_made_from_other_task_data_is_not_counted_finished(tmp_path, tasks):
+    films = resolve(str(tasks / "films"), tasks, "argument 1")[0]
+    same, other = tmp_path / "same.json", tmp_path / "other.json"
+    write_unit(same, {"data": films.data})
+    write_unit(other, {"data": "somewhere/else"})  # the same task name, made from other data: to be done again
+    assert count_finished([(same, films), (other, films), (tmp_path / "missing.json", films)]) == 1
+
+
+def test_the_stop_file_is_read_whole_and_a_unit_file_is_readable_as_before(tmp_path):
+    share = Share(tmp_path)
+    assert share.stop_signal() is None
+    share.ask_to_stop(int(signal.SIGINT))
+    assert share.stop_signal() == signal.SIGINT and not list(share.stop_file.parent.glob("*.partial"))
+    share.stop_file.write_text("")  # cut short by someone else: still a stop
+    assert share.stop_signal() == signal.SIGTERM
+    old = os.umask(0o022)
+    try:
+        write_unit(tmp_path / "unit.json", {"data": None})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "unit.json").stat().st_mode & 0o777 == 0o644  # as write_text made it
+
+
+def test_a_worker_killed_by_a_signal_the_enum_does_not_name_is_still_reported(tmp_path):
+    (tmp_path / "0.log").write_text("")
+    assert "(killed by signal 40; its output: " in failure(0, 1, -40, tmp_path / "0.log")

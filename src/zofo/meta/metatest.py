@@ -61,8 +61,8 @@ def meta_test(refs: list[TaskRef], model: str, protocol: MetaTestProtocol, out_d
         units = [(ref, seed) for seed in protocol.seeds for ref in refs]  # a stopped one has whole seeds first
         if workers > 1:
             spec = write_spec(out_dir, refs, model, protocol, dtype)
-            run_workers(spec, workers, device, [unit_file(out_dir, ref, seed) for ref, seed in units], progress,
-                        lock)
+            run_workers(spec, workers, device, [(unit_file(out_dir, ref, seed), ref) for ref, seed in units],
+                        progress, lock)
         else:
             runner = _Runner(backbone, protocol, out_dir, resolve_device(device), dtype)
             with stop_on_signal() as stop:

@@ -40,15 +40,21 @@ import zofo
 from zofo.errors import ZofoError
 from zofo.meta.pool import TaskRef
 from zofo.meta.protocol import MetaTestProtocol
-from zofo.meta.units import MetaTestInterrupted, slug
+from zofo.meta.units import MetaTestInterrupted, finished, slug
 from zofo.run.interrupt import TrainingInterrupted, handling_signals
 
 POLL_SECONDS = 1.0
 KILL_AFTER_SECONDS = 10.0  # after a second signal
 # the worker's entry: the current directory leaves the import path first (`python -m` would put it there, so a
 # stray tqdm.py beside the user would shadow the real one in the workers only); Ctrl-C during its imports is no error
-ENTRY = ("import sys\ndel sys.path[0]\ntry:\n    from zofo.meta.workers import main\nexcept KeyboardInterrupt:\n"
-         "    sys.exit('zofo: interrupted before its first unit')\nsys.exit(main())")
+ENTRY = "\n".join(["import sys",
+                   "if sys.path and sys.path[0] == '':",
+                   "    del sys.path[0]",
+                   "try:",
+                   "    from zofo.meta.workers import main",
+                   "except KeyboardInterrupt:",
+                   "    sys.exit('zofo: interrupted before its first unit')",
+                   "sys.exit(main())"])
 
 
 def folder(out_dir: Path) -> Path:
@@ -96,7 +102,16 @@ class Share:
         return True
 
     def stop_signal(self) -> int | None:
-        return int(self.stop_file.read_text()) if self.stop_file.is_file() else None
+        if not self.stop_file.is_file():
+            return None
+        text = self.stop_file.read_text().strip()
+        return int(text) if text.isdigit() else int(signal.SIGTERM)
+
+    def ask_to_stop(self, signum: int) -> None:
+        """Written whole (a rename), so that a worker reading it never meets an empty file."""
+        partial = self.stop_file.with_name(f"stop.{os.getpid()}.partial")
+        partial.write_text(f"{signum}\n")
+        os.replace(partial, self.stop_file)
 
 
 def devices(device: str, n: int) -> list[str]:
@@ -115,7 +130,8 @@ def environment(n: int) -> dict[str, str]:
     chose how many threads."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(zofo.__file__).parents[1]),
                                                                      os.environ.get("PYTHONPATH")]))}
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // n)))
     return env
 
 
@@ -123,7 +139,10 @@ def failure(w: int, n: int, returncode: int, log: Path) -> str:
     """Why worker w ended: the signal that killed it, else its last `zofo:` line (its output is mostly progress
     bars), else its last line."""
     if returncode < 0:
-        name = signal.Signals(-returncode).name
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:  # a signal the enum does not name (a real-time one)
+            name = f"signal {-returncode}"
         why = f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
     else:
         lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
@@ -132,12 +151,13 @@ def failure(w: int, n: int, returncode: int, log: Path) -> str:
     return f"meta-test worker {w} of {n} failed ({why}; its output: {log})"
 
 
-def run_workers(spec: Path, n: int, device: str, units: Sequence[Path], progress: bool, lock_fd: int) -> None:
+def run_workers(spec: Path, n: int, device: str, units: Sequence[tuple[Path, TaskRef]], progress: bool,
+                lock_fd: int) -> None:
     """Run the units not yet finished in min(n, their number) workers on `spec`; wait for them all. Raises
     `MetaTestInterrupted` after a signal (unless every unit got done) and ZofoError naming a worker that failed.
     Finished units stay in OUT/units/ either way. `lock_fd`: the folder's lock, shared with the workers."""
     out_dir = Path(json.loads(spec.read_text())["out"])
-    n = min(n, sum(not unit.is_file() for unit in units))
+    n = min(n, len(units) - count_finished(units))
     if n == 0:
         return
     shutil.rmtree(folder(out_dir) / "claims", ignore_errors=True)  # the lock says no worker of ours is left
@@ -148,7 +168,7 @@ def run_workers(spec: Path, n: int, device: str, units: Sequence[Path], progress
 
     def pass_on(signum: int, frame) -> None:
         received.append((signum, time.monotonic()))
-        Share(out_dir).stop_file.write_text(f"{received[0][0]}\n")
+        Share(out_dir).ask_to_stop(received[0][0])
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signum)
@@ -172,7 +192,7 @@ def run_workers(spec: Path, n: int, device: str, units: Sequence[Path], progress
     finally:
         os.close(parent_end)
         bar.close()
-    done = sum(unit.is_file() for unit in units)
+    done = count_finished(units)
     if received and done < len(units):
         raise MetaTestInterrupted(done, len(units), out_dir, received[0][0])
     for w, process in enumerate(processes):
@@ -182,13 +202,17 @@ def run_workers(spec: Path, n: int, device: str, units: Sequence[Path], progress
                             "command again to continue")
 
 
-def watch(processes: list[subprocess.Popen], logs: list[Path], units: Sequence[Path], bar: tqdm,
+def count_finished(units: Sequence[tuple[Path, TaskRef]]) -> int:
+    return sum(finished(file, ref) for file, ref in units)
+
+
+def watch(processes: list[subprocess.Popen], logs: list[Path], units: Sequence[tuple[Path, TaskRef]], bar: tqdm,
           received: list[tuple[int, float]]) -> None:
     """Until every worker has ended: the progress bar, a line as soon as a worker fails, and SIGKILL for workers
     still running KILL_AFTER_SECONDS after a second signal."""
     told: set[int] = set()
-    while any(process.poll() is None for process in processes):
-        bar.n = sum(unit.is_file() for unit in units)
+    while [process for process in processes if process.poll() is None]:  # every one polled, not up to the first
+        bar.n = count_finished(units)
         bar.refresh()
         for w, process in enumerate(processes):
             if process.returncode not in (None, 0) and w not in told and not received:
@@ -200,7 +224,7 @@ def watch(processes: list[subprocess.Popen], logs: list[Path], units: Sequence[P
                 if process.poll() is None:
                     process.kill()
         time.sleep(POLL_SECONDS)
-    bar.n = sum(unit.is_file() for unit in units)
+    bar.n = count_finished(units)
 
 
 def watch_parent(fd: int) -> None:
@@ -230,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     except ZofoError as err:  # one line, as the command prints it: the parent quotes a worker's last such line
         print("zofo: error: " + " ".join(str(err).split()), file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # SIGINT before the meta-test set its handlers: nothing of this worker's is lost
-        print("zofo: interrupted before its first unit", file=sys.stderr)
+    except KeyboardInterrupt:  # SIGINT before the meta-test set its handlers, or a second one: at once
+        print("zofo: interrupted at once (its unfinished unit is dropped)", file=sys.stderr)
         return 130
     return 0
