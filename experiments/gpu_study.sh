@@ -11,9 +11,12 @@
 # and a meta-test unit in the same two dtypes (meta_test_unit.py; META_TASKS: its task folders, default one
 # held-out task), each with an op profile (--profile) and a Python one (--python-profile); META_VARIANTS / META_UNIT_DTYPES pick among them; everything
 # comes back inside $OUT/bench.tar.gz;
+# WORKERS="1 3 6" first times one meta-test (two held-out tasks, WORKERS_TASKS, x 3 seeds) with each worker count
+# (benchmarks/meta_test_workers.py, utilisation sampled);
 # SHAPE=1 first writes a random-init Qwen2.5-Coder-1.5B-shaped model (shape_model.py; the real tokenizer where
-# .gpu-carry/q15-tok.tar.xz came along) and measures every method's memory on it (memory_breakdown.py, COPA, 5 steps). PARALLEL: training processes per study at once (default 12). Sharing adds no throughput
-# once one run fills the GPU (fp32 on long rows: docs/RESULTS.md section 4); it only equalises wall-clock.
+# .gpu-carry/q15-tok.tar.xz came along) and measures every method's memory on it (memory_breakdown.py, COPA, 5 steps).
+# PARALLEL: training processes per study at once (default 12). Sharing adds no throughput once one run fills the GPU
+# (fp32 on long rows: docs/RESULTS.md section 4); it only equalises wall-clock.
 # START_UNTIL=SECONDS: the studies start no run after that (study.py --start-until; a session's last call).
 # DEVICES="0 1": spread the runs over these GPUs (study.py --devices); TOGETHER=K: K runs per process, side by
 # side on their own CUDA streams (study.py --together; PARALLEL then counts processes).
@@ -70,6 +73,13 @@ if [ -n "${META:-}" ]; then  # where meta-training's and meta-test's time goes, 
       > "runs/bench/meta-unit-$dtype.log" 2>&1
     grep " | " "runs/bench/meta-unit-$dtype.log"; pack
   done
+fi
+if [ -n "${WORKERS:-}" ]; then  # how far meta-test's --workers share the card: one meta-test per worker count, alone
+  bb=.gpu-carry/data/bigbench
+  python3 benchmarks/meta_test_workers.py /root/smol ${WORKERS_TASKS:-$bb/tracking_shuffled_objects/five_objects \
+    $bb/movie_recommendation} --workers ${WORKERS:-1 3 6} --seeds 0 1 2 --max-rows 64 \
+    --out runs/bench/meta-test-workers.json > runs/bench/meta-test-workers.log 2>&1
+  cat runs/bench/meta-test-workers.log; pack
 fi
 if [ -n "${SHAPE:-}" ]; then  # every method's memory at the 1.5B shape, alone on the GPU (random weights)
   # the real Qwen2.5-Coder tokenizer where a carry brought it (.gpu-carry/q15-tok.tar.xz, 1.4 MB: see
