@@ -36,7 +36,6 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-import zofo
 from zofo.errors import ZofoError
 from zofo.meta.pool import TaskRef
 from zofo.meta.protocol import MetaTestProtocol
@@ -128,8 +127,8 @@ def devices(device: str, n: int) -> list[str]:
 def environment(n: int) -> dict[str, str]:
     """The workers' environment: zofo importable as the parent imports it; the cores shared out unless the user
     chose how many threads."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(zofo.__file__).parents[1]),
-                                                                     os.environ.get("PYTHONPATH")]))}
+    source = str(Path(__file__).resolve().parents[2])  # the folder zofo is imported from (src/ in a checkout)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     env.setdefault("OMP_NUM_THREADS", str(max(1, cores // n)))
     return env
