@@ -84,10 +84,13 @@ def _run_units(units: list[tuple[TaskRef, int]], tasks: dict[TaskRef, Task], n_t
     bar = tqdm(total=len(units), disable=not progress, desc="meta-test", dynamic_ncols=True)
     for done, (ref, seed) in enumerate(units):
         file = unit_file(out_dir, ref, seed)
-        if share is not None and not finished(file, ref) and share.stop_signal():
-            bar.close()  # the parent's signal came before this worker could catch it
-            raise MetaTestInterrupted(done, len(units), out_dir, share.stop_signal())
-        if not finished(file, ref) and (share is None or share.claim(ref, seed)):
+        todo = not finished(file, ref)
+        if todo and share is not None:
+            if signum := share.stop_signal():
+                bar.close()  # the parent's signal came before this worker could catch it
+                raise MetaTestInterrupted(done, len(units), out_dir, signum)
+            todo = share.claim(ref, seed)
+        if todo:
             bar.set_postfix_str(f"{ref.name} seed {seed}")
             try:
                 result = runner.unit(ref, tasks[ref], seed, n_test[ref], stop)

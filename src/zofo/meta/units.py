@@ -45,11 +45,15 @@ def finished(file: Path, ref: TaskRef) -> bool:
 
 
 def write_unit(file: Path, result: dict) -> None:
-    """Write a finished unit whole or not at all (a rename), so that a stop or a reader never meets half a file; the
-    partial file is named by the process, so that no two writers share it."""
+    write_whole(file, json.dumps(result, indent=1) + "\n")
+
+
+def write_whole(file: Path, text: str) -> None:
+    """Write `text` whole or not at all (a rename), so that a stop or a reader never meets half a file; the partial
+    file is named by the process, so that no two writers share it."""
     file.parent.mkdir(parents=True, exist_ok=True)
     partial = file.with_name(f"{file.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(result, indent=1) + "\n")
+    partial.write_text(text)
     os.replace(partial, file)
 
 

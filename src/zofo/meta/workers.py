@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from zofo.errors import ZofoError
 from zofo.meta.pool import TaskRef
 from zofo.meta.protocol import MetaTestProtocol
-from zofo.meta.units import MetaTestInterrupted, finished, slug
+from zofo.meta.units import MetaTestInterrupted, finished, slug, write_whole
 from zofo.run.interrupt import TrainingInterrupted, handling_signals
 
 POLL_SECONDS = 1.0
@@ -107,10 +107,7 @@ class Share:
         return int(text) if text.isdigit() else int(signal.SIGTERM)
 
     def ask_to_stop(self, signum: int) -> None:
-        """Written whole (a rename), so that a worker reading it never meets an empty file."""
-        partial = self.stop_file.with_name(f"stop.{os.getpid()}.partial")
-        partial.write_text(f"{signum}\n")
-        os.replace(partial, self.stop_file)
+        write_whole(self.stop_file, f"{signum}\n")  # a worker reading it never meets an empty file
 
 
 def devices(device: str, n: int) -> list[str]:
@@ -160,19 +157,20 @@ def run_workers(spec: Path, n: int, device: str, units: Sequence[tuple[Path, Tas
     if n == 0:
         return
     shutil.rmtree(folder(out_dir) / "claims", ignore_errors=True)  # the lock says no worker of ours is left
-    Share(out_dir).stop_file.unlink(missing_ok=True)
+    share = Share(out_dir)
+    share.stop_file.unlink(missing_ok=True)
     parent_end, worker_end = os.pipe()[::-1]  # (write, read): the workers see EOF when the parent is gone
     processes: list[subprocess.Popen] = []
     received: list[tuple[int, float]] = []
 
     def pass_on(signum: int, frame) -> None:
         received.append((signum, time.monotonic()))
-        Share(out_dir).ask_to_stop(received[0][0])
+        share.ask_to_stop(received[0][0])
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signum)
 
-    logs = [folder(out_dir) / f"{w}.log" for w in range(n)]
+    logs, env = [folder(out_dir) / f"{w}.log" for w in range(n)], environment(n)
     bar = tqdm(total=len(units), disable=not progress, desc=f"meta-test ({n} workers)", dynamic_ncols=True)
     try:
         with handling_signals(pass_on):
@@ -182,7 +180,7 @@ def run_workers(spec: Path, n: int, device: str, units: Sequence[tuple[Path, Tas
                         break
                     with open(logs[w], "a") as log:  # their own session: a terminal's Ctrl-C reaches them once
                         processes.append(subprocess.Popen(
-                            [sys.executable, "-c", ENTRY, str(spec), where, str(worker_end)], env=environment(n),
+                            [sys.executable, "-c", ENTRY, str(spec), where, str(worker_end)], env=env,
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             pass_fds=(worker_end, lock_fd)))
             finally:
