@@ -186,3 +186,11 @@ def test_the_stop_file_is_read_whole_and_a_unit_file_is_readable_as_before(tmp_p
 def test_a_worker_killed_by_a_signal_the_enum_does_not_name_is_still_reported(tmp_path):
     (tmp_path / "0.log").write_text("")
     assert "(killed by signal 40; its output: " in failure(0, 1, -40, tmp_path / "0.log")
+
+
+def test_workers_0_is_refused_with_exit_2_before_anything_runs(tmp_path, tasks, tiny_model_dir):
+    bad = zofo("meta-test", str(tasks / "films"), "--model", str(tiny_model_dir), "--out", str(tmp_path / "out"),
+               *FLAGS, "--workers", "0", cwd=tmp_path)
+    assert bad.returncode == 2, bad.stderr
+    assert bad.stderr.strip().splitlines()[-1] == "zofo: error: meta-test --workers must be >= 1, got 0 (fix the value)"
+    assert not (tmp_path / "out").exists()
