@@ -5,6 +5,7 @@
     python experiments/study.py STUDY.yaml --out runs/y --extend runs/x                  (the steps past grid edges)
     python experiments/study.py STUDY.yaml --out runs/x --start-until 300     (start no run after 300 s: a last call)
     python experiments/study.py STUDY.yaml --out runs/x --done OLD/runs.jsonl.gz   (skip what a session finished)
+    (with --list: what is left to run)
     python experiments/study.py --aggregate runs/x [runs/redo --reruns] --results OUT    (experiments/report/)
 
 A study file (YAML) declares the shared settings (`common`), the tasks (data folders, `templates`), the methods (each
@@ -172,12 +173,12 @@ def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: 
     if splits is not None:
         study["splits"] = splits
     runs = selected(extended(study, data_root, extend) if extend else expand(study, data_root), only)
+    runs = not_done(runs, done or [], out)
     if listing:  # what would run, and what is there already
         for run in runs:
             print(run["name"] + listed_state(run, out))
         print(f"{len(runs)} runs")
         return None
-    runs = not_done(runs, done or [], out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
     (out / "study.yaml").write_text(study_file.read_text())
