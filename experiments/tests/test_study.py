@@ -869,3 +869,5 @@ def test_runs_an_earlier_session_finished_are_skipped_and_a_changed_one_is_refus
     refused = r"cb__mezo__s0 finished there with optim.lr=0.0001, the study now sets 0.0003"
     with pytest.raises(SystemExit, match=refused):
         study.run_study(listed, tmp_path / "session3", 1, "DATA", None, done=[records_file])
+    with pytest.raises(SystemExit, match=refused):  # --list refuses it too: its "left to run" would be wrong
+        study.run_study(listed, tmp_path / "session3", 1, "DATA", None, listing=True, done=[records_file])
