@@ -2,7 +2,8 @@
 
 `profiled(cuda)` records CPU ops (and CUDA kernels on CUDA; no shapes, no stacks, no chrome trace: the files stay
 small enough to carry back); `write_profile` writes ``<prefix>key_averages.txt`` (torch's table, sorted by device
-time on CUDA, host time elsewhere) and ``<prefix>top_ops.json`` (the same top ops as numbers, in microseconds);
+time on CUDA, host time elsewhere) and ``<prefix>top_ops.json`` (the same top ops as numbers, in microseconds, with
+the host time of every op and each thread's share of it: `thread_totals`);
 `labelled` runs a method or function inside `torch.profiler.record_function`, so its calls show as one row;
 `write_python_profile` runs a piece of work under cProfile and writes where the host's Python time went.
 """
@@ -50,8 +51,24 @@ def write_profile(prof: profile, out_dir: Path, prefix: str, cuda: bool) -> None
     (out_dir / f"{prefix}key_averages.txt").write_text(averages.table(sort_by=sort_by, row_limit=ROWS) + "\n")
     rows = sorted((op_row(avg) for avg in averages),
                   key=lambda r: r["device_time_total_us" if cuda else "cpu_time_total_us"], reverse=True)
-    top = {"sort_by": "device_time_total_us" if cuda else "cpu_time_total_us", "ops": rows[:ROWS]}
+    top = {"sort_by": "device_time_total_us" if cuda else "cpu_time_total_us", "ops": rows[:ROWS],
+           "self_cpu_time_total_us": float(sum(avg.self_cpu_time_total for avg in averages)),
+           "threads": thread_totals(prof)}
     (out_dir / f"{prefix}top_ops.json").write_text(json.dumps(top, indent=1) + "\n")
+
+
+def thread_totals(prof: profile) -> list[dict]:
+    """Per host thread, its events and their summed self time (microseconds), the busiest first. On CUDA the
+    autograd engine runs a backward's ops on its own device thread: the main thread's wait in ``backward()`` is
+    then no op's time, so it shows as the self time of the range around it (a `record_function` label), and the
+    backward's own cost is the other thread's total."""
+    totals: dict[int, list[float]] = {}
+    for event in prof.events():
+        total = totals.setdefault(event.thread, [0, 0.0])
+        total[0] += 1
+        total[1] += event.self_cpu_time_total
+    rows = [{"thread": thread, "events": n, "self_cpu_time_total_us": float(us)} for thread, (n, us) in totals.items()]
+    return sorted(rows, key=lambda r: r["self_cpu_time_total_us"], reverse=True)
 
 
 @contextmanager
