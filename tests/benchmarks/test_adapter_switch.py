@@ -1,0 +1,14 @@
+"""benchmarks/adapter_switch.py on a tiny model folder: its report counts the model's modules and times each call."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.adapter_switch import main
+
+
+def test_report_is_written_with_every_timing(tmp_path, tiny_model_dir):
+    report = main([str(tiny_model_dir), "--calls", "4", "--out", str(tmp_path / "switch.json")])
+    assert json.loads((tmp_path / "switch.json").read_text()) == report
+    assert report["calls"] == 4 and report["modules"] > 10  # the peft wrapper, the tiny Llama and both adapters
+    assert all(report[key] > 0 for key in ("activate_switching_ms", "activate_same_ms", "set_adapter_ms"))
