@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python benchmarks/shape_model.py qwen2.5-1.5b OUT --tokenizer /root/smol [--layers N]
     PYTHONPATH=src python benchmarks/shape_model.py qwen2.5-1.5b TOK --tokenizer MODEL.gguf --tokenizer-only
+    PYTHONPATH=src python benchmarks/shape_model.py smollm2-135m /root/smol --tokenizer TOK   (a timing-only call)
 
 A random-init model of a published architecture costs the same memory and time per step as the trained one
 (../shared/GPU.md), so memory per method at the 1.5B size can be measured without carrying the 1.1 GB GGUF: write the
@@ -12,7 +13,8 @@ vocabulary, which SmolLM2's 49,152 do for every shape here). `--tokenizer-only` 
 real Qwen2.5-Coder tokenizer is 11 MB, carried to the GPU machine in one call where the GGUF would take twenty, so the
 shape model's sequences have the real model's lengths. Weights are bfloat16 safetensors, seeded. `--layers` cuts
 the depth (a CPU check of the path, not the shape's cost). Accuracy needs the real weights: nothing trained on such
-a folder means anything.
+a folder means anything. The SmolLM2-135M shape serves a GPU call that measures time or memory only: its tokenizer
+(3.4 MB) travels with the call, where the real weights take two calls of their own.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 #: published shapes (the models' config.json values that set parameter count and activation memory)
 SHAPES: dict[str, dict] = {
+    "smollm2-135m": {  # SmolLM2-135M-Instruct, zofo's embedded default: 134.5M parameters, tied head
+        "model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+        "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64, "vocab_size": 49152,
+        "max_position_embeddings": 8192, "rms_norm_eps": 1e-5, "rope_theta": 1e5, "tie_word_embeddings": True,
+        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2},
     "qwen2.5-1.5b": {  # Qwen2.5-Coder-1.5B-Instruct, the GGUF of issue 30: 1.78B parameters, untied head
         "model_type": "qwen2", "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
         "num_attention_heads": 12, "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 32768,

@@ -12,9 +12,11 @@ from tests.real_model import smollm2_gguf
 from zofo.models.load import load_model
 
 
-@pytest.mark.parametrize("name, published", [("qwen2.5-1.5b", 1_777_088_000), ("qwen2.5-0.5b", 494_032_768)])
+@pytest.mark.parametrize("name, published", [("qwen2.5-1.5b", 1_777_088_000), ("qwen2.5-0.5b", 494_032_768),
+                                             ("smollm2-135m", 134_515_008)])
 def test_each_shape_has_the_published_parameter_count(name, published):
-    """1.5B: what zofo.load_model counted on the real GGUF (../shared/GPU.md: 1.777B); 0.5B: the model card's."""
+    """1.5B: what zofo.load_model counted on the real GGUF (../shared/GPU.md: 1.777B); 0.5B: the model card's;
+    SmolLM2: what zofo's folder converted from the embedded GGUF counts (its tied head once)."""
     values = dict(SHAPES[name])
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(AutoConfig.for_model(values.pop("model_type"), **values))
@@ -41,3 +43,18 @@ def test_a_gguf_tokenizer_is_written_alone_and_tokenizes_as_the_converted_model(
     _, converted = load_model(str(gguf), dtype="float32", device="cpu")
     text = "The man broke his toe. What was the CAUSE of this? He dropped a hammer on his foot."
     assert written(text)["input_ids"] == converted(text)["input_ids"] and len(written) == len(converted)
+
+
+@pytest.mark.slow
+def test_the_smollm2_shape_is_the_embedded_models_config():
+    """Every value the SmolLM2 shape sets equals the config of the model zofo reads from the embedded GGUF, so a
+    timing run on the shape runs the real model's layers."""
+    model, _ = load_model(str(smollm2_gguf()), dtype="float32", device="cpu")
+    real = model.config.to_dict()
+    for key, value in SHAPES["smollm2-135m"].items():
+        if key == "rope_theta":
+            assert real["rope_parameters"]["rope_theta"] == pytest.approx(value), key
+        elif key == "rms_norm_eps":
+            assert real[key] == pytest.approx(value, rel=1e-6), key
+        else:
+            assert real[key] == value, key
