@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
 
 ROWS = 40  # ops in the table and in the JSON
@@ -58,12 +59,14 @@ def write_profile(prof: profile, out_dir: Path, prefix: str, cuda: bool) -> None
 
 
 def thread_totals(prof: profile) -> list[dict]:
-    """Per host thread, its events and their summed self time (microseconds), the busiest first. On CUDA the
+    """Per host thread, its host events and their summed self time (microseconds), the busiest first. On CUDA the
     autograd engine runs a backward's ops on its own device thread: the main thread's wait in ``backward()`` is
     then no op's time, so it shows as the self time of the range around it (a `record_function` label), and the
     backward's own cost is the other thread's total."""
     totals: dict[int, list[float]] = {}
     for event in prof.events():
+        if event.device_type != DeviceType.CPU:  # a kernel's "thread" is its stream, and it has no host time
+            continue
         total = totals.setdefault(event.thread, [0, 0.0])
         total[0] += 1
         total[1] += event.self_cpu_time_total

@@ -20,8 +20,9 @@
 # methods measured alone; default METHODS), MEASURE_FLAGS (more `zofo meta-train` flags
 # for the measurement), TEST_FLAGS (more `zofo meta-test` flags; the protocol's defaults otherwise), TEST_PARALLEL,
 # TEST_WORKERS (each meta-test's `--workers`: its units in that many processes; default 1) and TEST_SECONDS may be set
-# in the environment. In float32 one worker's units keep a kernel running 59% of the time on an H100, and more
-# processes gain little (3 workers 1.22x, 6 workers 1.30x: docs/RESULTS.md section 26); TEST_WORKERS 3 is enough.
+# in the environment. In float32 one worker's units keep a kernel running 59% of the time on an H100, and the card's
+# kernel time bounds all processes together (3 workers 1.22x, 6 workers 1.30x: docs/RESULTS.md section 26), so
+# TEST_PARALLEL x TEST_WORKERS beyond about 3 gains little, and each process takes about 7 GB.
 # On a GPU give TEST_FLAGS="--max-rows 64": the k-shot runs then step eagerly in pieces that fit five meta-tests on
 # one card, and eager pieces share each example's prompt across its candidates (benchmarks/shared_prompts.py).
 # A batch of B examples is B x (the task's candidates) rows of up to 256 tokens: 16 examples of a 10-choice task

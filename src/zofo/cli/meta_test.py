@@ -49,9 +49,9 @@ def add_meta_test(sub) -> None:
                    help="float32, tf32 (float32 weights, TF32 matmuls on CUDA), bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--workers", type=int, default=1,
-                   help="task-seed units run at once, each in its own process (default 1); on a small model one "
-                        "unit leaves the device mostly idle. With --device auto or cuda and several GPUs, worker W "
-                        "takes GPU W mod their number")
+                   help="task-seed units run at once, each in its own process (default 1); one GPU gains little "
+                        "(1.30x with 6 workers on an H100, docs/RESULTS.md section 26). With --device auto or cuda "
+                        "and several GPUs, worker W takes GPU W mod their number")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(run=run_meta_test)
 

@@ -1,10 +1,10 @@
 """A meta-test's units in several processes at once: `meta_test(..., workers=N)`, `zofo meta-test --workers N`.
 
-A unit (one task, one seed) of a small model leaves the device idle most of the time: on SmolLM2-135M a
-meta-training step kept an H200 busy about 9% of its wall-clock (docs/RESULTS.md section 24), its time going to the
-host's Python and kernel launches. N processes on one device can then finish more units in the time of one, until
-the device or the host's cores fill; on one GPU that gain is not measured yet (processes sharing a GPU take turns on
-it, and a unit's graphed k-shot steps may already keep it busy: docs/RESULTS.md sections 4 and 8).
+A unit (one task, one seed) of a small model leaves the device partly idle, so N processes on one device can finish
+more units in the time of one, until the device or the host's cores fill. On one H100 in float32 the gain is small
+(docs/RESULTS.md section 26): one worker's SmolLM2-135M units keep a kernel running 59% of the time, and without MPS
+the device time-slices between processes, so 3 workers gave 1.22x and 6 gave 1.30x. With several GPUs worker W takes
+GPU W mod their number; that gain is not measured.
 
 The parent holds the folder's lock (`zofo.meta.units.locked`), checks everything and writes OUT/protocol.json (and
 OUT/backbone/) as a one-process meta-test does, then starts the workers. Each worker takes the next unit that is

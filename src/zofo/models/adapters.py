@@ -94,12 +94,11 @@ def _adapter_of(param_name: str, names: tuple[str, ...]) -> str:
 
 
 def activate(model: nn.Module, groups: ParamGroups, name: str) -> None:
-    """Make adapter `name` the one the forward pass uses, keeping every adapter trainable
-    (peft's `set_adapter` freezes the inactive LoRA copies). peft's switch walks every module of the model (6 ms on
-    SmolLM2-135M on a CPU core), so it is skipped where `name` is already the active adapter: a method's K lower
-    steps then switch once, not K times. The skip trusts `PeftModel.active_adapter`, which only `PeftModel.set_adapter`
-    keeps current: switch adapters through this function (or that method), never through peft's tuner or functional
-    `set_adapter`."""
+    """Make adapter `name` the one the forward pass uses, keeping every adapter trainable (peft's `set_adapter` freezes
+    the inactive LoRA copies). peft's switch walks every module of the model (about 5 ms on SmolLM2-135M on a CPU
+    core), so it is skipped where `name` is already the active adapter: a method's K lower steps then switch once, not
+    K times. The skip trusts `PeftModel.active_adapter`, which only `PeftModel.set_adapter` keeps current: switch
+    adapters through this function (or that method), never through peft's tuner or functional `set_adapter`."""
     if getattr(model, "active_adapter", None) != name:
         model.set_adapter(name)
     for params in groups.adapters.values():
