@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    model, _ = load_model(args.model)
-    model, groups = attach_adapters(model, peft_config("lora"), ("z", "p"))
-    modules = sum(1 for _ in model.modules())
     names = ("z", "p")
+    model, _ = load_model(args.model)
+    model, groups = attach_adapters(model, peft_config("lora"), names)
+    modules = sum(1 for _ in model.modules())
     report = {"model": args.model, "modules": modules, "calls": args.calls,
               "activate_switching_ms": per_call_ms(lambda i: activate(model, groups, names[i % 2]), args.calls),
               "activate_same_ms": per_call_ms(lambda i: activate(model, groups, "z"), args.calls),
