@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    if args.calls < 1:
+        parser.error(f"--calls {args.calls}: give 1 or more (each timing is a mean over that many calls)")
     torch.set_num_threads(1)
     names = ("z", "p")
     model, _ = load_model(args.model)
