@@ -3,8 +3,10 @@
 Runs share a GPU to keep it busy, so a run may run out of memory: it waits for another run on its device to end and
 starts again, its failed attempt set aside as NAME.attemptK (no log is appended to another's). A stop (SIGINT or
 SIGTERM) starts no more runs and makes each running one save a checkpoint; a later attempt with the same settings
-continues from it. A start deadline (`--start-until`) starts no run after it and lets the running ones finish: the
-last call of a session on a machine that will not come back should end with no part-done run.
+continues from it. A run still running `--stop-grace` seconds after the stop reached it (a step that never ends) has
+its threads' stacks written to its log and is killed, so that it neither holds the GPU nor keeps the study waiting.
+A start deadline (`--start-until`) starts no run after it and lets the running ones finish: the last call of a
+session on a machine that will not come back should end with no part-done run.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from zofo.run.interrupt import handling_signals
 
 OUT_OF_MEMORY = ("CUDA out of memory", "OutOfMemoryError")
+STOP_GRACE = 300.0   # seconds a run has, once a stop reached it, to finish its step, save its checkpoint and end
 
 
 class DeviceTurns:
@@ -60,11 +63,13 @@ class DeviceTurns:
 
 class StudyStop:
     """The study's runs, and whether the study was asked to stop (SIGINT or SIGTERM): then no run starts any more
-    and each running one is sent SIGTERM, on which `zofo train` saves a checkpoint and stops. With ``start_until``
-    (seconds from now) no run starts after that time either, and the running ones go on to their end."""
+    and each running one is sent SIGTERM, on which `zofo train` saves a checkpoint and stops; one still running
+    ``grace`` seconds later is killed (`wait`). With ``start_until`` (seconds from now) no run starts after that
+    time either, and the running ones go on to their end."""
 
-    def __init__(self, start_until: float | None = None) -> None:
-        self.requested, self.signal = False, None
+    def __init__(self, start_until: float | None = None, grace: float = STOP_GRACE) -> None:
+        self.requested, self.signal, self.requested_at = False, None, None
+        self.grace = grace
         self.start_until = start_until
         self.deadline = None if start_until is None else time.monotonic() + start_until
         self.lock = threading.Lock()
@@ -88,16 +93,35 @@ class StudyStop:
             child = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             self.running.add(child)
         try:
-            return child.wait()
+            return self.wait(child, log)
         finally:
             with self.lock:
                 self.running.discard(child)
+
+    def wait(self, child: subprocess.Popen, log) -> int:
+        """``child``'s exit code. One still running `grace` seconds after the stop was asked for is asked for its
+        threads' stacks (SIGUSR1: `zofo.run.interrupt.stacks_on_request` writes them into its log) and killed."""
+        while True:
+            try:
+                return child.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                if self.requested_at is not None and time.monotonic() - self.requested_at > self.grace:
+                    break
+        child.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)  # the dump is written from the signal handler, at once
+        child.kill()
+        code = child.wait()
+        log.write(f"\nzofo study: still running {self.grace:g} s after the stop; its threads' stacks are above; "
+                  "killed\n")
+        log.flush()
+        return code
 
     def ask(self, signum: int, frame) -> None:
         """The signal handler: stop starting runs, and pass SIGTERM to the running ones (a second signal: again,
         which ends them at once)."""
         with self.lock:
             self.requested, self.signal = True, signum
+            self.requested_at = self.requested_at or time.monotonic()  # the grace counts from the first signal
             children = list(self.running)
         for child in children:
             child.send_signal(signal.SIGTERM)
@@ -261,7 +285,9 @@ def ended(run_dir: Path, code: int, stop: StudyStop) -> str:
         return f"failed (exit {code})"
     saved = run_dir / "checkpoint"
     step = checkpoint_step(saved) if (saved / "loop.json").exists() else None
-    return f"stopped (exit {code}): " + (f"checkpoint at step {step}, run the study again to continue"
+    how = (f"killed, still running {stop.grace:g} s after the stop (its threads' stacks are in its log)"
+           if code == -signal.SIGKILL else f"stopped (exit {code})")
+    return f"{how}: " + (f"checkpoint at step {step}, run the study again to continue"
                                          if step is not None else "no checkpoint")
 
 
@@ -302,9 +328,9 @@ def record_end(run_dir: Path) -> float:
 
 
 @contextmanager
-def stopped_by_signals(start_until: float | None = None) -> Iterator[StudyStop]:
+def stopped_by_signals(start_until: float | None = None, grace: float = STOP_GRACE) -> Iterator[StudyStop]:
     """A `StudyStop` that SIGINT and SIGTERM trigger while the study runs (the previous handlers come back after;
     signals reach the main thread only, so elsewhere nothing triggers it)."""
-    stop = StudyStop(start_until)
+    stop = StudyStop(start_until, grace)
     with handling_signals(stop.ask):
         yield stop

@@ -20,6 +20,8 @@ Why the process management below: runs share a GPU to keep it busy, so a run may
 waits for another run on its device to end and starts again (``--oom-retries``), its failed attempt kept as
 ``NAME.attemptK``. A stop (SIGINT, SIGTERM, e.g. a call's time limit) must not lose work: no run starts any more,
 each running one saves a checkpoint, and running the study again continues every run whose settings are unchanged.
+A run that has not ended ``--stop-grace`` seconds after the stop (a step that never ends: one such process held a
+GPU's memory for ten minutes past its call) has its threads' stacks written to its log and is killed.
 experiments/README.md has the rest: records, regeneration, and how the historical study files map to these.
 """
 
@@ -38,6 +40,7 @@ if __package__ in (None, ""):  # run as a script: the repository root makes `exp
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from experiments.launch import (  # noqa: E402
+    STOP_GRACE,
     DeviceTurns,
     changed_settings,
     launch,
@@ -152,21 +155,24 @@ def not_done(runs: list[dict], sources: list[Path], out: Path) -> list[dict]:
     return todo
 
 
-def check_limits(oom_retries: int, start_until: float | None) -> None:
+def check_limits(oom_retries: int, start_until: float | None, stop_grace: float = STOP_GRACE) -> None:
     if oom_retries < 0:
         raise SystemExit(f"--oom-retries {oom_retries}: give 0 (never retry) or more")
     if start_until is not None and start_until < 0:
         raise SystemExit(f"--start-until {start_until:g}: give the seconds from now after which no run starts "
                          "(0 or more)")
+    if stop_grace < 0:
+        raise SystemExit(f"--stop-grace {stop_grace:g}: give the seconds a stopped run has to end before it is "
+                         "killed (0 or more)")
 
 
 def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: list[str] | None,
               seeds: list[int] | None = None, devices: list[str] | None = None, together: int = 1,
               oom_retries: int = 2, listing: bool = False, extend: list[Path] | None = None,
               splits: list[int] | None = None, start_until: float | None = None,
-              done: list[Path] | None = None) -> int | None:
+              done: list[Path] | None = None, stop_grace: float = STOP_GRACE) -> int | None:
     """Launch the study's runs; returns the signal that stopped it, if one did."""
-    check_limits(oom_retries, start_until)
+    check_limits(oom_retries, start_until, stop_grace)
     study = yaml.safe_load(study_file.read_text())
     if seeds is not None:
         study["seeds"] = seeds
@@ -185,7 +191,7 @@ def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: 
     print(f"{len(runs)} runs, {parallel} at a time on devices {devices or 'as found'} -> {out}", flush=True)
     placed = [devices[i % len(devices)] if devices else None for i in range(len(runs))]  # round robin
     unstarted = 0
-    with stopped_by_signals(start_until) as stop, ThreadPoolExecutor(parallel) as pool:
+    with stopped_by_signals(start_until, stop_grace) as stop, ThreadPoolExecutor(parallel) as pool:
         if together > 1:  # `parallel` processes at once, each training `together` runs side by side
             results = (status for statuses in pool.map(lambda g: launch_together(g[0], out, out / "logs", g[1], stop),
                                                        together_groups(runs, placed, together)) for status in statuses)
@@ -222,6 +228,10 @@ def main() -> None:
     parser.add_argument("--start-until", type=float, default=None, metavar="SECONDS",
                         help="start no run (nor a retry) after SECONDS from now; the running ones go on to their end "
                              "(a session's last call, whose part-done runs would be lost with the machine)")
+    parser.add_argument("--stop-grace", type=float, default=STOP_GRACE, metavar="SECONDS",
+                        help="after a stop (SIGINT or SIGTERM to the study), the seconds a running run has to save "
+                             "its checkpoint and end; one still running then has its threads' stacks written to its "
+                             "log and is killed (default %(default)g)")
     parser.add_argument("--done", type=Path, nargs="+", default=None, metavar="RECORDS",
                         help="skip the runs that finished in these run folders or records files (an earlier "
                              "session's), refusing one that ran with other settings")
@@ -251,7 +261,7 @@ def main() -> None:
     else:
         stopped_by = run_study(args.study, args.out, args.parallel, args.data_root, args.only, args.seeds,
                                args.devices, args.together, args.oom_retries, args.list, args.extend, args.splits,
-                               args.start_until, args.done)
+                               args.start_until, args.done, args.stop_grace)
         if stopped_by is not None:  # as a process ended by that signal would
             raise SystemExit(128 + stopped_by)
 

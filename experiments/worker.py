@@ -3,7 +3,7 @@
     python experiments/worker.py JOB.json      (written by `study.py --together K`)
 
 JOB.json is a list of {"name": ..., "overrides": {key: value}}; prints one status line per run and exits 1 if
-any run failed.
+any run failed. SIGUSR1 writes every thread's stack to its output (`zofo.run.interrupt.stacks_on_request`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from pathlib import Path
 
 from zofo import api
 from zofo.api import load_config
+from zofo.run.interrupt import stacks_on_request
 
 
 def main(job_file: str) -> int:
+    stacks_on_request()
     job = json.loads(Path(job_file).read_text())
     cfgs = [load_config(None, [f"{key}={value}" for key, value in run["overrides"].items()]) for run in job]
     results = api.train_together(cfgs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import statistics
 import sys
@@ -753,6 +754,45 @@ def test_a_stopped_study_checkpoints_its_runs_and_a_rerun_continues_them(tmp_pat
     assert not (out / "cb__mezo__s0.attempt1").exists()
 
 
+HUNG = """
+import pathlib, signal, sys, time
+from zofo.run.interrupt import stacks_on_request
+stacks_on_request()
+signal.signal(signal.SIGTERM, lambda signum, frame: None)  # a run whose step never ends never acts on the stop
+pathlib.Path(sys.argv[1]).mkdir(parents=True, exist_ok=True)
+pathlib.Path(sys.argv[1], "started").write_text("")
+
+
+def a_step_that_never_ends():
+    while True:
+        time.sleep(0.05)
+
+
+a_step_that_never_ends()
+"""
+
+
+def test_a_run_still_running_past_the_stop_grace_leaves_its_stacks_in_its_log_and_is_killed(tmp_path, monkeypatch):
+    monkeypatch.setattr(launch, "train_command", lambda run, out: [sys.executable, "-c", HUNG, str(out / run["name"])])
+    out, logs = tmp_path / "out", tmp_path / "out" / "logs"
+    logs.mkdir(parents=True)
+    run = study.expand({"tasks": [{"name": "cb", "task": "cb"}], "methods": [{"name": "mezo"}]}, "DATA")[0]
+    stop = launch.StudyStop(grace=1.0)
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(launch.launch, run, out, logs, None, None, 2, stop)
+        assert wait_until((out / run["name"] / "started").exists)
+        asked = time.monotonic()
+        stop.ask(signal.SIGTERM, None)
+        status = running.result(timeout=60)
+    assert time.monotonic() - asked >= 1.0
+    assert status["status"] == ("killed, still running 1 s after the stop (its threads' stacks are in its log): "
+                                "no checkpoint")
+    log = (logs / f"{run['name']}.log").read_text()
+    dump = log.index("(most recent call first)")
+    assert re.search(r"line \d+ in a_step_that_never_ends\n", log[dump:]), log
+    assert log.rstrip().endswith("zofo study: still running 1 s after the stop; its threads' stacks are above; killed")
+
+
 def test_no_run_starts_after_the_start_deadline_and_the_running_one_finishes(tmp_path, monkeypatch, capsys):
     finishing = "import pathlib, sys, time; time.sleep(1.5); pathlib.Path(sys.argv[1], 'result.json').write_text('{}')"
     monkeypatch.setattr(launch, "train_command", lambda run, out: [
@@ -770,6 +810,8 @@ def test_no_run_starts_after_the_start_deadline_and_the_running_one_finishes(tmp
     assert (out / "cb__mezo__s0" / "result.json").exists() and not (out / "cb__mezo__s1").exists()
     with pytest.raises(SystemExit, match="--start-until -1"):
         study.run_study(listed, out, 1, "DATA", None, start_until=-1)
+    with pytest.raises(SystemExit, match="--stop-grace -1: give the seconds a stopped run has to end"):
+        study.run_study(listed, out, 1, "DATA", None, stop_grace=-1)
 
 
 def test_runs_together_past_the_start_deadline_touch_no_folder(tmp_path, capsys):

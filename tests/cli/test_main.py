@@ -56,8 +56,10 @@ def error_line(done: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def interrupted_when(command: list[str], marker: str, stream: str = "stderr", timeout: float = 300):
-    """Start ``command``; once ``marker`` appears on ``stream``, send SIGINT; return (exit status, stdout, stderr)."""
+def interrupted_when(command: list[str], marker: str, stream: str = "stderr", timeout: float = 300,
+                     asked_first: int | None = None):
+    """Start ``command``; once ``marker`` appears on ``stream``, send SIGINT; return (exit status, stdout, stderr).
+    ``asked_first``: a signal sent before, which the process must answer and go on after (checked 2 s later)."""
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment())
     pipe = proc.stderr if stream == "stderr" else proc.stdout
     seen, deadline = b"", time.monotonic() + timeout
@@ -67,6 +69,10 @@ def interrupted_when(command: list[str], marker: str, stream: str = "stderr", ti
             assert time.monotonic() < deadline and proc.poll() is None, seen.decode(errors="replace")
             if selector.select(timeout=1):
                 seen += os.read(pipe.fileno(), 65536)
+    if asked_first is not None:
+        proc.send_signal(asked_first)
+        time.sleep(2)
+        assert proc.poll() is None, f"the process ended on {signal.Signals(asked_first).name}"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=timeout)
     if stream == "stderr":
@@ -223,6 +229,18 @@ def test_ctrl_c_during_training_says_so_at_once_and_exits_130_with_a_checkpoint(
                      "checkpoint (Ctrl-C again stops at once, without one)")  # when the signal came, before the end
     assert err.index(f"zofo: interrupted by SIGINT after step {step}; the checkpoint {run / 'checkpoint'}") > said
     assert 0 < step < 100000 and not (run / "result.json").exists()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="no SIGUSR1 on this platform")
+def test_sigusr1_writes_every_threads_stack_and_training_goes_on(model_dir, shared_data, tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "zofo.cli", *map(str, train_args(model_dir, shared_data, run)),
+               "--steps", "100000", "--eval-every", "0", "--set", "train.progress=true"]
+    code, _, err = interrupted_when(command, "train:", asked_first=signal.SIGUSR1)
+    assert code == 130, err  # it trained on after the dump, and the Ctrl-C stopped it as usual, with a checkpoint
+    dump = err.index("Current thread 0x")
+    assert re.search(r"line \d+ in train_loop\n", err[dump:]) and err.index("zofo: SIGINT received") > dump, err
+    assert json.loads((run / "checkpoint" / "loop.json").read_text())["step"] > 0
 
 
 def test_ctrl_c_during_an_evaluation_stops_it_and_the_resumed_run_evaluates_again(model_dir, shared_data,

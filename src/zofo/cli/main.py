@@ -21,7 +21,7 @@ import warnings
 
 from zofo.cli.usage import usage_errors
 from zofo.errors import UsageError, ZofoError
-from zofo.run.interrupt import TrainingInterrupted
+from zofo.run.interrupt import TrainingInterrupted, stacks_on_request
 
 #: flag -> (config key path, type, help)
 TRAIN_FLAGS = {
@@ -278,7 +278,9 @@ def entry() -> int:
     """The `zofo` command (and `python -m zofo.cli[.main]`): `main`'s exit status. A torchrun rank (WORLD_SIZE > 1)
     ends with `os._exit` once its output is flushed: with torch 2.13's gloo, a rank whose work and process group
     were done still aborted in the interpreter's C++ teardown ("terminate called without an active exception",
-    SIGABRT) in about 1 launch of 30 on a loaded CPU, turning a finished run into a failed launch."""
+    SIGABRT) in about 1 launch of 30 on a loaded CPU, turning a finished run into a failed launch. SIGUSR1 writes
+    every thread's stack to stderr (`stacks_on_request`)."""
+    stacks_on_request()
     code = main()
     if _launched_world() > 1:
         sys.stdout.flush()

@@ -4,10 +4,14 @@ second one acts as it would have without us (Ctrl-C raises KeyboardInterrupt, SI
 
     with stop_on_signal() as stop:
         train_loop(..., stop=stop)      # checks stop.requested after every step and every evaluation batch
+
+A process that seems stuck can be asked where it is: `kill -USR1 PID` writes every thread's Python stack to its
+stderr and it goes on (`stacks_on_request`, set by the `zofo` command and the study's worker processes).
 """
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
@@ -81,3 +85,13 @@ def handling_signals(handler: Callable[[int, Any], None]) -> Iterator[dict[int, 
     finally:
         for signum, handler_before in previous.items():
             signal.signal(signum, handler_before)
+
+
+def stacks_on_request() -> bool:
+    """Make SIGUSR1 write every thread's Python stack to stderr (a run's log) while the process goes on; returns
+    whether it could (there is no SIGUSR1 on Windows). faulthandler writes from the signal itself, so a process
+    answers even where a thread holding the interpreter's lock never returns, when no Python handler would run."""
+    if not hasattr(signal, "SIGUSR1"):
+        return False
+    faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+    return True
