@@ -2,12 +2,12 @@
 
 What one process saves over several is CUDA contexts and start-ups; it adds no GPU throughput once one run keeps
 the GPU busy (MeZO: docs/RESULTS.md sections 5 and 8), and less than processes where one run does not (six Bilevel
-ZOFO runs in bf16: 2.0x, six processes 2.6x; section 27). Six graphed FO-LoRA runs in one process hung on an H100 (section
-27; cause not found). Each run starts up alone, under a lock
-(loading; torch's global RNG is seeded per run for the PEFT modules' initial values), then all train at once;
-CUDA graphs are captured per thread, so a run computes what it would compute alone. Peak memory is not recorded
-(torch counts it per process). A SIGINT or SIGTERM to the process stops every run after its current step, each
-with its checkpoint (`zofo.run.interrupt`: the handler is the main thread's, the request shared).
+ZOFO runs in bf16: 2.0x, six processes 2.6x; section 27). Six graphed FO-LoRA runs in one process hung on an H100
+(section 27; cause not found). Each run starts up alone, under a lock (loading; torch's global RNG is seeded per run
+for the PEFT modules' initial values), then all train at once; CUDA graphs are captured per thread, so a run
+computes what it would compute alone. Peak memory is not recorded (torch counts it per process). A SIGINT or
+SIGTERM to the process stops every run after its current step, each with its checkpoint (`zofo.run.interrupt`: the
+handler is the main thread's, the request shared).
 """
 
 from __future__ import annotations
