@@ -16,13 +16,16 @@
 # SHAPE=1 first writes a random-init Qwen2.5-Coder-1.5B-shaped model (shape_model.py; the real tokenizer where
 # .gpu-carry/q15-tok.tar.xz came along) and measures every method's memory on it (memory_breakdown.py, COPA, 5 steps).
 # PARALLEL: training processes per study at once (default 12). Sharing adds no throughput once one run fills the GPU
-# (fp32 on long rows: docs/RESULTS.md section 4); it only equalises wall-clock.
+# (fp32 on long rows: docs/RESULTS.md section 4), but a bf16 run of SmolLM2 alone keeps an H100 busy a quarter of the
+# time, and six processes finished about 2.7x the runs an hour (section 27).
 # START_UNTIL=SECONDS: the studies start no run after that (study.py --start-until; a session's last call).
 # DEVICES="0 1": spread the runs over these GPUs (study.py --devices); TOGETHER=K: K runs per process, side by
 # side on their own CUDA streams (study.py --together; PARALLEL then counts processes).
 set -u
 out=$1; shift
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+source "$(dirname "$0")/gpu_leftovers.sh"
+end_leftover_gpu_processes
 gguf=$(ls /root/m/smollm2*.gguf 2>/dev/null | head -n 1)  # the carry's name (smollm2-135m.gguf) or an older one
 [ -d /root/smol ] || python3 -m zofo.cli convert "$gguf" /root/smol > /dev/null 2>&1
 mkdir -p "$out" runs/bench

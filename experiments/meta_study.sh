@@ -135,6 +135,8 @@ pack() {  # every json, jsonl and log under OUT except model folders and weights
       -print0 | tar czf "$2" --null -T -)
 }
 
+source "$(dirname "$0")/gpu_leftovers.sh"
+[[ ${1:-} =~ ^(measure|train|ablate|test)$ ]] && end_leftover_gpu_processes
 case ${1:-} in
   measure) measure "$2" ;;
   train) train "$2" "$3" ;;
