@@ -132,10 +132,10 @@ def extended(study: dict, data_root: str, sources: list[Path]) -> list[dict]:
 WHERE = ("train.output_dir", "data.data")
 
 
-def not_done(runs: list[dict], sources: list[Path], out: Path) -> list[dict]:
+def not_done(runs: list[dict], sources: list[Path], out: Path, report: bool = True) -> list[dict]:
     """``runs`` less those that finished in ``sources`` (run folders or records files of earlier sessions), each
-    reported as done there. A finished run recorded with other settings than the study's now is refused: skipping it
-    would pool two different runs under one name."""
+    reported as done there by a status line (``report``). A finished run recorded with other settings than the
+    study's now is refused: skipping it would pool two different runs under one name."""
     finished = {}
     for source in sources:
         finished |= {r["name"]: (r, source) for r in read_records(source) if r.get("result")}
@@ -151,7 +151,8 @@ def not_done(runs: list[dict], sources: list[Path], out: Path) -> list[dict]:
             raise SystemExit(f"--done {source}: {run['name']} finished there with {key}={then.get(key)!r}, the study "
                              f"now sets {run_overrides(run, out).get(key)!r}; run it again under another --out, or "
                              "leave that source out")
-        print(json.dumps({"name": run["name"], "status": f"done before (in {source})"}), flush=True)
+        if report:
+            print(json.dumps({"name": run["name"], "status": f"done before (in {source})"}), flush=True)
     return todo
 
 
@@ -179,12 +180,14 @@ def run_study(study_file: Path, out: Path, parallel: int, data_root: str, only: 
     if splits is not None:
         study["splits"] = splits
     runs = selected(extended(study, data_root, extend) if extend else expand(study, data_root), only)
-    runs = not_done(runs, done or [], out)
+    left = not_done(runs, done or [], out, report=not listing)
     if listing:  # what would run, and what is there already
-        for run in runs:
+        for run in left:
             print(run["name"] + listed_state(run, out))
-        print(f"{len(runs)} runs")
+        skipped = len(runs) - len(left)
+        print(f"{len(left)} runs" + (f" ({skipped} more finished in --done)" if skipped else ""))
         return None
+    runs = left
     out.mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
     (out / "study.yaml").write_text(study_file.read_text())
