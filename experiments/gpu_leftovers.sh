@@ -20,7 +20,21 @@ end_leftover_gpu_processes() {  # safe under `set -euo pipefail`, and where ther
   echo "GPU processes still listed after 30 s: $(gpu_process_ids)" >&2
 }
 
-gpu_process_ids() {  # the PIDs of the processes using a GPU, on one line (none without nvidia-smi)
-  { nvidia-smi --query-compute-apps=pid --format=csv,noheader 2>/dev/null || true; } | tr -d ' ' | tr '\n' ' ' \
-    | sed 's/ *$//'
+gpu_process_ids() {  # the PIDs of the processes using a GPU, on one line: only numbers that name a live process
+  # here and not this shell or one of its callers (nvidia-smi prints its errors on stdout; in a container it may list
+  # the host's PIDs)
+  local p ids=""
+  for p in $({ nvidia-smi --query-compute-apps=pid --format=csv,noheader 2>/dev/null || true; } | tr -d ' '); do
+    if [[ $p =~ ^[0-9]+$ ]] && [ -d "/proc/$p" ] && ! is_this_shell_or_a_caller "$p"; then ids+="$p "; fi
+  done
+  echo "${ids% }"
+}
+
+is_this_shell_or_a_caller() {  # whether PID $1 is this shell or one of its ancestors
+  local p=$$
+  while [ -n "$p" ] && [ "$p" -gt 1 ]; do
+    if [ "$p" = "$1" ]; then return 0; fi
+    p=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f2) || return 1  # after "(comm) ": state, ppid
+  done
+  return 1
 }

@@ -70,6 +70,7 @@ class StudyStop:
     def __init__(self, start_until: float | None = None, grace: float = STOP_GRACE) -> None:
         self.requested, self.signal, self.requested_at = False, None, None
         self.grace = grace
+        self.ended_by_us: set[str] = set()  # the logs (names) of the runs `wait` ended
         self.start_until = start_until
         self.deadline = None if start_until is None else time.monotonic() + start_until
         self.lock = threading.Lock()
@@ -100,7 +101,8 @@ class StudyStop:
 
     def wait(self, child: subprocess.Popen, log) -> int:
         """``child``'s exit code. One still running `grace` seconds after the stop was asked for is asked for its
-        threads' stacks (SIGUSR1: `zofo.run.interrupt.stacks_on_request` writes them into its log) and killed."""
+        threads' stacks (SIGUSR1: `zofo.run.interrupt.stacks_on_request` writes them into its log; a process without
+        that handler ends on it) and then killed with its process group; its log's name goes to `ended_by_us`."""
         while True:
             try:
                 return child.wait(timeout=1.0)
@@ -108,12 +110,16 @@ class StudyStop:
                 if self.requested_at is not None and time.monotonic() - self.requested_at > self.grace:
                     break
         child.send_signal(signal.SIGUSR1)
-        time.sleep(1.0)  # the dump is written from the signal handler, at once
-        child.kill()
-        code = child.wait()
-        log.write(f"\nzofo study: still running {self.grace:g} s after the stop; its threads' stacks are above; "
-                  "killed\n")
-        log.flush()
+        try:
+            code = child.wait(timeout=1.0)  # the stacks are written from the signal handler, at once
+        except subprocess.TimeoutExpired:
+            kill_group(child)
+            code = child.wait()
+        if code in (-signal.SIGKILL, -signal.SIGUSR1):  # else it ended by itself just then
+            self.ended_by_us.add(log.name)
+            log.write(f"\nzofo study: still running {self.grace:g} s after the stop: asked for its threads' stacks "
+                      "(above, where it could write them) and ended\n")
+            log.flush()
         return code
 
     def ask(self, signum: int, frame) -> None:
@@ -125,6 +131,15 @@ class StudyStop:
             children = list(self.running)
         for child in children:
             child.send_signal(signal.SIGTERM)
+
+
+def kill_group(child: subprocess.Popen) -> None:
+    """SIGKILL to ``child``'s process group (a run has its own session, so the group is its and its helpers'), or to
+    ``child`` alone where that fails."""
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        child.kill()
 
 
 def launch(run: dict, out: Path, log_dir: Path, device: str | None = None, turns: DeviceTurns | None = None,
@@ -159,7 +174,7 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None, turns
         if resumed_from is not None:
             status["resumed_from_step"] = resumed_from
         if code != 0 and stop.requested:
-            return {**status, "status": ended(run_dir, code, stop)}
+            return {**status, "status": ended(run_dir, code, stop, log_dir / f"{run['name']}.log")}
         if code == 0 or attempt > oom_retries or not ran_out_of_memory(log_dir / f"{run['name']}.log"):
             return status
         if why := stop.closed():  # no retry is coming: do not wait for one
@@ -270,15 +285,16 @@ def launch_together(runs: list[dict], out: Path, log_dir: Path, device: str | No
     job_file.write_text(json.dumps(job, indent=1, default=str))  # values become `--set key=value` text
     with open(job_file.with_suffix(".log"), "a") as log:
         code = stop.run([sys.executable, str(Path(__file__).with_name("worker.py")), str(job_file)], log, env)
+        log_name = log.name
     if code is None:
         return statuses + [{"name": r["name"], "status": f"not started: {stop.closed()}"} for r in todo]
     seconds = round(max(record_end(out / r["name"]) for r in todo) - start, 1)
     return statuses + [{"name": r["name"], "seconds": seconds, "together": len(todo),
-                        "status": ended(out / r["name"], code, stop)} for r in todo]
+                        "status": ended(out / r["name"], code, stop, Path(log_name))} for r in todo]
 
 
-def ended(run_dir: Path, code: int, stop: StudyStop) -> str:
-    """A run's status once its process has exited with ``code``."""
+def ended(run_dir: Path, code: int, stop: StudyStop, log: Path) -> str:
+    """A run's status once its process (output in ``log``) has exited with ``code``."""
     if (run_dir / "result.json").exists():
         return "ok"
     if not stop.requested:
@@ -286,7 +302,7 @@ def ended(run_dir: Path, code: int, stop: StudyStop) -> str:
     saved = run_dir / "checkpoint"
     step = checkpoint_step(saved) if (saved / "loop.json").exists() else None
     how = (f"killed, still running {stop.grace:g} s after the stop (its threads' stacks are in its log)"
-           if code == -signal.SIGKILL else f"stopped (exit {code})")
+           if str(log) in stop.ended_by_us else f"stopped (exit {code})")
     return f"{how}: " + (f"checkpoint at step {step}, run the study again to continue"
                                          if step is not None else "no checkpoint")
 

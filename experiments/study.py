@@ -234,7 +234,8 @@ def main() -> None:
     parser.add_argument("--stop-grace", type=float, default=STOP_GRACE, metavar="SECONDS",
                         help="after a stop (SIGINT or SIGTERM to the study), the seconds a running run has to save "
                              "its checkpoint and end; one still running then has its threads' stacks written to its "
-                             "log and is killed (default %(default)g)")
+                             "log and is killed (default %(default)g; a caller that stops the study with `timeout` "
+                             "gives one that ends inside its own limit)")
     parser.add_argument("--done", type=Path, nargs="+", default=None, metavar="RECORDS",
                         help="skip the runs that finished in these run folders or records files (an earlier "
                              "session's), refusing one that ran with other settings")

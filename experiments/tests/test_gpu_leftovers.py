@@ -17,7 +17,13 @@ ROOT = Path(__file__).resolve().parents[2]
 #: a stand-in for `nvidia-smi --query-compute-apps=pid --format=csv,noheader`: the live PIDs of the state file
 FAKE_SMI = """#!/bin/sh
 for p in $(cat "{state}"); do
-  if [ -d /proc/$p ] && ! grep -q '^State:[[:space:]]*Z' /proc/$p/status; then echo " $p"; fi
+  if [ "$p" = CALLER ]; then  # the shell that runs the function (it exports its PID)
+    echo " $CALLER_PID"
+  elif [ "$p" = ERROR ]; then
+    echo "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."
+  elif [ -d /proc/$p ] && ! grep -q '^State:[[:space:]]*Z' /proc/$p/status; then
+    echo " $p"
+  fi
 done
 """
 #: a GPU job an earlier call left behind: it answers SIGUSR1 with its stacks, as zofo's processes do
@@ -35,14 +41,15 @@ still_training()
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="the stand-in reads /proc")
 
 
-def end_leftovers(tmp_path: Path, pids: list[int], **env: str) -> subprocess.CompletedProcess:
+def end_leftovers(tmp_path: Path, pids: list[int | str], **env: str) -> subprocess.CompletedProcess:
     state, bin_dir = tmp_path / "gpu-pids", tmp_path / "bin"
     state.write_text(" ".join(map(str, pids)))
     bin_dir.mkdir(exist_ok=True)
     smi = bin_dir / "nvidia-smi"
     smi.write_text(FAKE_SMI.format(state=state))
     smi.chmod(0o755)
-    script = f'set -euo pipefail; source "{ROOT}/experiments/gpu_leftovers.sh"; end_leftover_gpu_processes; echo done'
+    script = (f'set -euo pipefail; export CALLER_PID=$$; source "{ROOT}/experiments/gpu_leftovers.sh"; '
+              'end_leftover_gpu_processes; echo done')
     return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", **env})
 
@@ -85,3 +92,10 @@ def test_keep_gpu_processes_leaves_them_and_no_nvidia_smi_is_nothing_to_do(tmp_p
     bare = subprocess.run([shutil.which("bash"), "-c", script], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PATH": str(no_smi)})
     assert (bare.returncode, bare.stdout, bare.stderr) == (0, "done\n", "")
+
+
+def test_an_error_message_and_the_calling_shell_are_not_taken_for_gpu_processes(tmp_path):
+    started = time.monotonic()
+    done = end_leftovers(tmp_path, ["ERROR", "CALLER"])
+    assert (done.returncode, done.stdout, done.stderr) == (0, "done\n", "")  # nothing ended, no wait for it to go
+    assert time.monotonic() - started < 20

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import signal
 import statistics
@@ -755,12 +757,13 @@ def test_a_stopped_study_checkpoints_its_runs_and_a_rerun_continues_them(tmp_pat
 
 
 HUNG = """
-import pathlib, signal, sys, time
+import os, pathlib, signal, sys, time
 from zofo.run.interrupt import stacks_on_request
-stacks_on_request()
+if sys.argv[2] == "stacks":
+    stacks_on_request()
 signal.signal(signal.SIGTERM, lambda signum, frame: None)  # a run whose step never ends never acts on the stop
 pathlib.Path(sys.argv[1]).mkdir(parents=True, exist_ok=True)
-pathlib.Path(sys.argv[1], "started").write_text("")
+pathlib.Path(sys.argv[1], "started").write_text(str(os.getpid()))
 
 
 def a_step_that_never_ends():
@@ -772,25 +775,58 @@ a_step_that_never_ends()
 """
 
 
-def test_a_run_still_running_past_the_stop_grace_leaves_its_stacks_in_its_log_and_is_killed(tmp_path, monkeypatch):
-    monkeypatch.setattr(launch, "train_command", lambda run, out: [sys.executable, "-c", HUNG, str(out / run["name"])])
+@pytest.mark.parametrize("handler", ["stacks", "none"])
+def test_a_run_still_running_past_the_stop_grace_leaves_its_stacks_in_its_log_and_is_ended(tmp_path, monkeypatch,
+                                                                                           handler):
+    """With zofo's SIGUSR1 handler the run writes its stacks and is killed; without one, SIGUSR1 itself ends it."""
+    monkeypatch.setattr(launch, "train_command", lambda run, out: [
+        sys.executable, "-c", HUNG, str(out / run["name"]), handler])
     out, logs = tmp_path / "out", tmp_path / "out" / "logs"
     logs.mkdir(parents=True)
     run = study.expand({"tasks": [{"name": "cb", "task": "cb"}], "methods": [{"name": "mezo"}]}, "DATA")[0]
+    started = out / run["name"] / "started"
     stop = launch.StudyStop(grace=1.0)
-    with ThreadPoolExecutor(1) as pool:
+    pool = ThreadPoolExecutor(1)
+    try:
         running = pool.submit(launch.launch, run, out, logs, None, None, 2, stop)
-        assert wait_until((out / run["name"] / "started").exists)
+        assert wait_until(lambda: started.exists() and started.read_text())
         asked = time.monotonic()
         stop.ask(signal.SIGTERM, None)
         status = running.result(timeout=60)
+    finally:  # a broken kill must fail the test, not hang it
+        if started.exists() and started.read_text():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(started.read_text()), signal.SIGKILL)
+        pool.shutdown()
     assert time.monotonic() - asked >= 1.0
     assert status["status"] == ("killed, still running 1 s after the stop (its threads' stacks are in its log): "
                                 "no checkpoint")
     log = (logs / f"{run['name']}.log").read_text()
-    dump = log.index("(most recent call first)")
-    assert re.search(r"line \d+ in a_step_that_never_ends\n", log[dump:]), log
-    assert log.rstrip().endswith("zofo study: still running 1 s after the stop; its threads' stacks are above; killed")
+    assert log.rstrip().endswith("zofo study: still running 1 s after the stop: asked for its threads' stacks (above, "
+                                 "where it could write them) and ended")
+    dumped = re.search(r"\(most recent call first\):\n(.|\n)*line \d+ in a_step_that_never_ends\n", log)
+    assert bool(dumped) == (handler == "stacks"), log
+
+
+def test_a_run_that_ends_in_its_grace_is_reported_as_stopped_not_killed(tmp_path, monkeypatch):
+    ends_late = ("import pathlib, signal, sys, time\n"
+                 "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.5), sys.exit(143)))\n"
+                 "pathlib.Path(sys.argv[1]).mkdir(parents=True, exist_ok=True)\n"
+                 "pathlib.Path(sys.argv[1], 'started').write_text('')\n"
+                 "time.sleep(60)\n")
+    monkeypatch.setattr(launch, "train_command", lambda run, out: [
+        sys.executable, "-c", ends_late, str(out / run["name"])])
+    out, logs = tmp_path / "out", tmp_path / "out" / "logs"
+    logs.mkdir(parents=True)
+    run = study.expand({"tasks": [{"name": "cb", "task": "cb"}], "methods": [{"name": "mezo"}]}, "DATA")[0]
+    stop = launch.StudyStop(grace=30.0)
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(launch.launch, run, out, logs, None, None, 2, stop)
+        assert wait_until((out / run["name"] / "started").exists)
+        stop.ask(signal.SIGTERM, None)
+        status = running.result(timeout=60)
+    assert status["status"] == "stopped (exit 143): no checkpoint" and not stop.ended_by_us
+    assert "zofo study" not in (logs / f"{run['name']}.log").read_text()
 
 
 def test_no_run_starts_after_the_start_deadline_and_the_running_one_finishes(tmp_path, monkeypatch, capsys):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -14,7 +16,7 @@ from safetensors.torch import load_file
 from tests.run.test_recipe import final_weights, tiny_run
 from zofo import api
 from zofo.cli.main import main
-from zofo.run.interrupt import TrainingInterrupted, stop_on_signal
+from zofo.run.interrupt import TrainingInterrupted, stacks_on_request, stop_on_signal
 from zofo.run.logs import RunLogger, read_log
 
 
@@ -91,3 +93,10 @@ def test_zofo_train_says_where_the_checkpoint_is_and_exits_as_a_signalled_proces
     assert code == 130  # 128 + SIGINT
     assert f"interrupted by SIGINT after step 1; the checkpoint {tmp_path / 'run' / 'checkpoint'}" in err
     assert f"continue with `zofo train --resume {tmp_path / 'run' / 'checkpoint'}`" in err
+
+
+def test_stacks_on_request_declines_where_stderr_has_no_file_descriptor(monkeypatch):
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # as under an embedding that captures stderr in memory
+    assert stacks_on_request() is False
+    monkeypatch.setattr(sys, "stderr", None)
+    assert stacks_on_request() is False

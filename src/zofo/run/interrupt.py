@@ -89,9 +89,13 @@ def handling_signals(handler: Callable[[int, Any], None]) -> Iterator[dict[int, 
 
 def stacks_on_request() -> bool:
     """Make SIGUSR1 write every thread's Python stack to stderr (a run's log) while the process goes on; returns
-    whether it could (there is no SIGUSR1 on Windows). faulthandler writes from the signal itself, so a process
-    answers even where a thread holding the interpreter's lock never returns, when no Python handler would run."""
+    whether it could (there is no SIGUSR1 on Windows, and no stderr with a file descriptor in some embeddings).
+    faulthandler writes from the signal itself, so a process answers even where a thread holding the interpreter's
+    lock never returns, when no Python handler would run."""
     if not hasattr(signal, "SIGUSR1"):
         return False
-    faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+    except (AttributeError, ValueError, OSError, RuntimeError):  # sys.stderr None, closed, or without fileno()
+        return False
     return True
