@@ -16,8 +16,8 @@
 # SHAPE=1 first writes a random-init Qwen2.5-Coder-1.5B-shaped model (shape_model.py; the real tokenizer where
 # .gpu-carry/q15-tok.tar.xz came along) and measures every method's memory on it (memory_breakdown.py, COPA, 5 steps).
 # PARALLEL: training processes per study at once (default 12). Sharing adds no throughput once one run fills the GPU
-# (fp32 on long rows: docs/RESULTS.md section 4), but a bf16 run of SmolLM2 alone keeps an H100 busy a quarter of the
-# time, and six processes finished about 2.7x the runs an hour (section 27).
+# (fp32 on long rows: docs/RESULTS.md section 4); short bf16 runs of SmolLM2's shape kept an H100 busy about half the
+# time alone, and six processes finished 2.7x of them an hour (section 27).
 # START_UNTIL=SECONDS: the studies start no run after that (study.py --start-until; a session's last call).
 # DEVICES="0 1": spread the runs over these GPUs (study.py --devices); TOGETHER=K: K runs per process, side by
 # side on their own CUDA streams (study.py --together; PARALLEL then counts processes).
