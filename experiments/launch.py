@@ -25,7 +25,10 @@ from pathlib import Path
 
 from zofo.run.interrupt import handling_signals
 
-OUT_OF_MEMORY = ("CUDA out of memory", "OutOfMemoryError")
+#: how a run's output ends when it ran out of GPU memory: torch's own error, and the libraries' ways of saying a failed
+#: allocation (cuDNN called it an internal error when a full card refused its workspace, 2026-12-07)
+OUT_OF_MEMORY = ("CUDA out of memory", "OutOfMemoryError", "CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED",
+                 "CUDNN_STATUS_ALLOC_FAILED", "CUDNN_STATUS_INTERNAL_ERROR")
 STOP_GRACE = 300.0   # seconds a run has, once a stop reached it, to finish its step, save its checkpoint and end
 
 

@@ -949,3 +949,16 @@ def test_runs_an_earlier_session_finished_are_skipped_and_a_changed_one_is_refus
         study.run_study(listed, tmp_path / "session3", 1, "DATA", None, done=[records_file])
     with pytest.raises(SystemExit, match=refused):  # --list refuses it too: its "left to run" would be wrong
         study.run_study(listed, tmp_path / "session3", 1, "DATA", None, listing=True, done=[records_file])
+
+
+@pytest.mark.parametrize("last_line, out_of_memory", [
+    ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB.", True),
+    ("RuntimeError: cuDNN error: CUDNN_STATUS_INTERNAL_ERROR", True),  # a full card refused cuDNN's workspace
+    ("RuntimeError: CUDA error: out of memory", True),
+    ("RuntimeError: CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`", True),
+    ("ValueError: data.task 'cb' has no split 'dev'", False),
+])
+def test_a_run_counts_as_out_of_gpu_memory_by_how_its_output_ends(tmp_path, last_line, out_of_memory):
+    log = tmp_path / "run.log"
+    log.write_text("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n" + last_line + "\n")
+    assert launch.ran_out_of_memory(log) is out_of_memory
