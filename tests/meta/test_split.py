@@ -89,9 +89,13 @@ def test_a_missing_list_and_a_missing_file_are_refused(root, tmp_path):
         read_split(tmp_path / "nope.yaml")
 
 
-def test_the_root_comes_from_the_argument_then_the_environment_then_the_file(monkeypatch, tmp_path):
+def test_the_root_comes_from_the_argument_then_the_environment_then_the_file_then_the_project(monkeypatch, tmp_path):
     monkeypatch.delenv("ZOFO_BIGBENCH", raising=False)
-    assert bigbench_root(None, None) == Path("../shared/data/bigbench")
+    monkeypatch.setenv("ZOFO_SHARED_DATA", str(tmp_path / "data"))
+    assert bigbench_root(None, None) == tmp_path / "data" / "bigbench"  # where `zofo train` finds bigbench:NAME
+    monkeypatch.delenv("ZOFO_SHARED_DATA")
+    beside_the_checkout = Path(__file__).resolve().parents[3] / "shared" / "data" / "bigbench"
+    assert bigbench_root(None, None) == beside_the_checkout  # the same from any current folder
     assert bigbench_root(None, "from/file") == Path("from/file")
     monkeypatch.setenv("ZOFO_BIGBENCH", str(tmp_path))
     assert bigbench_root(None, "from/file") == tmp_path

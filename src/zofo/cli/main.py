@@ -120,7 +120,7 @@ def _one_line(err: Exception) -> str:
     return " ".join(str(err).split())
 
 
-COMMANDS = ("train", "eval", "convert", "plot", "replay", "config")
+COMMANDS = ("train", "eval", "convert", "plot", "replay", "config", "meta-train", "meta-test")
 
 
 def build_parser() -> argparse.ArgumentParser:

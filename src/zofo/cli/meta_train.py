@@ -18,7 +18,8 @@ from zofo.errors import ZofoError
 #: option -> help (the defaults are `MetaTrainConfig`'s)
 HELP = {
     "model": "backbone: alias, model folder, GGUF file or hub id",
-    "out": "run folder to write (final/backbone.safetensors, final/trajectory.json, backbone/, checkpoint/)",
+    "out": "run folder to write (final/backbone.safetensors, final/trajectory.json, backbone/, checkpoint/); "
+           "needed unless --resume",
     "method": "bilevel-zofo (Alg. 2) | bilevel-fo (Alg. 1) | fo-peft | fo-full | mezo (multi-task baselines)",
     "peft": "lora | prefix | prompt", "r": "LoRA rank", "alpha": "LoRA alpha",
     "num_virtual_tokens": "prefix / prompt length", "tasks_per_step": "T: tasks sampled per outer step",
@@ -53,8 +54,9 @@ def add_meta_train(sub) -> None:
     for field in dataclasses.fields(MetaTrainConfig):
         if field.name in HELP:
             kind = field.type.removesuffix(" | None")
+            default = f" (default {field.default})" if field.default is not None else ""
             p.add_argument(f"--{field.name.replace('_', '-')}", type={"int": int, "float": float}.get(kind, str),
-                           default=None, help=f"{HELP[field.name]} (default {field.default})")
+                           default=None, help=HELP[field.name] + default)
     p.set_defaults(run=run_meta_train)
 
 

@@ -22,8 +22,10 @@ from typing import Any
 
 from zofo.errors import ZofoError
 from zofo.tasks import TASKS, Task, load_task
+from zofo.tasks.bigbench_sources import shared_bigbench
 
-#: where `bigbench:NAME` resolves when neither an argument, `$ZOFO_BIGBENCH` nor the split file says
+#: where `bigbench:NAME` resolves when neither an argument, `$ZOFO_BIGBENCH`, the split file nor the project's data
+#: folder (`shared_bigbench`: `$ZOFO_SHARED_DATA/bigbench`, else the one beside the checkout) says
 DEFAULT_BIGBENCH_ROOT = "../shared/data/bigbench"
 ENTRY_KEYS = ("task", "data", "template")
 
@@ -53,8 +55,10 @@ class TaskRef:
 
 def bigbench_root(given: str | Path | None = None, from_file: str | Path | None = None) -> Path:
     """The folder `bigbench:NAME` resolves against: `given` (a command-line option), else `$ZOFO_BIGBENCH`, else
-    the split file's `bigbench_root`, else `../shared/data/bigbench`."""
-    chosen = given or os.environ.get("ZOFO_BIGBENCH") or from_file or DEFAULT_BIGBENCH_ROOT
+    the split file's `bigbench_root`, else the project's data folder as `zofo train` finds it (`shared_bigbench`:
+    `$ZOFO_SHARED_DATA/bigbench`, else `../shared/data/bigbench` beside the checkout), else
+    `../shared/data/bigbench` from the current folder."""
+    chosen = given or os.environ.get("ZOFO_BIGBENCH") or from_file or shared_bigbench() or DEFAULT_BIGBENCH_ROOT
     return Path(chosen).expanduser()
 
 
@@ -102,7 +106,7 @@ def _resolve_mapping(entry: dict, root: Path, where: str) -> list[TaskRef]:
 def _bigbench_under(root: Path, sub: str, template: str | None, where: str) -> list[TaskRef]:
     path = root / sub
     if not path.exists():
-        raise ZofoError(f"{where}: bigbench:{sub}: no folder {sub} under the BIG-bench root {root}",
+        raise ZofoError(f"{where}: bigbench:{sub}: no folder {sub} under the BIG-bench root {root.resolve()}",
                         "check the name, or point the root elsewhere (bigbench_root in the split file, "
                         "$ZOFO_BIGBENCH or --bigbench-root)")
     return _by_path(path, root, template, where)
