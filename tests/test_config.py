@@ -154,3 +154,30 @@ def test_zo_options_check_their_own_values(override, message):
     with pytest.raises(ZofoError, match=message) as error:
         load_config(None, [override, *extra])
     assert error.value.key == override.split("=")[0]
+
+
+def test_a_folder_given_as_the_config_file_is_refused_with_what_to_give(tmp_path):
+    with pytest.raises(ZofoError, match=rf"config file {tmp_path} is a folder, not a YAML file \(give the .yaml"):
+        load_config(tmp_path)
+
+
+@pytest.mark.parametrize("device, known", [("cpu", True), ("cuda:1", True), ("auto", True), ("gpu", False),
+                                           ("cuda:x", False)])
+def test_a_device_torch_does_not_know_is_refused_before_anything_loads(device, known):
+    if known:
+        assert load_config(None, [f"model.device={device}"]).model.device == device
+    else:
+        with pytest.raises(ZofoError, match=rf"unknown model.device '{device}' \(use auto, cpu, cuda or cuda:N\)"):
+            load_config(None, [f"model.device={device}"])
+
+
+def test_a_resume_with_fewer_steps_than_its_checkpoint_is_refused(tmp_path):
+    from zofo.run.options import prepared
+
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    save_config(load_config(None, ["train.steps=10"]), run / "config.yaml")
+    (run / "checkpoint" / "loop.json").write_text('{"step": 5}')
+    with pytest.raises(ZofoError, match=r"train.steps 3 is below the checkpoint's step 5 \(give --steps 5 or more"):
+        prepared(load_config(None, [f"train.resume={run / 'checkpoint'}", "train.steps=3"]))
+    assert prepared(load_config(None, [f"train.resume={run / 'checkpoint'}", "train.steps=5"])).train.steps == 5

@@ -198,6 +198,9 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     """The file's mapping, and the line (1-based) of every key in it, by dotted path."""
     if not path.exists():
         raise ZofoError(f"config file {path} does not exist", "check the path")
+    if not path.is_file():
+        raise ZofoError(f"config file {path} is a folder, not a YAML file", "give the .yaml file itself, e.g. "
+                        "configs/quickstart.yaml")
     text = path.read_text()
     try:
         data = yaml.safe_load(text)

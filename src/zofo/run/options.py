@@ -8,6 +8,7 @@ and the rules for resuming a run with its own settings.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -93,6 +94,19 @@ def _check_choices(cfg: RunConfig) -> None:
         if value not in choices:
             named = ", ".join(c for c in choices if c not in (None, "none"))
             raise ZofoError(f"unknown {key} {value!r}", f"use one of: {named}", key)
+    if cfg.model.device != "auto" and not _is_device(cfg.model.device):
+        raise ZofoError(f"unknown model.device {cfg.model.device!r}", "use auto, cpu, cuda or cuda:N", "model.device")
+
+
+def _is_device(name: str) -> bool:
+    """Whether torch names a device so (cpu, cuda, cuda:1, mps, ...), without touching it."""
+    import torch  # here: the CLI parses and checks its arguments before torch is needed
+
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        return False
+    return True
 
 
 def _check_objective(cfg: RunConfig, method: type[Method]) -> None:
@@ -159,6 +173,10 @@ def resumed_config(cfg: RunConfig) -> RunConfig:
         if given[key] != default[key]:
             section, name = key.split(".", 1)
             setattr(getattr(resumed, section), name, given[key])
+    step = json.loads((checkpoint / "loop.json").read_text())["step"]
+    if resumed.train.steps < step:
+        raise ZofoError(f"train.resume {checkpoint}: train.steps {resumed.train.steps} is below the checkpoint's "
+                        f"step {step}", f"give --steps {step} or more (a resumed run only goes on)", "train.steps")
     return resumed
 
 
