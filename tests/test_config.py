@@ -181,3 +181,12 @@ def test_a_resume_with_fewer_steps_than_its_checkpoint_is_refused(tmp_path):
     with pytest.raises(ZofoError, match=r"train.steps 3 is below the checkpoint's step 5 \(give --steps 5 or more"):
         prepared(load_config(None, [f"train.resume={run / 'checkpoint'}", "train.steps=3"]))
     assert prepared(load_config(None, [f"train.resume={run / 'checkpoint'}", "train.steps=5"])).train.steps == 5
+
+
+def test_an_unknown_task_is_refused_when_the_config_is_built_and_the_families_pass(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data:\n  task: sst3\n")
+    with pytest.raises(ZofoError, match=r"run.yaml:2: unknown data.task 'sst3' \(choose one of: boolq, cb, .*sst2"):
+        load_config(path)
+    for task in ("sst2", "bigbench:strategyqa", "bigbench", "metaicl:glue-sst2"):
+        assert load_config(None, [f"data.task={task}"]).data.task == task
