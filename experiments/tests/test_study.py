@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -22,6 +23,8 @@ from experiments.report import aggregate, checks, plots, selection, speedup, tab
 from experiments.report import runs as run_rows
 from experiments.report.runs import read_sources
 from zofo.api import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def fake_run(out: Path, task: str, method: str, seed: int, dev: list[tuple[float, float]], test: float,
@@ -962,3 +965,31 @@ def test_a_run_counts_as_out_of_gpu_memory_by_how_its_output_ends(tmp_path, last
     log = tmp_path / "run.log"
     log.write_text("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n" + last_line + "\n")
     assert launch.ran_out_of_memory(log) is out_of_memory
+
+
+def test_a_sigterm_from_outside_stops_every_run_of_a_together_worker_with_its_checkpoint(tmp_path, tiny_model_dir,
+                                                                                        shared_data):
+    """The worker as study.py starts it, signalled from outside as `timeout` or a study's stop does it."""
+    settings = {"model.name": str(tiny_model_dir), "data.task": "sst2", "data.data": str(shared_data / "sst2"),
+                "data.n_train": 16, "data.n_dev": 8, "data.n_test": 8, "data.max_length": 32, "train.batch_size": 4,
+                "train.eval_every": 0, "train.progress": "false", "train.steps": 1_000_000, "train.log_every": 5}
+    methods = ["fo-peft", "bilevel-zofo"]
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps([{"name": m, "overrides": {**settings, "train.method": m, "peft.kind": "lora",
+                                                         "train.output_dir": str(tmp_path / m)}} for m in methods]))
+    worker = subprocess.Popen([sys.executable, str(Path(launch.__file__).with_name("worker.py")), str(job)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])})
+    try:
+        assert wait_until(lambda: all((tmp_path / m / "log.jsonl").exists() and '"train"' in
+                                      (tmp_path / m / "log.jsonl").read_text() for m in methods), timeout=300)
+        worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=120)
+    finally:
+        worker.kill()
+    statuses = {s["name"]: s["status"] for s in map(json.loads, (line for line in out.splitlines()
+                                                                 if line.startswith('{"name"')))}
+    assert set(statuses) == set(methods) and worker.returncode == 1, out
+    for m in methods:
+        assert statuses[m].startswith("error: TrainingInterrupted: interrupted by SIGTERM after step "), statuses
+        assert json.loads((tmp_path / m / "checkpoint" / "loop.json").read_text())["step"] > 0
