@@ -356,4 +356,5 @@ def test_config_exits_0_2_and_130(tmp_path):
 def test_no_command_is_a_usage_error():
     done = zofo()
     assert done.returncode == 2
-    assert done.stderr.splitlines()[-1] == "zofo: error: choose a command: train, eval, convert, plot, replay, config"
+    assert done.stderr.splitlines()[-1] == ("zofo: error: choose a command: train, eval, convert, plot, replay, "
+                                            "config, meta-train, meta-test")
