@@ -155,6 +155,7 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None, turns
         return {"name": run["name"], "status": "done before"}
     turns, stop = turns or DeviceTurns(), stop or StudyStop()
     status = {"name": run["name"]}
+    log_file = log_dir / f"{run['name']}.log"  # an earlier attempt's is set aside (`prepared`) before this one's starts
     for attempt in range(1, oom_retries + 2):
         if why := stop.closed():  # before its folder is touched (a retry keeps the failed attempt's status)
             return {**status, "status": not_started(attempt, why)}
@@ -164,7 +165,7 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None, turns
         start = record_placement(run_dir, device, env, run_overrides(run, out))
         turns.start(device)
         try:
-            with open(log_dir / f"{run['name']}.log", "a" if checkpoint else "w") as log:
+            with open(log_file, "a" if checkpoint else "w") as log:
                 command = train_command(continued(run, checkpoint), out)
                 code = stop.run(command, log, env)
             end_time = record_end(run_dir) if code is not None else None  # before a run waiting for the device starts
@@ -177,8 +178,8 @@ def launch(run: dict, out: Path, log_dir: Path, device: str | None = None, turns
         if resumed_from is not None:
             status["resumed_from_step"] = resumed_from
         if code != 0 and stop.requested:
-            return {**status, "status": ended(run_dir, code, stop, log_dir / f"{run['name']}.log")}
-        if code == 0 or attempt > oom_retries or not ran_out_of_memory(log_dir / f"{run['name']}.log"):
+            return {**status, "status": ended(run_dir, code, stop, log_file)}
+        if code == 0 or attempt > oom_retries or not ran_out_of_memory(log_file):
             return status
         if why := stop.closed():  # no retry is coming: do not wait for one
             return {**status, "status": f"exit {code} (out of GPU memory), not started again: {why}"}
@@ -286,14 +287,14 @@ def launch_together(runs: list[dict], out: Path, log_dir: Path, device: str | No
     start = min(record_placement(out / r["name"], device, env, run_overrides(r, out)) for r in todo)
     job_file = log_dir / f"together__{todo[0]['name']}.json"
     job_file.write_text(json.dumps(job, indent=1, default=str))  # values become `--set key=value` text
-    with open(job_file.with_suffix(".log"), "a") as log:
+    log_file = job_file.with_suffix(".log")
+    with open(log_file, "a") as log:
         code = stop.run([sys.executable, str(Path(__file__).with_name("worker.py")), str(job_file)], log, env)
-        log_name = log.name
     if code is None:
         return statuses + [{"name": r["name"], "status": f"not started: {stop.closed()}"} for r in todo]
     seconds = round(max(record_end(out / r["name"]) for r in todo) - start, 1)
     return statuses + [{"name": r["name"], "seconds": seconds, "together": len(todo),
-                        "status": ended(out / r["name"], code, stop, Path(log_name))} for r in todo]
+                        "status": ended(out / r["name"], code, stop, log_file)} for r in todo]
 
 
 def ended(run_dir: Path, code: int, stop: StudyStop, log: Path) -> str:

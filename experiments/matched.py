@@ -66,7 +66,7 @@ def matched(records: list[dict], task: str, bilevel: str, fo: str) -> dict | Non
 def alone(records: list[dict], runs: list[dict]) -> list[dict]:
     """Those of ``runs`` that had their GPU to themselves, by the start and end times of every run in ``records``;
     a run without both times is not known to have been alone, so it is not."""
-    sharing = gpu_sharing([(None, [{**r, "placement": r.get("placement")} for r in records])])
+    sharing = gpu_sharing([(None, records)])
     return [r for r in runs if sharing.get(r["name"], math.inf) <= ALONE]
 
 

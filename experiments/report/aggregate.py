@@ -38,7 +38,7 @@ def gpu_sharing(sources: Sources) -> dict[str, float]:
     and end study.py records in placement.json, over every run of ``sources`` (runs of several studies that ran at
     once count too); runs without both times are left out."""
     spans = {}
-    for record in (r for _, records in sources for r in records if r["placement"] is not None):
+    for record in (r for _, records in sources for r in records if r.get("placement") is not None):
         placement = record["placement"]
         if placement.get("ended", 0) > placement.get("started", float("inf")):
             spans[record["name"]] = (placement["device"], placement["started"], placement["ended"])

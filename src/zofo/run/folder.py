@@ -63,7 +63,7 @@ def describe_run(run_dir: Path) -> str:
     """A finished run, or an unfinished one and where it stopped, in a few words."""
     if (run_dir / "result.json").exists():
         return "a finished run (result.json)"
-    step = _checkpoint_step(run_dir / "checkpoint")
+    step = checkpoint_step(run_dir / "checkpoint")
     if step is not None:
         return f"an unfinished run (its checkpoint is at step {step})"
     return "an unfinished run without a checkpoint"
@@ -71,12 +71,13 @@ def describe_run(run_dir: Path) -> str:
 
 def _advice(run_dir: Path) -> str:
     fresh = "pass --overwrite to delete it and start afresh, or choose a new --output-dir"
-    if (run_dir / "result.json").exists() or _checkpoint_step(run_dir / "checkpoint") is None:
+    if (run_dir / "result.json").exists() or checkpoint_step(run_dir / "checkpoint") is None:
         return fresh
     return f"continue it with `zofo train --resume {run_dir / 'checkpoint'}`, {fresh}"
 
 
-def _checkpoint_step(checkpoint: Path) -> int | None:
+def checkpoint_step(checkpoint: Path) -> int | None:
+    """The step a checkpoint folder was saved at (its loop.json), or None where there is none to read."""
     try:
         return int(json.loads((checkpoint / "loop.json").read_text())["step"])
     except (OSError, ValueError, KeyError, TypeError):

@@ -8,7 +8,6 @@ and the rules for resuming a run with its own settings.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from zofo.errors import ZofoError
 from zofo.methods import METHODS, Method
 from zofo.models.adapters import PEFT_KINDS
 from zofo.models.load import DTYPES
-from zofo.run.folder import check_run_folder
+from zofo.run.folder import check_run_folder, checkpoint_step
 from zofo.tasks import TASKS, task_names
 from zofo.zo.options import ZOOptions
 
@@ -177,8 +176,8 @@ def resumed_config(cfg: RunConfig) -> RunConfig:
         if given[key] != default[key]:
             section, name = key.split(".", 1)
             setattr(getattr(resumed, section), name, given[key])
-    step = json.loads((checkpoint / "loop.json").read_text())["step"]
-    if resumed.train.steps < step:
+    step = checkpoint_step(checkpoint)
+    if step is not None and resumed.train.steps < step:
         raise ZofoError(f"train.resume {checkpoint}: train.steps {resumed.train.steps} is below the checkpoint's "
                         f"step {step}", f"give --steps {step} or more (a resumed run only goes on)", "train.steps")
     return resumed
