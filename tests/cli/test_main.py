@@ -18,7 +18,7 @@ import pytest
 
 from tests.tiny import build_tiny_tokenizer, small_gguf, tiny_model
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 #: a tqdm bar, as it reaches a pipe: "desc:  40%|####      | 2/5 [00:01<00:01, 1.9it/s]"
 PROGRESS = re.compile(r"^[\w ]+: +\d+%\|.*\|")
 HELD = "held"
@@ -280,6 +280,17 @@ def test_eval_exits_0_after_writing_its_result(model_dir, shared_data, tmp_path)
 ])
 def test_eval_refuses_bad_options_with_exit_2(tmp_path, flags, message):
     done = zofo("eval", "--model", tmp_path / "absent", "--task", "sst2", *flags)
+    assert done.returncode == 2 and error_line(done).startswith(message)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--task", "sst3"], "zofo: error: unknown data.task 'sst3' (choose one of: boolq, cb,"),
+    (["--device", "gpu"], "zofo: error: unknown model.device 'gpu' (use auto, cpu, cuda or cuda:N)"),
+    (["--config", SRC.parent / "configs"],
+     f"zofo: error: config file {SRC.parent / 'configs'} is a folder, not a YAML file (give the .yaml file"),
+])
+def test_a_bad_task_device_or_config_path_is_a_usage_error_before_anything_loads(flags, message):
+    done = zofo("config", *flags)
     assert done.returncode == 2 and error_line(done).startswith(message)
 
 
