@@ -42,6 +42,24 @@ def test_bad_yaml_reports_file_and_line(tmp_path):
         load_config(path)
 
 
+@pytest.mark.parametrize("text, line, first", [
+    ("train:\n  steps: 3\n  lr_note: x\n  steps: 30\n", 4, 2),        # in one section
+    ("train:\n  steps: 3\noptim:\n  lr: 1e-5\ntrain:\n  log_every: 5\n", 5, 1),  # a section given twice
+])
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path, text, line, first):
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(ZofoError, match=rf"twice.yaml:{line}: key '\w+' is given twice in one mapping "
+                                        rf"\(first on line {first}\)"):
+        load_config(path)
+
+
+def test_the_same_key_in_different_sections_is_not_a_repeat(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  method: bilevel-zofo\noptim:\n  lr: 1e-6\nbilevel:\n  lam: 2.0\n")
+    assert load_config(path).bilevel.lam == 2.0
+
+
 @pytest.mark.parametrize("text, overrides, error", [
     ("optim:\n  lr: 1e-5\ntrain:\n  method: mezo\n  steps: ten\n", [],
      r"run.yaml:5: config train.steps='ten' is not of type int"),

@@ -201,19 +201,47 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     if not path.is_file():
         raise ZofoError(f"config file {path} is a folder, not a YAML file", "give the .yaml file itself, e.g. "
                         "configs/quickstart.yaml")
-    text = path.read_text()
-    try:
-        data = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ZofoError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})", "fix the syntax") from err
+    data, node = parse_yaml(path, path.read_text())
+    lines = _key_lines(node)
     if data is None:
         return {}, {}
     if not isinstance(data, dict):
         raise ZofoError(f"{path}: the top level must be a mapping of sections", "see configs/ for examples")
     return data, lines
+
+
+def parse_yaml(path: Path, text: str) -> tuple[Any, yaml.Node | None]:
+    """The document of a YAML file and its composed node (for line numbers), read safely.
+
+    A key given twice in one mapping is refused: YAML readers keep the last one silently, so an edit that adds a key
+    a file already has would be lost without a word.
+    """
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _refuse_repeated_keys(path, node)
+        return yaml.safe_load(text), node
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ZofoError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})", "fix the syntax") from err
+
+
+def _refuse_repeated_keys(path: Path, node: yaml.Node | None) -> None:
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_repeated_keys(path, item)
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first: dict[str, int] = {}
+    for key, value in node.value:
+        line = key.start_mark.line + 1
+        if isinstance(key, yaml.ScalarNode) and key.value in first:
+            raise ZofoError(f"{path}:{line}: key {key.value!r} is given twice in one mapping (first on line "
+                            f"{first[key.value]}); YAML would keep only the last",
+                            "keep one of the two lines")
+        if isinstance(key, yaml.ScalarNode):
+            first[key.value] = line
+        _refuse_repeated_keys(path, value)
 
 
 def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:

@@ -71,6 +71,10 @@ def test_entry_forms_resolve_to_the_same_tasks(root, tmp_path):
     ("meta_train:\n  - bigbench:a\nmeta_tests:\n  - bigbench:b\n", 3, r"unknown key 'meta_tests'"),
     ("meta_train:\n  - bigbench:a\nmeta_test: bigbench:b\n", 3, r"meta_test must be a list of tasks"),
     ("meta_train:\n  - bigbench:a\nmeta_test:\n  - [x\n", 5, r"not valid YAML"),
+    ("meta_train:\n  - bigbench:a\nmeta_test:\n  - bigbench:b\nmeta_train:\n  - bigbench:c\n", 5,
+     r"key 'meta_train' is given twice in one mapping \(first on line 1\)"),
+    ("meta_train:\n  - {task: bigbench:a, task: bigbench:c}\nmeta_test:\n  - bigbench:b\n", 2,
+     r"key 'task' is given twice"),
 ])
 def test_a_bad_split_is_refused_with_its_line_and_reason(root, tmp_path, text, line, reason):
     (root / "broken").mkdir()

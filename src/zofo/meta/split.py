@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from zofo.config import parse_yaml
 from zofo.errors import ZofoError
 from zofo.meta.pool import TaskRef, bigbench_root, load_checked, resolve
 from zofo.tasks import Task, sample_splits, split_bilevel
@@ -69,13 +70,7 @@ def read_split(path: str | Path, root: str | Path | None = None, lists: tuple[st
 def _read_yaml(path: Path) -> tuple[dict, yaml.Node | None]:
     if not path.is_file():
         raise ZofoError(f"split file {path} does not exist", "check the path (e.g. configs/meta/bigbench_split.yaml)")
-    text = path.read_text()
-    try:
-        doc, node = yaml.safe_load(text), yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ZofoError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})", "fix the syntax") from err
+    doc, node = parse_yaml(path, path.read_text())
     if not isinstance(doc, dict):
         raise ZofoError(f"{path}:1: a split file is a mapping with the lists {' and '.join(LISTS)}",
                         "see configs/meta/bigbench_split.yaml")
