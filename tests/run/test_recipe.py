@@ -228,3 +228,43 @@ def test_a_seeds_untrained_start_is_the_same_for_fo_peft_and_bilevel_zofo(tmp_pa
     assert fo and fo.keys() == bilevel.keys() == other_seed.keys()
     assert all(torch.equal(fo[key], bilevel[key]) for key in fo)
     assert not all(torch.equal(fo[key], other_seed[key]) for key in fo)  # the seed draws it
+
+
+def test_a_final_save_killed_half_way_leaves_no_final_folder_and_the_resume_writes_it_whole(
+        tmp_path, tiny_model_dir, shared_data, monkeypatch):
+    from zofo.run import recipe
+
+    def killed(params, path):  # as safetensors is when the process dies mid-write: its temporary file left behind
+        (path.parent / ".tmpAbCdEf").write_bytes(b"\0" * 1024)
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(recipe, "save_weights", killed)
+        with pytest.raises(KeyboardInterrupt):
+            api.train(tiny_run(tiny_model_dir, shared_data, run, "train.method=mezo", "train.steps=3"))
+    assert not (run / "final").exists() and (run / "final.partial" / ".tmpAbCdEf").exists()
+    api.train(tiny_run(tiny_model_dir, shared_data, run, "train.method=mezo", "train.steps=3",
+                       f"train.resume={run / 'checkpoint'}"))
+    assert sorted(p.name for p in (run / "final").iterdir()) == ["backbone.safetensors", "trajectory.json"]
+    assert not (run / "final.partial").exists()
+    straight = tmp_path / "straight"
+    api.train(tiny_run(tiny_model_dir, shared_data, straight, "train.method=mezo", "train.steps=3"))
+    a, b = final_weights(straight), final_weights(run)
+    assert a and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_folder_written_whole_replaces_the_old_one_only_when_complete(tmp_path):
+    from zofo.run.checkpoint import written_whole
+
+    folder = tmp_path / "final"
+    with written_whole(folder) as partial:
+        (partial / "a").write_text("1")
+    with pytest.raises(RuntimeError), written_whole(folder) as partial:
+        (partial / "a").write_text("2")
+        raise RuntimeError("killed")
+    assert (folder / "a").read_text() == "1"  # the old folder stands; the half-written one is beside it
+    assert (tmp_path / "final.partial" / "a").read_text() == "2"
+    with written_whole(folder) as partial:
+        (partial / "b").write_text("3")
+    assert [p.name for p in folder.iterdir()] == ["b"] and not (tmp_path / "final.partial").exists()

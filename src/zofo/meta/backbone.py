@@ -8,7 +8,7 @@ from pathlib import Path
 
 from zofo.errors import ZofoError
 from zofo.models.load import load_model, resolve_source
-from zofo.run.checkpoint import load_weights
+from zofo.run.checkpoint import load_weights, written_whole
 from zofo.run.options import load_config
 
 BACKBONE_FILE = Path("final") / "backbone.safetensors"
@@ -31,11 +31,12 @@ def resolve_backbone(spec: str, out_dir: Path) -> tuple[str, dict]:
         raise ZofoError(f"run {run} (method {cfg.train.method}) left its backbone unchanged: it has no {BACKBONE_FILE}",
                         f"meta-test its base model instead: --model {cfg.model.name}")
     folder = out_dir / "backbone"
-    if not (folder / "config.json").is_file():
+    if not folder.is_dir():  # written whole or not at all, so a folder that is there is complete
         model, tokenizer = load_model(cfg.model.name, dtype=cfg.model.dtype, device="cpu",
                                       trust_remote_code=cfg.model.trust_remote_code)
         load_weights(dict(model.named_parameters()), weights)
-        model.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
+        with written_whole(folder) as partial:
+            model.save_pretrained(partial, safe_serialization=True)
+            tokenizer.save_pretrained(partial)
     return str(folder), {"model": str(folder), "run": str(run), "base": cfg.model.name,
                          "method": cfg.train.method}

@@ -45,7 +45,7 @@ from zofo.models.adapters import attach_adapters, peft_config
 from zofo.models.device import resolve_device
 from zofo.models.load import load_model, resolve_source
 from zofo.ranks import Ranks
-from zofo.run.checkpoint import save_weights
+from zofo.run.checkpoint import save_weights, written_whole
 from zofo.run.distributed import check_batch_divides, check_same_values, launched_world, rank_device, start_group
 from zofo.run.interrupt import stop_on_signal
 from zofo.run.logs import PeakMemory, RunLogger
@@ -249,11 +249,10 @@ class MetaRun:
         return self.ranks.gather(result)[0]
 
     def save(self, method: MetaBilevel, state: LoopState, logger: RunLogger, memory: PeakMemory) -> dict:
-        final = self.run_dir / "final"
-        final.mkdir(exist_ok=True)
-        save_weights(method.groups.backbone, final / "backbone.safetensors")
-        if method.seed_trajectory() is not None:
-            method.seed_trajectory().save(final / "trajectory.json")
+        with written_whole(self.run_dir / "final") as final:
+            save_weights(method.groups.backbone, final / "backbone.safetensors")
+            if method.seed_trajectory() is not None:
+                method.seed_trajectory().save(final / "trajectory.json")
         folder, _ = resolve_backbone(str(self.run_dir), self.run_dir)  # writes RUN/backbone as a model folder
         result = self.result(method, state, logger, memory) | {"backbone_folder": folder}
         (self.run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))

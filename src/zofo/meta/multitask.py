@@ -38,11 +38,11 @@ class PooledRun(Run):
         dev = [example for d in self.pooled for example in d.dev]
         return Splits(train, dev, dev, "pooled meta-train"), self.first_task
 
-    def save_final(self, method: Method) -> None:
-        """As `Run.save_final`, and a shared LoRA merged into the backbone: what meta-test adapts from."""
-        super().save_final(method)
-        if method.deploy_adapter is not None and self.ranks.writes:
-            save_weights(merged_backbone(method), self.run_dir / "final" / "backbone.safetensors")
+    def write_final(self, method: Method, backbone: dict[str, torch.Tensor], final: Path) -> None:
+        """As `Run.write_final`, and a shared LoRA merged into the backbone: what meta-test adapts from."""
+        super().write_final(method, backbone, final)
+        if method.deploy_adapter is not None:
+            save_weights(merged_backbone(method), final / "backbone.safetensors")
 
 
 def merged_backbone(method: Method) -> dict[str, torch.Tensor]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +69,25 @@ def load_weights(params: dict[str, torch.nn.Parameter], path: Path) -> None:
             param.copy_(saved[name])
 
 
-def save_checkpoint(folder: Path, params: dict, method_state: dict, loop_state: dict) -> None:
-    """Write a complete checkpoint atomically (a partial folder is renamed when complete)."""
+@contextmanager
+def written_whole(folder: Path) -> Iterator[Path]:
+    """A folder that is there complete or not at all: the body writes into FOLDER.partial, which replaces FOLDER
+    when the body ends. A write killed half-way leaves only FOLDER.partial (safetensors' own temporary files
+    included), and the next write of FOLDER clears it."""
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    save_weights(params, partial / "weights.safetensors")
-    save_state(method_state, partial, "method_state")
-    (partial / "loop.json").write_text(json.dumps(loop_state, indent=1))
+    yield partial
     shutil.rmtree(folder, ignore_errors=True)
     partial.replace(folder)
+
+
+def save_checkpoint(folder: Path, params: dict, method_state: dict, loop_state: dict) -> None:
+    """Write a complete checkpoint atomically."""
+    with written_whole(folder) as partial:
+        save_weights(params, partial / "weights.safetensors")
+        save_state(method_state, partial, "method_state")
+        (partial / "loop.json").write_text(json.dumps(loop_state, indent=1))
 
 
 def load_checkpoint(folder: Path, params: dict) -> tuple[dict, dict]:

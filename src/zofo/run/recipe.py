@@ -24,7 +24,7 @@ from zofo.models.adapters import ParamGroups, attach_adapters, backbone_params, 
 from zofo.models.device import resolve_device
 from zofo.models.load import load_model, resolve_source
 from zofo.ranks import Ranks
-from zofo.run.checkpoint import save_weights
+from zofo.run.checkpoint import save_weights, written_whole
 from zofo.run.distributed import join, launched_world, rank_device, shard_backbone, shared_run_dir
 from zofo.run.interrupt import StopRequest, TrainingInterrupted, stop_on_signal
 from zofo.run.kept_weights import load_best
@@ -199,15 +199,16 @@ class Run:
         return {"forward_rows": sum(r[0] for r in rows), "backward_rows": sum(r[1] for r in rows)}
 
     def save_final(self, method: Method) -> None:
-        """final/ (by rank 0): the deployed adapter, the backbone (a sharded one gathered by every rank first) and
-        the seed trajectory."""
+        """final/ (by rank 0), written whole or not at all: the deployed adapter, the backbone (a sharded one
+        gathered by every rank first) and the seed trajectory."""
         if not method.trains:
             return
         backbone = {n: whole(p) for n, p in method.groups.backbone.items()} if method.trains_backbone else {}
-        if not self.ranks.writes:
-            return
-        final = self.run_dir / "final"
-        final.mkdir(exist_ok=True)
+        if self.ranks.writes:
+            with written_whole(self.run_dir / "final") as final:
+                self.write_final(method, backbone, final)
+
+    def write_final(self, method: Method, backbone: dict[str, torch.Tensor], final: Path) -> None:
         if method.deploy_adapter is not None:
             save_adapter(method.model, method.deploy_adapter, str(final / "adapter"))
         if method.trains_backbone:
