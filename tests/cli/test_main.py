@@ -325,6 +325,9 @@ def test_convert_exits_0_1_2_and_130(model_dir, truncated_gguf, tmp_path):
     assert says_truncated(broken, cut, size), broken.stderr
     assert not (tmp_path / "out2").exists()
     assert zofo("convert", model_dir).returncode == 2
+    float8 = zofo("convert", model_dir, tmp_path / "out4", "--dtype", "float8")  # refused before anything loads
+    assert float8.returncode == 2 and "unknown --dtype 'float8' (use one of: float32" in float8.stderr
+    assert not (tmp_path / "out4").exists()
     code, err = held_and_interrupted("zofo.models.load.load_model", "convert", model_dir, tmp_path / "out3")
     assert code == 130 and err.strip() == "zofo: interrupted"
 

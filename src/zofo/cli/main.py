@@ -217,8 +217,11 @@ def _add_convert(sub) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from zofo.models.load import convert
+    from zofo.models.load import DTYPES, convert
 
+    with usage_errors():
+        if args.dtype not in DTYPES:
+            raise ZofoError(f"unknown --dtype {args.dtype!r}", f"use one of: {', '.join(DTYPES)}")
     print(f"saved {convert(args.source, args.out_dir, dtype=args.dtype)}")
     return 0
 
