@@ -367,6 +367,19 @@ def test_config_exits_0_2_and_130(tmp_path):
     assert code == 130 and err.strip() == "zofo: interrupted"
 
 
+@pytest.mark.parametrize(("argv", "last_line"), [
+    (["train", "--stpes", "3"], "zofo train: error: unrecognized arguments: --stpes 3; did you mean --steps?"),
+    (["meta-train", "--lamda=2"], "zofo meta-train: error: unrecognized arguments: --lamda=2; did you mean --lam?"),
+    (["train", "--zzz"], "zofo train: error: unrecognized arguments: --zzz"),  # nothing close: no guess
+    (["trian"], "zofo: error: argument command: invalid choice: 'trian' (choose from 'train', 'eval', 'convert', "
+                "'plot', 'replay', 'config', 'meta-test', 'meta-train'); did you mean train?"),
+])
+def test_a_mistyped_flag_or_command_is_answered_with_the_closest_spelling(argv, last_line):
+    done = zofo(*argv)
+    assert done.returncode == 2 and done.stderr.splitlines()[-1] == last_line
+    assert done.stderr.startswith(f"usage: zofo {argv[0]}" if argv[0] != "trian" else "usage: zofo [-h]")
+
+
 def test_no_command_is_a_usage_error():
     done = zofo()
     assert done.returncode == 2

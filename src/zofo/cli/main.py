@@ -19,7 +19,7 @@ import os
 import sys
 import warnings
 
-from zofo.cli.usage import usage_errors
+from zofo.cli.usage import Parser, usage_errors
 from zofo.errors import UsageError, ZofoError
 from zofo.run.interrupt import TrainingInterrupted, stacks_on_request
 
@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     warnings.showwarning = _show_warning
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # told by the command's own parser, which knows its flags
+            parser.commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
         if not hasattr(args, "run"):
             parser.error("choose a command: " + ", ".join(COMMANDS))
         _check_launch(args)
@@ -123,8 +125,8 @@ def _one_line(err: Exception) -> str:
 COMMANDS = ("train", "eval", "convert", "plot", "replay", "config", "meta-train", "meta-test")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="zofo", description="Fine-tune language models with Bilevel ZOFO (zeroth-order backbone + "
                                  "first-order PEFT) and its baselines.")
     sub = parser.add_subparsers(title="commands", dest="command")
@@ -138,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_meta_test(sub)
     from zofo.cli.meta_train import add_meta_train  # zofo/cli/meta_train.py
     add_meta_train(sub)
+    parser.commands = sub.choices
     return parser
 
 

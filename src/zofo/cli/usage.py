@@ -1,10 +1,14 @@
 """Which errors are the command's fault: those raised while checking the command as given become usage errors
-(exit status 2), the rest stay runtime errors (1)."""
+(exit status 2), the rest stay runtime errors (1); and a parser whose errors suggest the spelling meant."""
 
 from __future__ import annotations
 
+import argparse
+import difflib
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 from zofo.errors import UsageError, ZofoError
 
@@ -18,3 +22,29 @@ def usage_errors() -> Iterator[None]:
         raise
     except ZofoError as err:
         raise UsageError(err.what, err.fix, err.key) from err
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser; a mistyped command or flag is answered with the closest valid one (``--stpes``: did you
+    mean --steps?)."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(message + closest_spelling(self, message))
+
+
+def closest_spelling(parser: argparse.ArgumentParser, message: str) -> str:
+    """'; did you mean X?' for an unknown command or flag named in argparse's `message`, or ''."""
+    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if choice:
+        return _meant(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
+    unknown = re.match(r"unrecognized arguments: (.*)", message)
+    if unknown:
+        flags = [word.split("=")[0] for word in unknown.group(1).split() if word.startswith("--")]
+        known = [option for action in parser._actions for option in action.option_strings]
+        return "".join(_meant(flag, known) for flag in flags[:1])
+    return ""
+
+
+def _meant(word: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(word, valid, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
