@@ -110,7 +110,7 @@ class Range:
     low: float
     strict: bool = False
     below: float | None = None
-    hint: str = "fix the value"
+    hint: str | None = None             # None: "give a value >= 1", from the range itself
 
     def allows(self, value: float) -> bool:
         above = value > self.low if self.strict else value >= self.low
@@ -148,7 +148,7 @@ def check_ranges(cfg: Any) -> None:
     for key, value in flat(cfg).items():
         allowed = RANGES.get(key)
         if allowed is not None and value is not None and not allowed.allows(value):
-            raise ZofoError(f"{key} must be {allowed}, got {value!r}", allowed.hint, key)
+            raise ZofoError(f"{key} must be {allowed}, got {value!r}", allowed.hint or f"give a value {allowed}", key)
 
 
 def read_config(path: str | Path | None = None, overrides: list[str] | None = None, *, cls: type,
@@ -302,7 +302,8 @@ def _coerce(hint: Any, value: Any, key_path: str) -> Any:
         converted = _convert(option, value)
         if converted is not _NO:
             return converted
-    raise ZofoError(f"config {key_path}={value!r} is not of type {_type_name(hint)}", "fix the value", key_path)
+    raise ZofoError(f"config {key_path}={value!r} is not of type {_type_name(hint)}",
+                    f"give {key_path} a value of type {_type_name(hint)}", key_path)
 
 
 _NO = object()

@@ -153,7 +153,7 @@ def test_the_command_refuses_eval_max_tokens_0_with_exit_2(tmp_path, tasks, tiny
     bad = zofo("meta-test", str(tasks / "films"), "--model", str(tiny_model_dir), "--out", str(tmp_path / "out"),
                *FLAGS, "--eval-max-tokens", "0", cwd=tmp_path)
     assert bad.returncode == 2, bad.stderr
-    message = "zofo: error: meta-test --eval-max-tokens must be >= 1, got 0 (fix the value)"
+    message = "zofo: error: meta-test --eval-max-tokens must be >= 1, got 0 (give --eval-max-tokens 1 or more)"
     assert bad.stderr.strip().splitlines()[-1] == message
     assert not (tmp_path / "out").exists()
 

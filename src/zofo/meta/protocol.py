@@ -45,8 +45,8 @@ class MetaTestProtocol:
         for name in ("shots", "n_test", "steps", "batch_size", "r", "alpha", "max_length", "eval_batch_size",
                      "eval_max_tokens"):
             if getattr(self, name) < 1:
-                raise ZofoError(f"meta-test --{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}",
-                                "fix the value")
+                flag = f"--{name.replace('_', '-')}"
+                raise ZofoError(f"meta-test {flag} must be >= 1, got {getattr(self, name)}", f"give {flag} 1 or more")
         if self.n_dev < 1 or self.eval_every < 0 or self.lr <= 0:
             raise ZofoError("meta-test needs --n-dev >= 1, --eval-every >= 0 and --lr > 0",
                             "dev chooses the checkpoint; eval-every 0 declares only steps 0 and the last")

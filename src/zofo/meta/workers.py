@@ -64,7 +64,7 @@ def folder(out_dir: Path) -> Path:
 def check(workers: int, as_worker: bool) -> None:
     """Refuse a worker count that cannot run."""
     if workers < 1:
-        raise ZofoError(f"meta-test --workers must be >= 1, got {workers}", "fix the value")
+        raise ZofoError(f"meta-test --workers must be >= 1, got {workers}", "give --workers 1 or more")
     if workers > 1 and (as_worker or int(os.environ.get("WORLD_SIZE", "1")) > 1):
         raise ZofoError("meta-test --workers starts processes of its own and cannot run under torchrun (or inside "
                         "a worker)", "give either --workers or torchrun, not both")

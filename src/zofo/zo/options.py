@@ -50,7 +50,7 @@ class ZOOptions:
         if self.eps <= 0:
             raise ZofoError(f"zo.eps must be > 0, got {self.eps}", "the paper uses 1e-3", "zo.eps")
         if self.q < 1:
-            raise ZofoError(f"zo.q must be positive, got {self.q}", "fix the value", "zo.q")
+            raise ZofoError(f"zo.q must be positive, got {self.q}", "give zo.q 1 or more (probes a step)", "zo.q")
         if not 0 <= self.momentum < 1:
             raise ZofoError(f"zo.momentum must be in [0, 1), got {self.momentum}", "the usual value is 0.9",
                             "zo.momentum")
