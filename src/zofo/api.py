@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from zofo.evaluation import evaluate
 from zofo.meta import MetaTestProtocol, meta_test
-from zofo.meta.metarun import MetaTrainConfig
 from zofo.meta.metarun import meta_train as _meta_train
+from zofo.meta.options import MetaTrainConfig
 from zofo.models.load import load_model
 from zofo.run.concurrent import train_together as together
 from zofo.run.distributed import launched_rank

@@ -362,7 +362,8 @@ def test_config_exits_0_2_and_130(tmp_path):
     assert done.returncode == 0 and done.stderr == ""
     assert "method: mezo" in done.stdout and "lr: 1.0e-05" in done.stdout
     bad = zofo("config", "--set", "train.log_every=0")
-    assert bad.returncode == 2 and error_line(bad) == "zofo: error: train.log_every must be >= 1, got 0 (give a value >= 1)"
+    assert bad.returncode == 2
+    assert error_line(bad) == "zofo: error: train.log_every must be >= 1, got 0 (give a value >= 1)"
     code, err = held_and_interrupted("zofo.run.options.load_config", "config")
     assert code == 130 and err.strip() == "zofo: interrupted"
 

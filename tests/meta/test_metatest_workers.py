@@ -192,5 +192,6 @@ def test_workers_0_is_refused_with_exit_2_before_anything_runs(tmp_path, tasks, 
     bad = zofo("meta-test", str(tasks / "films"), "--model", str(tiny_model_dir), "--out", str(tmp_path / "out"),
                *FLAGS, "--workers", "0", cwd=tmp_path)
     assert bad.returncode == 2, bad.stderr
-    assert bad.stderr.strip().splitlines()[-1] == "zofo: error: meta-test --workers must be >= 1, got 0 (give --workers 1 or more)"
+    assert bad.stderr.strip().splitlines()[-1] == ("zofo: error: meta-test --workers must be >= 1, got 0 "
+                                                   "(give --workers 1 or more)")
     assert not (tmp_path / "out").exists()

@@ -15,8 +15,9 @@ from tests.tiny import build_tiny_tokenizer, tiny_model
 from zofo import zo
 from zofo.evaluation import encode_candidates
 from zofo.evaluation.scoring import example_pieces
-from zofo.meta.metarun import MetaTrainConfig, meta_train
+from zofo.meta.metarun import meta_train
 from zofo.meta.metatrain import MetaBilevel, MetaOptions, TaskStreams, sample_tasks
+from zofo.meta.options import MetaTrainConfig
 from zofo.meta.split import TaskData
 from zofo.models.adapters import attach_adapters, peft_config
 from zofo.tasks.example import Example

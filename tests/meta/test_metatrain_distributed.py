@@ -32,7 +32,8 @@ from tests.meta.test_metatrain import write_split
 from tests.ranks import WORLD, free_port, spawn_ranks
 from tests.run.test_distributed import differences
 from zofo.errors import ZofoError
-from zofo.meta.metarun import MetaTrainConfig, meta_train
+from zofo.meta.metarun import meta_train
+from zofo.meta.options import MetaTrainConfig
 from zofo.run.logs import read_log
 
 DATA_PARALLEL = ("bilevel-zofo", "bilevel-fo", "fo-peft", "fo-full", "mezo")

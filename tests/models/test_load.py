@@ -26,8 +26,14 @@ def test_tiny_model_of_each_family_loads_with_same_logits(tmp_path, family):
 
 
 def test_dtype_option(tiny_model_dir):
-    model, _ = load_model(str(tiny_model_dir), dtype="bfloat16")
+    with pytest.warns(UserWarning, match=r"torch.bfloat16 on the CPU: .* use --dtype float32 on the CPU"):
+        model, _ = load_model(str(tiny_model_dir), dtype="bfloat16")
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+
+
+def test_float32_on_the_cpu_loads_without_a_warning(tiny_model_dir, recwarn):
+    load_model(str(tiny_model_dir), dtype="float32")
+    assert not [w for w in recwarn if "on the CPU" in str(w.message)]
 
 
 def test_tf32_loads_float32_weights_and_sets_the_float32_matmul_precision(tiny_model_dir):

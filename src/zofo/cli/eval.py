@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 
 from zofo.errors import ZofoError
-from zofo.evaluation.harness import evaluate, icl_demonstrations
-from zofo.tasks import load_task, sample_splits
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -71,7 +69,9 @@ def output_path(args: argparse.Namespace) -> Path:
 
 def run_eval(args: argparse.Namespace) -> dict:
     """Evaluate as the arguments say; print `metric: value` lines; write and return the result."""
+    from zofo.evaluation.harness import evaluate, icl_demonstrations  # torch: not for `zofo --help`
     from zofo.models.load import load_model
+    from zofo.tasks import load_task, sample_splits
 
     if args.no_progress:  # transformers' own bars too (loading weights)
         from transformers.utils import logging

@@ -42,7 +42,7 @@ HELP = {
 
 def add_meta_train(sub) -> None:
     """Register the subcommand on the `zofo` parser's subparsers."""
-    from zofo.meta.metarun import MetaTrainConfig
+    from zofo.meta.options import MetaTrainConfig
 
     p = sub.add_parser("meta-train", help="meta-train a backbone over a split file's meta-train tasks",
                        description="Bilevel ZOFO over many tasks: per-task FO PEFT blocks (z_i, p_i), one ZO "
@@ -61,7 +61,8 @@ def add_meta_train(sub) -> None:
 
 
 def run_meta_train(args: argparse.Namespace) -> int:
-    from zofo.meta.metarun import MetaTrainConfig, checked_split, meta_train, resumed
+    from zofo.meta.metarun import checked_split, meta_train, resumed
+    from zofo.meta.options import MetaTrainConfig
     from zofo.run.distributed import launched_rank
 
     given = {name: getattr(args, name) for name in HELP if getattr(args, name) is not None}

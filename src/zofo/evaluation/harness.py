@@ -8,8 +8,9 @@ from dataclasses import replace
 
 from zofo.errors import ZofoError
 from zofo.evaluation.generation import generate_answers
+from zofo.evaluation.limits import MAX_TOKENS
 from zofo.evaluation.metrics import argmax, chosen_answer, exact_match, f1_score, is_correct, macro_f1
-from zofo.evaluation.scoring import MAX_TOKENS, example_candidates, score_examples
+from zofo.evaluation.scoring import example_candidates, score_examples
 from zofo.ranks import Ranks
 from zofo.stop import StopRequest
 from zofo.tasks.example import Example

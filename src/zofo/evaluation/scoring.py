@@ -22,17 +22,12 @@ from tqdm.auto import tqdm
 
 from zofo.errors import ZofoError
 from zofo.evaluation.head import log_probs, logits_at
+from zofo.evaluation.limits import MAX_TOKENS
 from zofo.models.device import upload
 from zofo.models.work import uncounted
 from zofo.stop import StopRequest, check_stop
 from zofo.tasks.example import Example, join_answer
 
-# Tokens (rows x padded width) in one scoring forward, by default: memory is proportional to them, speed hardly grows
-# past this. Meta-test's ICL batch (32 examples x 10 candidates x 2000 tokens) on an H100 (benchmarks/results/
-# gpu-2026-12-06/scoring-tokens/) took 45.2 GiB above the weights in one forward (SmolLM2-135M, float32), 23.2 (bf16),
-# 57.7 (a Qwen2.5-1.5B shape, bf16); in forwards of at most 2**16 tokens 4.2, 2.2 and 5.4 GiB, and 1.2%, 7.6% and
-# -0.4% more time.
-MAX_TOKENS = 2**16
 # A batch's prompts run once per example (`shared_prompt_logits`) when its rows hold at least SHARE_MIN_TOKENS
 # tokens and sharing leaves at most SHARE_LEFT of them; below that a small model's forward is bound by its launches,
 # which a second forward (the prompts') would double. 2**13 lets the k-shot runs' pieces of 64 rows share

@@ -8,15 +8,21 @@ meta-testing of a backbone on held-out tasks. Above `run/` (it runs ordinary run
     report = meta_test(split.meta_test, "smollm2-135m", MetaTestProtocol(), Path("runs/meta-test"))
 
 docs/META.md states the default split's rule and the meta-test protocol.
+
+Its names load on first use (torch with them), so that the command line reads the meta-test protocol's defaults
+without torch.
 """
 
-from zofo.meta.blocks import TaskBlocks
-from zofo.meta.metarun import MetaTrainConfig, meta_train
-from zofo.meta.metatest import meta_test
-from zofo.meta.pool import TaskRef, bigbench_root, resolve
-from zofo.meta.protocol import MetaTestProtocol
-from zofo.meta.split import Split, TaskData, meta_train_data, read_split
-from zofo.meta.units import MetaTestInterrupted
+import importlib
 
-__all__ = ["MetaTestInterrupted", "MetaTestProtocol", "MetaTrainConfig", "Split", "TaskBlocks", "TaskData", "TaskRef",
-           "bigbench_root", "meta_test", "meta_train", "meta_train_data", "read_split", "resolve"]
+_WHERE = {"TaskBlocks": "blocks", "MetaTrainConfig": "options", "meta_train": "metarun", "meta_test": "metatest",
+          "TaskRef": "pool", "bigbench_root": "pool", "resolve": "pool", "MetaTestProtocol": "protocol",
+          "Split": "split", "TaskData": "split", "meta_train_data": "split", "read_split": "split",
+          "MetaTestInterrupted": "units"}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from zofo.errors import ZofoError
-from zofo.evaluation.scoring import MAX_TOKENS
+from zofo.evaluation.limits import MAX_TOKENS
 
 #: settings that bound memory only: a unit records them, the folder's protocol does not
 BOUNDS = ("eval_max_tokens", "max_rows")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -70,6 +71,9 @@ def check_device_dtype(device: str, dtype: torch.dtype) -> None:
         raise ZofoError(f"device {device!r} asked for, but no CUDA device is visible", "use --device cpu")
     if kind == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise ZofoError(f"this GPU cannot compute in bfloat16 (device {device})", "use --dtype float16 or float32")
+    if kind == "cpu" and dtype in (torch.float16, torch.bfloat16):
+        warnings.warn(f"{dtype} on the CPU: most CPUs have no half-precision matmuls, so it usually runs several "
+                      "times slower than float32; use --dtype float32 on the CPU", stacklevel=3)
     try:
         probe = torch.ones(2, 2, dtype=dtype, device=device)
         torch.nn.functional.linear(probe, probe)
