@@ -125,3 +125,32 @@ def test_the_test_evaluation_sees_exactly_the_best_dev_weights(tmp_path, tiny_mo
 def test_an_unknown_checkpoint_form_is_refused():
     with pytest.raises(ZofoError, match=r"unknown train.checkpoint_weights 'both' \(use one of: trajectory, full\)"):
         load_config(None, ["train.checkpoint_weights=both"])
+
+
+def test_a_best_save_killed_between_its_adapters_and_its_trajectory_leaves_the_previous_best_whole(
+        tmp_path, tiny_model_dir, shared_data, monkeypatch):
+    """best/ at steps 0, 2, 4 (each dev better); the save at step 4 dies after its adapters' file is written."""
+    from zofo.run import loop
+    from zofo.zo import Trajectory
+
+    scripted_dev(monkeypatch, [0.1, 0.5, 0.9, 0.95])
+    best, saved = tmp_path / "run" / "best", []
+    save_best, save_trajectory = loop.save_best, Trajectory.save
+
+    def snapshotted(*args):
+        save_best(*args)
+        saved.append({f.name: f.read_bytes() for f in best.iterdir()})
+
+    def dies_on_the_third(self, path):
+        if path.parent.name.startswith("best") and len(saved) == 2:
+            raise KeyboardInterrupt
+        save_trajectory(self, path)
+
+    monkeypatch.setattr(loop, "save_best", snapshotted)
+    monkeypatch.setattr(Trajectory, "save", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=bilevel-zofo",
+                           "train.steps=6", "train.eval_every=2"))
+    assert len(saved) == 2 and set(saved[1]) == {"weights.safetensors", "trajectory.json"}
+    assert {f.name: f.read_bytes() for f in best.iterdir()} == saved[1]  # step 2's best, both files
+    assert all(saved[1][name] != saved[0][name] for name in saved[0])  # the adapters and the backbone moved

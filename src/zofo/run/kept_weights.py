@@ -28,7 +28,7 @@ from torch import nn
 from zofo import zo
 from zofo.errors import ZofoError
 from zofo.methods.base import Method
-from zofo.run.checkpoint import load_weights, save_weights
+from zofo.run.checkpoint import load_weights, save_weights, written_whole
 from zofo.zo.optimizer import rule_of
 from zofo.zo.shards import copy_whole_
 
@@ -63,14 +63,13 @@ def replay_onto(backbone: Mapping[str, nn.Parameter], trajectory: zo.Trajectory)
 
 
 def save_best(method: Method, folder: Path, form: str) -> None:
-    """Keep the method's current trained parameters in ``folder`` (best/) in ``form``."""
-    folder.mkdir(exist_ok=True)
+    """Keep the method's current trained parameters in ``folder`` (best/) in ``form``, written whole (a kill between
+    the adapters and the trajectory would have left one step's adapters with another step's backbone)."""
     trajectory = kept_trajectory(method, form)
-    save_weights(kept_params(method, trajectory is not None), folder / "weights.safetensors")
-    if trajectory is not None:
-        trajectory.save(folder / "trajectory.json")
-    else:
-        (folder / "trajectory.json").unlink(missing_ok=True)
+    with written_whole(folder) as partial:
+        save_weights(kept_params(method, trajectory is not None), partial / "weights.safetensors")
+        if trajectory is not None:
+            trajectory.save(partial / "trajectory.json")
 
 
 def load_best(method: Method, folder: Path, base: Callable[[], Mapping[str, torch.Tensor]]) -> None:
