@@ -60,12 +60,31 @@ def test_runs_of_one_process_mixing_tf32_with_float32_are_refused_before_any_sta
     assert refused.value.key == "model.dtype" and not any((tmp_path / d).exists() for d in ("tf32", "float32"))
 
 
+@pytest.mark.parametrize("method", ["fo-peft", "fo-full"])
+def test_first_order_runs_with_cuda_graphs_on_a_gpu_are_refused_before_any_starts(tmp_path, tiny_model_dir,
+                                                                                 shared_data, monkeypatch, method):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # device auto resolves to cuda; nothing loads
+    runs = [tiny_run(tiny_model_dir, shared_data, tmp_path / m, f"train.method={m}") for m in ("mezo", method)]
+    with pytest.raises(ZofoError, match=rf"{method} with CUDA graphs is not trained beside other runs in one "
+                                        r"process: .* \(train it in its own process .* or set train.cuda_graphs "
+                                        r"false\)") as refused:
+        api.train_together(runs)
+    assert refused.value.key == "train.cuda_graphs" and not (tmp_path / "mezo").exists()
+    eager = [tiny_run(tiny_model_dir, shared_data, tmp_path / m, f"train.method={m}", *extra)
+             for m, extra in (("bilevel-zofo", []), (method, ["train.cuda_graphs=false"]),
+                              (method, ["model.device=cpu"]))]
+    from zofo.run.concurrent import _check_no_graphed_first_order
+
+    _check_no_graphed_first_order(eager)  # graphed ZO methods, eager or CPU first-order runs: accepted
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.filterwarnings("error:CUDA graph capture:RuntimeWarning")  # a run that fell back to eager fails
 def test_graphed_runs_trained_together_on_cuda_equal_runs_trained_alone(tmp_path, tiny_model_dir, shared_data):
-    """On CUDA every step is a graph replay, captured per thread while the other runs train."""
-    methods = {"mezo": [], "fo-peft": ["peft.kind=lora"], "bilevel-zofo": ["peft.kind=lora"]}
+    """On CUDA every ZO step is a graph replay, captured per thread while the other runs train (FO runs go eagerly:
+    graphed, they are refused)."""
+    methods = {"mezo": [], "fo-peft": ["peft.kind=lora", "train.cuda_graphs=false"], "bilevel-zofo": ["peft.kind=lora"]}
 
     def configs(where: str) -> list:
         return [tiny_run(tiny_model_dir, shared_data, tmp_path / where / m, f"train.method={m}", "train.steps=6",

@@ -2,8 +2,10 @@
 
 What one process saves over several is CUDA contexts and start-ups; it adds no GPU throughput once one run keeps
 the GPU busy (MeZO: docs/RESULTS.md sections 5 and 8), and less than processes where one run does not (six Bilevel
-ZOFO runs in bf16: 2.0x, six processes 2.6x; section 27). Six graphed FO-LoRA runs in one process hung on an H100
-(section 27; cause not found). Each run starts up alone, under a lock (loading; torch's global RNG is seeded per run
+ZOFO runs in bf16: 2.0x, six processes 2.6x; section 27). Six graphed FO-LoRA runs in one process hung on an H100,
+twice in two tries (benchmarks/results/gpu-2026-12-07/together-fo-hang/: a kernel that never finishes, cause not
+found), so first-order runs with CUDA graphs on a GPU are refused here: run them as processes, or eagerly. Each
+run starts up alone, under a lock (loading; torch's global RNG is seeded per run
 for the PEFT modules' initial values), then all train at once; CUDA graphs are captured per thread, so a run
 computes what it would compute alone. Peak memory is not recorded (torch counts it per process). A SIGINT or
 SIGTERM to the process stops every run after its current step, each with its checkpoint (`zofo.run.interrupt`: the
@@ -21,7 +23,10 @@ from contextlib import nullcontext
 import torch
 
 from zofo.errors import ZofoError
+from zofo.methods.fo import FirstOrder
+from zofo.models.device import resolve_device
 from zofo.models.load import MATMUL_PRECISION
+from zofo.registry import METHODS
 from zofo.run.interrupt import StopRequest, stop_on_signal
 from zofo.run.options import RunConfig
 from zofo.run.recipe import Run
@@ -34,6 +39,7 @@ def train_together(cfgs: Sequence[RunConfig]) -> list[dict | Exception]:
     if not cfgs:
         return []
     _check_one_matmul_precision(cfgs)
+    _check_no_graphed_first_order(cfgs)
     with stop_on_signal() as stop, ThreadPoolExecutor(max_workers=len(cfgs), thread_name_prefix="zofo-run") as pool:
         return list(pool.map(lambda cfg: _train_on_own_stream(cfg, stop), cfgs))
 
@@ -45,6 +51,17 @@ def _check_one_matmul_precision(cfgs: Sequence[RunConfig]) -> None:
         raise ZofoError("runs trained in one process mix model.dtype tf32 with float32 (the float32 matmul precision "
                         "is the process's)", "give them one of the two, or train them in separate processes",
                         "model.dtype")
+
+
+def _check_no_graphed_first_order(cfgs: Sequence[RunConfig]) -> None:
+    """First-order runs replaying CUDA graphs beside each other hung an H100 (the module's docstring)."""
+    for cfg in cfgs:
+        first_order = issubclass(METHODS.get(cfg.train.method), FirstOrder)
+        if first_order and cfg.train.cuda_graphs and resolve_device(cfg.model.device).startswith("cuda"):
+            raise ZofoError(f"{cfg.train.method} with CUDA graphs is not trained beside other runs in one process: six "
+                            "such runs hung an H100 twice (benchmarks/results/gpu-2026-12-07/together-fo-hang/)",
+                            "train it in its own process (experiments/study.py --together 1), or set "
+                            "train.cuda_graphs false", "train.cuda_graphs")
 
 
 def _train_on_own_stream(cfg: RunConfig, stop: StopRequest) -> dict | Exception:
