@@ -23,8 +23,10 @@
 # in the environment. In float32 one worker's units keep a kernel running 59% of the time on an H100, and the card's
 # kernel time bounds all processes together (3 workers 1.22x, 6 workers 1.30x: docs/RESULTS.md section 26), so
 # TEST_PARALLEL x TEST_WORKERS beyond about 3 gains little, and each process takes about 7 GB.
-# On a GPU give TEST_FLAGS="--max-rows 64": the k-shot runs then step eagerly in pieces that fit five meta-tests on
-# one card, and eager pieces share each example's prompt across its candidates (benchmarks/shared_prompts.py).
+# On a GPU in float32 give TEST_FLAGS="--max-rows 64": the k-shot runs then step eagerly in pieces that fit five
+# meta-tests on one card, and eager pieces share each example's prompt across its candidates
+# (benchmarks/shared_prompts.py). In bf16 those eager pieces are 1.7x slower than float32's, and the graphed whole
+# batches 2.3x faster (docs/RESULTS.md section 28): there leave --max-rows unset where the batch fits.
 # A batch of B examples is B x (the task's candidates) rows of up to 256 tokens: 16 examples of a 10-choice task
 # are 160 rows, whose float32 activations took 45 GB in one meta-training step; hence 4 by default.
 # Learning rates were fixed before any run, from the single-task study's chosen points on SmolLM2-135M
