@@ -1,4 +1,5 @@
-"""The one exception type zofo raises for bad input: a message that says what and how to fix it."""
+"""The one exception type zofo raises for bad input: a message that says what and how to fix it; and the category of
+zofo's own warnings."""
 
 from __future__ import annotations
 
@@ -16,3 +17,8 @@ class ZofoError(Exception):
 class UsageError(ZofoError):
     """A command refused before it ran anything: a bad flag or config value, a run folder it would overwrite.
     The CLI exits 2 on it, as argparse does on a bad flag, against 1 for an error met while running."""
+
+
+class ZofoWarning(UserWarning):
+    """Something that works but probably not as meant (e.g. half precision computed on the CPU); the CLI prints it
+    as one line."""

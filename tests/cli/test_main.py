@@ -271,6 +271,11 @@ def test_eval_exits_0_after_writing_its_result(model_dir, shared_data, tmp_path)
     assert done.returncode == 0 and done.stderr == ""
     result = json.loads(out.read_text())
     assert done.stdout.splitlines() == [f"accuracy: {result['metrics']['accuracy']:.3f}", "n: 16", f"wrote {out}"]
+    half = zofo(*eval_args(model_dir, shared_data, "--n-test", "4", "--no-progress", "--output", out, "--dtype",
+                           "bfloat16", "--device", "cpu"))
+    assert half.returncode == 0 and half.stderr.splitlines() == [
+        "zofo: warning: torch.bfloat16 on the CPU: most CPUs have no half-precision matmuls, so it usually runs "
+        "several times slower than float32; use --dtype float32 on the CPU"]
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -328,6 +333,8 @@ def test_convert_exits_0_1_2_and_130(model_dir, truncated_gguf, tmp_path):
     float8 = zofo("convert", model_dir, tmp_path / "out4", "--dtype", "float8")  # refused before anything loads
     assert float8.returncode == 2 and "unknown --dtype 'float8' (use one of: float32" in float8.stderr
     assert not (tmp_path / "out4").exists()
+    half = zofo("convert", model_dir, tmp_path / "out5", "--dtype", "bfloat16")  # saved, not computed in: no warning
+    assert half.returncode == 0 and "warning" not in half.stderr
     code, err = held_and_interrupted("zofo.models.load.load_model", "convert", model_dir, tmp_path / "out3")
     assert code == 130 and err.strip() == "zofo: interrupted"
 

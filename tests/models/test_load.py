@@ -8,7 +8,7 @@ import torch
 from tests.real_model import smollm2_gguf
 from tests.tiny import build_tiny_tokenizer, tiny_model
 from zofo.cli.main import main
-from zofo.errors import ZofoError
+from zofo.errors import ZofoError, ZofoWarning
 from zofo.models.load import load_model
 
 
@@ -26,13 +26,14 @@ def test_tiny_model_of_each_family_loads_with_same_logits(tmp_path, family):
 
 
 def test_dtype_option(tiny_model_dir):
-    with pytest.warns(UserWarning, match=r"torch.bfloat16 on the CPU: .* use --dtype float32 on the CPU"):
+    with pytest.warns(ZofoWarning, match=r"torch.bfloat16 on the CPU: .* use --dtype float32 on the CPU"):
         model, _ = load_model(str(tiny_model_dir), dtype="bfloat16")
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())
 
 
-def test_float32_on_the_cpu_loads_without_a_warning(tiny_model_dir, recwarn):
+def test_float32_or_weights_only_staged_on_the_cpu_load_without_a_warning(tiny_model_dir, recwarn):
     load_model(str(tiny_model_dir), dtype="float32")
+    load_model(str(tiny_model_dir), dtype="bfloat16", staged=True)  # e.g. to be saved, sharded or copied
     assert not [w for w in recwarn if "on the CPU" in str(w.message)]
 
 

@@ -20,7 +20,7 @@ import sys
 import warnings
 
 from zofo.cli.usage import Parser, usage_errors
-from zofo.errors import UsageError, ZofoError
+from zofo.errors import UsageError, ZofoError, ZofoWarning
 from zofo.run.interrupt import TrainingInterrupted, stacks_on_request
 
 #: flag -> (config key path, type, help)
@@ -110,8 +110,9 @@ def _launched_world() -> int:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """zofo's own warnings (a renamed config key) as one line, without the source line that raised them."""
-    if category is FutureWarning and "config key" in str(message):
+    """zofo's own warnings (a renamed config key, `ZofoWarning`) as one line, without the source line that raised
+    them."""
+    if issubclass(category, ZofoWarning) or (category is FutureWarning and "config key" in str(message)):
         print(f"zofo: warning: {message}", file=sys.stderr)
     else:
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))

@@ -33,7 +33,7 @@ def resolve_backbone(spec: str, out_dir: Path) -> tuple[str, dict]:
     folder = out_dir / "backbone"
     if not folder.is_dir():  # written whole or not at all, so a folder that is there is complete
         model, tokenizer = load_model(cfg.model.name, dtype=cfg.model.dtype, device="cpu",
-                                      trust_remote_code=cfg.model.trust_remote_code)
+                                      trust_remote_code=cfg.model.trust_remote_code, staged=True)
         load_weights(dict(model.named_parameters()), weights)
         with written_whole(folder) as partial:
             model.save_pretrained(partial, safe_serialization=True)

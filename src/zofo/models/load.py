@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from zofo.errors import ZofoError
+from zofo.errors import ZofoError, ZofoWarning
 from zofo.models.gguf_file import check_gguf
 from zofo.models.packaged import ALIASES, alias_file
 from zofo.models.pypi import cache_dir
@@ -34,12 +34,13 @@ MATMUL_PRECISION = {"float32": "highest", "fp32": "highest", "tf32": "high"}
 
 
 def load_model(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = "cpu",
-               trust_remote_code: bool = False):
+               trust_remote_code: bool = False, staged: bool = False):
     """Return `(model, tokenizer)` for an alias, folder, GGUF file or hub id, on `device` in `dtype` (a float32
-    name also sets the process's float32 matmul precision, `MATMUL_PRECISION`)."""
+    name also sets the process's float32 matmul precision, `MATMUL_PRECISION`). ``staged``: the weights are only
+    held there on their way elsewhere (saved, sharded, copied), so half precision on the CPU is not worth a warning."""
     torch_dtype = resolve_dtype(dtype)
     set_matmul_precision(dtype)
-    check_device_dtype(device, torch_dtype)
+    check_device_dtype(device, torch_dtype, computes=not staged)
     source = resolve_source(name_or_path)
     if source.suffix == ".gguf":
         model, tokenizer = _load_gguf(source)
@@ -64,16 +65,17 @@ def set_matmul_precision(dtype: str | torch.dtype) -> None:
         torch.set_float32_matmul_precision(MATMUL_PRECISION[dtype])
 
 
-def check_device_dtype(device: str, dtype: torch.dtype) -> None:
-    """Refuse a device that is absent or a dtype it cannot compute in, before any weight is read."""
+def check_device_dtype(device: str, dtype: torch.dtype, computes: bool = True) -> None:
+    """Refuse a device that is absent or a dtype it cannot compute in, before any weight is read; warn where the
+    model ``computes`` in half precision on the CPU."""
     kind = torch.device(device).type
     if kind == "cuda" and not torch.cuda.is_available():
         raise ZofoError(f"device {device!r} asked for, but no CUDA device is visible", "use --device cpu")
     if kind == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise ZofoError(f"this GPU cannot compute in bfloat16 (device {device})", "use --dtype float16 or float32")
-    if kind == "cpu" and dtype in (torch.float16, torch.bfloat16):
+    if computes and kind == "cpu" and dtype in (torch.float16, torch.bfloat16):
         warnings.warn(f"{dtype} on the CPU: most CPUs have no half-precision matmuls, so it usually runs several "
-                      "times slower than float32; use --dtype float32 on the CPU", stacklevel=3)
+                      "times slower than float32; use --dtype float32 on the CPU", ZofoWarning, stacklevel=3)
     try:
         probe = torch.ones(2, 2, dtype=dtype, device=device)
         torch.nn.functional.linear(probe, probe)
@@ -120,7 +122,7 @@ def converted_alias(name: str) -> Path:
 
 def convert(source: str, out_dir: str | Path, dtype: str = "float32") -> Path:
     """Save any loadable model (notably a GGUF file) as a plain folder: config, safetensors, tokenizer."""
-    model, tokenizer = load_model(source, dtype=dtype)
+    model, tokenizer = load_model(source, dtype=dtype, staged=True)
     out_dir = Path(out_dir)
     partial = out_dir.with_name(out_dir.name + ".partial")
     model.save_pretrained(partial, safe_serialization=True)

@@ -106,7 +106,7 @@ class Run:
         sharded = self.cfg.train.fsdp and self.ranks.parallel  # loaded on the CPU: the device gets its shards only
         model, tokenizer = load_model(self.cfg.model.name, dtype=self.cfg.model.dtype,
                                       device="cpu" if sharded else str(self.device),
-                                      trust_remote_code=self.cfg.model.trust_remote_code)
+                                      trust_remote_code=self.cfg.model.trust_remote_code, staged=sharded)
         torch.manual_seed(self.cfg.train.seed)  # start-up only: the PEFT modules' initial values
         if sharded:  # before the groups are taken: FSDP replaces the parameters by sharded ones on the device
             model = shard_backbone(model, self.device, self.ranks).to(self.device)
@@ -117,7 +117,7 @@ class Run:
         """The base model's backbone weights, loaded as the run loads them but on the CPU (no second copy on the
         device), by the names of the run's backbone (best/ keeps a ZO backbone as a trajectory from them)."""
         model, _ = load_model(self.cfg.model.name, dtype=self.cfg.model.dtype, device="cpu",
-                              trust_remote_code=self.cfg.model.trust_remote_code)
+                              trust_remote_code=self.cfg.model.trust_remote_code, staged=True)
         return {name: param.detach() for name, param in backbone_params(model).items()}
 
     def load_data(self):
