@@ -34,9 +34,9 @@ class Parser(argparse.ArgumentParser):
 
 def closest_spelling(parser: argparse.ArgumentParser, message: str) -> str:
     """'; did you mean X?' for an unknown command or flag named in argparse's `message`, or ''."""
-    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
-    if choice:
-        return _meant(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
+    choice = re.search(r"invalid choice: '([^']*)'", message)
+    if choice:  # the valid ones from the parser: how argparse quotes them in its message changed in Python 3.12.8
+        return _meant(choice.group(1), [str(c) for action in parser._actions for c in action.choices or ()])
     unknown = re.match(r"unrecognized arguments: (.*)", message)
     if unknown:
         flags = [word.split("=")[0] for word in unknown.group(1).split() if word.startswith("--")]
