@@ -187,6 +187,10 @@ def test_a_stopped_run_resumes_bit_for_bit(tmp_path, tiny_model_dir, method):
         assert trajectories[0] == trajectories[1] and len(trajectories[0]["updates"]) == 4
     base = load_file(str(tiny_model_dir / "model.safetensors"))
     assert any(not torch.equal(base[k], a[f"final:{k}"]) for k in base if f"final:{k}" in a)  # theta did move
+    folder = load_file(str(tmp_path / "resumed" / "backbone" / "model.safetensors"))  # rewritten by the resume
+    final = load_file(str(tmp_path / "resumed" / "final" / "backbone.safetensors"))
+    shared = [k for k in final if k in folder]
+    assert shared and all(torch.equal(folder[k], final[k]) for k in shared)
 
 
 @pytest.mark.parametrize("method", ["fo-peft", "fo-full", "mezo"])

@@ -19,8 +19,9 @@ def is_run_folder(spec: str) -> bool:
     return path.is_dir() and (path / "config.yaml").is_file() and (path / "final").is_dir()
 
 
-def resolve_backbone(spec: str, out_dir: Path) -> tuple[str, dict]:
-    """(the model name or folder every run of the meta-test loads, a description for the results)."""
+def resolve_backbone(spec: str, out_dir: Path, rewrite: bool = False) -> tuple[str, dict]:
+    """(the model name or folder every run of the meta-test loads, a description for the results). The model folder
+    a run folder gives is written once, or again with ``rewrite`` (a resumed run has a new backbone)."""
     if not is_run_folder(spec):
         resolve_source(spec)  # a wrong name or path fails here, before any task runs
         return spec, {"model": spec}
@@ -31,7 +32,7 @@ def resolve_backbone(spec: str, out_dir: Path) -> tuple[str, dict]:
         raise ZofoError(f"run {run} (method {cfg.train.method}) left its backbone unchanged: it has no {BACKBONE_FILE}",
                         f"meta-test its base model instead: --model {cfg.model.name}")
     folder = out_dir / "backbone"
-    if not folder.is_dir():  # written whole or not at all, so a folder that is there is complete
+    if rewrite or not folder.is_dir():  # written whole or not at all, so a folder that is there is complete
         model, tokenizer = load_model(cfg.model.name, dtype=cfg.model.dtype, device="cpu",
                                       trust_remote_code=cfg.model.trust_remote_code, staged=True)
         load_weights(dict(model.named_parameters()), weights)

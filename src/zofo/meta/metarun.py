@@ -168,7 +168,7 @@ class MetaRun:
             save_weights(method.groups.backbone, final / "backbone.safetensors")
             if method.seed_trajectory() is not None:
                 method.seed_trajectory().save(final / "trajectory.json")
-        folder, _ = resolve_backbone(str(self.run_dir), self.run_dir)  # writes RUN/backbone as a model folder
+        folder, _ = resolve_backbone(str(self.run_dir), self.run_dir, rewrite=True)  # RUN/backbone, a model folder
         result = self.result(method, state, logger, memory) | {"backbone_folder": folder}
         (self.run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
         return result
