@@ -268,3 +268,8 @@ def test_a_folder_written_whole_replaces_the_old_one_only_when_complete(tmp_path
     with written_whole(folder) as partial:
         (partial / "b").write_text("3")
     assert [p.name for p in folder.iterdir()] == ["b"] and not (tmp_path / "final.partial").exists()
+    folder.replace(tmp_path / "final.old")  # as a write killed between its two renames leaves it
+    with written_whole(folder) as partial:
+        assert (folder / "b").read_text() == "3"  # the old folder is back before anything is written
+        (partial / "c").write_text("4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"] and [p.name for p in folder.iterdir()] == ["c"]

@@ -72,14 +72,19 @@ def load_weights(params: dict[str, torch.nn.Parameter], path: Path) -> None:
 @contextmanager
 def written_whole(folder: Path) -> Iterator[Path]:
     """A folder that is there complete or not at all: the body writes into FOLDER.partial, which replaces FOLDER
-    when the body ends. A write killed half-way leaves only FOLDER.partial (safetensors' own temporary files
-    included), and the next write of FOLDER clears it."""
-    partial = folder.with_name(folder.name + ".partial")
+    when the body ends. A write killed half-way leaves FOLDER as it was, and FOLDER.partial beside it (safetensors'
+    own temporary files included), which the next write of FOLDER clears."""
+    partial, old = (folder.with_name(folder.name + suffix) for suffix in (".partial", ".old"))
+    if old.is_dir() and not folder.exists():  # a write killed between its two renames: the old folder stands
+        old.replace(folder)
     shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
     partial.mkdir(parents=True)
     yield partial
-    shutil.rmtree(folder, ignore_errors=True)
+    if folder.exists():  # two renames, so FOLDER is missing only between them; then the old one goes
+        folder.replace(old)
     partial.replace(folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_checkpoint(folder: Path, params: dict, method_state: dict, loop_state: dict) -> None:
