@@ -1,4 +1,4 @@
-"""Scoring memory and time against the tokens one forward takes: why `zofo.evaluation.scoring.MAX_TOKENS` is 2**16.
+"""Scoring memory and time against the tokens one forward takes: why `zofo.evaluation.limits.MAX_TOKENS` is 2**16.
 
     PYTHONPATH=src python benchmarks/scoring_tokens.py smol:float32 smol:bfloat16 qwen:bfloat16
 

@@ -54,6 +54,14 @@ def test_a_key_given_twice_is_refused_with_both_lines(tmp_path, text, line, firs
         load_config(path)
 
 
+def test_keys_that_yaml_reads_as_different_are_not_a_repeat(tmp_path):
+    from pathlib import Path
+
+    from zofo.config import parse_yaml
+
+    assert parse_yaml(Path("x.yaml"), '1: a\n"1": b\n')[0] == {1: "a", "1": "b"}
+
+
 def test_the_same_key_in_different_sections_is_not_a_repeat(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("train:\n  method: bilevel-zofo\noptim:\n  lr: 1e-6\nbilevel:\n  lam: 2.0\n")

@@ -32,7 +32,7 @@ def train_together(cfgs: list[RunConfig]) -> list[dict | Exception]:
 
 
 def meta_train(split: str, model: str = "smollm2-135m", out: str | None = None, **options) -> dict:
-    """Meta-train over the split file's meta-train tasks (`zofo.meta.metarun.MetaTrainConfig` lists the options:
+    """Meta-train over the split file's meta-train tasks (`zofo.meta.options.MetaTrainConfig` lists the options:
     method, T, K, lam, per-task sizes, PEFT kind, learning rates, eps, seed, steps, ...); returns result.json."""
     return _meta_train(MetaTrainConfig(split=split, model=model, out=out, **options))
 

@@ -232,15 +232,15 @@ def _refuse_repeated_keys(path: Path, node: yaml.Node | None) -> None:
             _refuse_repeated_keys(path, item)
     if not isinstance(node, yaml.MappingNode):
         return
-    first: dict[str, int] = {}
+    first: dict[tuple[str, str], int] = {}  # by tag and text: 1 and "1" are different keys
     for key, value in node.value:
-        line = key.start_mark.line + 1
-        if isinstance(key, yaml.ScalarNode) and key.value in first:
+        line, seen = key.start_mark.line + 1, (key.tag, key.value)
+        if isinstance(key, yaml.ScalarNode) and seen in first:
             raise ZofoError(f"{path}:{line}: key {key.value!r} is given twice in one mapping (first on line "
-                            f"{first[key.value]}); YAML would keep only the last",
+                            f"{first[seen]}); YAML would keep only the last",
                             "keep one of the two lines")
         if isinstance(key, yaml.ScalarNode):
-            first[key.value] = line
+            first[seen] = line
         _refuse_repeated_keys(path, value)
 
 

@@ -408,3 +408,26 @@ def test_the_closest_command_comes_from_the_parser_however_argparse_quotes_the_c
 
     message = f"argument command: invalid choice: 'meta-trian' (choose from {listed})"
     assert closest_spelling(build_parser(), message) == "; did you mean meta-train?"
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["convert"], ["meta-train"], ["meta-test"]])
+def test_help_starts_without_torch(command):
+    """`--help` and a refused flag answer at once: neither imports torch nor transformers (3.5-4.5 s before)."""
+    probe = ("import sys\nfrom zofo.cli.main import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe, *command, "--help"], capture_output=True, text=True,
+                          env=environment(), timeout=60)
+    assert done.returncode == 0 and done.stdout.splitlines()[-1] == "[]", done.stdout[-300:]
+
+
+@pytest.mark.parametrize("package", ["zofo.meta", "zofo.evaluation"])
+def test_a_lazy_package_exports_exactly_what_it_names(package):
+    import importlib
+
+    module = importlib.import_module(package)
+    assert sorted(module.__all__) == sorted(module._WHERE) and set(module.__all__) <= set(dir(module))
+    for name in module.__all__:
+        home = importlib.import_module(f"{package}.{module._WHERE[name]}")
+        assert getattr(module, name) is getattr(home, name)
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        module.__getattr__("nope")

@@ -5,14 +5,24 @@ Its names load on first use (torch with them), so that reading an option's defau
 """
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what type checkers see; at run time each name loads on first use
+    from zofo.evaluation.harness import evaluate, icl_demonstrations, with_demonstrations
+    from zofo.evaluation.scoring import CandidateBatch, candidate_scores, encode_candidates, score_examples
 
 _WHERE = {"evaluate": "harness", "icl_demonstrations": "harness", "with_demonstrations": "harness",
           "CandidateBatch": "scoring", "candidate_scores": "scoring", "encode_candidates": "scoring",
           "score_examples": "scoring"}
-__all__ = sorted(_WHERE)
+__all__ = ["CandidateBatch", "candidate_scores", "encode_candidates", "evaluate", "icl_demonstrations",
+           "score_examples", "with_demonstrations"]
 
 
 def __getattr__(name: str):
     if name not in _WHERE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

@@ -14,15 +14,31 @@ without torch.
 """
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what type checkers see; at run time each name loads on first use
+    from zofo.meta.blocks import TaskBlocks
+    from zofo.meta.metarun import meta_train
+    from zofo.meta.metatest import meta_test
+    from zofo.meta.options import MetaTrainConfig
+    from zofo.meta.pool import TaskRef, bigbench_root, resolve
+    from zofo.meta.protocol import MetaTestProtocol
+    from zofo.meta.split import Split, TaskData, meta_train_data, read_split
+    from zofo.meta.units import MetaTestInterrupted
 
 _WHERE = {"TaskBlocks": "blocks", "MetaTrainConfig": "options", "meta_train": "metarun", "meta_test": "metatest",
           "TaskRef": "pool", "bigbench_root": "pool", "resolve": "pool", "MetaTestProtocol": "protocol",
           "Split": "split", "TaskData": "split", "meta_train_data": "split", "read_split": "split",
           "MetaTestInterrupted": "units"}
-__all__ = sorted(_WHERE)
+__all__ = ["MetaTestInterrupted", "MetaTestProtocol", "MetaTrainConfig", "Split", "TaskBlocks", "TaskData",
+           "TaskRef", "bigbench_root", "meta_test", "meta_train", "meta_train_data", "read_split", "resolve"]
 
 
 def __getattr__(name: str):
     if name not in _WHERE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
