@@ -4,8 +4,9 @@ Its names load on first use (torch with them), so that reading an option's defau
 (`zofo.evaluation.limits`) stays light: `zofo --help` imports no torch.
 """
 
-import importlib
 from typing import TYPE_CHECKING
+
+from zofo.lazy import lazy_names
 
 if TYPE_CHECKING:  # what type checkers see; at run time each name loads on first use
     from zofo.evaluation.harness import evaluate, icl_demonstrations, with_demonstrations
@@ -18,11 +19,4 @@ __all__ = ["CandidateBatch", "candidate_scores", "encode_candidates", "evaluate"
            "score_examples", "with_demonstrations"]
 
 
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_WHERE))
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)

@@ -13,8 +13,9 @@ Its names load on first use (torch with them), so that the command line reads th
 without torch.
 """
 
-import importlib
 from typing import TYPE_CHECKING
+
+from zofo.lazy import lazy_names
 
 if TYPE_CHECKING:  # what type checkers see; at run time each name loads on first use
     from zofo.meta.blocks import TaskBlocks
@@ -34,11 +35,4 @@ __all__ = ["MetaTestInterrupted", "MetaTestProtocol", "MetaTrainConfig", "Split"
            "TaskRef", "bigbench_root", "meta_test", "meta_train", "meta_train_data", "read_split", "resolve"]
 
 
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_WHERE))
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)
