@@ -13,7 +13,9 @@
 #                                                into OUT/train so that `test` meta-tests them beside the methods
 #   experiments/meta_study.sh pack OUT FILE      the records (no weights) in one .tar.gz
 #
-# MODEL (default /root/smol), DTYPE (default float32; tf32 measured no faster here: docs/RESULTS.md section 21),
+# MODEL (default /root/smol), DTYPE (meta-training's, default float32: tf32 measured no faster, docs/RESULTS.md section
+# 21, and a bf16 meta step 1.57x slower, section 23), TEST_DTYPE (meta-test's, default DTYPE; bfloat16 made a
+# meta-test unit 1.74x cheaper, section 28),
 # SPLIT (default configs/meta/bigbench_split.yaml), BIGBENCH (where bigbench:NAME
 # resolves; default the split file's root), SEEDS (default "0 1 2"), BATCH (examples a batch, default 4),
 # METHODS (the methods trained; default "bilevel-zofo fo-lora fo-full mezo"), MEASURE_STEPS (8), MEASURED (the
@@ -113,7 +115,7 @@ meta_test() {  # NAME BACKBONE OUT N_TEST: one meta-test, stopped by SIGTERM aft
   [[ -n "${TEST_SECONDS:-}" ]] && limit=(timeout --signal TERM --kill-after 60 "$TEST_SECONDS")
   # shellcheck disable=SC2086  # TEST_FLAGS holds several flags
   "${limit[@]}" python3 -m zofo.cli meta-test --split "$SPLIT" "${ROOT[@]}" --model "$2" --out "$3/test/$1" \
-    --n-test "$4" --dtype "${DTYPE:-float32}" --workers "${TEST_WORKERS:-1}" --no-progress ${TEST_FLAGS:-} \
+    --n-test "$4" --dtype "${TEST_DTYPE:-${DTYPE:-float32}}" --workers "${TEST_WORKERS:-1}" --no-progress ${TEST_FLAGS:-} \
     >>"$3/test/$1.log" 2>&1 || echo "meta-test $1 stopped ($?)"
 }
 
