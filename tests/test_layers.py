@@ -1,7 +1,7 @@
 """The package's layers import downward only, and its modules import each other without a cycle.
 
-Layers, bottom to top (ARCHITECTURE.md): errors/registry/config -> models, tasks, ranks -> evaluation -> zo -> fo ->
-methods -> run -> meta -> api -> cli and the package's own __init__. Every import, at module level or inside a
+Layers, bottom to top (ARCHITECTURE.md): errors/registry/config/stop/lazy -> models, tasks, ranks -> evaluation -> zo
+-> fo -> methods -> run -> meta -> api -> cli and the package's own __init__. Every import, at module level or inside a
 function, may name its own layer or one below; the module-level imports form a graph without cycles.
 """
 
@@ -14,7 +14,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = [
-    {"zofo.errors", "zofo.registry", "zofo.config", "zofo.stop"},
+    {"zofo.errors", "zofo.registry", "zofo.config", "zofo.stop", "zofo.lazy"},
     {"zofo.models", "zofo.tasks", "zofo.ranks"},
     {"zofo.evaluation"},
     {"zofo.zo"},
