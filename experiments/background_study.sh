@@ -14,12 +14,18 @@
 # Give study.py --start-until SECONDS so that the last runs end before the machine does. Calls that poll must not
 # end the GPU's processes (gpu_leftovers.sh would end the study).
 set -euo pipefail
+usage="usage: background_study.sh start NAME STUDY.yaml [study.py flags ...] | poll NAME"
+if [ $# -lt 2 ] || { [ "$1" != start ] && [ "$1" != poll ]; }; then
+  echo "background_study.sh: the first argument is start or poll, then the study's NAME ($usage)" >&2
+  exit 2
+fi
 mode=$1 name=$2
 shift 2
 runs=${RUNS:-/root/runs}
 study=$runs/$name
 if [ "$mode" = start ]; then
   mkdir -p "$study"
+  : > "$study.log"  # there before the study writes to it: a poll may read it at once
   setsid nohup "${PYTHON:-python3}" "$(dirname "$0")/study.py" "$@" --out "$study" > "$study.log" 2>&1 < /dev/null &
   echo $! > "$study.pid"
   if command -v nvidia-smi > /dev/null; then
@@ -27,8 +33,8 @@ if [ "$mode" = start ]; then
       > "$study-smi.csv" 2>&1 < /dev/null &
     echo $! > "$study-smi.pid"
   fi
-elif [ "$mode" != poll ]; then
-  echo "background_study.sh: the first argument is start or poll, not '$mode'" >&2
+elif [ ! -f "$study.pid" ]; then
+  echo "background_study.sh: no study $name was started under $runs (no $study.pid)" >&2
   exit 2
 fi
 pid=$(cat "$study.pid")
@@ -41,9 +47,10 @@ else
   [ -f "$study-smi.pid" ] && kill "$(cat "$study-smi.pid")" 2> /dev/null || true
 fi
 echo "$(grep -c '"status": "ok"' "$study.log" || true) runs finished"
-tail -n 5 "$study.log"
-if [ -n "${OUT:-}" ]; then
+tail -n 5 "$study.log" || true
+if [ -n "${OUT:-}" ]; then  # a running study's files change as they are read: tar's exit 1 says only that
   smi=(); [ -f "$study-smi.csv" ] && smi=("$name-smi.csv")
-  tar czf "$OUT/$name.tar.gz" --exclude='*.safetensors' --exclude=tensorboard --exclude=final --exclude=best \
-    --exclude=checkpoint -C "$runs" "$name" "$name.log" "${smi[@]}"
+  tar czf "$OUT/$name.tar.gz" --warn=no-file-changed --ignore-failed-read --exclude='*.safetensors' \
+    --exclude=tensorboard --exclude='final' --exclude='final.*' --exclude='best' --exclude='best.*' \
+    --exclude='checkpoint' --exclude='checkpoint.*' -C "$runs" "$name" "$name.log" "${smi[@]}" || [ $? -eq 1 ]
 fi

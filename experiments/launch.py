@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from zofo.run.folder import restored
 from zofo.run.interrupt import handling_signals
 
 #: how a run's output ends when it ran out of GPU memory: torch's own error, and the libraries' ways of saying a failed
@@ -205,7 +206,7 @@ def prepared(run: dict, out: Path, log_dir: Path) -> Path | None:
 
 def resumable(run: dict, run_dir: Path, out: Path) -> Path | None:
     """The checkpoint an earlier unfinished attempt of this run left, if it ran with the same settings."""
-    checkpoint, placement = run_dir / "checkpoint", run_dir / "placement.json"
+    checkpoint, placement = restored(run_dir / "checkpoint"), run_dir / "placement.json"
     if not (checkpoint / "loop.json").exists() or not placement.exists():
         return None
     before = json.loads(placement.read_text()).get("overrides")

@@ -15,7 +15,7 @@
 #
 # MODEL (default /root/smol), DTYPE (meta-training's, default float32: tf32 measured no faster, docs/RESULTS.md section
 # 21, and a bf16 meta step 1.57x slower, section 23), TEST_DTYPE (meta-test's, default DTYPE; bfloat16 made a
-# meta-test unit 1.74x cheaper, section 28),
+# meta-test unit 1.73x cheaper, section 28),
 # SPLIT (default configs/meta/bigbench_split.yaml), BIGBENCH (where bigbench:NAME
 # resolves; default the split file's root), SEEDS (default "0 1 2"), BATCH (examples a batch, default 4),
 # METHODS (the methods trained; default "bilevel-zofo fo-lora fo-full mezo"), MEASURE_STEPS (8), MEASURED (the

@@ -9,6 +9,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,9 +34,12 @@ def test_a_study_started_in_one_call_is_reported_and_packed_by_the_next(tmp_path
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "RUNS": str(tmp_path / "runs"), "OUT": str(out),
            "PYTHON": sys.executable, "POLL": "0"}
     started = call("start", "s1", study, "--parallel", "1", "--data-root", shared_data, env=env)
-    assert started.returncode == 0, started.stderr
-    assert started.stdout.splitlines()[0] == "study s1 still running"  # the call ends; the study goes on
-    polled = call("poll", "s1", env={**env, "POLL": "300"})
+    try:
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.splitlines()[0] == "study s1 still running"  # the call ends; the study goes on
+        polled = call("poll", "s1", env={**env, "POLL": "300"})
+    finally:  # a failed test leaves no study behind
+        subprocess.run(["pkill", "-F", str(tmp_path / "runs" / "s1.pid")], check=False)
     assert polled.returncode == 0, polled.stderr
     assert polled.stdout.splitlines()[:2] == ["study s1 ended", "2 runs finished"]
     with tarfile.open(out / "s1.tar.gz") as packed:
@@ -44,6 +48,13 @@ def test_a_study_started_in_one_call_is_reported_and_packed_by_the_next(tmp_path
     assert not [n for n in names if n.endswith(".safetensors") or "/final" in n]
 
 
-def test_a_mode_other_than_start_or_poll_is_refused():
-    done = subprocess.run(["bash", str(SCRIPT), "stop", "x"], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 2 and "the first argument is start or poll, not 'stop'" in done.stderr
+@pytest.mark.parametrize("args", [["stop", "x"], [], ["poll"]])
+def test_a_call_without_a_mode_and_a_name_is_refused_with_the_usage(args):
+    done = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "the first argument is start or poll, then the study's NAME (usage:" in done.stderr
+
+
+def test_polling_a_study_never_started_says_so(tmp_path):
+    done = subprocess.run(["bash", str(SCRIPT), "poll", "nope"], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "RUNS": str(tmp_path)})
+    assert done.returncode == 2 and f"no study nope was started under {tmp_path}" in done.stderr

@@ -70,12 +70,17 @@ def test_first_order_runs_with_cuda_graphs_on_a_gpu_are_refused_before_any_start
                                         r"false\)") as refused:
         api.train_together(runs)
     assert refused.value.key == "train.cuda_graphs" and not (tmp_path / "mezo").exists()
-    eager = [tiny_run(tiny_model_dir, shared_data, tmp_path / m, f"train.method={m}", *extra)
-             for m, extra in (("bilevel-zofo", []), (method, ["train.cuda_graphs=false"]),
-                              (method, ["model.device=cpu"]))]
+    on_cuda_1 = [tiny_run(tiny_model_dir, shared_data, tmp_path / m, f"train.method={m}", "model.device=cuda:1")
+                 for m in ("mezo", method)]
+    with pytest.raises(ZofoError, match=rf"{method} with CUDA graphs"):
+        api.train_together(on_cuda_1)
     from zofo.run.concurrent import _check_no_graphed_first_order
 
-    _check_no_graphed_first_order(eager)  # graphed ZO methods, eager or CPU first-order runs: accepted
+    accepted = [tiny_run(tiny_model_dir, shared_data, tmp_path / m, f"train.method={m}", *extra)
+                for m, extra in (("bilevel-zofo", []), ("bilevel-fo", []), (method, ["train.cuda_graphs=false"]),
+                                 (method, ["train.max_rows=8"]), (method, ["model.device=cpu"]))]
+    _check_no_graphed_first_order(accepted)  # graphed bilevel runs, eager or CPU first-order runs
+    _check_no_graphed_first_order(runs[1:])  # a graphed first-order run alone in its process
 
 
 @pytest.mark.gpu

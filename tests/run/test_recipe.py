@@ -269,6 +269,10 @@ def test_a_folder_written_whole_replaces_the_old_one_only_when_complete(tmp_path
         (partial / "b").write_text("3")
     assert [p.name for p in folder.iterdir()] == ["b"] and not (tmp_path / "final.partial").exists()
     folder.replace(tmp_path / "final.old")  # as a write killed between its two renames leaves it
+    from zofo.run.folder import restored
+
+    assert restored(folder) == folder and (folder / "b").read_text() == "3"  # what a reader does first
+    folder.replace(tmp_path / "final.old")
     with written_whole(folder) as partial:
         assert (folder / "b").read_text() == "3"  # the old folder is back before anything is written
         (partial / "c").write_text("4")

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from zofo.errors import ZofoError
+from zofo.run.folder import restored
 
 
 def flatten(state: Any, prefix: str = "", tensors: dict[str, torch.Tensor] | None = None):
@@ -74,9 +75,7 @@ def written_whole(folder: Path) -> Iterator[Path]:
     """A folder that is there complete or not at all: the body writes into FOLDER.partial, which replaces FOLDER
     when the body ends. A write killed half-way leaves FOLDER as it was, and FOLDER.partial beside it (safetensors'
     own temporary files included), which the next write of FOLDER clears."""
-    partial, old = (folder.with_name(folder.name + suffix) for suffix in (".partial", ".old"))
-    if old.is_dir() and not folder.exists():  # a write killed between its two renames: the old folder stands
-        old.replace(folder)
+    partial, old = (restored(folder).with_name(folder.name + suffix) for suffix in (".partial", ".old"))
     shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -97,6 +96,7 @@ def save_checkpoint(folder: Path, params: dict, method_state: dict, loop_state: 
 
 def load_checkpoint(folder: Path, params: dict) -> tuple[dict, dict]:
     """Load weights into `params`; return (method state, loop state)."""
+    restored(folder)
     if not (folder / "loop.json").exists():
         raise ZofoError(f"{folder} is not a zofo checkpoint (no loop.json)", "pass a run's checkpoint folder")
     load_weights(params, folder / "weights.safetensors")

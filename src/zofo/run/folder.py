@@ -76,8 +76,18 @@ def _advice(run_dir: Path) -> str:
     return f"continue it with `zofo train --resume {run_dir / 'checkpoint'}`, {fresh}"
 
 
+def restored(folder: Path) -> Path:
+    """``folder``, put back from FOLDER.old where a save was killed between its two renames
+    (`zofo.run.checkpoint.written_whole`): what a reader calls before it looks for a saved folder."""
+    old = folder.with_name(folder.name + ".old")
+    if old.is_dir() and not folder.exists():
+        old.replace(folder)
+    return folder
+
+
 def checkpoint_step(checkpoint: Path) -> int | None:
     """The step a checkpoint folder was saved at (its loop.json), or None where there is none to read."""
+    restored(checkpoint)
     try:
         return int(json.loads((checkpoint / "loop.json").read_text())["step"])
     except (OSError, ValueError, KeyError, TypeError):

@@ -115,9 +115,12 @@ class Run:
 
     def base_backbone(self) -> dict[str, torch.Tensor]:
         """The base model's backbone weights, loaded as the run loads them but on the CPU (no second copy on the
-        device), by the names of the run's backbone (best/ keeps a ZO backbone as a trajectory from them)."""
-        model, _ = load_model(self.cfg.model.name, dtype=self.cfg.model.dtype, device="cpu",
-                              trust_remote_code=self.cfg.model.trust_remote_code, staged=True)
+        device), by the names of the run's backbone (best/ keeps a ZO backbone as a trajectory from them). Under the
+        start-up lock where runs share the process: transformers' loading is not safe beside another thread's
+        ("Cannot copy out of meta tensor")."""
+        with self.startup or nullcontext():
+            model, _ = load_model(self.cfg.model.name, dtype=self.cfg.model.dtype, device="cpu",
+                                  trust_remote_code=self.cfg.model.trust_remote_code, staged=True)
         return {name: param.detach() for name, param in backbone_params(model).items()}
 
     def load_data(self):
