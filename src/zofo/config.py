@@ -216,14 +216,17 @@ def parse_yaml(path: Path, text: str) -> tuple[Any, yaml.Node | None]:
     A key given twice in one mapping is refused: YAML readers keep the last one silently, so an edit that adds a key
     a file already has would be lost without a word.
     """
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    loader = yaml.SafeLoader(text)
+    try:  # one parse: the node gives the lines and the repeats, and the document is built from it
+        node = loader.get_single_node()
         _refuse_repeated_keys(path, node)
-        return yaml.safe_load(text), node
+        return (None if node is None else loader.construct_document(node)), node
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ZofoError(f"{where}: not valid YAML ({getattr(err, 'problem', err)})", "fix the syntax") from err
+    finally:
+        loader.dispose()
 
 
 def _refuse_repeated_keys(path: Path, node: yaml.Node | None) -> None:
@@ -234,12 +237,11 @@ def _refuse_repeated_keys(path: Path, node: yaml.Node | None) -> None:
         return
     first: dict[tuple[str, str], int] = {}  # by tag and text: 1 and "1" are different keys
     for key, value in node.value:
-        line, seen = key.start_mark.line + 1, (key.tag, key.value)
-        if isinstance(key, yaml.ScalarNode) and seen in first:
-            raise ZofoError(f"{path}:{line}: key {key.value!r} is given twice in one mapping (first on line "
-                            f"{first[seen]}); YAML would keep only the last",
-                            "keep one of the two lines")
         if isinstance(key, yaml.ScalarNode):
+            line, seen = key.start_mark.line + 1, (key.tag, key.value)
+            if seen in first:
+                raise ZofoError(f"{path}:{line}: key {key.value!r} is given twice in one mapping (first on line "
+                                f"{first[seen]}); YAML would keep only the last", "keep one of the two lines")
             first[seen] = line
         _refuse_repeated_keys(path, value)
 
