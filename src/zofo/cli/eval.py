@@ -14,6 +14,7 @@ import re
 import time
 from pathlib import Path
 
+from zofo.cli.usage import check_dtype_flag
 from zofo.errors import ZofoError
 
 
@@ -44,14 +45,11 @@ LEAST = {"n_test": 1, "n_train": 0, "n_dev": 0, "shots": 0, "batch_size": 1, "ma
 
 def check_eval_arguments(args: argparse.Namespace) -> None:
     """Refuse an option out of its range before anything loads."""
-    from zofo.models.load import DTYPES
-
     for name, least in LEAST.items():
         if getattr(args, name) < least:
             flag = "--" + name.replace("_", "-")
             raise ZofoError(f"{flag} must be >= {least}, got {getattr(args, name)}", f"give {flag} {least} or more")
-    if args.dtype not in DTYPES:
-        raise ZofoError(f"unknown --dtype {args.dtype!r}", f"use one of: {', '.join(DTYPES)}")
+    check_dtype_flag(args.dtype)
 
 
 def default_device() -> str:

@@ -19,7 +19,7 @@ import os
 import sys
 import warnings
 
-from zofo.cli.usage import Parser, usage_errors
+from zofo.cli.usage import Parser, check_dtype_flag, usage_errors
 from zofo.errors import UsageError, ZofoError, ZofoWarning
 from zofo.run.interrupt import TrainingInterrupted, stacks_on_request
 
@@ -221,11 +221,10 @@ def _add_convert(sub) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from zofo.models.load import DTYPES, convert
+    from zofo.models.load import convert
 
     with usage_errors():
-        if args.dtype not in DTYPES:
-            raise ZofoError(f"unknown --dtype {args.dtype!r}", f"use one of: {', '.join(DTYPES)}")
+        check_dtype_flag(args.dtype)
     print(f"saved {convert(args.source, args.out_dir, dtype=args.dtype)}")
     return 0
 

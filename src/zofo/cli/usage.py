@@ -24,6 +24,14 @@ def usage_errors() -> Iterator[None]:
         raise UsageError(err.what, err.fix, err.key) from err
 
 
+def check_dtype_flag(dtype: str) -> None:
+    """Refuse an unknown ``--dtype`` before anything loads (`zofo eval`, `zofo convert`)."""
+    from zofo.models.load import DTYPES  # torch: only once a command runs
+
+    if dtype not in DTYPES:
+        raise ZofoError(f"unknown --dtype {dtype!r}", f"use one of: {', '.join(DTYPES)}")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse's parser; a mistyped command or flag is answered with the closest valid one (``--stpes``: did you
     mean --steps?)."""
