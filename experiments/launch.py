@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from zofo.run.folder import restored
+from zofo.atomic import restored
 from zofo.run.interrupt import handling_signals
 
 #: how a run's output ends when it ran out of GPU memory: torch's own error, and the libraries' ways of saying a failed

@@ -1,8 +1,8 @@
 """The package's layers import downward only, and its modules import each other without a cycle.
 
-Layers, bottom to top (ARCHITECTURE.md): errors/registry/config/stop/lazy -> models, tasks, ranks -> evaluation -> zo
--> fo -> methods -> run -> meta -> api -> cli and the package's own __init__. Every import, at module level or inside a
-function, may name its own layer or one below; the module-level imports form a graph without cycles.
+Layers, bottom to top (ARCHITECTURE.md): errors/registry/config/stop/lazy/atomic -> models, tasks, ranks -> evaluation
+-> zo -> fo -> methods -> run -> meta -> api -> cli and the package's own __init__. Every import, at module level or
+inside a function, may name its own layer or one below; the module-level imports form a graph without cycles.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = [
-    {"zofo.errors", "zofo.registry", "zofo.config", "zofo.stop", "zofo.lazy"},
+    {"zofo.errors", "zofo.registry", "zofo.config", "zofo.stop", "zofo.lazy", "zofo.atomic"},
     {"zofo.models", "zofo.tasks", "zofo.ranks"},
     {"zofo.evaluation"},
     {"zofo.zo"},

@@ -255,7 +255,7 @@ def test_a_final_save_killed_half_way_leaves_no_final_folder_and_the_resume_writ
 
 
 def test_a_folder_written_whole_replaces_the_old_one_only_when_complete(tmp_path):
-    from zofo.run.checkpoint import written_whole
+    from zofo.atomic import written_whole
 
     folder = tmp_path / "final"
     with written_whole(folder) as partial:
@@ -269,7 +269,7 @@ def test_a_folder_written_whole_replaces_the_old_one_only_when_complete(tmp_path
         (partial / "b").write_text("3")
     assert [p.name for p in folder.iterdir()] == ["b"] and not (tmp_path / "final.partial").exists()
     folder.replace(tmp_path / "final.old")  # as a write killed between its two renames leaves it
-    from zofo.run.folder import restored
+    from zofo.atomic import restored
 
     assert restored(folder) == folder and (folder / "b").read_text() == "3"  # what a reader does first
     folder.replace(tmp_path / "final.old")

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from zofo.atomic import written_whole
 from zofo.errors import ZofoError
 from zofo.models.load import load_model, resolve_source
-from zofo.run.checkpoint import load_weights, written_whole
+from zofo.run.checkpoint import load_weights
 from zofo.run.options import load_config
 
 BACKBONE_FILE = Path("final") / "backbone.safetensors"

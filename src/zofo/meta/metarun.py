@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from zofo.atomic import written_whole
 from zofo.config import save_config
 from zofo.errors import ZofoError
 from zofo.evaluation import encode_candidates, evaluate
@@ -46,7 +47,7 @@ from zofo.models.adapters import attach_adapters, peft_config
 from zofo.models.device import resolve_device
 from zofo.models.load import load_model, resolve_source
 from zofo.ranks import Ranks
-from zofo.run.checkpoint import save_weights, written_whole
+from zofo.run.checkpoint import save_weights
 from zofo.run.distributed import check_batch_divides, check_same_values, launched_world, rank_device, start_group
 from zofo.run.interrupt import stop_on_signal
 from zofo.run.logs import PeakMemory, RunLogger

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from zofo.atomic import written_whole
 from zofo.errors import ZofoError, ZofoWarning
 from zofo.models.gguf_file import check_gguf
 from zofo.models.packaged import ALIASES, alias_file
@@ -124,18 +125,10 @@ def convert(source: str, out_dir: str | Path, dtype: str = "float32") -> Path:
     """Save any loadable model (notably a GGUF file) as a plain folder: config, safetensors, tokenizer."""
     model, tokenizer = load_model(source, dtype=dtype, staged=True)
     out_dir = Path(out_dir)
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    model.save_pretrained(partial, safe_serialization=True)
-    tokenizer.save_pretrained(partial)
-    partial.replace(out_dir) if not out_dir.exists() else _replace_dir(partial, out_dir)
+    with written_whole(out_dir) as partial:
+        model.save_pretrained(partial, safe_serialization=True)
+        tokenizer.save_pretrained(partial)
     return out_dir
-
-
-def _replace_dir(new: Path, old: Path) -> None:
-    import shutil
-
-    shutil.rmtree(old)
-    new.replace(old)
 
 
 def _load_gguf(path: Path):

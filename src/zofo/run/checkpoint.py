@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from zofo.atomic import restored, written_whole
 from zofo.errors import ZofoError
-from zofo.run.folder import restored
 
 
 def flatten(state: Any, prefix: str = "", tensors: dict[str, torch.Tensor] | None = None):
@@ -68,22 +65,6 @@ def load_weights(params: dict[str, torch.nn.Parameter], path: Path) -> None:
     with torch.no_grad():
         for name, param in params.items():
             param.copy_(saved[name])
-
-
-@contextmanager
-def written_whole(folder: Path) -> Iterator[Path]:
-    """A folder that is there complete or not at all: the body writes into FOLDER.partial, which replaces FOLDER
-    when the body ends. A write killed half-way leaves FOLDER as it was, and FOLDER.partial beside it (safetensors'
-    own temporary files included), which the next write of FOLDER clears."""
-    partial, old = (restored(folder).with_name(folder.name + suffix) for suffix in (".partial", ".old"))
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
-    partial.mkdir(parents=True)
-    yield partial
-    if folder.exists():  # two renames, so FOLDER is missing only between them; then the old one goes
-        folder.replace(old)
-    partial.replace(folder)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_checkpoint(folder: Path, params: dict, method_state: dict, loop_state: dict) -> None:

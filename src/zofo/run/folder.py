@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from zofo.atomic import restored
 from zofo.config import CORE_SECTIONS
 from zofo.errors import ZofoError
 
@@ -74,15 +75,6 @@ def _advice(run_dir: Path) -> str:
     if (run_dir / "result.json").exists() or checkpoint_step(run_dir / "checkpoint") is None:
         return fresh
     return f"continue it with `zofo train --resume {run_dir / 'checkpoint'}`, {fresh}"
-
-
-def restored(folder: Path) -> Path:
-    """``folder``, put back from FOLDER.old where a save was killed between its two renames
-    (`zofo.run.checkpoint.written_whole`): what a reader calls before it looks for a saved folder."""
-    old = folder.with_name(folder.name + ".old")
-    if old.is_dir() and not folder.exists():
-        old.replace(folder)
-    return folder
 
 
 def checkpoint_step(checkpoint: Path) -> int | None:

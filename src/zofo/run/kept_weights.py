@@ -26,9 +26,10 @@ import torch
 from torch import nn
 
 from zofo import zo
+from zofo.atomic import written_whole
 from zofo.errors import ZofoError
 from zofo.methods.base import Method
-from zofo.run.checkpoint import load_weights, save_weights, written_whole
+from zofo.run.checkpoint import load_weights, save_weights
 from zofo.zo.optimizer import rule_of
 from zofo.zo.shards import copy_whole_
 

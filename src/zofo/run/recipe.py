@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from zofo.atomic import written_whole
 from zofo.config import save_config
 from zofo.errors import UsageError
 from zofo.evaluation import evaluate, icl_demonstrations
@@ -24,7 +25,7 @@ from zofo.models.adapters import ParamGroups, attach_adapters, backbone_params, 
 from zofo.models.device import resolve_device
 from zofo.models.load import load_model, resolve_source
 from zofo.ranks import Ranks
-from zofo.run.checkpoint import save_weights, written_whole
+from zofo.run.checkpoint import save_weights
 from zofo.run.distributed import join, launched_world, rank_device, shard_backbone, shared_run_dir
 from zofo.run.interrupt import StopRequest, TrainingInterrupted, stop_on_signal
 from zofo.run.kept_weights import load_best

@@ -1,0 +1,35 @@
+"""Folders that are there complete or not at all: written under another name and renamed when whole, so that a
+process killed while saving (a checkpoint, a run's final weights, a converted model) never leaves a folder that
+looks finished but is not."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def written_whole(folder: Path) -> Iterator[Path]:
+    """A folder that is there complete or not at all: the body writes into FOLDER.partial, which replaces FOLDER
+    when the body ends. A write killed half-way leaves FOLDER as it was, and FOLDER.partial beside it (safetensors'
+    own temporary files included), which the next write of FOLDER clears."""
+    partial, old = (restored(folder).with_name(folder.name + suffix) for suffix in (".partial", ".old"))
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    partial.mkdir(parents=True)
+    yield partial
+    if folder.exists():  # two renames, so FOLDER is missing only between them; then the old one goes
+        folder.replace(old)
+    partial.replace(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def restored(folder: Path) -> Path:
+    """``folder``, put back from FOLDER.old where a save was killed between its two renames
+    (`written_whole`): what a reader calls before it looks for a saved folder."""
+    old = folder.with_name(folder.name + ".old")
+    if old.is_dir() and not folder.exists():
+        old.replace(folder)
+    return folder
