@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from tests.real_model import smollm2_gguf
 from tests.tiny import build_tiny_tokenizer, tiny_model
 from zofo.cli.main import main
 from zofo.errors import ZofoError, ZofoWarning
+from zofo.models import load as load_module
 from zofo.models.load import load_model
 
 
@@ -25,10 +28,22 @@ def test_tiny_model_of_each_family_loads_with_same_logits(tmp_path, family):
     assert loaded_tokenizer.pad_token is not None and loaded_tokenizer.padding_side == "right"
 
 
-def test_dtype_option(tiny_model_dir):
+def test_dtype_option(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(load_module, "_WARNED_HALF_ON_CPU", set())  # as in a fresh process
     with pytest.warns(ZofoWarning, match=r"torch.bfloat16 on the CPU: .* use --dtype float32 on the CPU"):
         model, _ = load_model(str(tiny_model_dir), dtype="bfloat16")
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+
+
+def test_half_precision_on_the_cpu_is_said_once_a_process(tiny_model_dir, monkeypatch, recwarn):
+    monkeypatch.setattr(load_module, "_WARNED_HALF_ON_CPU", set())
+    for _ in range(2):
+        load_model(str(tiny_model_dir), dtype="bfloat16")
+        with warnings.catch_warnings():  # what resets Python's own once-per-line memory (peft's wrapping has one)
+            pass
+    load_model(str(tiny_model_dir), dtype="float16")
+    said = [str(w.message).split(" on the CPU")[0] for w in recwarn if "on the CPU" in str(w.message)]
+    assert said == ["torch.bfloat16", "torch.float16"]
 
 
 def test_float32_or_weights_only_staged_on_the_cpu_load_without_a_warning(tiny_model_dir, recwarn):

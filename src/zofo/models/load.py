@@ -66,6 +66,11 @@ def set_matmul_precision(dtype: str | torch.dtype) -> None:
         torch.set_float32_matmul_precision(MATMUL_PRECISION[dtype])
 
 
+# Said once a process: Python's own once-per-line rule restarts whenever a `warnings.catch_warnings` block ends (peft's
+# wrapping has one), so a meta-test's or a study's every run would say it again.
+_WARNED_HALF_ON_CPU: set[torch.dtype] = set()
+
+
 def check_device_dtype(device: str, dtype: torch.dtype, computes: bool = True) -> None:
     """Refuse a device that is absent or a dtype it cannot compute in, before any weight is read; warn where the
     model ``computes`` in half precision on the CPU."""
@@ -74,7 +79,8 @@ def check_device_dtype(device: str, dtype: torch.dtype, computes: bool = True) -
         raise ZofoError(f"device {device!r} asked for, but no CUDA device is visible", "use --device cpu")
     if kind == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise ZofoError(f"this GPU cannot compute in bfloat16 (device {device})", "use --dtype float16 or float32")
-    if computes and kind == "cpu" and dtype in (torch.float16, torch.bfloat16):
+    if computes and kind == "cpu" and dtype in (torch.float16, torch.bfloat16) and dtype not in _WARNED_HALF_ON_CPU:
+        _WARNED_HALF_ON_CPU.add(dtype)
         warnings.warn(f"{dtype} on the CPU: most CPUs have no half-precision matmuls, so it usually runs several "
                       "times slower than float32; use --dtype float32 on the CPU", ZofoWarning, stacklevel=3)
     try:
