@@ -379,6 +379,11 @@ def test_config_exits_0_2_and_130(tmp_path):
     (["train", "--stpes", "3"], "zofo train: error: unrecognized arguments: --stpes 3; did you mean --steps?"),
     (["meta-train", "--lamda=2"], "zofo meta-train: error: unrecognized arguments: --lamda=2; did you mean --lam?"),
     (["train", "--zzz"], "zofo train: error: unrecognized arguments: --zzz"),  # nothing close: no guess
+    # a required flag missing is reported first: the mistyped one is found among the arguments (--mod abbreviates)
+    (["eval", "--mod", "m", "--tsk", "sst2"], "zofo eval: error: the following arguments are required: --task "
+                                               "(--tsk is not a flag of zofo eval; did you mean --task?)"),
+    (["eval", "--zzz=1"], "zofo eval: error: the following arguments are required: --task "
+                          "(--zzz is not a flag of zofo eval)"),
     (["trian"], "zofo: error: argument command: invalid choice: 'trian' (choose from "),  # quoted or not: Python's
     (["meta-tst"], "zofo: error: argument command: invalid choice: 'meta-tst' (choose from "),
 ])

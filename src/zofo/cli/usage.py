@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
@@ -36,12 +37,17 @@ class Parser(argparse.ArgumentParser):
     """argparse's parser; a mistyped command or flag is answered with the closest valid one (``--stpes``: did you
     mean --steps?)."""
 
+    def parse_known_args(self, args=None, namespace=None):
+        self.given = list(sys.argv[1:] if args is None else args)  # what `error` reads when argparse names no flag
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
-        super().error(message + closest_spelling(self, message))
+        super().error(message + closest_spelling(self, message, getattr(self, "given", [])))
 
 
-def closest_spelling(parser: argparse.ArgumentParser, message: str) -> str:
-    """'; did you mean X?' for an unknown command or flag named in argparse's `message`, or ''."""
+def closest_spelling(parser: argparse.ArgumentParser, message: str, given: list[str] = ()) -> str:
+    """'; did you mean X?' for an unknown command or flag named in argparse's `message`, or ''. A missing required
+    flag is reported before any unknown one, so there the unknown flags are read from ``given`` (the arguments)."""
     choice = re.search(r"invalid choice: '([^']*)'", message)
     if choice:  # the valid ones from the parser: how argparse quotes them in its message changed in Python 3.12.8
         return _meant(choice.group(1), [str(c) for action in parser._actions for c in action.choices or ()])
@@ -50,6 +56,12 @@ def closest_spelling(parser: argparse.ArgumentParser, message: str) -> str:
         flags = [word.split("=")[0] for word in unknown.group(1).split() if word.startswith("--")]
         known = [option for action in parser._actions for option in action.option_strings]
         return "".join(_meant(flag, known) for flag in flags[:1])
+    if message.startswith("the following arguments are required"):
+        known = [option for action in parser._actions for option in action.option_strings]
+        flags = [word.split("=")[0] for word in given if word.startswith("--")]
+        unknown = [flag for flag in flags if not any(option.startswith(flag) for option in known)]  # abbreviations
+        guess = _meant(unknown[0], known) if unknown else ""
+        return f" ({unknown[0]} is not a flag of {parser.prog}{guess})" if unknown else ""
     return ""
 
 
