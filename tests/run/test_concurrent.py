@@ -78,8 +78,9 @@ def test_first_order_runs_with_cuda_graphs_on_a_gpu_are_refused_before_any_start
 
     accepted = [tiny_run(tiny_model_dir, shared_data, tmp_path / m, f"train.method={m}", *extra)
                 for m, extra in (("bilevel-zofo", []), ("bilevel-fo", []), (method, ["train.cuda_graphs=false"]),
-                                 (method, ["train.max_rows=8"]), (method, ["model.device=cpu"]))]
-    _check_no_graphed_first_order(accepted)  # graphed bilevel runs, eager or CPU first-order runs
+                                 (method, ["train.max_rows=8"]), (method, ["model.device=cpu"]),
+                                 (method, ["train.fsdp=true"]))]
+    _check_no_graphed_first_order(accepted)  # graphed bilevel runs, eager, CPU or sharded (never graphed) FO runs
     _check_no_graphed_first_order(runs[1:])  # a graphed first-order run alone in its process
 
 

@@ -29,7 +29,7 @@ from zofo.models.load import MATMUL_PRECISION
 from zofo.registry import METHODS
 from zofo.run.interrupt import StopRequest, stop_on_signal
 from zofo.run.options import RunConfig
-from zofo.run.recipe import Run
+from zofo.run.recipe import Run, method_settings
 
 _STARTUP = threading.Lock()
 
@@ -61,8 +61,7 @@ def _check_no_graphed_first_order(cfgs: Sequence[RunConfig]) -> None:
         return
     for cfg in cfgs:
         first_order = issubclass(METHODS.get(cfg.train.method), FirstOrder)
-        graphed = cfg.train.cuda_graphs and cfg.train.max_rows is None
-        if first_order and graphed and resolve_device(cfg.model.device).startswith("cuda"):
+        if first_order and method_settings(cfg).graphed and resolve_device(cfg.model.device).startswith("cuda"):
             raise ZofoError(f"{cfg.train.method} with CUDA graphs is not trained beside other runs in one process: six "
                             "such runs hung an H100 twice (benchmarks/results/gpu-2026-12-07/together-fo-hang/)",
                             "train it in its own process (experiments/study.py --together 1), or set "
