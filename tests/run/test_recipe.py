@@ -252,28 +252,3 @@ def test_a_final_save_killed_half_way_leaves_no_final_folder_and_the_resume_writ
     api.train(tiny_run(tiny_model_dir, shared_data, straight, "train.method=mezo", "train.steps=3"))
     a, b = final_weights(straight), final_weights(run)
     assert a and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_a_folder_written_whole_replaces_the_old_one_only_when_complete(tmp_path):
-    from zofo.atomic import written_whole
-
-    folder = tmp_path / "final"
-    with written_whole(folder) as partial:
-        (partial / "a").write_text("1")
-    with pytest.raises(RuntimeError), written_whole(folder) as partial:
-        (partial / "a").write_text("2")
-        raise RuntimeError("killed")
-    assert (folder / "a").read_text() == "1"  # the old folder stands; the half-written one is beside it
-    assert (tmp_path / "final.partial" / "a").read_text() == "2"
-    with written_whole(folder) as partial:
-        (partial / "b").write_text("3")
-    assert [p.name for p in folder.iterdir()] == ["b"] and not (tmp_path / "final.partial").exists()
-    folder.replace(tmp_path / "final.old")  # as a write killed between its two renames leaves it
-    from zofo.atomic import restored
-
-    assert restored(folder) == folder and (folder / "b").read_text() == "3"  # what a reader does first
-    folder.replace(tmp_path / "final.old")
-    with written_whole(folder) as partial:
-        assert (folder / "b").read_text() == "3"  # the old folder is back before anything is written
-        (partial / "c").write_text("4")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"] and [p.name for p in folder.iterdir()] == ["c"]

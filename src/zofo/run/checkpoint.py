@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from zofo.atomic import restored, written_whole
+from zofo.atomic import as_umask_allows, restored, written_whole
 from zofo.errors import ZofoError
 
 
@@ -53,6 +53,7 @@ def load_state(folder: Path, name: str) -> Any:
 
 def save_weights(params: dict[str, torch.nn.Parameter], path: Path) -> None:
     save_file({n: p.detach().cpu().contiguous() for n, p in params.items()}, str(path))
+    as_umask_allows(Path(path))  # also where no `written_whole` folder holds it (zofo replay's output)
 
 
 def load_weights(params: dict[str, torch.nn.Parameter], path: Path) -> None:
