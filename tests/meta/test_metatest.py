@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from zofo.config import save_config
 from zofo.errors import ZofoError
 from zofo.meta import MetaTestInterrupted, MetaTestProtocol, meta_test, resolve
 from zofo.meta.backbone import resolve_backbone
+from zofo.meta.units import finished, unit_file
 from zofo.models.load import load_model
 from zofo.run.checkpoint import save_weights
 from zofo.run.interrupt import TrainingInterrupted
@@ -125,9 +127,41 @@ def test_a_run_folders_backbone_is_what_the_meta_test_loads(tmp_path, tiny_model
     saved = load_file(str(run / "final" / "backbone.safetensors"))
     assert all(torch.equal(p, saved[n]) for n, p in loaded.named_parameters())
     assert described["method"] == "mezo" and described["base"] == str(tiny_model_dir)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # the run trained further (or again under its path)
+    save_weights(dict(model.named_parameters()), run / "final" / "backbone.safetensors")
+    again, described_again = resolve_backbone(str(run), tmp_path / "out")
+    assert again == folder and described_again["weights_sha256"] != described["weights_sha256"]
+    loaded, _ = load_model(folder)  # written anew, not the first weights' folder kept
+    assert torch.equal(next(loaded.parameters()), next(model.parameters()))
     (run / "final" / "backbone.safetensors").unlink()
     with pytest.raises(ZofoError, match=r"left its backbone unchanged.*\(meta-test its base model instead"):
         resolve_backbone(str(run), tmp_path / "out2")
+
+
+def test_a_folder_with_results_refuses_the_same_run_trained_further_and_units_know_their_template(
+        tmp_path, tasks, tiny_model_dir):
+    run, out = tmp_path / "run", tmp_path / "out"
+    (run / "final").mkdir(parents=True)
+    cfg = RunConfig()
+    cfg.model.name, cfg.train.method = str(tiny_model_dir), "mezo"
+    save_config(cfg, run / "config.yaml")
+    model, _ = load_model(str(tiny_model_dir))
+    save_weights(dict(model.named_parameters()), run / "final" / "backbone.safetensors")
+    films = resolve(str(tasks / "films"), tasks, "argument 1")
+    one_seed = dataclasses.replace(SMALL, seeds=(0,))
+    meta_test(films, str(run), one_seed, out, device="cpu", progress=False)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    save_weights(dict(model.named_parameters()), run / "final" / "backbone.safetensors")
+    before = (out / "backbone" / "model.safetensors").read_bytes()
+    with pytest.raises(ZofoError, match=r"holds meta-test results of another backbone"):
+        meta_test(films, str(run), one_seed, out, device="cpu", progress=False)
+    assert (out / "backbone" / "model.safetensors").read_bytes() == before  # the refused folder keeps its own
+    unit = json.loads(unit_file(out, films[0], 0).read_text())
+    assert unit["template"] is None and finished(unit_file(out, films[0], 0), films[0])
+    other = dataclasses.replace(films[0], template="other")  # the same data under another prompt: not this unit
+    assert not finished(unit_file(out, films[0], 0), other)
 
 
 def zofo(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -101,14 +101,16 @@ def test_a_second_meta_test_on_a_busy_folder_is_refused(tmp_path):
 def test_sigterm_stops_every_worker_keeps_finished_units_and_the_same_command_continues(tmp_path, tasks,
                                                                                       tiny_model_dir):
     out = tmp_path / "out"
+    # units long enough (40 k-shot steps) that the signal, sent once the first is written, finds others running:
+    # with FLAGS' 2 steps the two workers once finished all six within the poll (exit 0)
     command = [sys.executable, "-m", "zofo.cli", "meta-test", str(tasks / "films"), str(tasks / "premises"),
                "--model", str(tiny_model_dir), "--device", "cpu", *FLAGS, "--seeds", "0", "1", "2",
-               "--workers", "2", "--out", str(out)]
+               "--steps", "40", "--eval-every", "20", "--workers", "2", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     parent = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not list(out.glob("units/*/*.json")) and time.monotonic() < deadline and parent.poll() is None:
-        time.sleep(0.2)
+        time.sleep(0.05)
     parent.send_signal(signal.SIGTERM)
     _, stderr = parent.communicate(timeout=300)
     kept = sorted(out.glob("units/*/*.json"))

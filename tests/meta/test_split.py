@@ -14,6 +14,7 @@ from zofo.meta.split import meta_train_data, read_split
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SPLIT = REPO / "configs" / "meta" / "bigbench_split.yaml"
+SHARED_SST2 = REPO.parent / "shared" / "data" / "sst2"  # only named: a refused repeat loads nothing
 
 
 def write_task(folder: Path, n: int, word: str = "good") -> Path:
@@ -75,11 +76,23 @@ def test_entry_forms_resolve_to_the_same_tasks(root, tmp_path):
      r"key 'meta_train' is given twice in one mapping \(first on line 1\)"),
     ("meta_train:\n  - {task: bigbench:a, task: bigbench:c}\nmeta_test:\n  - bigbench:b\n", 2,
      r"key 'task' is given twice"),
+    # the same data under another template, and a MetaICL split file against its folder with the task's name
+    ("meta_train:\n  - {task: sst2, data: SST2}\nmeta_test:\n  - {task: sst2, data: SST2, template: mezo}\n", 4,
+     r"task sst2 \(sst2\) \[mezo\] is in both meta_train \(.*split.yaml:2\) and meta_test"),
+    ("meta_train:\n  - MICL/tiny_sst_16_100_train.jsonl\nmeta_test:\n  - {task: metaicl:tiny_sst, data: MICL}\n", 4,
+     r"task metaicl:tiny_sst \(metaicl\) is in both meta_train"),
+    ("meta_train:\n  - bigbench:a\n  - OTHER/p/x\n  - OTHER/q/x\nmeta_test:\n  - bigbench:b\n", 4,
+     r"two different tasks in meta_train are named x \(the first at .*split.yaml:3\) \(give each task a distinct"),
 ])
 def test_a_bad_split_is_refused_with_its_line_and_reason(root, tmp_path, text, line, reason):
     (root / "broken").mkdir()
     (root / "broken" / "task.json").write_text(json.dumps({"examples": []}))
-    path = split_file(tmp_path, text.replace("ROOT", str(root)))
+    write_task(tmp_path / "other" / "p" / "x", 20)
+    write_task(tmp_path / "other" / "q" / "x", 20)
+    for word, where in [("ROOT", root), ("OTHER", tmp_path / "other"), ("SST2", SHARED_SST2),
+                        ("MICL", REPO / "tests" / "fixtures" / "metaicl")]:
+        text = text.replace(word, str(where))
+    path = split_file(tmp_path, text)
     with pytest.raises(ZofoError, match=reason) as caught:
         read_split(path, root=root)
     assert str(caught.value).startswith(f"{path}:{line}: ")

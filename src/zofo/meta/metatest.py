@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from zofo.errors import ZofoError
 from zofo.evaluation import evaluate, icl_demonstrations
-from zofo.meta.backbone import resolve_backbone
+from zofo.meta.backbone import backbone_folder, describe_backbone
 from zofo.meta.pool import TaskRef, load_checked
 from zofo.meta.protocol import MetaTestProtocol
 from zofo.meta.report import summarise, write_report
@@ -55,9 +55,10 @@ def meta_test(refs: list[TaskRef], model: str, protocol: MetaTestProtocol, out_d
     out_dir.mkdir(parents=True, exist_ok=True)
     # a worker works under its parent's lock (an inherited descriptor), so it takes none
     with contextlib.nullcontext() if as_worker else locked(out_dir) as lock:
-        backbone, described = resolve_backbone(model, out_dir)
+        described = describe_backbone(model, out_dir)
         header = {"protocol": protocol.to_dict(), "backbone": described, "dtype": dtype}
         _claim(out_dir, header, write=not as_worker)  # the workers' parent wrote it, and they only read it
+        backbone = backbone_folder(model, out_dir, described)  # after the claim: a refused folder keeps its own
         units = [(ref, seed) for seed in protocol.seeds for ref in refs]  # a stopped one has whole seeds first
         if workers > 1:
             spec = write_spec(out_dir, refs, model, protocol, dtype)
@@ -129,9 +130,9 @@ def _refuse_repeats(refs: list[TaskRef]) -> None:
 
 def _claim(out_dir: Path, header: dict, write: bool = True) -> None:
     """Record the protocol and backbone in OUT/protocol.json (unless not `write`); refuse a folder that holds
-    another's results."""
+    another's results (a folder without any finished unit holds none: its header is replaced)."""
     file = out_dir / "protocol.json"
-    if file.is_file():
+    if file.is_file() and any((out_dir / "units").rglob("*.json")):
         before = json.loads(file.read_text())
         if before != json.loads(json.dumps(header)):
             changed = sorted(k for k in header if before.get(k) != json.loads(json.dumps(header[k])))
@@ -161,7 +162,8 @@ class _Runner:
         zero = evaluate(model, tokenizer, task, splits.test, progress=False, stop=stop, **scoring)
         icl = evaluate(model, tokenizer, task, splits.test, demonstrations=demos, progress=False, stop=stop, **scoring)
         peft = self.kshot_peft(ref, seed, n_test, stop)
-        return {"task": ref.name, "data": ref.data, "seed": seed, "protocol": splits.protocol, "bounds": p.bounds(),
+        return {"task": ref.name, "data": ref.data, "template": ref.template, "seed": seed,
+                "protocol": splits.protocol, "bounds": p.bounds(),
                 "sizes": {"train": len(splits.train), "dev": len(splits.dev), "test": len(splits.test)},
                 "zero_shot": zero, "icl": icl, "peft": peft["test"],
                 "peft_run": {"best_dev": peft["best_dev"], "best_step": peft["best_step"],

@@ -23,6 +23,7 @@ from typing import Any
 from zofo.errors import ZofoError
 from zofo.tasks import TASKS, Task, load_task
 from zofo.tasks.bigbench_sources import shared_bigbench
+from zofo.tasks.metaicl import metaicl_source
 
 #: where `bigbench:NAME` resolves when neither an argument, `$ZOFO_BIGBENCH`, the split file nor the project's data
 #: folder (`shared_bigbench`: `$ZOFO_SHARED_DATA/bigbench`, else the one beside the checkout) says
@@ -46,11 +47,19 @@ class TaskRef:
     @property
     def key(self) -> tuple:
         """What makes two references the same task, however they were written: the task.json file for BIG-bench,
-        (name, data path, template) otherwise."""
+        the folder and `<task>_<k>_<seed>` files for MetaICL (one split file or the folder with the task's name),
+        (name, data path) otherwise. The template is not part of it: the same examples under another prompt are
+        the same task, seen or unseen."""
         if self.task == "bigbench" and self.data is not None:
             return ("bigbench", str(_task_json(Path(self.data)).resolve()))
-        data = str(Path(self.data).resolve()) if self.data is not None else None
-        return (self.task, data, self.template)
+        family, _, name = self.task.partition(":")
+        if family == "metaicl" and self.data is not None:
+            try:
+                folder, stem = metaicl_source(Path(self.data), name or None)
+            except ZofoError:  # no such files: loading the task says so, with the entry's file:line
+                return (self.task, str(Path(self.data).resolve()))
+            return ("metaicl", str(folder.resolve()), stem)
+        return (self.task, str(Path(self.data).resolve()) if self.data is not None else None)
 
 
 def bigbench_root(given: str | Path | None = None, from_file: str | Path | None = None) -> Path:
@@ -100,6 +109,7 @@ def _resolve_mapping(entry: dict, root: Path, where: str) -> list[TaskRef]:
             raise ZofoError(f"{where}: task bigbench needs data", "give data: <task folder>")
         return _by_path(Path(data).expanduser(), root, template, where)
     name = task if data is None else f"{task} ({Path(data).name})"
+    name = name if template is None else f"{name} [{template}]"  # its own units and table row
     return [TaskRef(name, task, None if data is None else str(data), template, where)]
 
 

@@ -9,8 +9,9 @@
       - bigbench:logical_deduction/three_objects
 
 `read_split` refuses, before anything trains and with the file:line of the entry, an unknown key, a missing or
-empty list, an entry that names nothing, a task named twice (in one list or in both: the same task.json counts
-once however it is written), and a task that does not load. Entry forms: `zofo.meta.pool`.
+empty list, an entry that names nothing, a task named twice (in one list or in both: the same task.json, or the same
+data under another template, counts once however it is written), two different tasks under one name in a list, and a
+task that does not load. Entry forms: `zofo.meta.pool`.
 
 Per-task data for meta-training (`meta_train_data`): upper 256 / lower 512 examples (the paper's), drawn with the
 seed; a task with fewer than 768 examples gives all it has, cut 1:2 (100 examples: 33 upper / 67 lower).
@@ -107,10 +108,16 @@ def _read_list(path: Path, doc: dict, node: yaml.Node | None, name: str, root: P
 
 
 def _refuse_repeats(refs: dict[str, list[TaskRef]]) -> None:
-    """A task named twice in one list, or in both, is refused at its second mention."""
+    """A task named twice in one list, or in both, is refused at its second mention; so are two different tasks
+    under one name in a list (blocks, units and tables are keyed by it)."""
     seen: dict[tuple, tuple[str, TaskRef]] = {}
     for name in LISTS:
+        named: dict[str, TaskRef] = {}
         for ref in refs[name]:
+            other = named.setdefault(ref.name, ref)
+            if other is not ref and other.key != ref.key:
+                raise ZofoError(f"{ref.where}: two different tasks in {name} are named {ref.name} (the first at "
+                                f"{other.where})", "give each task a distinct folder name")
             earlier = seen.get(ref.key)
             if earlier is None:
                 seen[ref.key] = (name, ref)

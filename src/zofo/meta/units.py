@@ -40,8 +40,12 @@ def slug(name: str) -> str:
 
 
 def finished(file: Path, ref: TaskRef) -> bool:
-    """Whether this (task, seed) was evaluated already, on the same task data."""
-    return file.is_file() and json.loads(file.read_text()).get("data") == ref.data
+    """Whether this (task, seed) was evaluated already, on the same task data with the same template (a unit
+    written before units recorded their template had none)."""
+    if not file.is_file():
+        return False
+    unit = json.loads(file.read_text())
+    return unit.get("data") == ref.data and unit.get("template") == ref.template
 
 
 def write_unit(file: Path, result: dict) -> None:

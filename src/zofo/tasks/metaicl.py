@@ -46,20 +46,28 @@ def _stem(folder: Path, task: str) -> str:
     return f"{task}_16_100" if f"{task}_16_100" in stems else stems[0]
 
 
-def read_metaicl(path: Path, task: str | None = None) -> Pools:
-    """Pools of a MetaICL task; see the module docstring for how files are chosen."""
+def metaicl_source(path: Path, task: str | None = None) -> tuple[Path, str | None]:
+    """Where a MetaICL task is read from: (folder, `<task>_<k>_<seed>`) for its split files, or (the file, None) for
+    a jsonl file of any other name (one "train" pool). A path to one split file names the same task as its folder
+    with the task's name, which is how a split file's check knows them for one task."""
     match = FILE_NAME.match(path.name) if path.is_file() else None
     if path.is_file() and not match:
-        return {"train": _read(path)}
+        return path, None
     if match:
-        path, stem = path.parent, f'{match.group("task")}_{match.group("k")}_{match.group("seed")}'
-    elif path.is_dir() and task:
-        stem = _stem(path, task)
-    else:
-        raise ZofoError(f"MetaICL data {path} is not a jsonl file or folder", "use --task metaicl:<task>")
+        return path.parent, f'{match.group("task")}_{match.group("k")}_{match.group("seed")}'
+    if path.is_dir() and task:
+        return path, _stem(path, task)
+    raise ZofoError(f"MetaICL data {path} is not a jsonl file or folder", "use --task metaicl:<task>")
+
+
+def read_metaicl(path: Path, task: str | None = None) -> Pools:
+    """Pools of a MetaICL task; see the module docstring for how files are chosen."""
+    folder, stem = metaicl_source(path, task)
+    if stem is None:
+        return {"train": _read(folder)}
     pools = {}
     for split in ("train", "dev", "test"):
-        file = find_file(path, f"{stem}_{split}")
+        file = find_file(folder, f"{stem}_{split}")
         if file:
             pools[split] = _read(file)
     return pools
