@@ -226,7 +226,7 @@ def test_ctrl_c_during_training_says_so_at_once_and_exits_130_with_a_checkpoint(
     assert code == 130, err
     step = json.loads((run / "checkpoint" / "loop.json").read_text())["step"]
     said = err.index("zofo: SIGINT received: stopping after the current step or evaluation batch, with a "
-                     "checkpoint (Ctrl-C again stops at once, without one)")  # when the signal came, before the end
+                     "checkpoint (Ctrl-C again stops at once, without it)")  # when the signal came, before the end
     assert err.index(f"zofo: interrupted by SIGINT after step {step}; the checkpoint {run / 'checkpoint'}") > said
     assert 0 < step < 100000 and not (run / "result.json").exists()
 

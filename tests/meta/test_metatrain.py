@@ -269,3 +269,18 @@ def test_a_pooled_baseline_in_pieces_follows_the_baseline_in_whole_batches(tmp_p
     moved = max((whole[k] - base[k]).abs().max().item() for k in whole if k in base)
     gap = torch.cat([(pieces[k] - whole[k]).abs().flatten() for k in whole]).quantile(quantile).item()
     assert gap < 1e-5 < moved
+
+
+def test_an_interrupted_meta_train_names_the_command_that_continues_it(tmp_path, tiny_model_dir, monkeypatch):
+    import signal
+
+    import zofo.meta.metarun as metarun
+    from zofo.run.interrupt import TrainingInterrupted
+
+    def stopped(method, dev, run_dir, *args):
+        raise TrainingInterrupted(1, run_dir / "checkpoint", signal.SIGINT)
+
+    monkeypatch.setattr(metarun, "train_loop", stopped)
+    with pytest.raises(TrainingInterrupted, match=r"continue with `zofo meta-train --resume .*/run`") as caught:
+        meta_train(small(tmp_path, tiny_model_dir, "run"))
+    assert caught.value.exit_code == 130 and "zofo train --resume" not in str(caught.value)

@@ -72,6 +72,9 @@ def run_meta_train(args: argparse.Namespace) -> int:
         if not args.resume and not args.split:
             raise ZofoError("meta-train needs --split FILE (or --resume RUN)",
                             "e.g. --split configs/meta/bigbench_split.yaml")
+        if args.resume and args.split:
+            raise ZofoError("--split with --resume: a resumed run keeps the split it started with",
+                            "drop --split, or start a new run with --out")
         cfg = resumed(args.resume, **given) if args.resume else MetaTrainConfig(split=args.split, **given)
         split = checked_split(cfg, resume_run=bool(args.resume))
     result = meta_train(cfg, resume_run=bool(args.resume), split=split)

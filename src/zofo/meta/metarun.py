@@ -28,6 +28,8 @@ over every example, as in one process. Rank 0 alone writes the run folder; every
 from __future__ import annotations
 
 import json
+import shutil
+from contextlib import nullcontext
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -39,23 +41,25 @@ from zofo.config import save_config
 from zofo.errors import ZofoError
 from zofo.evaluation import encode_candidates, evaluate
 from zofo.meta.backbone import resolve_backbone
+from zofo.meta.lock import locked
 from zofo.meta.metatrain import MetaBilevel, TaskStreams
 from zofo.meta.multitask import run_baseline
-from zofo.meta.options import BASELINES, RESUME_MAY_CHANGE, MetaTrainConfig
+from zofo.meta.options import BASELINES, BILEVEL, RESUME_MAY_CHANGE, MetaTrainConfig
 from zofo.meta.split import Split, meta_train_data, read_split
 from zofo.models.adapters import attach_adapters, peft_config
 from zofo.models.device import resolve_device
-from zofo.models.load import load_model, resolve_source
+from zofo.models.load import check_device_dtype, load_model, resolve_dtype, resolve_source
 from zofo.ranks import Ranks
 from zofo.run.checkpoint import save_weights
 from zofo.run.distributed import check_batch_divides, check_same_values, launched_world, rank_device, start_group
-from zofo.run.interrupt import stop_on_signal
+from zofo.run.interrupt import TrainingInterrupted, stop_on_signal
 from zofo.run.logs import PeakMemory, RunLogger
 from zofo.run.loop import LoopSettings, LoopState, resume, train_loop
 
 
 def resumed(run_dir: str | Path, **changes) -> MetaTrainConfig:
-    """The options of the run in `run_dir` (its meta.json), with the few a resumed run may change."""
+    """The options of the run in `run_dir` (its meta.json), with the few a resumed run may change; its folder is
+    `run_dir` as given (from any current folder)."""
     path = Path(run_dir) / "meta.json"
     if not path.is_file():
         raise ZofoError(f"{run_dir} is not a meta-training run folder (no meta.json)",
@@ -67,7 +71,7 @@ def resumed(run_dir: str | Path, **changes) -> MetaTrainConfig:
                         f"new run (a resumed run may change {', '.join(RESUME_MAY_CHANGE)})")
     known = {f.name for f in fields(MetaTrainConfig)}
     kept = {k: v for k, v in changes.items() if v is not None and k in RESUME_MAY_CHANGE}
-    return MetaTrainConfig(**({k: v for k, v in saved.items() if k in known} | kept))
+    return MetaTrainConfig(**({k: v for k, v in saved.items() if k in known} | kept | {"out": str(run_dir)}))
 
 
 def meta_train(cfg: MetaTrainConfig, resume_run: bool = False, split: Split | None = None) -> dict:
@@ -81,11 +85,35 @@ def meta_train(cfg: MetaTrainConfig, resume_run: bool = False, split: Split | No
     data = meta_train_data(split, cfg.upper, cfg.lower, seed=cfg.seed, n_dev=cfg.n_dev)
     if ranks.writes:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "meta.json").write_text(json.dumps({"options": asdict(cfg), "tasks": [d.name for d in data]},
-                                                      indent=1))
-    if cfg.method in BASELINES:  # `Run` joins the ranks itself
-        return run_baseline(cfg, split, data, resume_run)
-    return MetaRun(cfg, split, data, device, ranks).execute(resume_run)
+    with locked(run_dir, "meta-train") if ranks.writes else nullcontext():
+        started = resume_run and (run_dir / "checkpoint" / "loop.json").is_file()
+        if ranks.writes:
+            if resume_run and not started:  # stopped before its first checkpoint: again from step 0
+                _clear_attempt(run_dir)
+            options = asdict(cfg) | {k: _absolute(getattr(cfg, k)) for k in ("split", "bigbench_root")}
+            (run_dir / "meta.json").write_text(json.dumps({"options": options, "tasks": [d.name for d in data]},
+                                                          indent=1))
+        try:
+            if cfg.method in BASELINES:  # `Run` joins the ranks itself
+                return run_baseline(cfg, split, data, started)
+            return MetaRun(cfg, split, data, device, ranks).execute(started)
+        except TrainingInterrupted as err:  # continued by this command, not by `zofo train`
+            raise TrainingInterrupted(err.step, err.checkpoint, err.signum,
+                                      resume=f"zofo meta-train --resume {run_dir}") from None
+
+
+def _clear_attempt(run_dir: Path) -> None:
+    """What an attempt that never reached its first checkpoint left (a log, TensorBoard events, a best/ folder, the
+    config), so that starting again from step 0 reads none of it back."""
+    for name in ("log.jsonl", "config.yaml", "result.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    for name in ("tensorboard", "best", "best.partial", "best.old", "checkpoint.partial", "checkpoint.old"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
+def _absolute(path: str | None) -> str | None:
+    """A path as meta.json keeps it: absolute, so that `--resume` works from any current folder."""
+    return None if path is None else str(Path(path).expanduser().resolve())
 
 
 def join_meta(cfg: MetaTrainConfig, device: torch.device) -> Ranks:
@@ -106,10 +134,23 @@ def checked_split(cfg: MetaTrainConfig, resume_run: bool = False) -> Split:
     if not cfg.out:
         raise ZofoError("meta-train needs an output folder", "give --out RUN")
     if not resume_run and (Path(cfg.out) / "meta.json").exists():
-        raise ZofoError(f"{cfg.out} already holds a meta-training run",
-                        "resume it with --resume, or choose another --out")
+        if (Path(cfg.out) / "checkpoint" / "loop.json").is_file():
+            raise ZofoError(f"{cfg.out} already holds a meta-training run",
+                            "resume it with --resume, or choose another --out")
+        raise ZofoError(f"{cfg.out} holds a meta-training run that stopped before its first checkpoint",
+                        f"start it again from step 0 with --resume {cfg.out} (its own options), or choose another "
+                        "--out")
+    out = Path(cfg.out)
+    if not resume_run and out.is_dir() and not (out / "meta.json").exists() and any(out.iterdir()):
+        raise ZofoError(f"{cfg.out} is not empty and holds no meta-training run (no meta.json)",
+                        "give a new or empty --out")
+    check_device_dtype(resolve_device(cfg.device), resolve_dtype(cfg.dtype), computes=False)
     resolve_source(cfg.model)  # a wrong model fails before any data is read
-    return read_split(cfg.split, cfg.bigbench_root, lists=("meta_train",))
+    split = read_split(cfg.split, cfg.bigbench_root, lists=("meta_train",))
+    if cfg.method in BILEVEL and cfg.tasks_per_step > len(split.meta_train):
+        raise ZofoError(f"--tasks-per-step {cfg.tasks_per_step} with {len(split.meta_train)} meta-train tasks in "
+                        f"{cfg.split}", "choose a T no larger than the number of meta-train tasks")
+    return split
 
 
 class MetaRun:

@@ -24,10 +24,11 @@ from tqdm.auto import tqdm
 from zofo.errors import ZofoError
 from zofo.evaluation import evaluate, icl_demonstrations
 from zofo.meta.backbone import backbone_folder, describe_backbone
+from zofo.meta.lock import locked
 from zofo.meta.pool import TaskRef, load_checked
 from zofo.meta.protocol import MetaTestProtocol
 from zofo.meta.report import summarise, write_report
-from zofo.meta.units import MetaTestInterrupted, finished, locked, slug, unit_file, write_unit
+from zofo.meta.units import MetaTestInterrupted, finished, slug, unit_file, write_unit
 from zofo.meta.workers import Share, run_workers, write_spec
 from zofo.meta.workers import check as check_workers
 from zofo.models.device import resolve_device
@@ -66,7 +67,8 @@ def meta_test(refs: list[TaskRef], model: str, protocol: MetaTestProtocol, out_d
                         progress, lock)
         else:
             runner = _Runner(backbone, protocol, out_dir, resolve_device(device), dtype)
-            with stop_on_signal() as stop:
+            kept = "keeping the finished task-seed units (the current one starts again next time)"
+            with stop_on_signal(kept) as stop:
                 _run_units(units, tasks, n_test, runner, stop, progress, Share(out_dir) if as_worker else None)
         if as_worker:
             return None

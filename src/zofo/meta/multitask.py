@@ -59,9 +59,6 @@ def merged_backbone(method: Method) -> dict[str, torch.Tensor]:
 
 def run_baseline(cfg, split: Split, data: list[TaskData], resume_run: bool) -> dict:
     """Run baseline `cfg.method` on the pooled examples of `data` (a `MetaTrainConfig`); returns result.json."""
-    if cfg.method == "fo-peft" and cfg.peft != "lora":
-        raise ZofoError(f"multi-task fo-peft merges its shared adapter into the backbone: --peft {cfg.peft} cannot be "
-                        "merged", "use --peft lora")
     if not any(d.dev for d in data):
         raise ZofoError("no meta-train task has dev examples left", "raise --n-dev or use larger tasks")
     run_cfg = cfg.run_config()

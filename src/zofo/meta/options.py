@@ -70,6 +70,9 @@ class MetaTrainConfig:
             raise ZofoError(f"--max-seconds must be > 0, got {self.max_seconds}", "leave it unset for no budget")
         if self.max_rows is not None and self.max_rows < 1:
             raise ZofoError(f"--max-rows must be >= 1, got {self.max_rows}", "leave it unset for whole batches")
+        if self.method == "fo-peft" and self.peft != "lora":
+            raise ZofoError(f"multi-task fo-peft merges its shared adapter into the backbone: --peft {self.peft} "
+                            "cannot be merged", "use --peft lora")
         if self.lam < 0 or self.eps <= 0:
             raise ZofoError(f"lambda must be >= 0 and eps > 0 (got {self.lam}, {self.eps})", "e.g. 1e4 and 1e-3")
 

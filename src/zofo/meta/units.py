@@ -1,21 +1,14 @@
 """A meta-test's units: one (task, seed) each, written to OUT/units/TASK/seedS.json once finished, so that a stopped
-meta-test (one process or several workers) continues from them; and the folder's lock, so that one meta-test at a
-time works in it."""
+meta-test (one process or several workers) continues from them."""
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import re
 import signal
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from zofo.errors import ZofoError
 from zofo.meta.pool import TaskRef
 from zofo.run.interrupt import TrainingInterrupted
 
@@ -59,24 +52,3 @@ def write_whole(file: Path, text: str) -> None:
     partial = file.with_name(f"{file.name}.{os.getpid()}.partial")
     partial.write_text(text)
     os.replace(partial, file)
-
-
-@contextmanager
-def locked(out_dir: Path) -> Iterator[int]:
-    """The folder's lock (OUT/.lock), held for the block; yields its descriptor, which workers inherit so that the
-    lock lasts while any of them runs. A second meta-test on the folder is refused meanwhile."""
-    fd = os.open(Path(out_dir) / ".lock", os.O_CREAT | os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise ZofoError(f"another meta-test is running on {out_dir} (it holds {Path(out_dir) / '.lock'})",
-                        "wait for it to end, or give another --out") from None
-    except OSError as err:  # a filesystem without flock (Lustre mounted without it): run, unguarded
-        if err.errno not in (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP):
-            raise
-        warnings.warn(f"{out_dir} cannot be locked ({err.strerror}): run one meta-test at a time on it", stacklevel=3)
-    try:
-        yield fd
-    finally:
-        os.close(fd)

@@ -74,7 +74,10 @@ _WARNED_HALF_ON_CPU: set[torch.dtype] = set()
 def check_device_dtype(device: str, dtype: torch.dtype, computes: bool = True) -> None:
     """Refuse a device that is absent or a dtype it cannot compute in, before any weight is read; warn where the
     model ``computes`` in half precision on the CPU."""
-    kind = torch.device(device).type
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise ZofoError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N") from None
     if kind == "cuda" and not torch.cuda.is_available():
         raise ZofoError(f"device {device!r} asked for, but no CUDA device is visible", "use --device cpu")
     if kind == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():

@@ -29,11 +29,12 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class TrainingInterrupted(Exception):
     """Training stopped on a signal after step ``step``; its checkpoint is ``checkpoint``."""
 
-    def __init__(self, step: int, checkpoint: Path, signum: int):
+    def __init__(self, step: int, checkpoint: Path, signum: int, resume: str | None = None):
         self.step, self.checkpoint, self.signum = step, Path(checkpoint), signum
+        resume = resume or f"zofo train --resume {self.checkpoint}"  # a command built on the loop names its own
         super().__init__(f"interrupted by {signal.Signals(signum).name} after step {step}; the checkpoint "
-                         f"{self.checkpoint} holds everything so far (continue with `zofo train --resume "
-                         f"{self.checkpoint}`, which reads the run's settings)")
+                         f"{self.checkpoint} holds everything so far (continue with `{resume}`, which reads the "
+                         "run's settings)")
 
     @property
     def exit_code(self) -> int:
@@ -42,28 +43,29 @@ class TrainingInterrupted(Exception):
 
 
 @contextmanager
-def stop_on_signal() -> Iterator[StopRequest]:
+def stop_on_signal(kept: str = "with a checkpoint") -> Iterator[StopRequest]:
     """A `StopRequest` that the first SIGINT or SIGTERM sets, for the duration of the block. Signal handlers
-    belong to the main thread; elsewhere (runs trained side by side in threads) the request is never set."""
+    belong to the main thread; elsewhere (runs trained side by side in threads) the request is never set.
+    ``kept``: what the notice says a stop keeps."""
     request = StopRequest()
 
     def ask_to_stop(signum: int, frame) -> None:
         request.signal = signum
         for other, handler in previous.items():  # a second signal is not ours to soften
             signal.signal(other, handler)
-        say_stopping(signum)
+        say_stopping(signum, kept)
 
     with handling_signals(ask_to_stop) as previous:
         yield request
 
 
-def say_stopping(signum: int) -> None:
+def say_stopping(signum: int, kept: str = "with a checkpoint") -> None:
     """Tell the user at once that the stop is under way: a step or an evaluation batch can take minutes. Written
     with os.write: the handler may run while the main thread is inside a write to sys.stderr (a progress bar),
     and a buffered stream refuses a reentrant write."""
     again = "Ctrl-C again" if signum == signal.SIGINT else f"a second {signal.Signals(signum).name}"
     text = (f"\nzofo: {signal.Signals(signum).name} received: stopping after the current step or evaluation "
-            f"batch, with a checkpoint ({again} stops at once, without one)\n")
+            f"batch, {kept} ({again} stops at once, without it)\n")
     try:
         os.write(sys.stderr.fileno(), text.encode())
     except (OSError, ValueError, AttributeError):  # no usable stderr (closed, or replaced by an object without fd)
