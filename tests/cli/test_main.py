@@ -335,6 +335,17 @@ def test_convert_exits_0_1_2_and_130(model_dir, truncated_gguf, tmp_path):
     assert not (tmp_path / "out4").exists()
     half = zofo("convert", model_dir, tmp_path / "out5", "--dtype", "bfloat16")  # saved, not computed in: no warning
     assert half.returncode == 0 and "warning" not in half.stderr
+    again = zofo("convert", model_dir, tmp_path / "out5")  # an earlier conversion is replaced
+    assert again.returncode == 0, again.stderr
+    (tmp_path / "mine" / "notes").mkdir(parents=True)  # a folder of other files is not: convert replaces it whole
+    (tmp_path / "mine" / "README").write_text("keep")
+    kept = zofo("convert", model_dir, tmp_path / "mine")
+    assert kept.returncode == 2 and "mine holds README, notes, which a conversion would delete" in kept.stderr
+    assert (tmp_path / "mine" / "README").read_text() == "keep"
+    (tmp_path / "here").mkdir()  # run there: were the check gone, only this folder would be lost
+    here = subprocess.run([sys.executable, "-m", "zofo.cli", "convert", str(model_dir), "."], cwd=tmp_path / "here",
+                          capture_output=True, text=True, env=environment(), timeout=300)
+    assert here.returncode == 2 and "it is the current folder" in here.stderr
     code, err = held_and_interrupted("zofo.models.load.load_model", "convert", model_dir, tmp_path / "out3")
     assert code == 130 and err.strip() == "zofo: interrupted"
 

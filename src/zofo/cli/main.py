@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
 import sys
 import warnings
 
@@ -221,10 +222,11 @@ def _add_convert(sub) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from zofo.models.load import convert
+    from zofo.models.load import check_convert_target, convert
 
     with usage_errors():
         check_dtype_flag(args.dtype)
+        check_convert_target(pathlib.Path(args.out_dir))
     print(f"saved {convert(args.source, args.out_dir, dtype=args.dtype)}")
     return 0
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import io
 import time
 import warnings
@@ -131,13 +132,37 @@ def converted_alias(name: str) -> Path:
 
 
 def convert(source: str, out_dir: str | Path, dtype: str = "float32") -> Path:
-    """Save any loadable model (notably a GGUF file) as a plain folder: config, safetensors, tokenizer."""
-    model, tokenizer = load_model(source, dtype=dtype, staged=True)
+    """Save any loadable model (notably a GGUF file) as a plain folder: config, safetensors, tokenizer. The folder
+    is replaced whole, so one that holds anything but an earlier conversion's files is refused first."""
     out_dir = Path(out_dir)
+    check_convert_target(out_dir)
+    model, tokenizer = load_model(source, dtype=dtype, staged=True)
     with written_whole(out_dir) as partial:
         model.save_pretrained(partial, safe_serialization=True)
         tokenizer.save_pretrained(partial)
     return out_dir
+
+
+#: what a conversion writes (save_pretrained's model and tokenizer files): a folder of nothing else may be replaced
+CONVERTED_FILES = ("config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
+                   "tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "vocab.*",
+                   "merges.txt")
+
+
+def check_convert_target(out_dir: Path) -> None:
+    """Refuse a target a conversion would destroy: the current folder or the root, a file, or a folder holding
+    anything but an earlier conversion's files (the conversion replaces the folder whole)."""
+    where = out_dir.expanduser().resolve()
+    if where == Path.cwd().resolve() or where.parent == where or where in Path.cwd().resolve().parents:
+        raise ZofoError(f"cannot convert into {out_dir}: it is the current folder, one above it, or the root, and "
+                        "the conversion replaces its folder whole", "give a new folder, e.g. models/smol")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ZofoError(f"{out_dir} is a file, not a folder", "give a new folder for the converted model")
+    others = sorted(p.name for p in out_dir.iterdir() if p.is_dir() or not any(
+        fnmatch.fnmatch(p.name, pattern) for pattern in CONVERTED_FILES)) if out_dir.is_dir() else []
+    if others:
+        raise ZofoError(f"{out_dir} holds {', '.join(others[:3])}{' ...' if len(others) > 3 else ''}, which a "
+                        "conversion would delete (it replaces the folder whole)", "give a new or empty folder")
 
 
 def _load_gguf(path: Path):
