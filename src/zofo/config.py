@@ -156,7 +156,8 @@ def read_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Defaults, then the YAML file, then `section.key=value` overrides, each key and value type checked, as
     dataclass ``cls`` (`zofo.run.options.RunConfig`); ``renamed``: {old dotted key: new one}, read with a warning.
     Returns the config and the line (1-based) of every key that came from the file, so that a later check can
-    point at it (`pointing_at`). The checks that need the registries are `zofo.run.options.load_config`'s."""
+    point at it (`pointing_at`). The config's attribute `given` (not a field: never saved) names every key the file
+    or an override set, defaults included. The checks that need the registries are `zofo.run.options.load_config`'s."""
     raw: dict[str, Any] = {}
     lines: dict[str, int] = {}
     if path is not None:
@@ -165,7 +166,11 @@ def read_config(path: str | Path | None = None, overrides: list[str] | None = No
         lines.pop(_apply_override(raw, item), None)
     with pointing_at(path, lines):
         _rename(raw, lines, renamed or {})
-        return build(cls, raw, ""), lines
+        cfg = build(cls, raw, "")
+    # the keys the file and the overrides set, whatever their values: a resumed run takes these, and only these
+    cfg.given = frozenset(f"{section}.{key}" for section, values in raw.items() if isinstance(values, dict)
+                          for key in values)
+    return cfg, lines
 
 
 def _rename(raw: dict[str, Any], lines: dict[str, int], renamed: Mapping[str, str]) -> None:

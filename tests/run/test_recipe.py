@@ -11,7 +11,9 @@ from safetensors.torch import load_file
 from zofo import api
 from zofo.api import load_config
 from zofo.cli.main import main
+from zofo.config import flat
 from zofo.errors import ZofoError
+from zofo.run.options import RunConfig, resumed_config
 
 
 def tiny_run(model_dir, shared_data, out, *extra):
@@ -75,6 +77,23 @@ def test_resume_refuses_a_setting_that_differs_from_the_runs(tmp_path, tiny_mode
         api.train(load_config(None, [f"train.resume={checkpoint}", "optim.lr=5e-3"]))
     with pytest.raises(ZofoError, match="no checkpoint with its run's config.yaml there"):
         api.train(load_config(None, [f"train.resume={tmp_path / 'run'}"]))  # the run folder, not its checkpoint
+
+
+def test_a_resumed_run_takes_what_the_command_sets_even_where_it_equals_the_default(tmp_path, tiny_model_dir,
+                                                                                    shared_data):
+    """--steps 1000 (the default) extends a run of 2 steps; a setting equal to its default that the run's differs
+    from (batch size 16 against the run's 4) is refused, not dropped."""
+    api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=mezo", "train.steps=2",
+                       "train.max_seconds=30"))
+    checkpoint = tmp_path / "run" / "checkpoint"
+    default = flat(RunConfig())
+    assert default["train.steps"] == 1000 and default["train.max_seconds"] is None
+    taken = resumed_config(load_config(None, [f"train.resume={checkpoint}", "train.steps=1000",
+                                              "train.max_seconds=null"]))
+    assert taken.train.steps == 1000 and taken.train.max_seconds is None  # once dropped: steps 2, max_seconds 30
+    assert default["train.batch_size"] == 16 and load_config(tmp_path / "run" / "config.yaml").train.batch_size == 4
+    with pytest.raises(ZofoError, match=r"train\.batch_size is 16 here, 4 in the run"):
+        resumed_config(load_config(None, [f"train.resume={checkpoint}", "train.batch_size=16"]))
 
 
 def test_run_folder_has_config_logs_result_and_plot(tmp_path, tiny_model_dir, shared_data):

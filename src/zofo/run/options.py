@@ -157,8 +157,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def resumed_config(cfg: RunConfig) -> RunConfig:
     """The config a run resumed from ``cfg.train.resume`` (RUN/checkpoint) trains with: the run's own
-    (RUN/config.yaml), with the `RESUME_MAY_CHANGE` keys that ``cfg`` sets. Any other setting that ``cfg`` gives
-    differently from both the run's and the default is refused: the checkpoint was made under the run's."""
+    (RUN/config.yaml), with the `RESUME_MAY_CHANGE` keys that ``cfg`` sets (to any value, its default included).
+    Any other setting that ``cfg`` sets differently from the run's is refused: the checkpoint was made under it."""
     checkpoint = Path(cfg.train.resume)
     run_file = checkpoint.parent / "config.yaml"
     if not (checkpoint / "loop.json").exists() or not run_file.exists():
@@ -166,14 +166,18 @@ def resumed_config(cfg: RunConfig) -> RunConfig:
                         "give the checkpoint folder inside a run folder, RUN/checkpoint", "train.resume")
     resumed = load_config(run_file)
     given, run, default = flat(cfg), flat(resumed), flat(RunConfig())
-    conflicts = [k for k in given if k not in RESUME_MAY_CHANGE and given[k] not in (run[k], default[k])]
+    # what the command set (`given` of `read_config`, a value equal to the default included); a config built in
+    # Python has no record of it, so there a value that differs from the default counts as set
+    named = getattr(cfg, "given", None)
+    named = {k for k in given if given[k] != default[k]} if named is None else set(named) & set(given)
+    conflicts = [k for k in given if k not in RESUME_MAY_CHANGE and k in named and given[k] != run[k]]
     if conflicts:
         shown = "; ".join(f"{k} is {given[k]!r} here, {run[k]!r} in the run" for k in conflicts)
         raise ZofoError(f"train.resume {checkpoint}: {shown} ({run_file})",
                         "resume with the run's settings: give --resume alone (with --steps etc. to extend it)",
                         conflicts[0])
     for key in RESUME_MAY_CHANGE:
-        if given[key] != default[key]:
+        if key in named:
             section, name = key.split(".", 1)
             setattr(getattr(resumed, section), name, given[key])
     step = checkpoint_step(checkpoint)
