@@ -379,6 +379,8 @@ def test_config_exits_0_2_and_130(tmp_path):
     done = zofo("config", "--method", "mezo", "--lr", "1e-5")
     assert done.returncode == 0 and done.stderr == ""
     assert "method: mezo" in done.stdout and "lr: 1.0e-05" in done.stdout
+    text = zofo("config", "--output-dir", "run #2", "--template", "yes")  # text flags as written, not read as YAML
+    assert text.returncode == 0 and "output_dir: 'run #2'" in text.stdout and "template: 'yes'" in text.stdout
     bad = zofo("config", "--set", "train.log_every=0")
     assert bad.returncode == 2
     assert error_line(bad) == "zofo: error: train.log_every must be >= 1, got 0 (give a value >= 1)"

@@ -96,6 +96,27 @@ def test_a_resumed_run_takes_what_the_command_sets_even_where_it_equals_the_defa
         resumed_config(load_config(None, [f"train.resume={checkpoint}", "train.batch_size=16"]))
 
 
+def test_a_run_started_with_relative_paths_resumes_from_any_folder_and_from_a_checkpoint_left_as_old(
+        tmp_path, tiny_model_dir, shared_data, monkeypatch):
+    """config.yaml keeps the model and data as absolute paths: a resume elsewhere once loaded whatever model of
+    that relative name the new folder had. A checkpoint killed between its two renames (RUN/checkpoint.old) is put
+    back by the resume."""
+    import shutil
+
+    shutil.copytree(tiny_model_dir, tmp_path / "tiny")
+    shutil.copytree(shared_data / "sst2", tmp_path / "sst2")
+    monkeypatch.chdir(tmp_path)
+    api.train(tiny_run("tiny", tmp_path, "run", "train.method=mezo", "train.steps=2", "data.data=sst2"))
+    saved = load_config(tmp_path / "run" / "config.yaml")
+    assert saved.model.name == str(tmp_path / "tiny") and saved.data.data == str(tmp_path / "sst2")
+    (tmp_path / "run" / "checkpoint").replace(tmp_path / "run" / "checkpoint.old")
+    (tmp_path / "elsewhere" / "tiny").mkdir(parents=True)  # a folder of the same relative name, and no model
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    resumed = api.train(load_config(None, [f"train.resume={tmp_path / 'run' / 'checkpoint'}", "train.steps=3"]))
+    assert resumed["steps"] == 3 and resumed["config"]["model"]["name"] == str(tmp_path / "tiny")
+    assert not list((tmp_path / "elsewhere").glob("run*"))
+
+
 def test_run_folder_has_config_logs_result_and_plot(tmp_path, tiny_model_dir, shared_data):
     result = api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=bilevel-zofo",
                                 "train.steps=4", "peft.kind=prefix", "peft.num_virtual_tokens=3"))

@@ -15,6 +15,7 @@ Ctrl-C (143 by SIGTERM), a training run after saving its checkpoint.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import sys
@@ -159,10 +160,10 @@ def config_from_args(args: argparse.Namespace, flags: dict):
     from zofo.run.options import load_config
 
     overrides = []
-    for flag, (key, _, _) in flags.items():
+    for flag, (key, kind, _) in flags.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if value is not None:
-            overrides.append(f"{key}={value}")
+        if value is not None:  # a text flag is taken as written, not read as YAML ('run #2' is not 'run')
+            overrides.append(f"{key}={json.dumps(value) if kind is str else value}")
     return load_config(args.config, overrides + args.set)
 
 

@@ -7,10 +7,12 @@ and the rules for resuming a run with its own settings.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from pathlib import Path
 
+from zofo.atomic import restored
 from zofo.config import (
     CHECKPOINT_WEIGHTS,
     CORE_SECTIONS,
@@ -159,7 +161,7 @@ def resumed_config(cfg: RunConfig) -> RunConfig:
     """The config a run resumed from ``cfg.train.resume`` (RUN/checkpoint) trains with: the run's own
     (RUN/config.yaml), with the `RESUME_MAY_CHANGE` keys that ``cfg`` sets (to any value, its default included).
     Any other setting that ``cfg`` sets differently from the run's is refused: the checkpoint was made under it."""
-    checkpoint = Path(cfg.train.resume)
+    checkpoint = restored(Path(cfg.train.resume))  # a save killed between its two renames left RUN/checkpoint.old
     run_file = checkpoint.parent / "config.yaml"
     if not (checkpoint / "loop.json").exists() or not run_file.exists():
         raise ZofoError(f"train.resume {checkpoint}: no checkpoint with its run's config.yaml there",
@@ -193,8 +195,22 @@ def prepared(cfg: RunConfig, overwrite: bool = False) -> RunConfig:
     if cfg.train.resume and overwrite:
         raise ZofoError("--overwrite and --resume contradict each other (a resumed run continues its folder)",
                         "give one of them", "train.resume")
-    cfg = resumed_config(cfg) if cfg.train.resume else cfg
+    cfg = resumed_config(cfg) if cfg.train.resume else with_absolute_paths(cfg)
     check_options(cfg)
     if not cfg.train.resume:
         check_run_folder(run_dir_for(cfg), overwrite)
+    return cfg
+
+
+def with_absolute_paths(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with model.name and data.data made absolute where they name local paths (an alias stays a name), so
+    that the run's config.yaml means the same model and data to `--resume` and `zofo replay` from any folder."""
+    from zofo.models.packaged import ALIASES
+
+    cfg = copy.deepcopy(cfg)
+    for section, key in (("model", "name"), ("data", "data")):
+        part = getattr(cfg, section)
+        value = getattr(part, key)
+        if value and value not in ALIASES and Path(value).expanduser().exists():
+            setattr(part, key, str(Path(value).expanduser().resolve()))
     return cfg
