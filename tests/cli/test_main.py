@@ -151,6 +151,12 @@ def test_train_exits_0_with_only_progress_on_stderr(finished_run):
     (["--steps", "0"], "train.steps is 0: method mezo would train for no step (give --steps N >= 1; to only "
                        "evaluate, use --method zero-shot (or icl), or `zofo eval`)"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    # these once failed after the model and data loaded (one with a raw traceback), leaving config.yaml behind
+    (["--schedule", "foo"], "unknown optim.schedule 'foo' (use one of: constant, linear, cosine)"),
+    (["--n-dev", "0"], "data.n_dev is 0: method mezo chooses its checkpoint on dev (give --n-dev N >= 1)"),
+    (["--n-train", "0"], "data.n_train is 0: method mezo trains on the training split (give --n-train N >= 1)"),
+    (["--method", "icl", "--shots", "4", "--n-train", "0"],
+     "data.n_train is 0: method icl draws its 4 demonstrations from the training split"),
 ])
 def test_train_refuses_bad_options_before_loading_with_exit_2(tmp_path, flags, message):
     done = zofo("train", "--method", "mezo", "--model", tmp_path / "absent", "--output-dir", tmp_path / "run", *flags)

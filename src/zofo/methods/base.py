@@ -191,6 +191,9 @@ def split_losses(model: nn.Module, batch, sizes: list[int], objective: str) -> l
     return [part.mean() for part in torch.split(losses, sizes)]
 
 
+SCHEDULES = ("constant", "linear", "cosine")
+
+
 def make_schedule(kind: str, peak: float, total_steps: int, warmup_steps: int = 0) -> Schedule:
     """The learning-rate schedule `kind` (constant | linear | cosine) as a function step -> lr."""
     if kind == "constant":
@@ -199,4 +202,4 @@ def make_schedule(kind: str, peak: float, total_steps: int, warmup_steps: int = 
         return linear(peak, total_steps, warmup_steps)
     if kind == "cosine":
         return cosine(peak, total_steps, warmup_steps)
-    raise ZofoError(f"unknown schedule {kind!r}", "use constant, linear or cosine")
+    raise ZofoError(f"unknown schedule {kind!r}", f"use {', '.join(SCHEDULES)}")

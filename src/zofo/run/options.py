@@ -24,6 +24,7 @@ from zofo.config import (
 )
 from zofo.errors import ZofoError
 from zofo.methods import METHODS, Method
+from zofo.methods.base import SCHEDULES
 from zofo.models.adapters import PEFT_KINDS
 from zofo.models.load import DTYPES
 from zofo.run.folder import check_run_folder, checkpoint_step
@@ -91,7 +92,8 @@ def _check_choices(cfg: RunConfig) -> None:
     """Values that name one of a fixed set: checked here, not where the first of them is used, minutes later."""
     for key, value, choices in [("model.dtype", cfg.model.dtype, DTYPES),
                                 ("peft.kind", cfg.peft.kind, (None, "none", *PEFT_KINDS)),
-                                ("train.checkpoint_weights", cfg.train.checkpoint_weights, CHECKPOINT_WEIGHTS)]:
+                                ("train.checkpoint_weights", cfg.train.checkpoint_weights, CHECKPOINT_WEIGHTS),
+                                ("optim.schedule", cfg.optim.schedule, SCHEDULES)]:
         if value not in choices:
             named = ", ".join(c for c in choices if c not in (None, "none"))
             raise ZofoError(f"unknown {key} {value!r}", f"use one of: {named}", key)
@@ -126,11 +128,21 @@ def _check_objective(cfg: RunConfig, method: type[Method]) -> None:
 
 
 def _check_steps(cfg: RunConfig, method: type[Method]) -> None:
-    """A method that trains needs a step to train; evaluating without training is what zero-shot and icl do."""
+    """A method that trains needs a step to train, examples to train on and dev examples to choose its checkpoint;
+    one that shows demonstrations needs examples to draw them from. Evaluating without training is what zero-shot
+    and icl do."""
     if method.trains and cfg.train.steps < 1:
         raise ZofoError(f"train.steps is {cfg.train.steps}: method {cfg.train.method} would train for no step",
                         "give --steps N >= 1; to only evaluate, use --method zero-shot (or icl), or `zofo eval`",
                         "train.steps")
+    if method.trains and cfg.data.n_dev < 1:
+        raise ZofoError(f"data.n_dev is {cfg.data.n_dev}: method {cfg.train.method} chooses its checkpoint on dev",
+                        "give --n-dev N >= 1", "data.n_dev")
+    shots = getattr(method_options(cfg, method), "shots", 0)
+    if (method.trains or shots) and cfg.data.n_train < 1:
+        needs = "trains on" if method.trains else f"draws its {shots} demonstrations from"
+        raise ZofoError(f"data.n_train is {cfg.data.n_train}: method {cfg.train.method} {needs} the training split",
+                        "give --n-train N >= 1", "data.n_train")
 
 
 def peft_kind(cfg: RunConfig) -> str | None:
