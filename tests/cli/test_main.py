@@ -288,10 +288,18 @@ def test_eval_exits_0_after_writing_its_result(model_dir, shared_data, tmp_path)
     (["--batch-size", "0"], "zofo: error: --batch-size must be >= 1, got 0 (give --batch-size 1 or more)"),
     (["--n-test", "-5"], "zofo: error: --n-test must be >= 1, got -5 (give --n-test 1 or more)"),
     (["--dtype", "float8"], "zofo: error: unknown --dtype 'float8' (use one of: float32"),
+    # these exited 1, after loading (a bad --output after the whole evaluation, with a traceback)
+    (["--task", "sst3"], "zofo: error: unknown --task 'sst3' (choose one of: boolq, cb,"),
+    (["--device", "gpu"], "zofo: error: unknown device 'gpu' (use auto, cpu, cuda or cuda:N)"),
+    (["--shots", "4", "--n-train", "0"], "zofo: error: --shots 4 with --n-train 0: the demonstrations are drawn"),
+    (["--output", "FOLDER"], "zofo: error: --output FOLDER is a folder (give the result file's path"),
+    (["--data", "SST2", "--template", "nope"], "zofo: error: task 'sst2' has no template 'nope' (choose one of:"),
 ])
-def test_eval_refuses_bad_options_with_exit_2(tmp_path, flags, message):
+def test_eval_refuses_bad_options_with_exit_2(tmp_path, shared_data, flags, message):
+    places = {"FOLDER": tmp_path, "SST2": shared_data / "sst2"}
+    flags, message = [str(places.get(f, f)) for f in flags], message.replace("FOLDER", str(tmp_path))
     done = zofo("eval", "--model", tmp_path / "absent", "--task", "sst2", *flags)
-    assert done.returncode == 2 and error_line(done).startswith(message)
+    assert done.returncode == 2 and error_line(done).startswith(message), done.stderr
 
 
 @pytest.mark.parametrize("flags, message", [

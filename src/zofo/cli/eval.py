@@ -3,7 +3,8 @@
     zofo eval --model smollm2-135m --task sst2 --data /data/sst2 [--shots 16] [--n-test 1000]
 
 The test set is the one `sample_splits` gives for (--n-train, --n-dev, --n-test, --seed): the same
-examples a training run with those settings is tested on. ICL demonstrations come from its train split.
+examples a training run with those settings and `--set data.seed=SEED` is tested on (`zofo train --seed` is the
+training seed, not the data's). ICL demonstrations come from its train split, drawn with the same seed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 import time
 from pathlib import Path
 
-from zofo.cli.usage import check_dtype_flag
+from zofo.cli.usage import check_dtype_flag, usage_errors
 from zofo.errors import ZofoError
 
 
@@ -30,7 +31,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--shots", type=int, default=0, help="k in-context demonstrations (0: zero-shot)")
     parser.add_argument("--batch-size", type=int, default=32, help="examples per forward")
     parser.add_argument("--max-length", type=int, default=2048, help="tokens per row (prompt left-truncated)")
-    parser.add_argument("--seed", type=int, default=0, help="sampling and demonstration seed")
+    parser.add_argument("--seed", type=int, default=0, help="the data split's seed (zofo train's data.seed, not its "
+                                                             "--seed) and the demonstrations' draw")
     parser.add_argument("--dtype", default="float32",
                         help="float32, tf32 (float32 weights, TF32 matmuls on CUDA), bfloat16 or float16")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
@@ -50,6 +52,16 @@ def check_eval_arguments(args: argparse.Namespace) -> None:
             flag = "--" + name.replace("_", "-")
             raise ZofoError(f"{flag} must be >= {least}, got {getattr(args, name)}", f"give {flag} {least} or more")
     check_dtype_flag(args.dtype)
+    if args.shots > args.n_train:
+        raise ZofoError(f"--shots {args.shots} with --n-train {args.n_train}: the demonstrations are drawn from the "
+                        "train split", f"give --n-train {args.shots} or more")
+    if output_path(args).is_dir():
+        raise ZofoError(f"--output {args.output} is a folder", "give the result file's path, e.g. runs/eval.json")
+    from zofo.models.load import check_device_dtype, resolve_dtype  # torch: once the command runs
+    from zofo.tasks import check_task_name
+
+    check_task_name(args.task, "--task")
+    check_device_dtype(args.device or default_device(), resolve_dtype(args.dtype), computes=False)
 
 
 def default_device() -> str:
@@ -75,8 +87,9 @@ def run_eval(args: argparse.Namespace) -> dict:
         from transformers.utils import logging
 
         logging.disable_progress_bar()
-    task = load_task(args.task, args.data, args.template)
-    splits = sample_splits(task, n_train=args.n_train, n_dev=args.n_dev, n_test=args.n_test, seed=args.seed)
+    with usage_errors():  # a data path, a template or sizes the task cannot give: the command's fault
+        task = load_task(args.task, args.data, args.template)
+        splits = sample_splits(task, n_train=args.n_train, n_dev=args.n_dev, n_test=args.n_test, seed=args.seed)
     demos = icl_demonstrations(splits.train, args.shots, args.seed) if args.shots else None
     device = args.device or default_device()
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=device)
@@ -86,7 +99,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     for key, value in metrics.items():
         print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
     result = {"model": args.model, "task": task.name, "template": task.template, "data": args.data,
-              "shots": args.shots, "seed": args.seed, "dtype": args.dtype, "device": device,
+              "shots": len(demos) if demos else 0,  # fewer than --shots where the task's train split is smaller
+              "seed": args.seed, "dtype": args.dtype, "device": device,
               "protocol": splits.protocol, "sizes": {"train": len(splits.train), "dev": len(splits.dev),
                                                      "test": len(splits.test)},
               "metrics": metrics, "seconds": round(time.time() - started, 2)}

@@ -28,7 +28,7 @@ from zofo.methods.base import SCHEDULES
 from zofo.models.adapters import PEFT_KINDS
 from zofo.models.load import DTYPES
 from zofo.run.folder import check_run_folder, checkpoint_step
-from zofo.tasks import TASKS, task_names
+from zofo.tasks import TASKS, check_task_name
 from zofo.zo.options import ZOOptions
 
 
@@ -97,10 +97,7 @@ def _check_choices(cfg: RunConfig) -> None:
         if value not in choices:
             named = ", ".join(c for c in choices if c not in (None, "none"))
             raise ZofoError(f"unknown {key} {value!r}", f"use one of: {named}", key)
-    family, _, _ = cfg.data.task.partition(":")
-    if cfg.data.task not in TASKS and family not in ("bigbench", "metaicl"):
-        raise ZofoError(f"unknown data.task {cfg.data.task!r}",
-                        f"choose one of: {', '.join(task_names())}", "data.task")
+    check_task_name(cfg.data.task)
     if cfg.model.device != "auto" and not _is_device(cfg.model.device):
         raise ZofoError(f"unknown model.device {cfg.model.device!r}", "use auto, cpu, cuda or cuda:N", "model.device")
 

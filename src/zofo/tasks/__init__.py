@@ -22,13 +22,20 @@ from zofo.tasks.example import Example, Record
 from zofo.tasks.metaicl import metaicl_spec
 from zofo.tasks.sampling import Splits, sample_splits, split_bilevel
 
-__all__ = ["TASKS", "Example", "Record", "Splits", "Task", "TaskSpec", "default_template", "load_task",
-           "sample_splits", "split_bilevel", "task_names"]
+__all__ = ["TASKS", "Example", "Record", "Splits", "Task", "TaskSpec", "check_task_name", "default_template",
+           "load_task", "sample_splits", "split_bilevel", "task_names"]
 
 
 def task_names() -> list[str]:
     """Every name `load_task` accepts (families written as `bigbench:<task>`)."""
     return [*TASKS.names(), "bigbench", "bigbench:<task>", "metaicl:<task>"]
+
+
+def check_task_name(name: str, key: str = "data.task") -> None:
+    """Refuse a task name no loader takes (the data and template are the loader's to check)."""
+    family, _, _ = name.partition(":")
+    if name not in TASKS and family not in ("bigbench", "metaicl"):
+        raise ZofoError(f"unknown {key} {name!r}", f"choose one of: {', '.join(task_names())}", "data.task")
 
 
 def default_template(name: str) -> str:
