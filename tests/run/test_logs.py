@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from zofo.errors import ZofoError
 from zofo.run import logs
 from zofo.run.loop import LoopSettings, LoopState, train_loop
 
@@ -60,6 +61,24 @@ def test_resuming_drops_the_records_of_steps_after_the_checkpoint(tmp_path):
     logs.RunLogger(tmp_path, tensorboard=False).resume_from(step=3, elapsed=1.0)
     assert [(r["step"], r["phase"]) for r in records(tmp_path)] == [(0, "dev"), (2, "train"), (3, "train"),
                                                                      (3, "dev")]
+
+
+def test_a_line_cut_short_at_the_end_is_left_out_a_damaged_one_elsewhere_refused_and_an_old_test_dropped(tmp_path):
+    """A kill in the middle of a write leaves half a last line: resume and plot read the rest (they raised a raw
+    JSONDecodeError). A finished run resumed to go further loses its old test record (it is tested again)."""
+    logger = logs.RunLogger(tmp_path, tensorboard=False)
+    for step, phase in ((0, "dev"), (3, "train"), (3, "dev"), (3, "test")):
+        logger.log(step, phase)
+    with (tmp_path / "log.jsonl").open("a") as f:
+        f.write('{"step": 4, "phase": "tr')
+    assert [(r["step"], r["phase"]) for r in logs.read_log(tmp_path)] == [(0, "dev"), (3, "train"), (3, "dev"),
+                                                                         (3, "test")]
+    logs.RunLogger(tmp_path, tensorboard=False).resume_from(step=3, elapsed=1.0)
+    assert [(r["step"], r["phase"]) for r in records(tmp_path)] == [(0, "dev"), (3, "train"), (3, "dev")]
+    text = (tmp_path / "log.jsonl").read_text()
+    (tmp_path / "log.jsonl").write_text("not json\n" + text)
+    with pytest.raises(ZofoError, match=r"log.jsonl:1: not a log record \('not json'\) \(the log is damaged"):
+        logs.read_log(tmp_path)
 
 
 class StubMethod:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from zofo.errors import ZofoError
+
 #: the clocks of a log's records, named as an axis
 CLOCKS = {"train_time": "training seconds (evaluations left out)", "time": "wall-clock seconds"}
 
@@ -58,10 +60,11 @@ class RunLogger:
         self.offset, self.off_clock = elapsed, off_clock
         if not self.writes or not self.path.exists():
             return
-        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
-        kept = [line for line in lines if json.loads(line)["step"] <= step]
-        if len(kept) < len(lines):
-            self.path.write_text("".join(line + "\n" for line in kept))
+        records = log_records(self.path)
+        # a finished run resumed to go further is tested again at its new end: its old test record goes
+        kept = [r for r in records if r["step"] <= step and r["phase"] != "test"]
+        if len(kept) < len(records) or len(records) < len(self.path.read_text().splitlines()):
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     def elapsed(self) -> float:
         """Wall-clock seconds of the run."""
@@ -92,8 +95,25 @@ class RunLogger:
 
 
 def read_log(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return log_records(Path(run_dir) / "log.jsonl")
+
+
+def log_records(path: Path) -> list[dict]:
+    """The records of a log.jsonl. A last line cut short (a process killed, or a disk full, in the middle of a
+    write) is left out; a damaged line elsewhere is refused with its line number."""
+    lines = path.read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise ZofoError(f"{path}:{number}: not a log record ({line[:60]!r})",
+                            "the log is damaged; remove the line (or the run) and try again") from None
+    return records
 
 
 class PeakMemory:
