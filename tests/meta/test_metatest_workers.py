@@ -16,9 +16,9 @@ import pytest
 from tests.meta.test_metatest import FLAGS, SMALL, SRC, zofo
 from zofo.errors import ZofoError
 from zofo.meta import MetaTestInterrupted, meta_test, resolve
-from zofo.meta.lock import locked
 from zofo.meta.units import write_unit
 from zofo.meta.workers import Share, count_finished, devices, failure, read_spec, run_workers, write_spec
+from zofo.run.lock import locked
 
 
 def settings(out: Path) -> dict:

@@ -117,6 +117,28 @@ def test_a_run_started_with_relative_paths_resumes_from_any_folder_and_from_a_ch
     assert not list((tmp_path / "elsewhere").glob("run*"))
 
 
+def test_a_second_run_into_a_folder_is_refused_while_the_first_holds_it_or_once_the_first_filled_it(
+        tmp_path, tiny_model_dir, shared_data):
+    """Both passed the folder check before either wrote (two runs of one shell loop, one time-stamped name), and
+    their files mixed."""
+    from zofo.run.lock import locked
+    from zofo.run.options import prepared
+    from zofo.run.recipe import Run
+
+    run = tmp_path / "run"
+    cfg = prepared(tiny_run(tiny_model_dir, shared_data, run, "train.method=mezo", "train.steps=1"))
+    run.mkdir()
+    with locked(run, "zofo train"), pytest.raises(ZofoError, match=r"another zofo train is running on .*run"):
+        Run(cfg).execute()
+    assert [p.name for p in run.iterdir()] == [".lock"]
+    late = prepared(tiny_run(tiny_model_dir, shared_data, run, "train.method=mezo", "train.steps=1"))
+    api.train(tiny_run(tiny_model_dir, shared_data, run, "train.method=mezo", "train.steps=1"))  # fills it first
+    with pytest.raises(ZofoError, match=r"run folder .*run already holds"):
+        Run(late).execute()
+    named = prepared(tiny_run(tiny_model_dir, shared_data, "", "train.method=mezo", "train.steps=1"))
+    assert named.train.output_dir.startswith("runs/mezo-sst2-")  # the time-stamped name is fixed once
+
+
 def test_run_folder_has_config_logs_result_and_plot(tmp_path, tiny_model_dir, shared_data):
     result = api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=bilevel-zofo",
                                 "train.steps=4", "peft.kind=prefix", "peft.num_virtual_tokens=3"))

@@ -41,7 +41,6 @@ from zofo.config import save_config
 from zofo.errors import ZofoError
 from zofo.evaluation import encode_candidates, evaluate
 from zofo.meta.backbone import resolve_backbone
-from zofo.meta.lock import locked
 from zofo.meta.metatrain import MetaBilevel, TaskStreams
 from zofo.meta.multitask import run_baseline
 from zofo.meta.options import BASELINES, BILEVEL, RESUME_MAY_CHANGE, MetaTrainConfig
@@ -53,6 +52,7 @@ from zofo.ranks import Ranks
 from zofo.run.checkpoint import save_weights
 from zofo.run.distributed import check_batch_divides, check_same_values, launched_world, rank_device, start_group
 from zofo.run.interrupt import TrainingInterrupted, stop_on_signal
+from zofo.run.lock import locked
 from zofo.run.logs import PeakMemory, RunLogger
 from zofo.run.loop import LoopSettings, LoopState, resume, train_loop
 

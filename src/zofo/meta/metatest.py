@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 from zofo.errors import ZofoError
 from zofo.evaluation import evaluate, icl_demonstrations
 from zofo.meta.backbone import backbone_folder, describe_backbone
-from zofo.meta.lock import locked
 from zofo.meta.pool import TaskRef, load_checked
 from zofo.meta.protocol import MetaTestProtocol
 from zofo.meta.report import summarise, write_report
@@ -34,6 +33,7 @@ from zofo.meta.workers import check as check_workers
 from zofo.models.device import resolve_device
 from zofo.models.load import load_model
 from zofo.run.interrupt import StopRequest, TrainingInterrupted, stop_on_signal
+from zofo.run.lock import locked
 from zofo.run.options import load_config
 from zofo.run.recipe import Run
 from zofo.stop import EvaluationStopped

@@ -19,9 +19,9 @@ from zofo.atomic import restored
 from zofo.config import CORE_SECTIONS
 from zofo.errors import ZofoError
 
-#: files that a launcher writes into a run folder before it starts the run (experiments/launch.py: placement.json,
-#: where the run was placed); they belong to the run to come, so their folder counts as empty
-LAUNCHER_FILES = frozenset({"placement.json"})
+#: files written into a run folder before the run starts (experiments/launch.py's placement.json, where the run was
+#: placed; the run's own lock, `zofo.run.lock`); they belong to the run to come, so their folder counts as empty
+LAUNCHER_FILES = frozenset({"placement.json", ".lock"})
 
 
 def check_run_folder(run_dir: Path, overwrite: bool = False) -> None:

@@ -205,6 +205,8 @@ def prepared(cfg: RunConfig, overwrite: bool = False) -> RunConfig:
         raise ZofoError("--overwrite and --resume contradict each other (a resumed run continues its folder)",
                         "give one of them", "train.resume")
     cfg = resumed_config(cfg) if cfg.train.resume else with_absolute_paths(cfg)
+    if not cfg.train.resume and not cfg.train.output_dir:  # named once: the folder checked is the one written
+        cfg.train.output_dir = str(run_dir_for(cfg))
     check_options(cfg)
     if not cfg.train.resume:
         check_run_folder(run_dir_for(cfg), overwrite)

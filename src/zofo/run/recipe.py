@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import zlib
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -27,8 +28,10 @@ from zofo.models.load import load_model, resolve_source
 from zofo.ranks import Ranks
 from zofo.run.checkpoint import save_weights
 from zofo.run.distributed import join, launched_world, rank_device, shard_backbone, shared_run_dir
+from zofo.run.folder import check_run_folder
 from zofo.run.interrupt import StopRequest, TrainingInterrupted, stop_on_signal
 from zofo.run.kept_weights import load_best
+from zofo.run.lock import locked
 from zofo.run.logs import PeakMemory, RunLogger
 from zofo.run.loop import LoopSettings, LoopState, resume, train_loop
 from zofo.run.options import RunConfig, method_class, method_options, peft_kind, run_dir_for
@@ -69,6 +72,22 @@ class Run:
         self.run_dir = shared_run_dir(run_dir, self.ranks) if self.ranks.parallel else run_dir
 
     def execute(self) -> dict:
+        with self.folder_lock():
+            return self.locked_execute()
+
+    def folder_lock(self) -> AbstractContextManager:
+        """RUN/.lock for the run's length (the writing rank's): a second run into the same folder (a shell loop
+        whose runs got one time-stamped name) is refused instead of mixing its files with this one's. A new run
+        checks the folder again once it holds the lock: another may have filled it since `prepared` looked."""
+        if not self.ranks.writes:
+            return nullcontext()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        lock = locked(self.run_dir, "zofo train")
+        if not self.cfg.train.resume:
+            return _checked_after(lock, self.run_dir)
+        return lock
+
+    def locked_execute(self) -> dict:
         with self.startup or nullcontext():
             method, evaluator = self.start()
         logger = RunLogger(self.run_dir, writes=self.ranks.writes)
@@ -245,3 +264,10 @@ class Evaluator:
 
     def test(self) -> dict:
         return self._run(self.splits.test)
+
+
+@contextmanager
+def _checked_after(lock: AbstractContextManager, run_dir: Path) -> Iterator[None]:
+    with lock:
+        check_run_folder(run_dir)
+        yield

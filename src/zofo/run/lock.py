@@ -1,5 +1,5 @@
-"""A run folder's lock (RUN/.lock), so that one meta-test or meta-train at a time works in it: a second one would
-mix its results with the first's, or clear a folder the first is still writing."""
+"""A run folder's lock (RUN/.lock), so that one run, meta-train or meta-test at a time works in it: a second one
+would mix its files with the first's, or clear a folder the first is still writing."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from zofo.errors import ZofoError
 @contextmanager
 def locked(out_dir: Path, what: str = "meta-test") -> Iterator[int]:
     """The folder's lock (OUT/.lock), held for the block; yields its descriptor, which workers inherit so that the
-    lock lasts while any of them runs. A second `what` (meta-test, meta-train) on the folder is refused meanwhile."""
+    lock lasts while any of them runs. A second `what` (zofo train, meta-train, meta-test) on the folder is refused
+    meanwhile."""
     fd = os.open(Path(out_dir) / ".lock", os.O_CREAT | os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
