@@ -372,6 +372,10 @@ def test_plot_exits_0_1_2_and_130(finished_run, tmp_path):
     assert missing.returncode == 1 and error_line(missing) == (f"zofo: error: {tmp_path} has no log.jsonl (pass "
                                                                "the folder of a zofo train run)")
     assert zofo("plot").returncode == 2
+    nested = zofo("plot", run, "--out", tmp_path / "new" / "c.png")  # its folder made (a traceback before)
+    assert nested.returncode == 0 and (tmp_path / "new" / "c.png").is_file()
+    folder = zofo("plot", run, "--out", tmp_path)
+    assert folder.returncode == 2 and error_line(folder).startswith(f"zofo: error: --out {tmp_path} is a folder")
     code, err = held_and_interrupted("zofo.run.logs.read_log", "plot", run, "--out", tmp_path / "c.png")
     assert code == 130 and err.strip() == "zofo: interrupted"
 
@@ -385,6 +389,11 @@ def test_replay_exits_0_1_2_and_130(finished_run, tmp_path):
     assert missing.returncode == 1 and error_line(missing).startswith(
         f"zofo: error: {tmp_path / 'final' / 'trajectory.json'} does not exist")
     assert zofo("replay", run, "--bogus").returncode == 2
+    for flags, said in ((["--out", tmp_path], "is a folder"), (["--device", "foo"], "unknown device 'foo'")):
+        refused = zofo("replay", run, *flags)  # a raw traceback each, before
+        assert refused.returncode == 2 and said in error_line(refused), refused.stderr
+    nested = zofo("replay", run, "--out", tmp_path / "new" / "b.safetensors")
+    assert nested.returncode == 0 and (tmp_path / "new" / "b.safetensors").is_file()
     code, err = held_and_interrupted("zofo.run.replay.base_backbone", "replay", run)
     assert code == 130 and err.strip() == "zofo: interrupted"
 

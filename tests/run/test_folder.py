@@ -66,3 +66,16 @@ def test_a_folder_of_something_else_is_never_written_into_nor_deleted(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ZofoError, match=r"run folder .*file is a file \(choose another --output-dir\)"):
         check_run_folder(tmp_path / "file")
+
+
+def test_overwriting_the_current_folder_or_one_above_it_is_refused(tmp_path, monkeypatch):
+    """shutil.rmtree of the current folder deleted the old run, then failed with a raw OSError."""
+    run = a_run(tmp_path / "run", finished=True)
+    (run / "sub").mkdir()
+    for here in (run, run / "sub"):
+        monkeypatch.chdir(here)
+        with pytest.raises(ZofoError, match=r"--overwrite of .*, the current folder or one above it"):
+            check_run_folder(run, overwrite=True)
+    assert (run / "result.json").exists()
+    monkeypatch.chdir(tmp_path)
+    check_run_folder(run, overwrite=True)  # from elsewhere: allowed

@@ -61,6 +61,7 @@ def test_resume_alone_reads_the_runs_settings_and_ends_where_the_straight_run_do
     checkpoint = tmp_path / "run" / "checkpoint"
     resumed = api.train(load_config(None, [f"train.resume={checkpoint}", "train.steps=6", "train.progress=false"]))
     assert resumed["config"]["optim"]["lr"] == 1e-3 and resumed["config"]["model"]["name"] == str(tiny_model_dir)
+    assert load_config(tmp_path / "run" / "config.yaml").train.resume is None  # as --config: a run, not a resume
     assert resumed["steps"] == 6 and resumed["work"] == straight["work"]
     a = load_file(str(tmp_path / "straight" / "checkpoint" / "weights.safetensors"))
     b = load_file(str(checkpoint / "weights.safetensors"))

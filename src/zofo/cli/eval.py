@@ -15,7 +15,7 @@ import re
 import time
 from pathlib import Path
 
-from zofo.cli.usage import check_dtype_flag, usage_errors
+from zofo.cli.usage import check_dtype_flag, check_output_file, usage_errors
 from zofo.errors import ZofoError
 
 
@@ -55,8 +55,7 @@ def check_eval_arguments(args: argparse.Namespace) -> None:
     if args.shots > args.n_train:
         raise ZofoError(f"--shots {args.shots} with --n-train {args.n_train}: the demonstrations are drawn from the "
                         "train split", f"give --n-train {args.shots} or more")
-    if output_path(args).is_dir():
-        raise ZofoError(f"--output {args.output} is a folder", "give the result file's path, e.g. runs/eval.json")
+    check_output_file(args.output, "--output")
     from zofo.models.load import check_device_dtype, resolve_dtype  # torch: once the command runs
     from zofo.tasks import check_task_name
 

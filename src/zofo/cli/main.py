@@ -21,7 +21,7 @@ import pathlib
 import sys
 import warnings
 
-from zofo.cli.usage import Parser, check_dtype_flag, usage_errors
+from zofo.cli.usage import Parser, check_dtype_flag, check_output_file, usage_errors
 from zofo.errors import UsageError, ZofoError, ZofoWarning
 from zofo.run.interrupt import TrainingInterrupted, stacks_on_request
 
@@ -243,6 +243,8 @@ def _add_plot(sub) -> None:
 def _run_plot(args: argparse.Namespace) -> int:
     from zofo.run.plotting import plot_runs
 
+    with usage_errors():
+        check_output_file(args.out, "--out")
     print(f"wrote {plot_runs(args.run_dirs, args.out)}")
     return 0
 
@@ -259,8 +261,13 @@ def _add_replay(sub) -> None:
 
 
 def _run_replay(args: argparse.Namespace) -> int:
+    from zofo.models.load import check_device_dtype, resolve_dtype
     from zofo.run.replay import replay_run
 
+    with usage_errors():
+        check_output_file(args.out, "--out")
+        if args.device is not None:
+            check_device_dtype(args.device, resolve_dtype("float32"), computes=False)
     print(replay_run(args.run_dir, args.out, args.device).summary())
     return 0
 

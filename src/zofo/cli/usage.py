@@ -25,6 +25,15 @@ def usage_errors() -> Iterator[None]:
         raise UsageError(err.what, err.fix, err.key) from err
 
 
+def check_output_file(path: str | None, flag: str) -> None:
+    """Refuse an output file's path that names a folder, before any work (a run's results were lost to it at the
+    end); a missing parent folder is created where the file is written."""
+    from pathlib import Path
+
+    if path is not None and Path(path).is_dir():
+        raise ZofoError(f"{flag} {path} is a folder", f"give the file's path, e.g. {Path(path) / 'out'}")
+
+
 def check_dtype_flag(dtype: str) -> None:
     """Refuse an unknown ``--dtype`` before anything loads (`zofo eval`, `zofo convert`)."""
     from zofo.models.load import DTYPES  # torch: only once a command runs

@@ -32,6 +32,7 @@ def plot_runs(run_dirs: list[str], out: str | None = None) -> Path:
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     target = Path(out) if out else Path(run_dirs[0]) / "curves.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(target, dpi=120)
     plt.close(fig)
     return target

@@ -6,6 +6,7 @@ its share of every batch and of every evaluation, rank 0 alone writing the run f
 
 from __future__ import annotations
 
+import copy
 import json
 import zlib
 from collections.abc import Iterator
@@ -87,6 +88,13 @@ class Run:
             return _checked_after(lock, self.run_dir)
         return lock
 
+    def saved_config(self) -> RunConfig:
+        """The run's settings as config.yaml keeps them: without `train.resume`, which was this command's, so that
+        the file given back as --config starts a run rather than resuming this one."""
+        saved = copy.deepcopy(self.cfg)
+        saved.train.resume = None
+        return saved
+
     def locked_execute(self) -> dict:
         with self.startup or nullcontext():
             method, evaluator = self.start()
@@ -111,7 +119,7 @@ class Run:
         model, tokenizer, groups = self.build_model()
         if self.ranks.writes:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.run_dir / "config.yaml")
+            save_config(self.saved_config(), self.run_dir / "config.yaml")
         batches = self.batches(pools, tokenizer)
         method = self.method_cls(model, groups, batches, method_settings(self.cfg, self.ranks), self.options)
         # a sharded model runs every forward on every rank in step: each evaluates every example

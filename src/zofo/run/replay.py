@@ -64,6 +64,7 @@ def replay_run(run_dir: Path, out: Path | None = None, device: str | None = None
     except ValueError as error:
         raise ZofoError(f"cannot replay {trajectory_file}: {error}", "replay a run recorded from its start") from error
     out = Path(out) if out else run_dir / "final" / "backbone.replayed.safetensors"
+    out.parent.mkdir(parents=True, exist_ok=True)
     save_weights(params, out)
     steps = sum(len(record["seeds"]) for record in trajectory.records()) // cfg.zo.q
     report = ReplayReport(out, steps, len(trajectory.updates), len(params))
