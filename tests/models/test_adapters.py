@@ -38,3 +38,13 @@ def test_activate_routes_the_forward_and_switches_only_on_change(kind, monkeypat
         assert torch.equal(logits(), reference[name]), name
         assert all(param.requires_grad for params in groups.adapters.values() for param in params.values())
     assert switches == ["z", "p"]
+
+
+def test_target_modules_the_model_lacks_are_a_zofo_error_naming_the_key():
+    """peft's own error came through as a raw traceback."""
+    from zofo.errors import ZofoError
+
+    with pytest.raises(ZofoError, match=r"peft cannot wrap .* with target_modules \['foo'\]: .*\(name linear "
+                                        r"modules the model has") as caught:
+        attach_adapters(tiny_model(), peft_config("lora", target_modules=["foo"]), ("z",))
+    assert caught.value.key == "peft.target_modules"

@@ -63,7 +63,13 @@ def attach_adapters(model: nn.Module, config, names: tuple[str, ...]) -> tuple[n
         # adapter back may reinitialise it. zofo saves one adapter at a time in peft's format, which loads back
         # under the name 'default' with every value (tests/methods/test_methods.py).
         warnings.filterwarnings("ignore", "Adapter name '.*' should not be contained in the prefix", UserWarning)
-        wrapped = get_peft_model(model, config, adapter_name=names[0])
+        try:
+            wrapped = get_peft_model(model, config, adapter_name=names[0])
+        except ValueError as err:  # peft's NoMatchingPeftModuleError among them: modules the model does not have
+            targets = getattr(config, "target_modules", None)
+            raise ZofoError(f"peft cannot wrap {type(model).__name__} with target_modules {sorted(targets or [])}: "
+                            f"{str(err).splitlines()[0]}", "name linear modules the model has (e.g. q_proj, v_proj), "
+                            "or leave peft.target_modules unset for peft's default", "peft.target_modules") from err
         for name in names[1:]:
             wrapped.add_adapter(name, config)
     groups = ParamGroups(backbone=own, adapters={name: {} for name in names})
