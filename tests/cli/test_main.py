@@ -292,7 +292,7 @@ def test_eval_exits_0_after_writing_its_result(model_dir, shared_data, tmp_path)
     (["--task", "sst3"], "zofo: error: unknown --task 'sst3' (choose one of: boolq, cb,"),
     (["--device", "gpu"], "zofo: error: unknown device 'gpu' (use auto, cpu, cuda or cuda:N)"),
     (["--shots", "4", "--n-train", "0"], "zofo: error: --shots 4 with --n-train 0: the demonstrations are drawn"),
-    (["--output", "FOLDER"], "zofo: error: --output FOLDER is a folder (give the result file's path"),
+    (["--output", "FOLDER"], "zofo: error: --output FOLDER is a folder (give the file's path"),
     (["--data", "SST2", "--template", "nope"], "zofo: error: task 'sst2' has no template 'nope' (choose one of:"),
 ])
 def test_eval_refuses_bad_options_with_exit_2(tmp_path, shared_data, flags, message):

@@ -14,6 +14,7 @@ the backbone, so fo-peft takes LoRA only.
 from __future__ import annotations
 
 import copy
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -32,6 +33,10 @@ class PooledRun(Run):
     def __init__(self, cfg, data: list[TaskData], task):
         self.pooled, self.first_task = data, task
         super().__init__(cfg)
+
+    def folder_lock(self) -> AbstractContextManager:
+        """None of its own: the meta-train that runs it holds the folder's lock and checked the folder."""
+        return nullcontext()
 
     def load_data(self):
         train = [example for d in self.pooled for example in d.upper + d.lower]
