@@ -284,3 +284,19 @@ def test_an_interrupted_meta_train_names_the_command_that_continues_it(tmp_path,
     with pytest.raises(TrainingInterrupted, match=r"continue with `zofo meta-train --resume .*/run`") as caught:
         meta_train(small(tmp_path, tiny_model_dir, "run"))
     assert caught.value.exit_code == 130 and "zofo train --resume" not in str(caught.value)
+
+
+def test_a_checkpoint_left_as_old_is_put_back_and_resumed_not_cleared(tmp_path, tiny_model_dir, monkeypatch):
+    """A save killed between its two renames leaves RUN/checkpoint.old: --resume must continue from it (steps 3 and
+    4 only), not take the run for one stopped before its first checkpoint and train all four again."""
+    meta_train(small(tmp_path, tiny_model_dir, "straight"))
+    meta_train(small(tmp_path, tiny_model_dir, "resumed", steps=2))
+    run = tmp_path / "resumed"
+    (run / "checkpoint").replace(run / "checkpoint.old")
+    stepped = []
+    step = MetaBilevel.step
+    monkeypatch.setattr(MetaBilevel, "step", lambda self, k: stepped.append(k) or step(self, k))
+    again = meta_train(small(tmp_path, tiny_model_dir, "resumed", steps=4), resume_run=True)
+    assert again["steps"] == 4 and len(stepped) == 2 and not (run / "checkpoint.old").exists()
+    a, b = run_state(tmp_path / "straight"), run_state(run)
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []

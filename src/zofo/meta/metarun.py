@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from zofo.atomic import written_whole
+from zofo.atomic import restored, written_whole
 from zofo.config import save_config
 from zofo.errors import ZofoError
 from zofo.evaluation import encode_candidates, evaluate
@@ -86,7 +86,7 @@ def meta_train(cfg: MetaTrainConfig, resume_run: bool = False, split: Split | No
     if ranks.writes:
         run_dir.mkdir(parents=True, exist_ok=True)
     with locked(run_dir, "meta-train") if ranks.writes else nullcontext():
-        started = resume_run and (run_dir / "checkpoint" / "loop.json").is_file()
+        started = resume_run and (restored(run_dir / "checkpoint") / "loop.json").is_file()
         if ranks.writes:
             if resume_run and not started:  # stopped before its first checkpoint: again from step 0
                 _clear_attempt(run_dir)
@@ -134,7 +134,7 @@ def checked_split(cfg: MetaTrainConfig, resume_run: bool = False) -> Split:
     if not cfg.out:
         raise ZofoError("meta-train needs an output folder", "give --out RUN")
     if not resume_run and (Path(cfg.out) / "meta.json").exists():
-        if (Path(cfg.out) / "checkpoint" / "loop.json").is_file():
+        if (restored(Path(cfg.out) / "checkpoint") / "loop.json").is_file():
             raise ZofoError(f"{cfg.out} already holds a meta-training run",
                             "resume it with --resume, or choose another --out")
         raise ZofoError(f"{cfg.out} holds a meta-training run that stopped before its first checkpoint",
