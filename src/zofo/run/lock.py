@@ -19,7 +19,7 @@ def locked(out_dir: Path, what: str = "meta-test") -> Iterator[int]:
     """The folder's lock (OUT/.lock), held for the block; yields its descriptor, which workers inherit so that the
     lock lasts while any of them runs. A second `what` (zofo train, meta-train, meta-test) on the folder is refused
     meanwhile."""
-    fd = os.open(Path(out_dir) / ".lock", os.O_CREAT | os.O_RDWR)
+    fd = os.open(Path(out_dir) / ".lock", os.O_CREAT | os.O_RDWR, 0o666)  # an ordinary file, not executable
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
