@@ -140,6 +140,19 @@ def test_a_second_run_into_a_folder_is_refused_while_the_first_holds_it_or_once_
     assert named.train.output_dir.startswith("runs/mezo-sst2-")  # the time-stamped name is fixed once
 
 
+def test_a_path_given_through_a_link_is_kept_as_given_and_its_target_is_the_same_path_to_a_resume(
+        tmp_path, tiny_model_dir, shared_data):
+    """../shared beside a fresh clone is often a link: the saved path kept the target's spelling and a resume that
+    named the data as the tests do was refused as another setting."""
+    (tmp_path / "link").symlink_to(shared_data.resolve(), target_is_directory=True)
+    api.train(tiny_run(tiny_model_dir, tmp_path / "link", tmp_path / "run", "train.method=mezo", "train.steps=2"))
+    assert load_config(tmp_path / "run" / "config.yaml").data.data == str(tmp_path / "link" / "sst2")
+    checkpoint = tmp_path / "run" / "checkpoint"
+    for data in (tmp_path / "link" / "sst2", shared_data.resolve() / "sst2"):
+        cfg = resumed_config(load_config(None, [f"train.resume={checkpoint}", f"data.data={data}", "train.steps=3"]))
+        assert cfg.train.steps == 3
+
+
 def test_run_folder_has_config_logs_result_and_plot(tmp_path, tiny_model_dir, shared_data):
     result = api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "run", "train.method=bilevel-zofo",
                                 "train.steps=4", "peft.kind=prefix", "peft.num_virtual_tokens=3"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import time
 from pathlib import Path
 
@@ -176,12 +177,13 @@ def resumed_config(cfg: RunConfig) -> RunConfig:
         raise ZofoError(f"train.resume {checkpoint}: no checkpoint with its run's config.yaml there",
                         "give the checkpoint folder inside a run folder, RUN/checkpoint", "train.resume")
     resumed = load_config(run_file)
-    given, run, default = flat(cfg), flat(resumed), flat(RunConfig())
+    # paths as the run saved them (absolute); a relative one given here is taken from the current folder
+    given, run, default = flat(with_absolute_paths(cfg)), flat(resumed), flat(RunConfig())
     # what the command set (`given` of `read_config`, a value equal to the default included); a config built in
     # Python has no record of it, so there a value that differs from the default counts as set
     named = getattr(cfg, "given", None)
     named = {k for k in given if given[k] != default[k]} if named is None else set(named) & set(given)
-    conflicts = [k for k in given if k not in RESUME_MAY_CHANGE and k in named and given[k] != run[k]]
+    conflicts = [k for k in given if k not in RESUME_MAY_CHANGE and k in named and not _same(given[k], run[k])]
     if conflicts:
         shown = "; ".join(f"{k} is {given[k]!r} here, {run[k]!r} in the run" for k in conflicts)
         raise ZofoError(f"train.resume {checkpoint}: {shown} ({run_file})",
@@ -213,6 +215,14 @@ def prepared(cfg: RunConfig, overwrite: bool = False) -> RunConfig:
     return cfg
 
 
+def _same(a, b) -> bool:
+    """Equal values, or two spellings of one existing path (a link and its target)."""
+    if a == b:
+        return True
+    paths = [Path(v).expanduser() for v in (a, b) if isinstance(v, str) and v]
+    return len(paths) == 2 and all(p.exists() for p in paths) and os.path.samefile(*paths)
+
+
 def with_absolute_paths(cfg: RunConfig) -> RunConfig:
     """``cfg`` with model.name and data.data made absolute where they name local paths (an alias stays a name), so
     that the run's config.yaml means the same model and data to `--resume` and `zofo replay` from any folder."""
@@ -222,6 +232,6 @@ def with_absolute_paths(cfg: RunConfig) -> RunConfig:
     for section, key in (("model", "name"), ("data", "data")):
         part = getattr(cfg, section)
         value = getattr(part, key)
-        if value and value not in ALIASES and Path(value).expanduser().exists():
-            setattr(part, key, str(Path(value).expanduser().resolve()))
+        if value and value not in ALIASES and Path(value).expanduser().exists():  # links kept as given
+            setattr(part, key, os.path.abspath(Path(value).expanduser()))
     return cfg
