@@ -15,7 +15,7 @@ import re
 import time
 from pathlib import Path
 
-from zofo.cli.usage import check_dtype_flag, check_output_file, usage_errors
+from zofo.cli.usage import check_device_flag, check_dtype_flag, check_output_file, usage_errors
 from zofo.errors import ZofoError
 
 
@@ -56,17 +56,10 @@ def check_eval_arguments(args: argparse.Namespace) -> None:
         raise ZofoError(f"--shots {args.shots} with --n-train {args.n_train}: the demonstrations are drawn from the "
                         "train split", f"give --n-train {args.shots} or more")
     check_output_file(args.output, "--output")
-    from zofo.models.load import check_device_dtype, resolve_dtype  # torch: once the command runs
-    from zofo.tasks import check_task_name
+    from zofo.tasks import check_task_name  # its loaders: only once a command runs
 
     check_task_name(args.task, "--task")
-    check_device_dtype(args.device or default_device(), resolve_dtype(args.dtype), computes=False)
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    check_device_flag(args.device, args.dtype)
 
 
 def output_path(args: argparse.Namespace) -> Path:
@@ -79,6 +72,7 @@ def output_path(args: argparse.Namespace) -> Path:
 def run_eval(args: argparse.Namespace) -> dict:
     """Evaluate as the arguments say; print `metric: value` lines; write and return the result."""
     from zofo.evaluation.harness import evaluate, icl_demonstrations  # torch: not for `zofo --help`
+    from zofo.models.device import resolve_device
     from zofo.models.load import load_model
     from zofo.tasks import load_task, sample_splits
 
@@ -90,7 +84,7 @@ def run_eval(args: argparse.Namespace) -> dict:
         task = load_task(args.task, args.data, args.template)
         splits = sample_splits(task, n_train=args.n_train, n_dev=args.n_dev, n_test=args.n_test, seed=args.seed)
     demos = icl_demonstrations(splits.train, args.shots, args.seed) if args.shots else None
-    device = args.device or default_device()
+    device = resolve_device(args.device or "auto")
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=device)
     started = time.time()
     metrics = evaluate(model, tokenizer, task, splits.test, batch_size=args.batch_size, demonstrations=demos,

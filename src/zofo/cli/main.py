@@ -21,7 +21,7 @@ import pathlib
 import sys
 import warnings
 
-from zofo.cli.usage import Parser, check_dtype_flag, check_output_file, usage_errors
+from zofo.cli.usage import Parser, check_device_flag, check_dtype_flag, check_output_file, usage_errors
 from zofo.errors import UsageError, ZofoError, ZofoWarning
 from zofo.run.interrupt import TrainingInterrupted, stacks_on_request
 
@@ -261,13 +261,12 @@ def _add_replay(sub) -> None:
 
 
 def _run_replay(args: argparse.Namespace) -> int:
-    from zofo.models.load import check_device_dtype, resolve_dtype
     from zofo.run.replay import replay_run
 
     with usage_errors():
         check_output_file(args.out, "--out")
-        if args.device is not None:
-            check_device_dtype(args.device, resolve_dtype("float32"), computes=False)
+        if args.device is not None:  # else the run's own
+            check_device_flag(args.device)
     print(replay_run(args.run_dir, args.out, args.device).summary())
     return 0
 

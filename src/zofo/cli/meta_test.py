@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from zofo.cli.usage import usage_errors
+from zofo.cli.usage import check_device_flag, usage_errors
 from zofo.errors import ZofoError
 from zofo.meta.protocol import MetaTestProtocol
 
@@ -74,8 +74,6 @@ def run_meta_test(args: argparse.Namespace) -> int:
     from zofo.meta.metatest import meta_test
     from zofo.meta.report import table_text
     from zofo.meta.workers import check as check_workers
-    from zofo.models.device import resolve_device
-    from zofo.models.load import check_device_dtype, resolve_dtype
 
     fields = {name: getattr(args, name) for name in ("shots", "n_dev", "n_test", "steps", "eval_every",
                                                      "batch_size", "r", "alpha", "max_length", "eval_batch_size",
@@ -84,7 +82,7 @@ def run_meta_test(args: argparse.Namespace) -> int:
         protocol = MetaTestProtocol(seeds=tuple(args.seeds), **fields)
         protocol.check()
         check_workers(args.workers, as_worker=False)
-        check_device_dtype(resolve_device(args.device), resolve_dtype(args.dtype), computes=False)
+        check_device_flag(args.device, args.dtype)
         refs = task_refs(args)
     out = Path(args.out or Path("runs") / f"meta-test-{time.strftime('%Y%m%d-%H%M%S')}")
     report = meta_test(refs, args.model, protocol, out, device=args.device, dtype=args.dtype,

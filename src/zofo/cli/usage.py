@@ -34,6 +34,15 @@ def check_output_file(path: str | None, flag: str) -> None:
         raise ZofoError(f"{flag} {path} is a folder", f"give the file's path, e.g. {Path(path) / 'out'}")
 
 
+def check_device_flag(device: str | None, dtype: str = "float32") -> None:
+    """Refuse an unknown or absent ``--device`` (None: auto), or a ``--dtype`` it cannot compute in, before anything
+    loads (`zofo eval`, `zofo meta-test`, `zofo replay`)."""
+    from zofo.models.device import resolve_device  # torch: only once a command runs
+    from zofo.models.load import check_device_dtype, resolve_dtype
+
+    check_device_dtype(resolve_device(device or "auto"), resolve_dtype(dtype), computes=False)
+
+
 def check_dtype_flag(dtype: str) -> None:
     """Refuse an unknown ``--dtype`` before anything loads (`zofo eval`, `zofo convert`)."""
     from zofo.models.load import DTYPES  # torch: only once a command runs
