@@ -29,6 +29,13 @@ def written_whole(folder: Path) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def encloses_current_folder(folder: Path) -> bool:
+    """Whether ``folder`` is the current folder or one above it (the root included): replacing or deleting it
+    whole would pull the current folder away."""
+    here = Path.cwd().resolve()
+    return folder.expanduser().resolve() in (here, *here.parents)
+
+
 def restored(folder: Path) -> Path:
     """``folder``, put back from FOLDER.old where a save was killed between its two renames
     (`written_whole`): what a reader calls before it looks for a saved folder."""

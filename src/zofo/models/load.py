@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from zofo.atomic import written_whole
+from zofo.atomic import encloses_current_folder, written_whole
 from zofo.errors import ZofoError, ZofoWarning
 from zofo.models.gguf_file import check_gguf
 from zofo.models.packaged import ALIASES, alias_file
@@ -152,8 +152,7 @@ CONVERTED_FILES = ("config.json", "generation_config.json", "model*.safetensors"
 def check_convert_target(out_dir: Path) -> None:
     """Refuse a target a conversion would destroy: the current folder or the root, a file, or a folder holding
     anything but an earlier conversion's files (the conversion replaces the folder whole)."""
-    where = out_dir.expanduser().resolve()
-    if where == Path.cwd().resolve() or where.parent == where or where in Path.cwd().resolve().parents:
+    if encloses_current_folder(out_dir):
         raise ZofoError(f"cannot convert into {out_dir}: it is the current folder, one above it, or the root, and "
                         "the conversion replaces its folder whole", "give a new folder, e.g. models/smol")
     if out_dir.exists() and not out_dir.is_dir():

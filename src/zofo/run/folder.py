@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from zofo.atomic import restored
+from zofo.atomic import encloses_current_folder, restored
 from zofo.config import CORE_SECTIONS
 from zofo.errors import ZofoError
 
@@ -40,8 +40,7 @@ def check_run_folder(run_dir: Path, overwrite: bool = False) -> None:
     if not overwrite:
         raise ZofoError(f"run folder {run_dir} already holds {describe_run(run_dir)}", _advice(run_dir),
                         "train.output_dir")
-    here = Path.cwd().resolve()
-    if run_dir.resolve() in (here, *here.parents):  # removing it would pull the current folder away mid-run
+    if encloses_current_folder(run_dir):  # removing it would pull the current folder away mid-run
         raise ZofoError(f"--overwrite of {run_dir}, the current folder or one above it", "run from another folder, "
                         "or give the run folder's path from there", "train.output_dir")
 

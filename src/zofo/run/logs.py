@@ -60,11 +60,10 @@ class RunLogger:
         self.offset, self.off_clock = elapsed, off_clock
         if not self.writes or not self.path.exists():
             return
-        records = log_records(self.path)
-        # a finished run resumed to go further is tested again at its new end: its old test record goes
-        kept = [r for r in records if r["step"] <= step and r["phase"] != "test"]
-        if len(kept) < len(records) or len(records) < len(self.path.read_text().splitlines()):
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        # a finished run resumed to go further is tested again at its new end: its old test record goes; written
+        # back as `log` writes records, a line cut short at the end (`log_records`) goes too
+        kept = [r for r in log_records(self.path) if r["step"] <= step and r["phase"] != "test"]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     def elapsed(self) -> float:
         """Wall-clock seconds of the run."""

@@ -76,17 +76,19 @@ class Run:
         with self.folder_lock():
             return self.locked_execute()
 
-    def folder_lock(self) -> AbstractContextManager:
+    @contextmanager
+    def folder_lock(self) -> Iterator[None]:
         """RUN/.lock for the run's length (the writing rank's): a second run into the same folder (a shell loop
         whose runs got one time-stamped name) is refused instead of mixing its files with this one's. A new run
         checks the folder again once it holds the lock: another may have filled it since `prepared` looked."""
         if not self.ranks.writes:
-            return nullcontext()
+            yield
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        lock = locked(self.run_dir, "zofo train")
-        if not self.cfg.train.resume:
-            return _checked_after(lock, self.run_dir)
-        return lock
+        with locked(self.run_dir, "zofo train"):
+            if not self.cfg.train.resume:
+                check_run_folder(self.run_dir)
+            yield
 
     def saved_config(self) -> RunConfig:
         """The run's settings as config.yaml keeps them: without `train.resume`, which was this command's, so that
@@ -272,10 +274,3 @@ class Evaluator:
 
     def test(self) -> dict:
         return self._run(self.splits.test)
-
-
-@contextmanager
-def _checked_after(lock: AbstractContextManager, run_dir: Path) -> Iterator[None]:
-    with lock:
-        check_run_folder(run_dir)
-        yield
