@@ -183,6 +183,19 @@ def test_the_command_prints_the_table_and_exits_0_or_2(tmp_path, tasks, tiny_mod
     assert bad.stderr.strip().startswith("zofo: error: argument 1 (") and "neither a task name" in bad.stderr
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--dtype", "float61"], "zofo: error: unknown dtype 'float61' (use one of: float32"),
+    (["--device", "gpu"], "zofo: error: unknown device 'gpu' (use auto, cpu, cuda or cuda:N)"),
+])
+def test_the_command_refuses_a_bad_dtype_or_device_with_exit_2_and_writes_nothing(tmp_path, tasks, tiny_model_dir,
+                                                                                  flags, message):
+    """They exited 1 (a raw traceback for the device), the dtype after writing it into protocol.json."""
+    bad = zofo("meta-test", str(tasks / "films"), "--model", str(tiny_model_dir), "--out", str(tmp_path / "out"),
+               *FLAGS, *flags, cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(message), bad.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_command_refuses_eval_max_tokens_0_with_exit_2(tmp_path, tasks, tiny_model_dir):
     bad = zofo("meta-test", str(tasks / "films"), "--model", str(tiny_model_dir), "--out", str(tmp_path / "out"),
                *FLAGS, "--eval-max-tokens", "0", cwd=tmp_path)
