@@ -184,6 +184,16 @@ def test_zofo_train_prints_test_metrics_training_time_and_the_run_folder(tmp_pat
     assert out[-1] == f"run folder: {tmp_path / 'run'}"
 
 
+def test_an_icl_run_records_the_demonstrations_it_used_not_those_it_asked_for(tmp_path, tiny_model_dir,
+                                                                            shared_data):
+    asked = api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "four", "train.method=icl", "icl.shots=4"))
+    fewer = api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "all", "train.method=icl", "icl.shots=9",
+                               "data.n_train=6"))
+    zero = api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "zero", "train.method=zero-shot"))
+    assert (asked["shots"], fewer["shots"], zero["shots"]) == (4, 6, 0)
+    assert json.loads((tmp_path / "all" / "result.json").read_text())["shots"] == 6
+
+
 @pytest.mark.parametrize("args, message", [
     (["--method", "fo-full", "--peft", "lora"], "does not apply to method fo-full"),
     (["--method", "bilevel-zofo", "--lower-steps", "0"], "K"),

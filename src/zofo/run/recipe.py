@@ -213,6 +213,7 @@ class Run:
             test = evaluator.test()
         result = {"method": self.cfg.train.method, "task": self.cfg.data.task, "peft": self.peft_kind,
                   "test": test, "best_dev": state.best_metric if method.trains else None,
+                  "shots": len(evaluator.demos or ()),  # demonstrations used: fewer than asked where train is smaller
                   "best_step": state.best_step, "steps": state.step, "train_seconds": round(seconds, 2),
                   "train_seconds_without_evaluation": round(training_seconds, 2),
                   "skipped_steps": state.skipped_steps, "peak_memory_mib": memory.peaks,
