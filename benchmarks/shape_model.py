@@ -41,6 +41,9 @@ SHAPES: dict[str, dict] = {
         "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 32768,
         "rms_norm_eps": 1e-6, "rope_theta": 1e6, "tie_word_embeddings": True, "use_sliding_window": False},
 }
+#: the same model as zofo loads its GGUF (`qwen2.5-coder-0.5b`): the file stores the tied head twice, so the
+#: converted model has its own output matrix, 630.2M parameters, the model issue 30's 0.5B study trains
+SHAPES["qwen2.5-0.5b-untied"] = {**SHAPES["qwen2.5-0.5b"], "tie_word_embeddings": False}
 
 
 def load_tokenizer(source: Path):
