@@ -7,6 +7,8 @@ same forward are noisier still). GPT-2 and OPT normalise in float64 and agree to
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from peft import LoraConfig, PromptTuningConfig, get_peft_model
@@ -14,8 +16,10 @@ from peft import LoraConfig, PromptTuningConfig, get_peft_model
 from tests.evaluation.conftest import make_tokenizer
 from tests.tiny import tiny_model
 from zofo.evaluation import scoring
+from zofo.evaluation.harness import with_demonstrations
 from zofo.evaluation.scoring import (
     candidate_scores,
+    common_start,
     encode_candidates,
     example_pieces,
     shared_tokens,
@@ -60,6 +64,64 @@ def test_shared_prompts_give_the_scores_and_gradients_of_one_row_per_candidate(f
     atol, rtol = GRADIENT[family]
     for a, b in zip(shared_grads, alone_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+
+
+#: in-context examples: every row begins with the same demonstrations
+DEMOS = [Example("The movie was a great film. It was", (" great", " terrible"), 0),
+         Example("Does this mean that it is true?", (" Yes", " No"), 1)] * 2  # rows inside 128 positions
+ICL = with_demonstrations(EXAMPLES, DEMOS)
+
+
+def input_widths(model) -> tuple[list[tuple[int, int]], object]:
+    """The (rows, tokens) of every forward's input ids, recorded by a hook on the embedding (and its handle)."""
+    seen = []
+    handle = model.get_input_embeddings().register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape)))
+    return seen, handle
+
+
+@pytest.mark.parametrize("family", sorted(GRADIENT))
+def test_demonstrations_run_once_for_the_batch_and_score_as_one_row_per_candidate(family, monkeypatch):
+    """The batch's common start (the demonstrations) runs once, with one row, then the three examples' own starts,
+    then the eight candidate rows: the scores and gradients of one row per candidate, and of sharing per example
+    only."""
+    tokenizer = make_tokenizer()
+    model = tiny_model(family, vocab_size=len(tokenizer)).double().train()
+    batch = encode_candidates(tokenizer, ICL, 2048)
+    demos = len(tokenizer(ICL[0].prompt[: -len(EXAMPLES[0].prompt)])["input_ids"])
+    assert demos - 1 <= batch.common <= demos + 1 < min(batch.shared)  # a BPE merge may move it by a token
+    monkeypatch.setattr(scoring, "COMMON_MIN_TOKENS", 0)
+    assert common_start(batch) == batch.common
+    seen, handle = input_widths(model)
+    once, once_grads = scores_and_grads(model, batch, True, monkeypatch)
+    handle.remove()
+    assert seen == [(1, batch.common), (3, max(batch.shared) - batch.common), (8, max(batch.own))]
+    per_example, per_example_grads = scores_and_grads(model, replace(batch, common=0), True, monkeypatch)
+    alone, alone_grads = scores_and_grads(model, batch, False, monkeypatch)
+    atol, rtol = GRADIENT[family]
+    for scores, grads in ((once, once_grads), (per_example, per_example_grads)):
+        assert torch.equal(scores.isfinite(), alone.isfinite())
+        torch.testing.assert_close(scores, alone, rtol=0, atol=1e-12)
+        assert len(grads) == len(alone_grads) > 0
+        for a, b in zip(grads, alone_grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+
+
+def test_the_common_start_runs_once_only_where_it_saves_enough(monkeypatch):
+    """Once for the batch where that saves COMMON_MIN_TOKENS tokens, and counted so; examples that begin differently
+    share nothing; pieces keep the batch's common start."""
+    tokenizer = make_tokenizer()
+    batch = encode_candidates(tokenizer, ICL, 2048)
+    saved = (len(ICL) - 1) * batch.common
+    monkeypatch.setattr(scoring, "COMMON_MIN_TOKENS", saved)
+    assert common_start(batch) == batch.common > 0
+    per_example = len(ICL) * max(batch.shared) + batch.input_ids.shape[0] * max(batch.own)
+    assert shared_tokens(batch) == per_example - saved
+    monkeypatch.setattr(scoring, "COMMON_MIN_TOKENS", saved + 1)
+    assert common_start(batch) == 0 and shared_tokens(batch) == per_example
+    assert encode_candidates(tokenizer, EXAMPLES).common == 0  # "The movie ..." against "Does this ..."
+    assert {piece.common for piece in example_pieces(batch, max_rows=3)} == {batch.common}
+    one = encode_candidates(tokenizer, ICL[:1], 2048)
+    assert one.common == one.shared[0]  # at most the example's shared start: its candidates' positions stay its own
 
 
 def test_learned_positions_stay_inside_their_table_and_lora_scores_alike():
@@ -178,3 +240,17 @@ def test_work_counts_the_candidate_rows_once_whether_prompts_are_shared_or_not(m
         counter.close()
         counted.append((counter.work.forward_rows, counter.work.backward_rows))
     assert counted == [(8, 8), (8, 8)]  # 3 + 3 + 2 candidate rows
+
+
+def test_the_common_length_of_many_rows_is_found_from_their_first_and_last():
+    """Against walking every row, on random rows over a small alphabet (long common starts, prefixes of each other)."""
+    import random
+
+    rng = random.Random(0)
+    for _ in range(300):
+        start = tuple(rng.randrange(3) for _ in range(rng.randrange(6)))
+        rows = [start + tuple(rng.randrange(3) for _ in range(rng.randrange(4))) for _ in range(rng.randrange(1, 6))]
+        walked = 0
+        while all(len(r) > walked and r[walked] == rows[0][walked] for r in rows):
+            walked += 1
+        assert scoring._common_length(rows) == walked

@@ -3,8 +3,10 @@
 All candidates of many examples go through one forward: one row per (example, candidate), right-padded
 (a causal model never attends to later positions, so right padding cannot change a score). Where an example's rows
 repeat a long prompt, the prompt runs once per example instead (`shared_prompt_logits`): its keys and values are
-cached, copied to each of the example's rows, and only the rows' own tokens run again. The same scores, to float
-rounding, from far fewer tokens: a 10-choice task's rows cost about a tenth.
+cached, copied to each of the example's rows, and only the rows' own tokens run again. Where every row of a batch
+begins alike (in-context learning's demonstrations), that common start runs once for the whole batch before the
+examples' own starts. The same scores, to float rounding, from far fewer tokens: a 10-choice task's rows cost about a
+tenth, and 16 demonstrations run once for 32 examples instead of 32 times.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from zofo.tasks.example import Example, join_answer
 # 2.15x and zero-shot 1.7x faster, the k-shot run's eager steps 1.09x; the threshold itself was not tuned.
 SHARE_MIN_TOKENS = 2**13
 SHARE_LEFT = 0.5
+# The batch's common start runs once (`common_start`) when that saves at least COMMON_MIN_TOKENS tokens: one forward
+# more, worth it, by the same reasoning, only past a forward's launch-bound size.
+COMMON_MIN_TOKENS = SHARE_MIN_TOKENS
 #: the model families whose cached forward is tested against one row per candidate (tests/evaluation/
 #: test_shared_prompts.py); any other family scores one row per candidate
 SHARE_FAMILIES = ("llama", "qwen2", "opt", "gpt2")
@@ -56,6 +61,7 @@ class CandidateBatch:
     shared: tuple[int, ...] | None = None  # host: per example, the tokens all its rows begin with (each row's
     own: tuple[int, ...] | None = None     # tokens from its position before the first candidate token); per
                                            # row, its tokens after them (None: not known, never shared)
+    common: int = 0  # host: the tokens every row begins with, at most every example's shared start
 
     def to(self, device: torch.device | str) -> CandidateBatch:
         """On `device`, without making the host wait for it (`transfer.upload`)."""
@@ -100,7 +106,8 @@ def _piece(batch: CandidateBatch, start: int, end: int, rows: slice, width: int)
                           batch.target_mask[rows, :width], batch.row_example[rows] - start,
                           batch.row_candidate[rows], batch.labels[start:end], batch.n_candidates[start:end],
                           shared=batch.shared[start:end] if batch.shared is not None else None,
-                          own=batch.own[rows] if batch.own is not None else None)
+                          own=batch.own[rows] if batch.own is not None else None,
+                          common=batch.common)  # a piece's rows begin alike at least as far as the batch's
 
 
 def example_candidates(example: Example) -> tuple[tuple[str, ...], int]:
@@ -178,7 +185,15 @@ def encode_candidates(tokenizer, examples: Sequence[Example], max_length: int = 
     target_mask = ((cols >= ends - n_answers) & (cols < ends)).long()
     own = tuple(len(ids) - shared[i] for ids, i in zip(rows, row_example, strict=True))
     return CandidateBatch(input_ids, attention_mask, target_mask, _long(row_example), _long(row_candidate),
-                          _long(labels), _long(counts), max(lengths), max(counts), tuple(shared), own)
+                          _long(labels), _long(counts), max(lengths), max(counts), tuple(shared), own,
+                          min(_common_length(rows), *shared))
+
+
+def _common_length(rows: list[tuple[int, ...]]) -> int:
+    """How many tokens every row begins with: as many as the lexicographically first and last rows share (any row
+    between them shares that start too), found without walking every row in Python."""
+    first, last = min(rows), max(rows)
+    return next((i for i, (a, b) in enumerate(zip(first, last)) if a != b), min(len(first), len(last)))
 
 
 def _shared_start(rows: list[tuple[int, ...]], n_answers: list[int]) -> int:
@@ -222,9 +237,18 @@ def sharing_pays(batch: CandidateBatch) -> bool:
 
 
 def shared_tokens(batch: CandidateBatch) -> int:
-    """Tokens the shared forwards run: the examples' starts at their longest, then every row's own part at its
-    longest (against rows x width for one row per candidate)."""
-    return len(batch.shared) * max(batch.shared) + batch.input_ids.shape[0] * max(batch.own)
+    """Tokens the shared forwards run: the batch's common start once (where `common_start` runs it), the examples'
+    starts after it at their longest, then every row's own part at its longest (against rows x width for one row per
+    candidate)."""
+    common = common_start(batch)
+    return common + len(batch.shared) * (max(batch.shared) - common) + batch.input_ids.shape[0] * max(batch.own)
+
+
+def common_start(batch: CandidateBatch) -> int:
+    """The tokens `shared_prompt_logits` runs once for the whole batch: its common start where running it once
+    saves at least COMMON_MIN_TOKENS tokens, else none (0)."""
+    n_examples = len(batch.shared) if batch.shared is not None else 0
+    return batch.common if (n_examples - 1) * batch.common >= COMMON_MIN_TOKENS else 0
 
 
 def _takes_shared_prompts(model) -> bool:
@@ -258,19 +282,24 @@ def shared_prompt_logits(model, batch: CandidateBatch, rows: Tensor, cols: Tenso
     """The logits at (rows, cols) of the rows' full forward, with each example's shared start
     (`CandidateBatch.shared`) run once: one forward of the examples' starts (right-padded, no logits) fills a
     key/value cache, the cache is copied to each example's rows, and one forward of the rows' own tokens (at their
-    true positions, attending to their example's start) gives the logits. The same attention as the rows' full
-    forward, so the same logits to float rounding, and differentiable like it."""
+    true positions, attending to their example's start) gives the logits. Where the batch's common start pays
+    (`common_start`), it runs first, once, and its cache is copied to every example before their starts run on. The
+    same attention as the rows' full forward, so the same logits to float rounding, and differentiable like it."""
     device, width = batch.input_ids.device, batch.input_ids.shape[1]
     shared = upload(torch.tensor(batch.shared, dtype=torch.long), device)
     start_width, own_width = max(batch.shared), max(batch.own)
     firsts = torch.cumsum(batch.n_candidates, 0) - batch.n_candidates  # each example's first row
     starts_mask = (torch.arange(start_width, device=device)[None, :] < shared[:, None]).long()
-    nothing = torch.empty(0, dtype=torch.long, device=device)
     keyword = _cache_keyword(model)
-    # the starts need their keys and values, no logits; work counts the candidate rows (the rows' forward) alone
-    with logits_at(model, nothing, nothing, start_width), uncounted():
-        out = model(input_ids=batch.input_ids[firsts, :start_width], attention_mask=starts_mask, use_cache=True)
-    cache = getattr(out, keyword, None) or out.past_key_values
+    common = common_start(batch)
+    cache = None
+    if common:
+        cache = _fill_cache(model, keyword, batch.input_ids[:1, :common], starts_mask[:1, :common])
+        cache.reorder_cache(torch.zeros(len(batch.shared), dtype=torch.long, device=device))  # -> every example
+    if start_width > common:
+        positions = torch.arange(common, start_width, device=device)[None, :].expand(len(batch.shared), -1)
+        cache = _fill_cache(model, keyword, batch.input_ids[firsts, common:start_width], starts_mask, positions,
+                            cache)
     cache.reorder_cache(batch.row_example)  # example -> each of its rows
     positions = shared[batch.row_example][:, None] + torch.arange(own_width, device=device)[None, :]
     inside = positions < width
@@ -280,6 +309,17 @@ def shared_prompt_logits(model, batch: CandidateBatch, rows: Tensor, cols: Tenso
         return model(input_ids=batch.input_ids.gather(1, at), position_ids=at,
                      attention_mask=torch.cat([starts_mask[batch.row_example], own_mask], 1),
                      use_cache=True, **{keyword: cache}).logits
+
+
+def _fill_cache(model, keyword: str, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None,
+                cache=None):
+    """The key/value cache after `input_ids` (continuing `cache`; `attention_mask` covers the cache and them); no
+    logits are computed, and work counts the candidate rows (the rows' forward) alone."""
+    nothing = torch.empty(0, dtype=torch.long, device=input_ids.device)
+    with logits_at(model, nothing, nothing, input_ids.shape[1]), uncounted():
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+                    **({keyword: cache} if cache is not None else {}))
+    return getattr(out, keyword, None) or out.past_key_values
 
 
 def _cache_keyword(model) -> str:
