@@ -7,10 +7,13 @@ meta-test protocol's sample (`sample_splits(task, 16, 16, 100)`), the batches me
 - `k-shot step`: the 16 training examples (one step of the k-shot LoRA run, max_length 256), cut into pieces of at
   most 64 rows (`meta-test --max-rows 64`, the eager path that shares);
 - `zero-shot` and `ICL`: the first 32 test examples, sorted by prompt length as `score_examples` sorts them, with
-  the 16 demonstrations before each prompt for ICL (max_length 2048), in forwards of at most 2**16 tokens.
+  the 16 demonstrations before each prompt for ICL (max_length 2048), in forwards of at most 2**16 tokens;
+- `ICL, per example`: the ICL batch with its common start (the demonstrations) not run once for the batch, only each
+  example's prompt once for its candidates (the scoring before the common start was shared).
 Per batch, the tokens one row per candidate runs (rows x padded width) and the tokens `token_logprobs` runs where
-`sharing_pays` (examples x longest shared start + rows x longest own part; SmolLM2 is a Llama, a family that takes
-shared prompts, so only the batch's layout decides). Prints a table per task and the totals, and writes
+`sharing_pays` (`shared_tokens`: the batch's common start once where `common_start` runs it, examples x the rest of
+their longest shared start, rows x longest own part; SmolLM2 is a Llama, a family that takes shared prompts, so only
+the batch's layout decides). Prints a table per task and the totals, and writes
 shared_prompts.json to --out. A token count is not a time: the GPU measurement is still to be made.
 """
 
@@ -18,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from zofo.evaluation import icl_demonstrations
 from zofo.evaluation.harness import with_demonstrations
 from zofo.evaluation.scoring import (
+    COMMON_MIN_TOKENS,
     MAX_TOKENS,
     SHARE_LEFT,
     SHARE_MIN_TOKENS,
@@ -45,8 +50,10 @@ def tokens(piece: CandidateBatch) -> tuple[int, int]:
     return whole, shared_tokens(piece) if sharing_pays(piece) else whole
 
 
-def batch_tokens(tokenizer, examples, max_length: int, max_rows: int | None, max_tokens: int | None) -> list[int]:
+def batch_tokens(tokenizer, examples, max_length: int, max_rows: int | None, max_tokens: int | None,
+                 common: bool = True) -> list[int]:
     batch = encode_candidates(tokenizer, examples, max_length)
+    batch = batch if common else replace(batch, common=0)
     counted = [tokens(piece) for piece in example_pieces(batch, max_rows, max_tokens)]
     return [sum(whole for whole, _ in counted), sum(run for _, run in counted)]
 
@@ -54,11 +61,11 @@ def batch_tokens(tokenizer, examples, max_length: int, max_rows: int | None, max
 def task_tokens(tokenizer, task) -> dict[str, list[int]]:
     splits = sample_splits(task, n_train=SHOTS, n_dev=N_DEV, n_test=N_TEST, seed=0)
     test = sorted(splits.test[:EVAL_BATCH], key=lambda e: len(e.prompt))
-    demos = icl_demonstrations(splits.train, SHOTS, 0)
+    icl = sorted(with_demonstrations(test, icl_demonstrations(splits.train, SHOTS, 0)), key=lambda e: len(e.prompt))
     return {"k-shot step": batch_tokens(tokenizer, splits.train, 256, MAX_ROWS, None),
             "zero-shot": batch_tokens(tokenizer, test, 2048, None, MAX_TOKENS),
-            "ICL": batch_tokens(tokenizer, sorted(with_demonstrations(test, demos), key=lambda e: len(e.prompt)),
-                                2048, None, MAX_TOKENS)}
+            "ICL, per example": batch_tokens(tokenizer, icl, 2048, None, MAX_TOKENS, common=False),
+            "ICL": batch_tokens(tokenizer, icl, 2048, None, MAX_TOKENS)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -72,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(str(resolve_source(args.model))))
     split = read_split(args.split, lists=("meta_test",))
     found = {ref.name: task_tokens(tokenizer, split.task(ref)) for ref in split.meta_test}
-    kinds = ("k-shot step", "zero-shot", "ICL")
+    kinds = ("k-shot step", "zero-shot", "ICL, per example", "ICL")
     print("| task | " + " | ".join(f"{k}: tokens -> shared" for k in kinds) + " |\n|---|" + "---|" * len(kinds))
     for name, counts in found.items():
         print(f"| {name} | " + " | ".join(f"{counts[k][0]:,} -> {counts[k][1]:,}" for k in kinds) + " |")
@@ -80,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
     print("| **total** | " + " | ".join(f"**{t[0]:,} -> {t[1]:,} ({t[0] / t[1]:.2f}x)**" for t in totals.values())
           + " |")
     report = {"split": args.split, "model": args.model, "tasks": found, "totals": totals,
-              "bounds": {"share_min_tokens": SHARE_MIN_TOKENS, "share_left": SHARE_LEFT, "max_rows": MAX_ROWS,
+              "bounds": {"share_min_tokens": SHARE_MIN_TOKENS, "share_left": SHARE_LEFT,
+                         "common_min_tokens": COMMON_MIN_TOKENS, "max_rows": MAX_ROWS,
                          "max_tokens": MAX_TOKENS}}
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -125,6 +125,50 @@ def test_rows_are_the_tokenized_prompt_and_candidate_every_time(tokenizer):
         assert first.target_mask[r].sum() == len(answer) and first.target_mask[r, n - len(answer):n].all()
 
 
+class CountingTokenizer:
+    """The tokenizer, counting its calls and the texts they encode (a new object: rows cached for the tokenizer itself
+    are not its rows)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.calls, self.texts = tokenizer, 0, 0
+
+    def __call__(self, texts):
+        self.calls += 1
+        self.texts += len(texts) if isinstance(texts, list) else 1
+        return self.tokenizer(texts)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def test_a_batch_is_tokenized_in_one_call_and_then_served_from_the_row_cache(tokenizer):
+    """One call for the examples not cached yet (each prompt with each candidate, each non-empty prompt alone once),
+    whose rows are those of `split_tokens` one candidate at a time, a BPE merge at the boundary and a cut prompt
+    included; none for cached ones; the least recently used dropped past the cache's size."""
+    from zofo.evaluation import scoring
+
+    examples = [*EXAMPLES, Example("It was gr", ("eat", "ass"), 0), Example("It was great. " * 20, (" No", " Yes"), 0)]
+    counting = CountingTokenizer(tokenizer)
+    batch = encode_candidates(counting, examples, max_length=40)
+    assert (counting.calls, counting.texts) == (1, 13 + 5)  # 13 candidates, 5 non-empty prompts
+    for r, (prompt, candidate) in enumerate((e.prompt, c) for e in examples[:-1] for c in e.candidates):
+        context, answer = split_tokens(tokenizer, prompt, candidate)
+        assert batch.input_ids[r, : len(context) + len(answer)].tolist() == context + answer
+    whole = [split_tokens(tokenizer, examples[-1].prompt, c) for c in examples[-1].candidates]
+    drop = max(len(c) + len(a) for c, a in whole) - 40
+    assert drop > 0  # the prompt is cut from the left, once for both candidates
+    for r, (context, answer) in zip((-2, -1), whole, strict=True):
+        row = context[drop:] + answer
+        assert batch.input_ids[r, : len(row)].tolist() == row and batch.attention_mask[r].sum() == len(row)
+    again = encode_candidates(counting, examples[::-1], max_length=40)
+    assert counting.calls == 1 and torch.equal(again.input_ids[-2:], batch.input_ids[:2, :again.input_ids.shape[1]])
+    encode_candidates(counting, [*examples, Example("It was", (" great", " x"), 0)], max_length=40)
+    assert (counting.calls, counting.texts) == (2, 18 + 3)
+    small = scoring._RowCache(size=2)
+    small.rows(counting, examples[:3], 40)
+    assert [key[1] for key in small.kept] == [examples[1].prompt, examples[2].prompt]
+
+
 def test_an_empty_batch_is_refused_with_the_fix(tokenizer):
     from zofo.errors import ZofoError
 

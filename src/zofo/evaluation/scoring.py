@@ -11,10 +11,12 @@ tenth, and 16 demonstrations run once for 32 examples instead of 32 times.
 
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
 import itertools
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 
@@ -131,8 +133,12 @@ def _context_ids(tokenizer) -> list[int]:
 def split_tokens(tokenizer, prompt: str, candidate: str) -> tuple[list[int], list[int]]:
     """(context ids, candidate ids): tokenize prompt+candidate together and cut where it stops
     matching the prompt's own tokens, so a BPE merge across the boundary counts as candidate."""
-    full = tokenizer(prompt + candidate)["input_ids"]
     alone = tokenizer(prompt)["input_ids"] if prompt else []
+    return _split_ids(tokenizer, tokenizer(prompt + candidate)["input_ids"], alone)
+
+
+def _split_ids(tokenizer, full: list[int], alone: list[int]) -> tuple[list[int], list[int]]:
+    """`split_tokens` on ids already tokenized: prompt+candidate (`full`) and the prompt alone."""
     common = 0
     while common < min(len(full), len(alone)) and full[common] == alone[common]:
         common += 1
@@ -141,17 +147,66 @@ def split_tokens(tokenizer, prompt: str, candidate: str) -> tuple[list[int], lis
     return (context or _context_ids(tokenizer)), answer
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _rows(tokenizer, prompt: str, candidates: tuple[str, ...], max_length: int) -> tuple[tuple[tuple[int, ...], int],
-                                                                                         ...]:
-    """Per candidate, (ids, n candidate tokens). The prompt is cut once, from the left, so that the example's
-    longest row fits max_length: every candidate is scored after the same context, and the rows begin alike (what
-    `shared_prompt_logits` shares). A row keeps at least one context token.
+#: Rows = per candidate, (ids, n candidate tokens)
+Rows = tuple[tuple[tuple[int, ...], int], ...]
+
+
+class _RowCache:
+    """Each example's rows (`_cut_rows`) by (tokenizer, prompt, candidates, max_length), the least recently used
+    dropped past `size`; the examples of a batch that are not cached yet are tokenized in one call (`rows`).
 
     Cached: training draws the same examples epoch after epoch, and tokenizing a batch of 16 again took 6-32
     ms of host time on a 2-core CPU (SST-2 to BoolQ), against 0.3-1.2 ms from the cache
-    (benchmarks/encode_batches.py) and a 19.5 ms graphed SmolLM2 training step on the GPU."""
-    split = [split_tokens(tokenizer, prompt, candidate) for candidate in candidates]
+    (benchmarks/encode_batches.py) and a 19.5 ms graphed SmolLM2 training step on the GPU. One call for the batch:
+    a fast tokenizer encodes a list of texts on all the host's cores, and each prompt is tokenized alone once, not
+    once per candidate; ICL prompts of 2,000 tokens made tokenizing most of a meta-test's ICL scoring on the host
+    (benchmarks/results/cpu-2026-12-07/icl-common-start/)."""
+
+    def __init__(self, size: int = 1 << 16):
+        self.size, self.kept, self.lock = size, collections.OrderedDict(), threading.Lock()
+
+    def rows(self, tokenizer, examples: Sequence[Example], max_length: int) -> list[Rows]:
+        keys = [(tokenizer, example.prompt, example_candidates(example)[0], max_length) for example in examples]
+        with self.lock:
+            new = [key for key in dict.fromkeys(keys) if key not in self.kept]
+        found = dict(zip(new, _tokenized_rows(tokenizer, [key[1:3] for key in new], max_length), strict=True))
+        with self.lock:  # training threads sharing a process (`train_together`) share the cache
+            self.kept.update(found)
+            for key in keys:
+                self.kept.move_to_end(key)
+            rows = [self.kept[key] for key in keys]
+            while len(self.kept) > self.size:
+                self.kept.popitem(last=False)
+        return rows
+
+    def clear(self) -> None:
+        with self.lock:
+            self.kept.clear()
+
+
+_ROWS = _RowCache()
+
+
+def _tokenized_rows(tokenizer, examples: list[tuple[str, tuple[str, ...]]], max_length: int) -> list[Rows]:
+    """Each (prompt, candidates)'s rows (`_cut_rows`), every text tokenized in one call: each prompt with each of its
+    candidates, then each non-empty prompt alone."""
+    if not examples:
+        return []
+    joined = [prompt + candidate for prompt, candidates in examples for candidate in candidates]
+    ids = tokenizer(joined + [prompt for prompt, _ in examples if prompt])["input_ids"]
+    fulls, alones = iter(ids[:len(joined)]), iter(ids[len(joined):])
+    rows = []
+    for prompt, candidates in examples:
+        full = [next(fulls) for _ in candidates]
+        alone = next(alones) if prompt else []
+        rows.append(_cut_rows([_split_ids(tokenizer, ids, alone) for ids in full], max_length))
+    return rows
+
+
+def _cut_rows(split: list[tuple[list[int], list[int]]], max_length: int) -> Rows:
+    """Per candidate, (ids, n candidate tokens), from each candidate's (context, answer). The prompt is cut once,
+    from the left, so that the example's longest row fits max_length: every candidate is scored after the same
+    context, and the rows begin alike (what `shared_prompt_logits` shares). A row keeps at least one context token."""
     drop = max(0, max(len(context) + len(answer) for context, answer in split) - max_length)
     return tuple((tuple(context[min(drop, len(context) - 1):] + answer), len(answer)) for context, answer in split)
 
@@ -161,14 +216,15 @@ def _long(values: list[int]) -> Tensor:
 
 
 def encode_candidates(tokenizer, examples: Sequence[Example], max_length: int = 512) -> CandidateBatch:
-    """One right-padded row per (example, candidate); each example's prompt left-truncated once (`_rows`),
+    """One right-padded row per (example, candidate); each example's prompt left-truncated once (`_cut_rows`),
     candidates always kept."""
     if not examples:
         raise ZofoError("encode_candidates: no examples to encode", "pass at least one example")
     rows, lengths, row_example, row_candidate, labels, counts, shared = [], [], [], [], [], [], []
-    for i, example in enumerate(examples):
+    for i, (example, example_rows) in enumerate(zip(examples, _ROWS.rows(tokenizer, examples, max_length),
+                                                    strict=True)):
         candidates, label = example_candidates(example)
-        for j, (ids, n_answer) in enumerate(_rows(tokenizer, example.prompt, candidates, max_length)):
+        for j, (ids, n_answer) in enumerate(example_rows):
             rows.append(ids)
             lengths.append(n_answer)
             row_example.append(i)
@@ -193,7 +249,8 @@ def _common_length(rows: list[tuple[int, ...]]) -> int:
     """How many tokens every row begins with: as many as the lexicographically first and last rows share (any row
     between them shares that start too), found without walking every row in Python."""
     first, last = min(rows), max(rows)
-    return next((i for i, (a, b) in enumerate(zip(first, last)) if a != b), min(len(first), len(last)))
+    differ = (i for i, (a, b) in enumerate(zip(first, last, strict=False)) if a != b)  # rows differ in length
+    return next(differ, min(len(first), len(last)))
 
 
 def _shared_start(rows: list[tuple[int, ...]], n_answers: list[int]) -> int:
