@@ -1,9 +1,11 @@
 """Host time to tokenize a meta-test's scoring batches: one tokenizer call for a batch's examples (each prompt with
 each candidate, each prompt alone once) against two calls per candidate (prompt+candidate, then the prompt again).
 
-    PYTHONPATH=src python benchmarks/tokenize_batches.py [--split configs/meta/bigbench_split.yaml] [--out DIR]
+    PYTHONPATH=src python benchmarks/tokenize_batches.py [--split configs/meta/bigbench_split.yaml] [--out DIR] \
+        [--n-test 100] [--tasks N]
 
-For every held-out task of the split, seed 0 of the meta-test protocol's sample (16 shots, 16 dev, 100 test): the
+For every held-out task of the split (the first N with --tasks), seed 0 of the meta-test protocol's sample (16 shots,
+16 dev, --n-test test): the
 zero-shot and 16-shot ICL scoring batches (32 test examples each, sorted by prompt length as `score_examples`
 sorts them, max_length 2048). `encode_candidates` runs with its row cache emptied before each batch (the first
 time a meta-test meets them: every test set is new); the per-candidate reference is `split_tokens` for every
@@ -25,7 +27,7 @@ from zofo.meta.split import read_split
 from zofo.models.load import prepare_tokenizer, resolve_source
 from zofo.tasks import sample_splits
 
-SHOTS, N_DEV, N_TEST, EVAL_BATCH, MAX_LENGTH = 16, 16, 100, 32, 2048
+SHOTS, N_DEV, EVAL_BATCH, MAX_LENGTH = 16, 16, 32, 2048
 
 
 def one_call(tokenizer, batches) -> float:
@@ -45,8 +47,8 @@ def per_candidate(tokenizer, batches) -> float:
     return time.perf_counter() - begin
 
 
-def task_batches(task) -> dict[str, list]:
-    splits = sample_splits(task, n_train=SHOTS, n_dev=N_DEV, n_test=N_TEST, seed=0)
+def task_batches(task, n_test: int) -> dict[str, list]:
+    splits = sample_splits(task, n_train=SHOTS, n_dev=N_DEV, n_test=n_test, seed=0)
     demos = icl_demonstrations(splits.train, SHOTS, 0)
     kinds = {"zero-shot": splits.test, "ICL": with_demonstrations(splits.test, demos)}
     return {kind: [ordered[i:i + EVAL_BATCH] for i in range(0, len(ordered), EVAL_BATCH)]
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", default="configs/meta/bigbench_split.yaml")
     parser.add_argument("--model", default="smollm2-135m", help="whose tokenizer (a name zofo loads)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--n-test", type=int, default=100)
+    parser.add_argument("--tasks", type=int, help="only the first N held-out tasks")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     from transformers import AutoTokenizer
@@ -66,8 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
     split = read_split(args.split, lists=("meta_test",))
     found: dict[str, dict] = {}
     print("| task | kind | per candidate s | one call s | faster |\n|---|---|---|---|---|")
-    for ref in split.meta_test:
-        for kind, batches in task_batches(split.task(ref)).items():
+    for ref in split.meta_test[:args.tasks]:
+        for kind, batches in task_batches(split.task(ref), args.n_test).items():
             times = {"per candidate": [], "one call": []}
             for _ in range(args.repeats):
                 times["per candidate"].append(per_candidate(tokenizer, batches))
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"| **total** | {kind} | **{t['per candidate']:.2f}** | **{t['one call']:.2f}** | "
               f"**{t['per candidate'] / t['one call']:.2f}x** |")
     report = {"split": args.split, "model": args.model, "cpus": os.cpu_count(), "repeats": args.repeats,
-              "tasks": found, "totals": totals}
+              "n_test": args.n_test, "tasks": found, "totals": totals}
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "tokenize_batches.json").write_text(json.dumps(report, indent=1) + "\n")
