@@ -254,3 +254,17 @@ def test_the_common_length_of_many_rows_is_found_from_their_first_and_last():
         while all(len(r) > walked and r[walked] == rows[0][walked] for r in rows):
             walked += 1
         assert scoring._common_length(rows) == walked
+
+
+def test_the_common_start_of_two_rows_is_found_by_bisection_as_by_a_walk():
+    """`_prefix_length` against walking both rows, on random rows over a small alphabet."""
+    import random
+
+    rng = random.Random(1)
+    for _ in range(500):
+        start = [rng.randrange(2) for _ in range(rng.randrange(40))]
+        a, b = (start + [rng.randrange(3) for _ in range(rng.randrange(5))] for _ in range(2))
+        walked = 0
+        while walked < min(len(a), len(b)) and a[walked] == b[walked]:
+            walked += 1
+        assert scoring._prefix_length(a, b) == scoring._prefix_length(tuple(b), tuple(a)) == walked
