@@ -169,6 +169,33 @@ def test_a_batch_is_tokenized_in_one_call_and_then_served_from_the_row_cache(tok
     assert [key[1] for key in small.kept] == [examples[1].prompt, examples[2].prompt]
 
 
+def test_an_example_twice_in_a_batch_is_tokenized_once(tokenizer):
+    counting = CountingTokenizer(tokenizer)
+    twice = [EXAMPLES[1], EXAMPLES[0], EXAMPLES[1]]
+    batch = encode_candidates(counting, twice)
+    assert (counting.calls, counting.texts) == (1, 3 + 1 + 2 + 1)
+    assert torch.equal(batch.input_ids[:3], batch.input_ids[5:])  # the second copy's rows are the first's
+
+
+def test_the_row_cache_keeps_its_hits_while_another_thread_empties_it(tokenizer, monkeypatch):
+    """A training thread tokenizing outside the lock while another evicts or clears: the rows it found cached before
+    are still returned, and the cache stays within its size."""
+    from zofo.evaluation import scoring
+
+    cache = scoring._RowCache(size=1)
+    cache.rows(tokenizer, EXAMPLES[:1], 40)
+    real = scoring._tokenized_rows
+
+    def emptied_meanwhile(*args):
+        cache.clear()
+        return real(*args)
+
+    monkeypatch.setattr(scoring, "_tokenized_rows", emptied_meanwhile)
+    rows = cache.rows(tokenizer, EXAMPLES[:2], 40)  # the first a hit, the second tokenized while the cache empties
+    assert rows == real(tokenizer, [(e.prompt, e.candidates) for e in EXAMPLES[:2]], 40)
+    assert [key[1] for key in cache.kept] == [EXAMPLES[1].prompt]
+
+
 def test_an_empty_batch_is_refused_with_the_fix(tokenizer):
     from zofo.errors import ZofoError
 

@@ -268,3 +268,62 @@ def test_the_common_start_of_two_rows_is_found_by_bisection_as_by_a_walk():
         while walked < min(len(a), len(b)) and a[walked] == b[walked]:
             walked += 1
         assert scoring._prefix_length(a, b) == scoring._prefix_length(tuple(b), tuple(a)) == walked
+
+
+#: every example's prompt is the common start (one question, several candidate sets); then one example's start ends
+#: where the batch's common start does (its prompt is the demonstrations alone), the others run on past it
+SAME_START = [Example(ICL[0].prompt, (" great", " terrible"), 0), Example(ICL[0].prompt, (" a film", " it", " x"), 1)]
+ONE_ENDS_THERE = [Example(ICL[0].prompt[: -len(EXAMPLES[0].prompt)], ("Yes", "No"), 0), *ICL]
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("examples", [SAME_START, ONE_ENDS_THERE], ids=["all starts common", "one start common"])
+def test_starts_that_end_at_the_common_start_score_as_one_row_per_candidate(family, examples, monkeypatch):
+    tokenizer = make_tokenizer()
+    model = tiny_model(family, vocab_size=len(tokenizer)).double()
+    batch = encode_candidates(tokenizer, examples, 2048)
+    assert batch.common == min(batch.shared) and (len(set(batch.shared)) == 1) == (examples is SAME_START)
+    monkeypatch.setattr(scoring, "COMMON_MIN_TOKENS", 0)
+    seen, handle = input_widths(model)
+    with torch.no_grad():
+        once, _ = scores_and_grads_without_backward(model, batch, monkeypatch)
+    handle.remove()
+    second = [] if examples is SAME_START else [(len(examples), max(batch.shared) - batch.common)]
+    assert seen == [(1, batch.common), *second, (batch.input_ids.shape[0], max(batch.own))]
+    monkeypatch.setattr(scoring, "SHARE_MIN_TOKENS", 10**9)
+    with torch.no_grad():
+        alone = candidate_scores(model, batch)
+    torch.testing.assert_close(once, alone, rtol=0, atol=1e-12)
+
+
+def scores_and_grads_without_backward(model, batch, monkeypatch) -> tuple[torch.Tensor, None]:
+    monkeypatch.setattr(scoring, "SHARE_MIN_TOKENS", 0)
+    monkeypatch.setattr(scoring, "SHARE_LEFT", 1.0)
+    assert shares_prompts(model, batch)
+    return candidate_scores(model, batch), None
+
+
+def test_the_common_start_runs_once_a_piece_when_pieces_hold_several_examples(monkeypatch):
+    """score_examples in forwards of a few examples each: every piece runs the demonstrations once and scores as one
+    row per candidate."""
+    from zofo.evaluation.scoring import score_examples
+
+    tokenizer = make_tokenizer()
+    model = tiny_model("llama", vocab_size=len(tokenizer)).double()
+    examples = with_demonstrations(EXAMPLES * 3, DEMOS)
+    width = encode_candidates(tokenizer, examples, 2048).input_ids.shape[1]
+    monkeypatch.setattr(scoring, "SHARE_LEFT", 1.0)
+    monkeypatch.setattr(scoring, "SHARE_MIN_TOKENS", 0)
+    monkeypatch.setattr(scoring, "COMMON_MIN_TOKENS", 0)
+    seen, handle = input_widths(model)
+    pieces = score_examples(model, tokenizer, examples, batch_size=9, max_length=2048, progress=False,
+                            max_tokens=8 * width)  # pieces of 2-3 examples
+    handle.remove()
+    ordered = sorted(examples, key=lambda e: len(e.prompt))  # as score_examples orders them; one batch of 9
+    n_pieces = len(example_pieces(encode_candidates(tokenizer, ordered, 2048), None, 8 * width))
+    common = encode_candidates(tokenizer, examples, 2048).common
+    assert 3 <= n_pieces < len(examples) and seen.count((1, common)) == n_pieces
+    monkeypatch.setattr(scoring, "SHARE_MIN_TOKENS", 10**9)
+    alone = score_examples(model, tokenizer, examples, batch_size=9, max_length=2048, progress=False, max_tokens=None)
+    for a, b in zip(pieces, alone, strict=True):
+        assert a == pytest.approx(b, abs=1e-12)

@@ -164,17 +164,20 @@ class _RowCache:
 
     def rows(self, tokenizer, examples: Sequence[Example], max_length: int) -> list[Rows]:
         keys = [(tokenizer, example.prompt, example_candidates(example)[0], max_length) for example in examples]
+        unique = list(dict.fromkeys(keys))
+        # training threads sharing a process (`train_together`) share the cache: the hits are copied under the lock,
+        # so that another thread's evictions while this one tokenizes cannot take them away
         with self.lock:
-            new = [key for key in dict.fromkeys(keys) if key not in self.kept]
-        found = dict(zip(new, _tokenized_rows(tokenizer, [key[1:3] for key in new], max_length), strict=True))
-        with self.lock:  # training threads sharing a process (`train_together`) share the cache
-            self.kept.update(found)
-            for key in keys:
+            found = {key: self.kept[key] for key in unique if key in self.kept}
+        new = [key for key in unique if key not in found]
+        found |= dict(zip(new, _tokenized_rows(tokenizer, [key[1:3] for key in new], max_length), strict=True))
+        with self.lock:
+            for key in unique:
+                self.kept[key] = found[key]
                 self.kept.move_to_end(key)
-            rows = [self.kept[key] for key in keys]
             while len(self.kept) > self.size:
                 self.kept.popitem(last=False)
-        return rows
+        return [found[key] for key in keys]
 
     def clear(self) -> None:
         with self.lock:
@@ -249,9 +252,10 @@ def _common_length(rows: list[tuple[int, ...]]) -> int:
 
 
 def _prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many tokens `a` and `b` begin with alike: one comparison where one begins the other (a prompt and the
-    prompt with a candidate, usually), else a bisection on slice comparisons, all made in C (a walk token by token in
-    Python took most of the host time of encoding 2,000-token ICL rows)."""
+    """How many tokens `a` and `b` (both lists or both tuples: slices are compared) begin with alike: one comparison
+    where one begins the other (a prompt and the prompt with a candidate, usually), else a bisection on slice
+    comparisons, all made in C (a walk token by token in Python took most of the host time of encoding 2,000-token
+    ICL rows)."""
     lo, hi = 0, min(len(a), len(b))  # a[:lo] == b[:lo], and no common start is longer than hi
     if a[:hi] == b[:hi]:
         return hi
