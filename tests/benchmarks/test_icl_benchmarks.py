@@ -36,12 +36,13 @@ def test_the_common_start_variant_alone_runs_the_demonstrations_once(tiny_model_
 def test_tokenizing_is_timed_both_ways_for_every_kind(shared_data, tmp_path):
     """On the real SmolLM2 tokenizer (the benchmark's default model); the row cache is put back as it was."""
     smollm2_gguf()
-    kept = dict(scoring._ROWS.kept)
+    kept, tokens = dict(scoring._ROWS.kept), scoring._ROWS.tokens
     try:
         report = tokenize_batches.main(["--tasks", "1", "--n-test", "8", "--repeats", "1", "--out", str(tmp_path)])
     finally:
         scoring._ROWS.clear()
         scoring._ROWS.kept.update(kept)
+        scoring._ROWS.tokens = tokens
     (task, found), = report["tasks"].items()
     assert task == "discourse_marker_prediction" and set(found) == {"zero-shot", "ICL"}
     assert all(t > 0 for kind in found.values() for t in kind.values())

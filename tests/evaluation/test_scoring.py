@@ -144,7 +144,7 @@ class CountingTokenizer:
 def test_a_batch_is_tokenized_in_one_call_and_then_served_from_the_row_cache(tokenizer):
     """One call for the examples not cached yet (each prompt with each candidate, each non-empty prompt alone once),
     whose rows are those of `split_tokens` one candidate at a time, a BPE merge at the boundary and a cut prompt
-    included; none for cached ones; the least recently used dropped past the cache's size."""
+    included; none for cached ones; the least recently used dropped past the cache's tokens."""
     from zofo.evaluation import scoring
 
     examples = [*EXAMPLES, Example("It was gr", ("eat", "ass"), 0), Example("It was great. " * 20, (" No", " Yes"), 0)]
@@ -164,9 +164,10 @@ def test_a_batch_is_tokenized_in_one_call_and_then_served_from_the_row_cache(tok
     assert counting.calls == 1 and torch.equal(again.input_ids[-2:], batch.input_ids[:2, :again.input_ids.shape[1]])
     encode_candidates(counting, [*examples, Example("It was", (" great", " x"), 0)], max_length=40)
     assert (counting.calls, counting.texts) == (2, 18 + 3)
-    small = scoring._RowCache(size=2)
+    two = sum(len(ids) for rows in scoring._ROWS.rows(tokenizer, examples[1:3], 40) for ids, _ in rows)
+    small = scoring._RowCache(tokens=two)  # room for the last two examples' rows, not for the first's as well
     small.rows(counting, examples[:3], 40)
-    assert [key[1] for key in small.kept] == [examples[1].prompt, examples[2].prompt]
+    assert [key[1] for key in small.kept] == [examples[1].prompt, examples[2].prompt] and small.tokens == two
 
 
 def test_an_example_twice_in_a_batch_is_tokenized_once(tokenizer):
@@ -182,8 +183,10 @@ def test_the_row_cache_keeps_its_hits_while_another_thread_empties_it(tokenizer,
     are still returned, and the cache stays within its size."""
     from zofo.evaluation import scoring
 
-    cache = scoring._RowCache(size=1)
+    one = sum(len(ids) for ids, _ in scoring._ROWS.rows(tokenizer, EXAMPLES[1:2], 40)[0])
+    cache = scoring._RowCache(tokens=one)
     cache.rows(tokenizer, EXAMPLES[:1], 40)
+    assert len(cache.kept) == 1  # the first example is cached: the next call finds it
     real = scoring._tokenized_rows
 
     def emptied_meanwhile(*args):
@@ -193,7 +196,7 @@ def test_the_row_cache_keeps_its_hits_while_another_thread_empties_it(tokenizer,
     monkeypatch.setattr(scoring, "_tokenized_rows", emptied_meanwhile)
     rows = cache.rows(tokenizer, EXAMPLES[:2], 40)  # the first a hit, the second tokenized while the cache empties
     assert rows == real(tokenizer, [(e.prompt, e.candidates) for e in EXAMPLES[:2]], 40)
-    assert [key[1] for key in cache.kept] == [EXAMPLES[1].prompt]
+    assert [key[1] for key in cache.kept] == [EXAMPLES[1].prompt] and cache.tokens == one
 
 
 def test_an_empty_batch_is_refused_with_the_fix(tokenizer):

@@ -150,7 +150,9 @@ Rows = tuple[tuple[tuple[int, ...], int], ...]
 
 class _RowCache:
     """Each example's rows (`_cut_rows`) by (tokenizer, prompt, candidates, max_length), the least recently used
-    dropped past `size`; the examples of a batch that are not cached yet are tokenized in one call (`rows`).
+    dropped past `tokens` cached tokens (2**24 by default: a few hundred MB of host memory, every training set of the
+    studies many times over, but bounded where 2,000-token ICL rows pass through once each); the examples of a batch
+    that are not cached yet are tokenized in one call (`rows`).
 
     Cached: training draws the same examples epoch after epoch, and tokenizing a batch of 16 again took 6-32
     ms of host time on a 2-core CPU (SST-2 to BoolQ), against 0.3-1.2 ms from the cache
@@ -159,8 +161,8 @@ class _RowCache:
     once per candidate; ICL prompts of 2,000 tokens made tokenizing most of a meta-test's ICL scoring on the host
     (benchmarks/results/cpu-2026-12-07/icl-common-start/)."""
 
-    def __init__(self, size: int = 1 << 16):
-        self.size, self.kept, self.lock = size, collections.OrderedDict(), threading.Lock()
+    def __init__(self, tokens: int = 1 << 24):
+        self.budget, self.tokens, self.kept, self.lock = tokens, 0, collections.OrderedDict(), threading.Lock()
 
     def rows(self, tokenizer, examples: Sequence[Example], max_length: int) -> list[Rows]:
         keys = [(tokenizer, example.prompt, example_candidates(example)[0], max_length) for example in examples]
@@ -173,15 +175,22 @@ class _RowCache:
         found |= dict(zip(new, _tokenized_rows(tokenizer, [key[1:3] for key in new], max_length), strict=True))
         with self.lock:
             for key in unique:
+                if key not in self.kept:
+                    self.tokens += _row_tokens(found[key])
                 self.kept[key] = found[key]
                 self.kept.move_to_end(key)
-            while len(self.kept) > self.size:
-                self.kept.popitem(last=False)
+            while self.tokens > self.budget:
+                self.tokens -= _row_tokens(self.kept.popitem(last=False)[1])
         return [found[key] for key in keys]
 
     def clear(self) -> None:
         with self.lock:
             self.kept.clear()
+            self.tokens = 0
+
+
+def _row_tokens(rows: Rows) -> int:
+    return sum(len(ids) for ids, _ in rows)
 
 
 _ROWS = _RowCache()
