@@ -16,9 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from unittest.mock import patch
 
 import torch
 
@@ -39,15 +38,9 @@ except ModuleNotFoundError:  # run as a script: benchmarks/ is on the path
 VARIANTS = ("per example", "common start once")
 
 
-@contextmanager
-def common_start(once: bool) -> Iterator[None]:
+def common_start(once: bool):
     """The batch's common start run once where it pays (True, as shipped), or never; put back after."""
-    shipped = scoring.COMMON_MIN_TOKENS
-    scoring.COMMON_MIN_TOKENS = shipped if once else 1 << 62
-    try:
-        yield
-    finally:
-        scoring.COMMON_MIN_TOKENS = shipped
+    return patch.object(scoring, "COMMON_MIN_TOKENS", scoring.COMMON_MIN_TOKENS if once else 1 << 62)
 
 
 def task_figures(model, tokenizer, folder: Path, n_test: int, repeats: int, device: str) -> dict:
