@@ -37,11 +37,13 @@ from zofo.evaluation.scoring import (
     shared_tokens,
     sharing_pays,
 )
+from zofo.meta.protocol import MetaTestProtocol
 from zofo.meta.split import read_split
 from zofo.models.load import prepare_tokenizer, resolve_source
 from zofo.tasks import sample_splits
 
-SHOTS, N_DEV, N_TEST, EVAL_BATCH, MAX_ROWS = 16, 16, 100, 32, 64
+PROTOCOL = MetaTestProtocol()  # its k-shot sample, dev and scoring batch sizes
+N_TEST, MAX_ROWS = 100, 64
 
 
 def tokens(piece: CandidateBatch) -> tuple[int, int]:
@@ -59,9 +61,10 @@ def batch_tokens(tokenizer, examples, max_length: int, max_rows: int | None, max
 
 
 def task_tokens(tokenizer, task) -> dict[str, list[int]]:
-    splits = sample_splits(task, n_train=SHOTS, n_dev=N_DEV, n_test=N_TEST, seed=0)
-    test = sorted(splits.test[:EVAL_BATCH], key=lambda e: len(e.prompt))
-    icl = sorted(with_demonstrations(test, icl_demonstrations(splits.train, SHOTS, 0)), key=lambda e: len(e.prompt))
+    splits = sample_splits(task, n_train=PROTOCOL.shots, n_dev=PROTOCOL.n_dev, n_test=N_TEST, seed=0)
+    test = sorted(splits.test[:PROTOCOL.eval_batch_size], key=lambda e: len(e.prompt))
+    demos = icl_demonstrations(splits.train, PROTOCOL.shots, 0)
+    icl = sorted(with_demonstrations(test, demos), key=lambda e: len(e.prompt))
     return {"k-shot step": batch_tokens(tokenizer, splits.train, 256, MAX_ROWS, None),
             "zero-shot": batch_tokens(tokenizer, test, 2048, None, MAX_TOKENS),
             "ICL, per example": batch_tokens(tokenizer, icl, 2048, None, MAX_TOKENS, common=False),

@@ -23,11 +23,13 @@ from pathlib import Path
 
 from zofo.evaluation import icl_demonstrations, scoring
 from zofo.evaluation.harness import with_demonstrations
+from zofo.meta.protocol import MetaTestProtocol
 from zofo.meta.split import read_split
 from zofo.models.load import prepare_tokenizer, resolve_source
 from zofo.tasks import sample_splits
 
-SHOTS, N_DEV, EVAL_BATCH, MAX_LENGTH = 16, 16, 32, 2048
+PROTOCOL = MetaTestProtocol()  # its k-shot sample, dev and scoring batch sizes
+MAX_LENGTH = 2048  # evaluate's, as a meta-test unit scores
 
 
 def one_call(tokenizer, batches) -> float:
@@ -48,10 +50,11 @@ def per_candidate(tokenizer, batches) -> float:
 
 
 def task_batches(task, n_test: int) -> dict[str, list]:
-    splits = sample_splits(task, n_train=SHOTS, n_dev=N_DEV, n_test=n_test, seed=0)
-    demos = icl_demonstrations(splits.train, SHOTS, 0)
+    splits = sample_splits(task, n_train=PROTOCOL.shots, n_dev=PROTOCOL.n_dev, n_test=n_test, seed=0)
+    demos = icl_demonstrations(splits.train, PROTOCOL.shots, 0)
     kinds = {"zero-shot": splits.test, "ICL": with_demonstrations(splits.test, demos)}
-    return {kind: [ordered[i:i + EVAL_BATCH] for i in range(0, len(ordered), EVAL_BATCH)]
+    size = PROTOCOL.eval_batch_size
+    return {kind: [ordered[i:i + size] for i in range(0, len(ordered), size)]
             for kind, examples in kinds.items() for ordered in [sorted(examples, key=lambda e: len(e.prompt))]}
 
 
