@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    for flag in ("repeats", "n_test"):
+        if (value := getattr(args, flag)) < 1:
+            parser.error(f"--{flag.replace('_', '-')} {value}: give 1 or more")
     device = resolve_device(args.device)
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=device)
     report = {"model": args.model, "device": torch.cuda.get_device_name() if device.startswith("cuda") else device,

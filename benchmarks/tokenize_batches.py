@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tasks", type=int, help="only the first N held-out tasks")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    for flag in ("repeats", "n_test", "tasks"):
+        if (value := getattr(args, flag)) is not None and value < 1:
+            parser.error(f"--{flag.replace('_', '-')} {value}: give 1 or more")
     from transformers import AutoTokenizer
 
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(str(resolve_source(args.model))))

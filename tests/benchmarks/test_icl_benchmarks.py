@@ -4,6 +4,12 @@ the "once" variant runs a common start, and the scoring threshold is left as fou
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from benchmarks import icl_common_start, tokenize_batches
 from tests.real_model import smollm2_gguf
@@ -47,3 +53,14 @@ def test_tokenizing_is_timed_both_ways_for_every_kind(shared_data, tmp_path):
     assert task == "discourse_marker_prediction" and set(found) == {"zero-shot", "ICL"}
     assert all(t > 0 for kind in found.values() for t in kind.values())
     assert json.loads((tmp_path / "tokenize_batches.json").read_text())["n_test"] == 8
+
+
+@pytest.mark.parametrize("script, flag", [("icl_common_start.py", "--repeats"), ("icl_common_start.py", "--n-test"),
+                                          ("tokenize_batches.py", "--tasks"), ("tokenize_batches.py", "--repeats")])
+def test_a_count_below_one_is_refused_by_name_with_exit_code_2(script, flag, tmp_path):
+    """As a process: the flag and its value named, before any model or task is loaded."""
+    root = Path(__file__).resolve().parents[2]
+    models = ["smollm2-135m", str(tmp_path)] if script == "icl_common_start.py" else []
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / script), *models, flag, "0"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root / "src")})
+    assert done.returncode == 2 and f"{flag} 0: give 1 or more" in done.stderr
