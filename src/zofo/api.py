@@ -8,21 +8,16 @@ from zofo.meta.metarun import meta_train as _meta_train
 from zofo.meta.options import MetaTrainConfig
 from zofo.models.load import load_model
 from zofo.run.concurrent import train_together as together
-from zofo.run.distributed import launched_rank
-from zofo.run.folder import clear_run_folder
-from zofo.run.options import RunConfig, check_options, load_config, prepared, run_dir_for
+from zofo.run.options import RunConfig, check_options, load_config, prepared
 from zofo.run.recipe import Run
 
 
 def train(cfg: RunConfig, overwrite: bool = False) -> dict:
     """Fine-tune (or only evaluate, for zero-shot / ICL) as `cfg` says; returns the run's results. A SIGINT or
     SIGTERM stops it after the current step with a checkpoint (`zofo.run.interrupt.TrainingInterrupted` says where;
-    `train.resume` continues from it). A run folder that holds a run is refused, unless ``overwrite``: then that
-    run is deleted first."""
-    cfg = prepared(cfg, overwrite)
-    if overwrite and launched_rank() == 0:  # under torchrun, rank 0 alone touches the run folder
-        clear_run_folder(run_dir_for(cfg))
-    return Run(cfg).execute()
+    `train.resume` continues from it). A run folder that holds a run is refused, unless ``overwrite``: then the new
+    run deletes the old one's files once it holds the folder and has loaded its data and model."""
+    return Run(prepared(cfg, overwrite), replace=overwrite).execute()
 
 
 def train_together(cfgs: list[RunConfig]) -> list[dict | Exception]:

@@ -198,11 +198,49 @@ def test_a_finished_run_is_refused_then_overwritten_on_request(finished_run, mod
         f"zofo: error: run folder {run} already holds a finished run (result.json) (pass --overwrite to delete it "
         "and start afresh, or choose a new --output-dir)")
     assert (run / "log.jsonl").read_text() == before  # untouched
-    (run / "stale.txt").write_text("left by the old run")
+    (run / "curves.png").write_text("drawn from the old run")  # `zofo plot`'s, so the run's own
     fresh = zofo(*train_args(model_dir, shared_data, run), "--overwrite")
     assert fresh.returncode == 0, fresh.stderr
-    assert not (run / "stale.txt").exists() and len(list((run / "tensorboard").iterdir())) == 1
+    assert not (run / "curves.png").exists() and len(list((run / "tensorboard").iterdir())) == 1
     assert dev_steps(run) == [0, 2]  # one run's records, not two runs' in one file
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(finished_run, model_dir, shared_data, tmp_path):
+    """--overwrite deleted the old run first, then failed on the new run's missing data: one typo lost a run."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run[0], run)
+    files = lambda: sorted(p.relative_to(run) for p in run.rglob("*") if p.name != ".lock")  # noqa: E731
+    before = files()
+    args = train_args(model_dir, shared_data, run, "--overwrite")
+    for wrong, given in (("--data", tmp_path / "nope"), ("--model", tmp_path / "no-model")):
+        done = zofo(*[given if a == args[args.index(wrong) + 1] else a for a in args])
+        assert done.returncode != 0 and str(given) in error_line(done)
+        assert files() == before
+
+
+def test_overwrite_refuses_a_folder_another_run_holds(finished_run, model_dir, shared_data, tmp_path):
+    """--overwrite ignored the lock: it deleted a running run's folder and both wrote one log."""
+    import fcntl
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run[0], run)
+    with open(run / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # what a running `zofo train` holds
+        done = zofo(*train_args(model_dir, shared_data, run), "--overwrite")
+    assert done.returncode != 0 and error_line(done).startswith(f"zofo: error: another zofo train is running on {run}")
+    assert (run / "result.json").exists() and (run / "best").is_dir()
+
+
+def test_overwrite_refuses_a_run_folder_holding_the_users_files(finished_run, model_dir, shared_data, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run[0], run)
+    (run / "notes.txt").write_text("mine")
+    (run / "analysis").mkdir()
+    done = zofo(*train_args(model_dir, shared_data, run), "--overwrite")
+    assert done.returncode == 2 and error_line(done) == (
+        f"zofo: error: --overwrite of {run}: it also holds files a zofo run does not write (analysis, notes.txt) "
+        "(move them out of the folder, or choose a new --output-dir; --overwrite deletes only what a run wrote)")
+    assert (run / "notes.txt").read_text() == "mine" and (run / "result.json").exists()
 
 
 def test_a_folder_that_is_not_a_run_is_refused_even_with_overwrite(model_dir, shared_data, tmp_path):

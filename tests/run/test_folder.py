@@ -40,8 +40,20 @@ def test_a_finished_run_is_refused_unless_overwritten(tmp_path):
     with pytest.raises(ZofoError, match=rf"^run folder {run} already holds a finished run \(result.json\) \({FRESH}"):
         check_run_folder(run)
     check_run_folder(run, overwrite=True)
+    (run / ".lock").write_text("")  # the new run's, held while it clears the old one
+    (run / "best.partial").mkdir()  # a save the old run did not finish
     clear_run_folder(run)
-    assert not run.exists()
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]
+
+
+def test_overwrite_deletes_only_what_a_run_writes(tmp_path):
+    run = a_run(tmp_path / "run", finished=True)
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(ZofoError, match=r"--overwrite of .*run: it also holds files a zofo run does not write "
+                                        r"\(notes.txt\) \(move them out"):
+        check_run_folder(run, overwrite=True)
+    clear_run_folder(run)  # had it been called: the user's file stays
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
 
 
 def test_an_unfinished_run_is_refused_with_how_to_continue_it(tmp_path):
@@ -71,8 +83,8 @@ def test_a_folder_of_something_else_is_never_written_into_nor_deleted(tmp_path):
 def test_overwriting_the_current_folder_or_one_above_it_is_refused(tmp_path, monkeypatch):
     """shutil.rmtree of the current folder deleted the old run, then failed with a raw OSError."""
     run = a_run(tmp_path / "run", finished=True)
-    (run / "sub").mkdir()
-    for here in (run, run / "sub"):
+    (run / "best").mkdir()
+    for here in (run, run / "best"):
         monkeypatch.chdir(here)
         with pytest.raises(ZofoError, match=r"--overwrite of .*, the current folder or one above it"):
             check_run_folder(run, overwrite=True)

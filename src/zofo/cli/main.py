@@ -172,8 +172,9 @@ def _add_train(sub) -> None:
                        description="Fine-tune with any method; dev picks the checkpoint, test is reported.")
     _add_config_flags(p, TRAIN_FLAGS)
     p.add_argument("--overwrite", action="store_true",
-                   help="delete what an earlier run left in the run folder and start afresh (without it, a folder "
-                        "that holds a run is refused; a folder that holds anything else always is)")
+                   help="replace the run in the run folder: its files are deleted once the new run has loaded its "
+                        "data and model (without it, a folder that holds a run is refused; a folder that holds "
+                        "anything a run does not write always is)")
     p.set_defaults(run=_run_train)
 
 

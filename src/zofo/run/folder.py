@@ -1,10 +1,12 @@
 """The folder a run writes into, checked before anything loads: a run never mixes its files with another's.
 
 A new run needs a folder that is absent or empty. A folder that holds a zofo run (its `config.yaml`) is refused
-with what to do: continue it (`--resume RUN/checkpoint`), replace it (`--overwrite`, which deletes it first) or
-pick another name; writing into it would overwrite `best/` and `checkpoint/`, append to `log.jsonl` and add a
-second TensorBoard file. A non-empty folder that is not a zofo run is refused even with `--overwrite`: zofo
-deletes only folders it wrote.
+with what to do: continue it (`--resume RUN/checkpoint`), replace it (`--overwrite`) or pick another name; writing
+into it would overwrite `best/` and `checkpoint/`, append to `log.jsonl` and add a second TensorBoard file. A
+non-empty folder that is not a zofo run is refused even with `--overwrite`, and so is a run's folder that holds
+files a run does not write (`RUN_ENTRIES`): zofo deletes only what it wrote. `--overwrite` deletes the old run's
+files only once the new run holds the folder's lock and has loaded its data and model, so a second run on the
+folder, or a typo in the new run's inputs, leaves the old run whole.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ from zofo.errors import ZofoError
 #: files written into a run folder before the run starts (experiments/launch.py's placement.json, where the run was
 #: placed; the run's own lock, `zofo.run.lock`); they belong to the run to come, so their folder counts as empty
 LAUNCHER_FILES = frozenset({"placement.json", ".lock"})
+
+#: everything a run writes into its folder (with `zofo plot`'s default curves.png, and the FOLDER.partial and
+#: FOLDER.old of `zofo.atomic.written_whole`): what `--overwrite` deletes, and all it deletes
+RUN_ENTRIES = LAUNCHER_FILES | {"config.yaml", "log.jsonl", "result.json", "tensorboard", "curves.png"} | {
+    name + suffix for name in ("best", "final", "checkpoint") for suffix in ("", ".partial", ".old")}
 
 
 def check_run_folder(run_dir: Path, overwrite: bool = False) -> None:
@@ -43,12 +50,26 @@ def check_run_folder(run_dir: Path, overwrite: bool = False) -> None:
     if encloses_current_folder(run_dir):  # removing it would pull the current folder away mid-run
         raise ZofoError(f"--overwrite of {run_dir}, the current folder or one above it", "run from another folder, "
                         "or give the run folder's path from there", "train.output_dir")
+    foreign = [name for name in entries if name not in RUN_ENTRIES]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise ZofoError(f"--overwrite of {run_dir}: it also holds files a zofo run does not write ({shown})",
+                        "move them out of the folder, or choose a new --output-dir; --overwrite deletes only what "
+                        "a run wrote", "train.output_dir")
 
 
 def clear_run_folder(run_dir: Path) -> None:
-    """Delete a zofo run's folder (`--overwrite`), so that the new run starts in an empty one."""
-    if run_dir.is_dir() and is_run_folder(run_dir):
-        shutil.rmtree(run_dir)
+    """Delete what an old run wrote into ``run_dir`` (`--overwrite`; `RUN_ENTRIES`, but for the lock the new run
+    holds and the launcher's placement), so that the new run starts in an empty folder. Anything else stays."""
+    if not (run_dir.is_dir() and is_run_folder(run_dir)):
+        return
+    for entry in sorted(run_dir.iterdir()):
+        if entry.name not in RUN_ENTRIES - LAUNCHER_FILES:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def is_run_folder(run_dir: Path) -> bool:

@@ -29,7 +29,7 @@ from zofo.models.load import load_model, resolve_source
 from zofo.ranks import Ranks
 from zofo.run.checkpoint import save_weights
 from zofo.run.distributed import join, launched_world, rank_device, shard_backbone, shared_run_dir
-from zofo.run.folder import check_run_folder
+from zofo.run.folder import check_run_folder, clear_run_folder
 from zofo.run.interrupt import StopRequest, TrainingInterrupted, stop_on_signal
 from zofo.run.kept_weights import load_best
 from zofo.run.lock import locked
@@ -55,12 +55,13 @@ class Run:
     ``startup``: a lock held while the run starts (loading, seeding the PEFT modules' initial values), given
     when several runs share the process (`zofo.run.concurrent`); such runs record no peak memory, which torch
     counts per process. ``stop``: the stop request the runs of such a process share (else the run installs its
-    own signal handlers while it trains).
+    own signal handlers while it trains). ``replace``: `--overwrite`, an old run in the folder is deleted once this
+    one holds the folder's lock and has loaded its data and model.
     """
 
     def __init__(self, cfg: RunConfig, startup: AbstractContextManager | None = None,
-                 stop: StopRequest | None = None):
-        self.cfg, self.startup, self.stop = cfg, startup, stop
+                 stop: StopRequest | None = None, replace: bool = False):
+        self.cfg, self.startup, self.stop, self.replace = cfg, startup, stop, replace
         self.device = torch.device(rank_device(resolve_device(cfg.model.device)))
         if startup is not None and launched_world() > 1:
             raise UsageError("runs trained together in one process do not run under torchrun",
@@ -87,7 +88,7 @@ class Run:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with locked(self.run_dir, "zofo train"):
             if not self.cfg.train.resume:
-                check_run_folder(self.run_dir)
+                check_run_folder(self.run_dir, self.replace)
             yield
 
     def saved_config(self) -> RunConfig:
@@ -120,6 +121,8 @@ class Run:
         pools = self.example_pools(splits)  # a split that leaves a level empty fails before the model loads
         model, tokenizer, groups = self.build_model()
         if self.ranks.writes:
+            if self.replace:  # the inputs loaded: only now may the old run go
+                clear_run_folder(self.run_dir)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.saved_config(), self.run_dir / "config.yaml")
         batches = self.batches(pools, tokenizer)
