@@ -228,3 +228,18 @@ def test_a_stop_from_another_ranks_training_loop_names_its_signal(tmp_path, task
     with pytest.raises(MetaTestInterrupted, match=r"interrupted by SIGTERM after 0 of 2") as e:
         meta_test(refs, str(tiny_model_dir), SMALL, tmp_path / "out", device="cpu", progress=False)
     assert e.value.exit_code == 143
+
+
+@pytest.mark.parametrize("left", ["precious.txt", "config.yaml"])  # the user's file; a training run's folder
+def test_the_command_refuses_a_folder_holding_what_a_meta_test_does_not_write(tmp_path, tasks, tiny_model_dir, left):
+    """meta-test wrote its units, runs and tables into any folder, a training run's included."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / left).write_text("kept")
+    bad = zofo("meta-test", str(tasks / "films"), "--model", str(tiny_model_dir), "--out", str(out), *FLAGS,
+               cwd=tmp_path)
+    assert bad.returncode == 2, bad.stderr
+    assert bad.stderr.strip().splitlines()[-1] == (
+        f"zofo: error: --out {out} holds files a meta-test does not write ({left}) (give an absent or empty folder, "
+        "or an earlier meta-test's to continue it)")
+    assert sorted(p.name for p in out.iterdir()) == [left]

@@ -71,7 +71,7 @@ def task_refs(args: argparse.Namespace) -> list:
 
 
 def run_meta_test(args: argparse.Namespace) -> int:
-    from zofo.meta.metatest import meta_test
+    from zofo.meta.metatest import check_out_folder, meta_test
     from zofo.meta.report import table_text
     from zofo.meta.workers import check as check_workers
 
@@ -84,7 +84,8 @@ def run_meta_test(args: argparse.Namespace) -> int:
         check_workers(args.workers, as_worker=False)
         check_device_flag(args.device, args.dtype)
         refs = task_refs(args)
-    out = Path(args.out or Path("runs") / f"meta-test-{time.strftime('%Y%m%d-%H%M%S')}")
+        out = Path(args.out or Path("runs") / f"meta-test-{time.strftime('%Y%m%d-%H%M%S')}")
+        check_out_folder(out)
     report = meta_test(refs, args.model, protocol, out, device=args.device, dtype=args.dtype,
                        progress=not args.no_progress, workers=args.workers)
     print(table_text(report))

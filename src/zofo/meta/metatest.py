@@ -7,7 +7,8 @@ Nothing new trains here: the evaluations are `zofo.evaluation.evaluate` and the 
 `fo-peft` run (`zofo.run.recipe.Run`, what `zofo.api.train` runs), one per task and seed, in OUT/runs/.
 Each finished (task, seed) is written to OUT/units/ at once (`zofo.meta.units`), so that a run stopped by Ctrl-C or
 SIGTERM (after its current scoring batch or training step) continues when the same command runs again; the output
-folder records the protocol and the backbone, and refuses results of another. `workers=N` runs the units in N
+folder records the protocol and the backbone, and refuses results of another, and a folder that holds anything a
+meta-test does not write (`OUT_ENTRIES`: a training run's folder, the user's files). `workers=N` runs the units in N
 processes (`zofo.meta.workers`).
 """
 
@@ -39,6 +40,10 @@ from zofo.run.recipe import Run
 from zofo.stop import EvaluationStopped
 from zofo.tasks import Task, sample_splits
 
+#: everything a meta-test writes into its folder (`zofo.atomic.written_whole` adds backbone.partial / .old)
+OUT_ENTRIES = frozenset({".lock", "protocol.json", "units", "runs", "workers", "meta_test.json", "meta_test.md",
+                         "backbone", "backbone.partial", "backbone.old"})
+
 
 def meta_test(refs: list[TaskRef], model: str, protocol: MetaTestProtocol, out_dir: Path, *,
               device: str = "auto", dtype: str = "float32", progress: bool = True, workers: int = 1,
@@ -53,6 +58,8 @@ def meta_test(refs: list[TaskRef], model: str, protocol: MetaTestProtocol, out_d
     tasks = {ref: load_checked(ref) for ref in refs}
     n_test = {ref: test_size(tasks[ref], ref, protocol) for ref in refs}
     out_dir = Path(out_dir)
+    if not as_worker:
+        check_out_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # a worker works under its parent's lock (an inherited descriptor), so it takes none
     with contextlib.nullcontext() if as_worker else locked(out_dir) as lock:
@@ -118,6 +125,18 @@ def test_size(task: Task, ref: TaskRef, protocol: MetaTestProtocol) -> int:
         raise ZofoError(f"{ref.where}: task {ref.name} has {total} examples, too few for {protocol.shots} shots, "
                         f"{protocol.n_dev} dev and a test set", "give more data, or fewer --shots / --n-dev")
     return min(protocol.n_test, left)
+
+
+def check_out_folder(out_dir: Path) -> None:
+    """Refuse an output folder that holds anything a meta-test does not write: results would mix with a training
+    run's files or the user's (a folder of this meta-test, or of another, is `_claim`'s to judge)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ZofoError(f"--out {out_dir} is a file", "give a folder: absent, empty or an earlier meta-test's")
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in OUT_ENTRIES) if out_dir.is_dir() else []
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise ZofoError(f"--out {out_dir} holds files a meta-test does not write ({shown})",
+                        "give an absent or empty folder, or an earlier meta-test's to continue it")
 
 
 def _refuse_repeats(refs: list[TaskRef]) -> None:
