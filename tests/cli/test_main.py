@@ -340,6 +340,24 @@ def test_eval_refuses_bad_options_with_exit_2(tmp_path, shared_data, flags, mess
     assert done.returncode == 2 and error_line(done).startswith(message), done.stderr
 
 
+def test_eval_writes_over_no_file_but_its_own_results(tmp_path):
+    """--output keep.yaml replaced the user's config with the evaluation's JSON."""
+    keep, notes = tmp_path / "keep.yaml", tmp_path / "notes.json"
+    keep.write_text("model:\n  name: mine\n")
+    notes.write_text('{"mine": 1}')
+    earlier = tmp_path / "earlier.json"  # an earlier `zofo eval` result: --output may replace it
+    earlier.write_text(json.dumps({"model": "m", "task": "sst2", "metrics": {}, "protocol": "mezo"}))
+    for given, message in ((keep, f"--output {keep}: the command writes a .json file (give a path ending in .json, "
+                                  f"e.g. {tmp_path / 'keep.json'})"),
+                           (notes, f"--output {notes} exists and is not an earlier result of this command (give a "
+                                   "new path, or move the file away first)")):
+        done = zofo("eval", "--model", tmp_path / "absent", "--task", "sst2", "--output", given)
+        assert done.returncode == 2 and error_line(done) == f"zofo: error: {message}", done.stderr
+    assert keep.read_text() == "model:\n  name: mine\n" and notes.read_text() == '{"mine": 1}'
+    again = zofo("eval", "--model", tmp_path / "absent", "--task", "sst2", "--output", earlier)
+    assert again.returncode != 0 and "--output" not in error_line(again)  # past the output check
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--task", "sst3"], "zofo: error: unknown data.task 'sst3' (choose one of: boolq, cb,"),
     (["--device", "gpu"], "zofo: error: unknown model.device 'gpu' (use auto, cpu, cuda or cuda:N)"),
@@ -414,6 +432,9 @@ def test_plot_exits_0_1_2_and_130(finished_run, tmp_path):
     assert nested.returncode == 0 and (tmp_path / "new" / "c.png").is_file()
     folder = zofo("plot", run, "--out", tmp_path)
     assert folder.returncode == 2 and error_line(folder).startswith(f"zofo: error: --out {tmp_path} is a folder")
+    text = zofo("plot", run, "--out", tmp_path / "c.txt")  # matplotlib's ValueError traceback, after the work
+    assert text.returncode == 2 and error_line(text).startswith(f"zofo: error: --out {tmp_path / 'c.txt'}: the "
+                                                                "command writes a .png or .pdf or")
     code, err = held_and_interrupted("zofo.run.logs.read_log", "plot", run, "--out", tmp_path / "c.png")
     assert code == 130 and err.strip() == "zofo: interrupted"
 
@@ -427,7 +448,8 @@ def test_replay_exits_0_1_2_and_130(finished_run, tmp_path):
     assert missing.returncode == 1 and error_line(missing).startswith(
         f"zofo: error: {tmp_path / 'final' / 'trajectory.json'} does not exist")
     assert zofo("replay", run, "--bogus").returncode == 2
-    for flags, said in ((["--out", tmp_path], "is a folder"), (["--device", "foo"], "unknown device 'foo'")):
+    for flags, said in ((["--out", tmp_path], "is a folder"), (["--device", "foo"], "unknown device 'foo'"),
+                        (["--out", tmp_path / "b.bin"], "the command writes a .safetensors file")):
         refused = zofo("replay", run, *flags)  # a raw traceback each, before
         assert refused.returncode == 2 and said in error_line(refused), refused.stderr
     nested = zofo("replay", run, "--out", tmp_path / "new" / "b.safetensors")

@@ -55,11 +55,20 @@ def check_eval_arguments(args: argparse.Namespace) -> None:
     if args.shots > args.n_train:
         raise ZofoError(f"--shots {args.shots} with --n-train {args.n_train}: the demonstrations are drawn from the "
                         "train split", f"give --n-train {args.shots} or more")
-    check_output_file(args.output, "--output")
+    check_output_file(args.output, "--output", (".json",), replaces=is_eval_result)
     from zofo.tasks import check_task_name  # its loaders: only once a command runs
 
     check_task_name(args.task, "--task")
     check_device_flag(args.device, args.dtype)
+
+
+def is_eval_result(file: Path) -> bool:
+    """Whether ``file`` holds an earlier `zofo eval` result (which --output may replace)."""
+    try:
+        result = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(result, dict) and {"model", "task", "metrics", "protocol"} <= set(result)
 
 
 def output_path(args: argparse.Namespace) -> Path:

@@ -241,11 +241,15 @@ def _add_plot(sub) -> None:
     p.set_defaults(run=_run_plot)
 
 
+#: the files `zofo plot` writes (matplotlib's formats that hold a figure as it is drawn)
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
 def _run_plot(args: argparse.Namespace) -> int:
     from zofo.run.plotting import plot_runs
 
     with usage_errors():
-        check_output_file(args.out, "--out")
+        check_output_file(args.out, "--out", IMAGE_SUFFIXES)
     print(f"wrote {plot_runs(args.run_dirs, args.out)}")
     return 0
 
@@ -265,7 +269,7 @@ def _run_replay(args: argparse.Namespace) -> int:
     from zofo.run.replay import replay_run
 
     with usage_errors():
-        check_output_file(args.out, "--out")
+        check_output_file(args.out, "--out", (".safetensors",))
         if args.device is not None:  # else the run's own
             check_device_flag(args.device)
     print(replay_run(args.run_dir, args.out, args.device).summary())

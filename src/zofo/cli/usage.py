@@ -7,8 +7,9 @@ import argparse
 import difflib
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import NoReturn
 
 from zofo.errors import UsageError, ZofoError
@@ -25,13 +26,23 @@ def usage_errors() -> Iterator[None]:
         raise UsageError(err.what, err.fix, err.key) from err
 
 
-def check_output_file(path: str | None, flag: str) -> None:
-    """Refuse an output file's path that names a folder, before any work (a run's results were lost to it at the
-    end); a missing parent folder is created where the file is written."""
-    from pathlib import Path
-
-    if path is not None and Path(path).is_dir():
-        raise ZofoError(f"{flag} {path} is a folder", f"give the file's path, e.g. {Path(path) / 'out'}")
+def check_output_file(path: str | None, flag: str, suffixes: tuple[str, ...],
+                      replaces: Callable[[Path], bool] = lambda file: True) -> None:
+    """Refuse, before any work, an output file's path that names a folder (a run's results were lost to it at the
+    end), that does not end in one of ``suffixes`` (what the command writes), or that names an existing file which
+    ``replaces`` says the command must not write over (an earlier result of its own it may); a missing parent folder
+    is created where the file is written."""
+    if path is None:
+        return
+    file = Path(path)
+    if file.is_dir():
+        raise ZofoError(f"{flag} {path} is a folder", f"give the file's path, e.g. {file / ('out' + suffixes[0])}")
+    if file.suffix.lower() not in suffixes:
+        raise ZofoError(f"{flag} {path}: the command writes a {' or '.join(suffixes)} file",
+                        f"give a path ending in {suffixes[0]}, e.g. {file.with_suffix(suffixes[0])}")
+    if file.exists() and not replaces(file):
+        raise ZofoError(f"{flag} {path} exists and is not an earlier result of this command",
+                        "give a new path, or move the file away first")
 
 
 def check_device_flag(device: str | None, dtype: str = "float32") -> None:
