@@ -182,6 +182,14 @@ def test_zo_options_check_their_own_values(override, message):
     assert error.value.key == override.split("=")[0]
 
 
+def test_a_config_file_that_is_not_utf8_names_its_line(tmp_path):
+    """A UnicodeDecodeError traceback, before."""
+    config = tmp_path / "latin.yaml"
+    config.write_bytes("train:\n  steps: 5\n# caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ZofoError, match=rf"^{config}:3: not UTF-8 text \(save the file as UTF-8\)$"):
+        load_config(config)
+
+
 def test_a_folder_given_as_the_config_file_is_refused_with_what_to_give(tmp_path):
     with pytest.raises(ZofoError, match=rf"config file {tmp_path} is a folder, not a YAML file \(give the .yaml"):
         load_config(tmp_path)

@@ -206,13 +206,23 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     if not path.is_file():
         raise ZofoError(f"config file {path} is a folder, not a YAML file", "give the .yaml file itself, e.g. "
                         "configs/quickstart.yaml")
-    data, node = parse_yaml(path, path.read_text())
+    data, node = parse_yaml(path, yaml_text(path))
     lines = _key_lines(node)
     if data is None:
         return {}, {}
     if not isinstance(data, dict):
         raise ZofoError(f"{path}: the top level must be a mapping of sections", "see configs/ for examples")
     return data, lines
+
+
+def yaml_text(path: Path) -> str:
+    """A YAML file's text; one that is not UTF-8 is refused with its first such line (YAML files are UTF-8)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise ZofoError(f"{path}:{line}: not UTF-8 text", "save the file as UTF-8") from None
 
 
 def parse_yaml(path: Path, text: str) -> tuple[Any, yaml.Node | None]:

@@ -164,3 +164,10 @@ def test_the_default_split_follows_its_rule_and_every_task_loads(shared_data):
     assert not {family[r.name] for r in train} & {family[r.name] for r in test}  # no sibling leaks
     assert {family[r.name] for r in test} == held_out_by_rule(root)
     assert all(len(split.task(r).records("train")) >= 100 for r in train + test)
+
+
+def test_a_split_file_that_is_not_utf8_names_its_line(tmp_path):
+    split = tmp_path / "split.yaml"
+    split.write_bytes(b"meta_train:\n  - a\nmeta_test:\n  - b  # \xff\n")
+    with pytest.raises(ZofoError, match=rf"^{split}:4: not UTF-8 text"):
+        read_split(split)

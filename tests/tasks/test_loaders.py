@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +130,45 @@ def test_missing_data_path_is_reported(tmp_path):
         load_task("rte", tmp_path / "nowhere")
     with pytest.raises(ZofoError, match="no SuperGLUE files"):
         load_task("rte", tmp_path)
+
+
+RTE_LINE = '{"premise": "A dog runs.", "hypothesis": "An animal moves.", "label": "entailment", "idx": %d}\n'
+
+
+def damaged(tmp_path: Path, name: str, damage: str) -> Path:
+    """A small valid file ``name`` (RTE lines, an SST-2 tsv or a BIG-bench task.json), damaged: a gzip file cut
+    short, plain text under a .gz name, or a Latin-1 byte on line 3."""
+    if name.endswith((".tsv", ".tsv.gz")):
+        text = "sentence\tlabel\n" + "".join(f"a fine film {i} .\t1\n" for i in range(200))
+    elif "task.json" in name:
+        examples = [{"input": f"q{i}", "target_scores": {"a": 1, "b": 0}} for i in range(200)]
+        text = json.dumps({"name": "t", "examples": examples})
+    else:
+        text = "".join(RTE_LINE % i for i in range(200))
+    data = text.encode()
+    if damage == "latin-1":
+        at = data.index(b"\n", data.index(b"\n") + 1) + 3  # on line 3
+        data = data[:at] + "é".encode("latin-1") + data[at:]
+    if name.endswith(".gz"):
+        data = gzip.compress(data)[:400] if damage == "cut" else data if damage == "not-gzip" else gzip.compress(data)
+    file = tmp_path / name
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_bytes(data)
+    return file
+
+
+@pytest.mark.parametrize(("task", "name", "damage", "message"), [
+    ("rte", "rte/val.jsonl.gz", "cut", r"val.jsonl.gz: not a whole gzip file \(.*\) \(copy or download the file"),
+    ("rte", "rte/val.jsonl.gz", "not-gzip", r"val.jsonl.gz: not a whole gzip file"),
+    ("rte", "rte/val.jsonl", "latin-1", r"val.jsonl:3: not UTF-8 text \(save the file as UTF-8\)$"),
+    ("sst2", "sst2/train.tsv.gz", "not-gzip", r"train.tsv.gz: not a whole gzip file"),
+    ("sst2", "sst2/train.tsv.gz", "latin-1", r"train.tsv.gz:3: not UTF-8 text"),
+    ("bigbench", "bb/task.json.gz", "cut", r"task.json.gz: not a whole gzip file"),
+])
+def test_a_damaged_file_is_named_not_a_traceback(tmp_path, task, name, damage, message):
+    """They raised EOFError, gzip.BadGzipFile and UnicodeDecodeError with a traceback."""
+    file = damaged(tmp_path, name, damage)
+    with pytest.raises(ZofoError, match=message):
+        loaded = load_task(task, file.parent)
+        for split in loaded.splits:
+            loaded.records(split)

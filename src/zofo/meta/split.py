@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from zofo.config import parse_yaml
+from zofo.config import parse_yaml, yaml_text
 from zofo.errors import ZofoError
 from zofo.meta.pool import TaskRef, bigbench_root, load_checked, resolve
 from zofo.tasks import Task, sample_splits, split_bilevel
@@ -71,7 +71,7 @@ def read_split(path: str | Path, root: str | Path | None = None, lists: tuple[st
 def _read_yaml(path: Path) -> tuple[dict, yaml.Node | None]:
     if not path.is_file():
         raise ZofoError(f"split file {path} does not exist", "check the path (e.g. configs/meta/bigbench_split.yaml)")
-    doc, node = parse_yaml(path, path.read_text())
+    doc, node = parse_yaml(path, yaml_text(path))
     if not isinstance(doc, dict):
         raise ZofoError(f"{path}:1: a split file is a mapping with the lists {' and '.join(LISTS)}",
                         "see configs/meta/bigbench_split.yaml")

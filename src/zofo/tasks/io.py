@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,6 +22,31 @@ def open_text(path: str | Path) -> IO[str]:
     return open(path, encoding="utf-8")
 
 
+@contextmanager
+def reading(path: str | Path) -> Iterator[None]:
+    """Turn what a damaged file raises while it is read into a ZofoError naming it: a gzip file cut short or not
+    gzip at all, text that is not UTF-8 (with the first line that is not)."""
+    try:
+        yield
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise ZofoError(f"{path}: not a whole gzip file ({err})", "copy or download the file again") from None
+    except UnicodeDecodeError:
+        raise ZofoError(f"{path}:{first_undecodable_line(path)}: not UTF-8 text",
+                        "save the file as UTF-8") from None
+
+
+def first_undecodable_line(path: str | Path) -> int:
+    """The number of the first line of ``path`` (decompressed where `x.gz`) that is not UTF-8; 0 where none is."""
+    path = Path(path)
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
+
+
 def find_file(folder: str | Path, stem: str, suffixes: tuple[str, ...] = (".jsonl",)) -> Path | None:
     """`folder/stem.suffix` or `folder/stem.suffix.gz`, the first that exists; None if none does."""
     for suffix in suffixes:
@@ -31,7 +58,7 @@ def find_file(folder: str | Path, stem: str, suffixes: tuple[str, ...] = (".json
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield (`file:line`, object) for each non-blank line of a JSON-lines file."""
-    with open_text(path) as handle:
+    with reading(path), open_text(path) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -48,7 +75,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def read_json(path: str | Path) -> Any:
     """Parse a whole JSON file; a syntax error names the file and line."""
-    with open_text(path) as handle:
+    with reading(path), open_text(path) as handle:
         try:
             return json.load(handle)
         except json.JSONDecodeError as err:
@@ -57,7 +84,7 @@ def read_json(path: str | Path) -> Any:
 
 def iter_tsv(path: str | Path) -> Iterator[tuple[str, dict[str, str]]]:
     """Yield (`file:line`, row) for a tab-separated file whose first line is a header."""
-    with open_text(path) as handle:
+    with reading(path), open_text(path) as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
         if header is None:
