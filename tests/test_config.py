@@ -182,6 +182,14 @@ def test_zo_options_check_their_own_values(override, message):
     assert error.value.key == override.split("=")[0]
 
 
+@pytest.mark.parametrize("override", ["optim.lr=inf", "optim.lr_upper=-inf", "zo.eps=nan", "bilevel.lam=inf"])
+def test_a_value_that_is_not_finite_is_refused(override):
+    """inf and nan passed every range check (a NaN compares false both ways) and trained on NaN losses."""
+    key, value = override.split("=")
+    with pytest.raises(ZofoError, match=rf"^config {key}='{value}' is not a finite number \(give {key} a finite"):
+        load_config(None, ["train.method=bilevel-zofo", override])
+
+
 def test_a_config_file_that_is_not_utf8_names_its_line(tmp_path):
     """A UnicodeDecodeError traceback, before."""
     config = tmp_path / "latin.yaml"

@@ -12,10 +12,11 @@ The resolved config is saved with every run (`save_config`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +141,15 @@ RANGES = {
     "train.max_train_seconds": Range(0, strict=True, hint=_BUDGET),
     "train.max_rows": Range(1, hint="unset: whole batches"),
 }
+
+
+def refuse_non_finite(options: Any, flag: Callable[[str], str]) -> None:
+    """Refuse an infinite or NaN float field of the dataclass ``options`` (a learning rate of inf trains on NaN
+    losses, every step skipped), naming it as ``flag(field name)`` says."""
+    for field in dataclasses.fields(options):
+        value = getattr(options, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ZofoError(f"{flag(field.name)} must be a finite number, got {value}", "give a finite value")
 
 
 def check_ranges(cfg: Any) -> None:
@@ -317,6 +327,9 @@ def _coerce(hint: Any, value: Any, key_path: str) -> Any:
         return None
     for option in options:
         converted = _convert(option, value)
+        if isinstance(converted, float) and not math.isfinite(converted):
+            raise ZofoError(f"config {key_path}={value!r} is not a finite number", f"give {key_path} a finite value",
+                            key_path)
         if converted is not _NO:
             return converted
     raise ZofoError(f"config {key_path}={value!r} is not of type {_type_name(hint)}",

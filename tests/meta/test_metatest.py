@@ -212,6 +212,8 @@ def test_max_rows_reaches_the_k_shot_runs_and_the_bounds_leave_the_folder_identi
     # bounds change no result: they stay out of the folder's identity (older folders and other bounds continue)
     assert bounded.to_dict() == plain.to_dict() and "eval_max_tokens" not in plain.to_dict()
     assert bounded.bounds() == {"eval_max_tokens": plain.eval_max_tokens, "max_rows": 4}
+    with pytest.raises(ZofoError, match="meta-test --lr must be a finite number, got nan"):
+        MetaTestProtocol(lr=float("nan")).check()
     with pytest.raises(ZofoError, match="meta-test --max-rows must be >= 1, got 0"):
         MetaTestProtocol(max_rows=0).check()
 

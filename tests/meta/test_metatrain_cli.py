@@ -57,6 +57,10 @@ def test_meta_train_then_meta_test_eval_train_and_replay_exit_0(tmp_path, tiny_m
     (["--dtype", "float61"], "unknown dtype 'float61' (use one of: float32"),
     (["--device", "gpu"], "unknown device 'gpu' (use auto, cpu, cuda or cuda:N)"),
     (["--method", "fo-peft", "--peft", "prefix"], "--peft prefix cannot be merged (use --peft lora)"),
+    # these trained on NaN losses, every step skipped
+    (["--lr", "inf"], "--lr must be a finite number, got inf (give a finite value)"),
+    (["--lam", "nan"], "--lam must be a finite number, got nan"),
+    (["--lr-upper=-1e-4"], "--lr-upper must be >= 0, got -0.0001"),
 ])
 def test_bad_budgets_and_row_bounds_are_usage_errors(tmp_path, tiny_model_dir, flags, message):
     split = write_split(tmp_path)

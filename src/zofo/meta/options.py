@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from zofo.config import refuse_non_finite
 from zofo.errors import ZofoError
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class MetaTrainConfig:
 
     def check(self) -> None:
         """One-line refusals of bad values, before anything loads."""
+        refuse_non_finite(self, lambda name: f"--{name.replace('_', '-')}")
         if self.method not in BILEVEL + BASELINES:
             raise ZofoError(f"meta-train --method {self.method!r} is not one of {', '.join(BILEVEL + BASELINES)}",
                             "bilevel-zofo is the paper's; the others are its first-order twin and the baselines")
@@ -73,6 +75,13 @@ class MetaTrainConfig:
         if self.method == "fo-peft" and self.peft != "lora":
             raise ZofoError(f"multi-task fo-peft merges its shared adapter into the backbone: --peft {self.peft} "
                             "cannot be merged", "use --peft lora")
+        self._check_rates()
+
+    def _check_rates(self) -> None:
+        for name in ("lr", "lr_upper", "lr_lower"):
+            if getattr(self, name) < 0:
+                raise ZofoError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}",
+                                "0 leaves those weights unchanged; the paper uses 1e-6 to 1e-2")
         if self.lam < 0 or self.eps <= 0:
             raise ZofoError(f"lambda must be >= 0 and eps > 0 (got {self.lam}, {self.eps})", "e.g. 1e4 and 1e-3")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from zofo.config import refuse_non_finite
 from zofo.errors import ZofoError
 from zofo.evaluation.limits import MAX_TOKENS
 
@@ -42,6 +43,7 @@ class MetaTestProtocol:
 
     def check(self) -> None:
         """Refuse a protocol that cannot run, naming the option."""
+        refuse_non_finite(self, lambda name: f"meta-test --{name.replace('_', '-')}")
         for name in ("shots", "n_test", "steps", "batch_size", "r", "alpha", "max_length", "eval_batch_size",
                      "eval_max_tokens"):
             if getattr(self, name) < 1:
