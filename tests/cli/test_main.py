@@ -257,6 +257,10 @@ def test_a_folder_that_is_not_a_run_is_refused_even_with_overwrite(model_dir, sh
 def test_a_run_continues_with_resume_into_its_own_folder(finished_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(finished_run[0], run)
+    same = zofo("train", "--resume", run / "checkpoint")  # it tested again and rewrote result.json, exit 0
+    assert same.returncode == 2 and error_line(same) == (
+        f"zofo: error: train.resume {run / 'checkpoint'}: the run finished at step 2, with its result.json; resuming "
+        "it would train nothing and only test again (give --steps above 2 to train it on)")
     done = zofo("train", "--resume", run / "checkpoint", "--steps", "3")
     assert done.returncode == 0, done.stderr
     assert json.loads((run / "result.json").read_text())["steps"] == 3

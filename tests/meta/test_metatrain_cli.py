@@ -44,6 +44,11 @@ def test_meta_train_then_meta_test_eval_train_and_replay_exit_0(tmp_path, tiny_m
     again = zofo("meta-train", "--resume", str(run), "--steps", "3", "--no-progress", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert len(json.loads((run / "final" / "trajectory.json").read_text())["updates"]) == 3
+    result = (run / "result.json").read_text()
+    for steps, said in (("2", "--steps 2 is below the checkpoint's step 3"), ("3", "finished at step 3")):
+        back = zofo("meta-train", "--resume", str(run), "--steps", steps, "--no-progress", cwd=tmp_path)
+        assert back.returncode == 2 and said in back.stderr, back.stderr  # it said "3 steps", exit 0
+    assert (run / "result.json").read_text() == result
     refused = zofo("meta-train", "--split", str(split), "--model", str(tiny_model_dir), "--out", str(run), *TRAIN,
                    cwd=tmp_path)
     assert refused.returncode == 2 and "already holds a meta-training run" in refused.stderr

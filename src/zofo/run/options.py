@@ -197,6 +197,10 @@ def resumed_config(cfg: RunConfig) -> RunConfig:
     if step is not None and resumed.train.steps < step:
         raise ZofoError(f"train.resume {checkpoint}: train.steps {resumed.train.steps} is below the checkpoint's "
                         f"step {step}", f"give --steps {step} or more (a resumed run only goes on)", "train.steps")
+    if step is not None and resumed.train.steps == step and (checkpoint.parent / "result.json").exists():
+        raise ZofoError(f"train.resume {checkpoint}: the run finished at step {step}, with its result.json; "
+                        "resuming it would train nothing and only test again",
+                        f"give --steps above {step} to train it on", "train.steps")
     return resumed
 
 
