@@ -157,6 +157,11 @@ def test_train_exits_0_with_only_progress_on_stderr(finished_run):
     (["--n-train", "0"], "data.n_train is 0: method mezo trains on the training split (give --n-train N >= 1)"),
     (["--method", "icl", "--shots", "4", "--n-train", "0"],
      "data.n_train is 0: method icl draws its 4 demonstrations from the training split"),
+    # it drew 16 and recorded shots 16 in result.json, 100 in config.yaml
+    (["--method", "icl", "--shots", "100", "--n-train", "16"],
+     "icl.shots 100 with data.n_train 16: the demonstrations are drawn from the train split (give --n-train 100 or "
+     "more, or --shots 16 or fewer)"),
+    (["--lr", "inf"], "config optim.lr='inf' is not a finite number (give optim.lr a finite value)"),
 ])
 def test_train_refuses_bad_options_before_loading_with_exit_2(tmp_path, flags, message):
     done = zofo("train", "--method", "mezo", "--model", tmp_path / "absent", "--output-dir", tmp_path / "run", *flags)

@@ -141,6 +141,10 @@ def _check_steps(cfg: RunConfig, method: type[Method]) -> None:
         needs = "trains on" if method.trains else f"draws its {shots} demonstrations from"
         raise ZofoError(f"data.n_train is {cfg.data.n_train}: method {cfg.train.method} {needs} the training split",
                         "give --n-train N >= 1", "data.n_train")
+    if shots > cfg.data.n_train:  # the run drew n_train demonstrations and its result said so, its config not
+        raise ZofoError(f"icl.shots {shots} with data.n_train {cfg.data.n_train}: the demonstrations are drawn from "
+                        "the train split", f"give --n-train {shots} or more, or --shots {cfg.data.n_train} or fewer",
+                        "icl.shots")
 
 
 def peft_kind(cfg: RunConfig) -> str | None:
