@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from tests.tiny import build_tiny_tokenizer, tiny_model
 from zofo.cli.main import main
 from zofo.errors import ZofoError, ZofoWarning
 from zofo.models import load as load_module
-from zofo.models.load import load_model
+from zofo.models.load import load_model, resolve_source
 
 
 @pytest.mark.parametrize("family", ["llama", "opt", "qwen2", "gpt2"])
@@ -141,3 +142,16 @@ def test_gguf_rewrap_round_trip_same_logits(tmp_path):
         torch.testing.assert_close(reloaded(ids).logits, from_gguf(ids).logits, rtol=0, atol=0)
     assert all(p.requires_grad for p in from_gguf.parameters())
     assert getattr(from_gguf.config, "quantization_config", None) is None
+
+
+@pytest.mark.parametrize("name, meant", [("smollm2-136m", "smollm2-135m"), ("qwen2.5-coder-1.5", "qwen2.5-coder-1.5b")])
+def test_a_misspelt_alias_is_refused_with_the_alias_meant(name, meant):
+    """It went to the hub and printed a minute of retries for a repository that does not exist."""
+    with pytest.raises(ZofoError, match=rf"^unknown model '{name}': not a path, and close to the alias '{meant}' "
+                                        rf"\(did you mean --model {meant}\? A hub model is named owner/name\)$"):
+        resolve_source(name)
+
+
+def test_hub_ids_far_from_every_alias_stay_hub_ids():
+    for name in ("gpt2", "Qwen/Qwen2.5-0.5B", "smollm2", "HuggingFaceTB/SmolLM2-135M"):
+        assert resolve_source(name) == Path(name)

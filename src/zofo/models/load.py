@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import fnmatch
 import io
 import time
@@ -108,6 +109,10 @@ def resolve_source(name: str) -> Path:
         return path
     if path.suffix == ".gguf" or name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ZofoError(f"model path {name} does not exist", "check the path")
+    close = difflib.get_close_matches(name, ALIASES, n=1, cutoff=0.85) if "/" not in name else []
+    if close:  # a misspelt alias, else minutes of hub retries for a repository that does not exist
+        raise ZofoError(f"unknown model {name!r}: not a path, and close to the alias {close[0]!r}",
+                        f"did you mean --model {close[0]}? A hub model is named owner/name")
     return Path(name)
 
 
