@@ -148,6 +148,7 @@ def test_train_exits_0_with_only_progress_on_stderr(finished_run):
     (["--lr", "-1"], "zofo: error: optim.lr must be >= 0, got -1.0 (0 leaves those weights unchanged"),
     (["--set", "optim.lr_upper=-1e-4"], "optim.lr_upper must be >= 0, got -0.0001"),
     (["--eps", "-0.001"], "zo.eps must be > 0, got -0.001"),
+    (["--eps", "-1e-3"], "zo.eps must be > 0, got -0.001"),  # argparse took it for a flag: "expected one argument"
     (["--steps", "0"], "train.steps is 0: method mezo would train for no step (give --steps N >= 1; to only "
                        "evaluate, use --method zero-shot (or icl), or `zofo eval`)"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),

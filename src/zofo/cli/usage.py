@@ -66,6 +66,14 @@ class Parser(argparse.ArgumentParser):
     """argparse's parser; a mistyped command or flag is answered with the closest valid one (``--stpes``: did you
     mean --steps?)."""
 
+    #: a negative number as argparse reads it (-3, -.5), and in scientific notation (-1e-3), which it took for a flag
+    #: ("--eps: expected one argument"); no zofo flag looks like a number, so a value may always be negative
+    NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = self.NEGATIVE_NUMBER
+
     def parse_known_args(self, args=None, namespace=None):
         self.given = list(sys.argv[1:] if args is None else args)  # what `error` reads when argparse names no flag
         return super().parse_known_args(args, namespace)
