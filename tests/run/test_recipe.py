@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -187,11 +188,16 @@ def test_zofo_train_prints_test_metrics_training_time_and_the_run_folder(tmp_pat
 def test_an_icl_run_records_the_demonstrations_it_used_not_those_it_asked_for(tmp_path, tiny_model_dir,
                                                                             shared_data):
     asked = api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "four", "train.method=icl", "icl.shots=4"))
-    fewer = api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "all", "train.method=icl", "icl.shots=9",
-                               "data.n_train=6"))
+    # six labelled examples in all: the train split sampled from them holds fewer than the 4 shots asked for
+    tiny = Path(__file__).parents[1] / "fixtures" / "metaicl"
+    fewer = api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "all", "train.method=icl", "icl.shots=4",
+                               "data.task=metaicl:tiny_sst", f"data.data={tiny}", "data.n_train=16"))
     zero = api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "zero", "train.method=zero-shot"))
-    assert (asked["shots"], fewer["shots"], zero["shots"]) == (4, 6, 0)
-    assert json.loads((tmp_path / "all" / "result.json").read_text())["shots"] == 6
+    assert (asked["shots"], zero["shots"]) == (4, 0) and 1 <= fewer["shots"] < 4
+    assert json.loads((tmp_path / "all" / "result.json").read_text())["shots"] == fewer["shots"]
+    with pytest.raises(ZofoError, match=r"icl.shots 9 with data.n_train 6: the demonstrations are drawn from the"):
+        api.train(tiny_run(tiny_model_dir, shared_data, tmp_path / "nine", "train.method=icl", "icl.shots=9",
+                           "data.n_train=6"))
 
 
 @pytest.mark.parametrize("args, message", [
