@@ -51,7 +51,7 @@ from zofo.models.load import check_device_dtype, load_model, resolve_dtype, reso
 from zofo.ranks import Ranks
 from zofo.run.checkpoint import save_weights
 from zofo.run.distributed import check_batch_divides, check_same_values, launched_world, rank_device, start_group
-from zofo.run.folder import checkpoint_step
+from zofo.run.folder import check_goes_on
 from zofo.run.interrupt import TrainingInterrupted, stop_on_signal
 from zofo.run.lock import locked
 from zofo.run.logs import PeakMemory, RunLogger
@@ -73,20 +73,8 @@ def resumed(run_dir: str | Path, **changes) -> MetaTrainConfig:
     known = {f.name for f in fields(MetaTrainConfig)}
     kept = {k: v for k, v in changes.items() if v is not None and k in RESUME_MAY_CHANGE}
     cfg = MetaTrainConfig(**({k: v for k, v in saved.items() if k in known} | kept | {"out": str(run_dir)}))
-    _check_steps_ahead(Path(run_dir), cfg.steps)
+    check_goes_on(Path(run_dir) / "checkpoint", cfg.steps, f"--resume {run_dir}", "--steps", "evaluate")
     return cfg
-
-
-def _check_steps_ahead(run_dir: Path, steps: int) -> None:
-    """A resumed run only goes on: --steps below its checkpoint's step, or at it once the run has its result, would
-    train nothing (the run reported its own step count instead, silently)."""
-    step = checkpoint_step(run_dir / "checkpoint")
-    if step is not None and steps < step:
-        raise ZofoError(f"--steps {steps} is below the checkpoint's step {step} ({run_dir / 'checkpoint'})",
-                        f"give --steps {step} or more (a resumed run only goes on)")
-    if step is not None and steps == step and (run_dir / "result.json").exists():
-        raise ZofoError(f"{run_dir} finished at step {step}, with its result.json; resuming it would train nothing",
-                        f"give --steps above {step} to train it on")
 
 
 def meta_train(cfg: MetaTrainConfig, resume_run: bool = False, split: Split | None = None) -> dict:

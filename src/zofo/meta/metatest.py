@@ -33,6 +33,7 @@ from zofo.meta.workers import Share, run_workers, write_spec
 from zofo.meta.workers import check as check_workers
 from zofo.models.device import resolve_device
 from zofo.models.load import load_model
+from zofo.run.folder import listed
 from zofo.run.interrupt import StopRequest, TrainingInterrupted, stop_on_signal
 from zofo.run.lock import locked
 from zofo.run.options import load_config
@@ -134,8 +135,7 @@ def check_out_folder(out_dir: Path) -> None:
         raise ZofoError(f"--out {out_dir} is a file", "give a folder: absent, empty or an earlier meta-test's")
     foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in OUT_ENTRIES) if out_dir.is_dir() else []
     if foreign:
-        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-        raise ZofoError(f"--out {out_dir} holds files a meta-test does not write ({shown})",
+        raise ZofoError(f"--out {out_dir} holds files a meta-test does not write ({listed(foreign)})",
                         "give an absent or empty folder, or an earlier meta-test's to continue it")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from zofo.config import refuse_non_finite
+from zofo.config import RANGES, refuse_non_finite
 from zofo.errors import ZofoError
 
 if TYPE_CHECKING:
@@ -78,10 +78,11 @@ class MetaTrainConfig:
         self._check_rates()
 
     def _check_rates(self) -> None:
-        for name in ("lr", "lr_upper", "lr_lower"):
-            if getattr(self, name) < 0:
-                raise ZofoError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}",
-                                "0 leaves those weights unchanged; the paper uses 1e-6 to 1e-2")
+        for name in ("lr", "lr_upper", "lr_lower"):  # the single-task run's ranges for its learning rates
+            allowed = RANGES[f"optim.{name}"]
+            if not allowed.allows(getattr(self, name)):
+                raise ZofoError(f"--{name.replace('_', '-')} must be {allowed}, got {getattr(self, name)}",
+                                allowed.hint)
         if self.lam < 0 or self.eps <= 0:
             raise ZofoError(f"lambda must be >= 0 and eps > 0 (got {self.lam}, {self.eps})", "e.g. 1e4 and 1e-3")
 

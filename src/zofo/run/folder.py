@@ -40,8 +40,7 @@ def check_run_folder(run_dir: Path, overwrite: bool = False) -> None:
     if not set(entries) - LAUNCHER_FILES:
         return
     if not is_run_folder(run_dir):
-        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-        raise ZofoError(f"run folder {run_dir} is not empty and holds no zofo run ({shown})",
+        raise ZofoError(f"run folder {run_dir} is not empty and holds no zofo run ({listed(entries)})",
                         "choose a new --output-dir; zofo writes only into an empty folder and deletes only "
                         "folders it wrote", "train.output_dir")
     if not overwrite:
@@ -52,10 +51,14 @@ def check_run_folder(run_dir: Path, overwrite: bool = False) -> None:
                         "or give the run folder's path from there", "train.output_dir")
     foreign = [name for name in entries if name not in RUN_ENTRIES]
     if foreign:
-        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-        raise ZofoError(f"--overwrite of {run_dir}: it also holds files a zofo run does not write ({shown})",
+        raise ZofoError(f"--overwrite of {run_dir}: it also holds files a zofo run does not write ({listed(foreign)})",
                         "move them out of the folder, or choose a new --output-dir; --overwrite deletes only what "
                         "a run wrote", "train.output_dir")
+
+
+def listed(names: list[str]) -> str:
+    """A folder's entries as a refusal names them: the first five, then "..."."""
+    return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
 
 
 def clear_run_folder(run_dir: Path) -> None:
@@ -108,3 +111,18 @@ def checkpoint_step(checkpoint: Path) -> int | None:
         return int(json.loads((checkpoint / "loop.json").read_text())["step"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def check_goes_on(checkpoint: Path, steps: int, where: str, flag: str, again: str, key: str | None = None) -> None:
+    """A resumed run only goes on: ``steps`` below its checkpoint's step, or at it once the run has its result.json,
+    would train nothing. ``where`` and ``flag`` name the run and its step count in the refusal; ``again``: what such a
+    resume would only do again (`zofo train` tests, meta-train evaluates)."""
+    step = checkpoint_step(checkpoint)
+    if step is None:
+        return
+    if steps < step:
+        raise ZofoError(f"{where}: {flag} {steps} is below the checkpoint's step {step}",
+                        f"give --steps {step} or more (a resumed run only goes on)", key)
+    if steps == step and (checkpoint.parent / "result.json").exists():
+        raise ZofoError(f"{where}: the run finished at step {step}, with its result.json; resuming it would train "
+                        f"nothing and only {again} again", f"give --steps above {step} to train it on", key)

@@ -28,7 +28,7 @@ from zofo.methods import METHODS, Method
 from zofo.methods.base import SCHEDULES
 from zofo.models.adapters import PEFT_KINDS
 from zofo.models.load import DTYPES
-from zofo.run.folder import check_run_folder, checkpoint_step
+from zofo.run.folder import check_goes_on, check_run_folder
 from zofo.tasks import TASKS, check_task_name
 from zofo.zo.options import ZOOptions
 
@@ -197,14 +197,7 @@ def resumed_config(cfg: RunConfig) -> RunConfig:
         if key in named:
             section, name = key.split(".", 1)
             setattr(getattr(resumed, section), name, given[key])
-    step = checkpoint_step(checkpoint)
-    if step is not None and resumed.train.steps < step:
-        raise ZofoError(f"train.resume {checkpoint}: train.steps {resumed.train.steps} is below the checkpoint's "
-                        f"step {step}", f"give --steps {step} or more (a resumed run only goes on)", "train.steps")
-    if step is not None and resumed.train.steps == step and (checkpoint.parent / "result.json").exists():
-        raise ZofoError(f"train.resume {checkpoint}: the run finished at step {step}, with its result.json; "
-                        "resuming it would train nothing and only test again",
-                        f"give --steps above {step} to train it on", "train.steps")
+    check_goes_on(checkpoint, resumed.train.steps, f"train.resume {checkpoint}", "train.steps", "test", "train.steps")
     return resumed
 
 

@@ -16,10 +16,13 @@ from zofo.errors import ZofoError
 
 def open_text(path: str | Path) -> IO[str]:
     """Open a text file for reading; `x.gz` is decompressed on the fly."""
+    return _opened(path, "rt", "utf-8")
+
+
+def _opened(path: str | Path, mode: str, encoding: str | None = None) -> IO:
+    """``path`` opened for reading in ``mode``, decompressed on the fly where it is `x.gz`."""
     path = Path(path)
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+    return (gzip.open if path.suffix == ".gz" else open)(path, mode, encoding=encoding)
 
 
 @contextmanager
@@ -37,8 +40,7 @@ def reading(path: str | Path) -> Iterator[None]:
 
 def first_undecodable_line(path: str | Path) -> int:
     """The number of the first line of ``path`` (decompressed where `x.gz`) that is not UTF-8; 0 where none is."""
-    path = Path(path)
-    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
+    with _opened(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             try:
                 line.decode("utf-8")
